@@ -1,0 +1,80 @@
+"""saenb against SAELens: the same activation file, architecture, width, k (or L1 coefficient), batch size and token budget,
+trained side by side in the same run. Prints one JSON line: tokens/s of each and their ratio, validation FVU and L0 of each,
+and achieved FLOP/s as a fraction of this machine's measured fp32 and bf16 matmul peaks.
+
+SAELens pins transformer-lens below 4, so it runs in its own virtual environment, which this script creates on first use
+(`benchmarks/.saelens_venv`, from the package index; nothing is downloaded at training time).
+
+    python benchmarks/sae_vs_saelens.py [--archs topk,relu] [--d_in 256] [--exp_factor 8] [--k 32] [--n_tokens 524288]
+"""
+import argparse, json, os, subprocess, sys, tempfile
+from pathlib import Path
+import numpy as np, torch
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import device_name, matmul_peak, emit
+
+HERE = Path(__file__).parent
+VENV = HERE/'.saelens_venv'
+
+def saelens_python() -> str:
+    py = VENV/'bin'/'python'
+    if not py.exists():
+        print("creating SAELens's virtual environment (once)...", file=sys.stderr)
+        subprocess.run([sys.executable, '-m', 'venv', str(VENV)], check=True)
+        subprocess.run([str(py), '-m', 'pip', 'install', '-q', f'torch=={torch.__version__.split("+")[0]}', 'sae-lens'], check=True)
+    return str(py)
+
+def synthetic_activations(n:int, d:int, n_feat:int, l0:float, seed:int) -> np.ndarray:
+    "Sparse nonnegative combinations of `n_feat` random unit directions (about `l0` active per row), plus a little noise."
+    g = np.random.default_rng(seed)
+    D = g.standard_normal((n_feat, d)).astype(np.float32); D /= np.linalg.norm(D, axis=1, keepdims=True)
+    out = np.empty((n, d), np.float32)
+    for i in range(0, n, 16384):
+        m = min(16384, n - i)
+        codes = (g.random((m, n_feat)) < l0 / n_feat) * g.exponential(1.0, (m, n_feat)).astype(np.float32)
+        out[i:i+m] = codes @ D + 0.01 * g.standard_normal((m, d)).astype(np.float32)
+    return out
+
+def run_json(cmd:list, env=None) -> dict:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [l for l in r.stdout.splitlines() if l.startswith('{')]
+    if r.returncode or not lines: raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--archs', default='topk,relu'); ap.add_argument('--d_in', type=int, default=256)
+    ap.add_argument('--exp_factor', type=int, default=8); ap.add_argument('--k', type=int, default=32)
+    ap.add_argument('--l1', type=float, default=5.0, help='L1 coefficient for relu/standard (both tools use it on the same scale)')
+    ap.add_argument('--batch_size', type=int, default=4096); ap.add_argument('--n_tokens', type=int, default=524288)
+    ap.add_argument('--lr', type=float, default=4e-4); ap.add_argument('--acts', default=None, help='an .npy [N, d] file to use instead of synthetic activations')
+    ap.add_argument('--seed', type=int, default=0)
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    if a.acts: acts = np.load(a.acts, mmap_mode='r')
+    else: acts = synthetic_activations(max(a.n_tokens // 2, 65536) + 8192, a.d_in, a.d_in * 4, a.k / 2, a.seed)
+    np.save(tmp/'train.npy', np.asarray(acts[:-8192])); np.save(tmp/'val.npy', np.asarray(acts[-8192:]))
+    d_in, d_sae = acts.shape[1], acts.shape[1] * a.exp_factor
+    py = saelens_python()
+    peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    record = {'bench': 'sae_vs_saelens', 'device': device_name(), 'd_in': d_in, 'd_sae': d_sae, 'k': a.k, 'batch_size': a.batch_size,
+              'n_tokens': a.n_tokens, 'peak_fp32_flops': peak32, 'peak_bf16_flops': peak16}
+    for arch in a.archs.split(','):
+        sl = run_json([py, str(HERE/'_saelens_worker.py'), str(tmp/'train.npy'), str(tmp/'val.npy'), 'topk' if arch != 'relu' else 'standard',
+                       str(d_sae), str(a.k if arch != 'relu' else a.l1), str(a.batch_size), str(a.n_tokens), str(a.lr), '0', str(a.seed)])
+        sae_args = ['--k', str(a.k)] if arch != 'relu' else ['--sparsity_coeff', str(a.l1)]
+        ours = run_json(['saenb_train_sae', '--acts', str(tmp/'train.npy'), '--val_acts', str(tmp/'val.npy'), '--arch', arch, *sae_args,
+                         '--exp_factor', str(a.exp_factor), '--n_tokens', str(a.n_tokens), '--batch_size', str(a.batch_size),
+                         '--lr', str(a.lr), '--seed', str(a.seed), '--out', str(tmp/f'saenb_{arch}'), '--quiet'])
+        enc = 6 * d_in * d_sae                                     # encoder forward + backward, per token
+        dec_dense, dec_sparse = 6 * d_sae * d_in, 6 * a.k * d_in   # decoder: dense, or only the k active rows
+        ours_flops = (enc + (dec_sparse if arch in ('topk', 'batchtopk') else dec_dense)) * ours['tokens_per_s']
+        sl_flops = (enc + dec_dense) * sl['tokens_per_s']
+        record[arch] = {'saenb_tokens_per_s': ours['tokens_per_s'], 'saelens_tokens_per_s': sl['tokens_per_s'],
+                        'speedup': ours['tokens_per_s'] / sl['tokens_per_s'],
+                        'saenb_fvu': ours['fvu'], 'saelens_fvu': sl['fvu'], 'saenb_l0': ours['l0'], 'saelens_l0': sl['l0'],
+                        'saenb_flops_frac_fp32_peak': ours_flops / peak32, 'saenb_flops_frac_bf16_peak': ours_flops / peak16,
+                        'saelens_flops_frac_fp32_peak': sl_flops / peak32}
+    emit(record)
+
+if __name__ == '__main__': main()

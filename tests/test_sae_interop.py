@@ -1,0 +1,201 @@
+"Other tools' formats: SAELens export and import, sparsify import, the export command; SAELens's own loader agrees with saenb."
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file, load_file
+from saenb.sae import SAELENS_ARCHS, make_sae, load_sae, export_saelens, synthetic_sparse_data, _train
+
+REPO = Path(__file__).resolve().parents[1]
+KW = {'relu': dict(sparsity_coeff=0.1), 'topk': dict(k=4), 'batchtopk': dict(k=4, threshold_beta=0.9),
+      'jumprelu': dict(sparsity_coeff=0.05, bandwidth=0.05, init_threshold=0.1),
+      'lagrangian': dict(target_l0=6, bandwidth=0.05), 'gated': dict(sparsity_coeff=0.1),
+      'matryoshka': dict(k=4, prefixes=[8, 32, 64], threshold_beta=0.9)}
+VARIANTS = [(a, KW[a]) for a in KW] + [('relu', dict(sparsity_coeff=0.1, weighted_l1=True))]
+IDS = [f"{a}-{i}" for i, (a, _) in enumerate(VARIANTS)]
+X = synthetic_sparse_data(1024, 16, 32, seed=0)
+XT = torch.randn(300, 16, generator=torch.Generator().manual_seed(5)) * 2   # raw inputs, off the training distribution too
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+_cache = {}
+def trained(i):
+    "The eval-mode SAE of VARIANTS[i], trained briefly (cached across tests)."
+    if i not in _cache:
+        arch, kw = VARIANTS[i]
+        sae = make_sae(arch, d_in=16, d_sae=64, **kw)
+        _train(sae, X, steps=40)
+        if arch == 'relu' and kw.get('weighted_l1'):
+            with torch.no_grad(): sae.W_dec.mul_(torch.linspace(0.5, 2, 64)[:, None])   # decoder far from unit norm
+        _cache[i] = sae.eval()
+    return _cache[i]
+
+def test_exportable_archs():
+    assert set(SAELENS_ARCHS) == set(KW)
+
+@pytest.mark.parametrize('i', range(len(VARIANTS)), ids=IDS)
+def test_round_trip(i, tmp_path):
+    sae = trained(i)
+    p = export_saelens(sae, tmp_path / 'out', hook_name='blocks.0.hook_resid_post', model_name='toy')
+    assert sorted(x.name for x in p.iterdir()) == ['cfg.json', 'sae_weights.safetensors']
+    back = load_sae(p).eval()
+    assert type(back) is type(sae) and back.cfg == sae.cfg
+    assert torch.equal(back.encode(XT), sae.encode(XT)) and torch.equal(back(XT), sae(XT))
+    assert back.source == {'format': 'saelens', 'architecture': SAELENS_ARCHS[sae.arch], 'hook_name': 'blocks.0.hook_resid_post', 'model_name': 'toy'}
+
+@pytest.mark.parametrize('i', [0, 1, 3, 5], ids=['relu', 'topk', 'jumprelu', 'gated'])
+def test_saelens_without_saenb_config(i, tmp_path):
+    "A SAELens directory without saenb's metadata (as SAELens writes it) loads as the equivalent saenb architecture."
+    sae = trained(i)
+    p = export_saelens(sae, tmp_path / 'out')
+    c = json.loads((p / 'cfg.json').read_text()); del c['metadata']['saenb_config']
+    (p / 'cfg.json').write_text(json.dumps(c))
+    back = load_sae(p).eval()
+    assert back.arch == {'relu': 'relu', 'topk': 'topk', 'jumprelu': 'jumprelu', 'gated': 'gated'}[sae.arch]
+    torch.testing.assert_close(back.encode(XT), sae.encode(XT), atol=1e-6, rtol=0)
+    torch.testing.assert_close(back(XT), sae(XT), atol=1e-6, rtol=0)
+
+def test_saelens_no_b_dec_to_input(tmp_path):
+    "apply_b_dec_to_input=False is folded into the encoder biases (gated: both paths)."
+    for i in (0, 5):
+        sae = trained(i)
+        p = export_saelens(sae, tmp_path / sae.arch)
+        c = json.loads((p / 'cfg.json').read_text()); c['apply_b_dec_to_input'] = False; del c['metadata']['saenb_config']
+        (p / 'cfg.json').write_text(json.dumps(c))
+        w = {k: v for k, v in load_file(str(p / 'sae_weights.safetensors')).items()}
+        if sae.arch == 'gated':
+            g, m = XT @ w['W_enc'] + w['b_gate'], XT @ (w['W_enc'] * w['r_mag'].exp()) + w['b_mag']
+            codes = (g > 0) * m.relu()
+        else: codes = (XT @ w['W_enc'] + w['b_enc']).relu()
+        back = load_sae(p).eval()
+        torch.testing.assert_close(back.encode(XT), codes, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(back(XT), codes @ w['W_dec'] + w['b_dec'], atol=1e-4, rtol=1e-5)
+
+def _sparsify_dir(p, transcode=False, bf16=False):
+    g = torch.Generator().manual_seed(2)
+    enc, W_dec = torch.randn(48, 16, generator=g), torch.randn(48, 16, generator=g)
+    b_enc, b_dec = torch.randn(48, generator=g) * 0.1, torch.randn(16, generator=g)
+    t = {'encoder.weight': enc, 'encoder.bias': b_enc, 'W_dec': W_dec / W_dec.norm(dim=-1, keepdim=True), 'b_dec': b_dec}
+    if bf16: t = {k: v.bfloat16() for k, v in t.items()}
+    p.mkdir()
+    save_file(t, str(p / 'sae.safetensors'))
+    (p / 'cfg.json').write_text(json.dumps({'activation': 'topk', 'expansion_factor': 3, 'normalize_decoder': True, 'num_latents': 0,
+                                            'k': 5, 'multi_topk': False, 'skip_connection': False, 'transcode': transcode, 'd_in': 16}))
+    return {k: v.float() for k, v in t.items()}
+
+@pytest.mark.parametrize('transcode,bf16', [(False, False), (False, True), (True, False)])
+def test_sparsify(tmp_path, transcode, bf16):
+    t = _sparsify_dir(tmp_path / 's', transcode, bf16)
+    sae = load_sae(tmp_path / 's').eval()
+    assert (sae.arch, sae.cfg.d_sae, sae.cfg.k) == ('transcoder' if transcode else 'topk', 48, 5)
+    xin = XT if transcode else XT - t['b_dec']
+    v, i = F.relu(F.linear(xin, t['encoder.weight'], t['encoder.bias'])).topk(5, dim=-1)   # sparsify's fused_encoder
+    codes = torch.zeros(len(XT), 48).scatter(-1, i, v)
+    torch.testing.assert_close(sae.encode(XT), codes, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sae(XT), codes @ t['W_dec'] + t['b_dec'], atol=1e-4, rtol=1e-5)
+    if not transcode:   # and it exports to SAELens like any topk SAE
+        back = load_sae(export_saelens(sae, tmp_path / 'sl')).eval()
+        assert torch.equal(back(XT), sae(XT))
+
+def test_bad_files(tmp_path):
+    t = _sparsify_dir(tmp_path / 's')
+    f = tmp_path / 's' / 'sae.safetensors'; data = f.read_bytes()
+    f.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match='corrupt or truncated'): load_sae(tmp_path / 's')
+    f.write_bytes(data)
+    (tmp_path / 's' / 'cfg.json').write_text(json.dumps({'k': 5, 'd_in': 16, 'skip_connection': True}))
+    with pytest.raises(ValueError, match='no saenb equivalent'): load_sae(tmp_path / 's')
+    (tmp_path / 's' / 'cfg.json').write_text(json.dumps({'k': 5, 'd_in': 16, 'num_latents': 48}))
+    save_file({k: v for k, v in t.items() if k != 'b_dec'}, str(f))
+    with pytest.raises(ValueError, match=r"missing tensors \['b_dec'\]"): load_sae(tmp_path / 's')
+    p = export_saelens(trained(1), tmp_path / 'sl')
+    c = json.loads((p / 'cfg.json').read_text())
+    (p / 'cfg.json').write_text(json.dumps({**c, 'd_sae': 32}))
+    with pytest.raises(ValueError, match='does not match cfg.json'): load_sae(p)
+    (p / 'cfg.json').write_text(json.dumps({**c, 'architecture': 'matching_pursuit'}))
+    with pytest.raises(ValueError, match='no saenb equivalent'): load_sae(p)
+    (p / 'cfg.json').write_text('[1, 2')
+    with pytest.raises(ValueError, match='not valid JSON'): load_sae(p)
+    (tmp_path / 'other').mkdir(); (tmp_path / 'other' / 'cfg.json').write_text('{}')
+    with pytest.raises(ValueError, match=r'known formats: saenb \(config.json \+ model.safetensors\), saelens'): load_sae(tmp_path / 'other')
+
+def test_not_exportable(tmp_path):
+    for arch, kw, msg in [('hard_concrete', {}, 'exportable ones are'), ('staircase', dict(k=4), 'exportable ones are'),
+                          ('topk', dict(k=4, relu_after_topk=False), 'relu_after_topk=True'),
+                          ('batchtopk', dict(k=4), 'train it before exporting')]:
+        with pytest.raises(ValueError, match=msg): export_saelens(make_sae(arch, d_in=16, d_sae=64, **kw), tmp_path / 'x')
+    assert not (tmp_path / 'x').exists()
+
+# ---- the console command
+
+def _cli(*args):
+    exe = shutil.which('saenb_export_saelens')
+    cmd = [exe] if exe else [sys.executable, '-c', 'from saenb.sae import saenb_export_saelens; saenb_export_saelens()']
+    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+def test_cli(tmp_path):
+    trained(1).save(tmp_path / 'sae_0')
+    r = _cli('--sae', tmp_path / 'sae_0', '--out', tmp_path / 'sl', '--hook_name', 'blocks.1.hook_resid_post', '--model_name', 'toy')
+    assert r.returncode == 0, r.stderr
+    assert 'topk -> SAELens topk' in r.stdout
+    c = json.loads((tmp_path / 'sl' / 'cfg.json').read_text())
+    assert (c['metadata']['hook_name'], c['metadata']['model_name'], c['k']) == ('blocks.1.hook_resid_post', 'toy', 4)
+    assert torch.equal(load_sae(tmp_path / 'sl').eval()(XT), trained(1)(XT))
+    for args, msg in [(('--out', tmp_path / 'x'), '--sae and --out are required'), (('--sae', tmp_path / 'nope', '--out', tmp_path / 'x'), 'no SAE directory'),
+                      (('--sae', tmp_path / 'sl'), '--sae and --out are required')]:
+        r = _cli(*args)
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith('saenb_export_saelens: error: ') and msg in r.stderr, r.stderr
+    make_sae('hard_concrete', d_in=16, d_sae=64).save(tmp_path / 'hc')
+    r = _cli('--sae', tmp_path / 'hc', '--out', tmp_path / 'x')
+    assert r.returncode == 2 and 'exportable ones are' in r.stderr and r.stderr.count('\n') == 1
+
+# ---- SAELens's own loader
+
+def saelens_python():
+    "The Python of an environment with SAELens installed (SAELens pins transformer-lens<4, so it lives in its own venv), or None."
+    cands = [os.environ.get('SAENB_SAELENS_PYTHON'), '/work/saelens_venv/bin/python', str(REPO / 'benchmarks/.saelens_venv/bin/python')]
+    return next((c for c in cands if c and Path(c).is_file() and os.access(c, os.X_OK)), None)
+
+WORKER = '''
+import sys, numpy as np, torch
+from sae_lens import SAE
+x = torch.from_numpy(np.load(sys.argv[1]))
+for d in sys.argv[2:]:
+    sae = SAE.load_from_disk(d, device="cpu")
+    with torch.no_grad(): codes = sae.encode(x); recon = sae.decode(codes); fwd = sae(x)
+    np.savez(d + ".npz", codes=codes.numpy(), recon=recon.numpy(), fwd=fwd.numpy(), arch=sae.cfg.architecture())
+'''
+
+@pytest.fixture(scope='module')
+def saelens_outputs(tmp_path_factory):
+    "Export every variant, then load them all with SAELens's `SAE.load_from_disk` in one run of SAELens's interpreter."
+    py = saelens_python()
+    if py is None:
+        pytest.skip("no SAELens interpreter: set SAENB_SAELENS_PYTHON to the python of a venv with sae-lens installed "
+                    "(or create /work/saelens_venv or benchmarks/.saelens_venv)")
+    tmp = tmp_path_factory.mktemp('saelens')
+    dirs = [str(export_saelens(trained(i), tmp / IDS[i])) for i in range(len(VARIANTS))]
+    np.save(tmp / 'x.npy', XT.numpy())
+    (tmp / 'w.py').write_text(WORKER)
+    r = subprocess.run([py, tmp / 'w.py', tmp / 'x.npy', *dirs], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return {IDS[i]: np.load(d + '.npz') for i, d in enumerate(dirs)}
+
+@pytest.mark.parametrize('i', range(len(VARIANTS)), ids=IDS)
+def test_saelens_equivalence(i, saelens_outputs):
+    sae, o = trained(i), saelens_outputs[IDS[i]]
+    assert str(o['arch']) == SAELENS_ARCHS[sae.arch]
+    codes, recon = sae.encode(XT).detach().numpy(), sae(XT).detach().numpy()
+    dc, dr = np.abs(o['codes'] - codes).max(), np.abs(o['fwd'] - recon).max()
+    print(f"{IDS[i]}: SAELens {o['arch']}: max |codes diff| {dc:.2e}, max |recon diff| {dr:.2e}, l0 {(codes != 0).sum(-1).mean():.1f}")
+    assert (codes != 0).any(-1).mean() > 0.5            # the comparison is not vacuous
+    np.testing.assert_array_equal(o['codes'] != 0, codes != 0)   # the same latents fire
+    np.testing.assert_allclose(o['codes'], codes, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(o['recon'], recon, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(o['fwd'], recon, atol=1e-4, rtol=0)

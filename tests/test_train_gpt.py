@@ -1,0 +1,152 @@
+"Tests of saenb.model and saenb.train_gpt: training, exact resume, checkpoints, sampling, the CLIs and torchrun DDP."
+import json, os, signal, subprocess, sys
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from saenb.data import make_corpus, save_corpus
+from saenb.grammars import get_language
+from saenb.model import GPTConfig, load_model, save_model, build_model
+from saenb.train_gpt import (TrainConfig, train_gpt, sample, grammaticality, saenb_generate, saenb_train_gpt,
+                             batch_rows, lr_at)
+
+torch.set_num_threads(1)  # tiny models run fastest on one thread
+
+TINY_CFG = GPTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=128)
+TINY_TC = TrainConfig(steps=24, batch_size=16, warmup_steps=4, eval_every=8, ckpt_every=8, lr=3e-3)
+
+
+@pytest.fixture(scope='module')
+def corpus():
+    return make_corpus(get_language('dyck'), 400, seed=0)
+
+
+@pytest.fixture(scope='module')
+def trained(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp('run') / 'dyck'
+    model = train_gpt(corpus, out, TINY_CFG, TINY_TC, progress=False, live_plot=False)
+    return model, out
+
+
+def test_training_writes_model_and_metrics(trained):
+    model, out = trained
+    for name in ['model.safetensors', 'config.json', 'tokenizer.json', 'language.json', 'metrics.csv', 'checkpoint']:
+        assert (out / name).exists(), name
+    metrics = pd.read_csv(out / 'metrics.csv')
+    assert list(metrics.step) == list(range(1, 25))
+    val = metrics.val_loss.dropna()
+    assert len(val) == 3 and val.iloc[-1] < val.iloc[0]
+    restored = load_model(out)
+    ids = torch.tensor([[1, 3, 4, 2]])
+    torch.testing.assert_close(restored(ids), model(ids), rtol=0, atol=0)
+    _, cache = restored.run_with_cache(ids)
+    assert cache['blocks.0.hook_resid_post'].shape == (1, 4, 32)
+    assert cache['blocks.1.mlp.hook_post'].shape == (1, 4, 64)
+
+
+def test_exact_resume(corpus, trained, tmp_path):
+    model, _ = trained
+    def crash(step, row):
+        if step == 13: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train_gpt(corpus, tmp_path / 'r', TINY_CFG, TINY_TC, progress=False, live_plot=False, on_step=crash)
+    assert json.loads((tmp_path / 'r' / 'checkpoint' / 'trainer_state.json').read_text())['step'] == 8
+    resumed = train_gpt(corpus, tmp_path / 'r', TINY_CFG, TINY_TC, progress=False, live_plot=False, resume=True)
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert len(pd.read_csv(tmp_path / 'r' / 'metrics.csv')) == 24
+
+
+def test_resume_refuses_other_settings(corpus, trained):
+    _, out = trained
+    with pytest.raises(ValueError, match='batch_size'):
+        train_gpt(corpus, out, TINY_CFG, replace(TINY_TC, batch_size=8), resume=True, progress=False, live_plot=False)
+    with pytest.raises(ValueError, match='d_model'):
+        train_gpt(corpus, out, replace(TINY_CFG, d_model=16), TINY_TC, resume=True, progress=False, live_plot=False)
+    with pytest.raises(ValueError, match='resume=True'):
+        train_gpt(corpus, out, TINY_CFG, TINY_TC, progress=False, live_plot=False)
+
+
+def test_grad_accum_and_bf16_run(corpus, tmp_path):
+    tc = replace(TINY_TC, steps=4, grad_accum=2, bf16=True, eval_every=2)
+    train_gpt(corpus, tmp_path / 'acc', TINY_CFG, tc, progress=False, live_plot=False)
+    assert pd.read_csv(tmp_path / 'acc' / 'metrics.csv').train_loss.notna().all()
+    with pytest.raises(ValueError, match='divisible'):
+        train_gpt(corpus, tmp_path / 'bad', TINY_CFG, replace(tc, grad_accum=3), progress=False, live_plot=False)
+
+
+def test_corrupt_and_mismatched_checkpoints(trained, tmp_path):
+    model, out = trained
+    with pytest.raises(ValueError, match='config.json is missing'):
+        load_model(tmp_path)
+    save_model(model, TINY_CFG, tmp_path / 'm')
+    (tmp_path / 'm' / 'model.safetensors').write_bytes(b'\x00' * 10)
+    with pytest.raises(ValueError, match='corrupt'):
+        load_model(tmp_path / 'm')
+    save_model(build_model(replace(TINY_CFG, n_layers=1, d_vocab=7)), replace(TINY_CFG, d_vocab=7), tmp_path / 'm')
+    with pytest.raises(ValueError, match='different models'):
+        load_model(tmp_path / 'm')
+
+
+def test_schedule_and_data_order():
+    tc = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr_frac=0.1)
+    assert lr_at(9, tc) == pytest.approx(1.0) and lr_at(99, tc) == pytest.approx(0.1)
+    rows = [batch_rows(s, 100, 10, rank=r, world_size=2, seed=1) for r in range(2) for s in range(5)]
+    assert sorted(torch.cat(rows).tolist()) == list(range(100))
+
+
+def test_sampling_and_grammaticality(corpus, trained):
+    model, _ = trained
+    tok = corpus.tokenizer
+    seqs = sample(model, tok, 30, temperature=0.8, top_k=3, seed=0, batch_size=7)
+    assert len(seqs) == 30 and all(s[0] == tok.bos_id for s in seqs)
+    assert all(s[-1] == tok.eos_id or len(s) == TINY_CFG.n_ctx for s in seqs)
+    assert all(tok.eos_id not in s[:-1] for s in seqs)
+    assert seqs == sample(model, tok, 30, temperature=0.8, top_k=3, seed=0, batch_size=7)
+    greedy = sample(model, tok, 3, temperature=0)
+    assert greedy[0] == greedy[1] == greedy[2]
+    report = grammaticality(model, 'dyck', n=40)
+    g = report.generations
+    assert len(g) == 40 and {'text', 'grammatical', 'reason', 'max_depth'} <= set(g.columns)
+    assert report.fraction == g.grammatical.mean()
+    assert (g.reason.isna() == g.grammatical).all()
+    lang = get_language('dyck')
+    for text, ok in zip(g.text, g.grammatical):
+        if ok: assert lang.is_grammatical(text.split())
+
+
+def test_saenb_generate_cli(trained, tmp_path, capsys):
+    _, out = trained
+    saenb_generate(model=str(out), n=25, out=str(tmp_path / 'gen.jsonl'))
+    lines = [json.loads(l) for l in (tmp_path / 'gen.jsonl').read_text().splitlines()]
+    assert len(lines) == 25 and all({'text', 'grammatical'} <= set(l) for l in lines)
+    assert all('<' not in l['text'] and '  ' not in l['text'] for l in lines)
+    frac = sum(l['grammatical'] for l in lines) / 25
+    assert f'grammatical: {frac:.4f}' in capsys.readouterr().out
+
+
+def test_torchrun_ddp_two_cpu_processes(corpus, tmp_path):
+    data = tmp_path / 'data'
+    save_corpus(corpus, data)
+    out = tmp_path / 'ddp'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '-m', 'saenb.train_gpt',
+           '--data', str(data), '--out', str(out), '--steps', '24', '--batch_size', '16', '--warmup_steps', '4',
+           '--lr', '3e-3', '--eval_every', '8', '--ckpt_every', '8', '--n_layers', '2', '--d_model', '32',
+           '--d_mlp', '64', '--n_ctx', '128']
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try: _, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers, so no process outlives the test
+        _, err = proc.communicate()
+        pytest.fail(f'torchrun did not finish in 240 s: {err[-3000:]}')
+    assert proc.returncode == 0, err[-3000:]
+    fingerprints = json.loads((out / 'replicas.json').read_text())
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    val = pd.read_csv(out / 'metrics.csv').val_loss.dropna()
+    assert val.iloc[-1] < val.iloc[0]
+    assert json.loads((out / 'checkpoint' / 'trainer_state.json').read_text())['world_size'] == 2
+    load_model(out)
