@@ -199,3 +199,56 @@ def test_saelens_equivalence(i, saelens_outputs):
     np.testing.assert_allclose(o['codes'], codes, atol=1e-4, rtol=0)
     np.testing.assert_allclose(o['recon'], recon, atol=1e-4, rtol=0)
     np.testing.assert_allclose(o['fwd'], recon, atol=1e-4, rtol=0)
+
+MAKER = '''
+import sys, numpy as np, torch
+from pathlib import Path
+from sae_lens import StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig, JumpReLUSAE, JumpReLUSAEConfig, GatedSAE, GatedSAEConfig
+from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+from sae_lens.saes.matryoshka_batchtopk_sae import MatryoshkaBatchTopKTrainingSAE, MatryoshkaBatchTopKTrainingSAEConfig
+torch.manual_seed(0)
+out, x = Path(sys.argv[1]), torch.from_numpy(np.load(sys.argv[2]))
+def randomize(sae):
+    with torch.no_grad():
+        for n, p in sae.named_parameters(): p.copy_(torch.randn_like(p) * (0.3 if n != "W_dec" else 1.0) + (0.2 if n == "threshold" else 0))
+        sae.W_dec.mul_(torch.rand(sae.W_dec.shape[0], 1) * 2 + 0.3)   # decoder rows far from unit norm
+    return sae
+saes = {"standard_nobdec": StandardSAE(StandardSAEConfig(d_in=16, d_sae=48, apply_b_dec_to_input=False)),
+        "topk_rescale": TopKSAE(TopKSAEConfig(d_in=16, d_sae=48, k=5, rescale_acts_by_decoder_norm=True)),
+        "topk": TopKSAE(TopKSAEConfig(d_in=16, d_sae=48, k=5)),
+        "jumprelu": JumpReLUSAE(JumpReLUSAEConfig(d_in=16, d_sae=48)),
+        "gated_nobdec": GatedSAE(GatedSAEConfig(d_in=16, d_sae=48, apply_b_dec_to_input=False))}
+for name, sae in saes.items():
+    randomize(sae).save_model(out / name)
+for name, cls, cfg in [("batchtopk", BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig(d_in=16, d_sae=48, k=4)),
+                       ("matryoshka", MatryoshkaBatchTopKTrainingSAE, MatryoshkaBatchTopKTrainingSAEConfig(d_in=16, d_sae=48, k=4, matryoshka_widths=[12, 24, 48]))]:
+    sae = randomize(cls(cfg))
+    sae.topk_threshold = torch.tensor(0.4, dtype=torch.double)
+    sae.save_inference_model(out / name)
+from sae_lens import SAE
+for d in sorted(p for p in out.iterdir() if p.is_dir()):
+    sae = SAE.load_from_disk(d)
+    with torch.no_grad(): np.savez(str(d) + ".npz", codes=sae.encode(x).numpy(), fwd=sae(x).numpy(), arch=sae.cfg.architecture())
+'''
+
+def test_saelens_written_dirs_load(tmp_path):
+    "Directories written by SAELens itself (with its folding options on) load into saenb and compute what SAELens computes."
+    py = saelens_python()
+    if py is None: pytest.skip("no SAELens interpreter: set SAENB_SAELENS_PYTHON to the python of a venv with sae-lens installed")
+    np.save(tmp_path / 'x.npy', XT.numpy())
+    (tmp_path / 'm.py').write_text(MAKER)
+    (tmp_path / 'sl').mkdir()
+    r = subprocess.run([py, tmp_path / 'm.py', tmp_path / 'sl', tmp_path / 'x.npy'], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    want = {'standard_nobdec': 'relu', 'topk_rescale': 'topk', 'topk': 'topk', 'jumprelu': 'jumprelu', 'gated_nobdec': 'gated',
+            'batchtopk': 'batchtopk', 'matryoshka': 'matryoshka'}
+    for name, arch in want.items():
+        o = np.load(tmp_path / 'sl' / f'{name}.npz')
+        sae = load_sae(tmp_path / 'sl' / name).eval()
+        assert sae.arch == arch, name
+        codes, recon = sae.encode(XT).detach().numpy(), sae(XT).detach().numpy()
+        print(f"{name}: saenb {arch}: max |codes diff| {np.abs(o['codes'] - codes).max():.2e}, max |recon diff| {np.abs(o['fwd'] - recon).max():.2e}, l0 {(codes != 0).sum(-1).mean():.1f}")
+        assert (codes != 0).any(-1).mean() > 0.5, name
+        np.testing.assert_array_equal(o['codes'] != 0, codes != 0, err_msg=name)
+        np.testing.assert_allclose(o['codes'], codes, atol=1e-4, rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(o['fwd'], recon, atol=1e-4, rtol=1e-5, err_msg=name)

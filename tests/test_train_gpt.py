@@ -78,6 +78,12 @@ def test_grad_accum_and_bf16_run(corpus, tmp_path):
         train_gpt(corpus, tmp_path / 'bad', TINY_CFG, replace(tc, grad_accum=3), progress=False, live_plot=False)
 
 
+def test_packed_rows_train(corpus, tmp_path):
+    tc = replace(TINY_TC, steps=4, eval_every=2, packed=True)
+    train_gpt(corpus, tmp_path / 'packed', replace(TINY_CFG, n_ctx=32), tc, progress=False, live_plot=False)
+    assert pd.read_csv(tmp_path / 'packed' / 'metrics.csv').val_loss.notna().sum() == 2
+
+
 def test_corrupt_and_mismatched_checkpoints(trained, tmp_path):
     model, out = trained
     with pytest.raises(ValueError, match='config.json is missing'):
