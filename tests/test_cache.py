@@ -174,14 +174,15 @@ def test_bounded_buffer(ids_store):
 
 def test_abandoned_iterator_stops_its_thread(ids_store):
     import threading, time
-    before = threading.active_count()
+    before = set(threading.enumerate())
     it = ids_store.batches(10, buffer_rows=64, chunk_rows=16)
     next(it); next(it)
+    started = [t for t in threading.enumerate() if t not in before and type(t).__name__ != 'TMonitor']
     it.close()
-    for _ in range(50):
-        if threading.active_count() <= before: break
+    for _ in range(500):
+        if not any(t.is_alive() for t in started): break
         time.sleep(0.02)
-    assert threading.active_count() <= before
+    assert not any(t.is_alive() for t in started)
 
 
 def test_npy_safetensors(tmp_path):

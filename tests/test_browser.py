@@ -1,0 +1,229 @@
+"""Tests of `saenb.browser` as a researcher uses it: `saenb_browser` on a tiny pipeline, the static page in headless Chromium
+(no JavaScript errors, a malicious token shown as text), and the widget in JupyterLab driven by Playwright.
+
+The browser tests need Debian's `chromium` (`apt-get install -y chromium`) and the `playwright` package from PyPI; they skip
+with the reason when either is missing. No browser is ever downloaded: Playwright launches `/usr/bin/chromium`."""
+import copy, json, os, shutil, socket, subprocess, sys, tempfile, time, uuid
+from pathlib import Path
+import numpy as np, pytest, torch
+
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+from saenb.browser import FeatureStats, open_feature_stats, stream_latent_stats, write_site, search_latents
+from saenb.cache import ActivationStore, cache_activations
+from saenb.data import make_corpus
+from saenb.grammars import get_language
+from saenb.model import GPTConfig
+from saenb.sae import load_sae
+from saenb.train_gpt import TrainConfig, train_gpt
+from saenb.train_sae import train_sae
+
+CHROMIUM = os.environ.get('SAENB_CHROMIUM', shutil.which('chromium') or '/usr/bin/chromium')
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage']
+EVIL = '<img src=x onerror=alert(1)>'
+
+
+@pytest.fixture(scope='module')
+def pipeline(tmp_path_factory):
+    "A tiny Dyck-2 pipeline on disk: gpt/, acts/0_residpost, sae/."
+    d = tmp_path_factory.mktemp('pipe')
+    corpus = make_corpus(get_language('dyck', max_len=16, max_depth=4), 400, seed=0)
+    model = train_gpt(corpus, d/'gpt', GPTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=32),
+                      TrainConfig(steps=100, batch_size=32, warmup_steps=10, lr=1e-2, eval_every=1000, ckpt_every=1000), progress=False)
+    store = cache_activations(model, corpus, '0_residpost', d/'acts', device='cpu', progress=False)['0_residpost']
+    train_sae(store, d/'sae', arch='topk', k=4, d_sae=64, n_tokens=30_000, batch_size=512, lr=3e-3, progress=False)
+    return d
+
+
+def cli(*args):
+    exe = shutil.which('saenb_browser') or pytest.skip("the saenb_browser command is not installed: pip install -e . (settings.ini console_scripts)")
+    return subprocess.run([exe, *map(str, args)],
+                          capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+
+
+@pytest.fixture(scope='module')
+def site(pipeline, tmp_path_factory):
+    "The static site written by the command line, with the statistics saved beside the SAE."
+    out = tmp_path_factory.mktemp('site')
+    r = cli('--sae', pipeline/'sae', '--acts', pipeline/'acts'/'0_residpost', '--model', pipeline/'gpt', '--out', out, '--n_latents', 10, '--quiet')
+    assert r.returncode == 0, r.stderr
+    return out, json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_cli_writes_site_and_saves_stats(pipeline, site):
+    out, res = site
+    assert (out/'index.html').exists() and (out/'browser.html').exists() and res['latents'] == 64
+    assert {p.name for p in (pipeline/'sae'/'browser').iterdir()} == {'stats.safetensors', 'latents.parquet', 'concepts.parquet', 'meta.json'}
+    fs = FeatureStats.load(pipeline/'sae')
+    assert fs.vocab[:3] == ['<pad>', '<bos>', '<eos>'] and 'logit_up_idx' in fs.tensors and 'concept_auroc' in fs.table
+    page = (out/'browser.html').read_text()
+    assert '<script src' not in page and 'Plotly' in page and len(page) > 1_000_000  # plotly inlined, nothing fetched
+    # the second time the saved statistics are read: no --acts needed, and fast
+    t0 = time.time()
+    r = cli('--sae', pipeline/'sae', '--out', out/'again', '--n_latents', 3, '--quiet')
+    assert r.returncode == 0, r.stderr
+    assert (out/'again'/'browser.html').exists()
+
+
+def test_cli_errors_name_the_fix(tmp_path, pipeline):
+    r = cli('--out', tmp_path)
+    assert r.returncode == 2 and '--sae is required' in r.stderr
+    r = cli('--sae', tmp_path, '--out', tmp_path/'s')
+    assert r.returncode == 2 and 'not an SAE directory' in r.stderr
+    shutil.copytree(pipeline/'sae', tmp_path/'fresh', ignore=shutil.ignore_patterns('browser'))
+    r = cli('--sae', tmp_path/'fresh', '--out', tmp_path/'s')
+    assert r.returncode == 2 and '--acts is required' in r.stderr
+
+
+def test_stats_match_dense_computation(pipeline):
+    store, sae = ActivationStore(pipeline/'acts'/'0_residpost'), load_sae(pipeline/'sae')
+    st = stream_latent_stats(sae, store, top_k=4, n_samples=4, batch_size=333, progress=False)
+    Z = sae.encode(store[:]).float()
+    assert torch.equal(st['count'], (Z > 0).sum(0))
+    torch.testing.assert_close(st['act_max'], Z.max(0).values)
+    alive = st['count'] >= 4
+    torch.testing.assert_close(st['top_act'][alive], Z.topk(4, dim=0).values.T[alive])
+    ok = st['sample_row'] >= 0
+    assert (Z[st['sample_row'][ok], torch.arange(64)[:, None].expand_as(ok)[ok]] > 0).all()  # samples are firing rows
+
+
+def test_search_finds_token(pipeline, site):
+    fs = FeatureStats.load(pipeline/'sae')
+    hits = search_latents(fs, token=')', n=3)
+    j = int(hits.latent.iloc[0])
+    assert hits.match.iloc[0] > 0.5 and (fs.tensors['top_token_id'][j] == fs.vocab.index(')')).any()
+
+
+# ---------------------------------------------------------------- headless Chromium
+def _playwright():
+    if not Path(CHROMIUM).exists(): pytest.skip(f"no chromium at {CHROMIUM}: apt-get install -y chromium")
+    try: from playwright.sync_api import sync_playwright
+    except ImportError: pytest.skip("the playwright package is missing: pip install playwright (the package only; no browser download)")
+    return sync_playwright
+
+
+@pytest.fixture(scope='module')
+def browser(tmp_path_factory):
+    sync_playwright = _playwright()
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(tmp_path_factory.mktemp('chrome-profile')), executable_path=CHROMIUM,
+                                                   headless=True, args=CHROMIUM_ARGS, viewport={'width': 1400, 'height': 1000})
+        try: yield ctx
+        finally: ctx.close()
+
+
+def test_static_page_in_chromium(pipeline, tmp_path, browser):
+    "The static browser runs without JavaScript errors, switches latents, and shows a markup token as text."
+    fs = FeatureStats.load(pipeline/'sae')
+    evil = copy.deepcopy(fs)
+    evil.meta['vocab'] = [EVIL if t == '(' else '</script>' if t == ')' else t for t in fs.vocab]
+    write_site(evil, load_sae(pipeline/'sae'), ActivationStore(pipeline/'acts'/'0_residpost'), tmp_path, n_latents=8)
+    page = browser.new_page()
+    errors, dialogs, requests = [], [], []
+    page.on('pageerror', lambda e: errors.append(str(e)))
+    page.on('console', lambda m: m.type == 'error' and errors.append(m.text))
+    page.on('dialog', lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on('request', lambda r: not r.url.startswith(('file:', 'data:', 'blob:')) and requests.append(r.url))
+    page.goto((tmp_path/'browser.html').as_uri())
+    page.wait_for_selector('#hist .main-svg', timeout=20_000)
+    first = page.inner_text('#title')
+    texts = page.locator('.tok').all_text_contents()
+    assert EVIL in texts and '</script>' in texts, texts[:20]
+    assert page.locator('#examples img').count() == 0 and not dialogs
+    options = page.locator('#latent option').evaluate_all('os => os.map(o => o.value)')
+    page.select_option('#latent', options[1])
+    page.wait_for_function(f'document.getElementById("title").textContent !== {json.dumps(first)}', timeout=10_000)
+    assert page.inner_text('#title') == f'Latent {options[1]}'
+    page.locator('#neighbours button:not([disabled])').first.click() if page.locator('#neighbours button:not([disabled])').count() else None
+    page.goto((tmp_path/'index.html').as_uri())
+    assert page.locator('table tr').count() == 9
+    assert not errors, errors
+    assert not requests, f"the page fetched {requests}: it must work offline"
+    page.close()
+
+
+NOTEBOOK = r'''
+import os; os.environ["OMP_NUM_THREADS"] = "1"
+from saenb.browser import FeatureBrowser, open_feature_stats
+from saenb.cache import ActivationStore
+from saenb.sae import load_sae
+fs = open_feature_stats({sae!r})
+fb = FeatureBrowser(fs, load_sae({sae!r}), ActivationStore({store!r}), latent={latent})
+fb
+'''
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    "A JupyterLab server on a free localhost port, killed afterwards: (url, root)."
+    _playwright()
+    port, token, root = _free_port(), uuid.uuid4().hex, tmp_path/'root'
+    root.mkdir()
+    env = {**os.environ, 'JUPYTER_RUNTIME_DIR': str(tmp_path/'rt'), 'JUPYTER_CONFIG_DIR': str(tmp_path/'cfg'), 'OMP_NUM_THREADS': '1'}
+    log = open(tmp_path/'lab.log', 'w')
+    proc = subprocess.Popen([sys.executable, '-m', 'jupyter', 'lab', '--no-browser', f'--port={port}', '--ip=127.0.0.1',
+                             f'--ServerApp.token={token}', f'--ServerApp.root_dir={root}', '--ServerApp.port_retries=0',
+                             f'--LabApp.workspaces_dir={tmp_path/"ws"}', '--LabApp.news_url=', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        for _ in range(120):
+            try:
+                with socket.create_connection(('127.0.0.1', port), timeout=0.5): break
+            except OSError: time.sleep(0.5)
+            if proc.poll() is not None: break
+        else: pytest.fail(f"JupyterLab did not start: {(tmp_path/'lab.log').read_text()[-2000:]}")
+        if proc.poll() is not None: pytest.fail(f"JupyterLab exited: {(tmp_path/'lab.log').read_text()[-2000:]}")
+        yield f'http://127.0.0.1:{port}', token, root
+    finally:
+        proc.terminate()
+        try: proc.wait(10)
+        except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+        log.close()
+
+
+def _png_pixels_vary(png:bytes) -> bool:
+    "Whether a PNG's decompressed pixel data holds many distinct byte values (a blank page has few)."
+    import struct, zlib
+    i, data = 8, b''
+    while i < len(png):
+        n, kind = struct.unpack('>I4s', png[i:i + 8])
+        if kind == b'IDAT': data += png[i + 8:i + 8 + n]
+        i += 12 + n
+    return len(np.unique(np.frombuffer(zlib.decompress(data), np.uint8))) > 32
+
+
+def test_widget_in_jupyterlab(pipeline, site, jupyterlab, browser, tmp_path):
+    "Open a notebook in JupyterLab, run it, see the widget, choose another latent, see the panels change, take a screenshot."
+    import nbformat
+    url, token, root = jupyterlab
+    fs = FeatureStats.load(pipeline/'sae')
+    order = fs.table.sort_values('freq', ascending=False).latent.tolist()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(NOTEBOOK.format(sae=str(pipeline/'sae'), store=str(pipeline/'acts'/'0_residpost'), latent=order[0]).strip())])
+    nb.metadata = {'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'}}
+    nbformat.write(nb, root/'browse.ipynb')
+    page = browser.new_page()
+    errors = []
+    page.on('pageerror', lambda e: errors.append(str(e)))
+    try:
+        page.goto(f'{url}/lab/tree/browse.ipynb?token={token}', timeout=60_000)
+        page.wait_for_selector('.jp-Notebook .jp-Cell', timeout=60_000)
+        page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"], .jp-Toolbar-kernelStatus', timeout=60_000)
+        page.locator('.lm-MenuBar-itemLabel', has_text='Run').first.click()
+        page.locator('.lm-Menu-itemLabel', has_text='Run All Cells').first.click()
+        page.wait_for_selector('.saenb-browser .latent-title', timeout=90_000)
+        title = page.locator('.saenb-browser .latent-title')
+        assert title.inner_text() == f'Latent {order[0]}'
+        before = page.locator('.saenb-browser .examples').inner_html()
+        box = page.locator('.saenb-browser input[type="number"]').first
+        box.fill(str(order[1])); box.press('Enter')
+        page.wait_for_function(f'document.querySelector(".saenb-browser .latent-title").textContent === "Latent {order[1]}"', timeout=20_000)
+        assert page.locator('.saenb-browser .examples').inner_html() != before
+        page.wait_for_timeout(500)
+        shot = page.screenshot(path=str(tmp_path/'jupyterlab.png'), full_page=True)
+        assert len(shot) > 10_000
+        assert _png_pixels_vary(shot), "the screenshot is blank"
+    finally: page.close()

@@ -1,0 +1,148 @@
+"End-to-end tests of SAE evaluation: a tiny Dyck-2 pipeline (GPT, cached hook, TopK SAE) trained once per module."
+import json, subprocess
+from pathlib import Path
+import numpy as np, pandas as pd, pytest, torch
+from saenb.grammars import get_language
+from saenb.data import make_corpus
+from saenb.model import GPTConfig
+from saenb.train_gpt import train_gpt, TrainConfig
+from saenb.cache import cache_activations, ActivationStore
+from saenb.train_sae import train_sae
+from saenb.sae import load_sae, make_sae
+from saenb.eval import (splice, sae_fn, store_sequences, reconstruction_metrics, downstream_metrics, spliced_grammaticality,
+                        concept_scores, concept_summary, probe_ceilings, synthetic_activations, recovery_scores,
+                        intervention_effect, causal_loss, evaluate_sae, write_report, pareto_figure, _auroc_exact)
+
+HOOK = '0_residpost'
+
+@pytest.fixture(scope='module')
+def pipe(tmp_path_factory):
+    "Corpus, GPT, store and SAE, trained once (a few seconds)."
+    d = tmp_path_factory.mktemp('pipe')
+    lang = get_language('dyck', max_len=16, max_depth=4)
+    corpus = make_corpus(lang, 1500, seed=0)
+    model = train_gpt(corpus, d/'gpt', GPTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=32),
+                      TrainConfig(steps=150, batch_size=32, warmup_steps=10, lr=1e-2, eval_every=1000, ckpt_every=1000), progress=False)
+    store = ActivationStore(cache_activations(model, corpus, HOOK, d/'acts', device='cpu', progress=False)[HOOK])
+    res = train_sae(store, d/'sae', arch='topk', k=4, d_sae=64, n_tokens=60_000, batch_size=512, lr=3e-3, progress=False)
+    ids = store_sequences(store, corpus.tokenizer.bos_id, corpus.tokenizer.pad_id, 64)
+    return dict(dir=d, lang=lang, corpus=corpus, model=model, store=store, sae=res.sae, tok=corpus.tokenizer, ids=ids)
+
+@pytest.fixture(scope='module')
+def scores(pipe):
+    return concept_scores(pipe['sae'], pipe['store'], n_rows=20_000)
+
+def test_splice_restores_hooks(pipe):
+    m, ids = pipe['model'], pipe['ids'][:4]
+    with torch.no_grad():
+        a = m(ids)
+        with splice(m, HOOK, torch.zeros_like): b = m(ids)
+        c = m(ids)
+    assert (a - b).abs().max() > 0.1 and torch.allclose(a, c)
+    with pytest.raises(ValueError, match='Valid hooks'):
+        with splice(m, 'blocks.9.nope', torch.zeros_like): pass
+
+def test_store_sequences_match_corpus(pipe):
+    ids, tok = pipe['ids'], pipe['tok']
+    for i in range(5):
+        row = ids[i]
+        assert row[row != tok.pad_id].tolist() == pipe['corpus'].train[i]['input_ids']
+
+def test_reconstruction_and_downstream(pipe):
+    rm = reconstruction_metrics(pipe['sae'], pipe['store'], n_rows=5000)
+    assert rm['explained_variance'] > 0.8 and rm['l0'] <= 4 and abs(rm['fvu'] + rm['explained_variance'] - 1) < 1e-9
+    assert rm['density'].shape == (64,) and 0 <= rm['dead_frac'] <= 1
+    dm = downstream_metrics(pipe['model'], HOOK, pipe['sae'], pipe['ids'], pipe['tok'].pad_id, mean=pipe['store'].stats['mean'])
+    assert dm['ce_clean'] <= dm['ce_sae'] + 1e-3 < dm['ce_zero']
+    assert 0.5 < dm['loss_recovered'] <= 1.01 and dm['kl_sae'] >= 0
+    ident = downstream_metrics(pipe['model'], HOOK, lambda x: x, pipe['ids'], pipe['tok'].pad_id, ablations=False)
+    assert abs(ident['kl_sae']) < 1e-5 and abs(ident['ce_sae'] - ident['ce_clean']) < 1e-5
+
+def test_grammaticality_spliced(pipe):
+    kw = dict(n=40, tokenizer=pipe['tok'])
+    clean = spliced_grammaticality(pipe['model'], HOOK, None, pipe['lang'], **kw)
+    zero = spliced_grammaticality(pipe['model'], HOOK, torch.zeros_like, pipe['lang'], **kw)
+    assert clean.fraction > 0.5 and zero.fraction < clean.fraction
+
+def test_binned_auroc_matches_exact(pipe, scores):
+    store, sae = pipe['store'], pipe['sae']
+    lab = store.labels(np.arange(20_000)); z = sae.encode(store[:20_000])
+    keep = lab['depth'] >= 0
+    t = scores.table.query("concept == 'depth' and value == 2").set_index('latent').auroc
+    for l in [int(t.idxmax()), int(t.idxmin()), 5]:
+        assert abs(t[l] - _auroc_exact(z[keep, l], lab['depth'][keep] == 2)) < 0.01
+
+def test_concepts_beat_chance(pipe, scores):
+    "Some latent detects a depth value with AUROC > 0.75, and the trained SAE beats an untrained one of the same shape."
+    assert scores.table.query("concept == 'depth'").auroc.max() > 0.75
+    untrained = make_sae('topk', pipe['store'].d, d_sae=64, k=4); untrained.init_from_data(pipe['store'][:4096])
+    s0 = concept_scores(untrained, pipe['store'], n_rows=20_000)
+    assert (scores.table.auroc > 0.75).sum() > (s0.table.auroc > 0.75).sum()
+    assert scores.best_corr().set_index('concept').abs_pearson['depth'] > s0.best_corr().set_index('concept').abs_pearson['depth']
+
+def test_concept_table_shapes(pipe, scores):
+    t = scores.table
+    assert {'depth', 'bracket', 'open'} <= set(t.concept) and set(scores.corr.concept) == {'depth', 'match_pos', 'position'}
+    assert len(t.query("concept == 'bracket'")) == 2 * 64
+    assert t.auroc.between(0, 1).all() and t.f1.between(0, 1).all()
+    s = concept_summary(scores)
+    assert s.coverage.between(0, 1).all() and {'best_auroc', 'coverage', 'purity'} <= set(s.columns)
+    with pytest.raises(ValueError, match='this store has'): concept_scores(pipe['sae'], pipe['store'], concepts=['colour'])
+
+def test_probe_ceiling(pipe):
+    pc = probe_ceilings(pipe['store'], n_rows=6000, concepts=['open', 'depth'])
+    assert pc.query("concept == 'open'").probe_accuracy.iloc[0] > 0.95
+    assert pc.probe_auroc.between(0, 1).all()
+
+def test_synthetic_topk_recovers_dictionary(tmp_path):
+    "A TopK SAE at the true sparsity recovers a known dictionary: MMCS > 0.9 (small size)."
+    x, D, codes = synthetic_activations(20_000, d=32, n_features=64, p=0.05, seed=0)
+    np.save(tmp_path/'x.npy', x.numpy())
+    r = train_sae(tmp_path/'x.npy', None, arch='topk', k=3, d_sae=128, n_tokens=300_000, batch_size=512, lr=3e-3, progress=False)
+    rec = recovery_scores(r.sae, D)
+    assert rec['mmcs'] > 0.9, rec
+    assert recovery_scores(torch.randn(128, 32), D)['mmcs'] < 0.75
+
+def test_synthetic_structure():
+    _, _, c = synthetic_activations(5000, n_features=32, hierarchy=3, correlation=0.5, seed=2)
+    par, ch = c[:, :8] > 0, c[:, 8:32] > 0
+    assert not (ch & ~par.repeat_interleave(3, 1)).any()
+    with pytest.raises(ValueError, match='one entry per feature'): synthetic_activations(10, n_features=8, p=[0.1, 0.2])
+
+def test_interventions(pipe, scores):
+    m, sae, ids, pad = pipe['model'], pipe['sae'], pipe['ids'], pipe['tok'].pad_id
+    null = intervention_effect(m, HOOK, sae, [0, 1], ids, mode='add', value=0., pad_id=pad)
+    assert abs(null['kl']) < 1e-6
+    alive = np.flatnonzero(reconstruction_metrics(sae, pipe['store'], 5000)['density'] > 0.05)
+    effects = [intervention_effect(m, HOOK, sae, int(l), ids, pad_id=pad)['kl'] for l in alive[:4]]
+    assert all(e >= 0 for e in effects) and max(effects) > 1e-4
+    allz = intervention_effect(m, HOOK, sae, list(range(64)), ids, mode='zero', pad_id=pad, lang=pipe['lang'], n_gen=30, tokenizer=pipe['tok'])
+    assert allz['kl'] > max(effects) and 0 <= allz['grammaticality'] <= 1
+
+def test_causal_loss_differentiable_and_zero_cases(pipe):
+    m, sae, ids, pad = pipe['model'], load_sae(pipe['dir']/'sae'), pipe['ids'][:6], pipe['tok'].pad_id
+    m.requires_grad_(False)
+    loss = causal_loss(m, HOOK, sae, ids, pad_id=pad, seed=0)
+    loss.backward()
+    assert loss.item() > 0 and sae.W_enc.grad.abs().sum() > 0 and sae.W_dec.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert causal_loss(m, HOOK, sae, ids, alpha=torch.ones(6), pad_id=pad).item() < 1e-8
+        assert causal_loss(m, HOOK, sae, torch.stack([ids[0]] * 3)).item() < 1e-8  # identical inputs
+
+def test_evaluate_and_cli(pipe, tmp_path):
+    ev = evaluate_sae(pipe['dir']/'sae', pipe['store'].path, model=pipe['dir']/'gpt', n_rows=10_000, n_seqs=32, n_gen=20, progress=False)
+    write_report(ev, tmp_path/'rep')
+    saved = json.loads((tmp_path/'rep'/'eval.json').read_text())
+    assert saved['hook'] == HOOK and 'grammaticality' in saved and saved['concept_summary']
+    # a second SAE for the sweep; the CLI writes eval.json, report.html and pareto.html
+    train_sae(pipe['store'], tmp_path/'sae_k2', arch='topk', k=2, d_sae=64, n_tokens=20_000, batch_size=512, lr=3e-3, progress=False)
+    r = subprocess.run(['saenb_eval', '--sae', f"{pipe['dir']/'sae'},{tmp_path/'sae_k2'}", '--acts', str(pipe['store'].path),
+                        '--model', str(pipe['dir']/'gpt'), '--out', str(tmp_path/'sweep'), '--n_rows', '5000', '--n_seqs', '16',
+                        '--n_gen', '10', '--no_probes', '--quiet'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(l) for l in r.stdout.strip().splitlines()]
+    assert len(lines) == 2 and all('loss_recovered' in l for l in lines)
+    for n in ('sae', 'sae_k2'): assert {'eval.json', 'report.html'} <= {p.name for p in (tmp_path/'sweep'/n).iterdir()}
+    assert (tmp_path/'sweep'/'pareto.html').stat().st_size > 1_000_000
+    bad = subprocess.run(['saenb_eval', '--sae', str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and '--acts is required' in bad.stderr
