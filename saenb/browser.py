@@ -215,7 +215,7 @@ def latent_table(t:dict, # tensors from `stream_latent_stats` and `weight_stats`
         df['concept_auroc'] = df.latent.map(best.auroc).astype(float)
     return df
 
-# %% ../nbs/09_browser.ipynb #200669a4
+# %% ../nbs/09_browser.ipynb #36609dd7
 def feature_stats(sae:SAE, # the SAE, taking raw activations
                   store:ActivationStore, # its activations (a store from `cache_activations`, for token windows and labels)
                   model=None, # its model (a `TransformerBridge`), for logit effects and the vocabulary
@@ -243,8 +243,8 @@ def feature_stats(sae:SAE, # the SAE, taking raw activations
     return FeatureStats(t, latent_table(t, con), con, meta)
 
 def open_feature_stats(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sae`)
-                       store=None, # its activations (default: the store recorded in a previous run)
-                       model=None, # its model: a `TransformerBridge` or a model directory (logit effects, vocabulary)
+                       store=None, # its activations (needed only the first time)
+                       model=None, # its model: a `TransformerBridge` or a model directory (logit effects, vocabulary; default: the store's, if it names a directory)
                        recompute:bool=False, # ignore saved statistics
                        **kwargs, # passed to `feature_stats`
                       ) -> FeatureStats:
@@ -254,6 +254,7 @@ def open_feature_stats(sae_dir, # an SAE directory (from `train_sae` / `saenb_tr
     if store is None: raise ValueError(f"no saved statistics in {sae_dir}/browser: pass store= (the activation store the SAE was trained on) to compute them")
     store = store if isinstance(store, ActivationStore) else ActivationStore(store)
     model_dir = None
+    if model is None and (Path(str(store.manifest.get('model', '')))/'config.json').exists(): model = store.manifest['model']  # cached by saenb_cache
     if isinstance(model, (str, Path)):
         from saenb.model import load_model
         model_dir, model = str(model), load_model(model)
@@ -428,7 +429,7 @@ def latent_figures(s:dict, # from `latent_summary`
                                      layout=dict(title='concept AUROC', xaxis=dict(range=[0, 1]), **lay))
     return figs
 
-# %% ../nbs/09_browser.ipynb #e33b9c38
+# %% ../nbs/09_browser.ipynb #a50a66bf
 class FeatureBrowser:
     "An ipywidgets browser of an SAE's latents."
     def __init__(self, fs:FeatureStats, # the statistics (from `open_feature_stats`)
@@ -474,6 +475,7 @@ class FeatureBrowser:
         t0 = time.perf_counter()
         self.latent = latent
         if self.index.value != latent: self.index.value = latent
+        if self.pick.value != latent and any(v == latent for _, v in self.pick.options): self.pick.value = latent
         s = latent_summary(self.fs, latent)
         self.title.value = (f'<h3 class="latent-title">Latent {latent}</h3>fires on {100 * s["freq"]:.3g}% of tokens; mean {s["mean"]:.3g}, '
                             f'max {s["max"]:.3g}; median {s["quantiles"]["q50"]:.3g}, 99% {s["quantiles"]["q99"]:.3g}'

@@ -577,7 +577,7 @@ def _safetensors_file(path:Path) -> _File:
     if dt is None: raise ValueError(f"tensor {name!r} in {path} is {t['dtype']}: ActivationStore reads F32, BF16 or F16")
     return _File(path, 8 + n + t['data_offsets'][0], t['shape'][0], t['shape'][1], dt)
 
-# %% ../nbs/05_cache.ipynb #45d2a24c
+# %% ../nbs/05_cache.ipynb #b8ce4c1b
 def _dist_rank(rank, world_size):
     if rank is None and world_size is None:
         import torch.distributed as dist
@@ -627,15 +627,17 @@ _DONE = object()
 def _prefetch(items, stop:threading.Event):
     "Iterate `items` (a generator) in a background thread, one item ahead; closing the iterator sets `stop`, which `items` must watch."
     out = queue.Queue(maxsize=1)
+    def put(x) -> bool:  # False once the consumer has gone
+        while not stop.is_set():
+            try: out.put(x, timeout=0.05); return True
+            except queue.Full: pass
+        return False
     def work():
         try:
             for x in items:
-                while not stop.is_set():
-                    try: out.put(x, timeout=0.05); break
-                    except queue.Full: pass
-                if stop.is_set(): return
-            out.put(_DONE)
-        except BaseException as e: out.put(e)
+                if not put(x): return
+            put(_DONE)
+        except BaseException as e: put(e)
     th = threading.Thread(target=work, daemon=True); th.start()
     try:
         while True:

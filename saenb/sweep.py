@@ -18,7 +18,8 @@ from .train_gpt import in_notebook
 
 # %% auto #0
 __all__ = ['ensemble_members', 'train_ensemble', 'expand_sweep', 'run_id', 'load_sweep', 'run_status', 'run_one',
-           'collect_results', 'pareto_figure', 'write_pareto', 'available_devices', 'SweepStatus', 'run_sweep']
+           'collect_results', 'pareto_figure', 'write_pareto', 'available_devices', 'SweepStatus', 'run_sweep',
+           'saenb_sweep']
 
 # %% ../nbs/10_sweep.ipynb #e00fa47b
 _SHARED = ('n_tokens', 'batch_size', 'grad_accum', 'seed', 'normalize', 'device', 'bf16', 'val_rows')
@@ -490,7 +491,7 @@ class SweepStatus:
         if self.bars: self.bar.set_postfix(self.counts()); self.bar.close()
         elif self.progress: self.draw(force=True)
 
-# %% ../nbs/10_sweep.ipynb #13d98aa2
+# %% ../nbs/10_sweep.ipynb #10267a44
 def _dist_env() -> tuple:
     "(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) outside it."
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('LOCAL_RANK', 0))
@@ -526,9 +527,8 @@ def run_sweep(base, # base config: a YAML path or a dict
         sequential = True
         dev = devs[local % len(devs)] if devices != 'cpu' else (f'cuda:{local}' if torch.cuda.is_available() else 'cpu')
         devs = [dev]
-    done = {rid: s for rid, s in status.items() if s in ('finished', 'failed') and rid not in {run_id(r) for r in todo}}
     if sequential: _run_sequential(todo, out, devs[0], progress)
-    else: _run_workers(todo, out, devs, progress, done={k: v for k, v in done.items() if False})
+    else: _run_workers(todo, out, devs, progress)
     return _finish(out, progress)
 
 def _run_sequential(todo:list, out:Path, device:str, progress:bool):
@@ -537,7 +537,7 @@ def _run_sequential(todo:list, out:Path, device:str, progress:bool):
         res = run_one(r, out, device=device, progress=progress)
         if res['status'] == 'failed' and progress: print(f"run {res['id']} failed:\n  " + "\n  ".join(res['traceback_tail'][-3:]), file=sys.stderr)
 
-def _run_workers(todo:list, out:Path, devs:list, progress:bool, done:dict=None):
+def _run_workers(todo:list, out:Path, devs:list, progress:bool):
     "Run `todo` over one spawned worker process per entry of `devs`, drawing the live status."
     import multiprocessing as mp
     from saenb import sweep as _mod  # workers need an importable target, also when called from a notebook
@@ -548,7 +548,7 @@ def _run_workers(todo:list, out:Path, devs:list, progress:bool, done:dict=None):
     for _ in devs: tasks.put(None)
     st = SweepStatus(todo, len(devs), progress=progress)
     start = lambda i: ctx.Process(target=_mod._worker, args=(i, devs[i], str(out), tasks, events), daemon=True)
-    procs = [start(i) for i in range(len(devs))]
+    procs, gone = [start(i) for i in range(len(devs))], set()
     for p in procs: p.start()
     old = signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt())) if _is_main_thread() else None
     try:
@@ -556,14 +556,17 @@ def _run_workers(todo:list, out:Path, devs:list, progress:bool, done:dict=None):
             try: st.event(*events.get(timeout=0.2))
             except queue.Empty: pass
             for i, p in enumerate(procs):
-                if p.is_alive() or p.exitcode in (0, None): continue
+                if p.is_alive() or p.exitcode in (0, None) or i in gone: continue
                 lost = [rid for rid, w in st.worker.items() if w == i and st.state[rid] == 'running']
                 for rid in lost:  # record the run the dead worker held, then replace the worker
                     info = {'error': f"worker {i} on {devs[i]} died (exit code {p.exitcode}): out of memory or killed?", 'traceback_tail': []}
                     _write_atomic(out/'runs'/rid/'failed.json', lambda q: q.write_text(json.dumps(info)))
                     st.event('failed', i, rid, [info['error']])
-                procs[i] = start(i); procs[i].start()
+                if lost: procs[i] = start(i); procs[i].start()  # replace it only when it died in a run (a worker failing at start-up is not retried)
+                else: gone.add(i)
         st.draw(force=True)
+        left = [rid for rid, s in st.state.items() if s in ('queued', 'running')]
+        if left: warnings.warn(f"{len(left)} run(s) were not run: the workers exited early (see the messages above); run the sweep again, or with sequential=True (--sequential) to see why")
     except KeyboardInterrupt:
         for p in procs: p.terminate()
         for p in procs: p.join(5)
@@ -577,3 +580,36 @@ def _run_workers(todo:list, out:Path, devs:list, progress:bool, done:dict=None):
 def _is_main_thread() -> bool:
     import threading
     return threading.current_thread() is threading.main_thread()
+
+# %% ../nbs/10_sweep.ipynb #bbde8cd7
+@call_parse
+def saenb_sweep(base:str=None, # base config YAML: acts, trainer settings, saes: section (required)
+                sweep:str=None, # sweep config YAML: lists are grid axes, arch_specific: per-architecture axes
+                out:str='sweep', # sweep directory: runs/, results.parquet, pareto.html
+                devices:str='cpu', # comma-separated devices, one worker process per entry (repeat one to share it)
+                limit:int=None, # run at most this many pending runs
+                dry_run:bool=False, # list the runs and their status; train nothing
+                sequential:bool=False, # run in the foreground, in one process (debugging)
+                skip_failed:bool=False, # do not retry runs that failed before
+                collect:bool=False, # only rebuild results.parquet and pareto.html from the runs on disk
+                show_devices:bool=False, # list the available devices and exit
+                quiet:bool=False, # no live status
+               ):
+    "Run a sweep of SAE trainings from YAML configs; print a JSON summary."
+    if show_devices: print('\n'.join(available_devices())); return
+    try:
+        if collect: df = _finish(Path(out), False)
+        else:
+            if base is None: raise ValueError("--base is required: a YAML file with acts, trainer settings and a saes: section")
+            df = run_sweep(base, sweep, out, devices=devices, limit=limit, dry_run=dry_run, sequential=sequential,
+                           retry_failed=not skip_failed, progress=not quiet)
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        print(f"saenb_sweep: error: {e}", file=sys.stderr); sys.exit(2)
+    except KeyboardInterrupt: sys.exit(130)
+    if dry_run:
+        with pd.option_context('display.max_rows', None, 'display.width', 200): print(df.drop(columns=['acts'], errors='ignore').to_string(index=False))
+        return
+    counts = df.status.value_counts().to_dict() if len(df) else {}
+    o = Path(out)
+    print(json.dumps({'runs': len(df), **counts, 'results': str(o/'results.parquet'),
+                      'pareto': str(o/'pareto.html') if (o/'pareto.html').exists() else None}))

@@ -182,7 +182,7 @@ def test_abandoned_iterator_stops_its_thread(ids_store):
     for _ in range(500):
         if not any(t.is_alive() for t in started): break
         time.sleep(0.02)
-    assert not any(t.is_alive() for t in started)
+    assert not any(t.is_alive() for t in started), [(t.name, getattr(t, "_target", None)) for t in started if t.is_alive()]
 
 
 def test_npy_safetensors(tmp_path):

@@ -66,7 +66,8 @@ def test_grammaticality_spliced(pipe):
 
 def test_binned_auroc_matches_exact(pipe, scores):
     store, sae = pipe['store'], pipe['sae']
-    lab = store.labels(np.arange(20_000)); z = sae.encode(store[:20_000])
+    n = len(store)  # concept_scores scored min(20_000, len(store)) rows
+    lab = store.labels(np.arange(n)); z = sae.encode(store[:n])
     keep = lab['depth'] >= 0
     t = scores.table.query("concept == 'depth' and value == 2").set_index('latent').auroc
     for l in [int(t.idxmax()), int(t.idxmin()), 5]:
@@ -101,7 +102,7 @@ def test_synthetic_topk_recovers_dictionary(tmp_path):
     r = train_sae(tmp_path/'x.npy', None, arch='topk', k=3, d_sae=128, n_tokens=300_000, batch_size=512, lr=3e-3, progress=False)
     rec = recovery_scores(r.sae, D)
     assert rec['mmcs'] > 0.9, rec
-    assert recovery_scores(torch.randn(128, 32), D)['mmcs'] < 0.75
+    assert recovery_scores(torch.randn(128, 32, generator=torch.Generator().manual_seed(5)), D)['mmcs'] < 0.75
 
 def test_synthetic_structure():
     _, _, c = synthetic_activations(5000, n_features=32, hierarchy=3, correlation=0.5, seed=2)

@@ -1,0 +1,79 @@
+"Sweeps: YAML configs, the saenb_sweep CLI with two CPU workers, a failing run, interrupt and resume; ensemble == single runs."
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np, pandas as pd, pytest, torch, yaml
+from saenb.sweep import load_sweep, run_id, train_ensemble, ensemble_members
+from saenb.train_sae import train_sae
+
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+
+def sparse_acts(n, d=16, n_feat=32, p=4/32, seed=0):
+    g = np.random.default_rng(seed)
+    D = g.standard_normal((n_feat, d)); D /= np.linalg.norm(D, axis=1, keepdims=True)
+    return (((g.random((n, n_feat)) < p) * g.exponential(1.0, (n, n_feat))) @ D).astype(np.float32)
+
+@pytest.fixture(scope='module')
+def acts(tmp_path_factory):
+    d = tmp_path_factory.mktemp('acts')
+    np.save(d/'acts.npy', sparse_acts(8192))
+    return d/'acts.npy'
+
+def write_configs(d:Path, acts:Path, n_tokens:int):
+    (d/'base.yaml').write_text(yaml.safe_dump({'acts': os.path.relpath(acts, d), 'n_tokens': n_tokens, 'batch_size': 256, 'lr': 3e-3,
+                                                'log_every': 10, 'saes': {'arch': 'topk', 'k': 4, 'exp_factor': 2}}))
+    # 2 archs x 2 widths x 3 settings = 12 runs; k=64 > d_sae fails on purpose
+    (d/'sweep.yaml').write_text("saes.arch: [topk, relu]\nsaes.exp_factor: [1, 2]\n"
+                                "arch_specific:\n  topk: {k: [2, 4, 64]}\n  relu: {sparsity_coeff: [1.0e-3, 1.0e-2, 1.0e-1]}\n")
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, '-m', 'saenb.sweep', *args] if False else ['saenb_sweep', *args], env=ENV, capture_output=True, text=True, **kw)
+
+def test_load_sweep_resolves_paths(tmp_path, acts):
+    write_configs(tmp_path, acts, 1024)
+    runs = load_sweep(tmp_path/'base.yaml', tmp_path/'sweep.yaml')
+    assert len(runs) == 12 and len({run_id(r) for r in runs}) == 12
+    assert Path(runs[0]['acts']) == acts.resolve()
+    assert sum(r['saes']['arch'] == 'relu' for r in runs) == 6 and not any('k' in r['saes'] for r in runs if r['saes']['arch'] == 'relu')
+
+def test_cli_errors(tmp_path):
+    r = cli('--base', str(tmp_path/'missing.yaml'))
+    assert r.returncode == 2 and 'no sweep config' in r.stderr
+    r = cli('--base', str(tmp_path/'missing.yaml'), '--devices', 'tpu')
+    assert r.returncode == 2
+    assert 'cpu' in cli('--show_devices').stdout
+
+def test_sweep_two_workers_failure_interrupt_resume(tmp_path, acts):
+    write_configs(tmp_path, acts, 120 * 256)
+    out = tmp_path/'sweep'
+    args = ['--base', str(tmp_path/'base.yaml'), '--sweep', str(tmp_path/'sweep.yaml'), '--out', str(out), '--devices', 'cpu,cpu', '--quiet']
+    dry = cli(*args, '--dry_run')
+    assert dry.returncode == 0 and dry.stdout.count('queued') == 12
+    # interrupt once a few runs have finished
+    p = subprocess.Popen(['saenb_sweep', *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while len(list(out.glob('runs/*/summary.json'))) < 3 and p.poll() is None and time.time() - t0 < 240: time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    done = {f.parent.name: f.stat().st_mtime for f in out.glob('runs/*/summary.json')}
+    assert len(done) >= 3
+    if len(done) + len(list(out.glob('runs/*/failed.json'))) < 12:  # it really was interrupted
+        assert p.returncode == 130 and 'resume' in err, (p.returncode, err)
+    # resume: finished runs are not redone
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary['runs'] == 12 and summary['finished'] == 11 and summary['failed'] == 1, summary
+    assert {k: (out/'runs'/k/'summary.json').stat().st_mtime for k in done} == done
+    df = pd.read_parquet(out/'results.parquet')
+    assert len(df) == 12 and df[df.status == 'failed']['saes.k'].tolist() == [64]
+    assert 'k' in df[df.status == 'failed'].error.iloc[0]
+    assert {'l0', 'explained_variance', 'saes.sparsity_coeff', 'arch'} <= set(df.columns)
+    assert (out/'pareto.html').stat().st_size > 1_000_000
+    assert (out/'runs'/df[df.status == 'finished'].id.iloc[0]/'sae'/'model.safetensors').exists()
+
+def test_ensemble_equals_single_runs(acts):
+    kw = dict(arch='topk', n_tokens=20 * 256, batch_size=256, lr=3e-3, progress=False, bf16=False)
+    ens = train_ensemble(acts, grid={'k': [2, 4], 'exp_factor': [1, 2]}, **kw)
+    for key, spec in ensemble_members({'k': [2, 4], 'exp_factor': [1, 2]}).items():
+        single = train_sae(acts, **{**kw, **spec})
+        for n, v in single.sae.state_dict().items(): torch.testing.assert_close(ens[key].sae.state_dict()[n], v, atol=1e-6, rtol=1e-5)
