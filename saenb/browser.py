@@ -21,7 +21,7 @@ __all__ = ['HIST_LO', 'HIST_HI', 'HIST_PER_OCTAVE', 'N_BINS', 'hist_edges', 'fir
            'latent_examples', 'search_latents', 'token_latents', 'safe_json', 'tokens_html', 'latent_summary',
            'latent_figures', 'FeatureBrowser', 'examples_html', 'site_data', 'write_site', 'saenb_browser']
 
-# %% ../nbs/09_browser.ipynb #2e0a8ca6
+# %% ../nbs/09_browser.ipynb #aad3eafc
 HIST_LO, HIST_HI, HIST_PER_OCTAVE = -16, 16, 8  # log2 range and resolution of the activation histograms
 N_BINS = (HIST_HI - HIST_LO) * HIST_PER_OCTAVE
 
@@ -52,13 +52,17 @@ class _Best:
         self.key, self.row, self.act = torch.full((L, K), -math.inf), torch.full((L, K), -1, dtype=torch.long), torch.zeros(L, K)
 
     def update(self, lat, key, row, act):
-        k, i = _chunk_best(lat, key, self.L, self.K)
+        m = key > self.key[lat, -1]  # only pairs that beat the latent's current K-th best can enter
+        if not m.any(): return
+        lat, key, row, act = lat[m], key[m], row[m], act[m]
+        u, inv = torch.unique(lat, return_inverse=True)  # merge only the latents that have candidates
+        k, i = _chunk_best(inv, key, len(u), self.K)
         ok = i >= 0
         r = torch.where(ok, row[i.clamp_min(0)], -1); a = torch.where(ok, act[i.clamp_min(0)].float(), 0.)
-        kk, j = torch.cat([self.key, k], 1).topk(self.K, dim=1)
-        self.key, self.row, self.act = kk, torch.cat([self.row, r], 1).gather(1, j), torch.cat([self.act, a], 1).gather(1, j)
+        kk, j = torch.cat([self.key[u], k], 1).topk(self.K, dim=1)
+        self.key[u], self.row[u], self.act[u] = kk, torch.cat([self.row[u], r], 1).gather(1, j), torch.cat([self.act[u], a], 1).gather(1, j)
 
-# %% ../nbs/09_browser.ipynb #babf339a
+# %% ../nbs/09_browser.ipynb #252f9c4f
 def _is_sparse_topk(sae:SAE) -> bool:
     return isinstance(sae, TopKSAE) and type(sae).encode is TopKSAE.encode
 
@@ -67,8 +71,9 @@ def firing_pairs(sae:SAE, # the SAE, taking raw activations
                  x:torch.Tensor, # activations `[n, d_in]`
                 ) -> tuple:
     "The firing (activation > 0) entries of `sae.encode(x)` as flat `(row, latent, activation)` tensors; sparse for TopK SAEs."
-    if _is_sparse_topk(sae):
-        idx, vals = sae.sparse_codes(sae.center(x), sae.cfg.k)
+    if _is_sparse_topk(sae):  # the k largest pre-activations are the codes: no dense [n, d_sae] codes, no second product
+        vals, idx = sae.pre_acts(x).topk(sae.cfg.k, dim=-1, sorted=False)
+        if sae.cfg.relu_after_topk: vals = vals.clamp_min(0)
         rows = torch.arange(len(x))[:, None].expand_as(idx)
         m = vals > 0
         return rows[m], idx[m], vals[m].float()
@@ -139,7 +144,7 @@ def weight_stats(sae:SAE, # the SAE
         out['logit_down_val'], out['logit_down_idx'] = -dn.values, dn.indices
     return out
 
-# %% ../nbs/09_browser.ipynb #b8615fdd
+# %% ../nbs/09_browser.ipynb #a940e8e7
 @dataclass
 class FeatureStats:
     "Per-latent statistics of an SAE, for the browser."
@@ -193,6 +198,11 @@ def hist_quantiles(hist:torch.Tensor, # `[L, N_BINS]` counts on `hist_edges()`
     if act_max is not None: Q = torch.minimum(Q, act_max[:, None])
     return torch.where(tot > 0, Q, torch.zeros_like(Q))
 
+def _concept_label(concept:str, value_name) -> str:
+    "`concept=value` (value names of ordinal concepts already read so)."
+    v = str(value_name)
+    return v if v.startswith(f"{concept}=") else f"{concept}={v}"
+
 def _concept_scores(sae, store, rows, progress):
     "Concept scores from `saenb.eval` (None when the store has no concepts)."
     if not store.concepts: return None
@@ -211,7 +221,7 @@ def latent_table(t:dict, # tensors from `stream_latent_stats` and `weight_stats`
     if 'enc_dec_cos' in t: df['enc_dec_cos'] = t['enc_dec_cos'].numpy()
     if concepts is not None and len(concepts):
         best = concepts.sort_values('auroc', ascending=False).drop_duplicates('latent').set_index('latent')
-        df['concept'] = df.latent.map(best.concept); df['concept_value'] = df.latent.map(best.value_name).astype(str)
+        df['concept'] = df.latent.map(best.concept); df['concept_value'] = [_concept_label(c, v) if isinstance(c, str) else '' for c, v in zip(df.latent.map(best.concept), df.latent.map(best.value_name))]
         df['concept_auroc'] = df.latent.map(best.auroc).astype(float)
     return df
 
@@ -389,7 +399,7 @@ def tokens_html(tokens:list, # token strings
         out.append(f'<span class="tok" title="{a:.3f}" style="background:rgba(255,96,0,{alpha:.2f});{u}padding:0 2px;margin:0 1px">{html.escape(t)}</span>')
     return '<span class="ctx" style="font-family:monospace">' + ''.join(out) + '</span>'
 
-# %% ../nbs/09_browser.ipynb #3fbd6924
+# %% ../nbs/09_browser.ipynb #707f83db
 def latent_summary(fs:FeatureStats, latent:int) -> dict:
     "The JSON-able figures the panels show for `latent` (without examples)."
     t, r = fs.tensors, fs.table.iloc[latent]
@@ -407,8 +417,7 @@ def latent_summary(fs:FeatureStats, latent:int) -> dict:
         d['logit_down'] = [(fs.token_str(int(i)), float(v)) for i, v in zip(t['logit_down_idx'][latent], t['logit_down_val'][latent])]
     if fs.concepts is not None:
         c = fs.concepts[fs.concepts.latent == latent].sort_values('auroc', ascending=False).head(10)
-        d['concepts'] = [(f"{a}={b}" if str(b) not in ('', 'None') and not str(b).startswith(f"{a}=") else str(b), float(v))
-                         for a, b, v in zip(c.concept, c.value_name, c.auroc)]
+        d['concepts'] = [(_concept_label(a, b), float(v)) for a, b, v in zip(c.concept, c.value_name, c.auroc)]
     return d
 
 def latent_figures(s:dict, # from `latent_summary`
@@ -429,7 +438,7 @@ def latent_figures(s:dict, # from `latent_summary`
                                      layout=dict(title='concept AUROC', xaxis=dict(range=[0, 1]), **lay))
     return figs
 
-# %% ../nbs/09_browser.ipynb #a50a66bf
+# %% ../nbs/09_browser.ipynb #5aac7b39
 class FeatureBrowser:
     "An ipywidgets browser of an SAE's latents."
     def __init__(self, fs:FeatureStats, # the statistics (from `open_feature_stats`)
@@ -477,14 +486,14 @@ class FeatureBrowser:
         if self.index.value != latent: self.index.value = latent
         if self.pick.value != latent and any(v == latent for _, v in self.pick.options): self.pick.value = latent
         s = latent_summary(self.fs, latent)
-        self.title.value = (f'<h3 class="latent-title">Latent {latent}</h3>fires on {100 * s["freq"]:.3g}% of tokens; mean {s["mean"]:.3g}, '
+        title = (f'<h3 class="latent-title">Latent {latent}</h3>fires on {100 * s["freq"]:.3g}% of tokens; mean {s["mean"]:.3g}, '
                             f'max {s["max"]:.3g}; median {s["quantiles"]["q50"]:.3g}, 99% {s["quantiles"]["q99"]:.3g}'
                             + (f'; encoder-decoder cosine {s["enc_dec_cos"]:.2f}' if 'enc_dec_cos' in s else ''))
         figs = latent_figures(s)
         for name, out in (('hist', self.hist), ('logits', self.logits), ('concepts', self.concepts)):
             out.clear_output(wait=True)
             if name in figs:
-                figs[name].update_layout(width=380)
+                figs[name].update_layout(width=330)
                 with out: figs[name].show()
         bt = []
         for i, c in s['neighbours']:
@@ -492,6 +501,7 @@ class FeatureBrowser:
             b.on_click(lambda _, i=i: self.show(i)); bt.append(b)
         self.neigh.children = bt
         self.examples.value = examples_html(latent_examples(self.fs, self.sae, self.store, latent), s['max'])
+        self.title.value = title  # last: a changed title means every panel is updated
         self.last_ms = 1000 * (time.perf_counter() - t0)
 
     def search(self, q:str):
@@ -532,10 +542,10 @@ def examples_html(ex:list, # from `latent_examples`
         out.append(f'<div class="example">{e["act"]:.3f} <small>{html.escape(lab)}</small> {tokens_html(e["tokens"], e["acts"], scale, e["center"])}</div>')
     return '<div class="examples">' + ''.join(out) + '</div>'
 
-# %% ../nbs/09_browser.ipynb #83055d73
+# %% ../nbs/09_browser.ipynb #bd39ae04
 _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:16px}} .tok{{padding:0 2px;margin:0 1px;font-family:monospace}} .panels{{display:flex;flex-wrap:wrap}}
-.panels>div{{width:380px;height:240px}} .example{{margin:2px 0}} button{{margin:2px}} table{{border-collapse:collapse}} td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
+.panels>div{{width:340px;height:240px}} .example{{margin:2px 0}} button{{margin:2px}} table{{border-collapse:collapse}} td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
 {head}</head><body>{body}</body></html>"""
 
 _JS = r"""
@@ -545,7 +555,7 @@ D.order.forEach(j => { const o = document.createElement('option'); o.value = j; 
 function el(tag, text, cls) { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; if (cls) e.className = cls; return e; }
 function bars(div, names, vals, title, colors, xaxis) {
   Plotly.react(div, [{type:'bar', orientation:'h', y:names, x:vals, marker:{color:colors}}],
-    {title:{text:title}, height:240, width:380, margin:{l:90,r:10,t:36,b:30}, xaxis:xaxis||{}});
+    {title:{text:title}, height:240, width:340, margin:{l:90,r:10,t:36,b:30}, xaxis:xaxis||{}});
 }
 function show(j) {
   const s = D.latents[j]; if (!s) return; sel.value = j; location.hash = 'latent=' + j;
@@ -553,7 +563,7 @@ function show(j) {
   document.getElementById('summary').textContent = `fires on ${(100*s.freq).toPrecision(3)}% of tokens; mean ${s.mean.toPrecision(3)}, max ${s.max.toPrecision(3)}` +
     (s.enc_dec_cos !== undefined ? `; encoder-decoder cosine ${s.enc_dec_cos.toFixed(2)}` : '');
   Plotly.react('hist', [{type:'bar', x:s.hist_x, y:s.hist_y, marker:{color:'#ff6000'}}],
-    {title:{text:`fires on ${(100*s.freq).toPrecision(3)}% of tokens`}, height:240, width:380, margin:{l:40,r:10,t:36,b:30}, xaxis:{type:'log', title:{text:'activation'}}});
+    {title:{text:`fires on ${(100*s.freq).toPrecision(3)}% of tokens`}, height:240, width:340, margin:{l:40,r:10,t:36,b:30}, xaxis:{type:'log', title:{text:'activation'}}});
   if (s.logit_up) { const it = s.logit_down.slice().reverse().concat(s.logit_up.slice().reverse());
     bars('logits', it.map(a => (a[1] > 0 ? '+ ' : '− ') + a[0]), it.map(a => a[1]), 'logit effect (direct)', it.map(a => a[1] < 0 ? '#1f77b4' : '#d62728')); }
   if (s.concepts) bars('concepts', s.concepts.map(a => a[0]).reverse(), s.concepts.map(a => a[1]).reverse(), 'concept AUROC', '#636efa', {range:[0,1]});

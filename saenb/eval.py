@@ -283,7 +283,7 @@ def concept_scores(sae:SAE, # the SAE, taking raw activations
     return ConceptScores(table, pd.concat(corr, ignore_index=True) if corr else pd.DataFrame(columns=['concept', 'latent', 'pearson']),
                          {c: store.concepts[c] for c in names}, n)
 
-# %% ../nbs/08_eval.ipynb #950a9f07
+# %% ../nbs/08_eval.ipynb #7a8e8e97
 def concept_summary(cs:ConceptScores, # from `concept_scores`
                     f1_threshold:float=0.5, # a value counts as covered if some latent detects it with F1 above this
                    ) -> pd.DataFrame:
@@ -312,7 +312,7 @@ def plot_concept_heatmap(cs:ConceptScores, # from `concept_scores`
     t = cs.table.assign(col=cs.table.concept + ': ' + cs.table.value_name)
     keep = t.sort_values(metric, ascending=False).groupby('col', sort=False).head(top).latent.unique()
     m = t[t.latent.isin(keep)].pivot_table(index='latent', columns='col', values=metric, sort=False)
-    m = m.loc[m.max(1).sort_values(ascending=False).index]
+    m = m.loc[m.max(axis=1).sort_values(ascending=False).index]
     fig = go.Figure(go.Heatmap(z=m.values, x=list(m.columns), y=[f"latent {l}" for l in m.index], colorscale='Viridis',
                                zmin=0.5 if metric == 'auroc' else 0, zmax=1, colorbar=dict(title=metric)))
     fig.update_layout(title=f"Latents by concept value ({metric})", height=max(300, 18 * len(m) + 150), yaxis=dict(autorange='reversed'))

@@ -28,7 +28,7 @@ __all__ = ['SPARSITY_MODES', 'SAE_REGISTRY', 'AUX_NORMS', 'HC_L', 'HC_R', 'SAENB
            'TranscoderSAE', 'resample_dead_latents', 'save_sae', 'register_sae_format', 'load_sae', 'saelens_state',
            'export_saelens', 'saenb_export_saelens']
 
-# %% ../nbs/06_sae.ipynb #7dc0f675
+# %% ../nbs/06_sae.ipynb #2950fde1
 def _check(cond, msg):
     if not cond: raise ValueError(msg)
 
@@ -42,6 +42,7 @@ class SAEConfig:
     seed:int=0 # seed of the weight initialisation
     b_dec_init:str='geometric_median' # where `init_from_data` puts `b_dec`: 'geometric_median', 'mean' or 'zeros'
     normalize_decoder:bool=True # rescale decoder rows to unit norm after every step
+    enc_init_norm:float=0.1 # encoder initialised as the decoder's transpose times this (Conerly et al. 2024 use 0.1): small first reconstructions
 
     def __post_init__(self):
         if self.d_out is None: self.d_out = self.d_in
@@ -52,6 +53,7 @@ class SAEConfig:
         for n in ('d_in', 'd_sae', 'd_out'):
             v = getattr(self, n)
             _check(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{n} must be a positive integer, got {v!r}")
+        _check(self.enc_init_norm > 0, f"enc_init_norm must be positive, got {self.enc_init_norm}")
         _check(self.b_dec_init in ('geometric_median', 'mean', 'zeros'),
                f"b_dec_init={self.b_dec_init!r}: choose 'geometric_median', 'mean' or 'zeros'")
         if self.d_out != self.d_in and self.arch != 'transcoder':
@@ -296,7 +298,7 @@ def make_controller(cfg:PenaltyConfig) -> nn.Module:
     if cfg.sparsity == 'dual_ascent': return DualAscent(cfg.target_l0, cfg.alpha_lr, cfg.alpha_max, cfg.rho, cfg.l0_ema)
     raise ValueError(f"unknown sparsity {cfg.sparsity!r}: choose one of {SPARSITY_MODES}")
 
-# %% ../nbs/06_sae.ipynb #0b6a1946
+# %% ../nbs/06_sae.ipynb #02bfb8d3
 def _mse(x_hat, y):
     "Squared error summed over the last dim, mean over the rest, in fp32."
     return (x_hat.float() - y.float()).pow(2).sum(-1).mean()
@@ -330,7 +332,7 @@ class SAE(nn.Module):
         c = self.cfg
         W_dec = _unit_rows((c.d_sae, c.d_out), g)
         W_enc = W_dec.T.clone() if c.d_in == c.d_out else _unit_rows((c.d_sae, c.d_in), g).T.contiguous()
-        self.W_enc = nn.Parameter(W_enc)
+        self.W_enc = nn.Parameter(W_enc * c.enc_init_norm)
         self.b_enc = nn.Parameter(torch.zeros(c.d_sae))
         self.W_dec = nn.Parameter(W_dec)
         self.b_dec = nn.Parameter(torch.zeros(c.d_out))
@@ -793,7 +795,7 @@ class LagrangianSAE(JumpReLUSAE):
         c = ((y * r).sum() / r.pow(2).sum().clamp_min(1e-12)).clamp(1e-3, 1e3)
         self.W_enc.mul_(c); self.b_enc.mul_(c); self.log_threshold.add_(c.log())
 
-# %% ../nbs/06_sae.ipynb #448fbd82
+# %% ../nbs/06_sae.ipynb #e11626f1
 @dataclass
 class GatedConfig(PenaltyConfig):
     "Config of `gated` SAEs."
@@ -805,7 +807,7 @@ class _GatedBase(SAE):
     def build(self, g):
         c = self.cfg
         W_dec = _unit_rows((c.d_sae, c.d_out), g)
-        self.W_enc = nn.Parameter(W_dec.T.clone())
+        self.W_enc = nn.Parameter(W_dec.T.clone() * c.enc_init_norm)
         self.b_gate, self.b_mag, self.r_mag = (nn.Parameter(torch.zeros(c.d_sae)) for _ in range(3))
         self.W_dec = nn.Parameter(W_dec)
         self.b_dec = nn.Parameter(torch.zeros(c.d_out))

@@ -21,12 +21,12 @@ def acts(tmp_path_factory):
 def write_configs(d:Path, acts:Path, n_tokens:int):
     (d/'base.yaml').write_text(yaml.safe_dump({'acts': os.path.relpath(acts, d), 'n_tokens': n_tokens, 'batch_size': 256, 'lr': 3e-3,
                                                 'log_every': 10, 'saes': {'arch': 'topk', 'k': 4, 'exp_factor': 2}}))
-    # 2 archs x 2 widths x 3 settings = 12 runs; k=64 > d_sae fails on purpose
+    # 2 archs x 2 widths x 3 settings = 12 runs; k=24 > d_sae=16 fails on purpose
     (d/'sweep.yaml').write_text("saes.arch: [topk, relu]\nsaes.exp_factor: [1, 2]\n"
-                                "arch_specific:\n  topk: {k: [2, 4, 64]}\n  relu: {sparsity_coeff: [1.0e-3, 1.0e-2, 1.0e-1]}\n")
+                                "arch_specific:\n  topk: {k: [2, 4, 24]}\n  relu: {sparsity_coeff: [1.0e-3, 1.0e-2, 1.0e-1]}\n")
 
 def cli(*args, **kw):
-    return subprocess.run([sys.executable, '-m', 'saenb.sweep', *args] if False else ['saenb_sweep', *args], env=ENV, capture_output=True, text=True, **kw)
+    return subprocess.run(['saenb_sweep', *args], env=ENV, capture_output=True, text=True, **kw)
 
 def test_load_sweep_resolves_paths(tmp_path, acts):
     write_configs(tmp_path, acts, 1024)
@@ -43,7 +43,7 @@ def test_cli_errors(tmp_path):
     assert 'cpu' in cli('--show_devices').stdout
 
 def test_sweep_two_workers_failure_interrupt_resume(tmp_path, acts):
-    write_configs(tmp_path, acts, 120 * 256)
+    write_configs(tmp_path, acts, 60 * 256)
     out = tmp_path/'sweep'
     args = ['--base', str(tmp_path/'base.yaml'), '--sweep', str(tmp_path/'sweep.yaml'), '--out', str(out), '--devices', 'cpu,cpu', '--quiet']
     dry = cli(*args, '--dry_run')
@@ -65,7 +65,7 @@ def test_sweep_two_workers_failure_interrupt_resume(tmp_path, acts):
     assert summary['runs'] == 12 and summary['finished'] == 11 and summary['failed'] == 1, summary
     assert {k: (out/'runs'/k/'summary.json').stat().st_mtime for k in done} == done
     df = pd.read_parquet(out/'results.parquet')
-    assert len(df) == 12 and df[df.status == 'failed']['saes.k'].tolist() == [64]
+    assert len(df) == 12 and df[df.status == 'failed']['saes.k'].tolist() == [24]
     assert 'k' in df[df.status == 'failed'].error.iloc[0]
     assert {'l0', 'explained_variance', 'saes.sparsity_coeff', 'arch'} <= set(df.columns)
     assert (out/'pareto.html').stat().st_size > 1_000_000
