@@ -843,7 +843,7 @@ class GatedSAE(_GatedBase):
         return self._out(x, _mse(self.decode(codes), y), codes, sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps),
                          aux=self.cfg.aux_coeff * self.gate_aux(act_gate, y))
 
-# %% ../nbs/06_sae.ipynb #9197c89b
+# %% ../nbs/06_sae.ipynb #7f3f648a
 HC_L, HC_R = -0.1, 1.1
 
 def hard_concrete_gate(logits:torch.Tensor, # gate logits (log alpha)
@@ -890,6 +890,18 @@ class _HardConcreteMixin:
         t = min(1.0, (step + 1) / n) if n else 0.0
         self.beta.fill_(c.beta_start + (c.beta_end - c.beta_start) * t)
 
+    def encode(self, x): return self._codes(x)[0]
+
+    def gate_aux_loss(self, logits, y): return None
+
+    def loss(self, x, target=None, step=0, total_steps=None):
+        x, y = self._xy(x, target)
+        self._total_steps = total_steps
+        codes, logits = self._codes(x)
+        el0 = expected_l0(logits, self.beta.item()).mean()
+        return self._out(x, _mse(self.decode(codes), y), codes, sparsity=self.sparsity_ctl.penalty(el0, el0, step, total_steps),
+                         aux=self.gate_aux_loss(logits, y), expected_l0=el0.detach())
+
 @register_sae
 class HardConcreteSAE(_HardConcreteMixin, SAE):
     "ReLU magnitudes times hard-concrete gates with an expected-L0 penalty (Louizos et al. 2018)."
@@ -918,16 +930,6 @@ class HardConcreteSAE(_HardConcreteMixin, SAE):
         mag = F.relu(self.pre_acts(x))
         return hard_concrete_gate(logits, self.beta.item(), self.training).to(mag.dtype) * mag, logits
 
-    def encode(self, x): return self._codes(x)[0]
-
-    def loss(self, x, target=None, step=0, total_steps=None):
-        x, y = self._xy(x, target)
-        self._total_steps = total_steps
-        codes, logits = self._codes(x)
-        el0 = expected_l0(logits, self.beta.item()).mean()
-        return self._out(x, _mse(self.decode(codes), y), codes, sparsity=self.sparsity_ctl.penalty(el0, el0, step, total_steps),
-                         expected_l0=el0.detach())
-
 @register_sae
 class GatedHardConcreteSAE(_HardConcreteMixin, _GatedBase):
     "Gated SAE (Rajamanoharan et al. 2024) whose gate is hard-concrete on pi_gate with an expected-L0 penalty (Louizos et al. 2018)."
@@ -942,16 +944,9 @@ class GatedHardConcreteSAE(_HardConcreteMixin, _GatedBase):
         mag = F.relu(pi_mag)
         return hard_concrete_gate(pi_gate, self.beta.item(), self.training).to(mag.dtype) * mag, pi_gate
 
-    def encode(self, x): return self._codes(x)[0]
-
-    def loss(self, x, target=None, step=0, total_steps=None):
-        x, y = self._xy(x, target)
-        self._total_steps = total_steps
-        codes, pi_gate = self._codes(x)
-        el0 = expected_l0(pi_gate, self.beta.item()).mean()
-        aux = self.cfg.aux_coeff * self.gate_aux(F.relu(pi_gate), y) if self.cfg.aux_coeff else None
-        return self._out(x, _mse(self.decode(codes), y), codes, sparsity=self.sparsity_ctl.penalty(el0, el0, step, total_steps),
-                         aux=aux, expected_l0=el0.detach())
+    def gate_aux_loss(self, pi_gate, y):
+        "The gated SAE's auxiliary loss: the gate path alone must reconstruct `y`."
+        return self.cfg.aux_coeff * self.gate_aux(F.relu(pi_gate), y) if self.cfg.aux_coeff else None
 
 # %% ../nbs/06_sae.ipynb #9b05584d
 @dataclass
