@@ -34,7 +34,7 @@ def main():
     torch.set_num_threads(args.threads)
     from saenb.sweep import train_ensemble, ensemble_members
     from saenb.train_sae import train_sae
-    n_tokens = args.n_tokens or (40 * args.batch_size if args.quick else 300 * args.batch_size)
+    n_tokens = args.n_tokens or (40 * args.batch_size if args.quick else 150 * args.batch_size)
     grid = {'k': [16, 32], 'exp_factor': [2, 4, 8, 16]}
     kw = dict(arch='topk', n_tokens=n_tokens, batch_size=args.batch_size, lr=1e-3, seed=0, val_rows=4096)
     tmp = Path(tempfile.mkdtemp())

@@ -43,3 +43,21 @@ np.save(out/'synth.npy', x.numpy())
 r = train_sae(out/'synth.npy', None, arch='topk', k=4, d_sae=512, n_tokens=2_000_000, batch_size=1024, lr=2e-3, progress=False)
 print('synthetic', json.dumps(recovery_scores(r.sae, D)), flush=True)
 (out/'bench_eval.json').write_text(json.dumps(results, indent=1, default=str))
+# interventions on the first hook's SAE: the latents that best detect some concept values, each zeroed in turn
+from saenb.eval import store_sequences, intervention_effect
+from saenb.sae import load_sae
+h = hooks[0]
+sae = load_sae(out/f'sae_{h}_k{k}'); tok = model.saenb_tokenizer
+val = ActivationStore(stores[h], split='validation')
+ev_json = json.loads((out/f'sae_{h}_k{k}'/'eval.json').read_text())
+picks = {f"{r['concept']}={r['value_name']}": int(r['latent']) for r in ev_json['best_latents'] if r['concept'] in ('depth', 'bracket', 'open')}
+picks.update({f"corr:{r['concept']}": int(r['latent']) for r in ev_json['best_corr'] if r['concept'] == 'depth'})
+ids = store_sequences(val, tok.bos_id, tok.pad_id, 128)
+from saenb.model import load_language
+lang = load_language(model_dir)
+by_latent = {}
+for name, l in picks.items(): by_latent.setdefault(l, []).append(name)  # each latent once, with every value it is best for
+for l, names in by_latent.items():
+    name = ','.join(names)
+    r = intervention_effect(model, h, sae, l, ids, pad_id=tok.pad_id, lang=lang, n_gen=100, tokenizer=tok)
+    print('intervention', name, l, json.dumps({k: r[k] for k in ('kl', 'delta_ce', 'grammaticality')}), flush=True)

@@ -11,7 +11,7 @@ Achieved FLOP/s counts the usual training estimate (6 FLOPs per matmul parameter
 scores, see `saenb.model.train_flops_per_token`) over all positions of each batch (padding to the longest
 sequence in the batch included, since it is computed).
 """
-import argparse, json, os, tempfile, time
+import argparse, json, os, sys, tempfile, time
 from pathlib import Path
 
 import pandas as pd
@@ -20,22 +20,8 @@ import torch
 from saenb.data import make_corpus
 from saenb.model import GPTConfig, train_flops_per_token
 from saenb.train_gpt import TrainConfig, train_gpt
-
-
-def _sync(device: str):
-    if device.startswith('cuda'): torch.cuda.synchronize()
-
-
-def matmul_peak(dtype: torch.dtype, device: str = 'cpu', n: int = 2048, reps: int = 8, trials: int = 3) -> float:
-    "Best measured FLOP/s of an n x n matrix multiply in `dtype` on `device`."
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2): a @ b
-    best = 0.
-    for _ in range(trials):
-        _sync(device); t = time.perf_counter()
-        for _ in range(reps): a @ b
-        _sync(device); best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
-    return best
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import matmul_peak
 
 
 def measure_training(corpus, cfg: GPTConfig, steps: int, batch_size: int, bf16: bool, device: str, warmup: int) -> dict:

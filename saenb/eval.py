@@ -462,13 +462,13 @@ def causal_loss(model, # a `TransformerBridge` (its weights are not trained: use
         return (diff * m).sum() / m.sum().clamp_min(1)
     return diff.mean()
 
-# %% ../nbs/08_eval.ipynb #28384fc0
+# %% ../nbs/08_eval.ipynb #75a50d19
 def _jsonable(o):
     if isinstance(o, dict): return {k: _jsonable(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
-    if isinstance(o, pd.DataFrame): return o.to_dict('records')
-    if isinstance(o, np.ndarray): return o.tolist()
-    if isinstance(o, (np.floating, np.integer)): return o.item()
+    if isinstance(o, pd.DataFrame): return _jsonable(o.to_dict('records'))
+    if isinstance(o, np.ndarray): return _jsonable(o.tolist())
+    if isinstance(o, (np.floating, np.integer, np.bool_)): return _jsonable(o.item())
     if isinstance(o, float) and not math.isfinite(o): return None
     return o
 
@@ -530,7 +530,7 @@ def _model_language(model, store):
         except (ValueError, OSError, TypeError): continue
     return None
 
-# %% ../nbs/08_eval.ipynb #4d7e9bf6
+# %% ../nbs/08_eval.ipynb #ff9a648b
 def _fig_html(fig, first:bool) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=True if first else False)
 
@@ -549,7 +549,7 @@ def write_report(res:dict, # from `evaluate_sae`
     "Write `eval.json` and a self-contained offline `report.html` for one evaluated SAE."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in res.items() if not k.startswith('_')}
-    write_atomic(out/'eval.json', lambda p: p.write_text(json.dumps(_jsonable(data), indent=1)))
+    write_atomic(out/'eval.json', lambda p: p.write_text(json.dumps(_jsonable(data), indent=1, allow_nan=False)))
     figs = [density_figure(res['density'])]
     if '_concept_scores' in res: figs.append(plot_concept_heatmap(res['_concept_scores']))
     parts = [f"<h1>SAE evaluation</h1><p>{html.escape(str(res.get('sae')))} &middot; {res['arch']} &middot; {res['d_sae']} latents &middot; hook {html.escape(str(res.get('hook')))} &middot; {html.escape(res['store'])} ({res['split']})</p>"]

@@ -17,7 +17,8 @@ from .train_gpt import LiveLossPlot, in_notebook
 
 # %% auto #0
 __all__ = ['SAETrainConfig', 'lr_factor', 'open_activations', 'validation_activations', 'save_sae_checkpoint',
-           'load_sae_checkpoint', 'SAETrainResult', 'train_sae', 'saenb_train_sae']
+           'load_sae_checkpoint', 'SAETrainResult', 'SAERun', 'sae_step', 'sae_log', 'finish_run', 'save_run',
+           'train_sae', 'saenb_train_sae']
 
 # %% ../nbs/07_train_sae.ipynb #32280c3a
 @dataclass
@@ -150,7 +151,108 @@ def _num(v) -> float: return v.detach().item() if torch.is_tensor(v) else float(
 def _batch_ev(x, x_hat) -> float:
     return 1 - ((x - x_hat) ** 2).sum().item() / max(((x - x.mean(0)) ** 2).sum().item(), 1e-12)
 
-# %% ../nbs/07_train_sae.ipynb #6b7285dd
+# %% ../nbs/07_train_sae.ipynb #46024942
+@dataclass
+class SAERun:
+    "One SAE's training state: what a training step and its logging need."
+    tc:SAETrainConfig # the run's settings
+    sae:SAE # the SAE being trained
+    opt:torch.optim.Optimizer # its optimizer
+    history:list=field(default_factory=list) # logged rows
+    best:float=math.inf # best validation MSE so far
+    bad_evals:int=0 # validations since the best one
+
+    @property
+    def dead_tokens(self) -> int:
+        "Tokens without firing after which a latent counts as dead."
+        tc = self.tc
+        return tc.dead_tokens or max(tc.batch_size, min(10_000_000, tc.n_tokens // 10))
+
+    @property
+    def val_every(self) -> int: return self.tc.val_every or max(1, self.tc.n_steps // 10)
+
+def sae_step(r:SAERun, # the run
+             xs:list, # the step's micro-batches (already scaled)
+             ys:list, # their targets (None for plain SAEs)
+             step:int, # optimizer step, from 0
+             amp:dict, # `torch.autocast` arguments
+            ) -> dict:
+    "One optimizer step: learning rate, loss and backward per micro-batch, clipping, Adam, `after_step`, resampling; returns the loss dict."
+    tc, sae, opt = r.tc, r.sae, r.opt
+    for g in opt.param_groups: g['lr'] = tc.lr * lr_factor(step, tc.n_steps, tc.lr_schedule, tc.warmup_steps, tc.decay_frac, tc.min_lr_frac)
+    fired, n_tok = None, 0
+    for x, y in zip(xs, ys):
+        with torch.autocast(**amp): o = sae.loss(x, target=y, step=step, total_steps=tc.n_steps)
+        if step == 0 and not torch.isfinite(o['loss']): raise FloatingPointError(f"the first loss is {float(o['loss'])}: check the activations for inf/nan")
+        (o['loss'] / tc.grad_accum).backward()
+        fired, n_tok = o['fired'] if fired is None else fired | o['fired'], n_tok + o['n_tokens']
+    o = {**o, 'fired': fired, 'n_tokens': n_tok}  # dead-latent counters see every micro-batch
+    if tc.max_grad_norm: torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.max_grad_norm)
+    opt.step(); opt.zero_grad(set_to_none=True)
+    with torch.no_grad(): sae.after_step(o, step)
+    if tc.resample_every and (step + 1) % tc.resample_every == 0:
+        resample_dead_latents(sae, xs[-1], opt, sae.dead.dead_mask(r.dead_tokens), target=ys[-1])
+    return o
+
+def sae_log(r:SAERun, # the run
+            o:dict, # the step's loss dict
+            x:torch.Tensor, # the step's last batch
+            y:torch.Tensor, # its target (None for plain SAEs)
+            step:int, # steps done, from 1
+            amp:dict, # `torch.autocast` arguments
+            val_x:torch.Tensor, # validation inputs (scaled)
+            val_y:torch.Tensor, # validation targets (scaled; None for plain SAEs)
+           ) -> dict:
+    "Every `log_every` steps: log the training figures (and every `val_every`, validate and track early stopping); returns the row or None."
+    tc, sae = r.tc, r.sae
+    if not (step % tc.log_every == 0 or step == tc.n_steps): return None
+    with torch.no_grad(), torch.autocast(**amp): x_hat = sae(x).float()
+    row = {'step': step, 'tokens': step * tc.batch_size * tc.grad_accum, 'lr': r.opt.param_groups[0]['lr'],
+           **{k: _num(o[k]) for k in ('loss', 'mse_loss', 'sparsity_loss', 'aux_loss', 'l0')},
+           'explained_variance': _batch_ev(y if y is not None else x, x_hat),
+           'alive': int((~sae.dead.dead_mask(r.dead_tokens)).sum())}
+    if step % r.val_every == 0 or step == tc.n_steps:
+        with torch.no_grad(), torch.autocast(**amp): vm = sae.metrics(val_x, target=val_y)
+        row.update({f'val_{k}': float(v) for k, v in vm.items()})
+        if vm['mse'] < r.best - 1e-9: r.best, r.bad_evals = vm['mse'], 0
+        else: r.bad_evals += 1
+    r.history.append(row)
+    return row
+
+# %% ../nbs/07_train_sae.ipynb #1f0f2d76
+def finish_run(r:SAERun, # the run
+               val_x:torch.Tensor, # raw validation inputs
+               val_y:torch.Tensor, # raw validation targets (None for plain SAEs)
+               steps:int, # optimizer steps done
+               seconds:float, # training time of this session
+               tokens:int, # tokens trained on in this session
+               scale:float, # input scale of the run
+               tscale:float, # target scale of the run
+               in_sample:bool=False, # whether the validation rows come from the training data
+              ) -> dict:
+    "Fold the input scale into the SAE and return its final figures."
+    tc, sae = r.tc, r.sae
+    sae.fold_input_scale(scale, output_scale=tscale)
+    amp = dict(device_type=val_x.device.type, dtype=torch.bfloat16, enabled=tc.bf16)
+    with torch.no_grad(), torch.autocast(**amp): fm = sae.metrics(val_x, target=val_y)
+    return {'arch': tc.arch, 'd_in': sae.cfg.d_in, 'd_sae': sae.cfg.d_sae, 'steps': steps, 'tokens': steps * tc.batch_size * tc.grad_accum,
+            'train_seconds': seconds, 'tokens_per_s': tokens / max(seconds, 1e-9), **{k: float(v) for k, v in fm.items()},
+            'dead_frac': float(sae.dead.dead_mask(r.dead_tokens).float().mean()), 'val_in_sample': in_sample,
+            'stopped_early': steps < tc.n_steps, 'input_scale': scale}
+
+def save_run(r:SAERun, # the finished run
+             out:Path, # directory to write (None: keep in memory)
+             summary:dict, # its final figures
+            ) -> SAETrainResult:
+    "Write the SAE with metrics.json, history.csv and train_config.json; return the result."
+    hist = pd.DataFrame(r.history)
+    if out is not None:
+        r.sae.save(out, metrics=summary)
+        write_atomic(out/'history.csv', lambda p: hist.to_csv(p, index=False))
+        write_atomic(out/'train_config.json', lambda p: p.write_text(json.dumps(asdict(r.tc), indent=2)))
+    return SAETrainResult(r.sae, hist, summary, out)
+
+# %% ../nbs/07_train_sae.ipynb #3a3a0580
 def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, or `ActivationStore`
               out:str|Path=None, # directory to write the SAE to (and its checkpoint)
               cfg:SAETrainConfig=None, # trainer settings (keyword arguments override them)
@@ -179,13 +281,13 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
     val_x, in_sample = validation_activations(store, val_acts, tc.val_rows)
     val_y = tstore[torch.arange(len(val_x))].float() if tstore is not None else None
     opt = torch.optim.Adam(sae.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2))
-    dead_tokens = tc.dead_tokens or max(tc.batch_size, min(10_000_000, tc.n_tokens // 10))
-    n_steps, val_every = tc.n_steps, tc.val_every or max(1, tc.n_steps // 10)
+    run = SAERun(tc, sae, opt)
+    n_steps = tc.n_steps
     out = Path(out) if out is not None else None
     ckpt = out/'checkpoint' if out is not None else None
-    step, history, best, bad_evals = 0, [], math.inf, 0
+    step = 0
     if resume and ckpt is not None and ckpt.exists():
-        step, scale, history = load_sae_checkpoint(ckpt, sae, opt, tc)
+        step, scale, run.history = load_sae_checkpoint(ckpt, sae, opt, tc)
     elif out is not None and (out/'config.json').exists() and not resume:
         raise FileExistsError(f"{out} already holds a trained SAE: pass resume=True (--resume) to continue, or choose another --out")
     epochs = math.ceil(n_steps * tc.batch_size * tc.grad_accum / len(store)) + 1
@@ -196,66 +298,30 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
     if step == 0:
         idx = torch.randperm(len(store), generator=torch.Generator().manual_seed(tc.seed))[:min(len(store), 16384)]
         with torch.no_grad(): sae.init_from_data(store[idx].float().to(dev) * scale, target=tstore[idx].float().to(dev) * tscale if tstore is not None else None)
+    vx, vy = val_x.to(dev) * scale, val_y.to(dev) * tscale if val_y is not None else None
     plot = LiveLossPlot('SAE loss') if progress and in_notebook() else None
     bar = tqdm(total=n_steps, initial=step, desc=f"train {tc.arch} SAE", disable=not progress, dynamic_ncols=True)
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=tc.bf16)
     t0, step0 = time.perf_counter(), step
     while step < n_steps:
-        for g in opt.param_groups: g['lr'] = tc.lr * lr_factor(step, n_steps, tc.lr_schedule, tc.warmup_steps, tc.decay_frac, tc.min_lr_frac)
-        fired, n_tok = None, 0
-        for _ in range(tc.grad_accum):
-            x = next(batches).to(dev, non_blocking=True) * scale
-            y = next(tbatches).to(dev, non_blocking=True) * tscale if tbatches is not None else None
-            with torch.autocast(**amp): o = sae.loss(x, target=y, step=step, total_steps=n_steps)
-            if step == 0 and not torch.isfinite(o['loss']): raise FloatingPointError(f"the first loss is {float(o['loss'])}: check the activations for inf/nan")
-            (o['loss'] / tc.grad_accum).backward()
-            fired, n_tok = o['fired'] if fired is None else fired | o['fired'], n_tok + o['n_tokens']
-        o = {**o, 'fired': fired, 'n_tokens': n_tok}  # dead-latent counters see every micro-batch
-        if tc.max_grad_norm: torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.max_grad_norm)
-        opt.step(); opt.zero_grad(set_to_none=True)
-        with torch.no_grad(): sae.after_step(o, step)
+        xs = [next(batches).to(dev, non_blocking=True) * scale for _ in range(tc.grad_accum)]
+        ys = [next(tbatches).to(dev, non_blocking=True) * tscale if tbatches is not None else None for _ in range(tc.grad_accum)]
+        o = sae_step(run, xs, ys, step, amp)
         step += 1
-        if tc.resample_every and step % tc.resample_every == 0:
-            resample_dead_latents(sae, x, opt, sae.dead.dead_mask(dead_tokens), target=y)
-        if step % tc.log_every == 0 or step == n_steps:
-            with torch.no_grad(), torch.autocast(**amp): x_hat = sae(x).float()
-            row = {'step': step, 'tokens': step * tc.batch_size * tc.grad_accum, 'lr': opt.param_groups[0]['lr'],
-                   **{k: _num(o[k]) for k in ('loss', 'mse_loss', 'sparsity_loss', 'aux_loss', 'l0')},
-                   'explained_variance': _batch_ev(y if y is not None else x, x_hat),
-                   'alive': int((~sae.dead.dead_mask(dead_tokens)).sum())}
-            if step % val_every == 0 or step == n_steps:
-                with torch.no_grad(), torch.autocast(**amp):
-                    vy = val_y.to(dev) * tscale if val_y is not None else None
-                    vm = sae.metrics(val_x.to(dev) * scale, target=vy)
-                row.update({f'val_{k}': float(v) for k, v in vm.items()})
-                v = vm['mse']
-                if v < best - 1e-9: best, bad_evals = v, 0
-                else: bad_evals += 1
-            history.append(row)
+        row = sae_log(run, o, xs[-1], ys[-1], step, amp, vx, vy)
+        if row is not None:
             bar.set_postfix(loss=f"{row['loss']:.4g}", l0=f"{row['l0']:.1f}", ev=f"{row['explained_variance']:.3f}")
-            if plot is not None: plot.update(pd.DataFrame(history).rename(columns={'loss': 'train_loss', 'val_mse': 'val_loss'}))
+            if plot is not None: plot.update(pd.DataFrame(run.history).rename(columns={'loss': 'train_loss', 'val_mse': 'val_loss'}))
         bar.update(1)
         if callback is not None: callback(step, sae)
         if ckpt is not None and tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < n_steps:
-            save_sae_checkpoint(ckpt, sae, opt, step, scale, tc, history)
-        if tc.patience and bad_evals >= tc.patience: break
+            save_sae_checkpoint(ckpt, sae, opt, step, scale, tc, run.history)
+        if tc.patience and run.bad_evals >= tc.patience: break
     bar.close()
-    train_seconds = time.perf_counter() - t0
-    tokens = (step - step0) * tc.batch_size * tc.grad_accum
-    with torch.no_grad(), torch.autocast(**amp):
-        fm = sae.metrics(val_x.to(dev) * scale, target=val_y.to(dev) * tscale if val_y is not None else None)
-    dead = sae.dead.dead_mask(dead_tokens)
-    summary = {'arch': tc.arch, 'd_in': d_in, 'd_sae': sae.cfg.d_sae, 'steps': step, 'tokens': step * tc.batch_size * tc.grad_accum,
-               'train_seconds': train_seconds, 'tokens_per_s': tokens / max(train_seconds, 1e-9),
-               **{k: float(v) for k, v in fm.items()}, 'dead_frac': float(dead.float().mean()), 'val_in_sample': in_sample,
-               'stopped_early': step < n_steps, 'input_scale': scale}
-    sae.fold_input_scale(scale, output_scale=tscale)
-    hist = pd.DataFrame(history)
-    if out is not None:
-        sae.save(out, metrics=summary)
-        write_atomic(out/'history.csv', lambda p: hist.to_csv(p, index=False))
-        (out/'train_config.json').write_text(json.dumps(asdict(tc), indent=2))
-    return SAETrainResult(sae, hist, summary, out)
+    seconds = time.perf_counter() - t0
+    summary = finish_run(run, val_x.to(dev), val_y.to(dev) if val_y is not None else None, step, seconds,
+                         (step - step0) * tc.batch_size * tc.grad_accum, scale, tscale, in_sample)
+    return save_run(run, out, summary)
 
 # %% ../nbs/07_train_sae.ipynb #72333431
 def _sae_kwargs(k=None, sparsity_coeff=None, target_l0=None, sparsity=None, sae:str=None) -> dict:

@@ -59,7 +59,6 @@ def test_cli_writes_site_and_saves_stats(pipeline, site):
     page = (out/'browser.html').read_text()
     assert '<script src' not in page and 'Plotly' in page and len(page) > 1_000_000  # plotly inlined, nothing fetched
     # the second time the saved statistics are read: no --acts needed, and fast
-    t0 = time.time()
     r = cli('--sae', pipeline/'sae', '--out', out/'again', '--n_latents', 3, '--quiet')
     assert r.returncode == 0, r.stderr
     assert (out/'again'/'browser.html').exists()
@@ -132,7 +131,6 @@ def test_static_page_in_chromium(pipeline, tmp_path, browser):
     page.select_option('#latent', options[1])
     page.wait_for_function(f'document.getElementById("title").textContent !== {json.dumps(first)}', timeout=10_000)
     assert page.inner_text('#title') == f'Latent {options[1]}'
-    page.locator('#neighbours button:not([disabled])').first.click() if page.locator('#neighbours button:not([disabled])').count() else None
     page.goto((tmp_path/'index.html').as_uri())
     assert page.locator('table tr').count() == 9
     assert not errors, errors

@@ -77,3 +77,32 @@ def test_ensemble_equals_single_runs(acts):
     for key, spec in ensemble_members({'k': [2, 4], 'exp_factor': [1, 2]}).items():
         single = train_sae(acts, **{**kw, **spec})
         for n, v in single.sae.state_dict().items(): torch.testing.assert_close(ens[key].sae.state_dict()[n], v, atol=1e-6, rtol=1e-5)
+
+def test_cli_ensemble_sequential(tmp_path, acts):
+    write_configs(tmp_path, acts, 10 * 256)
+    out = tmp_path/'sweep'
+    r = cli('--base', str(tmp_path/'base.yaml'), '--sweep', str(tmp_path/'sweep.yaml'), '--out', str(out), '--ensemble', '--sequential', '--quiet')
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s['finished'] == 11 and s['failed'] == 1, s
+    df = pd.read_parquet(out/'results.parquet')
+    assert (df[df.status == 'finished'].ensemble_size > 1).all()
+
+def test_sweep_with_model_eval_gives_loss_recovered(tmp_path):
+    "An eval: section adds loss recovered (saenb.eval) to the table and a second Pareto panel."
+    from saenb.grammars import get_language
+    from saenb.data import make_corpus
+    from saenb.model import GPTConfig
+    from saenb.train_gpt import train_gpt, TrainConfig
+    from saenb.cache import cache_activations
+    from saenb.sweep import run_sweep, pareto_figure
+    corpus = make_corpus(get_language('dyck', max_len=16, max_depth=4), 600, seed=0)
+    model = train_gpt(corpus, tmp_path/'gpt', GPTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=32),
+                      TrainConfig(steps=60, batch_size=32, warmup_steps=5, lr=1e-2, eval_every=1000, ckpt_every=1000), progress=False)
+    store = cache_activations(model, corpus, '0_residpost', tmp_path/'acts', device='cpu', progress=False)['0_residpost']
+    base = {'acts': str(store), 'n_tokens': 20 * 256, 'batch_size': 256, 'lr': 3e-3, 'saes': {'arch': 'topk', 'exp_factor': 2},
+            'eval': {'model': str(tmp_path/'gpt'), 'n_seqs': 32}}
+    df = run_sweep(base, {'k': [2, 8]}, tmp_path/'sweep', sequential=True, progress=False)
+    assert (df.status == 'finished').all(), df.get('error')
+    assert df.loss_recovered.notna().all() and (df.loss_recovered <= 1.05).all()
+    assert len(pareto_figure(df).layout.annotations) == 2  # two panels
