@@ -258,7 +258,7 @@ def _training_rows(corpus, cfg:GPTConfig, tc:TrainConfig):
     if tc.packed: return pack(corpus.train, cfg.n_ctx), pack(corpus.validation, cfg.n_ctx), None
     return padded_rows(corpus.train, cfg.n_ctx, tok.pad_id), padded_rows(corpus.validation, cfg.n_ctx, tok.pad_id), tok.pad_id
 
-# %% ../nbs/04_train_gpt.ipynb #3bb3e2d3
+# %% ../nbs/04_train_gpt.ipynb #5f72b23b
 def train_gpt(data, # a `saenb.data.Corpus`, or the directory it was saved to
               out:str|Path, # directory for the model, metrics and checkpoints
               cfg:GPTConfig|None=None, # architecture (default: `GPTConfig()`); d_vocab comes from the tokenizer
@@ -320,7 +320,8 @@ def train_gpt(data, # a `saenb.data.Corpus`, or the directory it was saved to
             row['val_loss'] = validation_loss(net, val_rows, pad_id, batch_size=rows_per_process // tc.grad_accum,
                                               max_rows=tc.eval_batches * tc.batch_size, bf16=tc.bf16)
             last_val = row['val_loss']
-        if (step + 1) % 10 == 0 or last: bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{last_val:.4f}")
+        if (step + 1) % 10 == 0 or last:
+            bar.set_postfix(loss=f"{row['train_loss']:.4f}", **({} if math.isnan(last_val) else {'val': f"{last_val:.4f}"}))
         rows_log.append(row)
         if plot is not None and not math.isnan(row['val_loss']): plot.update(pd.DataFrame(rows_log))
         if (step + 1) % tc.ckpt_every == 0 or last:
