@@ -16,7 +16,7 @@ from .data import write_atomic
 from .train_gpt import LiveLossPlot, in_notebook
 
 # %% auto #0
-__all__ = ['SAETrainConfig', 'lr_factor', 'open_activations', 'validation_activations', 'save_sae_checkpoint',
+__all__ = ['SAETrainConfig', 'lr_factor', 'open_activations', 'validation_activations', 'RunData', 'save_sae_checkpoint',
            'load_sae_checkpoint', 'SAETrainResult', 'SAERun', 'sae_step', 'sae_log', 'finish_run', 'save_run',
            'train_sae', 'saenb_train_sae']
 
@@ -96,6 +96,52 @@ def validation_activations(store:ActivationStore, # the training store
     if val is None or len(val) == 0: val, in_sample = store, True
     n = min(n_rows, len(val))
     return val[torch.arange(n)].float(), in_sample
+
+# %% ../nbs/07_train_sae.ipynb #fe6ba48a
+@dataclass
+class RunData:
+    "The activations of a run: store, transcoder targets, input scales and validation rows."
+    store:ActivationStore # training activations
+    tstore:ActivationStore # targets for transcoders (row-aligned with `store`), or None
+    scale:float # inputs are multiplied by this while training
+    tscale:float # targets are multiplied by this while training
+    val_x:torch.Tensor # raw validation inputs
+    val_y:torch.Tensor # raw validation targets, or None
+    in_sample:bool # whether the validation rows come from the training data
+
+    @classmethod
+    def open(cls, acts, tc:SAETrainConfig, val_acts=None, target_acts=None) -> RunData:
+        "Open `acts` (and `target_acts`, `val_acts`) for a run with settings `tc`."
+        store = open_activations(acts)
+        if len(store) == 0: raise ValueError(f"{acts} holds no activations: cache some first (saenb_cache)")
+        tstore = open_activations(target_acts) if target_acts is not None else None
+        if tstore is not None and len(tstore) != len(store): raise ValueError(f"target_acts has {len(tstore)} rows but acts has {len(store)}: they must be row-aligned")
+        scale = math.sqrt(store.d) / float(store.stats['mean_norm']) if tc.normalize else 1.0
+        tscale = math.sqrt(tstore.d) / float(tstore.stats['mean_norm']) if (tc.normalize and tstore is not None) else scale
+        val_x, in_sample = validation_activations(store, val_acts, tc.val_rows)
+        val_y = tstore[torch.arange(len(val_x))].float() if tstore is not None else None
+        return cls(store, tstore, scale, tscale, val_x, val_y, in_sample)
+
+    def build_sae(self, tc:SAETrainConfig, dev:torch.device) -> SAE:
+        "The run's SAE, built from its seed and initialised on the first 16,384 rows of a seeded permutation."
+        torch.manual_seed(tc.seed)
+        sae = make_sae(tc.arch, self.store.d, d_sae=tc.d_sae, exp_factor=None if tc.d_sae else tc.exp_factor,
+                       **({'d_out': self.tstore.d} if self.tstore is not None else {}), seed=tc.seed, **tc.sae).to(dev)
+        idx = torch.randperm(len(self.store), generator=torch.Generator().manual_seed(tc.seed))[:min(len(self.store), 16384)]
+        y0 = self.tstore[idx].float().to(dev) * self.tscale if self.tstore is not None else None
+        with torch.no_grad(): sae.init_from_data(self.store[idx].float().to(dev) * self.scale, target=y0)
+        return sae
+
+    def steps(self, tc:SAETrainConfig, dev:torch.device, start:int=0):
+        "Each optimizer step's scaled micro-batches and targets `(xs, ys)`, from step `start` on (what came before is skipped)."
+        epochs = math.ceil(tc.n_steps * tc.batch_size * tc.grad_accum / len(self.store)) + 1
+        batches = self.store.batches(tc.batch_size, shuffle=True, seed=tc.seed, epochs=epochs)
+        tbatches = self.tstore.batches(tc.batch_size, shuffle=True, seed=tc.seed, epochs=epochs) if self.tstore is not None else None
+        for _ in range(start * tc.grad_accum): next(batches); tbatches is not None and next(tbatches)
+        while True:
+            xs = [next(batches).to(dev, non_blocking=True) * self.scale for _ in range(tc.grad_accum)]
+            ys = [next(tbatches).to(dev, non_blocking=True) * self.tscale if tbatches is not None else None for _ in range(tc.grad_accum)]
+            yield xs, ys
 
 # %% ../nbs/07_train_sae.ipynb #4a610871
 _RESUME_MUST_MATCH = ('arch', 'exp_factor', 'd_sae', 'n_tokens', 'batch_size', 'lr', 'lr_schedule', 'warmup_steps',
@@ -252,7 +298,7 @@ def save_run(r:SAERun, # the finished run
         write_atomic(out/'train_config.json', lambda p: p.write_text(json.dumps(asdict(r.tc), indent=2)))
     return SAETrainResult(r.sae, hist, summary, out)
 
-# %% ../nbs/07_train_sae.ipynb #3a3a0580
+# %% ../nbs/07_train_sae.ipynb #382d7929
 def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, or `ActivationStore`
               out:str|Path=None, # directory to write the SAE to (and its checkpoint)
               cfg:SAETrainConfig=None, # trainer settings (keyword arguments override them)
@@ -268,18 +314,8 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
     tc = SAETrainConfig(**{**asdict(cfg or SAETrainConfig()), **tkw})
     tc.sae = {**tc.sae, **skw}
     dev = torch.device(tc.device)
-    store = open_activations(acts)
-    if len(store) == 0: raise ValueError(f"{acts} holds no activations: cache some first (saenb_cache)")
-    tstore = open_activations(target_acts) if target_acts is not None else None
-    if tstore is not None and len(tstore) != len(store): raise ValueError(f"target_acts has {len(tstore)} rows but acts has {len(store)}: they must be row-aligned")
-    d_in = store.d
-    torch.manual_seed(tc.seed)
-    sae = make_sae(tc.arch, d_in, d_sae=tc.d_sae, exp_factor=None if tc.d_sae else tc.exp_factor,
-                   **({'d_out': tstore.d} if tstore is not None else {}), seed=tc.seed, **tc.sae).to(dev)
-    scale = math.sqrt(d_in) / float(store.stats['mean_norm']) if tc.normalize else 1.0
-    tscale = math.sqrt(tstore.d) / float(tstore.stats['mean_norm']) if (tc.normalize and tstore is not None) else scale
-    val_x, in_sample = validation_activations(store, val_acts, tc.val_rows)
-    val_y = tstore[torch.arange(len(val_x))].float() if tstore is not None else None
+    data = RunData.open(acts, tc, val_acts, target_acts)
+    sae = data.build_sae(tc, dev)
     opt = torch.optim.Adam(sae.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2))
     run = SAERun(tc, sae, opt)
     n_steps = tc.n_steps
@@ -287,25 +323,17 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
     ckpt = out/'checkpoint' if out is not None else None
     step = 0
     if resume and ckpt is not None and ckpt.exists():
-        step, scale, run.history = load_sae_checkpoint(ckpt, sae, opt, tc)
+        step, data.scale, run.history = load_sae_checkpoint(ckpt, sae, opt, tc)
     elif out is not None and (out/'config.json').exists() and not resume:
         raise FileExistsError(f"{out} already holds a trained SAE: pass resume=True (--resume) to continue, or choose another --out")
-    epochs = math.ceil(n_steps * tc.batch_size * tc.grad_accum / len(store)) + 1
-    batches = store.batches(tc.batch_size, shuffle=True, seed=tc.seed, epochs=epochs)
-    tbatches = tstore.batches(tc.batch_size, shuffle=True, seed=tc.seed, epochs=epochs) if tstore is not None else None
-    for _ in range(step * tc.grad_accum):  # exact resume: skip the batches already consumed
-        next(batches); tbatches is not None and next(tbatches)
-    if step == 0:
-        idx = torch.randperm(len(store), generator=torch.Generator().manual_seed(tc.seed))[:min(len(store), 16384)]
-        with torch.no_grad(): sae.init_from_data(store[idx].float().to(dev) * scale, target=tstore[idx].float().to(dev) * tscale if tstore is not None else None)
-    vx, vy = val_x.to(dev) * scale, val_y.to(dev) * tscale if val_y is not None else None
+    batches = data.steps(tc, dev, start=step)  # exact resume: the batches already consumed are skipped
+    vx, vy = data.val_x.to(dev) * data.scale, data.val_y.to(dev) * data.tscale if data.val_y is not None else None
     plot = LiveLossPlot('SAE loss') if progress and in_notebook() else None
     bar = tqdm(total=n_steps, initial=step, desc=f"train {tc.arch} SAE", disable=not progress, dynamic_ncols=True)
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=tc.bf16)
     t0, step0 = time.perf_counter(), step
     while step < n_steps:
-        xs = [next(batches).to(dev, non_blocking=True) * scale for _ in range(tc.grad_accum)]
-        ys = [next(tbatches).to(dev, non_blocking=True) * tscale if tbatches is not None else None for _ in range(tc.grad_accum)]
+        xs, ys = next(batches)
         o = sae_step(run, xs, ys, step, amp)
         step += 1
         row = sae_log(run, o, xs[-1], ys[-1], step, amp, vx, vy)
@@ -315,12 +343,12 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
         bar.update(1)
         if callback is not None: callback(step, sae)
         if ckpt is not None and tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < n_steps:
-            save_sae_checkpoint(ckpt, sae, opt, step, scale, tc, run.history)
+            save_sae_checkpoint(ckpt, sae, opt, step, data.scale, tc, run.history)
         if tc.patience and run.bad_evals >= tc.patience: break
     bar.close()
     seconds = time.perf_counter() - t0
-    summary = finish_run(run, val_x.to(dev), val_y.to(dev) if val_y is not None else None, step, seconds,
-                         (step - step0) * tc.batch_size * tc.grad_accum, scale, tscale, in_sample)
+    summary = finish_run(run, data.val_x.to(dev), data.val_y.to(dev) if data.val_y is not None else None, step, seconds,
+                         (step - step0) * tc.batch_size * tc.grad_accum, data.scale, data.tscale, data.in_sample)
     return save_run(run, out, summary)
 
 # %% ../nbs/07_train_sae.ipynb #72333431
