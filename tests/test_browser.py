@@ -6,6 +6,7 @@ with the reason when either is missing. No browser is ever downloaded: Playwrigh
 import copy, json, os, shutil, socket, subprocess, sys, tempfile, time, uuid
 from pathlib import Path
 import numpy as np, pytest, torch
+from conftest import console
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 from saenb.browser import FeatureStats, open_feature_stats, stream_latent_stats, write_site, search_latents
@@ -36,8 +37,7 @@ def pipeline(tmp_path_factory):
 
 
 def cli(*args):
-    exe = shutil.which('saenb_browser') or pytest.skip("the saenb_browser command is not installed: pip install -e . (settings.ini console_scripts)")
-    return subprocess.run([exe, *map(str, args)],
+    return subprocess.run([*console('saenb_browser'), *map(str, args)],
                           capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
 
 

@@ -9,6 +9,7 @@ os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
 import numpy as np
 import pytest
 import torch
+from conftest import console
 
 from saenb.cache import (ActivationStore, ModelActivationSource, cache_activations, capture, load_any_model, resolve_hook,
                          valid_hooks)
@@ -265,13 +266,9 @@ def test_hf_model_and_text(tmp_path, hf_gpt2):
 
 
 @pytest.fixture(scope='module')
-def cli(tmp_path_factory):
-    "The `saenb_cache` command: the installed console script, or an equivalent script when it is not installed."
-    exe = shutil.which('saenb_cache')
-    if exe: return [exe]
-    script = tmp_path_factory.mktemp('bin') / 'saenb_cache'
-    script.write_text("from saenb.cache import saenb_cache\nsaenb_cache()\n")
-    return [sys.executable, str(script)]
+def cli():
+    "The `saenb_cache` command."
+    return console('saenb_cache')
 
 
 def run_cli(cli, *args):

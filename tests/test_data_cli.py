@@ -6,16 +6,13 @@ import pytest
 
 from saenb.data import load_corpus, Tokenizer
 from saenb.grammars import get_language
+from conftest import console
 
 
 @pytest.fixture(scope='session')
-def cmd(tmp_path_factory):
-    "The `saenb_data` command: the installed console script, or an equivalent script when saenb is not pip-installed."
-    exe = shutil.which('saenb_data')
-    if exe: return [exe]
-    script = tmp_path_factory.mktemp('bin') / 'saenb_data'
-    script.write_text("from saenb.data import saenb_data\nsaenb_data()\n")
-    return [sys.executable, str(script)]
+def cmd():
+    "The `saenb_data` command."
+    return console('saenb_data')
 
 
 def run(cmd, *args):

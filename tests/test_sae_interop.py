@@ -3,6 +3,7 @@ import json, os, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
+from conftest import console
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file, load_file
@@ -135,9 +136,7 @@ def test_not_exportable(tmp_path):
 # ---- the console command
 
 def _cli(*args):
-    exe = shutil.which('saenb_export_saelens')
-    cmd = [exe] if exe else [sys.executable, '-c', 'from saenb.sae import saenb_export_saelens; saenb_export_saelens()']
-    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=300)
+    return subprocess.run([*console('saenb_export_saelens'), *map(str, args)], capture_output=True, text=True, timeout=300)
 
 def test_cli(tmp_path):
     trained(1).save(tmp_path / 'sae_0')
