@@ -19,7 +19,8 @@ from .data import write_atomic
 __all__ = ['HIST_LO', 'HIST_HI', 'HIST_PER_OCTAVE', 'N_BINS', 'hist_edges', 'firing_pairs', 'stream_latent_stats', 'weight_stats',
            'FeatureStats', 'hist_quantiles', 'latent_table', 'feature_stats', 'open_feature_stats', 'token_windows',
            'latent_examples', 'search_latents', 'token_latents', 'safe_json', 'tokens_html', 'latent_summary',
-           'latent_figures', 'FeatureBrowser', 'examples_html', 'site_data', 'write_site', 'saenb_browser']
+           'latent_figures', 'FeatureBrowser', 'examples_html', 'site_data', 'write_site', 'site_frame',
+           'saenb_browser']
 
 # %% ../nbs/09_browser.ipynb #aad3eafc
 HIST_LO, HIST_HI, HIST_PER_OCTAVE = -16, 16, 8  # log2 range and resolution of the activation histograms
@@ -636,6 +637,15 @@ def write_site(fs:FeatureStats, # the statistics
                          f'<table><tr>{"".join(f"<th>{c}</th>" for c in cols)}</tr>{rows}</table>')
     write_atomic(out/'index.html', lambda p: p.write_text(index, encoding='utf-8'))
     return out/'index.html'
+
+# %% ../nbs/09_browser.ipynb #7c8eac49
+def site_frame(page, # an HTML file written by `write_site` (or any self-contained page)
+               height:int=720, # frame height in pixels
+              ):
+    "An IPython `HTML` object embedding `page` in an iframe (its source inlined, so it works offline and in rendered docs)."
+    from IPython.display import HTML
+    src = Path(page).read_text(encoding='utf-8')
+    return HTML(f'<iframe srcdoc="{html.escape(src, quote=True)}" style="width:100%;height:{int(height)}px;border:1px solid #ddd"></iframe>')
 
 # %% ../nbs/09_browser.ipynb #dc2e12d1
 @call_parse

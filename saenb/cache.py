@@ -824,13 +824,13 @@ class ActivationStore(_Streamer):
     def __repr__(self):
         return f"ActivationStore({self.path}, split={self.split!r}: {len(self):,} rows x {self.d}, {self.manifest.get('dtype')})"
 
-# %% ../nbs/05_cache.ipynb #f706a246
+# %% ../nbs/05_cache.ipynb #acf3b3c3
 class ModelActivationSource(_Streamer):
-    "Activations of one hook computed on demand, with the batching interface of `ActivationStore`."
+    "Activations of one hook (or several, side by side) computed on demand, with the batching interface of `ActivationStore`."
     def __init__(self,
                  model, # a `TransformerBridge`
                  data, # a saenb `Corpus` or corpus directory, text, or `Contexts`
-                 hook:str, # hook name (short or TransformerLens)
+                 hook, # hook name (short or TransformerLens), or a list of them (or comma-separated)
                  n_ctx:int=None, # context length (default: the model's)
                  split:str='train', # corpus split
                  n_tokens:int=None, # text data: tokens to take
@@ -842,32 +842,42 @@ class ModelActivationSource(_Streamer):
                  stats_rows:int=4096): # rows used to estimate `.stats`
         self.device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
         if next(model.parameters()).device != torch.device(self.device): model = model.to(self.device)
-        self.model, self.hook = model.eval(), hook
-        resolve_hook(model, hook)
+        self.hooks = [h.strip() for h in hook.split(',')] if isinstance(hook, str) else list(hook)
+        if not self.hooks or len(set(self.hooks)) != len(self.hooks): raise ValueError(f"hooks must be distinct, got {self.hooks}")
+        self.model, self.hook = model.eval(), self.hooks[0]
+        for h in self.hooks: resolve_hook(model, h)
         self.ctx = _as_contexts(model, data, split, n_ctx or model.cfg.n_ctx, packed, n_tokens, None, text_column)
         self.forward_batch, self.stop_early, self.stats_rows = forward_batch, stop_early, stats_rows
-        self.d = capture(model, self.ctx.batch([0])[0], [hook])[hook].shape[-1]
+        acts, start, self.slices = capture(model, self.ctx.batch([0])[0], self.hooks), 0, {}
+        for h in self.hooks: self.slices[h] = slice(start, start + acts[h].shape[-1]); start += acts[h].shape[-1]
+        self.d = start
         self.concepts, self._n, self._stats = self.ctx.concepts, None, None
 
     def __len__(self):
         if self._n is None: self._n = self.ctx.n_rows()
         return self._n
 
+    def head(self, n:int) -> torch.Tensor:
+        "The activations of the first `n` rows, in order (fewer if there are fewer)."
+        xs, got = [], 0
+        for i in range(0, len(self.ctx), self.forward_batch):
+            xs.append(self._run(np.arange(i, min(i + self.forward_batch, len(self.ctx))))); got += len(xs[-1])
+            if got >= n: break
+        return torch.from_numpy(np.concatenate(xs)[:n])
+
     @property
     def stats(self) -> dict:
-        "`mean` and `mean_norm`, estimated from the first `stats_rows` rows."
+        "`mean` and `mean_norm`, estimated from the first `stats_rows` rows (with several hooks: `mean_norm` per hook in `hook_mean_norm`)."
         if self._stats is None:
-            xs, n = [], 0
-            for i in range(0, len(self.ctx), self.forward_batch):
-                xs.append(self._run(np.arange(i, min(i + self.forward_batch, len(self.ctx))))); n += len(xs[-1])
-                if n >= self.stats_rows: break
-            x = torch.from_numpy(np.concatenate(xs)[:self.stats_rows])
-            self._stats = {'mean': x.mean(0), 'mean_norm': x.norm(dim=1).mean().item()}
+            x = self.head(self.stats_rows)
+            self._stats = {'mean': x.mean(0), 'mean_norm': x.norm(dim=1).mean().item(),
+                           'hook_mean_norm': {h: x[:, s].norm(dim=1).mean().item() for h, s in self.slices.items()}}
         return self._stats
 
     def _run(self, idx) -> np.ndarray:
         ids, keep, _ = self.ctx.batch(idx)
-        a = capture(self.model, ids, [self.hook], stop_early=self.stop_early)[self.hook]
+        acts = capture(self.model, ids, self.hooks, stop_early=self.stop_early)
+        a = torch.cat([acts[h] for h in self.hooks], -1) if len(self.hooks) > 1 else acts[self.hook]
         return a[torch.from_numpy(keep).to(a.device)].float().cpu().numpy()
 
     def batches(self, batch_size:int, shuffle:bool=True, seed:int=0, epochs:int=1, buffer_rows:int=2**16,
@@ -913,7 +923,7 @@ def load_any_model(name_or_path:str, # a saenb model directory, a Hugging Face m
     m.saenb_name = str(name_or_path)
     return m.eval()
 
-# %% ../nbs/05_cache.ipynb #c3c2d456
+# %% ../nbs/05_cache.ipynb #e5ef1bd4
 @call_parse
 def saenb_cache(model:str=None, # saenb model directory, or Hugging Face model (hub name or local directory)
                 data:str=None, # saenb corpus directory, or text: hub dataset name or local .txt/.jsonl/... files
@@ -927,6 +937,8 @@ def saenb_cache(model:str=None, # saenb model directory, or Hugging Face model (
                 device:str=None, # cpu, cuda, cuda:N (default: cuda if available)
                 packed:store_true=False, # saenb corpora: pack sequences into full rows
                 text_column:str='text', # text data: column holding the text
+                autocast:str=None, # run the forward pass under bf16 (or fp16) autocast, e.g. on a GPU's tensor cores
+                stop_early:store_true=False, # skip the layers above the last hook
                 overwrite:store_true=False, # replace an existing or interrupted cache made with other settings
                 quiet:store_true=False): # no progress bars
     "Cache the activations of hooks of a model over a corpus, one activation store per hook."
@@ -939,7 +951,7 @@ def saenb_cache(model:str=None, # saenb model directory, or Hugging Face model (
         m = load_any_model(model, device=device)
         paths = cache_activations(m, data, hooks, out, n_tokens=n_tokens, val_tokens=val_tokens, dtype=dtype, batch_size=batch_size,
                                   n_ctx=n_ctx, packed=packed, device=device, overwrite=overwrite, text_column=text_column,
-                                  model_name=model, progress=not quiet)
+                                  autocast=autocast, stop_early=stop_early, model_name=model, progress=not quiet)
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"saenb_cache: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -21,16 +21,16 @@ __all__ = ['splice', 'sae_fn', 'store_sequences', 'reconstruction_metrics', 'dow
            'synthetic_activations', 'recovery_scores', 'intervention_effect', 'causal_loss', 'evaluate_sae',
            'density_figure', 'write_report', 'pareto_figure', 'saenb_eval']
 
-# %% ../nbs/08_eval.ipynb #4837541f
+# %% ../nbs/08_eval.ipynb #0e36500e
 @contextmanager
 def splice(model, # a `TransformerBridge`
-           hook:str, # hook name, short (`0_residpost`) or TransformerLens
-           fn, # called as `fn(activation)`; its result replaces the activation
+           hook, # hook name, short (`0_residpost`) or TransformerLens; or a dict `{hook: fn}` to splice several at once
+           fn=None, # called as `fn(activation)`; its result replaces the activation
           ):
-    "Context manager: run `model` with the activation at `hook` replaced by `fn(activation)`."
-    point = resolve_hook(model, hook)
-    def h(t, hook): return fn(t).to(t.dtype)
-    with model.hooks(fwd_hooks=[(point, h)]): yield model
+    "Context manager: run `model` with the activation at `hook` replaced by `fn(activation)` (at every hook of a dict, for compound splicing)."
+    fns = hook if isinstance(hook, dict) else {hook: fn}
+    def replace(f): return lambda t, hook: f(t).to(t.dtype)
+    with model.hooks(fwd_hooks=[(resolve_hook(model, h), replace(f)) for h, f in fns.items()]): yield model
 
 def sae_fn(sae:SAE, # the SAE (taking raw activations)
            latents=None, # latent index or list of indices to edit (None: plain reconstruction)
@@ -107,7 +107,7 @@ def reconstruction_metrics(sae:SAE, # the SAE, taking raw activations
     return dict(explained_variance=1 - fvu, fvu=fvu, mse=err / (n * store.d), l0=l0 / n, l1=l1 / n, cosine=cos / n,
                 dead_frac=float((freq == 0).mean()), dense_frac=float((freq > dense_threshold).mean()), n_rows=n, density=freq)
 
-# %% ../nbs/08_eval.ipynb #e8e47e70
+# %% ../nbs/08_eval.ipynb #df634487
 def _ce_kl(logits, clean_logp, ids, pad_id):
     "Summed next-token CE, summed KL(clean || this) and target count over non-pad targets."
     tgt = ids[:, 1:]; mask = tgt != pad_id if pad_id is not None else torch.ones_like(tgt, dtype=torch.bool)
@@ -117,29 +117,40 @@ def _ce_kl(logits, clean_logp, ids, pad_id):
     return ce[mask].sum().item(), kl[mask].sum().item(), int(mask.sum())
 
 @torch.no_grad()
+def _hook_means(model, hooks:list, ids, pad_id, batch_size) -> dict:
+    "Mean activation of each hook over the non-pad positions of `ids`."
+    from saenb.cache import capture
+    dev = next(model.parameters()).device
+    tot, cnt = {h: 0. for h in hooks}, 0
+    for i in range(0, len(ids), batch_size):
+        b = ids[i:i + batch_size].to(dev)
+        acts = capture(model, b, hooks)
+        m = (b != pad_id) if pad_id is not None else torch.ones(b.shape, dtype=torch.bool, device=dev)
+        for h in hooks: tot[h] = tot[h] + acts[h].float()[m].sum(0)
+        cnt += int(m.sum())
+    return {h: t / max(cnt, 1) for h, t in tot.items()}
+
 def downstream_metrics(model, # a `TransformerBridge`
-                       hook:str, # the hook the SAE reads and writes
-                       fn, # the splice function (e.g. `sae_fn(sae)`, or an SAE)
-                       ids:torch.Tensor, # `[n, T]` token rows (e.g. from `store_sequences`)
+                       hook, # the hook the SAE reads and writes; or a dict `{hook: SAE or fn}` to splice them all at once (compound)
+                       fn=None, # the splice function (e.g. `sae_fn(sae)`, or an SAE); with a dict `hook`, None
+                       ids:torch.Tensor=None, # `[n, T]` token rows (e.g. from `store_sequences`)
                        pad_id:int=None, # padding id: targets equal to it are ignored
-                       mean:torch.Tensor=None, # the hook's mean activation, for mean ablation (default: measured on `ids`)
+                       mean=None, # the hook's mean activation for mean ablation, or a dict of them (default: measured on `ids`)
                        batch_size:int=64, # rows per forward pass
                        ablations:bool=True, # also run zero and mean ablation (for loss recovered)
                       ) -> dict:
     "Next-token CE clean / spliced / zero- / mean-ablated, KL(clean || spliced) per token, and loss recovered."
-    if isinstance(fn, SAE): fn = sae_fn(fn)
+    fns = dict(hook) if isinstance(hook, dict) else {hook: fn}
+    if ids is None: raise ValueError("pass ids: the token rows to run the model on (e.g. store_sequences(store, bos_id, pad_id, 256))")
+    fns = {h: sae_fn(f) if isinstance(f, SAE) else f for h, f in fns.items()}
     dev = next(model.parameters()).device
-    if mean is None and ablations:
-        from saenb.cache import capture
-        tot, cnt = 0., 0
-        for i in range(0, len(ids), batch_size):
-            b = ids[i:i + batch_size].to(dev)
-            a = capture(model, b, [hook])[hook].float()
-            m = (b != pad_id) if pad_id is not None else torch.ones(b.shape, dtype=torch.bool, device=dev)
-            tot = tot + a[m].sum(0); cnt += int(m.sum())
-        mean = tot / max(cnt, 1)
-    runs = {'sae': fn}
-    if ablations: runs.update(zero=torch.zeros_like, mean=lambda x: mean.to(x.device, x.dtype).expand_as(x))
+    if ablations:
+        means = dict(mean) if isinstance(mean, dict) else ({next(iter(fns)): mean} if mean is not None else {})
+        missing = [h for h in fns if means.get(h) is None]
+        if missing: means.update(_hook_means(model, missing, ids, pad_id, batch_size))
+    def ablate(m): return lambda x: m.to(x.device, x.dtype).expand_as(x)
+    runs = {'sae': fns}
+    if ablations: runs.update(zero={h: torch.zeros_like for h in fns}, mean={h: ablate(means[h]) for h in fns})
     sums = {k: [0., 0.] for k in ['clean', *runs]}; n_tok = 0
     for i in range(0, len(ids), batch_size):
         b = ids[i:i + batch_size].to(dev)
@@ -147,7 +158,7 @@ def downstream_metrics(model, # a `TransformerBridge`
         clean_logp = clean[:, :-1].float().log_softmax(-1)
         ce, _, nt = _ce_kl(clean, None, b, pad_id); sums['clean'][0] += ce; n_tok += nt
         for k, f in runs.items():
-            with splice(model, hook, f): lg = model(b)
+            with splice(model, f): lg = model(b)
             ce, kl, _ = _ce_kl(lg, clean_logp, b, pad_id); sums[k][0] += ce; sums[k][1] += kl
     out = {'ce_clean': sums['clean'][0] / n_tok, 'ce_sae': sums['sae'][0] / n_tok, 'kl_sae': sums['sae'][1] / n_tok, 'n_targets': n_tok}
     if ablations:

@@ -608,7 +608,7 @@ class TopKSAE(SAE):
         y_hat = sparse_decode(idx, vals, self.W_dec, self.b_dec)
         return self._sparse_out(x, y, y_hat, idx, vals, aux=self.aux_loss(xc, y, y_hat))
 
-# %% ../nbs/06_sae.ipynb #bf9aecd5
+# %% ../nbs/06_sae.ipynb #b474f9d9
 @dataclass
 class BatchTopKConfig(TopKConfig):
     "Config of `batchtopk` SAEs."
@@ -652,7 +652,7 @@ class BatchTopKSAE(TopKSAE):
         super().after_step(out, step)
         m = out['min_kept'].float()
         if m > 0:
-            b = self.cfg.threshold_beta
+            b = min(self.cfg.threshold_beta, step / (step + 10))  # early on, average over the last ~10% of steps: the codes grow while the encoder trains
             self.threshold.copy_(m if self.threshold < 0 else b * self.threshold + (1 - b) * m)
 
     def to_jumprelu(self):

@@ -1,0 +1,65 @@
+"saenb_pipeline as a user runs it: tiny end to end, the summary, resuming after an interrupt, and refusing to overwrite results."
+import json, os, signal, subprocess, time
+from pathlib import Path
+import pandas as pd, yaml
+from conftest import console
+
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+
+def pipeline(*args, **kw):
+    return subprocess.run(console('saenb_pipeline') + list(args), env=ENV, capture_output=True, text=True, **kw)
+
+def test_tiny_pipeline_end_to_end_and_rerun(tmp_path):
+    out = tmp_path/'run'
+    r = pipeline('--tiny', '--out', str(out), '--quiet')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'of free generations grammatical' in r.stdout and str(out/'index.html') in r.stdout
+    table = pd.read_csv(out/'summary.csv')
+    assert sorted(table.arch) == ['relu', 'topk'] and table[['fvu', 'l0', 'loss_recovered', 'best_auroc']].notna().all().all()
+    assert ((table.l0 - 4).abs() < 1e-6).any()  # the TopK SAE keeps k=4 latents per token
+    page = (out/'index.html').read_text()
+    for i in table.id:
+        assert f'saes/runs/{i}/eval/report.html' in page and (out/'saes'/'runs'/i/'site'/'browser.html').exists()
+    assert all((out/'stages'/f'{s}.json').exists() for s in ('data', 'gpt', 'check', 'cache', 'saes', 'eval', 'browser'))
+    # a second run skips every stage and gives the same table
+    before = (out/'model'/'model.safetensors').stat().st_mtime
+    r2 = pipeline('--tiny', '--out', str(out))
+    assert r2.returncode == 0 and r2.stderr.count('already complete') == 7, r2.stderr[-2000:]
+    assert (out/'model'/'model.safetensors').stat().st_mtime == before
+    pd.testing.assert_frame_equal(pd.read_csv(out/'summary.csv'), table)
+    # other settings for a finished stage: refused, results kept
+    (tmp_path/'more.yaml').write_text(yaml.safe_dump({'gpt': {'steps': 31}}))
+    r3 = pipeline('--tiny', '--out', str(out), '--config', str(tmp_path/'more.yaml'), '--quiet')
+    assert r3.returncode == 2 and "'gpt' stage run with other settings" in r3.stderr and '--out' in r3.stderr
+    assert (out/'model'/'model.safetensors').stat().st_mtime == before
+
+def test_bad_config(tmp_path):
+    (tmp_path/'bad.yaml').write_text("gpt: {stepz: 3}\n")
+    r = pipeline('--tiny', '--out', str(tmp_path/'x'), '--config', str(tmp_path/'bad.yaml'))
+    assert r.returncode == 2 and "'stepz'" in r.stderr and 'Traceback' not in r.stderr
+    (tmp_path/'bad2.yaml').write_text("sae: {k: 3}\n")
+    r = pipeline('--tiny', '--out', str(tmp_path/'x'), '--config', str(tmp_path/'bad2.yaml'))
+    assert r.returncode == 2 and 'unknown pipeline section' in r.stderr
+    r = pipeline('--tiny', '--lang', 'klingon', '--out', str(tmp_path/'y'))
+    assert r.returncode == 2 and 'klingon' in r.stderr and 'Traceback' not in r.stderr
+
+def test_interrupted_pipeline_resumes(tmp_path):
+    out = tmp_path/'run'
+    # a GPT stage long enough to interrupt, checkpointing often
+    (tmp_path/'long.yaml').write_text(yaml.safe_dump({'gpt': {'steps': 400, 'ckpt_every': 20}}))
+    args = ['--tiny', '--out', str(out), '--config', str(tmp_path/'long.yaml'), '--quiet']
+    p = subprocess.Popen(console('saenb_pipeline') + args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (out/'model'/'checkpoint').exists() and time.time() - t0 < 120: time.sleep(0.2)
+    time.sleep(1)
+    p.send_signal(signal.SIGINT); _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and 'run the same command again' in err, err[-2000:]
+    assert (out/'stages'/'data.json').exists() and not (out/'stages'/'gpt.json').exists()
+    step = json.loads((out/'model'/'checkpoint'/'trainer_state.json').read_text())['step']
+    assert 0 < step < 400
+    data_mtime = (out/'data'/'language.json').stat().st_mtime
+    r = pipeline(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out/'data'/'language.json').stat().st_mtime == data_mtime  # the corpus was not regenerated
+    assert pd.read_csv(out/'model'/'metrics.csv').step.tolist() == list(range(1, 401))  # resumed from the checkpoint: every step once
+    assert (out/'index.html').exists()
