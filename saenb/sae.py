@@ -665,7 +665,7 @@ class BatchTopKSAE(TopKSAE):
             j.log_threshold.fill_(math.log(self.threshold.item()))
         return j
 
-# %% ../nbs/06_sae.ipynb #a7f8935c
+# %% ../nbs/06_sae.ipynb #6cee3d88
 def _rect(z, theta, eps): return ((z - theta).abs() < eps / 2).to(z.dtype)
 
 def _sum_to(g, theta): return g.reshape(-1, theta.shape[-1]).sum(0) if g.shape != theta.shape else g
@@ -737,9 +737,11 @@ class JumpReLUConfig(PenaltyConfig):
     sparsity_coeff:float=1.0 # L0 coefficient ('fixed') or quadratic weight ('target_l0')
     bandwidth:float=1e-3 # STE kernel bandwidth epsilon
     init_threshold:float=1e-3 # initial threshold of every latent
+    calibrate:bool=False # in `init_from_data`, set each threshold so that L0 = target_l0 on the first batch (instead of init_threshold)
     def validate(self):
         super().validate()
         _check(self.bandwidth > 0 and self.init_threshold > 0, "bandwidth and init_threshold must be positive")
+        _check(not self.calibrate or self.target_l0, "calibrate=True sets thresholds for an L0 target: set target_l0 too (or calibrate=False)")
 
 @register_sae
 class JumpReLUSAE(SAE):
@@ -759,26 +761,6 @@ class JumpReLUSAE(SAE):
 
     def encode(self, x): return _JumpReLUL0.apply(self.pre_acts(x), self.threshold, self.cfg.bandwidth)[0]
 
-    def loss(self, x, target=None, step=0, total_steps=None):
-        x, y = self._xy(x, target)
-        z = self.pre_acts(x)
-        codes, n, fired = _JumpReLUL0.apply(z, self.threshold, self.cfg.bandwidth)
-        l0 = n / (z.numel() // z.shape[-1])
-        return self._out(x, _mse(self.decode(codes), y), l0=l0, fired=fired, sparsity=self.sparsity_ctl.penalty(l0, l0, step, total_steps))
-
-# %% ../nbs/06_sae.ipynb #7651e8ee
-@dataclass
-class LagrangianConfig(JumpReLUConfig):
-    "Config of `lagrangian` SAEs (JumpReLU with L0 = target_l0 as a constraint)."
-    sparsity:str='dual_ascent' # always dual ascent
-    target_l0:float=32.0 # latents per token
-    calibrate:bool=True # set thresholds from the first batch in `init_from_data`
-
-@register_sae
-class LagrangianSAE(JumpReLUSAE):
-    "JumpReLU SAE (Rajamanoharan et al. 2024) trained under the constraint L0 = target by dual ascent (Platt & Barr 1988)."
-    arch, config_class, sparsity_modes = 'lagrangian', LagrangianConfig, ('dual_ascent',)
-
     @torch.no_grad()
     def init_from_data(self, x, target=None):
         super().init_from_data(x, target)
@@ -794,6 +776,26 @@ class LagrangianSAE(JumpReLUSAE):
         r = (self.encode(x).float().reshape(-1, self.cfg.d_sae)) @ self.W_dec
         c = ((y * r).sum() / r.pow(2).sum().clamp_min(1e-12)).clamp(1e-3, 1e3)
         self.W_enc.mul_(c); self.b_enc.mul_(c); self.log_threshold.add_(c.log())
+
+    def loss(self, x, target=None, step=0, total_steps=None):
+        x, y = self._xy(x, target)
+        z = self.pre_acts(x)
+        codes, n, fired = _JumpReLUL0.apply(z, self.threshold, self.cfg.bandwidth)
+        l0 = n / (z.numel() // z.shape[-1])
+        return self._out(x, _mse(self.decode(codes), y), l0=l0, fired=fired, sparsity=self.sparsity_ctl.penalty(l0, l0, step, total_steps))
+
+# %% ../nbs/06_sae.ipynb #20a6aa32
+@dataclass
+class LagrangianConfig(JumpReLUConfig):
+    "Config of `lagrangian` SAEs (JumpReLU with L0 = target_l0 as a constraint)."
+    sparsity:str='dual_ascent' # always dual ascent
+    target_l0:float=32.0 # latents per token
+    calibrate:bool=True # set thresholds from the first batch in `init_from_data` (so that L0 = target_l0 from the start)
+
+@register_sae
+class LagrangianSAE(JumpReLUSAE):
+    "JumpReLU SAE (Rajamanoharan et al. 2024) trained under the constraint L0 = target by dual ascent (Platt & Barr 1988)."
+    arch, config_class, sparsity_modes = 'lagrangian', LagrangianConfig, ('dual_ascent',)
 
 # %% ../nbs/06_sae.ipynb #e11626f1
 @dataclass

@@ -77,7 +77,7 @@ def ensemble_members(grid:dict=None, # axes: setting name -> list of values (a g
         out[vals[0] if len(vals) == 1 else vals] = dict(zip(names, vals))
     return out
 
-# %% ../nbs/10_sweep.ipynb #69013d53
+# %% ../nbs/10_sweep.ipynb #8d1d7b16
 def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` file, or `ActivationStore`
                    grid:dict=None, # axes to sweep, e.g. {'k': [4, 8], 'exp_factor': [2, 4]}: one member per combination
                    members:list=None, # or explicit members: dicts of settings (an optional 'name' becomes the key)
@@ -104,6 +104,7 @@ def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` f
                 raise ValueError(f"ensemble members must share {f} (it fixes the data stream), but member {key!r} sets {f}={getattr(tc, f)!r}: "
                                  f"train one ensemble per value of {f}, or use run_sweep")
         if tc.checkpoint_every: raise ValueError("checkpoint_every is not supported in an ensemble: set it to 0, or use run_sweep for resumable single runs")
+        if tc.causal_coeff: raise ValueError("causal_coeff is not supported in an ensemble (the causal term runs the model per SAE): train such SAEs with train_sae, or run_sweep, which trains them alone")
         tcs[key] = tc
     out = Path(out) if out is not None else None
     if out is not None:
@@ -129,7 +130,7 @@ def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` f
         res[m.key] = save_run(m, out/_member_name(m.key) if out is not None else None, {**summary, 'ensemble_size': len(ms)})
     return res
 
-# %% ../nbs/10_sweep.ipynb #cd31a512
+# %% ../nbs/10_sweep.ipynb #d9722d31
 def _member_inputs(spec:dict, slices:dict):
     "The hooks a member reads (one, or several stacked) and its target hook, checked against the source's hooks."
     hooks = spec.get('hooks') or ([spec['hook']] if spec.get('hook') else [])
@@ -181,6 +182,7 @@ def train_saes_on_model(model, # a `TransformerBridge`
         for f in _SHARED:
             if f in mt and mt[f] != getattr(base, f): raise ValueError(f"SAE {name!r} sets {f}={mt[f]!r}, but {f} is shared by all SAEs trained together: set it for all")
         tc = SAETrainConfig(**{**asdict(base), **mt}); tc.sae = {**base.sae, **msae}
+        if tc.causal_coeff: raise ValueError(f"SAE {name!r}: causal_coeff is not supported here; train it with train_sae on a cached store")
         stacked = 'hooks' in s
         d = [src.slices[h].stop - src.slices[h].start for h in hooks]
         scale = math.sqrt(d[0]) / float(np.mean([norms[h] for h in hooks])) if tc.normalize else 1.0
@@ -367,12 +369,12 @@ def run_one(run:dict, # a run config from `expand_sweep`
     except Exception as e: return _fail(d, e, log)
     finally: log.close()
 
-# %% ../nbs/10_sweep.ipynb #c9825811
+# %% ../nbs/10_sweep.ipynb #8870ba22
 def _group_key(run:dict) -> str:
     "Runs with the same key can train in one ensemble."
     kw = _train_kwargs(run)
     tc = SAETrainConfig(**{k: v for k, v in kw.items() if k in _TRAINER_KEYS})
-    if tc.checkpoint_every: return run_id(run)  # resumable single runs train alone
+    if tc.checkpoint_every or tc.causal_coeff: return run_id(run)  # resumable runs, and runs with the causal term, train alone
     return json.dumps({**{k: kw.get(k) for k in ('acts', 'val_acts', 'target_acts')}, **{f: getattr(tc, f) for f in _SHARED},
                        'eval': run.get('eval')}, sort_keys=True, default=str)
 

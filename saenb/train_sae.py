@@ -19,9 +19,10 @@ import torch.distributed as dist
 # %% auto #0
 __all__ = ['SAETrainConfig', 'lr_factor', 'open_activations', 'validation_activations', 'build_sae', 'RunData',
            'save_sae_checkpoint', 'load_sae_checkpoint', 'SAETrainResult', 'sync_gradients', 'sync_buffers',
-           'broadcast_state', 'SAERun', 'sae_step', 'sae_log', 'finish_run', 'save_run', 'train_sae', 'saenb_train_sae']
+           'broadcast_state', 'causal_term', 'SAERun', 'sae_step', 'sae_log', 'finish_run', 'save_run', 'train_sae',
+           'saenb_train_sae']
 
-# %% ../nbs/07_train_sae.ipynb #32280c3a
+# %% ../nbs/07_train_sae.ipynb #a8317474
 @dataclass
 class SAETrainConfig:
     "Settings of one SAE training run (the architecture's own settings go in `sae`)."
@@ -48,6 +49,8 @@ class SAETrainConfig:
     bf16:bool=True # bf16 autocast for the matrix multiplies
     checkpoint_every:int=0 # write a resumable checkpoint every this many steps (0: only at the end)
     log_every:int=25 # log training metrics every this many steps
+    causal_coeff:float=0. # weight of the causal regularization term of Menon et al. (needs the model; see `causal_term`)
+    causal_rows:int=8 # token rows per step for the causal term
     seed:int=0 # seed of initialization and data order
     device:str='cpu' # 'cpu', 'cuda', 'cuda:N'
     sae:dict=field(default_factory=dict) # the architecture's settings, for `make_sae`
@@ -240,7 +243,45 @@ def broadcast_state(sae:SAE, # the SAE
         for v in st.values():
             if torch.is_tensor(v): dist.broadcast(v, 0)
 
-# %% ../nbs/07_train_sae.ipynb #3cde6b48
+# %% ../nbs/07_train_sae.ipynb #1ab1dffa
+class _RawScale:
+    "An SAE trained on inputs times `scale`, seen from raw activations (what `causal_loss` needs: `encode` and `decode`)."
+    def __init__(self, sae, scale): self.sae, self.scale = sae, scale
+    def encode(self, x): return self.sae.encode(x * self.scale)
+    def decode(self, l): return self.sae.decode(l) / self.scale
+
+def causal_term(store:ActivationStore, # the run's store (from `saenb_cache`: its manifest names the hook, its metadata the tokens)
+                model=None, # the `TransformerBridge` or saenb model directory (default: the store's model, if a directory)
+                scale:float=1.0, # the run's input scale
+                rows:int=8, # contexts per step
+                seed:int=0, # seed of the contexts drawn and of the interpolation
+                n_seqs:int=4096, # contexts to draw from (the store's first ones)
+                device=None, # where the SAE trains (the model is moved there)
+               ):
+    "The causal term of a run as a function `term(sae, step) -> loss`, drawing `rows` contexts of the store per step."
+    from saenb.eval import causal_loss, store_sequences
+    hook = store.manifest.get('hook')
+    if hook is None: raise ValueError(f"causal_coeff needs a store written by saenb_cache (its manifest names the hook); {store.path} has none")
+    if model is None:
+        model = store.manifest.get('model')
+        if model is None or not (Path(str(model))/'config.json').exists():
+            raise ValueError("causal_coeff needs the model the activations came from: pass model= (a TransformerBridge or saenb model directory; --model on the command line)")
+    if isinstance(model, (str, Path)):
+        from saenb.model import load_model
+        model = load_model(model)
+    tok = getattr(model, 'saenb_tokenizer', None)
+    if tok is None: raise ValueError("causal_coeff needs the model's tokenizer: load the model with saenb.model.load_model(dir)")
+    model.requires_grad_(False)
+    if device is not None: model = model.to(device)
+    seqs = store_sequences(store, tok.bos_id, tok.pad_id, n_seqs)
+    if len(seqs) < 2: raise ValueError(f"causal_coeff pairs contexts, but {store.path} holds {len(seqs)}: cache more")
+    def term(sae, step):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        ids = seqs[torch.randint(len(seqs), (max(2, rows),), generator=g)]
+        return causal_loss(model, hook, _RawScale(sae, scale), ids, pad_id=tok.pad_id, seed=seed * 1_000_003 + step)
+    return term
+
+# %% ../nbs/07_train_sae.ipynb #ae17d48a
 @dataclass
 class SAERun:
     "One SAE's training state: what a training step and its logging need."
@@ -251,6 +292,7 @@ class SAERun:
     best:float=math.inf # best validation MSE so far
     bad_evals:int=0 # validations since the best one
     world:int=1 # processes training this SAE together (data parallel, under `torchrun`)
+    causal:object=None # the causal term, `causal(sae, step) -> loss` (see `causal_term`), weighted by `tc.causal_coeff`
 
     @property
     def dead_tokens(self) -> int:
@@ -277,6 +319,8 @@ def sae_step(r:SAERun, # the run
         (o['loss'] / tc.grad_accum).backward()
         fired, n_tok = o['fired'] if fired is None else fired | o['fired'], n_tok + o['n_tokens']
     o = {**o, 'fired': fired, 'n_tokens': n_tok}  # dead-latent counters see every micro-batch
+    if r.causal is not None and tc.causal_coeff:
+        c = r.causal(sae, step); (tc.causal_coeff * c).backward(); o = {**o, 'causal_loss': c.detach()}
     if r.world > 1: o = sync_gradients(sae, o, r.world)
     if tc.max_grad_norm: torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.max_grad_norm)
     opt.step(); opt.zero_grad(set_to_none=True)
@@ -301,7 +345,7 @@ def sae_log(r:SAERun, # the run
     if not (step % tc.log_every == 0 or step == tc.n_steps): return None
     with torch.no_grad(), torch.autocast(**amp): x_hat = sae(x).float()
     row = {'step': step, 'tokens': step * tc.batch_size * tc.grad_accum, 'lr': r.opt.param_groups[0]['lr'],
-           **{k: _num(o[k]) for k in ('loss', 'mse_loss', 'sparsity_loss', 'aux_loss', 'l0')},
+           **{k: _num(o[k]) for k in ('loss', 'mse_loss', 'sparsity_loss', 'aux_loss', 'l0', 'causal_loss') if k in o},
            'explained_variance': _batch_ev(y if y is not None else x, x_hat),
            'alive': int((~sae.dead.dead_mask(r.dead_tokens)).sum())}
     if step % r.val_every == 0 or step == tc.n_steps:
@@ -345,7 +389,7 @@ def save_run(r:SAERun, # the finished run
         write_atomic(out/'train_config.json', lambda p: p.write_text(json.dumps(asdict(r.tc), indent=2)))
     return SAETrainResult(r.sae, hist, summary, out)
 
-# %% ../nbs/07_train_sae.ipynb #666fccbc
+# %% ../nbs/07_train_sae.ipynb #395eedd4
 def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, or `ActivationStore`
               out:str|Path=None, # directory to write the SAE to (and its checkpoint)
               cfg:SAETrainConfig=None, # trainer settings (keyword arguments override them)
@@ -355,6 +399,7 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
               progress:bool=True, # show a progress bar (and a live plot in notebooks)
               callback=None, # called as `callback(step, sae)` after every optimizer step
               distributed:bool=None, # data-parallel over `torchrun`'s processes (default: when WORLD_SIZE > 1; a sweep passes False)
+              model=None, # with `causal_coeff`: the model the activations came from (default: the store's, if a saenb model directory)
               **kwargs, # SAETrainConfig fields, and the architecture's settings (e.g. k=32)
              ) -> SAETrainResult:
     "Train an SAE on cached activations (data-parallel when run under `torchrun`)."
@@ -368,6 +413,7 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
     sae = data.build_sae(tc, dev)
     opt = torch.optim.Adam(sae.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2))
     run = SAERun(tc, sae, opt, world=world)
+    if tc.causal_coeff: run.causal = causal_term(data.store, model, data.scale, tc.causal_rows, tc.seed + rank, device=dev)
     n_steps = tc.n_steps
     out = Path(out) if out is not None else None
     ckpt = out/'checkpoint' if out is not None else None
@@ -408,7 +454,7 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
     if world > 1: dist.barrier(); dist.destroy_process_group()
     return res
 
-# %% ../nbs/07_train_sae.ipynb #5053240d
+# %% ../nbs/07_train_sae.ipynb #d18d4828
 def _sae_kwargs(k=None, sparsity_coeff=None, target_l0=None, sparsity=None, sae:str=None) -> dict:
     kw = {n: v for n, v in dict(k=k, sparsity_coeff=sparsity_coeff, target_l0=target_l0, sparsity=sparsity).items() if v is not None}
     if sae:
@@ -439,6 +485,8 @@ def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.saf
                     patience:int=0, # early-stopping patience in validations (0: off)
                     resample_every:int=0, # resample dead latents every this many steps (0: off)
                     checkpoint_every:int=0, # checkpoint every this many steps (0: off)
+                    causal_coeff:float=0., # weight of the causal regularization term (needs the model: --model, or a store from saenb_cache)
+                    model:str=None, # with --causal_coeff: the saenb model directory (default: the store's model)
                     device:str='cpu', # cpu, cuda or cuda:N
                     dtype:str='bf16', # matmul precision: bf16 (autocast) or fp32
                     seed:int=0, # seed of initialization and data order
@@ -452,7 +500,7 @@ def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.saf
         res = train_sae(acts, out, val_acts=val_acts, target_acts=target_acts, resume=resume, progress=not quiet,
                         arch=arch, exp_factor=exp_factor, d_sae=d_sae, n_tokens=n_tokens, batch_size=batch_size, lr=lr,
                         lr_schedule=lr_schedule, warmup_steps=warmup_steps, patience=patience, resample_every=resample_every,
-                        checkpoint_every=checkpoint_every, device=device, bf16=dtype == 'bf16', seed=seed,
+                        checkpoint_every=checkpoint_every, device=device, bf16=dtype == 'bf16', seed=seed, causal_coeff=causal_coeff, model=model,
                         **_sae_kwargs(k, sparsity_coeff, target_l0, sparsity, sae))
     except (ValueError, FileNotFoundError, FileExistsError, TypeError) as e:
         print(f"saenb_train_sae: error: {e}", file=sys.stderr); sys.exit(2)

@@ -147,3 +147,18 @@ def test_evaluate_and_cli(pipe, tmp_path):
     assert (tmp_path/'sweep'/'pareto.html').stat().st_size > 1_000_000
     bad = subprocess.run(['saenb_eval', '--sae', str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and '--acts is required' in bad.stderr
+
+def test_cli_trains_with_the_causal_term(pipe, tmp_path):
+    "saenb_train_sae --causal_coeff trains with the Menon et al. term, logged in history.csv; without a model it says what to pass."
+    from conftest import console
+    store = pipe['dir']/'acts'/HOOK
+    args = ['--acts', str(store), '--arch', 'topk', '--k', '4', '--d_sae', '64', '--n_tokens', str(20 * 256), '--batch_size', '256', '--quiet']
+    r = subprocess.run(console('saenb_train_sae') + args + ['--causal_coeff', '0.5', '--model', str(pipe['dir']/'gpt'), '--out', str(tmp_path/'c')],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    hist = pd.read_csv(tmp_path/'c'/'history.csv')
+    assert hist.causal_loss.notna().all() and (hist.causal_loss > 0).all()
+    assert json.loads((tmp_path/'c'/'train_config.json').read_text())['causal_coeff'] == 0.5
+    bad = subprocess.run(console('saenb_train_sae') + args + ['--causal_coeff', '0.5', '--out', str(tmp_path/'d')], capture_output=True, text=True)
+    assert not (Path(str(pipe['store'].manifest.get('model')))/'config.json').exists()  # the store names no model directory
+    assert bad.returncode == 2 and '--model' in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr[-2000:]
