@@ -603,7 +603,7 @@ class SweepStatus:
         if self.bars: self.bar.set_postfix(self.counts()); self.bar.close()
         elif self.progress: self.draw(force=True)
 
-# %% ../nbs/10_sweep.ipynb #823886cc
+# %% ../nbs/10_sweep.ipynb #67657325
 def _dist_env() -> tuple:
     "(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) outside it."
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('LOCAL_RANK', 0))
@@ -644,7 +644,17 @@ def run_sweep(base, # base config: a YAML path or a dict
     groups = group_runs(todo, ensemble, max_ensemble)
     if sequential: _run_sequential(groups, out, devs[0], progress)
     else: _run_workers(groups, out, devs, progress)
+    if world > 1 and not _all_ranks_done(rank): return collect_results(out, write=False)  # rank 0 writes the table
     return _finish(out, progress)
+
+def _all_ranks_done(rank:int) -> bool:
+    "Under torchrun: wait for every rank to finish its share; True on rank 0."
+    import datetime, torch.distributed as dist
+    own = not dist.is_initialized()
+    if own: dist.init_process_group('gloo', timeout=datetime.timedelta(days=30))
+    dist.barrier()
+    if own: dist.destroy_process_group()
+    return rank == 0
 
 def _run_sequential(groups:list, out:Path, device:str, progress:bool):
     "Run the groups of runs in this process, one after another."
@@ -731,6 +741,10 @@ def saenb_sweep(base:str=None, # base config YAML: acts, trainer settings, saes:
     o = Path(out)
     print(json.dumps({'runs': len(df), **counts, 'results': str(o/'results.parquet'),
                       'pareto': str(o/'pareto.html') if (o/'pareto.html').exists() else None}))
+
+# %% ../nbs/10_sweep.ipynb #cc1cb59a
+#| eval: false
+if __name__ == '__main__': raise SystemExit(0)
 
 # %% ../nbs/10_sweep.ipynb #eeae8c3f
 PIPELINE_DEFAULT = {

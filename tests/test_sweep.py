@@ -106,3 +106,23 @@ def test_sweep_with_model_eval_gives_loss_recovered(tmp_path):
     assert (df.status == 'finished').all(), df.get('error')
     assert df.loss_recovered.notna().all() and (df.loss_recovered <= 1.05).all()
     assert len(pareto_figure(df).layout.annotations) == 2  # two panels
+
+def test_sweep_under_torchrun_two_ranks(tmp_path, acts):
+    "torchrun with two ranks: each trains its share of the grid, rank 0 writes the complete table once both are done."
+    write_configs(tmp_path, acts, 20 * 256)
+    out = tmp_path/'sweep'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '-m', 'saenb.sweep',
+           '--base', str(tmp_path/'base.yaml'), '--sweep', str(tmp_path/'sweep.yaml'), '--out', str(out), '--quiet']
+    p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try: stdout, err = p.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL); _, err = p.communicate()
+        pytest.fail(f'torchrun sweep did not finish in 300 s: {err[-3000:]}')
+    assert p.returncode == 0, err[-3000:]
+    logs = [yaml.safe_load((d/'config.yaml').read_text()) for d in (out/'runs').iterdir()]
+    assert len(logs) == 12
+    df = pd.read_parquet(out/'results.parquet')
+    assert len(df) == 12 and (df.status == 'finished').sum() == 11 and (df.status == 'failed').sum() == 1
+    assert (out/'pareto.html').exists()
+    lines = [json.loads(l) for l in stdout.splitlines() if l.startswith('{')]
+    assert len(lines) == 2 and max(l['runs'] for l in lines) == 12  # each rank reports; rank 0's table has every run
