@@ -443,7 +443,7 @@ def latent_figures(s:dict, # from `latent_summary`
                                      layout=dict(title='concept AUROC', xaxis=dict(range=[0, 1]), **lay))
     return figs
 
-# %% ../nbs/09_browser.ipynb #1fc3956d
+# %% ../nbs/09_browser.ipynb #a2f790aa
 class FeatureBrowser:
     "An ipywidgets browser of an SAE's latents."
     def __init__(self, fs:FeatureStats, # the statistics (from `open_feature_stats`)
@@ -461,19 +461,21 @@ class FeatureBrowser:
         self.query = W.Text(placeholder='search: (  depth=3  or a concept', continuous_update=False, layout=W.Layout(width='260px'))
         self.hits = W.HTML()
         self.title, self.hist, self.logits, self.concepts = W.HTML(), W.Output(), W.Output(), W.Output()
-        self.examples, self.neigh = W.HTML(), W.HBox(layout=W.Layout(flex_flow='row wrap'))
+        self.examples, self.neigh = W.VBox(), W.HBox(layout=W.Layout(flex_flow='row wrap'))
+        self.examples.add_class('examples')
         self.seq = W.Text(placeholder='seq id, or tokens e.g. ( [ ] )', description='tokens', continuous_update=False, layout=W.Layout(width='420px'))
-        self.tokview = W.HTML()
-        self.ex_pick = W.Dropdown(description='example', layout=W.Layout(width='420px'))  # an example's whole sequence, in the token view
+        self.tokbar = W.HBox(layout=W.Layout(flex_flow='row wrap'))  # the sequence, one button per token: click one for its latents
+        self.tokinfo, self.toklat = W.HTML(), W.HBox(layout=W.Layout(flex_flow='row wrap'))  # the clicked token's strongest latents (click to show)
+        self.tokview = W.HTML()  # every token's strongest latents, as a table
         self.sort.observe(lambda _: self._fill_pick(), 'value')
         self.pick.observe(lambda ch: ch['new'] is not None and self.show(ch['new']), 'value')
         self.index.observe(lambda ch: self.show(ch['new']), 'value')
         self.query.observe(lambda ch: ch['new'] and self.search(ch['new']), 'value')
         self.seq.observe(lambda ch: ch['new'] and self.show_tokens(ch['new']), 'value')
-        self.ex_pick.observe(lambda ch: ch['new'] is not None and self.show_tokens(str(ch['new'])), 'value')
         self.widget = W.VBox([W.HBox([self.index, self.sort, self.pick]), W.HBox([self.query, self.hits]), self.title,
                               W.HBox([self.hist, self.logits, self.concepts]), W.HTML('<b>neighbours</b> (decoder cosine)'), self.neigh,
-                              self.examples, W.HTML('<b>token view</b>'), W.HBox([self.seq, self.ex_pick]), self.tokview])
+                              self.examples, W.HTML('<b>token view</b> (type a sequence, or click &#9656; beside an example; click a token for its latents)'),
+                              self.seq, self.tokbar, W.HBox([self.tokinfo, self.toklat]), self.tokview])
         self.widget.add_class('saenb-browser')
         self._fill_pick()
         self.show(int(t.freq.idxmax()) if latent is None else latent)
@@ -508,9 +510,7 @@ class FeatureBrowser:
             b.on_click(lambda _, i=i: self.show(i)); bt.append(b)
         self.neigh.children = bt
         ex = latent_examples(self.fs, self.sae, self.store, latent)
-        self.examples.value = examples_html(ex, s['max'])
-        self.ex_pick.options = [(f"{e['group']} {e['act']:.3f}: sequence {e['seq_id']}", e['seq_id']) for e in ex if e['seq_id'] is not None]
-        self.ex_pick.value = None
+        self.examples.children = self._example_rows(ex, s['max'])
         self.title.value = title  # last: a changed title means every panel is updated
         self.last_ms = 1000 * (time.perf_counter() - t0)
 
@@ -527,14 +527,43 @@ class FeatureBrowser:
         if len(hits): self.show(int(hits.latent.iloc[0]))
         return hits
 
+    def _example_rows(self, ex:list, scale:float) -> list:
+        "One row per example: a button that opens its sequence in the token view, and the shaded tokens."
+        W, rows = self.W, []
+        for part in examples_html(ex, scale, parts=True):
+            if isinstance(part, str): rows.append(W.HTML(part)); continue
+            e, line = part
+            b = W.Button(description='▸', tooltip=f"show sequence {e['seq_id']} in the token view", layout=W.Layout(width='28px', height='22px', padding='0'))
+            b.add_class('example-open')
+            b.on_click(lambda _, q=e['seq_id']: self.show_tokens(str(q)))
+            rows.append(W.HBox([b, W.HTML(line)]) if e['seq_id'] is not None else W.HTML(line))
+        return rows
+
     def show_tokens(self, s:str):
         "Fill the token view: a cached sequence number, or tokens to run through the model."
         try:
             tl = token_latents(self.fs, self.sae, self.store, seq_id=int(s)) if s.strip().isdigit() else token_latents(self.fs, self.sae, text=s, model=self.model)
         except ValueError as e: self.tokview.value = f'<span style="color:#b00">{html.escape(str(e))}</span>'; return
+        self._tl = tl
+        bt = []
+        for i, t in enumerate(tl.token):
+            b = self.W.Button(description=t, tooltip=', '.join(f'{l} ({a:.2f})' for l, a in zip(tl.latents[i], tl.acts[i])) or 'no latent fires',
+                              layout=self.W.Layout(width='auto', height='24px', padding='0 4px'))
+            b.add_class('saenb-token'); b.on_click(lambda _, i=i: self.pick_token(i)); bt.append(b)
+        self.tokbar.children, self.tokinfo.value, self.toklat.children = bt, '', ()
         rows = ''.join(f'<tr><td style="font-family:monospace">{html.escape(t)}</td><td>' + ', '.join(f'{l} ({a:.2f})' for l, a in zip(ls, a_)) + '</td></tr>'
                        for t, ls, a_ in zip(tl.token, tl.latents, tl.acts))
         self.tokview.value = f'<table class="tokview">{rows}</table>'
+
+    def pick_token(self, i:int):
+        "Show the strongest latents of token `i` of the token view, as buttons that open each latent."
+        t, ls, acts = self._tl.token[i], self._tl.latents[i], self._tl.acts[i]
+        self.tokinfo.value = f'token {i} <code>{html.escape(t)}</code>: ' + ('' if ls else 'no latent fires')
+        bt = []
+        for l, a in zip(ls, acts):
+            b = self.W.Button(description=f'{l} ({a:.2f})', tooltip=f'show latent {l}', layout=self.W.Layout(width='auto'))
+            b.add_class('token-latent'); b.on_click(lambda _, l=l: self.show(l)); bt.append(b)
+        self.toklat.children = bt
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -542,15 +571,17 @@ class FeatureBrowser:
 
 def examples_html(ex:list, # from `latent_examples`
                   scale:float, # the activation shown fully coloured (the latent's max)
-                 ) -> str:
+                  parts:bool=False, # return the pieces instead: group headers (str) and (example, its HTML line) pairs
+                 ):
     "The examples as HTML: one line per example, grouped, tokens shaded by activation."
     out, grp = [], None
     for e in ex:
         g = e['group'].split(' ')[0]
         if g != grp: out.append(f'<div style="margin-top:6px"><b>{"top activations" if g == "top" else "quantile samples"}</b></div>'); grp = g
         lab = e['group'] if g != 'top' else ''
-        out.append(f'<div class="example">{e["act"]:.3f} <small>{html.escape(lab)}</small> {tokens_html(e["tokens"], e["acts"], scale, e["center"])}</div>')
-    return '<div class="examples">' + ''.join(out) + '</div>'
+        out.append((e, f'<div class="example">{e["act"]:.3f} <small>{html.escape(lab)}</small> {tokens_html(e["tokens"], e["acts"], scale, e["center"])}</div>'))
+    if parts: return out
+    return '<div class="examples">' + ''.join(o if isinstance(o, str) else o[1] for o in out) + '</div>'
 
 # %% ../nbs/09_browser.ipynb #cf93ae02
 _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>

@@ -221,6 +221,18 @@ def test_widget_in_jupyterlab(pipeline, site, jupyterlab, browser, tmp_path):
         box.fill(str(order[1])); box.press('Enter')
         page.wait_for_function(f'document.querySelector(".saenb-browser .latent-title").textContent === "Latent {order[1]}"', timeout=20_000)
         assert page.locator('.saenb-browser .examples').inner_html() != before
+        # click an example: its sequence fills the token view; click tokens until one has latents, then open one of them
+        page.locator('.saenb-browser .example-open').first.click()
+        page.wait_for_selector('.saenb-browser .saenb-token', timeout=20_000)
+        tokens = page.locator('.saenb-browser .saenb-token')
+        for i in range(tokens.count()):
+            tokens.nth(i).click()
+            page.wait_for_timeout(300)
+            if page.locator('.saenb-browser .token-latent').count(): break
+        lat = page.locator('.saenb-browser .token-latent').first
+        target = lat.inner_text().split(' ')[0]
+        lat.click()
+        page.wait_for_function(f'document.querySelector(".saenb-browser .latent-title").textContent === "Latent {target}"', timeout=20_000)
         page.wait_for_timeout(500)
         shot = page.screenshot(path=str(tmp_path/'jupyterlab.png'), full_page=True)
         assert len(shot) > 10_000
