@@ -2,10 +2,15 @@
 trained side by side in the same run. Prints one JSON line: tokens/s of each and their ratio, validation FVU and L0 of each,
 and achieved FLOP/s as a fraction of this machine's measured fp32 and bf16 matmul peaks.
 
+The two tools parametrise the decoder differently (saenb: unit-norm rows; SAELens: rows at norm 0.1 with activations rescaled
+by the norm), so one learning rate means different effective step sizes. Each tool is therefore trained at every learning rate
+of `--lrs` and its best validation FVU reported (with the learning rate that gave it): reconstruction is compared at each tool's
+own best setting, speed (tokens/s, the median over the runs) does not depend on it.
+
 SAELens pins transformer-lens below 4, so it runs in its own virtual environment, which this script creates on first use
 (`benchmarks/.saelens_venv`, from the package index; nothing is downloaded at training time).
 
-    python benchmarks/sae_vs_saelens.py [--archs topk,relu] [--d_in 256] [--exp_factor 8] [--k 32] [--n_tokens 524288]
+    python benchmarks/sae_vs_saelens.py [--archs topk,relu] [--d_in 256] [--exp_factor 8] [--k 32] [--n_tokens 524288] [--lrs 1e-3,2e-3,4e-3,8e-3]
 """
 import argparse, json, os, subprocess, sys, tempfile
 from pathlib import Path
@@ -47,7 +52,7 @@ def main():
     ap.add_argument('--exp_factor', type=int, default=8); ap.add_argument('--k', type=int, default=32)
     ap.add_argument('--l1', type=float, default=5.0, help='L1 coefficient for relu/standard (both tools use it on the same scale)')
     ap.add_argument('--batch_size', type=int, default=4096); ap.add_argument('--n_tokens', type=int, default=524288)
-    ap.add_argument('--lr', type=float, default=4e-4); ap.add_argument('--acts', default=None, help='an .npy [N, d] file to use instead of synthetic activations')
+    ap.add_argument('--lrs', default='1e-3,2e-3,4e-3,8e-3', help='learning rates tried for each tool (the best FVU of each is reported)'); ap.add_argument('--acts', default=None, help='an .npy [N, d] file to use instead of synthetic activations')
     ap.add_argument('--seed', type=int, default=0)
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
@@ -59,13 +64,20 @@ def main():
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     record = {'bench': 'sae_vs_saelens', 'device': device_name(), 'd_in': d_in, 'd_sae': d_sae, 'k': a.k, 'batch_size': a.batch_size,
               'n_tokens': a.n_tokens, 'peak_fp32_flops': peak32, 'peak_bf16_flops': peak16}
+    lrs = [float(v) for v in a.lrs.split(',')]
+    record['lrs'] = lrs
     for arch in a.archs.split(','):
-        sl = run_json([py, str(HERE/'_saelens_worker.py'), str(tmp/'train.npy'), str(tmp/'val.npy'), 'topk' if arch != 'relu' else 'standard',
-                       str(d_sae), str(a.k if arch != 'relu' else a.l1), str(a.batch_size), str(a.n_tokens), str(a.lr), '0', str(a.seed)])
-        sae_args = ['--k', str(a.k)] if arch != 'relu' else ['--sparsity_coeff', str(a.l1)]
-        ours = run_json(['saenb_train_sae', '--acts', str(tmp/'train.npy'), '--val_acts', str(tmp/'val.npy'), '--arch', arch, *sae_args,
-                         '--exp_factor', str(a.exp_factor), '--n_tokens', str(a.n_tokens), '--batch_size', str(a.batch_size),
-                         '--lr', str(a.lr), '--seed', str(a.seed), '--out', str(tmp/f'saenb_{arch}'), '--quiet'])
+        sls, ourss = [], []
+        for lr in lrs:
+            sls.append({**run_json([py, str(HERE/'_saelens_worker.py'), str(tmp/'train.npy'), str(tmp/'val.npy'), 'topk' if arch != 'relu' else 'standard',
+                                    str(d_sae), str(a.k if arch != 'relu' else a.l1), str(a.batch_size), str(a.n_tokens), str(lr), '0', str(a.seed)]), 'lr': lr})
+            sae_args = ['--k', str(a.k)] if arch != 'relu' else ['--sparsity_coeff', str(a.l1)]
+            ourss.append({**run_json(['saenb_train_sae', '--acts', str(tmp/'train.npy'), '--val_acts', str(tmp/'val.npy'), '--arch', arch, *sae_args,
+                                      '--exp_factor', str(a.exp_factor), '--n_tokens', str(a.n_tokens), '--batch_size', str(a.batch_size),
+                                      '--lr', str(lr), '--seed', str(a.seed), '--out', str(tmp/f'saenb_{arch}_{lr}'), '--quiet']), 'lr': lr})
+        sl, ours = min(sls, key=lambda r: r['fvu']), min(ourss, key=lambda r: r['fvu'])
+        sl['tokens_per_s'] = float(np.median([r['tokens_per_s'] for r in sls]))
+        ours['tokens_per_s'] = float(np.median([r['tokens_per_s'] for r in ourss]))
         enc = 6 * d_in * d_sae                                     # encoder forward + backward, per token
         dec_dense, dec_sparse = 6 * d_sae * d_in, 6 * a.k * d_in   # decoder: dense, or only the k active rows
         ours_flops = (enc + (dec_sparse if arch in ('topk', 'batchtopk') else dec_dense)) * ours['tokens_per_s']
@@ -73,6 +85,8 @@ def main():
         record[arch] = {'saenb_tokens_per_s': ours['tokens_per_s'], 'saelens_tokens_per_s': sl['tokens_per_s'],
                         'speedup': ours['tokens_per_s'] / sl['tokens_per_s'],
                         'saenb_fvu': ours['fvu'], 'saelens_fvu': sl['fvu'], 'saenb_l0': ours['l0'], 'saelens_l0': sl['l0'],
+                        'saenb_best_lr': ours['lr'], 'saelens_best_lr': sl['lr'],
+                        'saenb_fvu_by_lr': {r['lr']: round(r['fvu'], 4) for r in ourss}, 'saelens_fvu_by_lr': {r['lr']: round(r['fvu'], 4) for r in sls},
                         'saenb_flops_frac_fp32_peak': ours_flops / peak32, 'saenb_flops_frac_bf16_peak': ours_flops / peak16,
                         'saelens_flops_frac_fp32_peak': sl_flops / peak32}
     emit(record)

@@ -19,7 +19,7 @@ from .data import write_atomic
 # %% auto #0
 __all__ = ['SPARSITY_MODES', 'SAE_REGISTRY', 'AUX_NORMS', 'HC_L', 'HC_R', 'SAENB_FORMAT', 'SAE_FORMATS', 'SAELENS_ARCHS',
            'SAELENS_FORMAT_VERSION', 'SAEConfig', 'PenaltyConfig', 'register_sae', 'make_sae', 'geometric_median',
-           'sparse_decode', 'sparse_encode', 'DeadLatentTracker', 'SparsityController', 'FixedCoeff',
+           'sparse_decode', 'sparse_encode', 'keep_latents', 'DeadLatentTracker', 'SparsityController', 'FixedCoeff',
            'TargetL0Quadratic', 'DualAscent', 'KDecay', 'make_controller', 'SAE', 'synthetic_sparse_data', 'ReLUConfig',
            'ReLUSAE', 'TopKConfig', 'auxk_loss', 'TopKSAE', 'BatchTopKConfig', 'BatchTopKSAE', 'JumpReLUFn', 'StepFn',
            'JumpReLUConfig', 'JumpReLUSAE', 'LagrangianConfig', 'LagrangianSAE', 'GatedConfig', 'GatedSAE',
@@ -209,6 +209,28 @@ def sparse_encode(x:torch.Tensor, # centred inputs `[..., d_in]`
     vals = _SparseEncode.apply(x.reshape(-1, x.shape[-1]), W_enc.t().contiguous(), idx.reshape(-1, k)).reshape(idx.shape)
     return vals if b_enc is None else vals + b_enc[idx]
 
+# %% ../nbs/06_sae.ipynb #52318027
+class _KeepLatents(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre, idx, keep):
+        flat = (idx + torch.arange(idx.shape[0], device=idx.device)[:, None] * pre.shape[-1]).reshape(-1)
+        m = keep.reshape(-1).to(pre.dtype)
+        ctx.save_for_backward(flat, m)
+        return torch.zeros(pre.shape, dtype=pre.dtype, device=pre.device).put_(flat, pre.take(flat) * m)
+
+    @staticmethod
+    def backward(ctx, g):
+        flat, m = ctx.saved_tensors
+        return torch.zeros(g.shape, dtype=g.dtype, device=g.device).put_(flat, g.take(flat) * m.to(g.dtype)), None, None
+
+def keep_latents(pre:torch.Tensor, # pre-activations `[N, d_sae]`
+                 idx:torch.Tensor, # chosen latents `[N, k]`
+                 keep:torch.Tensor=None, # bool `[N, k]`: which of them to keep (default all), e.g. those above zero
+                ) -> torch.Tensor:
+    "Dense codes `[N, d_sae]`: `pre` at the kept `idx`, zero elsewhere; gradients flow to the kept entries only."
+    if keep is None: keep = torch.ones_like(idx, dtype=torch.bool)
+    return _KeepLatents.apply(pre, idx, keep)
+
 # %% ../nbs/06_sae.ipynb #2a2fb581
 class DeadLatentTracker(nn.Module):
     "Tokens since each latent last fired; a latent is dead once that passes a threshold."
@@ -298,7 +320,7 @@ def make_controller(cfg:PenaltyConfig) -> nn.Module:
     if cfg.sparsity == 'dual_ascent': return DualAscent(cfg.target_l0, cfg.alpha_lr, cfg.alpha_max, cfg.rho, cfg.l0_ema)
     raise ValueError(f"unknown sparsity {cfg.sparsity!r}: choose one of {SPARSITY_MODES}")
 
-# %% ../nbs/06_sae.ipynb #02bfb8d3
+# %% ../nbs/06_sae.ipynb #3a992f00
 def _mse(x_hat, y):
     "Squared error summed over the last dim, mean over the rest, in fp32."
     return (x_hat.float() - y.float()).pow(2).sum(-1).mean()
@@ -396,6 +418,14 @@ class SAE(nn.Module):
     def normalize_decoder_(self):
         "Rescale decoder rows to unit norm, in place."
         self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
+
+    @torch.no_grad()
+    def before_step(self):
+        "Before the optimiser step: with a unit-norm decoder, drop each decoder row's gradient along the row (Gao et al. 2024), so the step turns rows instead of stretching them only for `after_step` to undo it."
+        g = self.W_dec.grad
+        if not self.cfg.normalize_decoder or g is None: return
+        W = self.W_dec
+        g.sub_((g * W).sum(-1, keepdim=True) * W / W.pow(2).sum(-1, keepdim=True).clamp_min(1e-12))
 
     @torch.no_grad()
     def after_step(self, out:dict, step:int):
@@ -516,7 +546,7 @@ class ReLUSAE(SAE):
         l1 = self.l1(codes)
         return self._out(x, _mse(self.decode(codes), y), codes, sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps))
 
-# %% ../nbs/06_sae.ipynb #0b32c3a3
+# %% ../nbs/06_sae.ipynb #1d7dd497
 AUX_NORMS = ('residual_power', 'residual_var', 'none')
 
 @dataclass
@@ -570,6 +600,20 @@ class TopKSAE(SAE):
         "Indices `[..., k]` of the `k` largest pre-activations of centred inputs (no autograd)."
         return F.linear(xc, self.W_enc.t(), self.b_enc).topk(k, dim=-1, sorted=False)[1]
 
+    @torch.no_grad()
+    def choose(self, pre, k):
+        "The latents kept from pre-activations `pre [N, d_sae]`: `(idx [N, k'], keep [N, k'] bool)` (the top k, those above 0 with `relu_after_topk`)."
+        idx = pre.topk(k, dim=-1, sorted=False)[1]
+        return idx, (pre.gather(-1, idx) > 0 if self.cfg.relu_after_topk else torch.ones_like(idx, dtype=torch.bool))
+
+    dense_train = None  # True/False forces the dense or sparse training path; None: dense under bf16 autocast
+
+    def use_dense(self, x) -> bool:
+        "Whether `loss` takes the dense path: under bf16 autocast (matrix units make dense bf16 products cheaper than gathers), unless `dense_train` says otherwise."
+        if self.dense_train is not None: return self.dense_train
+        dev = x.device.type
+        return torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16
+
     def sparse_codes(self, xc, k):
         "The code as `(idx, vals)`, `[N, k]` each; `vals` fp32 with sparse gradients."
         xc = xc.reshape(-1, xc.shape[-1])
@@ -594,21 +638,30 @@ class TopKSAE(SAE):
         return c.aux_coeff * auxk_loss(e_hat, y - y_hat.detach(), c.aux_norm)
 
     def _sparse_out(self, x, y, y_hat, idx, vals, mse=None, **extra):
-        nz = vals != 0
-        fired = torch.zeros(self.latent_shape, dtype=torch.bool, device=vals.device)
-        fired.view(-1)[idx[nz]] = True
-        pos = vals.detach()[vals > 0]
-        min_kept = pos.float().min() if pos.numel() else vals.new_zeros((), dtype=torch.float32)
+        vd = vals.detach()
+        nz = vd != 0
+        cnt = torch.zeros(self.latent_shape, dtype=torch.int32, device=vd.device)  # codes per latent: fired = nonzero somewhere (no compaction)
+        cnt.view(-1).index_add_(0, idx.reshape(-1), nz.reshape(-1).int())
+        fired = cnt > 0
+        min_kept = vd.float().masked_fill(vd <= 0, math.inf).min()
+        if not torch.isfinite(min_kept): min_kept = vd.new_zeros((), dtype=torch.float32)
         return self._out(x, _mse(y_hat, y) if mse is None else mse, l0=nz.sum() / nz.shape[0], fired=fired, min_kept=min_kept, **extra)
 
     def loss(self, x, target=None, step=0, total_steps=None):
         x, y = self._xy(x, target)
         xc, y = self.center(x).reshape(-1, self.cfg.d_in), y.reshape(-1, self.cfg.d_out)
-        idx, vals = self.sparse_codes(xc, self.k_schedule.k_at(step))
-        y_hat = sparse_decode(idx, vals, self.W_dec, self.b_dec)
+        k = self.k_schedule.k_at(step)
+        if self.use_dense(x):
+            pre = F.linear(xc, self.W_enc.t(), self.b_enc)
+            idx, keep = self.choose(pre, k)
+            y_hat = F.linear(keep_latents(pre, idx, keep), self.W_dec.t(), self.b_dec)
+            vals = pre.detach().gather(-1, idx).float() * keep
+        else:
+            idx, vals = self.sparse_codes(xc, k)
+            y_hat = sparse_decode(idx, vals, self.W_dec, self.b_dec)
         return self._sparse_out(x, y, y_hat, idx, vals, aux=self.aux_loss(xc, y, y_hat))
 
-# %% ../nbs/06_sae.ipynb #b474f9d9
+# %% ../nbs/06_sae.ipynb #adf76dca
 @dataclass
 class BatchTopKConfig(TopKConfig):
     "Config of `batchtopk` SAEs."
@@ -626,7 +679,15 @@ class BatchTopKSAE(TopKSAE):
     @torch.no_grad()
     def select_batch(self, xc, k):
         "Candidates `idx [N, k']` (each token's top k') and the mask of those among the batch's top `k*N`: exact, since no token fills all its candidates."
-        pre = F.relu(F.linear(xc, self.W_enc.t(), self.b_enc))
+        return self._batch_top(F.relu(F.linear(xc, self.W_enc.t(), self.b_enc)), k)
+
+    @torch.no_grad()
+    def choose(self, pre, k):
+        idx, sel = self._batch_top(F.relu(pre), k)
+        return idx, sel & (pre.gather(-1, idx) > 0)
+
+    @staticmethod
+    def _batch_top(pre, k):
         N, S = pre.shape
         kk = min(S, 2 * k)
         while True:

@@ -17,7 +17,7 @@ from .train_gpt import LiveLossPlot, in_notebook, setup_distributed, check_repli
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['SAETrainConfig', 'lr_factor', 'open_activations', 'validation_activations', 'build_sae', 'RunData',
+__all__ = ['SAETrainConfig', 'lr_factor', 'open_activations', 'validation_activations', 'build_sae', 'make_optimizer', 'RunData',
            'save_sae_checkpoint', 'load_sae_checkpoint', 'SAETrainResult', 'sync_gradients', 'sync_buffers',
            'broadcast_state', 'causal_term', 'SAERun', 'sae_step', 'sae_log', 'finish_run', 'save_run', 'train_sae',
            'saenb_train_sae']
@@ -114,6 +114,14 @@ def build_sae(tc:SAETrainConfig, # the run's settings (architecture, size, seed,
                    **({'d_out': y0.shape[-1]} if y0 is not None else {}), seed=tc.seed, **tc.sae).to(dev)
     with torch.no_grad(): sae.init_from_data(x0.to(dev), target=y0.to(dev) if y0 is not None else None)
     return sae
+
+# %% ../nbs/07_train_sae.ipynb #fcc2734e
+def make_optimizer(sae:SAE, # the SAE to train
+                   tc:SAETrainConfig, # its settings (lr, beta1, beta2)
+                  ) -> torch.optim.Optimizer:
+    "Adam over the SAE's parameters (fused where available)."
+    dev = next(sae.parameters()).device.type
+    return torch.optim.Adam(sae.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), **({'fused': True} if dev in ('cpu', 'cuda') else {}))
 
 # %% ../nbs/07_train_sae.ipynb #b337a0d2
 @dataclass
@@ -281,7 +289,7 @@ def causal_term(store:ActivationStore, # the run's store (from `saenb_cache`: it
         return causal_loss(model, hook, _RawScale(sae, scale), ids, pad_id=tok.pad_id, seed=seed * 1_000_003 + step)
     return term
 
-# %% ../nbs/07_train_sae.ipynb #ae17d48a
+# %% ../nbs/07_train_sae.ipynb #828e4cd7
 @dataclass
 class SAERun:
     "One SAE's training state: what a training step and its logging need."
@@ -322,6 +330,7 @@ def sae_step(r:SAERun, # the run
     if r.causal is not None and tc.causal_coeff:
         c = r.causal(sae, step); (tc.causal_coeff * c).backward(); o = {**o, 'causal_loss': c.detach()}
     if r.world > 1: o = sync_gradients(sae, o, r.world)
+    sae.before_step()
     if tc.max_grad_norm: torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.max_grad_norm)
     opt.step(); opt.zero_grad(set_to_none=True)
     with torch.no_grad(): sae.after_step(o, step)
@@ -389,7 +398,7 @@ def save_run(r:SAERun, # the finished run
         write_atomic(out/'train_config.json', lambda p: p.write_text(json.dumps(asdict(r.tc), indent=2)))
     return SAETrainResult(r.sae, hist, summary, out)
 
-# %% ../nbs/07_train_sae.ipynb #395eedd4
+# %% ../nbs/07_train_sae.ipynb #ba38a6d1
 def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, or `ActivationStore`
               out:str|Path=None, # directory to write the SAE to (and its checkpoint)
               cfg:SAETrainConfig=None, # trainer settings (keyword arguments override them)
@@ -411,7 +420,7 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
     if tc.batch_size % world: raise ValueError(f"batch_size={tc.batch_size} must be divisible by the {world} processes: change --batch_size")
     data = RunData.open(acts, tc, val_acts, target_acts)
     sae = data.build_sae(tc, dev)
-    opt = torch.optim.Adam(sae.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2))
+    opt = make_optimizer(sae, tc)
     run = SAERun(tc, sae, opt, world=world)
     if tc.causal_coeff: run.causal = causal_term(data.store, model, data.scale, tc.causal_rows, tc.seed + rank, device=dev)
     n_steps = tc.n_steps
