@@ -209,19 +209,19 @@ def sparse_encode(x:torch.Tensor, # centred inputs `[..., d_in]`
     vals = _SparseEncode.apply(x.reshape(-1, x.shape[-1]), W_enc.t().contiguous(), idx.reshape(-1, k)).reshape(idx.shape)
     return vals if b_enc is None else vals + b_enc[idx]
 
-# %% ../nbs/06_sae.ipynb #52318027
+# %% ../nbs/06_sae.ipynb #c32e3ee3
 class _KeepLatents(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pre, idx, keep):
         flat = (idx + torch.arange(idx.shape[0], device=idx.device)[:, None] * pre.shape[-1]).reshape(-1)
         m = keep.reshape(-1).to(pre.dtype)
         ctx.save_for_backward(flat, m)
-        return torch.zeros(pre.shape, dtype=pre.dtype, device=pre.device).put_(flat, pre.take(flat) * m)
+        return torch.zeros(pre.shape, dtype=pre.dtype, device=pre.device).put_(flat, pre.take(flat) * m, accumulate=True)  # accumulate: a repeated index adds its 0
 
     @staticmethod
     def backward(ctx, g):
         flat, m = ctx.saved_tensors
-        return torch.zeros(g.shape, dtype=g.dtype, device=g.device).put_(flat, g.take(flat) * m.to(g.dtype)), None, None
+        return torch.zeros(g.shape, dtype=g.dtype, device=g.device).put_(flat, g.take(flat) * m.to(g.dtype), accumulate=True), None, None
 
 def keep_latents(pre:torch.Tensor, # pre-activations `[N, d_sae]`
                  idx:torch.Tensor, # chosen latents `[N, k]`
@@ -546,7 +546,7 @@ class ReLUSAE(SAE):
         l1 = self.l1(codes)
         return self._out(x, _mse(self.decode(codes), y), codes, sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps))
 
-# %% ../nbs/06_sae.ipynb #1d7dd497
+# %% ../nbs/06_sae.ipynb #283231b4
 AUX_NORMS = ('residual_power', 'residual_var', 'none')
 
 @dataclass
@@ -623,7 +623,7 @@ class TopKSAE(SAE):
 
     def encode(self, x):
         idx, vals = self.sparse_codes(self.center(x), self.cfg.k)
-        return torch.zeros(idx.shape[0], self.cfg.d_sae, dtype=vals.dtype, device=vals.device).scatter(-1, idx, vals).reshape(*x.shape[:-1], -1)
+        return torch.zeros(idx.shape[0], self.cfg.d_sae, dtype=vals.dtype, device=vals.device).scatter_add(-1, idx, vals).reshape(*x.shape[:-1], -1)
 
     def aux_loss(self, xc, y, y_hat):
         "`aux_coeff` times AuxK: the top `aux_k` dead latents (by pre-activation) reconstruct the residual; None if none is dead."
@@ -661,7 +661,7 @@ class TopKSAE(SAE):
             y_hat = sparse_decode(idx, vals, self.W_dec, self.b_dec)
         return self._sparse_out(x, y, y_hat, idx, vals, aux=self.aux_loss(xc, y, y_hat))
 
-# %% ../nbs/06_sae.ipynb #adf76dca
+# %% ../nbs/06_sae.ipynb #e7673c12
 @dataclass
 class BatchTopKConfig(TopKConfig):
     "Config of `batchtopk` SAEs."
@@ -678,7 +678,7 @@ class BatchTopKSAE(TopKSAE):
 
     @torch.no_grad()
     def select_batch(self, xc, k):
-        "Candidates `idx [N, k']` (each token's top k') and the mask of those among the batch's top `k*N`: exact, since no token fills all its candidates."
+        "Candidates `idx [N, k']` and the mask of those among the batch's top `k*N` (exact); padding repeats index 0, never selected, so combine with `scatter_add`."
         return self._batch_top(F.relu(F.linear(xc, self.W_enc.t(), self.b_enc)), k)
 
     @torch.no_grad()
@@ -688,15 +688,25 @@ class BatchTopKSAE(TopKSAE):
 
     @staticmethod
     def _batch_top(pre, k):
+        "Each token's top 2k as candidates; tokens all of whose candidates make the batch's top k*N are searched further, alone."
         N, S = pre.shape
-        kk = min(S, 2 * k)
-        while True:
-            cv, ci = pre.topk(kk, dim=-1, sorted=False)
-            sel = torch.zeros(N * kk, dtype=torch.bool, device=pre.device)
-            sel[cv.reshape(-1).topk(k * N, sorted=False)[1]] = True
-            sel = sel.view(N, kk)
-            if kk == S or not sel.all(-1).any(): return ci, sel
-            kk = min(S, 2 * kk)
+        n, kk = k * N, min(S, 2 * k)
+        cv, ci = pre.topk(kk, dim=-1, sorted=False)
+        if kk < S:
+            t = cv.reshape(-1).topk(n, sorted=False)[0].min()  # the (k*N)-th largest candidate
+            sat = (cv >= t).all(-1)  # tokens that may have more than their candidates above it
+            if sat.any():
+                rows = sat.nonzero().flatten()
+                t = torch.cat([cv[~sat].reshape(-1), pre[rows].reshape(-1)]).topk(n, sorted=False)[0].min()
+                width = max(kk, int((pre[rows] >= t).sum(-1).max()))
+                if width > kk:
+                    cv2, ci2 = pre[rows].topk(width, dim=-1, sorted=False)
+                    # other tokens are padded with index 0 and value -inf: never selected, so their code there adds 0
+                    cv = torch.cat([cv, cv.new_full((N, width - kk), -math.inf)], 1); ci = torch.cat([ci, ci.new_zeros(N, width - kk)], 1)
+                    cv[rows], ci[rows] = cv2, ci2
+        sel = torch.zeros(cv.numel(), dtype=torch.bool, device=pre.device)
+        sel[cv.reshape(-1).topk(n, sorted=False)[1]] = True
+        return ci, sel.view(cv.shape)
 
     def sparse_codes(self, xc, k):
         xc = xc.reshape(-1, xc.shape[-1])

@@ -49,6 +49,7 @@ def test_registry_holds_every_arch():
 
 @pytest.mark.parametrize('arch,kw', VARIANTS, ids=IDS)
 def test_trains_and_mse_falls(arch, kw):
+    torch.manual_seed(0)  # the noise of stochastic gates does not depend on which tests ran before
     sae = build(arch, **kw)
     x, y = data(arch)
     before = sae.metrics(x, y)
@@ -428,7 +429,7 @@ def test_batch_topk_selection_is_exact():
     pre = F.relu(sae.pre_acts(x))
     want = torch.zeros_like(pre).reshape(-1)
     want[pre.reshape(-1).topk(3 * 300)[1]] = 1
-    got = torch.zeros_like(pre).scatter(1, idx, sel.float())
+    got = torch.zeros_like(pre).scatter_add(1, idx, sel.float())  # padded (repeated) indices are never selected: add, not overwrite
     assert torch.equal(got.reshape(-1), want) and got[:4].sum(-1).max() > 6
 
 def test_transcoder_init_without_target_warns():
