@@ -130,7 +130,7 @@ def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` f
         res[m.key] = save_run(m, out/_member_name(m.key) if out is not None else None, {**summary, 'ensemble_size': len(ms)})
     return res
 
-# %% ../nbs/10_sweep.ipynb #d9722d31
+# %% ../nbs/10_sweep.ipynb #7da4789d
 def _member_inputs(spec:dict, slices:dict):
     "The hooks a member reads (one, or several stacked) and its target hook, checked against the source's hooks."
     hooks = spec.get('hooks') or ([spec['hook']] if spec.get('hook') else [])
@@ -182,6 +182,7 @@ def train_saes_on_model(model, # a `TransformerBridge`
         for f in _SHARED:
             if f in mt and mt[f] != getattr(base, f): raise ValueError(f"SAE {name!r} sets {f}={mt[f]!r}, but {f} is shared by all SAEs trained together: set it for all")
         tc = SAETrainConfig(**{**asdict(base), **mt}); tc.sae = {**base.sae, **msae}
+        if 'hooks' in s: tc.sae.setdefault('n_layers', len(hooks))  # stacked SAEs (staircase, noshare): one layer per hook
         if tc.causal_coeff: raise ValueError(f"SAE {name!r}: causal_coeff is not supported here; train it with train_sae on a cached store")
         stacked = 'hooks' in s
         d = [src.slices[h].stop - src.slices[h].start for h in hooks]
