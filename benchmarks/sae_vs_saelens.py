@@ -7,6 +7,10 @@ by the norm), so one learning rate means different effective step sizes. Each to
 of `--lrs` and its best validation FVU reported (with the learning rate that gave it): reconstruction is compared at each tool's
 own best setting, speed (tokens/s, the median over the runs) does not depend on it.
 
+For relu/standard the L1 coefficient means different sparsity in the two tools (their loss scales differ), so each tool's
+coefficient is searched (geometric bisection, at `--relu_lr`) until its L0 brackets `--relu_l0`, and the FVU of each is
+interpolated (in log L0) at that L0: reconstruction at matched sparsity.
+
 SAELens pins transformer-lens below 4, so it runs in its own virtual environment, which this script creates on first use
 (`benchmarks/.saelens_venv`, from the package index; nothing is downloaded at training time).
 
@@ -46,15 +50,39 @@ def run_json(cmd:list, env=None) -> dict:
     if r.returncode or not lines: raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
     return json.loads(lines[-1])
 
+def _match_l0(run, c0:float, target:float, max_runs:int=7) -> list:
+    "Runs at L1 coefficients searched geometrically from `c0` until two of them bracket L0 = `target` (then one bisection)."
+    runs = [run(c0)]
+    while len(runs) < max_runs:
+        lo = [r for r in runs if r['l0'] <= target]; hi = [r for r in runs if r['l0'] > target]
+        if lo and hi:
+            a, b = max(lo, key=lambda r: r['l0']), min(hi, key=lambda r: r['l0'])
+            if abs(np.log(a['l0'] / target)) < 0.1 or abs(np.log(b['l0'] / target)) < 0.1 or len(runs) >= 5: break
+            runs.append(run(float(np.sqrt(a['knob'] * b['knob'])))); continue
+        c = runs[-1]['knob'] * (4 if not lo else 0.25)  # L0 too high: more L1; too low: less
+        runs.append(run(c))
+    return runs
+
+def _at_l0(runs:list, target:float) -> dict:
+    "FVU interpolated in log L0 at `target` between the two runs that bracket it (else the closest run)."
+    lo = [r for r in runs if r['l0'] <= target]; hi = [r for r in runs if r['l0'] > target]
+    if not (lo and hi): return dict(min(runs, key=lambda r: abs(np.log(max(r['l0'], 1e-9) / target))))
+    a, b = max(lo, key=lambda r: r['l0']), min(hi, key=lambda r: r['l0'])
+    w = np.log(target / max(a['l0'], 1e-9)) / np.log(b['l0'] / max(a['l0'], 1e-9))
+    return {**a, 'fvu': float(a['fvu'] + w * (b['fvu'] - a['fvu'])), 'l0': target, 'knob': (a['knob'], b['knob'])}
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--archs', default='topk,relu'); ap.add_argument('--d_in', type=int, default=256)
     ap.add_argument('--exp_factor', type=int, default=8); ap.add_argument('--k', type=int, default=32)
-    ap.add_argument('--l1', type=float, default=5.0, help='L1 coefficient for relu/standard (both tools use it on the same scale)')
+    ap.add_argument('--l1', type=float, default=5.0, help='starting L1 coefficient of the relu/standard search')
+    ap.add_argument('--relu_l0', type=float, default=None, help='L0 at which relu/standard are compared (default: k)')
+    ap.add_argument('--relu_lr', type=float, default=4e-3, help='learning rate of the relu/standard runs')
     ap.add_argument('--batch_size', type=int, default=4096); ap.add_argument('--n_tokens', type=int, default=524288)
     ap.add_argument('--lrs', default='1e-3,2e-3,4e-3,8e-3', help='learning rates tried for each tool (the best FVU of each is reported)'); ap.add_argument('--acts', default=None, help='an .npy [N, d] file to use instead of synthetic activations')
     ap.add_argument('--seed', type=int, default=0)
     a = ap.parse_args()
+    if a.relu_l0 is None: a.relu_l0 = float(a.k)
     tmp = Path(tempfile.mkdtemp())
     if a.acts: acts = np.load(a.acts, mmap_mode='r')
     else: acts = synthetic_activations(max(a.n_tokens // 2, 65536) + 8192, a.d_in, a.d_in * 4, a.k / 2, a.seed)
@@ -66,16 +94,21 @@ def main():
               'n_tokens': a.n_tokens, 'peak_fp32_flops': peak32, 'peak_bf16_flops': peak16}
     lrs = [float(v) for v in a.lrs.split(',')]
     record['lrs'] = lrs
+    def saelens(arch, knob, lr):
+        return {**run_json([py, str(HERE/'_saelens_worker.py'), str(tmp/'train.npy'), str(tmp/'val.npy'), 'topk' if arch != 'relu' else 'standard',
+                            str(d_sae), str(knob), str(a.batch_size), str(a.n_tokens), str(lr), '0', str(a.seed)]), 'lr': lr, 'knob': knob}
+    def saenb(arch, knob, lr):
+        sae_args = ['--k', str(knob)] if arch != 'relu' else ['--sparsity_coeff', str(knob)]
+        return {**run_json(['saenb_train_sae', '--acts', str(tmp/'train.npy'), '--val_acts', str(tmp/'val.npy'), '--arch', arch, *sae_args,
+                            '--exp_factor', str(a.exp_factor), '--n_tokens', str(a.n_tokens), '--batch_size', str(a.batch_size),
+                            '--lr', str(lr), '--seed', str(a.seed), '--out', str(tmp/f'saenb_{arch}_{lr}_{knob}'), '--quiet']), 'lr': lr, 'knob': knob}
     for arch in a.archs.split(','):
-        sls, ourss = [], []
-        for lr in lrs:
-            sls.append({**run_json([py, str(HERE/'_saelens_worker.py'), str(tmp/'train.npy'), str(tmp/'val.npy'), 'topk' if arch != 'relu' else 'standard',
-                                    str(d_sae), str(a.k if arch != 'relu' else a.l1), str(a.batch_size), str(a.n_tokens), str(lr), '0', str(a.seed)]), 'lr': lr})
-            sae_args = ['--k', str(a.k)] if arch != 'relu' else ['--sparsity_coeff', str(a.l1)]
-            ourss.append({**run_json(['saenb_train_sae', '--acts', str(tmp/'train.npy'), '--val_acts', str(tmp/'val.npy'), '--arch', arch, *sae_args,
-                                      '--exp_factor', str(a.exp_factor), '--n_tokens', str(a.n_tokens), '--batch_size', str(a.batch_size),
-                                      '--lr', str(lr), '--seed', str(a.seed), '--out', str(tmp/f'saenb_{arch}_{lr}'), '--quiet']), 'lr': lr})
-        sl, ours = min(sls, key=lambda r: r['fvu']), min(ourss, key=lambda r: r['fvu'])
+        if arch == 'relu':
+            sls, ourss = _match_l0(lambda c: saelens(arch, c, a.relu_lr), a.l1, a.relu_l0), _match_l0(lambda c: saenb(arch, c, a.relu_lr), a.l1, a.relu_l0)
+            sl, ours = _at_l0(sls, a.relu_l0), _at_l0(ourss, a.relu_l0)
+        else:
+            sls, ourss = [saelens(arch, a.k, lr) for lr in lrs], [saenb(arch, a.k, lr) for lr in lrs]
+            sl, ours = min(sls, key=lambda r: r['fvu']), min(ourss, key=lambda r: r['fvu'])
         sl['tokens_per_s'] = float(np.median([r['tokens_per_s'] for r in sls]))
         ours['tokens_per_s'] = float(np.median([r['tokens_per_s'] for r in ourss]))
         enc = 6 * d_in * d_sae                                     # encoder forward + backward, per token
@@ -86,7 +119,8 @@ def main():
                         'speedup': ours['tokens_per_s'] / sl['tokens_per_s'],
                         'saenb_fvu': ours['fvu'], 'saelens_fvu': sl['fvu'], 'saenb_l0': ours['l0'], 'saelens_l0': sl['l0'],
                         'saenb_best_lr': ours['lr'], 'saelens_best_lr': sl['lr'],
-                        'saenb_fvu_by_lr': {r['lr']: round(r['fvu'], 4) for r in ourss}, 'saelens_fvu_by_lr': {r['lr']: round(r['fvu'], 4) for r in sls},
+                        'saenb_runs': [{k: round(r[k], 4) for k in ('lr', 'knob', 'fvu', 'l0')} for r in ourss],
+                        'saelens_runs': [{k: round(r[k], 4) for k in ('lr', 'knob', 'fvu', 'l0')} for r in sls],
                         'saenb_flops_frac_fp32_peak': ours_flops / peak32, 'saenb_flops_frac_bf16_peak': ours_flops / peak16,
                         'saelens_flops_frac_fp32_peak': sl_flops / peak32}
     emit(record)
