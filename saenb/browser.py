@@ -19,8 +19,8 @@ from .data import write_atomic
 __all__ = ['HIST_LO', 'HIST_HI', 'HIST_PER_OCTAVE', 'N_BINS', 'hist_edges', 'firing_pairs', 'stream_latent_stats', 'weight_stats',
            'FeatureStats', 'hist_quantiles', 'latent_table', 'feature_stats', 'open_feature_stats', 'token_windows',
            'latent_examples', 'search_latents', 'token_latents', 'safe_json', 'tokens_html', 'latent_summary',
-           'latent_figures', 'FeatureBrowser', 'examples_html', 'site_data', 'write_site', 'site_frame',
-           'saenb_browser']
+           'latent_figures', 'FeatureBrowser', 'example_lines', 'examples_html', 'site_data', 'write_site',
+           'site_frame', 'saenb_browser']
 
 # %% ../nbs/09_browser.ipynb #aad3eafc
 HIST_LO, HIST_HI, HIST_PER_OCTAVE = -16, 16, 8  # log2 range and resolution of the activation histograms
@@ -443,7 +443,7 @@ def latent_figures(s:dict, # from `latent_summary`
                                      layout=dict(title='concept AUROC', xaxis=dict(range=[0, 1]), **lay))
     return figs
 
-# %% ../nbs/09_browser.ipynb #a2f790aa
+# %% ../nbs/09_browser.ipynb #543cd68c
 class FeatureBrowser:
     "An ipywidgets browser of an SAE's latents."
     def __init__(self, fs:FeatureStats, # the statistics (from `open_feature_stats`)
@@ -530,7 +530,7 @@ class FeatureBrowser:
     def _example_rows(self, ex:list, scale:float) -> list:
         "One row per example: a button that opens its sequence in the token view, and the shaded tokens."
         W, rows = self.W, []
-        for part in examples_html(ex, scale, parts=True):
+        for part in example_lines(ex, scale):
             if isinstance(part, str): rows.append(W.HTML(part)); continue
             e, line = part
             b = W.Button(description='▸', tooltip=f"show sequence {e['seq_id']} in the token view", layout=W.Layout(width='28px', height='22px', padding='0'))
@@ -569,19 +569,23 @@ class FeatureBrowser:
         from IPython.display import display
         display(self.widget)
 
-def examples_html(ex:list, # from `latent_examples`
+def example_lines(ex:list, # from `latent_examples`
                   scale:float, # the activation shown fully coloured (the latent's max)
-                  parts:bool=False, # return the pieces instead: group headers (str) and (example, its HTML line) pairs
-                 ):
-    "The examples as HTML: one line per example, grouped, tokens shaded by activation."
+                 ) -> list:
+    "The examples as HTML pieces: a header (str) before each group, and `(example, its line)` pairs with tokens shaded by activation."
     out, grp = [], None
     for e in ex:
         g = e['group'].split(' ')[0]
         if g != grp: out.append(f'<div style="margin-top:6px"><b>{"top activations" if g == "top" else "quantile samples"}</b></div>'); grp = g
         lab = e['group'] if g != 'top' else ''
         out.append((e, f'<div class="example">{e["act"]:.3f} <small>{html.escape(lab)}</small> {tokens_html(e["tokens"], e["acts"], scale, e["center"])}</div>'))
-    if parts: return out
-    return '<div class="examples">' + ''.join(o if isinstance(o, str) else o[1] for o in out) + '</div>'
+    return out
+
+def examples_html(ex:list, # from `latent_examples`
+                  scale:float, # the activation shown fully coloured (the latent's max)
+                 ) -> str:
+    "The examples as one HTML block: one line per example, grouped, tokens shaded by activation."
+    return '<div class="examples">' + ''.join(p if isinstance(p, str) else p[1] for p in example_lines(ex, scale)) + '</div>'
 
 # %% ../nbs/09_browser.ipynb #cf93ae02
 _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>

@@ -19,7 +19,7 @@ from .data import write_atomic
 __all__ = ['splice', 'sae_fn', 'store_sequences', 'reconstruction_metrics', 'downstream_metrics', 'spliced_grammaticality',
            'ConceptScores', 'concept_scores', 'concept_summary', 'plot_concept_heatmap', 'probe_ceilings',
            'synthetic_activations', 'recovery_scores', 'intervention_effect', 'causal_loss', 'evaluate_sae',
-           'density_figure', 'write_report', 'pareto_figure', 'saenb_eval']
+           'density_figure', 'write_report', 'plot_pareto', 'pareto_figure', 'saenb_eval']
 
 # %% ../nbs/08_eval.ipynb #0e36500e
 @contextmanager
@@ -577,39 +577,48 @@ def write_report(res:dict, # from `evaluate_sae`
     write_atomic(out/'report.html', lambda p: p.write_text(page))
     return out
 
-# %% ../nbs/08_eval.ipynb #d7c894f7
-def _front(x, y):
+# %% ../nbs/08_eval.ipynb #d56063ac
+def _front(x, y) -> list:
     "Indices of the points no other point beats (lower x and higher y), sorted by x."
-    order = np.argsort(x); best, keep = -np.inf, []
-    for i in order:
+    best, keep = -np.inf, []
+    for i in np.argsort(x, kind='stable'):
         if y[i] > best: keep.append(i); best = y[i]
     return keep
 
-def pareto_figure(evals:list, # `eval.json` paths, directories holding one, or dicts from `evaluate_sae`
-                 ):
-    "Plotly figure: L0 against explained variance and against loss recovered across SAEs, with the Pareto fronts."
+_COLOURS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b']
+
+def plot_pareto(df:pd.DataFrame, # one row per SAE: `arch`, `l0`, `explained_variance`, optionally `loss_recovered` and `label` (hover text)
+                title:str='Sparsity against reconstruction', # figure title
+               ):
+    "Plotly figure: L0 against explained variance (and loss recovered, where known), one colour per architecture, each with its Pareto front."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
+    ys = [('explained_variance', 'explained variance')] + ([('loss_recovered', 'loss recovered')] if 'loss_recovered' in df and df.loss_recovered.notna().any() else [])
+    fig = make_subplots(1, len(ys), subplot_titles=[f'L0 vs {t}' for _, t in ys])
+    text = df['label'] if 'label' in df else pd.Series([''] * len(df), index=df.index)
+    for j, (col, ytitle) in enumerate(ys, start=1):
+        for n, (arch, da) in enumerate(df.dropna(subset=[col]).groupby('arch')):
+            colour = _COLOURS[n % len(_COLOURS)]
+            fig.add_trace(go.Scatter(x=da.l0, y=da[col], mode='markers', name=arch, legendgroup=arch, showlegend=j == 1,
+                                     marker=dict(color=colour), text=text[da.index], hovertemplate='%{text}<br>L0=%{x:.2f}<br>%{y:.4f}'), 1, j)
+            f = da.iloc[_front(da.l0.values, da[col].values)]
+            fig.add_trace(go.Scatter(x=f.l0, y=f[col], mode='lines', line=dict(dash='dot', color=colour), legendgroup=arch, showlegend=False, hoverinfo='skip'), 1, j)
+        fig.update_xaxes(title_text='L0 (latents per token)', type='log', row=1, col=j)
+        fig.update_yaxes(title_text=ytitle, row=1, col=j)
+    return fig.update_layout(title=title, height=420)
+
+def pareto_figure(evals:list, # `eval.json` paths, directories holding one, or dicts from `evaluate_sae`
+                 ):
+    "`plot_pareto` of evaluated SAEs."
     rows = []
     for e in evals:
         if not isinstance(e, dict):
             p = Path(e); p = p/'eval.json' if p.is_dir() else p
             if not p.exists(): raise FileNotFoundError(f"no eval.json at {p}: run saenb_eval --sae DIR first")
             e = json.loads(p.read_text())
-        rows.append({'name': str(e.get('sae')), 'arch': e.get('arch'), 'l0': e['reconstruction']['l0'],
-                     'ev': e['reconstruction']['explained_variance'], 'lr': (e.get('downstream') or {}).get('loss_recovered')})
-    df = pd.DataFrame(rows)
-    fig = make_subplots(1, 2, subplot_titles=('L0 vs explained variance', 'L0 vs loss recovered'))
-    for j, col in enumerate(('ev', 'lr'), start=1):
-        d = df.dropna(subset=[col])
-        if not len(d): continue
-        for arch, da in d.groupby('arch'):
-            fig.add_trace(go.Scatter(x=da.l0, y=da[col], mode='markers', name=f"{arch}", text=da.name, legendgroup=arch, showlegend=j == 1), 1, j)
-        f = d.iloc[_front(d.l0.values, d[col].values)]
-        fig.add_trace(go.Scatter(x=f.l0, y=f[col], mode='lines', line=dict(dash='dot', color='grey'), name='Pareto front', showlegend=j == 1), 1, j)
-        fig.update_xaxes(title_text='L0', type='log', row=1, col=j)
-    fig.update_yaxes(title_text='explained variance', row=1, col=1); fig.update_yaxes(title_text='loss recovered', row=1, col=2)
-    return fig
+        rows.append({'label': str(e.get('sae')), 'arch': e.get('arch'), 'l0': e['reconstruction']['l0'],
+                     'explained_variance': e['reconstruction']['explained_variance'], 'loss_recovered': (e.get('downstream') or {}).get('loss_recovered')})
+    return plot_pareto(pd.DataFrame(rows))
 
 # %% ../nbs/08_eval.ipynb #c01e71f2
 @call_parse

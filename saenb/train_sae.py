@@ -18,9 +18,9 @@ import torch.distributed as dist
 
 # %% auto #0
 __all__ = ['SAETrainConfig', 'lr_factor', 'open_activations', 'validation_activations', 'build_sae', 'make_optimizer', 'RunData',
-           'save_sae_checkpoint', 'load_sae_checkpoint', 'SAETrainResult', 'sync_gradients', 'sync_buffers',
-           'broadcast_state', 'causal_term', 'SAERun', 'sae_step', 'sae_log', 'finish_run', 'save_run', 'train_sae',
-           'saenb_train_sae']
+           'save_sae_checkpoint', 'load_sae_checkpoint', 'SAETrainResult', 'run_config', 'sync_gradients',
+           'sync_buffers', 'broadcast_state', 'causal_term', 'SAERun', 'sae_step', 'sae_log', 'finish_run', 'save_run',
+           'train_sae', 'saenb_train_sae']
 
 # %% ../nbs/07_train_sae.ipynb #a8317474
 @dataclass
@@ -202,7 +202,7 @@ def load_sae_checkpoint(ckpt:Path, # a directory written by `save_sae_checkpoint
     opt.load_state_dict(t['optimizer']); torch.set_rng_state(t['rng'])
     return state['step'], state['scale'], state['history']
 
-# %% ../nbs/07_train_sae.ipynb #bf1ba763
+# %% ../nbs/07_train_sae.ipynb #e1ad5e9a
 @dataclass
 class SAETrainResult:
     "What `train_sae` returns."
@@ -214,6 +214,15 @@ class SAETrainResult:
 def _split_kwargs(kwargs:dict) -> tuple[dict, dict]:
     names = {f.name for f in fields(SAETrainConfig)}
     return {k: v for k, v in kwargs.items() if k in names}, {k: v for k, v in kwargs.items() if k not in names}
+
+def run_config(cfg:SAETrainConfig=None, # starting settings (default `SAETrainConfig()`)
+               **kwargs, # overrides: SAETrainConfig fields, and the architecture's settings (which go to `.sae`)
+              ) -> SAETrainConfig:
+    "A run's settings: `cfg` updated by keyword arguments, the trainer's fields set directly and the rest added to the architecture's `sae` settings."
+    tkw, skw = _split_kwargs(kwargs)
+    tc = SAETrainConfig(**{**asdict(cfg or SAETrainConfig()), **tkw})
+    tc.sae = {**tc.sae, **skw}
+    return tc
 
 def _num(v) -> float: return v.detach().item() if torch.is_tensor(v) else float(v)
 
@@ -398,7 +407,7 @@ def save_run(r:SAERun, # the finished run
         write_atomic(out/'train_config.json', lambda p: p.write_text(json.dumps(asdict(r.tc), indent=2)))
     return SAETrainResult(r.sae, hist, summary, out)
 
-# %% ../nbs/07_train_sae.ipynb #ba38a6d1
+# %% ../nbs/07_train_sae.ipynb #da1580f6
 def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, or `ActivationStore`
               out:str|Path=None, # directory to write the SAE to (and its checkpoint)
               cfg:SAETrainConfig=None, # trainer settings (keyword arguments override them)
@@ -412,9 +421,7 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
               **kwargs, # SAETrainConfig fields, and the architecture's settings (e.g. k=32)
              ) -> SAETrainResult:
     "Train an SAE on cached activations (data-parallel when run under `torchrun`)."
-    tkw, skw = _split_kwargs(kwargs)
-    tc = SAETrainConfig(**{**asdict(cfg or SAETrainConfig()), **tkw})
-    tc.sae = {**tc.sae, **skw}
+    tc = run_config(cfg, **kwargs)
     if distributed is None: distributed = int(os.environ.get('WORLD_SIZE', 1)) > 1
     rank, world, dev = setup_distributed(tc.device) if distributed else (0, 1, torch.device(tc.device))
     if tc.batch_size % world: raise ValueError(f"batch_size={tc.batch_size} must be divisible by the {world} processes: change --batch_size")
