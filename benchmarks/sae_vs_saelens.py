@@ -14,7 +14,7 @@ interpolated (in log L0) at that L0: reconstruction at matched sparsity.
 SAELens pins transformer-lens below 4, so it runs in its own virtual environment, which this script creates on first use
 (`benchmarks/.saelens_venv`, from the package index; nothing is downloaded at training time).
 
-    python benchmarks/sae_vs_saelens.py [--archs topk,relu] [--d_in 256] [--exp_factor 8] [--k 32] [--n_tokens 524288] [--lrs 1e-3,2e-3,4e-3,8e-3]
+    python benchmarks/sae_vs_saelens.py [--archs topk,relu] [--d_in 256] [--exp_factor 8] [--k 32] [--n_tokens 524288] [--lrs 1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3]
 """
 import argparse, json, os, subprocess, sys, tempfile
 from pathlib import Path
@@ -51,13 +51,14 @@ def run_json(cmd:list, env=None) -> dict:
     return json.loads(lines[-1])
 
 def _match_l0(run, c0:float, target:float, max_runs:int=7) -> list:
-    "Runs at L1 coefficients searched geometrically from `c0` until two of them bracket L0 = `target` (then one bisection)."
+    "Runs at L1 coefficients searched geometrically from `c0` until two of them bracket L0 = `target`, then bisected (at most `max_runs`) until the bracket is tight."
     runs = [run(c0)]
     while len(runs) < max_runs:
         lo = [r for r in runs if r['l0'] <= target]; hi = [r for r in runs if r['l0'] > target]
         if lo and hi:
             a, b = max(lo, key=lambda r: r['l0']), min(hi, key=lambda r: r['l0'])
-            if abs(np.log(a['l0'] / target)) < 0.1 or abs(np.log(b['l0'] / target)) < 0.1 or len(runs) >= 5: break
+            gaps = sorted(abs(np.log(r['l0'] / target)) for r in (a, b))
+            if gaps[0] < 0.1 and gaps[1] < 0.25: break  # a tight bracket: the interpolation's error is small
             runs.append(run(float(np.sqrt(a['knob'] * b['knob'])))); continue
         c = runs[-1]['knob'] * (4 if not lo else 0.25)  # L0 too high: more L1; too low: less
         runs.append(run(c))
@@ -79,7 +80,7 @@ def main():
     ap.add_argument('--relu_l0', type=float, default=None, help='L0 at which relu/standard are compared (default: k)')
     ap.add_argument('--relu_lr', type=float, default=4e-3, help='learning rate of the relu/standard runs')
     ap.add_argument('--batch_size', type=int, default=4096); ap.add_argument('--n_tokens', type=int, default=524288)
-    ap.add_argument('--lrs', default='1e-3,2e-3,4e-3,8e-3', help='learning rates tried for each tool (the best FVU of each is reported)'); ap.add_argument('--acts', default=None, help='an .npy [N, d] file to use instead of synthetic activations')
+    ap.add_argument('--lrs', default='1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3', help='learning rates tried for each tool (the best FVU of each is reported)'); ap.add_argument('--acts', default=None, help='an .npy [N, d] file to use instead of synthetic activations')
     ap.add_argument('--seed', type=int, default=0)
     a = ap.parse_args()
     if a.relu_l0 is None: a.relu_l0 = float(a.k)

@@ -335,6 +335,7 @@ class SAE(nn.Module):
     config_class = SAEConfig
     centers_input = True  # encoder sees x - b_dec (False for transcoders, whose b_dec lives in output space)
     _latent_axes = {'W_enc': 1, 'b_enc': 0, 'W_dec': 0}  # parameters with a latent axis (for resampling)
+    _bias_units = {'b_enc': 'in', 'b_dec': 'out'}  # biases measured in the units of the inputs ('in') or outputs ('out'): their learning rate scales with them
 
     def __init__(self, cfg:SAEConfig):
         super().__init__()
@@ -877,6 +878,7 @@ class GatedConfig(PenaltyConfig):
 
 class _GatedBase(SAE):
     _latent_axes = {'W_enc': 1, 'b_gate': 0, 'b_mag': 0, 'r_mag': 0, 'W_dec': 0}
+    _bias_units = {'b_gate': 'in', 'b_mag': 'in', 'b_dec': 'out'}
     def build(self, g):
         c = self.cfg
         W_dec = _unit_rows((c.d_sae, c.d_out), g)
@@ -987,6 +989,7 @@ class HardConcreteSAE(_HardConcreteMixin, SAE):
             self.W_gate = nn.Parameter(self.W_enc.detach().clone())
             self.b_gate = nn.Parameter(torch.full((c.d_sae,), c.gate_init))
             self._latent_axes = {**SAE._latent_axes, 'W_gate': 1, 'b_gate': 0}
+            self._bias_units = {**SAE._bias_units, 'b_gate': 'in'}
         else:
             self.gate_logits = nn.Parameter(torch.full((c.d_sae,), c.gate_init))
             self._latent_axes = {**SAE._latent_axes, 'gate_logits': 0}

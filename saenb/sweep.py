@@ -30,8 +30,8 @@ _SHARED = ('n_tokens', 'batch_size', 'grad_accum', 'seed', 'normalize', 'device'
 
 class _Member(SAERun):
     "One SAE of an ensemble: a `train_sae` run plus its key, its random state, its progress, and its view of the shared batches."
-    def __init__(self, key, tc:SAETrainConfig, sae:SAE, rng:torch.Tensor, view=None, val=(None, None)):
-        super().__init__(tc, sae, make_optimizer(sae, tc))
+    def __init__(self, key, tc:SAETrainConfig, sae:SAE, rng:torch.Tensor, view=None, val=(None, None), norms=(1.0, None)):
+        super().__init__(tc, sae, make_optimizer(sae, tc, *norms))
         self.key, self.rng, self.stopped, self.steps = key, rng, False, 0
         self.view = view or (lambda xs, ys: (xs, ys))  # shared micro-batches -> this member's (inputs, targets)
         self.val_x, self.val_y = val  # this member's scaled validation inputs and targets
@@ -119,7 +119,7 @@ def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` f
         except (ValueError, TypeError) as e:
             if errors is None: raise ValueError(f"ensemble member {key!r}: {e}") from e
             errors[key] = e; continue
-        ms.append(_Member(key, tc, sae, torch.get_rng_state(), val=(vx, vy)))
+        ms.append(_Member(key, tc, sae, torch.get_rng_state(), val=(vx, vy), norms=data.norms))
     if not ms: raise ValueError("no ensemble member could be built: see the errors")
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=base.bf16)
     secs = _train_members(ms, data.steps(base, dev), base.n_steps, amp, f"train ensemble of {len(ms)} SAEs", progress, callback)
@@ -189,7 +189,9 @@ def train_saes_on_model(model, # a `TransformerBridge`
         rx, ry = rx.to(dev), ry.to(dev) if ry is not None else None
         try: sae = build_sae(tc, ix, iy, dev)
         except (ValueError, TypeError) as e: raise ValueError(f"SAE {name!r}: {e}") from e
-        ms.append(_Member(name, tc, sae, torch.get_rng_state(), view=view, val=(rx * scale, ry * tscale if ry is not None else None)))
+        in_norm = scale * float(np.mean([norms[h] for h in hooks]))
+        ms.append(_Member(name, tc, sae, torch.get_rng_state(), view=view, val=(rx * scale, ry * tscale if ry is not None else None),
+                          norms=(in_norm, tscale * norms[target] if target else in_norm)))
         finals[name] = dict(val_x=rx, val_y=ry, scale=scale, tscale=tscale, extra={'hook': hooks if stacked else hooks[0], **({'target': target} if target else {})})
     epochs = math.ceil(base.n_steps * base.batch_size * base.grad_accum / max(len(src), 1)) + 1
     stream = src.batches(base.batch_size, shuffle=True, seed=base.seed, epochs=epochs, buffer_rows=max(2**16, base.batch_size), device=dev)

@@ -38,6 +38,7 @@ class SAETrainConfig:
     min_lr_frac:float=0.0 # floor of 'cosine'
     beta1:float=0.9 # Adam beta1
     beta2:float=0.999 # Adam beta2
+    bias_lr:float=None # learning rate of the biases as a multiple of lr (default: the mean norm of the activations they are measured in; see `make_optimizer`)
     max_grad_norm:float=1.0 # gradient clipping (0 disables)
     grad_accum:int=1 # batches per optimizer step
     normalize:bool=True # scale inputs to mean norm sqrt(d_in) while training; folded into the weights at save
@@ -117,11 +118,19 @@ def build_sae(tc:SAETrainConfig, # the run's settings (architecture, size, seed,
 
 # %% ../nbs/07_train_sae.ipynb #fcc2734e
 def make_optimizer(sae:SAE, # the SAE to train
-                   tc:SAETrainConfig, # its settings (lr, beta1, beta2)
+                   tc:SAETrainConfig, # its settings (lr, bias_lr, beta1, beta2)
+                   in_norm:float=1.0, # mean norm of the inputs as the SAE sees them while training
+                   out_norm:float=None, # mean norm of its reconstruction targets (default: `in_norm`)
                   ) -> torch.optim.Optimizer:
-    "Adam over the SAE's parameters (fused where available)."
+    "Adam over the SAE's parameters (fused where available); each group's `lr_mult` scales `tc.lr`: biases step in the units of the activations they live in."
+    units = {'in': in_norm, 'out': in_norm if out_norm is None else out_norm}
+    groups = {}
+    for n, p in sae.named_parameters():
+        u = sae._bias_units.get(n)
+        groups.setdefault(1.0 if u is None else float(units[u] if tc.bias_lr is None else tc.bias_lr), []).append(p)
     dev = next(sae.parameters()).device.type
-    return torch.optim.Adam(sae.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), **({'fused': True} if dev in ('cpu', 'cuda') else {}))
+    return torch.optim.Adam([{'params': ps, 'lr_mult': m} for m, ps in groups.items()], lr=tc.lr, betas=(tc.beta1, tc.beta2),
+                            **({'fused': True} if dev in ('cpu', 'cuda') else {}))
 
 # %% ../nbs/07_train_sae.ipynb #b337a0d2
 @dataclass
@@ -148,6 +157,12 @@ class RunData:
         val_y = tstore[torch.arange(len(val_x))].float() if tstore is not None else None
         return cls(store, tstore, scale, tscale, val_x, val_y, in_sample)
 
+    @property
+    def norms(self) -> tuple:
+        "Mean norms of the inputs and targets as the SAE sees them (times their scales), for `make_optimizer`."
+        n = self.scale * float(self.store.stats['mean_norm'])
+        return n, (self.tscale * float(self.tstore.stats['mean_norm']) if self.tstore is not None else n)
+
     def build_sae(self, tc:SAETrainConfig, dev:torch.device) -> SAE:
         "The run's SAE, built from its seed and initialised on the first 16,384 rows of a seeded permutation."
         idx = torch.randperm(len(self.store), generator=torch.Generator().manual_seed(tc.seed))[:min(len(self.store), 16384)]
@@ -168,7 +183,7 @@ class RunData:
 
 # %% ../nbs/07_train_sae.ipynb #4a610871
 _RESUME_MUST_MATCH = ('arch', 'exp_factor', 'd_sae', 'n_tokens', 'batch_size', 'lr', 'lr_schedule', 'warmup_steps',
-                      'decay_frac', 'min_lr_frac', 'grad_accum', 'normalize', 'seed', 'sae')
+                      'decay_frac', 'min_lr_frac', 'bias_lr', 'grad_accum', 'normalize', 'seed', 'sae')
 
 def save_sae_checkpoint(ckpt:Path, # checkpoint directory to (re)write
                         sae:SAE, # the SAE being trained
@@ -328,7 +343,7 @@ def sae_step(r:SAERun, # the run
             ) -> dict:
     "One optimizer step: learning rate, loss and backward per micro-batch, clipping, Adam, `after_step`, resampling; returns the loss dict."
     tc, sae, opt = r.tc, r.sae, r.opt
-    for g in opt.param_groups: g['lr'] = tc.lr * lr_factor(step, tc.n_steps, tc.lr_schedule, tc.warmup_steps, tc.decay_frac, tc.min_lr_frac)
+    for g in opt.param_groups: g['lr'] = tc.lr * g.get('lr_mult', 1.0) * lr_factor(step, tc.n_steps, tc.lr_schedule, tc.warmup_steps, tc.decay_frac, tc.min_lr_frac)
     fired, n_tok = None, 0
     for x, y in zip(xs, ys):
         with torch.autocast(**amp): o = sae.loss(x, target=y, step=step, total_steps=tc.n_steps)
@@ -427,7 +442,7 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
     if tc.batch_size % world: raise ValueError(f"batch_size={tc.batch_size} must be divisible by the {world} processes: change --batch_size")
     data = RunData.open(acts, tc, val_acts, target_acts)
     sae = data.build_sae(tc, dev)
-    opt = make_optimizer(sae, tc)
+    opt = make_optimizer(sae, tc, *data.norms)
     run = SAERun(tc, sae, opt, world=world)
     if tc.causal_coeff: run.causal = causal_term(data.store, model, data.scale, tc.causal_rows, tc.seed + rank, device=dev)
     n_steps = tc.n_steps
