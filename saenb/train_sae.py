@@ -38,6 +38,7 @@ class SAETrainConfig:
     min_lr_frac:float=0.0 # floor of 'cosine'
     beta1:float=0.9 # Adam beta1
     beta2:float=0.999 # Adam beta2
+    dec_lr:float=2.0 # learning rate of the decoder weights as a multiple of lr
     bias_lr:float=None # learning rate of the biases as a multiple of lr (default: the mean norm of the activations they are measured in; see `make_optimizer`)
     max_grad_norm:float=1.0 # gradient clipping (0 disables)
     grad_accum:int=1 # batches per optimizer step
@@ -127,7 +128,8 @@ def make_optimizer(sae:SAE, # the SAE to train
     groups = {}
     for n, p in sae.named_parameters():
         u = sae._bias_units.get(n)
-        groups.setdefault(1.0 if u is None else float(units[u] if tc.bias_lr is None else tc.bias_lr), []).append(p)
+        m = float(units[u] if tc.bias_lr is None else tc.bias_lr) if u is not None else (tc.dec_lr if n == 'W_dec' else 1.0)
+        groups.setdefault(m, []).append(p)
     dev = next(sae.parameters()).device.type
     return torch.optim.Adam([{'params': ps, 'lr_mult': m} for m, ps in groups.items()], lr=tc.lr, betas=(tc.beta1, tc.beta2),
                             **({'fused': True} if dev in ('cpu', 'cuda') else {}))
@@ -183,7 +185,7 @@ class RunData:
 
 # %% ../nbs/07_train_sae.ipynb #4a610871
 _RESUME_MUST_MATCH = ('arch', 'exp_factor', 'd_sae', 'n_tokens', 'batch_size', 'lr', 'lr_schedule', 'warmup_steps',
-                      'decay_frac', 'min_lr_frac', 'bias_lr', 'grad_accum', 'normalize', 'seed', 'sae')
+                      'decay_frac', 'min_lr_frac', 'bias_lr', 'dec_lr', 'grad_accum', 'normalize', 'seed', 'sae')
 
 def save_sae_checkpoint(ckpt:Path, # checkpoint directory to (re)write
                         sae:SAE, # the SAE being trained
