@@ -181,7 +181,8 @@ def train_saes_on_model(model, # a `TransformerBridge`
         if 'hooks' in s: tc.sae.setdefault('n_layers', len(hooks))  # stacked SAEs (staircase, noshare): one layer per hook
         stacked = 'hooks' in s
         d = [src.slices[h].stop - src.slices[h].start for h in hooks]
-        scale = math.sqrt(d[0]) / float(np.mean([norms[h] for h in hooks])) if tc.normalize else 1.0
+        raw_norm = float(np.mean([norms[h] for h in hooks]))  # mean norm of the member's raw inputs
+        scale = math.sqrt(d[0]) / raw_norm if tc.normalize else 1.0
         tscale = (math.sqrt(src.slices[target].stop - src.slices[target].start) / norms[target] if tc.normalize else 1.0) if target else scale
         view = _hook_view(hooks, target, src.slices, scale, tscale, stacked)
         (ix,), (iy,) = view([x0], [None])
@@ -189,7 +190,7 @@ def train_saes_on_model(model, # a `TransformerBridge`
         rx, ry = rx.to(dev), ry.to(dev) if ry is not None else None
         try: sae = build_sae(tc, ix, iy, dev)
         except (ValueError, TypeError) as e: raise ValueError(f"SAE {name!r}: {e}") from e
-        in_norm = scale * float(np.mean([norms[h] for h in hooks]))
+        in_norm = scale * raw_norm
         ms.append(_Member(name, tc, sae, torch.get_rng_state(), view=view, val=(rx * scale, ry * tscale if ry is not None else None),
                           norms=(in_norm, tscale * norms[target] if target else in_norm)))
         finals[name] = dict(val_x=rx, val_y=ry, scale=scale, tscale=tscale, extra={'hook': hooks if stacked else hooks[0], **({'target': target} if target else {})})
