@@ -1,6 +1,7 @@
 """saenb against SAELens: the same activation file, architecture, width, k (or L1 coefficient), batch size and token budget,
 trained side by side in the same run. Prints one JSON line: tokens/s of each and their ratio, validation FVU and L0 of each,
-and achieved FLOP/s as a fraction of this machine's measured fp32 and bf16 matmul peaks.
+and achieved FLOP/s (the products a step needs, counted the same for both tools) as a fraction of this machine's measured
+fp32 and bf16 matmul peaks.
 
 The two tools parametrise the decoder differently (saenb: unit-norm rows; SAELens: rows at norm 0.1 with activations rescaled
 by the norm), so one learning rate means different effective step sizes. Each tool is therefore trained at every learning rate
@@ -10,6 +11,9 @@ own best setting, speed (tokens/s, the median over the runs) does not depend on 
 For relu/standard the L1 coefficient means different sparsity in the two tools (their loss scales differ), so each tool's
 coefficient is searched (geometric bisection, at `--relu_lr`) until its L0 brackets `--relu_l0`, and the FVU of each is
 interpolated (in log L0) at that L0: reconstruction at matched sparsity.
+
+SAELens trains in fp32 unless asked for autocast; it is also run once with its bf16 autocast at its best setting, and saenb's
+speed against that is reported too (`speedup_vs_saelens_bf16`).
 
 SAELens pins transformer-lens below 4, so it runs in its own virtual environment, which this script creates on first use
 (`benchmarks/.saelens_venv`, from the package index; nothing is downloaded at training time).
@@ -95,9 +99,9 @@ def main():
               'n_tokens': a.n_tokens, 'peak_fp32_flops': peak32, 'peak_bf16_flops': peak16}
     lrs = [float(v) for v in a.lrs.split(',')]
     record['lrs'] = lrs
-    def saelens(arch, knob, lr):
+    def saelens(arch, knob, lr, autocast=False):
         return {**run_json([py, str(HERE/'_saelens_worker.py'), str(tmp/'train.npy'), str(tmp/'val.npy'), 'topk' if arch != 'relu' else 'standard',
-                            str(d_sae), str(knob), str(a.batch_size), str(a.n_tokens), str(lr), '0', str(a.seed)]), 'lr': lr, 'knob': knob}
+                            str(d_sae), str(knob), str(a.batch_size), str(a.n_tokens), str(lr), str(int(autocast)), str(a.seed)]), 'lr': lr, 'knob': knob}
     def saenb(arch, knob, lr):
         sae_args = ['--k', str(knob)] if arch != 'relu' else ['--sparsity_coeff', str(knob)]
         return {**run_json(['saenb_train_sae', '--acts', str(tmp/'train.npy'), '--val_acts', str(tmp/'val.npy'), '--arch', arch, *sae_args,
@@ -112,18 +116,25 @@ def main():
             sl, ours = min(sls, key=lambda r: r['fvu']), min(ourss, key=lambda r: r['fvu'])
         sl['tokens_per_s'] = float(np.median([r['tokens_per_s'] for r in sls]))
         ours['tokens_per_s'] = float(np.median([r['tokens_per_s'] for r in ourss]))
-        enc = 6 * d_in * d_sae                                     # encoder forward + backward, per token
-        dec_dense, dec_sparse = 6 * d_sae * d_in, 6 * a.k * d_in   # decoder: dense, or only the k active rows
-        ours_flops = (enc + (dec_sparse if arch in ('topk', 'batchtopk') else dec_dense)) * ours['tokens_per_s']
-        sl_flops = (enc + dec_dense) * sl['tokens_per_s']
+        # SAELens with its own bf16 autocast (off by default there), once, at its best setting: speed at equal precision
+        near = min(sls, key=lambda r: abs(np.log(max(r['l0'], 1e-9) / a.relu_l0))) if arch == 'relu' else sl
+        sl16 = saelens(arch, near['knob'], near['lr'], autocast=True)
+        # the work a step needs, per token, counted the same for both tools: the encoder's forward and weight gradient
+        # (the input gradient is not needed), and the decoder's forward and both gradients, dense for relu, over the
+        # k active rows for topk
+        enc = 4 * d_in * d_sae
+        dec = 6 * (a.k if arch in ('topk', 'batchtopk') else d_sae) * d_in
+        ours_flops, sl_flops = (enc + dec) * ours['tokens_per_s'], (enc + dec) * sl['tokens_per_s']
         record[arch] = {'saenb_tokens_per_s': ours['tokens_per_s'], 'saelens_tokens_per_s': sl['tokens_per_s'],
                         'speedup': ours['tokens_per_s'] / sl['tokens_per_s'],
+                        'saelens_bf16_tokens_per_s': sl16['tokens_per_s'], 'speedup_vs_saelens_bf16': ours['tokens_per_s'] / sl16['tokens_per_s'],
+                        'saelens_bf16_fvu': sl16['fvu'], 'saelens_bf16_l0': sl16['l0'],
                         'saenb_fvu': ours['fvu'], 'saelens_fvu': sl['fvu'], 'saenb_l0': ours['l0'], 'saelens_l0': sl['l0'],
                         'saenb_best_lr': ours['lr'], 'saelens_best_lr': sl['lr'],
                         'saenb_runs': [{k: round(r[k], 4) for k in ('lr', 'knob', 'fvu', 'l0')} for r in ourss],
                         'saelens_runs': [{k: round(r[k], 4) for k in ('lr', 'knob', 'fvu', 'l0')} for r in sls],
                         'saenb_flops_frac_fp32_peak': ours_flops / peak32, 'saenb_flops_frac_bf16_peak': ours_flops / peak16,
-                        'saelens_flops_frac_fp32_peak': sl_flops / peak32}
+                        'saelens_flops_frac_fp32_peak': sl_flops / peak32, 'saelens_flops_frac_bf16_peak': sl_flops / peak16}
     emit(record)
 
 if __name__ == '__main__': main()

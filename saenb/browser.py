@@ -73,8 +73,7 @@ def firing_pairs(sae:SAE, # the SAE, taking raw activations
                 ) -> tuple:
     "The firing (activation > 0) entries of `sae.encode(x)` as flat `(row, latent, activation)` tensors; sparse for TopK SAEs."
     if _is_sparse_topk(sae):  # the k largest pre-activations are the codes: no dense [n, d_sae] codes, no second product
-        vals, idx = sae.pre_acts(x).topk(sae.cfg.k, dim=-1, sorted=False)
-        if sae.cfg.relu_after_topk: vals = vals.clamp_min(0)
+        idx, vals, _ = sae.choose(sae.pre_acts(x), sae.cfg.k)
         rows = torch.arange(len(x))[:, None].expand_as(idx)
         m = vals > 0
         return rows[m], idx[m], vals[m].float()

@@ -4,7 +4,8 @@
 
 # %% ../nbs/06_sae.ipynb #815f8ff3
 from __future__ import annotations
-import json, math, os, shutil, sys, tempfile, warnings
+import ctypes, functools, hashlib, json, math, os, platform, re, shutil, subprocess, sys, sysconfig, tempfile, warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
@@ -19,9 +20,10 @@ from .data import write_atomic
 # %% auto #0
 __all__ = ['SPARSITY_MODES', 'SAE_REGISTRY', 'AUX_NORMS', 'HC_L', 'HC_R', 'SAENB_FORMAT', 'SAE_FORMATS', 'SAELENS_ARCHS',
            'SAELENS_FORMAT_VERSION', 'SAEConfig', 'PenaltyConfig', 'register_sae', 'make_sae', 'geometric_median',
-           'sparse_decode', 'sparse_encode', 'keep_latents', 'DeadLatentTracker', 'SparsityController', 'FixedCoeff',
-           'TargetL0Quadratic', 'DualAscent', 'KDecay', 'make_controller', 'SAE', 'synthetic_sparse_data', 'ReLUConfig',
-           'ReLUSAE', 'TopKConfig', 'auxk_loss', 'TopKSAE', 'BatchTopKConfig', 'BatchTopKSAE', 'JumpReLUFn', 'StepFn',
+           'pre_activations', 'compile_c', 'sparse_decode', 'sparse_encode', 'keep_latents', 'pack_rows', 'fast_topk',
+           'nonzeros_per_latent', 'DeadLatentTracker', 'SparsityController', 'FixedCoeff', 'TargetL0Quadratic',
+           'DualAscent', 'KDecay', 'make_controller', 'SAE', 'synthetic_sparse_data', 'ReLUConfig', 'ReLUSAE',
+           'TopKConfig', 'auxk_loss', 'TopKSAE', 'BatchTopKConfig', 'BatchTopKSAE', 'JumpReLUFn', 'StepFn',
            'JumpReLUConfig', 'JumpReLUSAE', 'LagrangianConfig', 'LagrangianSAE', 'GatedConfig', 'GatedSAE',
            'hard_concrete_gate', 'expected_l0', 'HardConcreteConfig', 'HardConcreteSAE', 'GatedHardConcreteSAE',
            'MatryoshkaConfig', 'MatryoshkaSAE', 'StaircaseConfig', 'StaircaseSAE', 'NoShareSAE', 'TranscoderConfig',
@@ -133,6 +135,251 @@ def geometric_median(x:torch.Tensor, # points `[N, d]`
         m = (w[:, None] * x).sum(0) / w.sum()
     return m
 
+# %% ../nbs/06_sae.ipynb #bf37b799
+def _amp_dtype(t:torch.Tensor, default:torch.dtype) -> torch.dtype:
+    "The autocast dtype for `t`'s device if autocast is on there, else `default`."
+    dev = t.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else default
+
+class _PreActivations(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, W, b, c):
+        dt = _amp_dtype(x, W.dtype)
+        xl = (x if c is None else x - c).to(dt).reshape(-1, W.shape[0])
+        pre = xl @ W.to(dt) if b is None else torch.addmm(b.to(dt), xl, W.to(dt))
+        ctx.save_for_backward(xl, W)
+        ctx.has_b, ctx.has_c = b is not None, c is not None
+        return pre.reshape(*x.shape[:-1], W.shape[1])
+
+    @staticmethod
+    def backward(ctx, g):
+        xl, W = ctx.saved_tensors
+        g2 = g.reshape(-1, W.shape[1])
+        need_x, need_W, need_b, need_c = ctx.needs_input_grad
+        gsum = g2.sum(0).float() if (need_b and ctx.has_b) or (need_c and ctx.has_c) else None
+        gx = (g2 @ W.to(g2.dtype).t()).reshape(*g.shape[:-1], W.shape[0]) if need_x else None
+        gW = xl.t() @ g2.to(xl.dtype) if need_W else None
+        gb = gsum if need_b and ctx.has_b else None
+        gc = -(W @ gsum) if need_c and ctx.has_c else None
+        return gx, gW, gb, gc
+
+def pre_activations(x:torch.Tensor, # inputs `[..., d_in]`
+                    W_enc:torch.Tensor, # encoder `[d_in, d_sae]`
+                    b_enc:torch.Tensor=None, # encoder bias `[d_sae]`, added if given
+                    b_dec:torch.Tensor=None, # subtracted from the inputs first, if given
+                   ) -> torch.Tensor: # `[..., d_sae]`
+    "`(x - b_dec) @ W_enc + b_enc`, with `b_dec`'s gradient from the sum of the output gradients (no input-sized gradient unless `x` needs one)."
+    return _PreActivations.apply(x, W_enc, b_enc, b_dec)
+
+# %% ../nbs/06_sae.ipynb #765e629c
+_KERNELS_C = r"""
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+/* ---- top-k of rows */
+
+/* order-preserving int32 keys of fp32 bit patterns: a < b as floats iff key(a) < key(b) as int32 (NaN aside) */
+static inline int32_t key_of(uint32_t u) { int32_t s = (int32_t)u; return s ^ ((s >> 31) & 0x7fffffff); }
+
+static inline int32_t count_ge(const int32_t *keys, int32_t c, int32_t t) {
+    int32_t cnt = 0;
+    for (int32_t i = 0; i < c; i++) cnt += keys[i] >= t;
+    return cnt;
+}
+
+/* the k-th largest of keys[0..c) by bisection, keeping count(>= lo) >= k and count(>= hi) < k */
+static int32_t kth_largest(const int32_t *keys, int32_t c, int32_t k, int64_t lo, int64_t hi) {
+    while (hi - lo > 1) {
+        int32_t mid = (int32_t)(lo + (hi - lo) / 2);
+        if (count_ge(keys, c, mid) >= k) lo = mid; else hi = mid;
+    }
+    return (int32_t)lo;
+}
+
+/* Top k of one row of n keys, indices into out (unordered). Column j falls in group j % G; T0, the k-th largest group
+   maximum, bounds the k-th largest key from below (k groups hold a key >= T0), so only keys >= T0 are candidates.
+   Scratch: gm (2k keys), ck and ci (n each). */
+static void row_topk(const int32_t *key, int32_t n, int32_t k, int64_t *out, int32_t *gm, int32_t *ck, int32_t *ci) {
+    int32_t G = n >= 4 * k ? 2 * k : k, R = n / G;
+    for (int32_t g = 0; g < G; g++) gm[g] = key[g];
+    for (int32_t r = 1; r < R; r++) { const int32_t *p = key + r * G; for (int32_t g = 0; g < G; g++) gm[g] = p[g] > gm[g] ? p[g] : gm[g]; }
+    for (int32_t j = R * G; j < n; j++) gm[j - R * G] = key[j] > gm[j - R * G] ? key[j] : gm[j - R * G];
+    int32_t mn = gm[0], mx = gm[0];
+    for (int32_t g = 1; g < G; g++) { mn = gm[g] < mn ? gm[g] : mn; mx = gm[g] > mx ? gm[g] : mx; }
+    int32_t T0 = G == k ? mn : kth_largest(gm, G, k, mn, (int64_t)mx + 1);
+    int32_t c = 0, i = 0;
+#if defined(__AVX512F__)
+    __m512i t = _mm512_set1_epi32(T0), io = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), step = _mm512_set1_epi32(16);
+    for (; i + 16 <= n; i += 16) {
+        __m512i v = _mm512_loadu_si512(key + i);
+        __mmask16 m = _mm512_cmpge_epi32_mask(v, t);
+        _mm512_mask_compressstoreu_epi32(ck + c, m, v);
+        _mm512_mask_compressstoreu_epi32(ci + c, m, io);
+        c += __builtin_popcount(m); io = _mm512_add_epi32(io, step);
+    }
+#endif
+    for (; i < n; i++) { ck[c] = key[i]; ci[c] = i; c += key[i] >= T0; }
+    int32_t T = c == k ? T0 : kth_largest(ck, c, k, T0, (int64_t)mx + 1), o = 0;
+    for (int32_t j = 0; j < c; j++) if (ck[j] > T) out[o++] = ci[j];
+    for (int32_t j = 0; j < c && o < k; j++) if (ck[j] == T) out[o++] = ci[j];
+}
+
+/* each row of x [N, n] (row stride ld): indices to out_i [N, k], values to out_v; 0 on success */
+#define TOPK_ROWS(NAME, T, BITS) \
+int NAME(const T *x, int64_t ld, int64_t N, int64_t n, int64_t k, int64_t *out_i, T *out_v) { \
+    int failed = 0; \
+    _Pragma("omp parallel if (N * n >= 65536)") \
+    { \
+        int32_t *key = malloc(sizeof(int32_t) * (3 * n + 2 * k)); \
+        if (!key) failed = 1; \
+        else { \
+            int32_t *ck = key + n, *ci = ck + n, *gm = ci + n; \
+            _Pragma("omp for schedule(static)") \
+            for (int64_t r = 0; r < N; r++) { \
+                const T *row = x + r * ld; \
+                for (int64_t i = 0; i < n; i++) key[i] = key_of(BITS(row[i])); \
+                row_topk(key, (int32_t)n, (int32_t)k, out_i + r * k, gm, ck, ci); \
+                for (int64_t j = 0; j < k; j++) out_v[r * k + j] = row[out_i[r * k + j]]; \
+            } \
+            free(key); \
+        } \
+    } \
+    return failed; \
+}
+#define F32_BITS(v) (v)
+#define BF16_BITS(v) ((uint32_t)(v) << 16)
+TOPK_ROWS(topk_f32, uint32_t, F32_BITS)
+TOPK_ROWS(topk_bf16, uint16_t, BF16_BITS)
+
+/* ---- nonzeros per column: cnt[j] = the rows i of x [N, S] (row stride ld) with x[i, j] != 0 (-0 counts as 0) */
+#define COL_NONZEROS(NAME, T, MASK) \
+int NAME(const T *x, int64_t ld, int64_t N, int64_t S, int64_t *cnt) { \
+    int failed = 0; \
+    memset(cnt, 0, sizeof(int64_t) * S); \
+    _Pragma("omp parallel if (N * S >= 65536)") \
+    { \
+        int32_t *c = calloc(S, sizeof(int32_t)); \
+        if (!c) failed = 1; \
+        else { \
+            _Pragma("omp for schedule(static) nowait") \
+            for (int64_t i = 0; i < N; i++) { const T *row = x + i * ld; for (int64_t j = 0; j < S; j++) c[j] += (row[j] & MASK) != 0; } \
+            _Pragma("omp critical") \
+            for (int64_t j = 0; j < S; j++) cnt[j] += c[j]; \
+            free(c); \
+        } \
+    } \
+    return failed; \
+}
+COL_NONZEROS(nonzeros_f32, uint32_t, 0x7fffffffu)
+COL_NONZEROS(nonzeros_bf16, uint16_t, 0x7fff)
+
+/* ---- sparse products (fp32; W rows of D floats) */
+
+/* out[t, j] = A[t] . W[idx[t, j]] for the N tokens t */
+int gather_dot(const float *A, const float *W, const int64_t *idx, int64_t N, int64_t k, int64_t D, float *out) {
+    _Pragma("omp parallel for schedule(static) if (N * k * D >= 65536)")
+    for (int64_t t = 0; t < N; t++) {
+        const float *a = A + t * D;
+        for (int64_t j = 0; j < k; j++) {
+            const float *w = W + idx[t * k + j] * D; float s = 0;
+            _Pragma("omp simd reduction(+:s)") for (int64_t d = 0; d < D; d++) s += a[d] * w[d];
+            out[t * k + j] = s;
+        }
+    }
+    return 0;
+}
+
+/* out[r] = sum over (t, j) with idx[t, j] = r of vals[t, j] * M[t], for the R output rows; each thread owns a block of
+   output rows and scans every (t, j) for its own */
+int scatter_rows(const int64_t *idx, const float *vals, const float *M, int64_t N, int64_t k, int64_t D, float *out, int64_t R) {
+    _Pragma("omp parallel if (N * k * D >= 65536)")
+    {
+        int64_t nt = 1, id = 0;
+#if defined(_OPENMP)
+        nt = omp_get_num_threads(); id = omp_get_thread_num();
+#endif
+        int64_t r0 = R * id / nt, r1 = R * (id + 1) / nt;
+        memset(out + r0 * D, 0, sizeof(float) * (r1 - r0) * D);
+        for (int64_t t = 0; t < N; t++) {
+            const float *m = M + t * D;
+            for (int64_t j = 0; j < k; j++) {
+                int64_t r = idx[t * k + j];
+                if (r < r0 || r >= r1) continue;
+                float *o = out + r * D; float v = vals[t * k + j];
+                _Pragma("omp simd") for (int64_t d = 0; d < D; d++) o[d] += v * m[d];
+            }
+        }
+    }
+    return 0;
+}
+"""
+
+# the best the compiler takes: OpenMP threads (bound to the OpenMP runtime torch has loaded, so torch.set_num_threads
+# governs them too) and the CPU's own instructions, else less
+_C_FLAGS = (['-march=native', '-fopenmp'], ['-fopenmp'], ['-march=native', '-fopenmp-simd'], ['-fopenmp-simd'], [])
+
+def _kernel_dir() -> Path: return Path(os.environ.get('SAENB_KERNEL_DIR') or Path.home()/'.cache'/'saenb'/'kernels')
+
+def _build_c(src:str, name:str, lib:Path) -> bool:
+    "Compile `src` into `lib` with the first C compiler and flags that work; False if none does."
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    ccs = dict.fromkeys(c.split()[0] for c in (os.environ.get('CC'), sysconfig.get_config_var('CC'), 'cc', 'gcc', 'clang') if c)
+    with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+        c_file, so = Path(tmp)/f'{name}.c', Path(tmp)/f'{name}.so'
+        c_file.write_text(src)
+        for cc, flags in ((cc, f) for cc in ccs if shutil.which(cc) for f in _C_FLAGS):
+            r = subprocess.run([cc, '-O3', *flags, '-std=c99', '-shared', '-fPIC', str(c_file), '-o', str(so)], capture_output=True)
+            if r.returncode == 0:
+                os.replace(so, lib)  # atomic: concurrent builds each rename a complete file
+                return True
+    return False
+
+def compile_c(src:str, # C source
+              name:str, # library name (the cached file is `{name}-{hash}.so`)
+             ) -> ctypes.CDLL|None: # the loaded library, or None if no C compiler could build it
+    "Build C source `src` into a shared library with the machine's C compiler, cache it under `_kernel_dir()` (or a private temporary directory if that is not writable), and load it."
+    key = hashlib.sha256('\0'.join([src, repr(_C_FLAGS), platform.machine(), platform.node()]).encode()).hexdigest()[:16]
+    for d in (_kernel_dir(), Path(tempfile.gettempdir())/f'saenb-kernels-{os.getuid()}'):
+        lib = d/f'{name}-{key}.so'
+        if d.exists() and d.stat().st_uid != os.getuid(): continue  # load only libraries this user built
+        try:
+            if not lib.exists() and not _build_c(src, name, lib): return None
+            return ctypes.CDLL(str(lib))
+        except OSError: continue  # a directory we cannot write, or a library that does not load
+    return None
+
+def _c_signatures(src:str) -> dict:
+    "`{function: its parameters}` of the `int f(...)` functions in C source `src`, including those a `#define M(NAME, ...)` macro defines where `M(name, ...)` instantiates it: a pointer becomes `c_void_p`, anything else `c_int64`."
+    protos = {f: ps for f, ps in re.findall(r'^int (\w+)\(([^)]*)\)', src, re.M) if f != 'NAME'}
+    for macro, params in re.findall(r'^#define (\w+)\(NAME[^)]*\) \\\nint NAME\(([^)]*)\)', src, re.M):
+        protos.update({name: params for name in re.findall(rf'^{macro}\((\w+),', src, re.M)})
+    return {f: [ctypes.c_void_p if '*' in a else ctypes.c_int64 for a in ps.split(',')] for f, ps in protos.items()}
+
+@functools.cache
+def _kernels() -> dict|None:
+    "saenb's compiled CPU kernels by name, or None (no C compiler, or `SAENB_NO_KERNELS=1`)."
+    if os.environ.get('SAENB_NO_KERNELS') == '1' or not sys.platform.startswith(('linux', 'darwin')): return None
+    lib = compile_c(_KERNELS_C, 'saenb_kernels')
+    if lib is None:
+        warnings.warn("no C compiler found (set CC): saenb's top-k, nonzero counts and sparse products fall back to PyTorch, which is slower on CPU")
+        return None
+    fns = {}
+    for name, args in _c_signatures(_KERNELS_C).items():
+        f = fns[name] = getattr(lib, name)
+        f.argtypes, f.restype = args, ctypes.c_int
+    return fns
+
+def _call(f, *args):
+    "Call kernel `f` (tensors passed by address); a nonzero return means it could not allocate its scratch memory."
+    if f(*(a.data_ptr() if torch.is_tensor(a) else a for a in args)): raise MemoryError(f"{f.__name__}: out of memory")
+
 # %% ../nbs/06_sae.ipynb #c5785d2a
 class _one_thread:
     "Run a loop of many small CPU ops on one thread: OpenMP start-up per tiny op costs more than it saves (badly so on a busy machine)."
@@ -142,10 +389,27 @@ class _one_thread:
     def __exit__(self, *exc):
         if self.n > 1: torch.set_num_threads(self.n)
 
+def _cpu_kernel(name:str, *ts):
+    "Compiled kernel `name` if the kernels exist and every tensor of `ts` is an fp32 CPU tensor, else None."
+    fns = _kernels()
+    return fns[name] if fns is not None and all(t.device.type == 'cpu' and t.dtype == torch.float32 for t in ts) else None
+
+def _check_latents(idx, n):
+    "A clear error for latent indices outside `[0, n)` (the kernels do not check)."
+    if idx.numel() == 0: return
+    lo, hi = torch.aminmax(idx)
+    _check(lo >= 0 and hi < n, f"latent indices must lie in [0, {n}), got [{int(lo)}, {int(hi)}]")
+
 def _gather_dot(A, W, idx):
-    "`out[n, j] = A[n] . W[idx[n, j]]` (fp32); on CPU in chunks of tokens small enough to stay in cache."
+    "`out[n, j] = A[n] . W[idx[n, j]]` (fp32): the compiled kernel on CPU, else batched products over cache-sized chunks of tokens."
     N, k = idx.shape
     A = A.to(W.dtype).contiguous()
+    f = _cpu_kernel('gather_dot', W)
+    if f is not None:
+        W, idx = W.contiguous(), idx.to(torch.int64).contiguous()
+        out = torch.empty(N, k)
+        _call(f, A, W, idx, N, k, W.shape[1], out)
+        return out
     if W.device.type != 'cpu': return torch.bmm(F.embedding(idx, W), A[:, :, None]).squeeze(-1)
     out = torch.empty(N, k, 1, dtype=W.dtype, device=W.device)
     c = max(1, (1 << 18) // max(1, k * W.shape[1]))
@@ -154,8 +418,14 @@ def _gather_dot(A, W, idx):
     return out.squeeze(-1)
 
 def _scatter_mm(idx, vals, M, n):
-    "`out[idx[t, j]] += vals[t, j] * M[t]` for `n` output rows: a sparse-times-dense product."
+    "`out[idx[t, j]] += vals[t, j] * M[t]` for `n` output rows: a sparse-times-dense product (the compiled kernel on CPU)."
     N, k = idx.shape
+    f = _cpu_kernel('scatter_rows', M)
+    if f is not None:
+        idx, vals, M = idx.to(torch.int64).contiguous(), vals.float().contiguous(), M.contiguous()
+        out = torch.empty(n, M.shape[1])
+        _call(f, idx, vals, M, N, k, M.shape[1], out, n)
+        return out
     rows = torch.arange(N, device=idx.device).repeat_interleave(k)
     C = torch.sparse_coo_tensor(torch.stack([idx.reshape(-1), rows]), vals.reshape(-1).to(M.dtype), (n, N), check_invariants=False)
     return torch.sparse.mm(C, M)
@@ -193,11 +463,15 @@ class _SparseEncode(torch.autograd.Function):
 def sparse_decode(idx:torch.Tensor, # latent indices `[..., k]` (int64)
                   vals:torch.Tensor, # their activations `[..., k]`
                   W_dec:torch.Tensor, # decoder `[d_sae, d_out]`
-                  b_dec:torch.Tensor=None) -> torch.Tensor: # output bias, added if given
-    "`sum_j vals[..., j] * W_dec[idx[..., j]] (+ b_dec)` without forming dense codes; fp32 result."
+                  b_dec:torch.Tensor=None, # output bias, added if given
+                  rows:torch.Tensor=None, # for codes packed by `pack_rows`: the token of each row of `idx [R, k]`
+                  n_tokens:int=None, # with `rows`: the number of tokens
+                 ) -> torch.Tensor: # `[..., d_out]` (`[n_tokens, d_out]` with `rows`)
+    "`sum_j vals[..., j] * W_dec[idx[..., j]] (+ b_dec)` without forming dense codes; fp32 result. With `rows`, rows of one token add up."
     lead, k = idx.shape[:-1], idx.shape[-1]
     out = _SparseDecode.apply(idx.reshape(-1, k), vals.reshape(-1, k).to(W_dec.dtype), W_dec)
-    out = out.reshape(*lead, W_dec.shape[-1])
+    if rows is None: out = out.reshape(*lead, W_dec.shape[-1])
+    else: out = out.new_zeros(n_tokens, out.shape[-1]).index_add(0, rows, out)
     return out if b_dec is None else out + b_dec
 
 def sparse_encode(x:torch.Tensor, # centred inputs `[..., d_in]`
@@ -205,18 +479,22 @@ def sparse_encode(x:torch.Tensor, # centred inputs `[..., d_in]`
                   idx:torch.Tensor, # chosen latents `[..., k]`
                   b_enc:torch.Tensor=None) -> torch.Tensor: # encoder bias `[d_sae]`, added if given
     "Pre-activations of the chosen latents only, `x . W_enc[:, idx] (+ b_enc[idx])`, fp32, with O(k) gradients."
+    _check_latents(idx, W_enc.shape[1])
     lead, k = idx.shape[:-1], idx.shape[-1]
     vals = _SparseEncode.apply(x.reshape(-1, x.shape[-1]), W_enc.t().contiguous(), idx.reshape(-1, k)).reshape(idx.shape)
-    return vals if b_enc is None else vals + b_enc[idx]
+    return vals if b_enc is None else vals + b_enc.index_select(0, idx.reshape(-1)).view(idx.shape)  # index_select: its gradient is an index_add
 
 # %% ../nbs/06_sae.ipynb #c32e3ee3
+def _flat_index(idx:torch.Tensor, rows:torch.Tensor, width:int) -> torch.Tensor:
+    "Row-major positions in an `[N, width]` matrix of the entries `idx [R, k]`, row r of them in row `rows[r]` (None: row r)."
+    r = torch.arange(idx.shape[0], device=idx.device) if rows is None else rows
+    return idx + r[:, None] * width
+
 class _KeepLatents(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, pre, idx, keep):
-        flat = (idx + torch.arange(idx.shape[0], device=idx.device)[:, None] * pre.shape[-1]).reshape(-1)
-        m = keep.reshape(-1).to(pre.dtype)
+    def forward(ctx, pre, flat, m):
         ctx.save_for_backward(flat, m)
-        return torch.zeros(pre.shape, dtype=pre.dtype, device=pre.device).put_(flat, pre.take(flat) * m, accumulate=True)  # accumulate: a repeated index adds its 0
+        return torch.zeros(pre.shape, dtype=pre.dtype, device=pre.device).put_(flat, pre.take(flat) * m.to(pre.dtype), accumulate=True)  # accumulate: padding repeats an index, adding 0
 
     @staticmethod
     def backward(ctx, g):
@@ -224,12 +502,57 @@ class _KeepLatents(torch.autograd.Function):
         return torch.zeros(g.shape, dtype=g.dtype, device=g.device).put_(flat, g.take(flat) * m.to(g.dtype), accumulate=True), None, None
 
 def keep_latents(pre:torch.Tensor, # pre-activations `[N, d_sae]`
-                 idx:torch.Tensor, # chosen latents `[N, k]`
-                 keep:torch.Tensor=None, # bool `[N, k]`: which of them to keep (default all), e.g. those above zero
+                 idx:torch.Tensor, # chosen latents `[R, k]` (R = N unless `rows` is given)
+                 keep:torch.Tensor=None, # bool `[R, k]`: which of them to keep (default all), e.g. those above zero
+                 rows:torch.Tensor=None, # the token of each row of `idx`, for codes packed by `pack_rows`
                 ) -> torch.Tensor:
     "Dense codes `[N, d_sae]`: `pre` at the kept `idx`, zero elsewhere; gradients flow to the kept entries only."
     if keep is None: keep = torch.ones_like(idx, dtype=torch.bool)
-    return _KeepLatents.apply(pre, idx, keep)
+    return _KeepLatents.apply(pre, _flat_index(idx, rows, pre.shape[-1]).reshape(-1), keep.reshape(-1))
+
+def pack_rows(idx:torch.Tensor, # latent indices `[N, m]`
+              vals:torch.Tensor, # their values `[N, m]`
+              keep:torch.Tensor, # bool `[N, m]`: the entries to keep
+              width:int, # entries per packed row
+             ) -> tuple: # `(idx [R, width], vals [R, width], rows [R])`
+    "The kept entries repacked `width` to a row: a token with c of them takes ceil(c / width) rows (none if c = 0), zeros after its last entry; `rows` says whose each row is."
+    N, dev = idx.shape[0], idx.device
+    cnt = keep.sum(-1)
+    nrow = (cnt + width - 1) // width
+    tok = torch.arange(N, device=dev).repeat_interleave(cnt)              # the token of each kept entry, in row-major order
+    pos = torch.arange(len(tok), device=dev) - (cnt.cumsum(0) - cnt)[tok]  # its place among its token's entries
+    at = ((nrow.cumsum(0) - nrow)[tok] + pos // width) * width + pos % width
+    R = int(nrow.sum())
+    out_i = idx.new_zeros(R * width).index_copy_(0, at, idx[keep])
+    out_v = vals.new_zeros(R * width).index_copy_(0, at, vals[keep])
+    return out_i.view(R, width), out_v.view(R, width), torch.arange(N, device=dev).repeat_interleave(nrow)
+
+# %% ../nbs/06_sae.ipynb #4be884a9
+def fast_topk(x:torch.Tensor, # values `[..., n]`
+              k:int, # how many to keep per row
+             ) -> tuple[torch.Tensor, torch.Tensor]: # (values, indices), each `[..., k]`, in no particular order
+    "`x.topk(k, dim=-1, sorted=False)`, with the compiled kernel on CPU for fp32 and bf16 when no gradient is needed."
+    fns = _kernels() if x.device.type == 'cpu' else None
+    n = x.shape[-1]
+    if (fns is None or x.dtype not in (torch.float32, torch.bfloat16) or not 0 < k <= n or n >= 2**31 or x.numel() == 0
+            or (x.requires_grad and torch.is_grad_enabled())): return x.topk(k, dim=-1, sorted=False)
+    rows = x.reshape(-1, n)
+    if rows.stride(-1) != 1 or rows.stride(0) < n: rows = rows.contiguous()
+    idx, vals = torch.empty(rows.shape[0], k, dtype=torch.int64), torch.empty(rows.shape[0], k, dtype=x.dtype)
+    _call(fns['topk_f32' if x.dtype == torch.float32 else 'topk_bf16'], rows, rows.stride(0), rows.shape[0], n, k, idx, vals)
+    return vals.view(*x.shape[:-1], k), idx.view(*x.shape[:-1], k)
+
+# %% ../nbs/06_sae.ipynb #c6be9a9a
+def nonzeros_per_latent(codes:torch.Tensor, # codes `[N, d_sae]`
+                       ) -> torch.Tensor: # int64 `[d_sae]`
+    "How many rows of `codes` are nonzero at each latent, `(codes != 0).sum(0)`: with the compiled kernel on CPU (fp32, bf16)."
+    fns = _kernels() if codes.device.type == 'cpu' else None
+    if fns is None or codes.dtype not in (torch.float32, torch.bfloat16) or codes.ndim != 2: return (codes != 0).sum(0)
+    rows = codes.detach()
+    if rows.stride(-1) != 1 or rows.stride(0) < rows.shape[1]: rows = rows.contiguous()
+    cnt = torch.empty(rows.shape[1], dtype=torch.int64)
+    _call(fns['nonzeros_f32' if rows.dtype == torch.float32 else 'nonzeros_bf16'], rows, rows.stride(0), *rows.shape, cnt)
+    return cnt
 
 # %% ../nbs/06_sae.ipynb #2a2fb581
 class DeadLatentTracker(nn.Module):
@@ -381,8 +704,7 @@ class SAE(nn.Module):
     # ---- the model
     def pre_acts(self, x:torch.Tensor) -> torch.Tensor:
         "Encoder pre-activations `(x - b_dec) @ W_enc + b_enc`."
-        if self.centers_input: x = x - self.b_dec
-        return F.linear(x, self.W_enc.t(), self.b_enc)
+        return pre_activations(x, self.W_enc, self.b_enc, self.b_dec if self.centers_input else None)
 
     def encode(self, x:torch.Tensor) -> torch.Tensor:
         "Codes `[..., d_sae]` of activations `x [..., d_in]`."
@@ -407,9 +729,9 @@ class SAE(nn.Module):
         sparsity = zero if sparsity is None else sparsity.float()
         aux = zero if aux is None else aux.float()
         if l0 is None or fired is None:
-            nz = codes.reshape(-1, codes.shape[-1]) != 0
-            if l0 is None: l0 = torch.count_nonzero(nz) / nz.shape[0]
-            if fired is None: fired = nz.any(0)
+            cnt = nonzeros_per_latent(codes.reshape(-1, codes.shape[-1]))
+            if l0 is None: l0 = cnt.sum() / (codes.numel() // codes.shape[-1])
+            if fired is None: fired = cnt > 0
         n_tokens = x.numel() // x.shape[-1]
         return dict(loss=mse + sparsity + aux, mse_loss=mse, sparsity_loss=sparsity, aux_loss=aux,
                     l0=l0.detach().float(), fired=fired.detach(), n_tokens=n_tokens, **extra)
@@ -596,35 +918,35 @@ class TopKSAE(SAE):
         "Inputs as the encoder sees them: `x - b_dec` (just `x` for transcoders)."
         return x - self.b_dec if self.centers_input else x
 
-    @torch.no_grad()
-    def select(self, xc, k):
-        "Indices `[..., k]` of the `k` largest pre-activations of centred inputs (no autograd)."
-        return F.linear(xc, self.W_enc.t(), self.b_enc).topk(k, dim=-1, sorted=False)[1]
+    relu_codes = property(lambda self: self.cfg.relu_after_topk)  # codes are ReLU'd (negative pre-activations among the chosen dropped)
 
     @torch.no_grad()
     def choose(self, pre, k):
-        "The latents kept from pre-activations `pre [N, d_sae]`: `(idx [N, k'], keep [N, k'] bool)` (the top k, those above 0 with `relu_after_topk`)."
-        idx = pre.topk(k, dim=-1, sorted=False)[1]
-        return idx, (pre.gather(-1, idx) > 0 if self.cfg.relu_after_topk else torch.ones_like(idx, dtype=torch.bool))
+        "The latents kept from pre-activations `pre [N, d_sae]`: `(idx [R, k'], vals [R, k'], rows)`, `vals` their pre-activations (0 where not kept), row r belonging to token `rows[r]` (`rows` None: to token r). Here the top k of each token."
+        vals, idx = fast_topk(pre, k)
+        return idx, (F.relu(vals) if self.relu_codes else vals), None
 
-    dense_train = None  # True/False forces the dense or sparse training path; None: dense under bf16 autocast
+    dense_train = None  # True/False forces the dense or sparse training path; None: see `use_dense`
 
     def use_dense(self, x) -> bool:
-        "Whether `loss` takes the dense path: under bf16 autocast (matrix units make dense bf16 products cheaper than gathers), unless `dense_train` says otherwise."
+        "Whether `loss` takes the dense path: under bf16 autocast (matrix units make dense bf16 products cheaper than PyTorch's gathers) except on CPUs with saenb's kernels, unless `dense_train` says otherwise."
         if self.dense_train is not None: return self.dense_train
         dev = x.device.type
+        if dev == 'cpu' and _kernels() is not None: return False
         return torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16
 
     def sparse_codes(self, xc, k):
-        "The code as `(idx, vals)`, `[N, k]` each; `vals` fp32 with sparse gradients."
+        "The code of centred inputs `xc [N, d_in]` as `(idx, vals, rows)` (as `choose` gives them), `vals` recomputed in fp32 with sparse gradients."
         xc = xc.reshape(-1, xc.shape[-1])
-        idx = self.select(xc, k)
-        vals = sparse_encode(xc, self.W_enc, idx, self.b_enc)
-        return idx, (F.relu(vals) if self.cfg.relu_after_topk else vals)
+        with torch.no_grad(): idx, chosen, rows = self.choose(F.linear(xc, self.W_enc.t(), self.b_enc), k)
+        vals = sparse_encode(xc if rows is None else xc.index_select(0, rows), self.W_enc, idx, self.b_enc)
+        return idx, (F.relu(vals) * (chosen != 0) if self.relu_codes else vals), rows
 
     def encode(self, x):
-        idx, vals = self.sparse_codes(self.center(x), self.cfg.k)
-        return torch.zeros(idx.shape[0], self.cfg.d_sae, dtype=vals.dtype, device=vals.device).scatter_add(-1, idx, vals).reshape(*x.shape[:-1], -1)
+        idx, vals, rows = self.sparse_codes(self.center(x), self.cfg.k)
+        N, S = x.numel() // x.shape[-1], self.cfg.d_sae
+        codes = vals.new_zeros(N * S).index_add(0, _flat_index(idx, rows, S).reshape(-1), vals.reshape(-1))
+        return codes.view(*x.shape[:-1], S)
 
     def aux_loss(self, xc, y, y_hat):
         "`aux_coeff` times AuxK: the top `aux_k` dead latents (by pre-activation) reconstruct the residual; None if none is dead."
@@ -633,7 +955,7 @@ class TopKSAE(SAE):
         dead_idx = self.dead.dead_mask(c.dead_tokens).nonzero().flatten()
         if len(dead_idx) == 0: return None
         with torch.no_grad():
-            j = F.linear(xc, self.W_enc[:, dead_idx].t(), self.b_enc[dead_idx]).topk(min(c.aux_k or max(1, c.d_in // 2), len(dead_idx)), dim=-1, sorted=False)[1]
+            j = fast_topk(F.linear(xc, self.W_enc[:, dead_idx].t(), self.b_enc[dead_idx]), min(c.aux_k or max(1, c.d_in // 2), len(dead_idx)))[1]
         idx = dead_idx[j]
         e_hat = sparse_decode(idx, F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc)), self.W_dec)
         return c.aux_coeff * auxk_loss(e_hat, y - y_hat.detach(), c.aux_norm)
@@ -644,22 +966,22 @@ class TopKSAE(SAE):
         cnt = torch.zeros(self.latent_shape, dtype=torch.int32, device=vd.device)  # codes per latent: fired = nonzero somewhere (no compaction)
         cnt.view(-1).index_add_(0, idx.reshape(-1), nz.reshape(-1).int())
         fired = cnt > 0
-        min_kept = vd.float().masked_fill(vd <= 0, math.inf).min()
+        min_kept = vd.float().masked_fill(vd <= 0, math.inf).min() if vd.numel() else vd.new_full((), math.inf, dtype=torch.float32)
         if not torch.isfinite(min_kept): min_kept = vd.new_zeros((), dtype=torch.float32)
-        return self._out(x, _mse(y_hat, y) if mse is None else mse, l0=nz.sum() / nz.shape[0], fired=fired, min_kept=min_kept, **extra)
+        return self._out(x, _mse(y_hat, y) if mse is None else mse, l0=nz.sum() / (x.numel() // x.shape[-1]), fired=fired, min_kept=min_kept, **extra)
 
     def loss(self, x, target=None, step=0, total_steps=None):
         x, y = self._xy(x, target)
         xc, y = self.center(x).reshape(-1, self.cfg.d_in), y.reshape(-1, self.cfg.d_out)
         k = self.k_schedule.k_at(step)
         if self.use_dense(x):
-            pre = F.linear(xc, self.W_enc.t(), self.b_enc)
-            idx, keep = self.choose(pre, k)
-            y_hat = F.linear(keep_latents(pre, idx, keep), self.W_dec.t(), self.b_dec)
-            vals = pre.detach().gather(-1, idx).float() * keep
+            pre = self.pre_acts(x.reshape(-1, self.cfg.d_in))
+            idx, vals, rows = self.choose(pre, k)
+            y_hat = F.linear(keep_latents(pre, idx, vals != 0, rows), self.W_dec.t(), self.b_dec)
+            vals = vals.float()
         else:
-            idx, vals = self.sparse_codes(xc, k)
-            y_hat = sparse_decode(idx, vals, self.W_dec, self.b_dec)
+            idx, vals, rows = self.sparse_codes(xc, k)
+            y_hat = sparse_decode(idx, vals, self.W_dec, self.b_dec, rows, len(xc))
         return self._sparse_out(x, y, y_hat, idx, vals, aux=self.aux_loss(xc, y, y_hat))
 
 # %% ../nbs/06_sae.ipynb #e7673c12
@@ -677,42 +999,35 @@ class BatchTopKSAE(TopKSAE):
         super().__init__(cfg)
         self.register_buffer('threshold', torch.full((), -1.0, dtype=torch.float32))  # < 0: not yet set
 
-    @torch.no_grad()
-    def select_batch(self, xc, k):
-        "Candidates `idx [N, k']` and the mask of those among the batch's top `k*N` (exact); padding repeats index 0, never selected, so combine with `scatter_add`."
-        return self._batch_top(F.relu(F.linear(xc, self.W_enc.t(), self.b_enc)), k)
+    relu_codes = True
 
     @torch.no_grad()
     def choose(self, pre, k):
-        idx, sel = self._batch_top(F.relu(pre), k)
-        return idx, sel & (pre.gather(-1, idx) > 0)
+        "The batch's top `k*N` positive pre-activations (exact), packed `k` to a row by `pack_rows`: `(idx, vals, rows)`."
+        return self._batch_top(F.relu(pre), k)
 
     @staticmethod
     def _batch_top(pre, k):
-        "Each token's top 2k as candidates; tokens all of whose candidates make the batch's top k*N are searched further, alone."
+        "The top `k*N` of `pre [N, S]` (>= 0) packed by `pack_rows`. Each token's top 2k are its candidates; tokens all of whose candidates make the cut are searched further, alone."
         N, S = pre.shape
         n, kk = k * N, min(S, 2 * k)
-        cv, ci = pre.topk(kk, dim=-1, sorted=False)
+        cv, ci = fast_topk(pre, kk)
         if kk < S:
-            t = cv.reshape(-1).topk(n, sorted=False)[0].min()  # the (k*N)-th largest candidate
+            t = fast_topk(cv.reshape(-1), n)[0].min()  # the (k*N)-th largest candidate
             sat = (cv >= t).all(-1)  # tokens that may have more than their candidates above it
             if sat.any():
-                rows = sat.nonzero().flatten()
-                t = torch.cat([cv[~sat].reshape(-1), pre[rows].reshape(-1)]).topk(n, sorted=False)[0].min()
-                width = max(kk, int((pre[rows] >= t).sum(-1).max()))
+                wide = sat.nonzero().flatten()
+                t = fast_topk(torch.cat([cv[~sat].reshape(-1), pre[wide].reshape(-1)]), n)[0].min()
+                width = max(kk, int((pre[wide] >= t).sum(-1).max()))
                 if width > kk:
-                    cv2, ci2 = pre[rows].topk(width, dim=-1, sorted=False)
-                    # other tokens are padded with index 0 and value -inf: never selected, so their code there adds 0
+                    cv2, ci2 = fast_topk(pre[wide], width)
+                    # other tokens are padded with index 0 and value -inf: never selected, and dropped by pack_rows
                     cv = torch.cat([cv, cv.new_full((N, width - kk), -math.inf)], 1); ci = torch.cat([ci, ci.new_zeros(N, width - kk)], 1)
-                    cv[rows], ci[rows] = cv2, ci2
+                    cv[wide], ci[wide] = cv2, ci2
         sel = torch.zeros(cv.numel(), dtype=torch.bool, device=pre.device)
-        sel[cv.reshape(-1).topk(n, sorted=False)[1]] = True
-        return ci, sel.view(cv.shape)
-
-    def sparse_codes(self, xc, k):
-        xc = xc.reshape(-1, xc.shape[-1])
-        idx, sel = self.select_batch(xc, k)
-        return idx, F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc)) * sel
+        sel[fast_topk(cv.reshape(-1), n)[1]] = True
+        sel = sel.view(cv.shape) & (cv > 0)
+        return pack_rows(ci, torch.where(sel, cv, 0), sel, k)  # k to a row: most tokens fill one, few need more
 
     def encode(self, x):
         if self.training or self.threshold < 0: return super().encode(x)
@@ -890,7 +1205,7 @@ class _GatedBase(SAE):
 
     def gate_mag(self, x):
         "`(pi_gate, pi_mag)`, sharing one matmul."
-        h = (x - self.b_dec) @ self.W_enc
+        h = pre_activations(x, self.W_enc, None, self.b_dec)
         return h + self.b_gate.to(h.dtype), torch.addcmul(self.b_mag.to(h.dtype), h, self.r_mag.exp().to(h.dtype))
 
     @property
@@ -998,7 +1313,7 @@ class HardConcreteSAE(_HardConcreteMixin, SAE):
 
     def logits(self, x):
         "Gate logits `[..., d_sae]` (broadcast from `[d_sae]` for input-independent gates)."
-        if self.cfg.input_dependent_gates: return (x - self.b_dec) @ self.W_gate + self.b_gate
+        if self.cfg.input_dependent_gates: return pre_activations(x, self.W_gate, None, self.b_dec) + self.b_gate
         return self.gate_logits.expand(*x.shape[:-1], self.cfg.d_sae)
 
     def _codes(self, x):
@@ -1045,17 +1360,17 @@ class MatryoshkaSAE(BatchTopKSAE):
         super().__init__(cfg)
         self.register_buffer('_bounds', torch.tensor(cfg.prefixes, dtype=torch.long), persistent=False)
 
-    def prefix_recons(self, idx, vals):
-        "Reconstructions from each prefix, `[N, n_prefixes, d_out]` (b_dec included)."
+    def prefix_recons(self, idx, vals, rows=None, n_tokens=None):
+        "Reconstructions from each prefix, `[N, n_prefixes, d_out]` (b_dec included), from codes as `sparse_codes` gives them."
         grp = torch.bucketize(idx, self._bounds, right=True)
-        parts = torch.stack([sparse_decode(idx, vals * (grp == g), self.W_dec) for g in range(len(self.cfg.prefixes))], 1)
+        parts = torch.stack([sparse_decode(idx, vals * (grp == g), self.W_dec, None, rows, n_tokens) for g in range(len(self.cfg.prefixes))], 1)
         return parts.cumsum(1) + self.b_dec
 
     def loss(self, x, target=None, step=0, total_steps=None):
         x, y = self._xy(x, target)
         xc, y = self.center(x).reshape(-1, self.cfg.d_in), y.reshape(-1, self.cfg.d_out)
-        idx, vals = self.sparse_codes(xc, self.k_schedule.k_at(step))
-        recons = self.prefix_recons(idx, vals)
+        idx, vals, rows = self.sparse_codes(xc, self.k_schedule.k_at(step))
+        recons = self.prefix_recons(idx, vals, rows, len(xc))
         prefix_mse = (recons - y.float()[:, None]).pow(2).sum(-1).mean(0)
         y_hat = recons[:, -1]
         return self._sparse_out(x, y, y_hat, idx, vals, mse=prefix_mse.mean(), aux=self.aux_loss(xc, y, y_hat),
@@ -1111,7 +1426,7 @@ class StaircaseSAE(SAE):
 
     def _topk(self, x):
         xc = x - self.b_dec
-        with torch.no_grad(): idx = self._pre(xc).topk(self.cfg.k, dim=-1, sorted=False)[1]
+        with torch.no_grad(): idx = fast_topk(self._pre(xc), self.cfg.k)[1]
         vals = self._vals(xc, idx)
         return idx, (F.relu(vals) if self.cfg.relu_after_topk else vals)
 
@@ -1218,7 +1533,7 @@ class TranscoderSAE(ReLUSAE):
     def encode(self, x):
         pre = self.pre_acts(x)
         if self.cfg.k is None: return F.relu(pre)
-        vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        vals, idx = fast_topk(pre, self.cfg.k)
         return torch.zeros_like(pre).scatter(-1, idx, F.relu(vals))
 
     @torch.no_grad()
@@ -1234,7 +1549,7 @@ class TranscoderSAE(ReLUSAE):
         x, y = self._xy(x, target)
         if self.cfg.k is None: return super().loss(x, y, step, total_steps)
         x, y = x.reshape(-1, self.cfg.d_in), y.reshape(-1, self.cfg.d_out)
-        with torch.no_grad(): idx = self.pre_acts(x).topk(self.cfg.k, dim=-1, sorted=False)[1]
+        with torch.no_grad(): idx = fast_topk(self.pre_acts(x), self.cfg.k)[1]
         vals = F.relu(sparse_encode(x, self.W_enc, idx, self.b_enc))
         nz = vals != 0
         fired = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=x.device)

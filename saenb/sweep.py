@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from fastcore.script import call_parse
 from .sae import SAE, make_sae
 from .data import write_atomic
-from .train_sae import (SAETrainConfig, SAETrainResult, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log, finish_run, save_run, train_sae, open_activations,
+from .train_sae import (SAETrainConfig, SAETrainResult, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log, finish_run, save_run, train_sae, retain_freed_memory, open_activations,
                              validation_activations)
 from .train_gpt import in_notebook
 from .eval import plot_pareto
@@ -38,6 +38,7 @@ class _Member(SAERun):
 
 def _train_members(ms:list, batches, n_steps:int, amp:dict, desc:str, progress:bool, callback) -> float:
     "The ensemble loop: each step, every live member takes its step on its view of the shared batch; returns the seconds taken."
+    retain_freed_memory()
     outer = torch.get_rng_state()
     bar = tqdm(total=n_steps, desc=desc, disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train_sae.ipynb #63f2ff12
 from __future__ import annotations
-import json, math, os, sys, time, warnings
+import ctypes, functools, json, math, os, sys, time, warnings
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -17,10 +17,10 @@ from .train_gpt import LiveLossPlot, in_notebook, setup_distributed, check_repli
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['SAETrainConfig', 'lr_factor', 'open_activations', 'validation_activations', 'build_sae', 'make_optimizer', 'RunData',
-           'save_sae_checkpoint', 'load_sae_checkpoint', 'SAETrainResult', 'run_config', 'sync_gradients',
-           'sync_buffers', 'broadcast_state', 'causal_term', 'SAERun', 'sae_step', 'sae_log', 'finish_run', 'save_run',
-           'train_sae', 'saenb_train_sae']
+__all__ = ['SAETrainConfig', 'lr_factor', 'open_activations', 'validation_activations', 'build_sae', 'make_optimizer',
+           'retain_freed_memory', 'RunData', 'save_sae_checkpoint', 'load_sae_checkpoint', 'SAETrainResult',
+           'run_config', 'sync_gradients', 'sync_buffers', 'broadcast_state', 'causal_term', 'SAERun', 'sae_step',
+           'sae_log', 'finish_run', 'save_run', 'train_sae', 'saenb_train_sae']
 
 # %% ../nbs/07_train_sae.ipynb #a8317474
 @dataclass
@@ -133,6 +133,18 @@ def make_optimizer(sae:SAE, # the SAE to train
     dev = next(sae.parameters()).device.type
     return torch.optim.Adam([{'params': ps, 'lr_mult': m} for m, ps in groups.items()], lr=tc.lr, betas=(tc.beta1, tc.beta2),
                             **({'fused': True} if dev in ('cpu', 'cuda') else {}))
+
+# %% ../nbs/07_train_sae.ipynb #23dae39d
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
+
+@functools.cache
+def retain_freed_memory(limit:int=1 << 30, # keep freed blocks up to this many bytes for reuse
+                       ) -> bool: # whether glibc took the settings
+    "Keep freed memory in the process for reuse instead of returning it to the system after every step (Linux, glibc)."
+    if not sys.platform.startswith('linux'): return False
+    try: mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError): return False  # no mallopt here
+    return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))
 
 # %% ../nbs/07_train_sae.ipynb #b337a0d2
 @dataclass
@@ -439,6 +451,7 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
              ) -> SAETrainResult:
     "Train an SAE on cached activations (data-parallel when run under `torchrun`)."
     tc = run_config(cfg, **kwargs)
+    retain_freed_memory()
     if distributed is None: distributed = int(os.environ.get('WORLD_SIZE', 1)) > 1
     rank, world, dev = setup_distributed(tc.device) if distributed else (0, 1, torch.device(tc.device))
     if tc.batch_size % world: raise ValueError(f"batch_size={tc.batch_size} must be divisible by the {world} processes: change --batch_size")

@@ -425,12 +425,13 @@ def test_batch_topk_selection_is_exact():
     x = torch.randn(300, 16)
     x[:4] *= 30                      # a few tokens that take far more than 2k latents each
     xc = sae.center(x)
-    idx, sel = sae.select_batch(xc, 3)
     pre = F.relu(sae.pre_acts(x))
+    idx, vals, rows = sae.choose(pre, 3)
     want = torch.zeros_like(pre).reshape(-1)
     want[pre.reshape(-1).topk(3 * 300)[1]] = 1
-    got = torch.zeros_like(pre).scatter_add(1, idx, sel.float())  # padded (repeated) indices are never selected: add, not overwrite
-    assert torch.equal(got.reshape(-1), want) and got[:4].sum(-1).max() > 6
+    got = torch.zeros_like(pre).reshape(-1).index_add(0, (idx + rows[:, None] * pre.shape[1]).reshape(-1), (vals != 0).float().reshape(-1))
+    assert torch.equal(got, want) and got.view_as(pre)[:4].sum(-1).max() > 6   # exact, with tokens far beyond their 2k candidates
+    assert (rows[:, None] == torch.arange(4)).sum(0).min() > 1 and (vals != 0).sum() == 3 * 300   # ... in extra rows; every entry kept is selected
 
 def test_transcoder_init_without_target_warns():
     sae = build('transcoder', **KW['transcoder'])

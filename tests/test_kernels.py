@@ -1,0 +1,85 @@
+"saenb's compiled CPU kernels: they build where a C compiler exists, agree with PyTorch, and training without them gives the same SAE."
+import json, os, shutil, subprocess, sys
+import pytest
+import torch
+import torch.nn.functional as F
+from saenb.sae import (_kernels, _gather_dot, _scatter_mm, fast_topk, nonzeros_per_latent, sparse_encode, make_sae)
+
+HAS_CC = any(shutil.which(c) for c in ('cc', 'gcc', 'clang'))
+needs_kernels = pytest.mark.skipif(_kernels() is None, reason="saenb's kernels are not built here (no C compiler)")
+
+def test_kernels_build_where_a_compiler_exists():
+    if not HAS_CC: pytest.skip('no C compiler on PATH')
+    assert _kernels() is not None, "a C compiler is on PATH but saenb's kernels did not build: see compile_c"
+
+@needs_kernels
+@pytest.mark.parametrize('N,S,D,k', [(1, 7, 3, 1), (300, 2048, 256, 32), (513, 1000, 37, 9), (64, 64, 16, 64)])
+def test_sparse_kernels_match_torch(N, S, D, k):
+    g = torch.Generator().manual_seed(N)
+    W, A = torch.randn(S, D, generator=g), torch.randn(N, D, generator=g)
+    idx = torch.stack([torch.randperm(S, generator=g)[:k] for _ in range(N)])
+    idx[0, :] = idx[0, 0]  # repeated latents in a row add up
+    vals = torch.randn(N, k, generator=g)
+    torch.testing.assert_close(_gather_dot(A, W, idx), torch.einsum('nd,nkd->nk', A, W[idx]), rtol=1e-5, atol=1e-4)
+    want = torch.zeros(S, D).index_add_(0, idx.reshape(-1), (vals[..., None] * A[:, None]).reshape(-1, D))
+    torch.testing.assert_close(_scatter_mm(idx, vals, A, S), want, rtol=1e-5, atol=1e-4)
+
+@needs_kernels
+def test_topk_kernel_on_training_shapes():
+    g = torch.Generator().manual_seed(0)
+    pre = torch.randn(4096, 2048, generator=g).bfloat16()
+    v, i = fast_topk(pre, 32)
+    rv, _ = pre.topk(32, dim=-1)
+    assert torch.equal(v.float().sort(-1, descending=True)[0], rv.float()) and torch.equal(pre.gather(-1, i), v)
+
+@needs_kernels
+@pytest.mark.parametrize('threads', [1, 2])
+def test_nonzero_counts_match_torch(threads):
+    n = torch.get_num_threads(); torch.set_num_threads(threads)
+    try:
+        z = torch.randn(4096, 2048, generator=torch.Generator().manual_seed(threads)).relu()
+        z[z < 1.5] = 0; z[:, 11] = 0
+        for dt in (torch.float32, torch.bfloat16): assert torch.equal(nonzeros_per_latent(z.to(dt)), (z != 0).sum(0))
+    finally: torch.set_num_threads(n)
+
+def test_bad_latent_indices_fail_clearly():
+    W = torch.randn(16, 64)
+    for bad in (64, -1):
+        idx = torch.zeros(4, 2, dtype=torch.long); idx[1, 1] = bad
+        with pytest.raises(ValueError, match=r'latent indices must lie in \[0, 64\)'): sparse_encode(torch.randn(4, 16), W, idx)
+
+@needs_kernels
+def test_packed_codes_cost_what_is_chosen():
+    "BatchTopK on a batch where a few tokens take most latents: packed rows hold about k*N entries, not N times the widest token."
+    sae = make_sae('batchtopk', d_in=16, d_sae=256, k=4)
+    x = torch.randn(512, 16); x[:3] *= 40
+    with torch.no_grad(): idx, vals, rows = sae.choose(F.relu(sae.pre_acts(x)), 4)
+    assert (vals != 0).sum() == 4 * 512 and idx.shape[1] == 4 and idx.numel() < 2 * 4 * 512
+    assert (rows[:, None] == torch.arange(3)).sum(0).min() > 10   # the three big tokens take many rows each
+
+TRAIN = """
+import json, sys, torch
+from saenb.sae import make_sae, synthetic_sparse_data, _train, _kernels
+torch.manual_seed(0)
+x = synthetic_sparse_data(2048, 16, 32, seed=0)
+out = {}
+for arch, kw in (('topk', dict(k=4)), ('batchtopk', dict(k=4, threshold_beta=0.9)), ('matryoshka', dict(k=4, prefixes=[8, 32, 64]))):
+    sae = make_sae(arch, d_in=16, d_sae=64, **kw)
+    _train(sae, x, steps=60)
+    out[arch] = {'fvu': sae.metrics(x)['fvu'], 'W_dec': sae.W_dec.flatten()[:200].tolist()}
+print(json.dumps({'kernels': _kernels() is not None, **out}))
+"""
+
+@needs_kernels
+def test_training_without_kernels_gives_the_same_sae():
+    "SAENB_NO_KERNELS=1 takes PyTorch's paths everywhere; the SAEs trained either way agree to float tolerance."
+    runs = {}
+    for off in ('0', '1'):
+        r = subprocess.run([sys.executable, '-c', TRAIN], capture_output=True, text=True, env={**os.environ, 'SAENB_NO_KERNELS': off})
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs[off] = json.loads(r.stdout.splitlines()[-1])
+    assert runs['0']['kernels'] and not runs['1']['kernels']
+    for arch in ('topk', 'batchtopk', 'matryoshka'):
+        a, b = runs['0'][arch], runs['1'][arch]
+        assert abs(a['fvu'] - b['fvu']) < 1e-3, (arch, a['fvu'], b['fvu'])
+        assert max(abs(u - v) for u, v in zip(a['W_dec'], b['W_dec'])) < 1e-3, arch
