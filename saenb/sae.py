@@ -5,7 +5,6 @@
 # %% ../nbs/06_sae.ipynb #815f8ff3
 from __future__ import annotations
 import ctypes, functools, hashlib, json, math, os, platform, re, shutil, subprocess, sys, sysconfig, tempfile, warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
