@@ -375,6 +375,10 @@ def _kernels() -> dict|None:
         f.argtypes, f.restype = args, ctypes.c_int
     return fns
 
+def _row_major(x:torch.Tensor) -> torch.Tensor:
+    "`x [N, n]` with unit stride along rows (a copy only if needed), as the kernels read it: row i at `x.data_ptr() + i * x.stride(0)`."
+    return x if x.stride(-1) == 1 and x.stride(0) >= x.shape[1] else x.contiguous()
+
 def _call(f, *args):
     "Call kernel `f` (tensors passed by address); a nonzero return means it could not allocate its scratch memory."
     if f(*(a.data_ptr() if torch.is_tensor(a) else a for a in args)): raise MemoryError(f"{f.__name__}: out of memory")
@@ -535,8 +539,7 @@ def fast_topk(x:torch.Tensor, # values `[..., n]`
     n = x.shape[-1]
     if (fns is None or x.dtype not in (torch.float32, torch.bfloat16) or not 0 < k <= n or n >= 2**31 or x.numel() == 0
             or (x.requires_grad and torch.is_grad_enabled())): return x.topk(k, dim=-1, sorted=False)
-    rows = x.reshape(-1, n)
-    if rows.stride(-1) != 1 or rows.stride(0) < n: rows = rows.contiguous()
+    rows = _row_major(x.reshape(-1, n))
     idx, vals = torch.empty(rows.shape[0], k, dtype=torch.int64), torch.empty(rows.shape[0], k, dtype=x.dtype)
     _call(fns['topk_f32' if x.dtype == torch.float32 else 'topk_bf16'], rows, rows.stride(0), rows.shape[0], n, k, idx, vals)
     return vals.view(*x.shape[:-1], k), idx.view(*x.shape[:-1], k)
@@ -547,8 +550,7 @@ def nonzeros_per_latent(codes:torch.Tensor, # codes `[N, d_sae]`
     "How many rows of `codes` are nonzero at each latent, `(codes != 0).sum(0)`: with the compiled kernel on CPU (fp32, bf16)."
     fns = _kernels() if codes.device.type == 'cpu' else None
     if fns is None or codes.dtype not in (torch.float32, torch.bfloat16) or codes.ndim != 2: return (codes != 0).sum(0)
-    rows = codes.detach()
-    if rows.stride(-1) != 1 or rows.stride(0) < rows.shape[1]: rows = rows.contiguous()
+    rows = _row_major(codes.detach())
     cnt = torch.empty(rows.shape[1], dtype=torch.int64)
     _call(fns['nonzeros_f32' if rows.dtype == torch.float32 else 'nonzeros_bf16'], rows, rows.stride(0), *rows.shape, cnt)
     return cnt
