@@ -46,7 +46,7 @@ def worker(mode:str, store:str, sae_dir:str, n_rows:int, top_k:int):
     "Run one measurement in this (fresh) process and print its JSON."
     from saenb.browser import stream_latent_stats, weight_stats
     from saenb.cache import ActivationStore
-    from saenb.sae import load_sae
+    from saenb.sae_io import load_sae
     s, sae = ActivationStore(store), load_sae(sae_dir).eval()
     base = _rss_mb('VmRSS')
     t0 = time.perf_counter()

@@ -64,16 +64,20 @@ def bench_cache(args, device):
 
 def write_store(path:Path, n_rows:int, d:int, shard_rows:int):
     "A synthetic activation store (random fp32 rows), written shard by shard in the `cache_activations` layout."
-    from saenb.cache import _write_json, _write_npy
+    from saenb.utils import write_atomic, write_json
+    def write_npy(p, a):
+        def write(tmp):
+            with open(tmp, 'wb') as f: np.save(f, a)
+        write_atomic(p, write)
     rng = np.random.default_rng(0)
     shards = []
     (path / 'train').mkdir(parents=True)
     for i, s in enumerate(range(0, n_rows, shard_rows)):
         n = min(shard_rows, n_rows - s)
-        _write_npy(path / 'train' / f'shard_{i:05d}.npy', rng.standard_normal((n, d), dtype=np.float32))
-        _write_npy(path / 'train' / f'shard_{i:05d}.meta.npy', np.zeros((n, 3), np.int64))
+        write_npy(path / 'train' / f'shard_{i:05d}.npy', rng.standard_normal((n, d), dtype=np.float32))
+        write_npy(path / 'train' / f'shard_{i:05d}.meta.npy', np.zeros((n, 3), np.int64))
         shards.append(n)
-    _write_json(path / 'manifest.json', {'format': 'saenb-activations', 'version': 1, 'model': 'synthetic', 'hook': 'x', 'hook_point': 'x', 'd': d,
+    write_json(path / 'manifest.json', {'format': 'saenb-activations', 'version': 1, 'model': 'synthetic', 'hook': 'x', 'hook_point': 'x', 'd': d,
                                          'dtype': 'fp32', 'meta_columns': ['seq_id', 'ctx_position', 'token_id'], 'concepts': {},
                                          'rows': {'train': n_rows}, 'shards': {'train': shards},
                                          'stats': {'train': {'mean': [0.0] * d, 'mean_norm': float(np.sqrt(d)), 'rows': n_rows}}})

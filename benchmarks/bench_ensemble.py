@@ -2,7 +2,7 @@
 
 Measures, on the same machine, in one invocation, the same 8 SAEs (k in {16, 32} by expansion factor in {2, 4, 8, 16},
 d_in = 64, the same data, seed and steps):
-- `ensemble_s`: `saenb.sweep.train_ensemble` over one data stream (each batch read, shuffled and scaled once);
+- `ensemble_s`: `saenb.ensemble.train_ensemble` over one data stream (each batch read, shuffled and scaled once);
 - `sequential_inproc_s`: eight `saenb.train_sae.train_sae` calls in this process, one after another;
 - `sequential_cli_s`: eight `saenb_train_sae` processes, one after another (what a shell loop does: each pays for
   Python/torch start-up, opening the data and building the validation set);
@@ -32,7 +32,7 @@ def main():
     ap.add_argument('--batch_size', type=int, default=1024)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from saenb.sweep import train_ensemble, ensemble_members
+    from saenb.ensemble import train_ensemble, ensemble_members
     from saenb.train_sae import train_sae
     n_tokens = args.n_tokens or (40 * args.batch_size if args.quick else 150 * args.batch_size)
     grid = {'k': [16, 32], 'exp_factor': [2, 4, 8, 16]}

@@ -44,8 +44,9 @@ r = train_sae(out/'synth.npy', None, arch='topk', k=4, d_sae=512, n_tokens=2_000
 print('synthetic', json.dumps(recovery_scores(r.sae, D)), flush=True)
 (out/'bench_eval.json').write_text(json.dumps(results, indent=1, default=str))
 # interventions on the first hook's SAE: the latents that best detect some concept values, each zeroed in turn
-from saenb.eval import store_sequences, intervention_effect
-from saenb.sae import load_sae
+from saenb.eval import intervention_effect
+from saenb.cache import store_sequences
+from saenb.sae_io import load_sae
 h = hooks[0]
 sae = load_sae(out/f'sae_{h}_k{k}'); tok = model.saenb_tokenizer
 val = ActivationStore(stores[h], split='validation')

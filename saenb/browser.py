@@ -4,16 +4,19 @@
 
 # %% ../nbs/09_browser.ipynb #fb1d0b80
 from __future__ import annotations
-import html, json, math, os, sys, time, weakref
+import html, json, math, sys, time, weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from tqdm.auto import tqdm
 from fastcore.script import call_parse
 from safetensors.torch import save_file, load_file
-from .cache import ActivationStore
-from .sae import SAE, TopKSAE, load_sae
-from .data import write_atomic
+from .utils import write_atomic
+from .model import load_model
+from .cache import ActivationStore, capture
+from .sae import SAE
+from .sae_io import load_sae
+from .eval import concept_scores
 
 # %% auto #0
 __all__ = ['HIST_LO', 'HIST_HI', 'HIST_PER_OCTAVE', 'N_BINS', 'hist_edges', 'firing_pairs', 'stream_latent_stats', 'weight_stats',
@@ -64,15 +67,12 @@ class _Best:
         self.key[u], self.row[u], self.act[u] = kk, torch.cat([self.row[u], r], 1).gather(1, j), torch.cat([self.act[u], a], 1).gather(1, j)
 
 # %% ../nbs/09_browser.ipynb #252f9c4f
-def _is_sparse_topk(sae:SAE) -> bool:
-    return isinstance(sae, TopKSAE) and type(sae).encode is TopKSAE.encode
-
 @torch.no_grad()
 def firing_pairs(sae:SAE, # the SAE, taking raw activations
                  x:torch.Tensor, # activations `[n, d_in]`
                 ) -> tuple:
     "The firing (activation > 0) entries of `sae.encode(x)` as flat `(row, latent, activation)` tensors; sparse for TopK SAEs."
-    if _is_sparse_topk(sae):  # the k largest pre-activations are the codes: no dense [n, d_sae] codes, no second product
+    if sae.topk_codes:  # the k largest pre-activations are the codes: no dense [n, d_sae] codes, no second product
         idx, vals, _ = sae.choose(sae.pre_acts(x), sae.cfg.k)
         rows = torch.arange(len(x))[:, None].expand_as(idx)
         m = vals > 0
@@ -206,7 +206,6 @@ def _concept_label(concept:str, value_name) -> str:
 def _concept_scores(sae, store, rows, progress):
     "Concept scores from `saenb.eval` (None when the store has no concepts)."
     if not store.concepts: return None
-    from saenb.eval import concept_scores
     bs = max(256, min(4096, 2**24 // sae.cfg.d_sae))  # its per-chunk [rows, d_sae] histogram keys stay near 128 MB
     return concept_scores(sae, store, n_rows=rows, batch_size=bs, progress=progress).table
 
@@ -267,7 +266,6 @@ def open_feature_stats(sae_dir, # an SAE directory (from `train_sae` / `saenb_tr
     model_dir = None
     if model is None and (Path(str(store.manifest.get('model', '')))/'config.json').exists(): model = store.manifest['model']  # cached by saenb_cache
     if isinstance(model, (str, Path)):
-        from saenb.model import load_model
         model_dir, model = str(model), load_model(model)
     fs = feature_stats(load_sae(sae_dir), store, model, model_dir=model_dir, **kwargs)
     fs.save(sae_dir)
@@ -367,7 +365,6 @@ def token_latents(fs:FeatureStats, # the statistics (for the vocabulary)
     "One row per token: its string and its `n` strongest latents with their activations."
     if text is not None:
         if model is None or getattr(model, 'saenb_tokenizer', None) is None: raise ValueError("typing a sequence needs the model (with its tokenizer): pass model=")
-        from saenb.cache import capture
         tok = model.saenb_tokenizer
         ids = torch.tensor([[tok.bos_id] + tok.encode(text)])
         x = capture(model, ids, [fs.meta['hook']])[fs.meta['hook']][0, 1:]
@@ -427,7 +424,7 @@ def latent_summary(fs:FeatureStats, latent:int) -> dict:
 def latent_figures(s:dict, # from `latent_summary`
                   ) -> dict:
     "Plotly figures of one latent: `hist`, `logits` (if known) and `concepts` (if known)."
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
     lay = dict(height=230, margin=dict(l=40, r=10, t=36, b=30), template='plotly_white')
     figs = {'hist': go.Figure(go.Bar(x=s['hist_x'], y=s['hist_y'], marker_color='#ff6000'),
                               layout=dict(title=f"fires on {100 * s['freq']:.3g}% of tokens; max {s['max']:.3g}",
@@ -450,7 +447,7 @@ class FeatureBrowser:
                  store:ActivationStore, # its activations
                  model=None, # its model, to type sequences into the token view
                  latent:int=None): # the latent shown first (default: the most frequent)
-        import ipywidgets as W
+        import ipywidgets as W  # deferred: ipywidgets is needed only by the widget
         self.fs, self.sae, self.store, self.model, self.W = fs, sae.eval(), store, model, W
         self.latent, self.last_ms = None, None
         t = fs.table
@@ -565,7 +562,7 @@ class FeatureBrowser:
         self.toklat.children = bt
 
     def _ipython_display_(self):
-        from IPython.display import display
+        from IPython.display import display  # deferred: IPython is there only in notebooks
         display(self.widget)
 
 def example_lines(ex:list, # from `latent_examples`
@@ -628,7 +625,7 @@ show(m && D.latents[+m[1]] ? +m[1] : D.order[0]);
 """
 
 def _plotly_js() -> str:
-    from plotly.offline import get_plotlyjs
+    from plotly.offline import get_plotlyjs  # deferred: plotly takes about a second to import and only figures need it
     return get_plotlyjs()
 
 def site_data(fs:FeatureStats, sae:SAE, store:ActivationStore, latents:list, progress:bool=True) -> dict:
@@ -677,7 +674,7 @@ def site_frame(page, # an HTML file written by `write_site` (or any self-contain
                height:int=720, # frame height in pixels
               ):
     "An IPython `HTML` object embedding `page` in an iframe (its source inlined, so it works offline and in rendered docs)."
-    from IPython.display import HTML
+    from IPython.display import HTML  # deferred: IPython is there only in notebooks
     src = Path(page).read_text(encoding='utf-8')
     return HTML(f'<iframe srcdoc="{html.escape(src, quote=True)}" style="width:100%;height:{int(height)}px;border:1px solid #ddd"></iframe>')
 

@@ -4,19 +4,28 @@
 
 # %% ../nbs/05_cache.ipynb #141eed95
 from __future__ import annotations
-import json, math, os, queue, shutil, struct, sys, threading, time
+import json, math, os, queue, shutil, struct, sys, threading, time, warnings
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
 from fastcore.script import call_parse, store_true
-from .data import write_atomic
+from transformer_lens.model_bridge import TransformerBridge
+import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_transformers
+from .utils import write_atomic, write_json
+from .grammars import Concept
+from .data import Corpus, load_corpus, flat_values
+from .model import load_model
 
 # %% auto #0
-__all__ = ['META', 'DTYPES', 'STORE_FORMAT', 'short_hook_names', 'valid_hooks', 'resolve_hook', 'capture', 'Contexts',
+__all__ = ['META', 'DTYPES', 'STORE_FORMAT', 'short_hook_names', 'valid_hooks', 'resolve_hook', 'capture', 'splice', 'Contexts',
            'corpus_contexts', 'load_text', 'text_contexts', 'dtype_name', 'cache_activations', 'ActivationStore',
-           'ModelActivationSource', 'load_any_model', 'saenb_cache']
+           'store_sequences', 'ModelActivationSource', 'load_any_model', 'saenb_cache']
 
 # %% ../nbs/05_cache.ipynb #6f4c5390
 _SHORT = [('wte', 'hook_embed'), ('wpe', 'hook_pos_embed'), ('ln_f', 'ln_final.hook_out')]
@@ -96,6 +105,17 @@ def capture(model, # a `TransformerBridge`
     "One forward pass of `model` on `ids`: hook name -> activations `[batch, pos, d]` (trailing dims flattened)."
     with _Recorder(model, hooks, stop_early, autocast) as rec: return rec(ids)
 
+# %% ../nbs/05_cache.ipynb #be4d84d9
+@contextmanager
+def splice(model, # a `TransformerBridge`
+           hook, # hook name, short (`0_residpost`) or TransformerLens; or a dict `{hook: fn}` to splice several at once
+           fn=None, # called as `fn(activation)`; its result replaces the activation
+          ):
+    "Context manager: run `model` with the activation at `hook` replaced by `fn(activation)` (at every hook of a dict, for compound splicing)."
+    fns = hook if isinstance(hook, dict) else {hook: fn}
+    def replace(f): return lambda t, hook: f(t).to(t.dtype)
+    with model.hooks(fwd_hooks=[(resolve_hook(model, h), replace(f)) for h, f in fns.items()]): yield model
+
 # %% ../nbs/05_cache.ipynb #40f2d777
 META = ('seq_id', 'ctx_position', 'token_id')
 
@@ -158,8 +178,7 @@ class Contexts:
 
 # %% ../nbs/05_cache.ipynb #603a5b2d
 def _flat(dataset, column):
-    from saenb.data import _flat_values
-    return _flat_values(dataset, column)
+    return flat_values(dataset, column)
 
 def corpus_contexts(corpus, # a `saenb.data.Corpus`, or the directory it was saved to
                     split:str='train', # 'train' or 'validation'
@@ -168,7 +187,6 @@ def corpus_contexts(corpus, # a `saenb.data.Corpus`, or the directory it was sav
                     drop_tokens:tuple=None # token ids not to keep; `<bos>` and `<pad>` by default
                    ) -> Contexts:
     "The `Contexts` of one split of a saenb corpus, with its concept labels."
-    from saenb.data import load_corpus
     if isinstance(corpus, (str, Path)): corpus = load_corpus(corpus)
     if split not in corpus.splits: raise ValueError(f"no split {split!r} in the corpus: choose from {', '.join(corpus.splits)}")
     ds, tok = corpus[split], corpus.tokenizer
@@ -183,7 +201,6 @@ def corpus_contexts(corpus, # a `saenb.data.Corpus`, or the directory it was sav
         ids, labels = ids[:n * n_ctx], {k: v[:n * n_ctx] for k, v in labels.items()}
         offsets = np.arange(n + 1) * n_ctx
     elif n_ctx and len(lens) and lens.max() > n_ctx:
-        import warnings
         warnings.warn(f"{int((lens > n_ctx).sum())} of {len(lens)} sequences are longer than n_ctx={n_ctx}; their tail is not cached")
     drop = (tok.bos_id, tok.pad_id) if drop_tokens is None else drop_tokens
     name = f"{corpus.language.name}:{split}"
@@ -195,7 +212,6 @@ def load_text(data:str, # a hub dataset name, a local data file, or a directory 
               text_column:str='text', # column holding the text
               **kwargs): # passed to `datasets.load_dataset`
     "A `datasets` dataset of text, streamed when it comes from the hub."
-    import datasets
     p = Path(data)
     if p.is_file() or (p.is_dir() and not (p / 'dataset_info.json').exists() and not (p / 'dataset_dict.json').exists() and not (p / 'state.json').exists()):
         files = [str(p)] if p.is_file() else sorted(str(f) for f in p.iterdir() if f.is_file() and not f.name.startswith('.'))
@@ -281,7 +297,6 @@ def _write_npy(path:Path, a:np.ndarray):
         with open(tmp, 'wb') as f: np.save(f, a)
     write_atomic(path, write)
 
-def _write_json(path:Path, d:dict): write_atomic(path, lambda tmp: tmp.write_text(json.dumps(d, indent=1)))
 
 def _partial_stats(a:np.ndarray, dtype:str, chunk:int=8192) -> dict:
     "Sum of rows and sum of row norms of stored values `a`, in float64, a chunk at a time."
@@ -334,7 +349,7 @@ class _ShardWriter:
             st['rows'] += len(meta)
         st['batches_done'] = batches_done
         st['complete'] = final
-        _write_json(self.root / 'state.json', self.state)
+        write_json(self.root / 'state.json', self.state)
 
     def close(self):
         "Wait for every queued shard to be written; re-raise a write error."
@@ -379,7 +394,6 @@ def _check_out(out:Path, config:dict, overwrite:bool):
 
 # %% ../nbs/05_cache.ipynb #07da2cc6
 def _is_corpus(data) -> bool:
-    from saenb.data import Corpus
     return isinstance(data, Corpus) or (isinstance(data, (str, Path)) and (Path(data) / 'language.json').exists())
 
 def _data_name(data) -> str:
@@ -408,7 +422,6 @@ def _as_contexts(model, data, split:str, n_ctx:int, packed:bool, n_tokens:int, v
 
 def _run_split(model, ctx:Contexts, hooks:list, writer:_ShardWriter, n_rows:int|None, batch_size:int, dtype:str,
                start_batch:int, stop_early:bool, autocast, progress:bool, desc:str):
-    from tqdm.auto import tqdm
     n_batches = math.ceil(len(ctx) / batch_size)
     total = min(n_rows, ctx.n_rows()) if n_rows is not None else ctx.n_rows()
     done = writer.state['splits'][writer.split]['rows']
@@ -475,7 +488,7 @@ def cache_activations(model, # a `TransformerBridge` (a saenb GPT, or a Hugging 
     if mode == 'fresh':
         root.mkdir(parents=True)
         state = {'config': config, 'splits': {}}
-        _write_json(root / 'state.json', state)
+        write_json(root / 'state.json', state)
     else: state = json.loads((root / 'state.json').read_text())
     d, concepts, meta_cols = {}, {}, None
     for split, n_rows in splits.items():
@@ -504,10 +517,10 @@ def cache_activations(model, # a `TransformerBridge` (a saenb GPT, or a Hugging 
                'stats': {s: _split_stats(state['splits'][s]['shards'], h, d[h]) for s in splits},
                'created': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
         for s in splits: (root / h / s).mkdir(parents=True, exist_ok=True)
-        _write_json(root / h / 'manifest.json', man)
+        write_json(root / h / 'manifest.json', man)
         if (out / h).exists(): shutil.rmtree(out / h)
         os.replace(root / h, out / h)
-    _write_json(out / 'cache.json', {'format': STORE_FORMAT, 'hooks': hooks, 'config': config,
+    write_json(out / 'cache.json', {'format': STORE_FORMAT, 'hooks': hooks, 'config': config,
                                      'rows': {s: state['splits'][s]['rows'] for s in splits}})
     shutil.rmtree(root)
     return {h: out / h for h in hooks}
@@ -580,7 +593,6 @@ def _safetensors_file(path:Path) -> _File:
 # %% ../nbs/05_cache.ipynb #b8ce4c1b
 def _dist_rank(rank, world_size):
     if rank is None and world_size is None:
-        import torch.distributed as dist
         if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
         return 0, 1
     rank, world_size = rank or 0, world_size or 1
@@ -765,7 +777,6 @@ class ActivationStore(_Streamer):
     def dtype(self) -> torch.dtype: return DTYPES[self._files[0].dtype if self._files else self.manifest['dtype']][0]
     @property
     def concepts(self) -> dict:
-        from saenb.grammars import Concept
         return {k: Concept(**c) for k, c in self.manifest.get('concepts', {}).items()}
     @property
     def meta_columns(self) -> list: return list(self.manifest.get('meta_columns', []))
@@ -823,6 +834,26 @@ class ActivationStore(_Streamer):
 
     def __repr__(self):
         return f"ActivationStore({self.path}, split={self.split!r}: {len(self):,} rows x {self.d}, {self.manifest.get('dtype')})"
+
+# %% ../nbs/05_cache.ipynb #41e0578e
+def store_sequences(store:ActivationStore, # a store written by `cache_activations`
+                    bos_id:int, # the tokenizer's BOS id (filled into positions the store dropped)
+                    pad_id:int, # the tokenizer's padding id
+                    n_seqs:int=256, # contexts to rebuild (the first ones)
+                   ) -> torch.Tensor:
+    "The first `n_seqs` cached contexts as a padded `[n, T]` LongTensor."
+    if 'seq_id' not in store.meta_columns: raise ValueError(f"{store.path} has no token metadata: pass a store written by cache_activations (saenb_cache)")
+    meta = store.labels(np.arange(len(store)))
+    seq, pos, tid = meta['seq_id'].numpy(), meta['ctx_position'].numpy(), meta['token_id'].numpy()
+    keep_ids = np.unique(seq)[:n_seqs]
+    m = np.isin(seq, keep_ids)
+    row = np.searchsorted(keep_ids, seq[m])
+    T = int(pos[m].max()) + 1
+    out = np.full((len(keep_ids), T), bos_id, np.int64)
+    lens = np.zeros(len(keep_ids), np.int64); np.maximum.at(lens, row, pos[m] + 1)
+    out[np.arange(T)[None, :] >= lens[:, None]] = pad_id
+    out[row, pos[m]] = tid[m]
+    return torch.from_numpy(out)
 
 # %% ../nbs/05_cache.ipynb #acf3b3c3
 class ModelActivationSource(_Streamer):
@@ -909,11 +940,8 @@ def load_any_model(name_or_path:str, # a saenb model directory, a Hugging Face m
     p = Path(name_or_path)
     cfg = p / 'config.json'
     if cfg.exists() and 'model_type' not in json.loads(cfg.read_text()):
-        from saenb.model import load_model
         m = load_model(p, device=device)
     else:
-        from transformer_lens.model_bridge import TransformerBridge
-        import transformer_lens.model_bridge.sources  # registers boot_transformers
         if not p.exists() and str(name_or_path).startswith(('.', '/', '~')):
             raise FileNotFoundError(f"no model at {name_or_path}: pass a saenb model directory (saenb_train_gpt --out), a Hugging Face model directory or a hub name")
         try: m = TransformerBridge.boot_transformers(str(name_or_path), device=device)

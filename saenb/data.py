@@ -4,23 +4,26 @@
 
 # %% ../nbs/02_data.ipynb #b8d4b8c6
 from __future__ import annotations
-import itertools, json, os, shutil, sys, tempfile
+import itertools, json, sys
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 import pyarrow as pa
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
+from tqdm.auto import tqdm
 from fastcore.script import call_parse, store_true, bool_arg
 
-from .grammars import Concept, Language, PCFGLanguage, get_language, LANGUAGES, plot_depth, plot_tree
+from .utils import write_atomic, write_text
+from .grammars import Concept, Language, PCFGLanguage, get_language, plot_depth, plot_tree
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'CHUNK', 'CORPUS_FORMAT', 'Tokenizer', 'write_atomic', 'generate_columns', 'corpus_features',
-           'columns_to_table', 'Corpus', 'make_corpus', 'save_corpus', 'load_corpus', 'pack', 'pack_labels',
-           'pad_batch', 'corpus_summary', 'format_summary', 'print_summary', 'plot_samples', 'plot_lengths',
-           'plot_label_counts', 'plot_structure', 'write_corpus', 'saenb_data']
+__all__ = ['SPECIAL_TOKENS', 'CHUNK', 'CORPUS_FORMAT', 'Tokenizer', 'generate_columns', 'corpus_features', 'columns_to_table',
+           'Corpus', 'make_corpus', 'save_corpus', 'load_corpus', 'flat_values', 'pack', 'pack_labels', 'pad_batch',
+           'corpus_summary', 'format_summary', 'print_summary', 'plot_samples', 'plot_lengths', 'plot_label_counts',
+           'plot_structure', 'write_corpus', 'saenb_data']
 
 # %% ../nbs/02_data.ipynb #9198ae05
 SPECIAL_TOKENS = ['<pad>', '<bos>', '<eos>']
@@ -72,37 +75,11 @@ class Tokenizer:
     def __eq__(self, other): return isinstance(other, Tokenizer) and self.vocab == other.vocab
     def __repr__(self): return f"Tokenizer({self.vocab_size} tokens: {' '.join(self.vocab)})"
 
-# %% ../nbs/02_data.ipynb #55ecbc30
-def write_atomic(dest, # file or directory to (re)create
-                 write, # called as `write(tmp)` with a path that does not exist yet; it creates the file or directory
-                 mkdir:bool=False, # create `tmp` as an empty directory before calling `write`
-                ) -> Path:
-    "Create `dest` through `write(tmp)` on a temporary path beside it, then rename it into place."
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
-    if not mkdir: tmp.rmdir()
-    try:
-        write(tmp)
-        if dest.is_dir() and not dest.is_symlink():
-            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".old")); old.rmdir()
-            os.replace(dest, old); os.replace(tmp, dest); shutil.rmtree(old, ignore_errors=True)
-        else: os.replace(tmp, dest)
-    except BaseException:
-        if tmp.is_dir(): shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists(): tmp.unlink()
-        raise
-    return dest
-
-def _write_text(path, text:str):
-    "Write `text` to the file `path` atomically."
-    write_atomic(path, lambda p: p.write_text(text))
-
 # %% ../nbs/02_data.ipynb #eb4e2b83
 def _tok_save(self:Tokenizer,
               path): # file to write (JSON)
     "Write the tokenizer to `path` as JSON."
-    _write_text(path, json.dumps({'type': 'saenb.Tokenizer', 'specials': SPECIAL_TOKENS,
+    write_text(path, json.dumps({'type': 'saenb.Tokenizer', 'specials': SPECIAL_TOKENS,
                                   'vocab': self.vocab[len(SPECIAL_TOKENS):]}, indent=1))
 
 def _tok_load(path # a file written by `Tokenizer.save`
@@ -134,7 +111,6 @@ def generate_columns(lang:Language, # the language to sample
     "`n_seqs` sequences of `lang` with their labels, as columns, generated in reproducible chunks."
     if not isinstance(n_seqs, (int, np.integer)) or n_seqs < 1: raise ValueError(f"n_seqs must be a positive integer, got {n_seqs!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0: raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    from tqdm.auto import tqdm
     sizes = [min(CHUNK, n_seqs - s) for s in range(0, n_seqs, CHUNK)]
     cols = {}
     with tqdm(total=n_seqs, unit='seq', desc=f"generating {lang.name}", disable=not progress or len(sizes) == 1) as bar:
@@ -270,7 +246,7 @@ def save_corpus(corpus:Corpus, # the corpus to write
         corpus.tokenizer.save(tmp / 'tokenizer.json')
         spec = {'format': CORPUS_FORMAT, 'version': 1, 'name': corpus.language.name, 'hparams': corpus.language.hparams,
                 'concepts': {k: asdict(c) for k, c in corpus.concepts.items()}, 'generation': corpus.meta}
-        _write_text(tmp / 'language.json', json.dumps(spec, indent=1))
+        write_text(tmp / 'language.json', json.dumps(spec, indent=1))
     return write_atomic(out, write)
 
 # %% ../nbs/02_data.ipynb #7278af71
@@ -293,7 +269,7 @@ def load_corpus(path # a directory written by `save_corpus` (or `saenb_data`)
     return Corpus(splits, Tokenizer.load(path / 'tokenizer.json'), lang, concepts, spec.get('generation'))
 
 # %% ../nbs/02_data.ipynb #8bf70651
-def _flat_values(dataset:Dataset, column:str) -> np.ndarray:
+def flat_values(dataset:Dataset, column:str) -> np.ndarray:
     "All values of a list column, back to back, respecting any `select`/`shuffle` of `dataset`."
     if column not in dataset.column_names: raise ValueError(f"no column {column!r}: the dataset has {', '.join(dataset.column_names)}")
     if len(dataset) == 0: return np.zeros(0, dtype=np.int64)
@@ -301,7 +277,6 @@ def _flat_values(dataset:Dataset, column:str) -> np.ndarray:
     return arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
 
 def _rows(vals:np.ndarray, n_ctx:int, what:str):
-    import torch
     if not isinstance(n_ctx, (int, np.integer)) or n_ctx < 1: raise ValueError(f"n_ctx must be a positive integer, got {n_ctx!r}")
     n = len(vals) // n_ctx
     if n == 0: raise ValueError(f"only {len(vals)} {what} in the dataset, fewer than n_ctx={n_ctx}: use more sequences or a smaller n_ctx")
@@ -311,7 +286,7 @@ def pack(dataset:Dataset, # a corpus split
          n_ctx:int # tokens per row
         ) -> 'torch.LongTensor':
     "The `input_ids` of all sequences back to back, cut into rows of `n_ctx`: a LongTensor `[N, n_ctx]`."
-    return _rows(_flat_values(dataset, 'input_ids'), n_ctx, 'tokens')
+    return _rows(flat_values(dataset, 'input_ids'), n_ctx, 'tokens')
 
 def pack_labels(dataset:Dataset, # a corpus split
                 n_ctx:int, # tokens per row, as for `pack`
@@ -319,7 +294,7 @@ def pack_labels(dataset:Dataset, # a corpus split
                ) -> dict:
     "Concept labels packed exactly like `pack` packs `input_ids`: name -> LongTensor `[N, n_ctx]`."
     if concepts is None: concepts = [c for c in dataset.column_names if c not in ('input_ids', 'text', 'length')]
-    return {c: _rows(_flat_values(dataset, c), n_ctx, 'tokens') for c in concepts}
+    return {c: _rows(flat_values(dataset, c), n_ctx, 'tokens') for c in concepts}
 
 # %% ../nbs/02_data.ipynb #73a2a455
 def pad_batch(seqs:list, # id (or label) lists, e.g. `dataset[i:j]['input_ids']`
@@ -327,7 +302,6 @@ def pad_batch(seqs:list, # id (or label) lists, e.g. `dataset[i:j]['input_ids']`
               n_ctx:int=None # cap on the row length; longer sequences are truncated
              ) -> 'torch.LongTensor':
     "A LongTensor `[len(seqs), min(longest, n_ctx)]` of `seqs`, right-padded with `pad_id`."
-    import torch
     if not len(seqs): raise ValueError("pad_batch needs at least one sequence")
     width = max(len(s) for s in seqs)
     if n_ctx is not None: width = min(width, n_ctx)
@@ -340,7 +314,7 @@ def pad_batch(seqs:list, # id (or label) lists, e.g. `dataset[i:j]['input_ids']`
 # %% ../nbs/02_data.ipynb #4b4f6eee
 def _label_counts(corpus:Corpus, name:str) -> dict:
     c = corpus.concepts[name]
-    vals = np.concatenate([_flat_values(corpus[s], name) for s in ('train', 'validation')])
+    vals = np.concatenate([flat_values(corpus[s], name) for s in ('train', 'validation')])
     n_ends = 2 * (len(corpus.train) + len(corpus.validation))
     na = int((vals == -1).sum()) - n_ends
     vals = vals[vals >= 0]
@@ -398,7 +372,7 @@ def plot_samples(corpus:Corpus, # the corpus to show
                  split:str='train', # split to draw from
                  max_tokens:int=48): # columns shown
     "A plotly grid of the first `n` sequences of `split`, each token coloured by its `concept` label."
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
     concept = concept or next(iter(corpus.concepts))
     if concept not in corpus.concepts: raise ValueError(f"unknown concept {concept!r}: choose one of {', '.join(corpus.concepts)}")
     rows = corpus[split].select(range(min(n, len(corpus[split]))))
@@ -420,7 +394,7 @@ def plot_samples(corpus:Corpus, # the corpus to show
 # %% ../nbs/02_data.ipynb #154fc466
 def plot_lengths(corpus:Corpus): # the corpus to show
     "A plotly histogram of sequence lengths, one trace per split."
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
     fig = go.Figure([go.Histogram(x=corpus[s]['length'][:], name=s, opacity=0.7, histnorm='probability') for s in ('train', 'validation')])
     fig.update_layout(barmode='overlay', title=f"{corpus.language.name}: sequence length", xaxis_title='tokens', yaxis_title='fraction',
                       height=300, margin=dict(l=10, r=10, t=40, b=10))
@@ -430,8 +404,8 @@ def plot_lengths(corpus:Corpus): # the corpus to show
 def plot_label_counts(corpus:Corpus, # the corpus to show
                       concepts:list=None): # concepts to plot; the categorical ones by default
     "Plotly bar charts of label value counts, one panel per concept."
-    from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots  # deferred: plotly takes about a second to import and only figures need it
+    import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
     concepts = concepts or [k for k, c in corpus.concepts.items() if c.kind == 'categorical']
     bad = [c for c in concepts if c not in corpus.concepts]
     if bad: raise ValueError(f"unknown concept(s) {bad}: choose from {', '.join(corpus.concepts)}")

@@ -4,34 +4,26 @@
 
 # %% ../nbs/08_eval.ipynb #4c561971
 from __future__ import annotations
-import html, json, math, sys, time
-from contextlib import contextmanager
-from dataclasses import dataclass, asdict
+import html, json, math, sys
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
 from tqdm.auto import tqdm
 from fastcore.script import call_parse
-from .cache import ActivationStore, resolve_hook
-from .sae import SAE, load_sae
-from .data import write_atomic
+from .utils import write_atomic, write_json, jsonable
+from .model import load_model, load_language
+from .train_gpt import grammaticality
+from .cache import ActivationStore, capture, splice, store_sequences
+from .sae import SAE
+from .sae_io import load_sae
 
 # %% auto #0
-__all__ = ['splice', 'sae_fn', 'store_sequences', 'reconstruction_metrics', 'downstream_metrics', 'spliced_grammaticality',
-           'ConceptScores', 'concept_scores', 'concept_summary', 'plot_concept_heatmap', 'probe_ceilings',
-           'synthetic_activations', 'recovery_scores', 'intervention_effect', 'causal_loss', 'evaluate_sae',
-           'density_figure', 'write_report', 'plot_pareto', 'pareto_figure', 'saenb_eval']
+__all__ = ['sae_fn', 'reconstruction_metrics', 'downstream_metrics', 'spliced_grammaticality', 'ConceptScores', 'concept_scores',
+           'concept_summary', 'plot_concept_heatmap', 'probe_ceilings', 'synthetic_activations', 'recovery_scores',
+           'intervention_effect', 'evaluate_sae', 'density_figure', 'write_report', 'plot_pareto', 'pareto_figure',
+           'saenb_eval']
 
 # %% ../nbs/08_eval.ipynb #0e36500e
-@contextmanager
-def splice(model, # a `TransformerBridge`
-           hook, # hook name, short (`0_residpost`) or TransformerLens; or a dict `{hook: fn}` to splice several at once
-           fn=None, # called as `fn(activation)`; its result replaces the activation
-          ):
-    "Context manager: run `model` with the activation at `hook` replaced by `fn(activation)` (at every hook of a dict, for compound splicing)."
-    fns = hook if isinstance(hook, dict) else {hook: fn}
-    def replace(f): return lambda t, hook: f(t).to(t.dtype)
-    with model.hooks(fwd_hooks=[(resolve_hook(model, h), replace(f)) for h, f in fns.items()]): yield model
-
 def sae_fn(sae:SAE, # the SAE (taking raw activations)
            latents=None, # latent index or list of indices to edit (None: plain reconstruction)
            mode:str='zero', # 'zero', 'clamp' (set to `value`) or 'add' (add `value`)
@@ -53,26 +45,6 @@ def sae_fn(sae:SAE, # the SAE (taking raw activations)
         out = sae.decode(codes)
         return out + (xf - rec) if keep_error else out
     return fn
-
-# %% ../nbs/08_eval.ipynb #41e0578e
-def store_sequences(store:ActivationStore, # a store written by `cache_activations`
-                    bos_id:int, # the tokenizer's BOS id (filled into positions the store dropped)
-                    pad_id:int, # the tokenizer's padding id
-                    n_seqs:int=256, # contexts to rebuild (the first ones)
-                   ) -> torch.Tensor:
-    "The first `n_seqs` cached contexts as a padded `[n, T]` LongTensor."
-    if 'seq_id' not in store.meta_columns: raise ValueError(f"{store.path} has no token metadata: pass a store written by cache_activations (saenb_cache)")
-    meta = store.labels(np.arange(len(store)))
-    seq, pos, tid = meta['seq_id'].numpy(), meta['ctx_position'].numpy(), meta['token_id'].numpy()
-    keep_ids = np.unique(seq)[:n_seqs]
-    m = np.isin(seq, keep_ids)
-    row = np.searchsorted(keep_ids, seq[m])
-    T = int(pos[m].max()) + 1
-    out = np.full((len(keep_ids), T), bos_id, np.int64)
-    lens = np.zeros(len(keep_ids), np.int64); np.maximum.at(lens, row, pos[m] + 1)
-    out[np.arange(T)[None, :] >= lens[:, None]] = pad_id
-    out[row, pos[m]] = tid[m]
-    return torch.from_numpy(out)
 
 # %% ../nbs/08_eval.ipynb #e09bee74
 def _rows(store, n_rows):
@@ -119,7 +91,6 @@ def _ce_kl(logits, clean_logp, ids, pad_id):
 @torch.no_grad()
 def _hook_means(model, hooks:list, ids, pad_id, batch_size) -> dict:
     "Mean activation of each hook over the non-pad positions of `ids`."
-    from saenb.cache import capture
     dev = next(model.parameters()).device
     tot, cnt = {h: 0. for h in hooks}, 0
     for i in range(0, len(ids), batch_size):
@@ -189,7 +160,6 @@ def spliced_grammaticality(model, # a `TransformerBridge` (with `.saenb_tokenize
                            **kwargs, # more arguments of `saenb.train_gpt.grammaticality` (temperature, top_k, ...)
                           ):
     "Grammaticality report of `n` free generations with `fn` spliced in at `hook`."
-    from saenb.train_gpt import grammaticality
     if isinstance(fn, SAE): fn = sae_fn(fn)
     tokenizer = tokenizer or getattr(model, 'saenb_tokenizer', None)
     return grammaticality(_Spliced(model, hook, fn).eval(), lang, n=n, tokenizer=tokenizer, seed=seed, **kwargs)
@@ -319,7 +289,7 @@ def plot_concept_heatmap(cs:ConceptScores, # from `concept_scores`
                          top:int=3, # latents kept per concept value (its best ones)
                         ):
     "Plotly heatmap of the best latents (rows) against every concept value (columns)."
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
     t = cs.table.assign(col=cs.table.concept + ': ' + cs.table.value_name)
     keep = t.sort_values(metric, ascending=False).groupby('col', sort=False).head(top).latent.unique()
     m = t[t.latent.isin(keep)].pivot_table(index='latent', columns='col', values=metric, sort=False)
@@ -444,45 +414,7 @@ def intervention_effect(model, # a `TransformerBridge`
         out['grammaticality'] = spliced_grammaticality(model, hook, sae_fn(sae, latents, mode, value, keep_error=True), lang, n_gen, tokenizer).fraction
     return out
 
-# %% ../nbs/08_eval.ipynb #d35b536b
-def causal_loss(model, # a `TransformerBridge` (its weights are not trained: use `requires_grad_(False)`)
-                hook:str, # the SAE's hook
-                sae:SAE, # the SAE being trained
-                ids:torch.Tensor, # `[b, T]` token rows (b >= 2)
-                alpha:torch.Tensor=None, # interpolation weights `[b]` (default: uniform random)
-                pad_id:int=None, # padding id: padded positions are left out
-                seed:int=None, # seed for `alpha` and the pairing
-               ) -> torch.Tensor:
-    "Menon et al. (2024) causal regularization: output of the latent interpolation vs interpolation of the outputs."
-    if len(ids) < 2: raise ValueError("causal_loss pairs rows of the batch: pass at least 2 rows")
-    g = torch.Generator().manual_seed(seed) if seed is not None else None
-    dev = next(model.parameters()).device; ids = ids.to(dev)
-    shift = 1 if g is None else int(torch.randint(1, len(ids), (1,), generator=g))
-    perm = torch.roll(torch.arange(len(ids)), shift)  # pairs each row with another one
-    if alpha is None: alpha = torch.rand(len(ids), generator=g)
-    a = alpha.to(dev).float().reshape(-1, 1, 1)
-    from saenb.cache import capture
-    with torch.no_grad(): x = capture(model, ids, [hook])[hook].float()
-    l = sae.encode(x)
-    def out(latents):
-        with splice(model, hook, lambda _: sae.decode(latents)): return model(ids).float().log_softmax(-1)
-    o1, o2, omix = out(l), out(l[perm]), out(a * l + (1 - a) * l[perm])
-    diff = (omix - (a * o1 + (1 - a) * o2)).pow(2).sum(-1)
-    if pad_id is not None:
-        m = ((ids != pad_id) & (ids[perm] != pad_id)).float()
-        return (diff * m).sum() / m.sum().clamp_min(1)
-    return diff.mean()
-
 # %% ../nbs/08_eval.ipynb #75a50d19
-def _jsonable(o):
-    if isinstance(o, dict): return {k: _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
-    if isinstance(o, pd.DataFrame): return _jsonable(o.to_dict('records'))
-    if isinstance(o, np.ndarray): return _jsonable(o.tolist())
-    if isinstance(o, (np.floating, np.integer, np.bool_)): return _jsonable(o.item())
-    if isinstance(o, float) and not math.isfinite(o): return None
-    return o
-
 def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sae`)
                  acts, # its activations: store directory or `ActivationStore` (the validation split is used when there is one)
                  model=None, # the model (a `TransformerBridge` or a saenb model directory): adds downstream figures
@@ -507,7 +439,6 @@ def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sa
     if model is not None:
         if not hook: raise ValueError(f"{store.path} does not record its hook (no 'hook' in manifest.json): downstream figures need a store from saenb_cache")
         if isinstance(model, (str, Path)):
-            from saenb.model import load_model
             path, model = model, load_model(model)
             model.saenb_path = path
         model.eval()
@@ -535,7 +466,6 @@ def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sa
 
 def _model_language(model, store):
     "The model's language, from its directory if it was loaded from one, else from the corpus the store names."
-    from saenb.model import load_language
     for p in (getattr(model, 'saenb_path', None), store.manifest.get('data')):
         try: return load_language(p) if p else None
         except (ValueError, OSError, TypeError): continue
@@ -548,7 +478,7 @@ def _fig_html(fig, first:bool) -> str:
 def density_figure(density:np.ndarray, # per-latent firing frequency
                    title:str='Feature density'):
     "Histogram of log10 firing frequency (dead latents counted apart, in the title)."
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
     alive = density[density > 0]
     fig = go.Figure(go.Histogram(x=np.log10(alive), nbinsx=50))
     fig.update_layout(title=f"{title}: {int((density == 0).sum())} dead of {len(density)}", xaxis_title='log10 firing frequency', yaxis_title='latents')
@@ -560,7 +490,7 @@ def write_report(res:dict, # from `evaluate_sae`
     "Write `eval.json` and a self-contained offline `report.html` for one evaluated SAE."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in res.items() if not k.startswith('_')}
-    write_atomic(out/'eval.json', lambda p: p.write_text(json.dumps(_jsonable(data), indent=1, allow_nan=False)))
+    write_json(out/'eval.json', data)
     figs = [density_figure(res['density'])]
     if '_concept_scores' in res: figs.append(plot_concept_heatmap(res['_concept_scores']))
     parts = [f"<h1>SAE evaluation</h1><p>{html.escape(str(res.get('sae')))} &middot; {res['arch']} &middot; {res['d_sae']} latents &middot; hook {html.escape(str(res.get('hook')))} &middot; {html.escape(res['store'])} ({res['split']})</p>"]
@@ -591,8 +521,8 @@ def plot_pareto(df:pd.DataFrame, # one row per SAE: `arch`, `l0`, `explained_var
                 title:str='Sparsity against reconstruction', # figure title
                ):
     "Plotly figure: L0 against explained variance (and loss recovered, where known), one colour per architecture, each with its Pareto front."
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
+    from plotly.subplots import make_subplots  # deferred: plotly takes about a second to import and only figures need it
     ys = [('explained_variance', 'explained variance')] + ([('loss_recovered', 'loss recovered')] if 'loss_recovered' in df and df.loss_recovered.notna().any() else [])
     fig = make_subplots(1, len(ys), subplot_titles=[f'L0 vs {t}' for _, t in ys])
     text = df['label'] if 'label' in df else pd.Series([''] * len(df), index=df.index)
@@ -641,14 +571,13 @@ def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (requir
             if not (d/'config.json').exists(): raise ValueError(f"{d} is not an SAE directory (no config.json): pass the --out of saenb_train_sae")
         m = None
         if model:
-            from saenb.model import load_model
             m = load_model(model); m.saenb_path = model
         results = []
         for d in dirs:
             r = evaluate_sae(d, acts, m, n_rows=n_rows, n_seqs=n_seqs, n_gen=n_gen, probes=not no_probes, progress=not quiet)
             dest = Path(out)/d.name if out and len(dirs) > 1 else Path(out or d)
             write_report(r, dest); results.append(dest/'eval.json')
-            print(json.dumps({'sae': str(d), 'out': str(dest), **_jsonable(r['reconstruction']), **_jsonable(r.get('downstream', {})),
+            print(json.dumps({'sae': str(d), 'out': str(dest), **jsonable(r['reconstruction']), **jsonable(r.get('downstream', {})),
                               **({'best_auroc': float(r['concept_summary'].best_auroc.max())} if 'concept_summary' in r and len(r['concept_summary']) else {})}))
         if len(results) > 1:
             page = pareto_figure(results).to_html(include_plotlyjs=True, full_html=True)

@@ -8,10 +8,12 @@ import math, random, re
 from dataclasses import dataclass, field, fields, asdict
 import numpy as np
 
+from .utils import check
+
 # %% auto #0
 __all__ = ['LANGUAGES', 'BRACKET_PAIRS', 'EXPR_OPS', 'ENGLISH_GRAMMAR', 'Tree', 'PCFG', 'sample', 'parse', 'accepts', 'Concept',
-           'register_language', 'Language', 'get_language', 'is_grammatical', 'Dyck', 'Expr', 'PCFGLanguage', 'English',
-           'plot_tree', 'plot_depth']
+           'register_language', 'Language', 'check', 'get_language', 'is_grammatical', 'Dyck', 'Expr', 'PCFGLanguage',
+           'English', 'plot_tree', 'plot_depth']
 
 # %% ../nbs/01_grammars.ipynb #e34070e8
 @dataclass
@@ -240,7 +242,7 @@ class Language:
         return self.generate(n, seed)['tokens']
     def __repr__(self): return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self.hparams.items()) + ")"
 
-def _check(cond, msg):
+def check(cond, msg):
     if not cond: raise ValueError(msg)
 
 # %% ../nbs/01_grammars.ipynb #ccb7c1c7
@@ -288,12 +290,12 @@ class Dyck(Language):
     name = 'dyck'
 
     def validate(self):
-        _check(1 <= self.n_brackets <= len(BRACKET_PAIRS), f"n_brackets must be 1 to {len(BRACKET_PAIRS)}, got {self.n_brackets}")
-        _check(self.min_len >= 2 and self.min_len % 2 == 0, f"min_len must be an even number >= 2, got {self.min_len}")
-        _check(self.max_len >= self.min_len and self.max_len % 2 == 0, f"max_len must be even and >= min_len={self.min_len}, got {self.max_len}")
-        _check(self.max_depth >= 1, f"max_depth must be >= 1, got {self.max_depth}")
-        _check(self.length_dist in ('uniform', 'geometric'), f"length_dist must be 'uniform' or 'geometric', got {self.length_dist!r}")
-        _check(self.mean_len > 0, f"mean_len must be positive, got {self.mean_len}")
+        check(1 <= self.n_brackets <= len(BRACKET_PAIRS), f"n_brackets must be 1 to {len(BRACKET_PAIRS)}, got {self.n_brackets}")
+        check(self.min_len >= 2 and self.min_len % 2 == 0, f"min_len must be an even number >= 2, got {self.min_len}")
+        check(self.max_len >= self.min_len and self.max_len % 2 == 0, f"max_len must be even and >= min_len={self.min_len}, got {self.max_len}")
+        check(self.max_depth >= 1, f"max_depth must be >= 1, got {self.max_depth}")
+        check(self.length_dist in ('uniform', 'geometric'), f"length_dist must be 'uniform' or 'geometric', got {self.length_dist!r}")
+        check(self.mean_len > 0, f"mean_len must be positive, got {self.mean_len}")
 
     @property
     def pairs(self): return BRACKET_PAIRS[:self.n_brackets]
@@ -405,11 +407,11 @@ class Expr(Language):
     name = 'expr'
 
     def validate(self):
-        _check(1 <= self.n_digits <= 10, f"n_digits must be 1 to 10, got {self.n_digits}")
-        _check(1 <= self.n_ops <= len(EXPR_OPS), f"n_ops must be 1 to {len(EXPR_OPS)}, got {self.n_ops}")
-        _check(self.max_depth >= 1, f"max_depth must be >= 1, got {self.max_depth}")
-        _check(0 <= self.p_op < 1, f"p_op must be in [0, 1), got {self.p_op}")
-        _check(0 <= self.min_ops <= 2 ** self.max_depth - 1, f"min_ops must be 0 to 2**max_depth-1={2**self.max_depth-1}, got {self.min_ops}")
+        check(1 <= self.n_digits <= 10, f"n_digits must be 1 to 10, got {self.n_digits}")
+        check(1 <= self.n_ops <= len(EXPR_OPS), f"n_ops must be 1 to {len(EXPR_OPS)}, got {self.n_ops}")
+        check(self.max_depth >= 1, f"max_depth must be >= 1, got {self.max_depth}")
+        check(0 <= self.p_op < 1, f"p_op must be in [0, 1), got {self.p_op}")
+        check(0 <= self.min_ops <= 2 ** self.max_depth - 1, f"min_ops must be 0 to 2**max_depth-1={2**self.max_depth-1}, got {self.min_ops}")
 
     @property
     def digits(self): return [str(d) for d in range(self.n_digits)]
@@ -589,8 +591,8 @@ class English(PCFGLanguage):
     max_len:int=32 # longest sentence, '.' included
     name = 'english'
     def __post_init__(self):
-        _check(self.max_depth >= 5, f"max_depth must be >= 5 (the shortest sentence needs 5 levels), got {self.max_depth}")
-        _check(self.max_len is None or self.max_len >= 3, f"max_len must be >= 3, got {self.max_len}")
+        check(self.max_depth >= 5, f"max_depth must be >= 5 (the shortest sentence needs 5 levels), got {self.max_depth}")
+        check(self.max_len is None or self.max_len >= 3, f"max_len must be >= 3, got {self.max_len}")
         self.grammar = PCFG.from_string(ENGLISH_GRAMMAR)
     @property
     def hparams(self): return asdict(self)
@@ -598,7 +600,7 @@ class English(PCFGLanguage):
 # %% ../nbs/01_grammars.ipynb #a0239aae
 def plot_tree(tree:Tree, title:str=None):
     "A plotly figure of `tree`: nonterminals as labelled nodes, tokens along the bottom."
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
     xs, ys, labels, edges, height = [], [], [], [], tree.depth()
     leaf_x = iter(range(10**9))
     def walk(t, y):
@@ -620,7 +622,7 @@ def plot_tree(tree:Tree, title:str=None):
 
 def plot_depth(tokens:list, depth:list, title:str=None):
     "A plotly step plot of nesting `depth` along `tokens`."
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
     fig = go.Figure(go.Scatter(x=list(range(len(tokens))), y=depth, mode='lines+markers+text', text=tokens,
                                textposition='top center', line_shape='hvh'))
     fig.update_layout(title=title, xaxis_title='position', yaxis_title='depth', height=300, margin=dict(l=10, r=10, t=40, b=10))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_model.ipynb #6c768fc1
 from __future__ import annotations
-import copy, json, math, os, shutil, tempfile
+import copy, json
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
@@ -13,10 +13,12 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import save_file, load_file
 from transformer_lens.config import TransformerBridgeConfig
-from .data import write_atomic
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_native
 from transformer_lens.model_bridge.sources.native.model import NativeModel
+from .utils import write_atomic
+from .grammars import get_language
+from .data import Tokenizer
 
 # %% auto #0
 __all__ = ['GPTConfig', 'check_gpt_config', 'build_model', 'core_module', 'next_token_loss', 'save_model', 'load_gpt_config',
@@ -141,7 +143,6 @@ def load_model(path:str|Path, # a directory written by `save_model`
 def load_tokenizer(path:str|Path, # a directory written by `save_model`
                   ):
     "The `saenb.data.Tokenizer` saved with the model in `path`."
-    from saenb.data import Tokenizer
     f = Path(path)/'tokenizer.json'
     if not f.exists(): raise ValueError(f"{path} has no tokenizer; save the model with save_model(..., tokenizer=corpus.tokenizer).")
     return Tokenizer.load(f)
@@ -150,7 +151,6 @@ def load_tokenizer(path:str|Path, # a directory written by `save_model`
 def load_language(path:str|Path, # a directory written by `save_model`
                  ):
     "The `saenb.grammars.Language` the model in `path` was trained on."
-    from saenb.grammars import get_language
     f = Path(path)/'language.json'
     if not f.exists(): raise ValueError(f"{path} has no language.json; save the model with save_model(..., language=corpus.language).")
     d = json.loads(f.read_text())

@@ -6,29 +6,27 @@
 from __future__ import annotations
 import json, math, os, time, warnings
 from contextlib import nullcontext
-from dataclasses import dataclass, asdict, fields, replace
+from dataclasses import dataclass, asdict, replace
 from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from fastcore.script import call_parse, store_true
 
 from .model import (GPTConfig, build_model, core_module, next_token_loss, save_model, load_model,
                          load_gpt_config, load_tokenizer, load_language)
-from .data import write_atomic
+from .utils import write_atomic, lr_factor, setup_distributed, check_replicas, in_notebook, LiveLossPlot
 from .data import load_corpus, pack
 from .grammars import get_language
 
 # %% auto #0
-__all__ = ['TrainConfig', 'lr_at', 'padded_rows', 'trim_padding', 'batch_rows', 'validation_loss', 'save_checkpoint',
-           'load_checkpoint', 'setup_distributed', 'weights_fingerprint', 'check_replicas', 'in_notebook',
-           'LiveLossPlot', 'train_gpt', 'sample', 'GrammaticalityReport', 'score_generation', 'grammaticality',
-           'saenb_train_gpt', 'write_jsonl', 'saenb_generate']
+__all__ = ['TrainConfig', 'padded_rows', 'trim_padding', 'batch_rows', 'validation_loss', 'save_checkpoint', 'load_checkpoint',
+           'train_gpt', 'sample', 'GrammaticalityReport', 'score_generation', 'grammaticality', 'saenb_train_gpt',
+           'write_jsonl', 'saenb_generate']
 
 # %% ../nbs/04_train_gpt.ipynb #9d2b77b3
 @dataclass
@@ -50,16 +48,6 @@ class TrainConfig:
     ckpt_every:int=500 # steps between checkpoints
     seed:int=0 # seed of the data order
     packed:bool=False # train on packed rows (`saenb.data.pack`) instead of one padded sequence per row
-
-# %% ../nbs/04_train_gpt.ipynb #7e390f1f
-def lr_at(step:int, # optimizer step, counting from 0
-          tc:TrainConfig, # the settings holding the schedule
-         ) -> float:
-    "Learning rate of step `step`: linear warmup, then cosine decay."
-    if step < tc.warmup_steps: return tc.lr * (step + 1) / tc.warmup_steps
-    progress = (step - tc.warmup_steps) / max(1, tc.steps - 1 - tc.warmup_steps)
-    min_lr = tc.lr * tc.min_lr_frac
-    return min_lr + 0.5 * (tc.lr - min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 # %% ../nbs/04_train_gpt.ipynb #62d82eec
 def padded_rows(dataset, # a `datasets.Dataset` with an `input_ids` column
@@ -184,67 +172,6 @@ def load_checkpoint(ckpt_dir:str|Path, # a directory written by `save_checkpoint
     metrics = pd.read_csv(ckpt_dir/'metrics.csv') if (ckpt_dir/'metrics.csv').exists() else pd.DataFrame()
     return state['step'], metrics
 
-# %% ../nbs/04_train_gpt.ipynb #12d61bde
-def setup_distributed(device:str='cpu', # 'cpu', 'cuda' or 'cuda:N'
-                     ) -> tuple[int, int, torch.device]:
-    "Rank, world size and device of this process, joining the process group under `torchrun`."
-    world = int(os.environ.get('WORLD_SIZE', 1))
-    if world == 1: return 0, 1, torch.device(device)
-    rank, local_rank = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', 0))
-    if device.startswith('cuda'):
-        torch.cuda.set_device(local_rank); dev, backend = torch.device('cuda', local_rank), 'nccl'
-    else: dev, backend = torch.device(device), 'gloo'
-    if not dist.is_initialized(): dist.init_process_group(backend)
-    return rank, world, dev
-
-# %% ../nbs/04_train_gpt.ipynb #4209b458
-def weights_fingerprint(net:torch.nn.Module, # the model
-                       ) -> str:
-    "A SHA-256 hash of all parameters' bytes: equal exactly when the weights are bitwise equal."
-    import hashlib
-    h = hashlib.sha256()
-    for p in net.parameters(): h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-def check_replicas(net:torch.nn.Module, # this process's model
-                   out:Path|None=None, # where to write replicas.json (rank 0 passes it)
-                  ) -> list[str]:
-    "Gather every process's weights fingerprint; warn if they differ."
-    prints = [None] * dist.get_world_size()
-    dist.all_gather_object(prints, weights_fingerprint(net))
-    if len(set(prints)) > 1: warnings.warn(f"The processes ended with different weights: {prints}")
-    if out is not None: write_atomic(Path(out)/'replicas.json', lambda p: p.write_text(json.dumps(prints)))
-    return prints
-
-# %% ../nbs/04_train_gpt.ipynb #192f0b67
-def in_notebook() -> bool:
-    "Whether the code runs inside a Jupyter kernel (or an nbdev test run)."
-    try: from IPython import get_ipython
-    except ImportError: return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ != 'TerminalInteractiveShell'
-
-class LiveLossPlot:
-    "A plotly curve of train and validation loss that redraws in place."
-    def __init__(self,
-                 title:str='loss', # title of the figure
-                ): self.title, self.handle = title, None
-    def figure(self, metrics:pd.DataFrame):
-        "The plotly figure of `metrics` (columns step, train_loss, val_loss)."
-        import plotly.graph_objects as go
-        val = metrics.dropna(subset=['val_loss'])
-        fig = go.Figure([go.Scatter(x=metrics.step, y=metrics.train_loss, name='train', mode='lines'),
-                         go.Scatter(x=val.step, y=val.val_loss, name='validation', mode='lines+markers')])
-        return fig.update_layout(title=self.title, xaxis_title='step', yaxis_title='loss', height=320, margin=dict(t=40, b=40))
-    def update(self, metrics:pd.DataFrame):
-        "Draw `metrics`, replacing the previous drawing."
-        from IPython.display import display
-        last = metrics.iloc[-1]
-        bundle = {'application/vnd.plotly.v1+json': json.loads(self.figure(metrics).to_json()),
-                  'text/plain': f"step {int(last.step)}: train loss {last.train_loss:.4f}"}
-        if self.handle is None: self.handle = display(bundle, raw=True, display_id=True)
-        else: self.handle.update(bundle, raw=True)
-
 # %% ../nbs/04_train_gpt.ipynb #23e1ee7f
 def _as_corpus(data):
     "A `Corpus` from a corpus or a directory written by `saenb.data.save_corpus`."
@@ -298,7 +225,7 @@ def train_gpt(data, # a `saenb.data.Corpus`, or the directory it was saved to
     train_net.train()
     last_val = metrics.val_loss.dropna().iloc[-1] if len(metrics) and metrics.val_loss.notna().any() else float('nan')
     for step in bar:
-        lr = lr_at(step, tc)
+        lr = tc.lr * lr_factor(step, tc.steps, 'cosine', tc.warmup_steps, min_lr_frac=tc.min_lr_frac)
         for group in optimizer.param_groups: group['lr'] = lr
         idx = batch_rows(step, len(train_rows), rows_per_process, rank, world, tc.seed)
         loss_sum, n_tokens = torch.zeros((), device=dev), 0

@@ -4,23 +4,24 @@
 
 # %% ../nbs/07_train_sae.ipynb #63f2ff12
 from __future__ import annotations
-import ctypes, functools, json, math, os, sys, time, warnings
+import ctypes, functools, json, math, os, sys, time
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
-import numpy as np, pandas as pd, torch
-from tqdm.auto import tqdm
-from fastcore.script import call_parse
-from .cache import ActivationStore
-from .sae import SAE, SAE_REGISTRY, make_sae, load_sae, resample_dead_latents
-from .data import write_atomic
-from .train_gpt import LiveLossPlot, in_notebook, setup_distributed, check_replicas
+import pandas as pd, torch
 import torch.distributed as dist
+from tqdm.auto import tqdm
+from fastcore.script import call_parse, Param
+from .utils import write_atomic, lr_factor, LiveLossPlot, in_notebook, setup_distributed, check_replicas
+from .model import load_model
+from .cache import ActivationStore, capture, splice, store_sequences
+from .sae import SAE, SAE_REGISTRY, make_sae, resample_dead_latents
+from .sae_io import load_sae
 
 # %% auto #0
-__all__ = ['SAETrainConfig', 'lr_factor', 'open_activations', 'validation_activations', 'build_sae', 'make_optimizer',
-           'retain_freed_memory', 'RunData', 'save_sae_checkpoint', 'load_sae_checkpoint', 'SAETrainResult',
-           'run_config', 'sync_gradients', 'sync_buffers', 'broadcast_state', 'causal_term', 'SAERun', 'sae_step',
-           'sae_log', 'finish_run', 'save_run', 'train_sae', 'saenb_train_sae']
+__all__ = ['SAETrainConfig', 'open_activations', 'validation_activations', 'build_sae', 'make_optimizer', 'retain_freed_memory',
+           'RunData', 'save_sae_checkpoint', 'load_sae_checkpoint', 'SAETrainResult', 'run_config', 'sync_gradients',
+           'sync_buffers', 'broadcast_state', 'causal_loss', 'causal_term', 'SAERun', 'sae_step', 'sae_log',
+           'finish_run', 'save_run', 'train_sae', 'saenb_train_sae']
 
 # %% ../nbs/07_train_sae.ipynb #a8317474
 @dataclass
@@ -59,25 +60,6 @@ class SAETrainConfig:
 
     @property
     def n_steps(self) -> int: return max(1, self.n_tokens // (self.batch_size * self.grad_accum))
-
-# %% ../nbs/07_train_sae.ipynb #34b08d40
-def lr_factor(step:int, # optimizer step, from 0
-              n_steps:int, # total optimizer steps
-              schedule:str='constant', # 'constant', 'cosine' or 'linear'
-              warmup_steps:int=0, # linear warmup steps
-              decay_frac:float=0.2, # 'linear': decay over this last fraction of training
-              min_lr_frac:float=0.0, # 'cosine': floor as a fraction of the peak
-             ) -> float:
-    "Multiplier of the peak learning rate at `step`."
-    if schedule not in ('constant', 'cosine', 'linear'): raise ValueError(f"unknown lr_schedule {schedule!r}: use 'constant', 'cosine' or 'linear'")
-    if step < warmup_steps: return (step + 1) / warmup_steps
-    if schedule == 'cosine':
-        p = min(1.0, (step - warmup_steps) / max(1, n_steps - 1 - warmup_steps))
-        return min_lr_frac + 0.5 * (1 - min_lr_frac) * (1 + math.cos(math.pi * p))
-    if schedule == 'linear':
-        start = n_steps * (1 - decay_frac)
-        return 1.0 if step < start else max(0.0, (n_steps - step) / max(1, n_steps - start))
-    return 1.0
 
 # %% ../nbs/07_train_sae.ipynb #1e929849
 def open_activations(acts, # store directory, `.npy`/`.safetensors` file, or an `ActivationStore`
@@ -289,6 +271,34 @@ def broadcast_state(sae:SAE, # the SAE
         for v in st.values():
             if torch.is_tensor(v): dist.broadcast(v, 0)
 
+# %% ../nbs/07_train_sae.ipynb #d35b536b
+def causal_loss(model, # a `TransformerBridge` (its weights are not trained: use `requires_grad_(False)`)
+                hook:str, # the SAE's hook
+                sae:SAE, # the SAE being trained
+                ids:torch.Tensor, # `[b, T]` token rows (b >= 2)
+                alpha:torch.Tensor=None, # interpolation weights `[b]` (default: uniform random)
+                pad_id:int=None, # padding id: padded positions are left out
+                seed:int=None, # seed for `alpha` and the pairing
+               ) -> torch.Tensor:
+    "Menon et al. (2024) causal regularization: output of the latent interpolation vs interpolation of the outputs."
+    if len(ids) < 2: raise ValueError("causal_loss pairs rows of the batch: pass at least 2 rows")
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    dev = next(model.parameters()).device; ids = ids.to(dev)
+    shift = 1 if g is None else int(torch.randint(1, len(ids), (1,), generator=g))
+    perm = torch.roll(torch.arange(len(ids)), shift)  # pairs each row with another one
+    if alpha is None: alpha = torch.rand(len(ids), generator=g)
+    a = alpha.to(dev).float().reshape(-1, 1, 1)
+    with torch.no_grad(): x = capture(model, ids, [hook])[hook].float()
+    l = sae.encode(x)
+    def out(latents):
+        with splice(model, hook, lambda _: sae.decode(latents)): return model(ids).float().log_softmax(-1)
+    o1, o2, omix = out(l), out(l[perm]), out(a * l + (1 - a) * l[perm])
+    diff = (omix - (a * o1 + (1 - a) * o2)).pow(2).sum(-1)
+    if pad_id is not None:
+        m = ((ids != pad_id) & (ids[perm] != pad_id)).float()
+        return (diff * m).sum() / m.sum().clamp_min(1)
+    return diff.mean()
+
 # %% ../nbs/07_train_sae.ipynb #1ab1dffa
 class _RawScale:
     "An SAE trained on inputs times `scale`, seen from raw activations (what `causal_loss` needs: `encode` and `decode`)."
@@ -305,7 +315,6 @@ def causal_term(store:ActivationStore, # the run's store (from `saenb_cache`: it
                 device=None, # where the SAE trains (the model is moved there)
                ):
     "The causal term of a run as a function `term(sae, step) -> loss`, drawing `rows` contexts of the store per step."
-    from saenb.eval import causal_loss, store_sequences
     hook = store.manifest.get('hook')
     if hook is None: raise ValueError(f"causal_coeff needs a store written by saenb_cache (its manifest names the hook); {store.path} has none")
     if model is None:
@@ -313,7 +322,6 @@ def causal_term(store:ActivationStore, # the run's store (from `saenb_cache`: it
         if model is None or not (Path(str(model))/'config.json').exists():
             raise ValueError("causal_coeff needs the model the activations came from: pass model= (a TransformerBridge or saenb model directory; --model on the command line)")
     if isinstance(model, (str, Path)):
-        from saenb.model import load_model
         model = load_model(model)
     tok = getattr(model, 'saenb_tokenizer', None)
     if tok is None: raise ValueError("causal_coeff needs the model's tokenizer: load the model with saenb.model.load_model(dir)")
@@ -510,10 +518,12 @@ def _sae_kwargs(k=None, sparsity_coeff=None, target_l0=None, sparsity=None, sae:
         kw.update(extra)
     return kw
 
+def _arch_help() -> str: return f"architecture: {', '.join(SAE_REGISTRY)}"
+
 @call_parse
 def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.safetensors [N, d] file (required)
                     out:str='sae_0', # directory to write the SAE to
-                    arch:str='topk', # architecture: relu, topk, batchtopk, jumprelu, gated, hard_concrete, ...
+                    arch:Param(_arch_help(), str)='topk', # architecture, one of `SAE_REGISTRY` (listed by --help)
                     k:int=None, # latents per token, for topk-family SAEs
                     sparsity_coeff:float=None, # sparsity coefficient, for penalty SAEs
                     target_l0:float=None, # L0 target, for target-L0 and Lagrangian sparsity

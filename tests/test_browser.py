@@ -14,7 +14,7 @@ from saenb.cache import ActivationStore, cache_activations
 from saenb.data import make_corpus
 from saenb.grammars import get_language
 from saenb.model import GPTConfig
-from saenb.sae import load_sae
+from saenb.sae_io import load_sae
 from saenb.train_gpt import TrainConfig, train_gpt
 from saenb.train_sae import train_sae
 
@@ -142,7 +142,7 @@ NOTEBOOK = r'''
 import os; os.environ["OMP_NUM_THREADS"] = "1"
 from saenb.browser import FeatureBrowser, open_feature_stats
 from saenb.cache import ActivationStore
-from saenb.sae import load_sae
+from saenb.sae_io import load_sae
 store = ActivationStore({store!r})
 fs = open_feature_stats({sae!r}, store, model={gpt!r})
 fb = FeatureBrowser(fs, load_sae({sae!r}), store, latent={latent})

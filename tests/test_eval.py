@@ -8,10 +8,13 @@ from saenb.model import GPTConfig
 from saenb.train_gpt import train_gpt, TrainConfig
 from saenb.cache import cache_activations, ActivationStore
 from saenb.train_sae import train_sae
-from saenb.sae import load_sae, make_sae
-from saenb.eval import (splice, sae_fn, store_sequences, reconstruction_metrics, downstream_metrics, spliced_grammaticality,
+from saenb.sae import make_sae
+from saenb.sae_io import load_sae
+from saenb.cache import splice, store_sequences
+from saenb.train_sae import causal_loss
+from saenb.eval import (sae_fn, reconstruction_metrics, downstream_metrics, spliced_grammaticality,
                         concept_scores, concept_summary, probe_ceilings, synthetic_activations, recovery_scores,
-                        intervention_effect, causal_loss, evaluate_sae, write_report, pareto_figure, _auroc_exact)
+                        intervention_effect, evaluate_sae, write_report, pareto_figure, _auroc_exact)
 
 HOOK = '0_residpost'
 

@@ -3,14 +3,15 @@ import json, os, shutil, subprocess, sys
 import pytest
 import torch
 import torch.nn.functional as F
-from saenb.sae import (_kernels, _gather_dot, _scatter_mm, fast_topk, nonzeros_per_latent, sparse_encode, make_sae)
+from saenb.kernels import load_kernels, gather_dot, scatter_mm, fast_topk, nonzeros_per_latent, sparse_encode
+from saenb.sae import make_sae
 
 HAS_CC = any(shutil.which(c) for c in ('cc', 'gcc', 'clang'))
-needs_kernels = pytest.mark.skipif(_kernels() is None, reason="saenb's kernels are not built here (no C compiler)")
+needs_kernels = pytest.mark.skipif(load_kernels() is None, reason="saenb's kernels are not built here (no C compiler)")
 
 def test_kernels_build_where_a_compiler_exists():
     if not HAS_CC: pytest.skip('no C compiler on PATH')
-    assert _kernels() is not None, "a C compiler is on PATH but saenb's kernels did not build: see compile_c"
+    assert load_kernels() is not None, "a C compiler is on PATH but saenb's kernels did not build: see compile_c"
 
 @needs_kernels
 @pytest.mark.parametrize('N,S,D,k', [(1, 7, 3, 1), (300, 2048, 256, 32), (513, 1000, 37, 9), (64, 64, 16, 64)])
@@ -20,9 +21,9 @@ def test_sparse_kernels_match_torch(N, S, D, k):
     idx = torch.stack([torch.randperm(S, generator=g)[:k] for _ in range(N)])
     idx[0, :] = idx[0, 0]  # repeated latents in a row add up
     vals = torch.randn(N, k, generator=g)
-    torch.testing.assert_close(_gather_dot(A, W, idx), torch.einsum('nd,nkd->nk', A, W[idx]), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(gather_dot(A, W, idx), torch.einsum('nd,nkd->nk', A, W[idx]), rtol=1e-5, atol=1e-4)
     want = torch.zeros(S, D).index_add_(0, idx.reshape(-1), (vals[..., None] * A[:, None]).reshape(-1, D))
-    torch.testing.assert_close(_scatter_mm(idx, vals, A, S), want, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(scatter_mm(idx, vals, A, S), want, rtol=1e-5, atol=1e-4)
 
 @needs_kernels
 def test_topk_kernel_on_training_shapes():
@@ -59,15 +60,16 @@ def test_packed_codes_cost_what_is_chosen():
 
 TRAIN = """
 import json, sys, torch
-from saenb.sae import make_sae, synthetic_sparse_data, _train, _kernels
+from saenb.sae import make_sae, synthetic_sparse_data, quick_train
+from saenb.kernels import load_kernels
 torch.manual_seed(0)
 x = synthetic_sparse_data(2048, 16, 32, seed=0)
 out = {}
 for arch, kw in (('topk', dict(k=4)), ('batchtopk', dict(k=4, threshold_beta=0.9)), ('matryoshka', dict(k=4, prefixes=[8, 32, 64]))):
     sae = make_sae(arch, d_in=16, d_sae=64, **kw)
-    _train(sae, x, steps=60)
+    quick_train(sae, x, steps=60)
     out[arch] = {'fvu': sae.metrics(x)['fvu'], 'W_dec': sae.W_dec.flatten()[:200].tolist()}
-print(json.dumps({'kernels': _kernels() is not None, **out}))
+print(json.dumps({'kernels': load_kernels() is not None, **out}))
 """
 
 @needs_kernels

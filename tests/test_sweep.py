@@ -2,7 +2,8 @@
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch, yaml
-from saenb.sweep import load_sweep, run_id, train_ensemble, ensemble_members
+from saenb.sweep import load_sweep, run_id
+from saenb.ensemble import train_ensemble, ensemble_members
 from saenb.train_sae import train_sae
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from safetensors.torch import save_file
 from saenb.train_sae import train_sae
-from saenb.sae import load_sae
+from saenb.sae_io import load_sae
 from conftest import console
 
 def sparse_acts(n, d=24, n_feat=48, l0=3, seed=0):
