@@ -47,7 +47,7 @@ def test_architecture_describes_itself(arch):
     x, y = cls.example_inputs(n=64)
     codes = sae.encode(x)
     assert codes.shape == (*x.shape[:-1], 64) and sae.decode(codes).shape == (x if y is None else y).shape
-    assert cls.stacked_inputs == (x.ndim == 3)
+    assert cls.stacked_inputs == (x.ndim == 3) and cls.transcodes == (y is not None)
     if cls.topk_codes:   # codes are each token's top k pre-activations, as `choose` gives them
         idx, vals, _ = sae.choose(sae.pre_acts(x.reshape(-1, 16)), sae.cfg.k)
         torch.testing.assert_close(codes.reshape(-1, 64).gather(1, idx), vals, rtol=1e-5, atol=1e-5)

@@ -96,7 +96,7 @@ def test_sweep_with_model_eval_gives_loss_recovered(tmp_path):
     from saenb.model import GPTConfig
     from saenb.train_gpt import train_gpt, TrainConfig
     from saenb.cache import cache_activations
-    from saenb.sweep import run_sweep, pareto_figure
+    from saenb.sweep import run_sweep, sweep_pareto_figure
     corpus = make_corpus(get_language('dyck', max_len=16, max_depth=4), 600, seed=0)
     model = train_gpt(corpus, tmp_path/'gpt', GPTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=32),
                       TrainConfig(steps=60, batch_size=32, warmup_steps=5, lr=1e-2, eval_every=1000, ckpt_every=1000), progress=False)
@@ -106,7 +106,7 @@ def test_sweep_with_model_eval_gives_loss_recovered(tmp_path):
     df = run_sweep(base, {'k': [2, 8]}, tmp_path/'sweep', sequential=True, progress=False)
     assert (df.status == 'finished').all(), df.get('error')
     assert df.loss_recovered.notna().all() and (df.loss_recovered <= 1.05).all()
-    assert len(pareto_figure(df).layout.annotations) == 2  # two panels
+    assert len(sweep_pareto_figure(df).layout.annotations) == 2  # two panels
 
 def test_sweep_under_torchrun_two_ranks(tmp_path, acts):
     "torchrun with two ranks: each trains its share of the grid, rank 0 writes the complete table once both are done."
