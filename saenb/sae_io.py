@@ -185,6 +185,7 @@ def _load_saelens(path:Path) -> SAE:
             **{n: (d_sae,) for n in classes[0].saelens_tensors}}
     _want_shapes(f, state, want, f"SAELens {arch} SAE")
     ranked = sorted((k for k in classes if k.saelens_match(c, meta) > 0), key=lambda k: -k.saelens_match(c, meta))
+    if not ranked: raise ValueError(f"{path}: no registered architecture takes this SAELens {arch} SAE")
     for i, cls in enumerate(ranked):
         try: sae = cls.from_saelens(state, c, meta); break
         except ValueError as e:
