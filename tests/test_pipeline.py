@@ -43,20 +43,37 @@ def test_bad_config(tmp_path):
     r = pipeline('--tiny', '--lang', 'klingon', '--out', str(tmp_path/'y'))
     assert r.returncode == 2 and 'klingon' in r.stderr and 'Traceback' not in r.stderr
 
+PAUSE = """
+import os, time, pathlib, saenb.train_gpt as tg
+_train = tg.train_gpt
+def train_gpt(*a, on_step=None, **kw):
+    "The GPT stage, held at step 50 (after its checkpoint at step 40) until the test interrupts it."
+    def hold(step, row):
+        if on_step is not None: on_step(step, row)
+        if step == 50:
+            pathlib.Path(os.environ['SAENB_TEST_PAUSED']).touch()
+            time.sleep(600)
+    return _train(*a, on_step=hold, **kw)
+tg.train_gpt = train_gpt
+"""
+
 def test_interrupted_pipeline_resumes(tmp_path):
     out = tmp_path/'run'
-    # a GPT stage long enough to interrupt, checkpointing often
+    # a GPT stage checkpointing every 20 steps, held at step 50 (deterministic: no race with the interrupt)
     (tmp_path/'long.yaml').write_text(yaml.safe_dump({'gpt': {'steps': 400, 'ckpt_every': 20}}))
     args = ['--tiny', '--out', str(out), '--config', str(tmp_path/'long.yaml'), '--quiet']
-    p = subprocess.Popen(console('saenb_pipeline') + args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    (tmp_path/'hold').mkdir(); (tmp_path/'hold'/'sitecustomize.py').write_text(PAUSE)
+    env = {**ENV, 'PYTHONPATH': os.pathsep.join([str(tmp_path/'hold'), os.environ.get('PYTHONPATH', '')]),
+           'SAENB_TEST_PAUSED': str(tmp_path/'paused')}
+    p = subprocess.Popen(console('saenb_pipeline') + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
-    while not (out/'model'/'checkpoint').exists() and time.time() - t0 < 120: time.sleep(0.2)
-    time.sleep(1)
+    while not (tmp_path/'paused').exists() and p.poll() is None and time.time() - t0 < 300: time.sleep(0.1)
+    assert (tmp_path/'paused').exists(), p.communicate()[1][-2000:]
     p.send_signal(signal.SIGINT); _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and 'run the same command again' in err, err[-2000:]
     assert (out/'stages'/'data.json').exists() and not (out/'stages'/'gpt.json').exists()
     step = json.loads((out/'model'/'checkpoint'/'trainer_state.json').read_text())['step']
-    assert 0 < step < 400
+    assert step == 40
     data_mtime = (out/'data'/'language.json').stat().st_mtime
     r = pipeline(*args)
     assert r.returncode == 0, r.stderr[-3000:]
