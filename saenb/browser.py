@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_browser.ipynb #fb1d0b80
 from __future__ import annotations
-import html, json, math, sys, time, weakref
+import html, json, math, time, weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 from fastcore.script import call_parse
 from safetensors.torch import save_file, load_file
-from .utils import write_atomic
+from .utils import write_atomic, InputError, MissingInput, command_errors
 from .model import load_model
 from .cache import ActivationStore, capture
 from .sae import SAE
@@ -100,9 +100,9 @@ def stream_latent_stats(sae:SAE, # the SAE, taking raw activations
     "Per-latent statistics from one pass over `store`, in memory independent of its length: a dict of tensors."
     n = len(store) if n_rows is None else min(n_rows, len(store))
     if n == 0:
-        raise ValueError(f"{getattr(store, 'path', store)} holds no rows: cache some activations first (saenb_cache)")
+        raise InputError(f"{getattr(store, 'path', store)} holds no rows: cache some activations first (saenb_cache)")
     if store.d != sae.cfg.d_in:
-        raise ValueError(f"the store has width {store.d} but the SAE reads {sae.cfg.d_in}: "
+        raise InputError(f"the store has width {store.d} but the SAE reads {sae.cfg.d_in}: "
                          "pass the store of the hook the SAE was trained on")
     L = sae.cfg.d_sae
     sae = sae.eval()
@@ -145,7 +145,7 @@ def weight_stats(sae:SAE, # the SAE
     if W_U is not None:
         W_U = W_U.detach().float()
         if W_U.shape[0] != Wd.shape[1]:
-            raise ValueError(f"W_U has shape {tuple(W_U.shape)} but the SAE writes width {Wd.shape[1]}: "
+            raise InputError(f"W_U has shape {tuple(W_U.shape)} but the SAE writes width {Wd.shape[1]}: "
                              "pass the unembedding of the SAE's model")
         nl = min(n_logits, W_U.shape[1])
         logit = Wd @ W_U
@@ -189,7 +189,7 @@ def load(cls:FeatureStats, sae_dir) -> FeatureStats:
     "Read what `save` wrote."
     p = Path(sae_dir)/'browser'
     if not (p/'meta.json').exists():
-        raise FileNotFoundError(f"no feature statistics in {p}: compute them with open_feature_stats or saenb_browser")
+        raise MissingInput(f"no feature statistics in {p}: compute them with open_feature_stats or saenb_browser")
     con = pd.read_parquet(p/'concepts.parquet') if (p/'concepts.parquet').exists() else None
     return cls(load_file(p/'stats.safetensors'), pd.read_parquet(p/'latents.parquet'), con,
                json.loads((p/'meta.json').read_text()))
@@ -284,7 +284,7 @@ def open_feature_stats(sae_dir, # an SAE directory (from `train_sae` / `saenb_tr
     sae_dir = Path(sae_dir)
     if (sae_dir/'browser'/'meta.json').exists() and not recompute: return FeatureStats.load(sae_dir)
     if store is None:
-        raise ValueError(f"no saved statistics in {sae_dir}/browser: "
+        raise InputError(f"no saved statistics in {sae_dir}/browser: "
                          "pass store= (the activation store the SAE was trained on) to compute them")
     store = store if isinstance(store, ActivationStore) else ActivationStore(store)
     model_dir = None
@@ -364,12 +364,12 @@ def search_latents(fs:FeatureStats, # the statistics
     m = valid.clone()
     if token is not None:
         if not fs.vocab or token not in fs.vocab:
-            raise ValueError(f"unknown token {token!r}: the vocabulary is {' '.join(fs.vocab or [])}")
+            raise InputError(f"unknown token {token!r}: the vocabulary is {' '.join(fs.vocab or [])}")
         m &= t['top_token_id'] == fs.vocab.index(token)
     for c, v in (where or {}).items():
         if f'top_{c}' not in t:
             skip = ('act', 'row', 'seq_id', 'ctx_position', 'token_id')
-            raise ValueError(f"unknown concept {c!r}: the store has "
+            raise InputError(f"unknown concept {c!r}: the store has "
                              f"{', '.join(k[4:] for k in t if k.startswith('top_') and k[4:] not in skip)}")
         names = (fs.meta.get('store_concepts') or {}).get(c) or []
         v = names.index(v) if isinstance(v, str) and v in names else int(v)
@@ -377,10 +377,10 @@ def search_latents(fs:FeatureStats, # the statistics
     df['match'] = (m.sum(1).float() / valid.sum(1).clamp_min(1)).numpy()
     if concept is not None:
         if fs.concepts is None:
-            raise ValueError("no concept scores: compute the statistics on a store with concept labels")
+            raise InputError("no concept scores: compute the statistics on a store with concept labels")
         cs = fs.concepts[(fs.concepts.concept == concept) | (fs.concepts.value_name.astype(str) == concept)]
         if not len(cs):
-            raise ValueError(f"unknown concept {concept!r}: choose from {', '.join(fs.concepts.concept.unique())}")
+            raise InputError(f"unknown concept {concept!r}: choose from {', '.join(fs.concepts.concept.unique())}")
         b = cs.sort_values('auroc', ascending=False).drop_duplicates('latent').set_index('latent')
         df['auroc'], df['for'] = df.latent.map(b.auroc), df.latent.map(b.value_name).astype(str)
         keys = ['match', 'auroc', 'freq'] if (token or where) else ['auroc', 'freq']
@@ -403,19 +403,19 @@ def token_latents(fs:FeatureStats, # the statistics (for the vocabulary)
     "One row per token: its string and its `n` strongest latents with their activations."
     if text is not None:
         if model is None or getattr(model, 'saenb_tokenizer', None) is None:
-            raise ValueError("typing a sequence needs the model (with its tokenizer): pass model=")
+            raise InputError("typing a sequence needs the model (with its tokenizer): pass model=")
         tok = model.saenb_tokenizer
         ids = torch.tensor([[tok.bos_id] + tok.encode(text)])
         x = capture(model, ids, [fs.meta['hook']])[fs.meta['hook']][0, 1:]
         toks = ids[0, 1:].tolist()
     else:
         if store is None or seq_id is None:
-            raise ValueError("pass store= and seq_id= (a cached sequence), or text= and model=")
+            raise InputError("pass store= and seq_id= (a cached sequence), or text= and model=")
         seq = _SEQ_IDS.get(store)
         if seq is None: seq = _SEQ_IDS[store] = store.labels(slice(None))['seq_id']  # read once per store
         rows = (seq == seq_id).nonzero().flatten()
         if not len(rows):
-            raise ValueError(f"no sequence {seq_id} in the store: "
+            raise InputError(f"no sequence {seq_id} in the store: "
                              f"seq_id runs from {int(seq.min())} to {int(seq.max())}")
         x, toks = store[rows].float(), store.labels(rows)['token_id'].tolist()
     z = sae.encode(x)
@@ -597,7 +597,7 @@ def show(self:FeatureBrowser, latent:int):
     "Show `latent` in the panels."
     latent = int(latent)
     if not 0 <= latent < self.fs.d_sae:
-        raise ValueError(f"latent {latent} is out of range: this SAE has {self.fs.d_sae} latents")
+        raise InputError(f"latent {latent} is out of range: this SAE has {self.fs.d_sae} latents")
     if latent == self.latent: return
     t0 = time.perf_counter()
     self.latent = latent
@@ -805,20 +805,20 @@ def site_frame(page, # an HTML file written by `write_site` (or any self-contain
 # %% ../nbs/09_browser.ipynb #dc2e12d1
 def _browser_inputs(sae:str, acts:str, model:str, recompute:bool) -> tuple:
     "The SAE directory, activation store and model directory `saenb_browser` works on, checked."
-    if sae is None: raise ValueError("--sae is required: an SAE directory from saenb_train_sae")
+    if sae is None: raise InputError("--sae is required: an SAE directory from saenb_train_sae")
     sd = Path(sae)
     if not (sd/'config.json').exists():
-        raise FileNotFoundError(f"{sd} is not an SAE directory (no config.json): pass the --out of saenb_train_sae")
+        raise MissingInput(f"{sd} is not an SAE directory (no config.json): pass the --out of saenb_train_sae")
     saved = (sd/'browser'/'meta.json').exists() and not recompute
     if acts is None and saved: acts = json.loads((sd/'browser'/'meta.json').read_text())['store']
     if acts is None:
-        raise ValueError("--acts is required the first time: "
+        raise InputError("--acts is required the first time: "
                          "the activation store the SAE was trained on (saenb_cache --out/HOOK)")
     store = ActivationStore(acts)
     if model is None and (Path(str(store.manifest.get('model', '')))/'config.json').exists():
         model = store.manifest['model']
     if model is not None and not (Path(model)/'config.json').exists():
-        raise FileNotFoundError(f"{model} is not a saenb model directory: pass the --out of saenb_train_gpt")
+        raise MissingInput(f"{model} is not a saenb model directory: pass the --out of saenb_train_gpt")
     return sd, store, model
 
 # %% ../nbs/09_browser.ipynb #44abb560
@@ -835,12 +835,10 @@ def saenb_browser(sae:str=None, # SAE directory (required)
                   quiet:bool=False, # no progress bars
                  ):
     "Compute the feature statistics of an SAE (saved beside it) and write a static HTML feature browser."
-    try:
+    with command_errors('saenb_browser'):
         sd, store, model = _browser_inputs(sae, acts, model, recompute)
         fs = open_feature_stats(sd, store, model, recompute=recompute, n_rows=n_rows, top_k=top_k,
                                 concepts=not no_concepts, progress=not quiet)
         index = write_site(fs, load_sae(sd), store, out, n_latents=n_latents, progress=not quiet)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"saenb_browser: error: {e}", file=sys.stderr); sys.exit(2)
     print(json.dumps({'index': str(index), 'browser': str(Path(out)/'browser.html'), 'latents': fs.d_sae,
                       'seconds': fs.meta.get('seconds')}))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_cache.ipynb #141eed95
 from __future__ import annotations
-import json, math, os, queue, shutil, struct, sys, threading, time, warnings
+import json, math, os, queue, shutil, struct, threading, time, warnings
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from fastcore.script import call_parse, store_true
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_transformers
-from .utils import write_atomic, write_json
+from .utils import write_atomic, write_json, InputError, MissingInput, OutputExists, command_errors
 from .grammars import Concept
 from .data import Corpus, load_corpus, flat_values
 from .model import load_model
@@ -62,7 +62,7 @@ def resolve_hook(model, # a `TransformerBridge`
     if name in short: return short[name]
     if name in model.hook_dict and not any(name.endswith(x) for x in _NOT_PER_TOKEN): return name
     why = "gives no per-token vector" if name in model.hook_dict else "is not a hook of this model"
-    raise ValueError(f"hook {name!r} {why}. Valid hooks for this model: {', '.join(valid_hooks(model))}")
+    raise InputError(f"hook {name!r} {why}. Valid hooks for this model: {', '.join(valid_hooks(model))}")
 
 # %% ../nbs/05_cache.ipynb #6090d689
 class _Stop(Exception): pass
@@ -100,10 +100,10 @@ def __call__(self:_Recorder, ids:torch.Tensor) -> dict:
         except _Stop: pass
     got = self.got
     missing = [h for h in self.hooks if h not in got]
-    if missing: raise ValueError(f"hook(s) {missing} did not fire in a forward pass of this model; "
+    if missing: raise InputError(f"hook(s) {missing} did not fire in a forward pass of this model; "
                                  f"choose from {', '.join(valid_hooks(self.model))}")
     bad = [h for h in self.hooks if got[h].ndim != 3 or got[h].shape[:2] != ids.shape or not got[h].is_floating_point()]
-    if bad: raise ValueError(f"hook(s) {bad} do not give one vector per token (shape {tuple(got[bad[0]].shape)}); "
+    if bad: raise InputError(f"hook(s) {bad} do not give one vector per token (shape {tuple(got[bad[0]].shape)}); "
                              "choose another hook")
     return got
 
@@ -146,12 +146,12 @@ class Contexts:
         self.labels = {k: np.asarray(v, dtype=np.int64) for k, v in (labels or {}).items()}
         clash = [k for k in self.labels if k in META]
         if clash:
-            raise ValueError(f"concept name(s) {clash} clash with the metadata columns {META}: rename the concept")
+            raise InputError(f"concept name(s) {clash} clash with the metadata columns {META}: rename the concept")
         self.n_ctx, self.pad_id, self.drop_tokens = n_ctx, pad_id, tuple(int(t) for t in drop_tokens)
         self.concepts, self.name = dict(concepts or {}), name
         lens = np.diff(self.offsets)
         self.lengths = np.minimum(lens, n_ctx) if n_ctx else lens
-        if len(lens) and self.lengths.min() < 1: raise ValueError("empty sequences cannot be run through the model")
+        if len(lens) and self.lengths.min() < 1: raise InputError("empty sequences cannot be run through the model")
 
     def __len__(self): return len(self.offsets) - 1
 
@@ -207,7 +207,7 @@ def corpus_contexts(corpus, # a `saenb.data.Corpus`, or the directory it was sav
     "The `Contexts` of one split of a saenb corpus, with its concept labels."
     if isinstance(corpus, (str, Path)): corpus = load_corpus(corpus)
     if split not in corpus.splits:
-        raise ValueError(f"no split {split!r} in the corpus: choose from {', '.join(corpus.splits)}")
+        raise InputError(f"no split {split!r} in the corpus: choose from {', '.join(corpus.splits)}")
     ds, tok = corpus[split], corpus.tokenizer
     ids = _flat(ds, 'input_ids')
     labels = {c: _flat(ds, c) for c in corpus.concepts}
@@ -215,9 +215,9 @@ def corpus_contexts(corpus, # a `saenb.data.Corpus`, or the directory it was sav
             if len(ds) else np.zeros(0, np.int64))
     offsets = np.concatenate([[0], np.cumsum(lens)])
     if packed:
-        if not n_ctx: raise ValueError("packed=True needs n_ctx (the row length)")
+        if not n_ctx: raise InputError("packed=True needs n_ctx (the row length)")
         n = len(ids) // n_ctx
-        if n == 0: raise ValueError(f"only {len(ids)} tokens in split {split!r}, fewer than n_ctx={n_ctx}: "
+        if n == 0: raise InputError(f"only {len(ids)} tokens in split {split!r}, fewer than n_ctx={n_ctx}: "
                                     "use more sequences or a smaller n_ctx")
         ids, labels = ids[:n * n_ctx], {k: v[:n * n_ctx] for k, v in labels.items()}
         offsets = np.arange(n + 1) * n_ctx
@@ -240,27 +240,27 @@ def load_text(data:str, # a hub dataset name, a local data file, or a directory 
                        and not (p / 'dataset_dict.json').exists() and not (p / 'state.json').exists()):
         files = ([str(p)] if p.is_file()
                  else sorted(str(f) for f in p.iterdir() if f.is_file() and not f.name.startswith('.')))
-        if not files: raise ValueError(f"no data files in {p}")
+        if not files: raise InputError(f"no data files in {p}")
         ext = Path(files[0]).suffix.lstrip('.')
         builder = {'txt': 'text', 'text': 'text', 'jsonl': 'json', 'json': 'json', 'csv': 'csv',
                    'parquet': 'parquet'}.get(ext)
         if builder is None:
-            raise ValueError(f"cannot read {files[0]}: use .txt, .json, .jsonl, .csv or .parquet files, "
+            raise InputError(f"cannot read {files[0]}: use .txt, .json, .jsonl, .csv or .parquet files, "
                              "or a hub dataset name")
         ds = datasets.load_dataset(builder, data_files=files, split='train', **kwargs)
     elif not p.exists() and str(data).startswith(('.', '/', '~')):
-        raise FileNotFoundError(f"no data at {data}: pass a saenb corpus directory, local text files, "
+        raise MissingInput(f"no data at {data}: pass a saenb corpus directory, local text files, "
                                 "or a hub dataset name")
     elif p.is_dir():
         ds = datasets.load_from_disk(str(p))
         if isinstance(ds, datasets.DatasetDict):
-            if split not in ds: raise ValueError(f"no split {split!r} in {p}: choose from {', '.join(ds)}")
+            if split not in ds: raise InputError(f"no split {split!r} in {p}: choose from {', '.join(ds)}")
             ds = ds[split]
     else:
         ds = datasets.load_dataset(data, split=split, streaming=True, **kwargs)
     cols = ds.column_names
     if cols is not None and text_column not in cols:
-        raise ValueError(f"no column {text_column!r} in {data}: it has {', '.join(cols)}; pass text_column")
+        raise InputError(f"no column {text_column!r} in {data}: it has {', '.join(cols)}; pass text_column")
     return ds
 
 # %% ../nbs/05_cache.ipynb #8e001c1f
@@ -274,7 +274,7 @@ def text_contexts(data, # a `datasets` dataset, or what `load_text` takes
                  ) -> Contexts:
     "Text tokenized, documents joined by end-of-text, cut into `ceil(n_tokens / n_ctx)` contexts of `n_ctx` tokens."
     if isinstance(data, (str, Path)): data = load_text(str(data), text_column=text_column)
-    if not n_ctx or n_ctx < 1: raise ValueError(f"n_ctx must be a positive integer, got {n_ctx!r}")
+    if not n_ctx or n_ctx < 1: raise InputError(f"n_ctx must be a positive integer, got {n_ctx!r}")
     sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
     need = skip_tokens + math.ceil(n_tokens / n_ctx) * n_ctx
     parts, have, docs = [], 0, []
@@ -291,7 +291,7 @@ def text_contexts(data, # a `datasets` dataset, or what `load_text` takes
     if docs and have < need: flush()
     ids = np.concatenate(parts)[skip_tokens:need] if parts else np.zeros(0, np.int64)
     n = len(ids) // n_ctx
-    if n == 0: raise ValueError(f"the text has {max(len(ids), 0)} tokens after skipping {skip_tokens}, fewer than one "
+    if n == 0: raise InputError(f"the text has {max(len(ids), 0)} tokens after skipping {skip_tokens}, fewer than one "
                                 f"context of n_ctx={n_ctx}: use more text or a smaller n_ctx/n_tokens")
     return Contexts(ids[:n * n_ctx], np.arange(n + 1) * n_ctx, n_ctx=n_ctx, pad_id=0, name='text')
 
@@ -306,7 +306,7 @@ def dtype_name(dtype # a name ('bf16', 'bfloat16', ...) or a torch dtype
     "`'fp32'`, `'bf16'` or `'fp16'` for any spelling of those dtypes (`'bfloat16'`, `torch.float16`, ...)."
     if isinstance(dtype, str): dtype = dtype.lower()
     d = _DTYPE_ALIASES.get(dtype, dtype)
-    if d not in DTYPES: raise ValueError(f"unsupported dtype {dtype!r}: choose fp32, bf16 or fp16")
+    if d not in DTYPES: raise InputError(f"unsupported dtype {dtype!r}: choose fp32, bf16 or fp16")
     return d
 
 # %% ../nbs/05_cache.ipynb #2b6a19bc
@@ -416,7 +416,7 @@ def _check_out(out:Path, config:dict, overwrite:bool):
     done, partial = out / 'cache.json', out / '.partial' / 'state.json'
     is_cache = done.exists() or partial.exists()
     if out.exists() and not is_cache and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} exists and is not an activation cache: choose another output directory")
+        raise OutputExists(f"{out} exists and is not an activation cache: choose another output directory")
     if overwrite:
         if is_cache: shutil.rmtree(out)
         return 'fresh'
@@ -426,12 +426,12 @@ def _check_out(out:Path, config:dict, overwrite:bool):
     if done.exists():
         diff = differs(json.loads(done.read_text())['config'])
         if not diff: return 'done'
-        raise FileExistsError(f"{out} holds a complete cache made with other settings ({diff}): pass overwrite=True "
+        raise OutputExists(f"{out} holds a complete cache made with other settings ({diff}): pass overwrite=True "
                               "(--overwrite) to replace it, or choose another output directory")
     if partial.exists():
         diff = differs(json.loads(partial.read_text())['config'])
         if not diff: return 'resume'
-        raise FileExistsError(f"{out} holds an interrupted cache made with other settings ({diff}): re-run with the "
+        raise OutputExists(f"{out} holds an interrupted cache made with other settings ({diff}): re-run with the "
                               "same settings to resume it, or pass overwrite=True (--overwrite) to start over")
     return 'fresh'
 
@@ -463,17 +463,17 @@ def _as_contexts(model, data, split:str, n_ctx:int, packed:bool, n_tokens:int, v
     if _is_corpus(data):
         c = corpus_contexts(data, split, n_ctx=n_ctx, packed=packed)
         if c.ids.max(initial=0) >= model.cfg.d_vocab:
-            raise ValueError(f"the corpus has token ids up to {c.ids.max()}, beyond the model's vocabulary "
+            raise InputError(f"the corpus has token ids up to {c.ids.max()}, beyond the model's vocabulary "
                              f"({model.cfg.d_vocab}): use the corpus the model was trained on")
         tok = getattr(model, 'saenb_tokenizer', None)
         if tok is not None and not isinstance(data, (str, Path)) and tok != data.tokenizer:
-            raise ValueError("the corpus tokenizer differs from the model's: use the corpus the model was trained on")
+            raise InputError("the corpus tokenizer differs from the model's: use the corpus the model was trained on")
         return c
     if getattr(model, 'tokenizer', None) is None:
-        raise ValueError(f"{data!r} is not a saenb corpus, and text needs a model with a tokenizer (a Hugging Face "
+        raise InputError(f"{data!r} is not a saenb corpus, and text needs a model with a tokenizer (a Hugging Face "
                          "model); for a saenb GPT pass a saenb corpus directory")
     if n_tokens is None:
-        raise ValueError("text data needs n_tokens (how many tokens to cache): pass n_tokens (--n_tokens)")
+        raise InputError("text data needs n_tokens (how many tokens to cache): pass n_tokens (--n_tokens)")
     n_train = math.ceil(n_tokens / n_ctx) * n_ctx
     if split == 'train': return text_contexts(data, model.tokenizer, n_ctx, n_train, text_column)
     return text_contexts(data, model.tokenizer, n_ctx, val_tokens, text_column, skip_tokens=n_train)
@@ -504,7 +504,7 @@ def _parse_hooks(model, hooks) -> tuple:
     "Hook names (a list, or comma-separated), checked, and their TransformerLens names."
     hooks = [h.strip() for h in hooks.split(',')] if isinstance(hooks, str) else list(hooks)
     if not hooks or len(set(hooks)) != len(hooks) or any(not h or '/' in h or h.startswith('.') for h in hooks):
-        raise ValueError(f"hooks must be distinct non-empty names, got {hooks}")
+        raise InputError(f"hooks must be distinct non-empty names, got {hooks}")
     return hooks, [resolve_hook(model, h) for h in hooks]
 
 def _on_device(model, device:str|None):
@@ -518,7 +518,7 @@ def _plan_splits(model, data, n_ctx:int|None, n_tokens:int|None, val_tokens:int|
     text = not (_is_corpus(data) or isinstance(data, Contexts))
     n_ctx = n_ctx or (min(model.cfg.n_ctx, 1024) if text else model.cfg.n_ctx)
     if n_ctx > model.cfg.n_ctx:
-        raise ValueError(f"n_ctx={n_ctx} is longer than the model's context ({model.cfg.n_ctx}): lower n_ctx")
+        raise InputError(f"n_ctx={n_ctx} is longer than the model's context ({model.cfg.n_ctx}): lower n_ctx")
     splits = {'train': n_tokens}
     if not isinstance(data, Contexts) and val_tokens != 0:
         splits['validation'] = val_tokens if val_tokens is not None or not text else max(1, (n_tokens or 0) // 10)
@@ -592,8 +592,8 @@ def cache_activations(model, # a `TransformerBridge`: a saenb GPT, or a Hugging 
     "Run `model` over `data` and write one activation store per hook under `out`; returns hook -> store directory."
     hooks, points = _parse_hooks(model, hooks)
     dtype, out = dtype_name(dtype), Path(out)
-    if n_tokens is not None and n_tokens < 1: raise ValueError(f"n_tokens must be positive, got {n_tokens}")
-    if batch_size < 1 or shard_rows < 1: raise ValueError("batch_size and shard_rows must be positive")
+    if n_tokens is not None and n_tokens < 1: raise InputError(f"n_tokens must be positive, got {n_tokens}")
+    if batch_size < 1 or shard_rows < 1: raise InputError("batch_size and shard_rows must be positive")
     model = _on_device(model, device)
     n_ctx, splits = _plan_splits(model, data, n_ctx, n_tokens, val_tokens)
     ac = DTYPES[dtype_name(autocast)][0] if autocast else None
@@ -650,7 +650,7 @@ def _np_name(dt, path) -> str:
     dt = np.dtype(dt)
     if dt == np.float32: return 'fp32'
     if dt == np.float16: return 'fp16'
-    raise ValueError(f"{path} holds {dt} values: ActivationStore reads float32 or float16 arrays "
+    raise InputError(f"{path} holds {dt} values: ActivationStore reads float32 or float16 arrays "
                      "(or bf16 in safetensors)")
 
 @patch(cls_method=True)
@@ -661,7 +661,7 @@ def npy(cls:_File, path:Path, dtype:str=None):
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dt = read(f)
         offset = f.tell()
-    if fortran or len(shape) != 2: raise ValueError(f"{path} must hold a C-ordered 2-D array [N, d], not shape {shape}")
+    if fortran or len(shape) != 2: raise InputError(f"{path} must hold a C-ordered 2-D array [N, d], not shape {shape}")
     return cls(path, offset, shape[0], shape[1], dtype or _np_name(dt, path))
 
 # %% ../nbs/05_cache.ipynb #271fca27
@@ -672,13 +672,13 @@ def _safetensors_file(path:Path) -> _File:
     tensors = {k: v for k, v in header.items() if k != '__metadata__'}
     if 'activations' in tensors: name = 'activations'
     elif len(tensors) == 1: name = next(iter(tensors))
-    else: raise ValueError(f"{path} holds several tensors ({', '.join(tensors)}): name the activations 'activations'")
+    else: raise InputError(f"{path} holds several tensors ({', '.join(tensors)}): name the activations 'activations'")
     t = tensors[name]
     if len(t['shape']) != 2:
-        raise ValueError(f"tensor {name!r} in {path} has shape {t['shape']}; ActivationStore needs [N, d]")
+        raise InputError(f"tensor {name!r} in {path} has shape {t['shape']}; ActivationStore needs [N, d]")
     dt = {'F32': 'fp32', 'BF16': 'bf16', 'F16': 'fp16'}.get(t['dtype'])
     if dt is None:
-        raise ValueError(f"tensor {name!r} in {path} is {t['dtype']}: ActivationStore reads F32, BF16 or F16")
+        raise InputError(f"tensor {name!r} in {path} is {t['dtype']}: ActivationStore reads F32, BF16 or F16")
     return _File(path, 8 + n + t['data_offsets'][0], t['shape'][0], t['shape'][1], dt)
 
 # %% ../nbs/05_cache.ipynb #2c16ba36
@@ -705,12 +705,12 @@ def _find_store(p:Path) -> Path:
     if (p / 'cache.json').exists():
         hooks = json.loads((p / 'cache.json').read_text())['hooks']
         if len(hooks) == 1: return p / hooks[0]
-        raise ValueError(f"{p} holds stores for several hooks ({', '.join(hooks)}): open one, "
+        raise InputError(f"{p} holds stores for several hooks ({', '.join(hooks)}): open one, "
                          f"e.g. ActivationStore('{p / hooks[0]}')")
     if (p.parent / '.partial').exists() or (p / '.partial').exists():
-        raise ValueError(f"{p} is not a complete activation store: the cache was interrupted; re-run saenb_cache "
+        raise InputError(f"{p} is not a complete activation store: the cache was interrupted; re-run saenb_cache "
                          "(cache_activations) with the same arguments to resume it")
-    raise FileNotFoundError(f"no activation store at {p}: make one with saenb_cache --out, "
+    raise MissingInput(f"no activation store at {p}: make one with saenb_cache --out, "
                             "or pass an .npy / .safetensors file")
 
 # %% ../nbs/05_cache.ipynb #2368cc52
@@ -724,7 +724,7 @@ class ActivationStore(_Streamer):
         if p.is_file():
             if p.suffix == '.npy': f = _File.npy(p)
             elif p.suffix == '.safetensors': f = _safetensors_file(p)
-            else: raise ValueError(f"cannot read {p}: ActivationStore takes a store directory, an .npy or "
+            else: raise InputError(f"cannot read {p}: ActivationStore takes a store directory, an .npy or "
                                    "a .safetensors file")
             self._files, self._meta = [f], None
             self.manifest = {'format': p.suffix.lstrip('.'), 'd': f.d, 'dtype': f.dtype, 'rows': {split: f.rows},
@@ -734,12 +734,12 @@ class ActivationStore(_Streamer):
             self.path = p
             self.manifest = json.loads((p / 'manifest.json').read_text())
             if split not in self.manifest['rows']:
-                raise ValueError(f"{p} has no split {split!r}: choose from {', '.join(self.manifest['rows'])}")
+                raise InputError(f"{p} has no split {split!r}: choose from {', '.join(self.manifest['rows'])}")
             dt, d = self.manifest['dtype'], self.manifest['d']
             self._files, self._meta = [], []
             for i, n in enumerate(self.manifest['shards'][split]):
                 f = _File.npy(p / split / f'shard_{i:05d}.npy', dtype=dt)
-                if (f.rows, f.d) != (n, d): raise ValueError(f"{f.path} holds {f.rows}x{f.d} rows, the manifest says "
+                if (f.rows, f.d) != (n, d): raise InputError(f"{f.path} holds {f.rows}x{f.d} rows, the manifest says "
                                                              f"{n}x{d}: the store is corrupt, re-cache it")
                 self._files.append(f)
                 self._meta.append(p / split / f'shard_{i:05d}.meta.npy')
@@ -822,7 +822,7 @@ def __getitem__(self:ActivationStore, idx) -> torch.Tensor:
 @patch
 def labels(self:ActivationStore, idx) -> dict:
     "The metadata of rows `idx`: column (`seq_id`, `ctx_position`, `token_id`, concepts) -> LongTensor."
-    if not self._meta: raise ValueError(f"{self.path} has no labels: only stores written by cache_activations do")
+    if not self._meta: raise InputError(f"{self.path} has no labels: only stores written by cache_activations do")
     def get(f, i):
         m = np.load(self._meta[f], mmap_mode='r')
         return np.asarray(m[i])
@@ -837,7 +837,7 @@ def _dist_rank(rank, world_size):
         if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
         return 0, 1
     rank, world_size = rank or 0, world_size or 1
-    if not 0 <= rank < world_size: raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    if not 0 <= rank < world_size: raise InputError(f"rank must be in [0, world_size={world_size}), got {rank}")
     return rank, world_size
 
 # %% ../nbs/05_cache.ipynb #467d8eae
@@ -941,15 +941,15 @@ def batches(self:_Streamer,
             chunk_rows:int=None, # rows read contiguously from disk (default: buffer_rows // 64, between 64 and 4096)
             prefetch:bool=True): # read the next buffer in a thread while batches come from this one (two buffers)
     "Float32 batches `[batch_size, d]`: every row of this rank's part once per epoch."
-    if batch_size < 1: raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if batch_size < 1: raise InputError(f"batch_size must be positive, got {batch_size}")
     if buffer_rows < batch_size:
-        raise ValueError(f"buffer_rows={buffer_rows} is smaller than batch_size={batch_size}: raise buffer_rows")
+        raise InputError(f"buffer_rows={buffer_rows} is smaller than batch_size={batch_size}: raise buffer_rows")
     rank, world = _dist_rank(rank, world_size)
     chunk_rows = chunk_rows or max(64, min(4096, buffer_rows // 64))
     chunks = self._chunks(chunk_rows)
     per_rank = len(self) // world
     if per_rank < (batch_size if drop_last else 1):
-        raise ValueError(f"{len(self)} rows over {world} rank(s) give fewer than one batch of {batch_size}: "
+        raise InputError(f"{len(self)} rows over {world} rank(s) give fewer than one batch of {batch_size}: "
                          "lower batch_size")
     lo, hi = rank * per_rank, (rank + 1) * per_rank
     for epoch in range(epochs):
@@ -975,7 +975,7 @@ def store_sequences(store:ActivationStore, # a store written by `cache_activatio
                    ) -> torch.Tensor:
     "The first `n_seqs` cached contexts as a padded `[n, T]` LongTensor."
     if 'seq_id' not in store.meta_columns:
-        raise ValueError(f"{store.path} has no token metadata: pass a store written by cache_activations (saenb_cache)")
+        raise InputError(f"{store.path} has no token metadata: pass a store written by cache_activations (saenb_cache)")
     meta = store.labels(np.arange(len(store)))
     seq, pos, tid = meta['seq_id'].numpy(), meta['ctx_position'].numpy(), meta['token_id'].numpy()
     keep_ids = np.unique(seq)[:n_seqs]
@@ -1008,7 +1008,7 @@ class ModelActivationSource(_Streamer):
         if next(model.parameters()).device != torch.device(self.device): model = model.to(self.device)
         self.hooks = [h.strip() for h in hook.split(',')] if isinstance(hook, str) else list(hook)
         if not self.hooks or len(set(self.hooks)) != len(self.hooks):
-            raise ValueError(f"hooks must be distinct, got {self.hooks}")
+            raise InputError(f"hooks must be distinct, got {self.hooks}")
         self.model, self.hook = model.eval(), self.hooks[0]
         for h in self.hooks: resolve_hook(model, h)
         self.ctx = _as_contexts(model, data, split, n_ctx or model.cfg.n_ctx, packed, n_tokens, None, text_column)
@@ -1067,10 +1067,10 @@ def batches(self:ModelActivationSource, batch_size:int, shuffle:bool=True, seed:
             buffer_rows:int=2**16, rank:int=None, world_size:int=None, drop_last:bool=True, device='cpu'):
     "Float32 batches `[batch_size, d]` computed by the model: this rank's contexts once per epoch."
     if buffer_rows < batch_size:
-        raise ValueError(f"buffer_rows={buffer_rows} is smaller than batch_size={batch_size}: raise buffer_rows")
+        raise InputError(f"buffer_rows={buffer_rows} is smaller than batch_size={batch_size}: raise buffer_rows")
     rank, world = _dist_rank(rank, world_size)
     per_rank = len(self.ctx) // world
-    if per_rank < 1: raise ValueError(f"{len(self.ctx)} contexts cannot be split over {world} ranks")
+    if per_rank < 1: raise InputError(f"{len(self.ctx)} contexts cannot be split over {world} ranks")
     for epoch in range(epochs):
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(len(self.ctx)) if shuffle else np.arange(len(self.ctx))
@@ -1088,11 +1088,11 @@ def load_any_model(name_or_path:str, # a saenb model directory, a Hugging Face m
         m = load_model(p, device=device)
     else:
         if not p.exists() and str(name_or_path).startswith(('.', '/', '~')):
-            raise FileNotFoundError(f"no model at {name_or_path}: pass a saenb model directory "
+            raise MissingInput(f"no model at {name_or_path}: pass a saenb model directory "
                                     "(saenb_train_gpt --out), a Hugging Face model directory or a hub name")
         try: m = TransformerBridge.boot_transformers(str(name_or_path), device=device)
         except (OSError, ValueError) as e:
-            raise FileNotFoundError(f"could not load {name_or_path!r} as a Hugging Face model "
+            raise MissingInput(f"could not load {name_or_path!r} as a Hugging Face model "
                                     f"({str(e).splitlines()[0]}); pass a saenb model directory, a local model "
                                     "directory, or a hub name (downloads need network access)") from e
     m.saenb_name = str(name_or_path)
@@ -1130,17 +1130,12 @@ def saenb_cache(model:str=None, # saenb model directory, or Hugging Face model (
                 quiet:store_true=False): # no progress bars
     "Cache the activations of hooks of a model over a corpus, one activation store per hook."
     t0 = time.time()
-    missing = [f"--{k}" for k, v in (('model', model), ('data', data), ('hooks', hooks), ('out', out)) if not v]
-    if missing:
-        print(f"saenb_cache: error: {', '.join(missing)} required (see saenb_cache --help)", file=sys.stderr)
-        sys.exit(2)
-    try:
+    with command_errors('saenb_cache', 'run the same command again to resume from the last shard'):
+        missing = [f"--{k}" for k, v in (('model', model), ('data', data), ('hooks', hooks), ('out', out)) if not v]
+        if missing: raise InputError(f"{', '.join(missing)} required (see saenb_cache --help)")
         m = load_any_model(model, device=device)
         paths = cache_activations(m, data, hooks, out, n_tokens=n_tokens, val_tokens=val_tokens, dtype=dtype,
                                   batch_size=batch_size, n_ctx=n_ctx, packed=packed, device=device, overwrite=overwrite,
                                   text_column=text_column, autocast=autocast, stop_early=stop_early, model_name=model,
                                   progress=not quiet)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        print(f"saenb_cache: error: {e}", file=sys.stderr)
-        sys.exit(2)
     _print_summary(paths, time.time() - t0)

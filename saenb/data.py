@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #b8d4b8c6
 from __future__ import annotations
-import itertools, json, sys
+import itertools, json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 from fastcore.script import call_parse, store_true, bool_arg
 
-from .utils import write_atomic, write_text
+from .utils import write_atomic, write_text, InputError, MissingInput, OutputExists, command_errors
 from .grammars import Concept, Language, PCFGLanguage, get_language, plot_depth, plot_tree
 
 # %% auto #0
@@ -35,10 +35,10 @@ class Tokenizer:
                  vocab:list): # the language's terminals (no special tokens)
         vocab = list(vocab)
         bad = [t for t in vocab if t in SPECIAL_TOKENS or not isinstance(t, str) or not t or t.split() != [t]]
-        if bad: raise ValueError(f"invalid vocabulary entries {bad}: tokens must be non-empty strings without "
+        if bad: raise InputError(f"invalid vocabulary entries {bad}: tokens must be non-empty strings without "
                                  f"whitespace, other than {SPECIAL_TOKENS}")
         dup = sorted({t for t in vocab if vocab.count(t) > 1})
-        if dup: raise ValueError(f"duplicate vocabulary entries {dup}")
+        if dup: raise InputError(f"duplicate vocabulary entries {dup}")
         self.vocab = SPECIAL_TOKENS + vocab
         self.stoi = {t: i for i, t in enumerate(self.vocab)}
 
@@ -69,7 +69,7 @@ def encode(self:Tokenizer,
     try: return [self.stoi[t] for t in tokens]
     except KeyError: pass
     bad = next(t for t in tokens if t not in self.stoi)
-    raise ValueError(f"unknown token {bad!r}: the vocabulary is {' '.join(self.vocab[len(SPECIAL_TOKENS):])}")
+    raise InputError(f"unknown token {bad!r}: the vocabulary is {' '.join(self.vocab[len(SPECIAL_TOKENS):])}")
 
 # %% ../nbs/02_data.ipynb #7fb89b77
 @patch
@@ -79,7 +79,7 @@ def decode(self:Tokenizer,
     "The tokens of `ids` joined by single spaces, special tokens dropped."
     ids = ids.tolist() if hasattr(ids, 'tolist') else list(ids)
     bad = [i for i in ids if not 0 <= i < len(self.vocab)]
-    if bad: raise ValueError(f"ids {bad[:5]} are outside the vocabulary (0 to {len(self.vocab) - 1})")
+    if bad: raise InputError(f"ids {bad[:5]} are outside the vocabulary (0 to {len(self.vocab) - 1})")
     return " ".join(self.vocab[i] for i in ids if i >= len(SPECIAL_TOKENS))
 
 # %% ../nbs/02_data.ipynb #eb4e2b83
@@ -95,14 +95,14 @@ def _tok_load(path # a file written by `Tokenizer.save`
              ) -> Tokenizer:
     "Read a tokenizer written by `Tokenizer.save`."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no tokenizer file at {path}")
+    if not path.is_file(): raise MissingInput(f"no tokenizer file at {path}")
     try: d = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not a saenb tokenizer (not valid JSON: {e})") from None
+        raise InputError(f"{path} is not a saenb tokenizer (not valid JSON: {e})") from None
     if not isinstance(d, dict) or d.get('type') != 'saenb.Tokenizer' or 'vocab' not in d:
-        raise ValueError(f"{path} is not a saenb tokenizer: write one with Tokenizer.save")
+        raise InputError(f"{path} is not a saenb tokenizer: write one with Tokenizer.save")
     if d.get('specials', SPECIAL_TOKENS) != SPECIAL_TOKENS:
-        raise ValueError(f"{path} has special tokens {d.get('specials')}, expected {SPECIAL_TOKENS}")
+        raise InputError(f"{path} has special tokens {d.get('specials')}, expected {SPECIAL_TOKENS}")
     return Tokenizer(d['vocab'])
 
 Tokenizer.load = staticmethod(_tok_load)
@@ -120,9 +120,9 @@ def generate_columns(lang:Language, # the language to sample
                     ) -> dict:
     "`n_seqs` sequences of `lang` with their labels, as columns, generated in reproducible chunks."
     if not isinstance(n_seqs, (int, np.integer)) or n_seqs < 1:
-        raise ValueError(f"n_seqs must be a positive integer, got {n_seqs!r}")
+        raise InputError(f"n_seqs must be a positive integer, got {n_seqs!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     sizes = [min(CHUNK, n_seqs - s) for s in range(0, n_seqs, CHUNK)]
     cols = {}
     bar = tqdm(total=n_seqs, unit='seq', desc=f"generating {lang.name}", disable=not progress or len(sizes) == 1)
@@ -139,7 +139,7 @@ def corpus_features(lang:Language # the language of the corpus
     "The `datasets.Features` of a corpus of `lang`."
     f = {'input_ids': Sequence(Value('int32')), 'text': Value('string'), 'length': Value('int32')}
     for name, c in lang.concepts.items():
-        if name in f: raise ValueError(f"concept name {name!r} clashes with a corpus column; rename the concept")
+        if name in f: raise InputError(f"concept name {name!r} clashes with a corpus column; rename the concept")
         categorical = c.kind == 'categorical'
         f[name] = Sequence(ClassLabel(names=list(c.values))) if categorical else Sequence(Value('int32'))
     return Features(f)
@@ -183,7 +183,7 @@ def columns_to_table(cols:dict, # columns from `Language.generate`
     flat_tokens = itertools.chain.from_iterable(tokens)
     try: ids = np.fromiter(map(tok.stoi.__getitem__, flat_tokens), dtype=np.int64, count=int(offs[-1]))
     except KeyError as e:
-        raise ValueError(f"generated token {e.args[0]!r} is not in the tokenizer's vocabulary {tok.vocab}") from None
+        raise InputError(f"generated token {e.args[0]!r} is not in the tokenizer's vocabulary {tok.vocab}") from None
     layout = _ends_layout(offs)
     table = {'input_ids': _list_array(*_with_ends(ids, layout, tok.bos_id, tok.eos_id), np.int32),
              'text': pa.array([" ".join(t) for t in tokens], pa.string()),
@@ -191,7 +191,7 @@ def columns_to_table(cols:dict, # columns from `Language.generate`
     for name, c in lang.concepts.items():
         vals, coffs = _flatten(cols[name])
         if not np.array_equal(coffs, offs):
-            raise ValueError(f"labels of concept {name!r} are not aligned with the tokens")
+            raise InputError(f"labels of concept {name!r} are not aligned with the tokens")
         table[name] = _list_array(*_with_ends(vals, layout, -1, -1), np.int64 if c.kind == 'categorical' else np.int32)
     return pa.table(table).cast(corpus_features(lang).arrow_schema)
 
@@ -206,7 +206,7 @@ class Corpus:
                  meta:dict=None): # how the corpus was generated (n_seqs, seed, val_frac)
         missing = {'train', 'validation'} - set(splits)
         if missing:
-            raise ValueError(f"a corpus needs splits 'train' and 'validation', missing {sorted(missing)}")
+            raise InputError(f"a corpus needs splits 'train' and 'validation', missing {sorted(missing)}")
         self.splits, self.tokenizer, self.language = splits, tokenizer, language
         self.concepts = dict(concepts if concepts is not None else language.concepts)
         self.meta = dict(meta or {})
@@ -228,9 +228,9 @@ def make_corpus(lang, # a `Language`, or a language name (with `hparams`)
                 progress:bool=False, # progress bar while generating
                 **hparams) -> Corpus: # language hyperparameters, when `lang` is a name
     "Generate a corpus of `n_seqs` labelled sequences of `lang`, split into train and validation."
-    if not 0 <= val_frac < 1: raise ValueError(f"val_frac must be in [0, 1), got {val_frac}")
+    if not 0 <= val_frac < 1: raise InputError(f"val_frac must be in [0, 1), got {val_frac}")
     if isinstance(lang, Language) and hparams:
-        raise ValueError("give hyperparameters either in the Language or as keywords, not both")
+        raise InputError("give hyperparameters either in the Language or as keywords, not both")
     lang = get_language(lang, **hparams)
     tok = Tokenizer.for_language(lang)
     cols = generate_columns(lang, n_seqs, seed, progress=progress)
@@ -238,7 +238,7 @@ def make_corpus(lang, # a `Language`, or a language name (with `hparams`)
     n_val = int(round(n_seqs * val_frac))
     if val_frac > 0 and n_val == 0: n_val = 1
     if n_val >= n_seqs:
-        raise ValueError(f"n_seqs={n_seqs} is too few to hold out val_frac={val_frac}: raise n_seqs or lower val_frac")
+        raise InputError(f"n_seqs={n_seqs} is too few to hold out val_frac={val_frac}: raise n_seqs or lower val_frac")
     features, n_train = corpus_features(lang), n_seqs - n_val
     split = lambda t: Dataset(datasets.table.InMemoryTable(t), info=datasets.DatasetInfo(features=features))
     splits = DatasetDict(train=split(table.slice(0, n_train)), validation=split(table.slice(n_train)))
@@ -256,9 +256,9 @@ def save_corpus(corpus:Corpus, # the corpus to write
     "Write `corpus` to the directory `out` (atomically) and return its path."
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a directory: choose another output directory")
+        raise OutputExists(f"{out} exists and is not a directory: choose another output directory")
     if _is_nonempty_dir(out) and not overwrite:
-        raise FileExistsError(f"{out} already exists and is not empty: pass --overwrite (overwrite=True) to replace "
+        raise OutputExists(f"{out} already exists and is not empty: pass --overwrite (overwrite=True) to replace "
                               "it, or choose another output directory")
     def write(tmp:Path):
         was_enabled = datasets.is_progress_bar_enabled()
@@ -280,19 +280,19 @@ def load_corpus(path # a directory written by `save_corpus` (or `saenb_data`)
     "Read a corpus written by `save_corpus`."
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"no corpus directory at {path}: build one with saenb_data --out {path}")
+        raise MissingInput(f"no corpus directory at {path}: build one with saenb_data --out {path}")
     spec_file = path / 'language.json'
     if not spec_file.is_file():
-        raise ValueError(f"{path} is not a saenb corpus (no language.json): build one with saenb_data --out {path}")
+        raise InputError(f"{path} is not a saenb corpus (no language.json): build one with saenb_data --out {path}")
     try: spec = json.loads(spec_file.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{spec_file} is not valid JSON ({e}): "
+        raise InputError(f"{spec_file} is not valid JSON ({e}): "
                          "rebuild the corpus with saenb_data --overwrite") from None
     if not isinstance(spec, dict) or spec.get('format') != CORPUS_FORMAT:
-        raise ValueError(f"{spec_file} is not a saenb corpus description: "
+        raise InputError(f"{spec_file} is not a saenb corpus description: "
                          "rebuild the corpus with saenb_data --overwrite")
     missing = [f for f in ('tokenizer.json', 'dataset_dict.json', 'train', 'validation') if not (path / f).exists()]
-    if missing: raise ValueError(f"corpus at {path} is incomplete (missing {', '.join(missing)}): "
+    if missing: raise InputError(f"corpus at {path} is incomplete (missing {', '.join(missing)}): "
                                  "rebuild it with saenb_data --overwrite")
     lang = get_language(spec['name'], **spec['hparams'])
     concepts = {k: Concept(**c) for k, c in spec['concepts'].items()}
@@ -303,7 +303,7 @@ def load_corpus(path # a directory written by `save_corpus` (or `saenb_data`)
 def flat_values(dataset:Dataset, column:str) -> np.ndarray:
     "All values of a list column, back to back, respecting any `select`/`shuffle` of `dataset`."
     if column not in dataset.column_names:
-        raise ValueError(f"no column {column!r}: the dataset has {', '.join(dataset.column_names)}")
+        raise InputError(f"no column {column!r}: the dataset has {', '.join(dataset.column_names)}")
     if len(dataset) == 0: return np.zeros(0, dtype=np.int64)
     arr = dataset.with_format('arrow')[:].column(column).combine_chunks()
     return arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
@@ -311,9 +311,9 @@ def flat_values(dataset:Dataset, column:str) -> np.ndarray:
 # %% ../nbs/02_data.ipynb #1f0f7e61
 def _rows(vals:np.ndarray, n_ctx:int, what:str):
     if not isinstance(n_ctx, (int, np.integer)) or n_ctx < 1:
-        raise ValueError(f"n_ctx must be a positive integer, got {n_ctx!r}")
+        raise InputError(f"n_ctx must be a positive integer, got {n_ctx!r}")
     n = len(vals) // n_ctx
-    if n == 0: raise ValueError(f"only {len(vals)} {what} in the dataset, fewer than n_ctx={n_ctx}: "
+    if n == 0: raise InputError(f"only {len(vals)} {what} in the dataset, fewer than n_ctx={n_ctx}: "
                                 "use more sequences or a smaller n_ctx")
     return torch.from_numpy(np.ascontiguousarray(vals[:n * n_ctx])).view(n, n_ctx)
 
@@ -339,7 +339,7 @@ def pad_batch(seqs:list, # id (or label) lists, e.g. `dataset[i:j]['input_ids']`
               n_ctx:int=None # cap on the row length; longer sequences are truncated
              ) -> 'torch.LongTensor':
     "A LongTensor `[len(seqs), min(longest, n_ctx)]` of `seqs`, right-padded with `pad_id`."
-    if not len(seqs): raise ValueError("pad_batch needs at least one sequence")
+    if not len(seqs): raise InputError("pad_batch needs at least one sequence")
     width = max(len(s) for s in seqs)
     if n_ctx is not None: width = min(width, n_ctx)
     out = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -416,7 +416,7 @@ def plot_samples(corpus:Corpus, # the corpus to show
     import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
     concept = concept or next(iter(corpus.concepts))
     if concept not in corpus.concepts:
-        raise ValueError(f"unknown concept {concept!r}: choose one of {', '.join(corpus.concepts)}")
+        raise InputError(f"unknown concept {concept!r}: choose one of {', '.join(corpus.concepts)}")
     rows = corpus[split].select(range(min(n, len(corpus[split]))))
     c = corpus.concepts[concept]
     toks = [r['text'].split()[:max_tokens] for r in rows]
@@ -454,7 +454,7 @@ def plot_label_counts(corpus:Corpus, # the corpus to show
     import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
     concepts = concepts or [k for k, c in corpus.concepts.items() if c.kind == 'categorical']
     bad = [c for c in concepts if c not in corpus.concepts]
-    if bad: raise ValueError(f"unknown concept(s) {bad}: choose from {', '.join(corpus.concepts)}")
+    if bad: raise InputError(f"unknown concept(s) {bad}: choose from {', '.join(corpus.concepts)}")
     fig = make_subplots(rows=1, cols=max(len(concepts), 1), subplot_titles=concepts)
     for i, name in enumerate(concepts, 1):
         counts = _label_counts(corpus, name)
@@ -471,7 +471,7 @@ def plot_structure(corpus:Corpus, # the corpus to show
     ex = corpus[split][i]
     tokens, lang = ex['text'].split(), corpus.language
     if isinstance(lang, PCFGLanguage): return plot_tree(lang.pcfg.parse(tokens), f"{split}[{i}]: {ex['text']}")
-    if 'depth' not in corpus.concepts: raise ValueError(f"{lang.name} has no 'depth' concept to plot; use plot_samples")
+    if 'depth' not in corpus.concepts: raise InputError(f"{lang.name} has no 'depth' concept to plot; use plot_samples")
     return plot_depth(tokens, ex['depth'][1:-1], f"{lang.name} {split}[{i}]: nesting depth")
 
 # %% ../nbs/02_data.ipynb #83d9ed86
@@ -487,7 +487,7 @@ def write_corpus(lang:str='dyck', # language name
     out = Path(out if out is not None else f"data/{lang}")
     lang = get_language(lang, **hparams)   # fail on bad names/hyperparameters before any work
     if _is_nonempty_dir(out) and not overwrite:
-        raise FileExistsError(f"{out} already exists and is not empty: pass --overwrite to replace it, "
+        raise OutputExists(f"{out} already exists and is not empty: pass --overwrite to replace it, "
                               "or choose another --out")
     corpus = make_corpus(lang, n_seqs, seed=seed, val_frac=val_frac, progress=progress)
     return corpus, save_corpus(corpus, out, overwrite=overwrite)
@@ -517,9 +517,7 @@ def saenb_data(lang:str='dyck', # language: dyck, expr or english
                min_ops:int=None): # expr: fewest operators per expression
     "Generate a labelled corpus of a formal language and save it as a Hugging Face dataset."
     given = {k: v for k, v in locals().items() if k in _HPARAMS and v is not None}
-    try: corpus, path = write_corpus(lang, n_seqs, seed, out, val_frac, overwrite, progress=not quiet, **given)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        print(f"saenb_data: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    with command_errors('saenb_data'):
+        corpus, path = write_corpus(lang, n_seqs, seed, out, val_frac, overwrite, progress=not quiet, **given)
     if not quiet: print(format_summary(corpus_summary(corpus)))
     print(f"wrote {path}")

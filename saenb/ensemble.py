@@ -12,6 +12,7 @@ from .cache import ModelActivationSource
 from .sae import SAE
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory)
+from .utils import InputError, OutputExists
 
 # %% auto #0
 __all__ = ['SHARED_SETTINGS', 'ensemble_members', 'train_ensemble', 'train_saes_on_model']
@@ -22,7 +23,7 @@ def ensemble_members(grid:dict=None, # axes: setting name -> list of values (a g
                     ) -> dict:
     "Member settings keyed by hyperparameter values: a tuple (one value per axis) or, for one axis, the value itself."
     if (grid is None) == (members is None):
-        raise ValueError("pass either grid={'k': [4, 8], ...} or members=[{...}, ...]")
+        raise InputError("pass either grid={'k': [4, 8], ...} or members=[{...}, ...]")
     if members is not None:
         return {m.get('name', i): {k: v for k, v in m.items() if k != 'name'} for i, m in enumerate(members)}
     axes = {k: (v if isinstance(v, (list, tuple)) else [v]) for k, v in grid.items()}
@@ -40,14 +41,14 @@ def _member_config(base:SAETrainConfig, settings:dict, key) -> SAETrainConfig:
     tc = run_config(base, **settings)
     for f in SHARED_SETTINGS:
         if getattr(tc, f) != getattr(base, f):
-            raise ValueError(f"SAEs trained together share {f} (it fixes the data stream), "
+            raise InputError(f"SAEs trained together share {f} (it fixes the data stream), "
                              f"but {key!r} sets {f}={getattr(tc, f)!r}: "
                              f"train them apart (one ensemble per value of {f}, or run_sweep)")
     if tc.checkpoint_every:
-        raise ValueError("checkpoint_every is not supported for SAEs trained together: set it to 0, "
+        raise InputError("checkpoint_every is not supported for SAEs trained together: set it to 0, "
                          "or use run_sweep for resumable single runs")
     if tc.causal_coeff:
-        raise ValueError(f"{key!r}: causal_coeff is not supported for SAEs trained together "
+        raise InputError(f"{key!r}: causal_coeff is not supported for SAEs trained together "
                          "(the causal term runs the model per SAE): train it with train_sae, or run_sweep, "
                          "which trains it alone")
     return tc
@@ -60,7 +61,7 @@ def _member_name(key) -> str:
 def _refuse_taken(out:Path, names:list):
     "Refuse to train into `out/name` where a trained SAE already is, for each of `names`."
     taken = [n for n in names if (out/n/'config.json').exists()]
-    if taken: raise FileExistsError(f"{out/taken[0]} already holds a trained SAE: choose another out, or delete it")
+    if taken: raise OutputExists(f"{out/taken[0]} already holds a trained SAE: choose another out, or delete it")
 
 # %% ../nbs/07b_ensemble.ipynb #252b1c06
 class _Member(SAERun):
@@ -123,10 +124,10 @@ def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` f
     for key, tc in tcs.items():  # each member built exactly as train_sae builds it
         try: sae = data.build_sae(tc, dev)
         except (ValueError, TypeError) as e:
-            if errors is None: raise ValueError(f"ensemble member {key!r}: {e}") from e
+            if errors is None: raise InputError(f"ensemble member {key!r}: {e}") from e
             errors[key] = e; continue
         ms.append(_Member(key, tc, sae, torch.get_rng_state(), val=(vx, vy), norms=data.norms))
-    if not ms: raise ValueError("no ensemble member could be built: see the errors")
+    if not ms: raise InputError("no ensemble member could be built: see the errors")
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=base.bf16)
     secs = _train_members(ms, data.steps(base, dev), base.n_steps, amp, f"train ensemble of {len(ms)} SAEs", progress,
                           callback)
@@ -142,8 +143,8 @@ def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` f
 def _member_inputs(spec:dict):
     "The hooks a member reads (one, or several stacked) and its target hook."
     hooks = spec.get('hooks') or ([spec['hook']] if spec.get('hook') else [])
-    if not hooks: raise ValueError(f"an SAE needs 'hook' (or 'hooks' for a stacked multi-layer SAE), got {spec}")
-    if spec.get('hook') and spec.get('hooks'): raise ValueError("give either 'hook' or 'hooks', not both")
+    if not hooks: raise InputError(f"an SAE needs 'hook' (or 'hooks' for a stacked multi-layer SAE), got {spec}")
+    if spec.get('hook') and spec.get('hooks'): raise InputError("give either 'hook' or 'hooks', not both")
     return hooks, spec.get('target')
 
 def _hooks_needed(specs:dict) -> list:
@@ -200,7 +201,7 @@ def _hook_member(name, s:dict, base:SAETrainConfig, src, x0:torch.Tensor, norms:
     (rx,), (ry,) = raw_view([val], [None])  # raw validation rows, for the final figures
     rx, ry = rx.to(dev), ry.to(dev) if ry is not None else None
     try: sae = build_sae(tc, ix, iy, dev)
-    except (ValueError, TypeError) as e: raise ValueError(f"SAE {name!r}: {e}") from e
+    except (ValueError, TypeError) as e: raise InputError(f"SAE {name!r}: {e}") from e
     in_norm = scale * raw_norm
     m = _Member(name, tc, sae, torch.get_rng_state(), view=view,
                 val=(rx * scale, ry * tscale if ry is not None else None),
@@ -222,7 +223,7 @@ def train_saes_on_model(model, # a `TransformerBridge`
                        ) -> dict:
     "Train SAEs at several hooks of `model` from one forward pass per batch; returns {name: SAETrainResult}."
     if not saes:
-        raise ValueError("saes is empty: name at least one SAE, "
+        raise InputError("saes is empty: name at least one SAE, "
                          "e.g. {'res0': {'hook': '0_residpost', 'arch': 'topk', 'k': 8}}")
     base = run_config(cfg, **kwargs)
     specs = {name: dict(s) for name, s in saes.items()}

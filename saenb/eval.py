@@ -4,13 +4,13 @@
 
 # %% ../nbs/08_eval.ipynb #4c561971
 from __future__ import annotations
-import html, json, math, sys
+import html, json, math
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
 from tqdm.auto import tqdm
 from fastcore.script import call_parse
-from .utils import write_atomic, write_json, jsonable
+from .utils import write_atomic, write_json, jsonable, InputError, MissingInput, command_errors
 from .model import load_model, load_language
 from .train_gpt import grammaticality
 from .cache import ActivationStore, capture, splice, store_sequences
@@ -31,7 +31,7 @@ def sae_fn(sae:SAE, # the SAE (taking raw activations)
            keep_error:bool=False, # add back the SAE's error `x - sae(x)`, so only the edit changes the activation
           ):
     "A `splice` function: the SAE's reconstruction, optionally with `latents` zeroed, clamped or shifted."
-    if mode not in ('zero', 'clamp', 'add'): raise ValueError(f"mode must be 'zero', 'clamp' or 'add', got {mode!r}")
+    if mode not in ('zero', 'clamp', 'add'): raise InputError(f"mode must be 'zero', 'clamp' or 'add', got {mode!r}")
     idx = None if latents is None else torch.as_tensor(latents, dtype=torch.long).reshape(-1)
     def fn(x):
         xf = x.float()
@@ -50,7 +50,7 @@ def sae_fn(sae:SAE, # the SAE (taking raw activations)
 def _rows(store, n_rows):
     n = len(store) if n_rows is None else min(n_rows, len(store))
     if n == 0:
-        raise ValueError(f"{getattr(store, 'path', store)} holds no rows: cache some activations first (saenb_cache)")
+        raise InputError(f"{getattr(store, 'path', store)} holds no rows: cache some activations first (saenb_cache)")
     return n
 
 @torch.no_grad()
@@ -130,7 +130,7 @@ def downstream_metrics(model, # a `TransformerBridge`
     "Next-token CE clean / spliced / zero- / mean-ablated, KL(clean || spliced) per token, and loss recovered."
     fns = dict(hook) if isinstance(hook, dict) else {hook: fn}
     if ids is None:
-        raise ValueError("pass ids: the token rows to run the model on "
+        raise InputError("pass ids: the token rows to run the model on "
                          "(e.g. store_sequences(store, bos_id, pad_id, 256))")
     fns = {h: sae_fn(f) if isinstance(f, SAE) else f for h, f in fns.items()}
     if ablations:
@@ -262,11 +262,11 @@ def concept_scores(sae:SAE, # the SAE, taking raw activations
                   ) -> ConceptScores:
     "AUROC and best-threshold F1 of every latent for every concept value, and correlations with ordinal concepts."
     if not store.concepts:
-        raise ValueError(f"{store.path} has no concept labels: "
+        raise InputError(f"{store.path} has no concept labels: "
                          "cache a saenb corpus (saenb_cache --data DIR) to get them")
     names = list(store.concepts) if concepts is None else list(concepts)
     bad = [c for c in names if c not in store.concepts]
-    if bad: raise ValueError(f"unknown concept(s) {bad}: this store has {', '.join(store.concepts)}")
+    if bad: raise InputError(f"unknown concept(s) {bad}: this store has {', '.join(store.concepts)}")
     n, L, B = _rows(store, n_rows), sae.cfg.d_sae, n_bins
     sae.eval()
     labels = store.labels(np.arange(n))
@@ -364,7 +364,7 @@ def probe_ceilings(store:ActivationStore, # a store with concept labels
                   ) -> pd.DataFrame:
     "Held-out accuracy and per-value AUROC of a linear probe on the raw activations, per concept."
     if not store.concepts:
-        raise ValueError(f"{store.path} has no concept labels: "
+        raise InputError(f"{store.path} has no concept labels: "
                          "cache a saenb corpus (saenb_cache --data DIR) to get them")
     n = _rows(store, n_rows)
     x = store[:n].float(); labels = store.labels(np.arange(n))
@@ -401,7 +401,7 @@ def synthetic_activations(n:int=20_000, # tokens
     D = torch.randn(n_features, d, generator=g); D = D / D.norm(dim=-1, keepdim=True)
     p = torch.full((n_features,), float(p)) if np.isscalar(p) else torch.as_tensor(p, dtype=torch.float32)
     if p.shape != (n_features,):
-        raise ValueError(f"p must be a float or have one entry per feature ({n_features}), got shape {tuple(p.shape)}")
+        raise InputError(f"p must be a float or have one entry per feature ({n_features}), got shape {tuple(p.shape)}")
     fire = torch.rand(n, n_features, generator=g) < p
     if correlation > 0:
         n_groups = math.ceil(n_features / 4)
@@ -469,14 +469,14 @@ def _model_language(model, store):
 def _model_figures(res:dict, sae:SAE, store:ActivationStore, hook:str, model, n_seqs:int, n_gen:int):
     "Add the downstream losses and (with `n_gen`) the grammaticality, clean and spliced, to `res`."
     if not hook:
-        raise ValueError(f"{store.path} does not record its hook (no 'hook' in manifest.json): "
+        raise InputError(f"{store.path} does not record its hook (no 'hook' in manifest.json): "
                          "downstream figures need a store from saenb_cache")
     if isinstance(model, (str, Path)):
         path, model = model, load_model(model)
         model.saenb_path = path
     model.eval()
     tok = getattr(model, 'saenb_tokenizer', None)
-    if tok is None: raise ValueError("the model has no tokenizer: load it with saenb.model.load_model(dir)")
+    if tok is None: raise InputError("the model has no tokenizer: load it with saenb.model.load_model(dir)")
     ids = store_sequences(store, tok.bos_id, tok.pad_id, n_seqs)
     res['downstream'] = downstream_metrics(model, hook, sae, ids, tok.pad_id, mean=store.stats['mean'])
     if n_gen:
@@ -516,7 +516,7 @@ def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sa
     if store.split == 'train' and 'validation' in rows and rows['validation'] > 0:
         store = ActivationStore(store.path, split='validation')
     if store.d != sae.cfg.d_in:
-        raise ValueError(f"the store's activations have width {store.d} but the SAE takes {sae.cfg.d_in}: "
+        raise InputError(f"the store's activations have width {store.d} but the SAE takes {sae.cfg.d_in}: "
                          "pass the store of the hook the SAE was trained on")
     hook = store.manifest.get('hook')
     res = {'sae': str(sae_dir) if not isinstance(sae_dir, SAE) else None, 'arch': sae.arch, 'd_sae': sae.cfg.d_sae,
@@ -612,7 +612,7 @@ def pareto_figure(evals:list, # `eval.json` paths, directories holding one, or d
     for e in evals:
         if not isinstance(e, dict):
             p = Path(e); p = p/'eval.json' if p.is_dir() else p
-            if not p.exists(): raise FileNotFoundError(f"no eval.json at {p}: run saenb_eval --sae DIR first")
+            if not p.exists(): raise MissingInput(f"no eval.json at {p}: run saenb_eval --sae DIR first")
             e = json.loads(p.read_text())
         rows.append({'label': str(e.get('sae')), 'arch': e.get('arch'), 'l0': e['reconstruction']['l0'],
                      'explained_variance': e['reconstruction']['explained_variance'],
@@ -623,13 +623,13 @@ def pareto_figure(evals:list, # `eval.json` paths, directories holding one, or d
 def _sae_dirs(sae:str, acts:str) -> list:
     "The SAE directories of `saenb_eval --sae`, checked (and that `--acts` was given)."
     if not sae:
-        raise ValueError("--sae is required: an SAE directory from saenb_train_sae (or several, comma-separated)")
+        raise InputError("--sae is required: an SAE directory from saenb_train_sae (or several, comma-separated)")
     if not acts:
-        raise ValueError("--acts is required: the activation store (saenb_cache --out DIR/HOOK) the SAE was trained on")
+        raise InputError("--acts is required: the activation store (saenb_cache --out DIR/HOOK) the SAE was trained on")
     dirs = [Path(s.strip()) for s in sae.split(',') if s.strip()]
     for d in dirs:
         if not (d/'config.json').exists():
-            raise ValueError(f"{d} is not an SAE directory (no config.json): pass the --out of saenb_train_sae")
+            raise InputError(f"{d} is not an SAE directory (no config.json): pass the --out of saenb_train_sae")
     return dirs
 
 # %% ../nbs/08_eval.ipynb #53ed3d34
@@ -645,7 +645,7 @@ def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (requir
                quiet:bool=False, # no progress bars
               ):
     "Evaluate SAEs; write eval.json and an offline HTML report per SAE (and pareto.html for several)."
-    try:
+    with command_errors('saenb_eval'):
         dirs = _sae_dirs(sae, acts)
         m = None
         if model:
@@ -664,5 +664,4 @@ def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (requir
             page = pareto_figure(results).to_html(include_plotlyjs=True, full_html=True)
             dest = Path(out or dirs[0].parent)/'pareto.html'; dest.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(dest, lambda p: p.write_text(page))
-    except (ValueError, FileNotFoundError) as e:
-        print(f"saenb_eval: error: {e}", file=sys.stderr); sys.exit(2)
+

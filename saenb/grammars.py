@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields, asdict
 import numpy as np
 from fastcore.basics import patch
 
-from .utils import check
+from .utils import check, InputError
 
 # %% auto #0
 __all__ = ['LANGUAGES', 'BRACKET_PAIRS', 'EXPR_OPS', 'ENGLISH_GRAMMAR', 'Tree', 'PCFG', 'sample', 'parse', 'accepts', 'Concept',
@@ -50,7 +50,7 @@ def _parse_alternative(alt:str):
     syms, weight, pos = [], 1.0, 0
     while pos < len(alt.rstrip()):
         m = _RULE_RE.match(alt, pos)
-        if not m or m.end() == pos: raise ValueError(f"cannot read rule alternative {alt!r} near {alt[pos:]!r}")
+        if not m or m.end() == pos: raise InputError(f"cannot read rule alternative {alt!r} near {alt[pos:]!r}")
         term, nonterm, w = m.groups()
         if term is not None: syms.append(("t", term))
         elif nonterm is not None: syms.append(("n", nonterm))
@@ -66,18 +66,18 @@ class PCFG:
                  terminals:set, # the terminal symbols
                  start:str='S'): # start symbol
         if start not in rules:
-            raise ValueError(f"start symbol {start!r} has no rules; nonterminals are {sorted(rules)}")
+            raise InputError(f"start symbol {start!r} has no rules; nonterminals are {sorted(rules)}")
         self.start, self.terminals = start, set(terminals)
         self.rules = {}
         for lhs, alts in rules.items():
             total = sum(w for _, w in alts)
-            if total <= 0: raise ValueError(f"rules of {lhs!r} have no positive weight")
+            if total <= 0: raise InputError(f"rules of {lhs!r} have no positive weight")
             self.rules[lhs] = [(tuple(rhs), w/total) for rhs, w in alts]
         for lhs, alts in self.rules.items():
             for rhs, _ in alts:
                 for s in rhs:
                     if s not in self.rules and s not in self.terminals:
-                        raise ValueError(f"{lhs!r} uses {s!r}, which is neither a nonterminal nor a terminal")
+                        raise InputError(f"{lhs!r} uses {s!r}, which is neither a nonterminal nor a terminal")
         self._analyse()
 
     @property
@@ -111,7 +111,7 @@ def _analyse(self:PCFG):
                     v = 1 + max((h[s] for s in rhs if s not in self.terminals), default=0)
                     if v < h.get(lhs, math.inf): h[lhs] = v; changed = True
     missing = set(self.rules) - set(h)
-    if missing: raise ValueError(f"nonterminal(s) {sorted(missing)} never derive a finite string")
+    if missing: raise InputError(f"nonterminal(s) {sorted(missing)} never derive a finite string")
     self.min_height = h
 
 # %% ../nbs/01_grammars.ipynb #5b423b98
@@ -122,7 +122,7 @@ def from_string(cls:PCFG, text:str, start:str=None) -> PCFG:
     for ln, line in enumerate(text.strip().splitlines(), 1):
         line = line.split('#')[0].strip() if not line.strip().startswith("'#") else line.strip()
         if not line: continue
-        if '->' not in line: raise ValueError(f"line {ln}: expected 'LHS -> alternatives', got {line!r}")
+        if '->' not in line: raise InputError(f"line {ln}: expected 'LHS -> alternatives', got {line!r}")
         lhs, rhs = (s.strip() for s in line.split('->', 1))
         first = first or lhs
         for alt in rhs.split('|'):
@@ -131,7 +131,7 @@ def from_string(cls:PCFG, text:str, start:str=None) -> PCFG:
             rules.setdefault(lhs, []).append((tuple(s for _, s in syms), w))
     undefined = {s for alts in rules.values() for rhs, _ in alts for s in rhs} - set(rules) - terminals
     if undefined:
-        raise ValueError(f"unknown nonterminal(s) {sorted(undefined)}: define them, or quote terminals as 'x'")
+        raise InputError(f"unknown nonterminal(s) {sorted(undefined)}: define them, or quote terminals as 'x'")
     return cls(rules, terminals, start or first)
 
 # %% ../nbs/01_grammars.ipynb #13fd4823
@@ -152,13 +152,13 @@ def sample(self:PCFG,
            max_tries:int=1000) -> Tree:
     "Draw one derivation tree."
     if max_depth < self.min_height[self.start]:
-        raise ValueError(f"max_depth={max_depth} is too small: "
+        raise InputError(f"max_depth={max_depth} is too small: "
                          f"the shortest derivation needs {self.min_height[self.start]} levels")
     for _ in range(max_tries):
         t = _sample_tree(self, self.start, rng, max_depth)
         n = len(t.leaves())
         if (max_len is None or n <= max_len) and n >= min_len: return t
-    raise ValueError(f"no sample with {min_len} <= length <= {max_len} in {max_tries} tries: "
+    raise InputError(f"no sample with {min_len} <= length <= {max_len} in {max_tries} tries: "
                      "loosen max_len/min_len or raise max_depth")
 PCFG.sample = sample
 
@@ -262,12 +262,12 @@ def get_language(name:str, # one of `LANGUAGES`: 'dyck', 'expr', 'english'
                  **hparams) -> Language:
     "The language `name` with the given hyperparameters (the rest take their defaults)."
     if isinstance(name, Language): return name
-    if name not in LANGUAGES: raise ValueError(f"unknown language {name!r}: choose one of {', '.join(LANGUAGES)}")
+    if name not in LANGUAGES: raise InputError(f"unknown language {name!r}: choose one of {', '.join(LANGUAGES)}")
     cls = LANGUAGES[name]
     valid = [f.name for f in fields(cls)]
     bad = [k for k in hparams if k not in valid]
     if bad:
-        raise ValueError(f"{name} has no hyperparameter {', '.join(map(repr, bad))}: valid ones are {', '.join(valid)}")
+        raise InputError(f"{name} has no hyperparameter {', '.join(map(repr, bad))}: valid ones are {', '.join(valid)}")
     return cls(**hparams)
 
 # %% ../nbs/01_grammars.ipynb #2f1e8bfb
@@ -413,7 +413,7 @@ def diagnose(self:Dyck, tokens:list) -> dict:
 def labels(self:Dyck, tokens:list) -> dict:
     "The concept labels of a grammatical token list."
     d = self.diagnose(tokens)
-    if not d['grammatical']: raise ValueError(f"not a Dyck-{self.n_brackets} string: {d['reason']}")
+    if not d['grammatical']: raise InputError(f"not a Dyck-{self.n_brackets} string: {d['reason']}")
     types = {b: k for k, p in enumerate(self.pairs) for b in p}
     out = {k: [0] * len(tokens) for k in ('depth', 'bracket', 'open', 'match_pos')}
     stack = []
@@ -528,27 +528,27 @@ def generate(self:Expr, n:int, seed:int=0) -> dict:
 def read(self:Expr, tokens:list):
     "The expression tree (nested `(op, a, b)` tuples, digits as strings) of `tokens`; raises `ValueError` if malformed."
     tokens, pos = list(tokens), 0
-    if not tokens: raise ValueError("empty expression")
+    if not tokens: raise InputError("empty expression")
     def expr():
         nonlocal pos
-        if pos >= len(tokens): raise ValueError(f"expression ends early at {pos}: an operand is missing")
+        if pos >= len(tokens): raise InputError(f"expression ends early at {pos}: an operand is missing")
         tok = tokens[pos]
         if tok in self.digits: pos += 1; return tok
         if self.bracket:
-            if tok != '(': raise ValueError(f"expected a digit or '(' at {pos}, got {tok!r}")
+            if tok != '(': raise InputError(f"expected a digit or '(' at {pos}, got {tok!r}")
             pos += 1
             if pos >= len(tokens) or tokens[pos] not in self.ops:
-                raise ValueError(f"expected an operator after '(' at {pos}")
-        elif tok not in self.ops: raise ValueError(f"expected a digit or operator at {pos}, got {tok!r}")
+                raise InputError(f"expected an operator after '(' at {pos}")
+        elif tok not in self.ops: raise InputError(f"expected a digit or operator at {pos}, got {tok!r}")
         op = tokens[pos]; pos += 1
         a = expr(); b = expr()
         if self.bracket:
-            if pos >= len(tokens) or tokens[pos] != ')': raise ValueError(f"expected ')' at {pos} to close {op!r}")
+            if pos >= len(tokens) or tokens[pos] != ')': raise InputError(f"expected ')' at {pos} to close {op!r}")
             pos += 1
         return (op, a, b)
     e = expr()
     if pos != len(tokens):
-        raise ValueError(f"extra tokens after a complete expression, from {pos}: {tokens[pos]!r}")
+        raise InputError(f"extra tokens after a complete expression, from {pos}: {tokens[pos]!r}")
     return e
 
 # %% ../nbs/01_grammars.ipynb #d72274da
@@ -629,7 +629,7 @@ def diagnose(self:PCFGLanguage, tokens:list) -> dict:
 def labels(self:PCFGLanguage, tokens:list) -> dict:
     "Labels from a parse of `tokens`."
     tree = self.pcfg.parse(tokens)
-    if tree is None: raise ValueError(f"not a sentence of {self.name}: {' '.join(tokens)!r}")
+    if tree is None: raise InputError(f"not a sentence of {self.name}: {' '.join(tokens)!r}")
     return self.tree_labels(tree)
 
 # %% ../nbs/01_grammars.ipynb #39a552b0

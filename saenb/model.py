@@ -16,7 +16,7 @@ from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_native
 from transformer_lens.model_bridge.sources.native.model import NativeModel
-from .utils import write_atomic
+from .utils import write_atomic, InputError
 from .grammars import get_language
 from .data import Tokenizer
 
@@ -50,7 +50,7 @@ class GPTConfig:
     def from_dict(cls, d:dict) -> GPTConfig:
         "A config from a dict such as `asdict(cfg)`; unknown keys are an error."
         unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown: raise ValueError(f"Unknown GPTConfig fields {sorted(unknown)}; "
+        if unknown: raise InputError(f"Unknown GPTConfig fields {sorted(unknown)}; "
                                      f"valid ones are {[f.name for f in fields(cls)]}.")
         return cls(**d)
 
@@ -59,11 +59,11 @@ def check_gpt_config(cfg:GPTConfig, # the config to check
                     ):
     "Raise a `ValueError` naming the fix if `cfg` cannot build a model."
     for name in ('n_layers','d_model','n_heads','d_mlp','n_ctx'):
-        if getattr(cfg, name) < 1: raise ValueError(f"GPTConfig.{name} must be at least 1, got {getattr(cfg, name)}.")
+        if getattr(cfg, name) < 1: raise InputError(f"GPTConfig.{name} must be at least 1, got {getattr(cfg, name)}.")
     if cfg.d_model % cfg.n_heads:
-        raise ValueError(f"d_model={cfg.d_model} is not divisible by n_heads={cfg.n_heads}; "
+        raise InputError(f"d_model={cfg.d_model} is not divisible by n_heads={cfg.n_heads}; "
                          "pick n_heads that divides d_model.")
-    if cfg.d_vocab < 1: raise ValueError("GPTConfig.d_vocab is not set; set it to tokenizer.vocab_size.")
+    if cfg.d_vocab < 1: raise InputError("GPTConfig.d_vocab is not set; set it to tokenizer.vocab_size.")
 
 # %% ../nbs/03_model.ipynb #52e77e3b
 def build_model(cfg:GPTConfig, # architecture, with d_vocab set
@@ -123,7 +123,7 @@ def load_tokenizer(path:str|Path, # a directory written by `save_model`
     "The `saenb.data.Tokenizer` saved with the model in `path`."
     f = Path(path)/'tokenizer.json'
     if not f.exists():
-        raise ValueError(f"{path} has no tokenizer; save the model with save_model(..., tokenizer=corpus.tokenizer).")
+        raise InputError(f"{path} has no tokenizer; save the model with save_model(..., tokenizer=corpus.tokenizer).")
     return Tokenizer.load(f)
 
 # %% ../nbs/03_model.ipynb #b7767ef2
@@ -132,7 +132,7 @@ def load_language(path:str|Path, # a directory written by `save_model`
     "The `saenb.grammars.Language` the model in `path` was trained on."
     f = Path(path)/'language.json'
     if not f.exists():
-        raise ValueError(f"{path} has no language.json; save the model with save_model(..., language=corpus.language).")
+        raise InputError(f"{path} has no language.json; save the model with save_model(..., language=corpus.language).")
     d = json.loads(f.read_text())
     return get_language(d['name'], **d['hparams'])
 
@@ -141,11 +141,11 @@ def load_gpt_config(path:str|Path, # a directory written by `save_model`
                    ) -> GPTConfig:
     "The `GPTConfig` saved in `path`."
     f = Path(path)/'config.json'
-    if not f.exists(): raise ValueError(f"{path} is not a saved saenb model: {f.name} is missing. "
+    if not f.exists(): raise InputError(f"{path} is not a saved saenb model: {f.name} is missing. "
                                         "Pass the directory written by save_model or saenb_train_gpt --out.")
     try: return GPTConfig.from_dict(json.loads(f.read_text()))
     except (json.JSONDecodeError, TypeError) as e:
-        raise ValueError(f"{f} is corrupt ({e}); retrain or restore the checkpoint.") from e
+        raise InputError(f"{f} is corrupt ({e}); retrain or restore the checkpoint.") from e
 
 # %% ../nbs/03_model.ipynb #fedc7cf7
 def load_model(path:str|Path, # a directory written by `save_model`
@@ -155,14 +155,14 @@ def load_model(path:str|Path, # a directory written by `save_model`
     path = Path(path); cfg = load_gpt_config(path)
     f = path/'model.safetensors'
     if not f.exists():
-        raise ValueError(f"{path} has no model.safetensors; the save was interrupted or this is not a model directory.")
+        raise InputError(f"{path} has no model.safetensors; the save was interrupted or this is not a model directory.")
     try: state = load_file(f)
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{f} is corrupt ({e}); retrain or restore the checkpoint.") from e
+        raise InputError(f"{f} is corrupt ({e}); retrain or restore the checkpoint.") from e
     model = build_model(cfg)
     try: model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"The weights in {f} do not match the architecture in config.json "
+        raise InputError(f"The weights in {f} do not match the architecture in config.json "
                          f"({str(e).splitlines()[0]} ...); "
                          "config.json and model.safetensors come from different models.") from e
     if device is not None: model = model.to(device)

@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 import pandas as pd, yaml
 from fastcore.script import call_parse
-from .utils import write_atomic, read_yaml
+from .utils import write_atomic, read_yaml, InputError, command_errors
 from .data import write_corpus, load_corpus
 from .model import GPTConfig, load_model
 from .train_gpt import TrainConfig, train_gpt, grammaticality
@@ -74,7 +74,7 @@ _OPEN_SECTIONS = ('data', 'saes', 'sweep')  # data: language hyperparameters; sa
 def _check_gpt_keys(gpt:dict):
     known = {f.name for f in fields(GPTConfig)} | {f.name for f in fields(TrainConfig)}
     bad = sorted(set(gpt) - known)
-    if bad: raise ValueError(f"gpt: unknown setting(s) {', '.join(map(repr, bad))}: "
+    if bad: raise InputError(f"gpt: unknown setting(s) {', '.join(map(repr, bad))}: "
                              f"use GPTConfig or TrainConfig fields ({', '.join(sorted(known))})")
 
 def pipeline_config(config=None, # a YAML file, or a dict, overriding parts of `PIPELINE_DEFAULT`
@@ -86,19 +86,19 @@ def pipeline_config(config=None, # a YAML file, or a dict, overriding parts of `
     if isinstance(config, (str, Path)): config = read_yaml(config)
     for over in (config, overrides):
         bad = sorted(set(over or {}) - set(PIPELINE_DEFAULT))
-        if bad: raise ValueError(f"unknown pipeline section(s) {', '.join(map(repr, bad))}: "
+        if bad: raise InputError(f"unknown pipeline section(s) {', '.join(map(repr, bad))}: "
                                  f"the sections are {', '.join(PIPELINE_DEFAULT)}")
         for sec, v in (over or {}).items():
             if isinstance(PIPELINE_DEFAULT[sec], dict) and not isinstance(v, dict):
-                raise ValueError(f"pipeline section {sec!r} must be a mapping of settings, got {v!r}")
+                raise InputError(f"pipeline section {sec!r} must be a mapping of settings, got {v!r}")
             if isinstance(v, dict) and sec not in _OPEN_SECTIONS:
                 unknown = sorted(set(v) - set(PIPELINE_DEFAULT[sec])) if sec != 'gpt' else []
-                if unknown: raise ValueError(f"{sec}: unknown setting(s) {', '.join(map(repr, unknown))}: "
+                if unknown: raise InputError(f"{sec}: unknown setting(s) {', '.join(map(repr, unknown))}: "
                                              f"it has {', '.join(PIPELINE_DEFAULT[sec])}")
         cfg = _merge(cfg, over)
     _check_gpt_keys(cfg['gpt'])
     if not cfg['cache'].get('hooks'):
-        raise ValueError("cache.hooks is empty: name at least one hook, e.g. ['0_residpost']")
+        raise InputError("cache.hooks is empty: name at least one hook, e.g. ['0_residpost']")
     return cfg
 
 # %% ../nbs/11_pipeline.ipynb #f9d4c040
@@ -118,7 +118,7 @@ def _stage(out:Path, name:str, cfg:dict, log) -> bool:
     old, new = json.loads(f.read_text()), json.loads(json.dumps(_stage_settings(cfg, name), default=str))
     if old == new: log(f"[{name}] already complete: skipped"); return True
     diff = [k for k in new if old.get(k) != new[k]]
-    raise ValueError(f"{out} holds a '{name}' stage run with other settings (changed: {', '.join(diff)}): "
+    raise InputError(f"{out} holds a '{name}' stage run with other settings (changed: {', '.join(diff)}): "
                      f"use another --out, or delete {out/'stages'/name}.json and that stage's outputs "
                      "to redo it and the stages after it")
 
@@ -185,7 +185,7 @@ def _sae_stages(cfg:dict, out:Path, device:str, progress:bool, log, the_model):
         base, sweep = _sweep_spec(cfg, out)
         df = run_sweep(base, sweep, out/'saes', devices=device, sequential=True, ensemble=True, progress=progress)
         bad = df[df.status != 'finished'] if len(df) else df
-        if len(bad): raise RuntimeError(f"{len(bad)} SAE run(s) failed ({'; '.join(bad.error.astype(str).head(3))}); "
+        if len(bad): raise InputError(f"{len(bad)} SAE run(s) failed ({'; '.join(bad.error.astype(str).head(3))}); "
                                         f"see {out/'saes'/'runs'}/*/log.txt, fix the setting and run the pipeline "
                                         "again (finished runs are kept)")
         _stage_done(out, 'saes', cfg)
@@ -329,16 +329,12 @@ def saenb_pipeline(lang:str=None, # language: dyck, expr or english (default: th
                    quiet:bool=False, # no progress bars
                   ):
     "Run (or resume) the whole saenb pipeline: data, GPT, grammaticality, cache, SAE sweep, evaluation, browsers."
-    try:
+    with command_errors('saenb_pipeline', 'run the same command again to resume'):
         over = {'lang': lang} if lang else {}
         cfg = pipeline_config(config, base=PIPELINE_TINY if tiny else None, **over)
         out = Path(out or f"runs/{cfg['lang']}")
         # cfg is complete: merging it over the default changes nothing
         table = run_pipeline(cfg, out, device=device, progress=not quiet)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        print(f"saenb_pipeline: error: {e}", file=sys.stderr); sys.exit(2)
-    except KeyboardInterrupt:
-        print("saenb_pipeline: interrupted; run the same command again to resume", file=sys.stderr); sys.exit(130)
     print(format_pipeline_summary(table, out))
     print(f"\nindex:   {out/'index.html'}\nreports: {out}/saes/runs/*/eval/report.html\n"
           f"browser: {out}/saes/runs/*/site/index.html")

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
-from .utils import check, positive_int
+from .utils import check, positive_int, InputError
 from .kernels import (pre_activations, sparse_encode, sparse_decode, keep_latents, pack_rows, flat_index,
                            fast_topk, nonzeros_per_latent, load_kernels)
 
@@ -53,14 +53,14 @@ class SAEConfig:
                f"b_dec_init={self.b_dec_init!r}: choose 'geometric_median', 'mean' or 'zeros'")
         if self.d_out != self.d_in and not getattr(SAE_REGISTRY.get(self.arch), 'transcodes', False):
             names = ' or '.join(repr(a) for a, k in SAE_REGISTRY.items() if k.transcodes)
-            raise ValueError(f"d_out={self.d_out} differs from d_in={self.d_in}: only arch={names} maps one width to another")
+            raise InputError(f"d_out={self.d_out} differs from d_in={self.d_in}: only arch={names} maps one width to another")
 
     @classmethod
     def from_dict(cls, d:dict) -> SAEConfig:
         "The config saved as `asdict(cfg)`; unknown keys are an error."
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(valid))
-        if unknown: raise ValueError(f"{cls.__name__} has no field(s) {unknown}: valid ones are {valid}")
+        if unknown: raise InputError(f"{cls.__name__} has no field(s) {unknown}: valid ones are {valid}")
         return cls(**d)
 
 # %% ../nbs/06_sae.ipynb #f403580d
@@ -105,9 +105,9 @@ def make_sae(arch:str, # architecture, a key of `SAE_REGISTRY`
              **kwargs): # fields of the architecture's config, e.g. `k=32` for topk
     "Build an untrained `SAE` of architecture `arch`."
     if arch not in SAE_REGISTRY:
-        raise ValueError(f"unknown SAE architecture {arch!r}: choose one of {', '.join(SAE_REGISTRY)}")
+        raise InputError(f"unknown SAE architecture {arch!r}: choose one of {', '.join(SAE_REGISTRY)}")
     if d_sae is None and exp_factor is None:
-        raise ValueError("give d_sae (number of latents) or exp_factor (d_sae = exp_factor * d_in)")
+        raise InputError("give d_sae (number of latents) or exp_factor (d_sae = exp_factor * d_in)")
     if exp_factor is not None:
         check(exp_factor > 0, f"exp_factor must be positive, got {exp_factor}")
         n = int(round(exp_factor * d_in))
@@ -118,7 +118,7 @@ def make_sae(arch:str, # architecture, a key of `SAE_REGISTRY`
     valid = [f.name for f in fields(cls.config_class) if f.name not in ('arch', 'd_in', 'd_sae')]
     bad = [k for k in kwargs if k not in valid]
     if bad:
-        raise ValueError(f"{arch} has no hyperparameter {', '.join(map(repr, bad))}: valid ones are {', '.join(valid)}")
+        raise InputError(f"{arch} has no hyperparameter {', '.join(map(repr, bad))}: valid ones are {', '.join(valid)}")
     return cls(cls.config_class(arch=arch, d_in=d_in, d_sae=d_sae, **kwargs))
 
 # %% ../nbs/06_sae.ipynb #0a6796a3
@@ -222,7 +222,7 @@ def make_controller(cfg:PenaltyConfig) -> nn.Module:
     if cfg.sparsity == 'fixed': return FixedCoeff(cfg.sparsity_coeff, cfg.sparsity_warmup)
     if cfg.sparsity == 'target_l0': return TargetL0Quadratic(cfg.target_l0, cfg.sparsity_coeff)
     if cfg.sparsity == 'dual_ascent': return DualAscent(cfg.target_l0, cfg.alpha_lr, cfg.alpha_max, cfg.rho, cfg.l0_ema)
-    raise ValueError(f"unknown sparsity {cfg.sparsity!r}: choose one of {SPARSITY_MODES}")
+    raise InputError(f"unknown sparsity {cfg.sparsity!r}: choose one of {SPARSITY_MODES}")
 
 # %% ../nbs/06_sae.ipynb #b89af14e
 def _mse(x_hat, y):
@@ -252,7 +252,7 @@ class SAE(nn.Module):
         super().__init__()
         if not isinstance(cfg, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(cfg).__name__}")
-        if cfg.arch != self.arch: raise ValueError(f"config says arch={cfg.arch!r} but this is {self.arch!r}")
+        if cfg.arch != self.arch: raise InputError(f"config says arch={cfg.arch!r} but this is {self.arch!r}")
         cfg.validate()
         self.cfg = cfg
         g = torch.Generator().manual_seed(cfg.seed)
@@ -278,7 +278,7 @@ class SAE(nn.Module):
 def _check_x(self:SAE, x, width, name='x'):
     if not torch.is_tensor(x): raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim < 1 or x.shape[-1] != width:
-        raise ValueError(f"{name} has shape {tuple(x.shape)} but this {self.arch} SAE expects last dim {width}: pass "
+        raise InputError(f"{name} has shape {tuple(x.shape)} but this {self.arch} SAE expects last dim {width}: pass "
                          f"activations of the hook it was built for (d_in={self.cfg.d_in}, d_out={self.cfg.d_out})")
 
 @patch
@@ -287,11 +287,11 @@ def _xy(self:SAE, x, target):
     self._check_x(x, self.cfg.d_in)
     if target is None:
         if self.cfg.d_out != self.cfg.d_in:
-            raise ValueError(f"{self.arch} reconstructs a different activation: pass target=")
+            raise InputError(f"{self.arch} reconstructs a different activation: pass target=")
         return x, x
     self._check_x(target, self.cfg.d_out, 'target')
     if target.shape[:-1] != x.shape[:-1]:
-        raise ValueError(f"target has shape {tuple(target.shape)} but x has {tuple(x.shape)}: "
+        raise InputError(f"target has shape {tuple(target.shape)} but x has {tuple(x.shape)}: "
                          "they must agree except in the last dim")
     return x, target
 
@@ -403,7 +403,7 @@ def fold_input_scale(self:SAE, scale:float, # the trainer multiplied inputs by t
     s, so = float(scale), float(scale if output_scale is None else output_scale)
     check(s > 0 and so > 0, f"scales must be positive, got {scale}, {output_scale}")
     if self.centers_input and s != so:
-        raise ValueError(f"{self.arch} shares b_dec between input and output: output_scale must equal scale")
+        raise InputError(f"{self.arch} shares b_dec between input and output: output_scale must equal scale")
     self._fold(s, so)
 
 @patch
@@ -464,7 +464,7 @@ def to_saelens(self:SAE) -> tuple:
     "`(architecture, tensors, cfg_fields, metadata)`: the SAE in SAELens's inference layout (fp32 tensors)."
     if self.saelens_arch is None:
         have = ', '.join(a for a, c in SAE_REGISTRY.items() if c.saelens_arch)
-        raise ValueError(f"SAELens has no architecture for saenb {self.arch!r}: exportable ones are {have}")
+        raise InputError(f"SAELens has no architecture for saenb {self.arch!r}: exportable ones are {have}")
     names = ('W_enc', *self.saelens_tensors, 'W_dec', 'b_dec')
     return self.saelens_arch, {n: _f32(getattr(self, n)) for n in names}, {}, {}
 
@@ -574,7 +574,7 @@ def auxk_loss(e_hat:torch.Tensor, # the dead latents' reconstruction of the resi
     if norm == 'residual_power': return err.mean() / e.pow(2).sum(-1).mean().clamp_min(1e-8)
     if norm == 'residual_var': return err.mean() / (e - e.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
     if norm == 'none': return err.mean()
-    raise ValueError(f"aux_norm={norm!r}: choose one of {AUX_NORMS}")
+    raise InputError(f"aux_norm={norm!r}: choose one of {AUX_NORMS}")
 
 # %% ../nbs/06_sae.ipynb #top0a001
 @register_sae
@@ -668,7 +668,7 @@ def loss(self:TopKSAE, x, target=None, step=0, total_steps=None):
 @patch
 def to_saelens(self:TopKSAE):
     if not self.cfg.relu_after_topk:
-        raise ValueError("SAELens's TopK applies ReLU to the k values it keeps, but this SAE has relu_after_topk=False "
+        raise InputError("SAELens's TopK applies ReLU to the k values it keeps, but this SAE has relu_after_topk=False "
                          "(negative codes): SAELens cannot reproduce it; "
                          "export an SAE trained with relu_after_topk=True")
     arch, t, _, meta = SAE.to_saelens(self)
@@ -762,7 +762,7 @@ def to_jumprelu(self:BatchTopKSAE):
 @patch
 def to_saelens(self:BatchTopKSAE):
     if not self.threshold > 0:
-        raise ValueError(f"this {self.arch} SAE has no inference threshold yet "
+        raise InputError(f"this {self.arch} SAE has no inference threshold yet "
                          "(it is set during training by after_step): train it before exporting")
     arch, t, _, _ = SAE.to_saelens(self)
     t['threshold'] = torch.full((self.cfg.d_sae,), float(self.threshold), dtype=torch.float32)
@@ -1211,7 +1211,7 @@ class StaircaseSAE(SAE):
     def _xy(self, x, target):
         x, y = super()._xy(x, target)
         if x.ndim != 3 or x.shape[1] != self.cfg.n_layers:
-            raise ValueError(f"{self.arch} takes activations stacked per layer, "
+            raise InputError(f"{self.arch} takes activations stacked per layer, "
                              f"[B, n_layers={self.cfg.n_layers}, d_in], got {tuple(x.shape)}")
         return x, y
 
@@ -1383,7 +1383,7 @@ class TranscoderSAE(ReLUSAE):
 @patch
 def loss(self:TranscoderSAE, x, target=None, step=0, total_steps=None):
     if target is None:
-        raise ValueError("a transcoder reconstructs another activation: call loss(x, target=y), e.g. MLP in -> MLP out")
+        raise InputError("a transcoder reconstructs another activation: call loss(x, target=y), e.g. MLP in -> MLP out")
     x, y = self._xy(x, target)
     if self.cfg.k is None: return super(TranscoderSAE, self).loss(x, y, step, total_steps)
     x, y = x.reshape(-1, self.cfg.d_in), y.reshape(-1, self.cfg.d_out)
@@ -1430,7 +1430,7 @@ def resample_dead_latents(sae:SAE, # the SAE to repair
     "Re-initialise dead latents from badly reconstructed inputs (Bricken et al. 2023); returns how many were resampled."
     if not sae._latent_axes:
         raise NotImplementedError(f"{sae.arch} does not support resampling: use a topk-family SAE's AuxK")
-    if dead_mask is None: raise ValueError("pass dead_mask, e.g. sae.dead.dead_mask(threshold_tokens)")
+    if dead_mask is None: raise InputError("pass dead_mask, e.g. sae.dead.dead_mask(threshold_tokens)")
     check(dead_mask.shape == (sae.cfg.d_sae,) and dead_mask.dtype == torch.bool,
           f"dead_mask must be bool [{sae.cfg.d_sae}]")
     idx = dead_mask.nonzero().flatten()

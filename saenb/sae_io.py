@@ -4,7 +4,7 @@
 
 # %% ../nbs/06b_sae_io.ipynb #6e508645
 from __future__ import annotations
-import json, sys
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from fastcore.script import call_parse
 from safetensors import SafetensorError
 from safetensors.torch import save_file, load_file
-from .utils import write_atomic, jsonable, positive_int
+from .utils import write_atomic, jsonable, positive_int, InputError, MissingInput, command_errors
 from .sae import SAE, SAE_REGISTRY, make_sae
 
 # %% auto #0
@@ -46,38 +46,38 @@ def save(self:SAE, path, # directory to write, e.g. `out/sae_0` (replaced if it 
 def _read_json(p:Path, what:str):
     try: return json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{p} is corrupt ({what} is not valid JSON: {e}); re-save the SAE") from None
+        raise InputError(f"{p} is corrupt ({what} is not valid JSON: {e}); re-save the SAE") from None
 
 def _load_saenb(path:Path) -> SAE:
     d = _read_json(path / 'config.json', 'config.json')
     if not isinstance(d, dict) or 'arch' not in d:
-        raise ValueError(f"{path / 'config.json'} is not a saenb SAE config (no 'arch')")
+        raise InputError(f"{path / 'config.json'} is not a saenb SAE config (no 'arch')")
     fmt = d.pop('saenb_format', None)
-    if fmt != SAENB_FORMAT: raise ValueError(f"{path} has saenb_format={fmt!r}; this saenb reads format {SAENB_FORMAT}")
+    if fmt != SAENB_FORMAT: raise InputError(f"{path} has saenb_format={fmt!r}; this saenb reads format {SAENB_FORMAT}")
     arch = d['arch']
     if arch not in SAE_REGISTRY:
-        raise ValueError(f"{path}: unknown architecture {arch!r}; known ones are {', '.join(SAE_REGISTRY)}")
+        raise InputError(f"{path}: unknown architecture {arch!r}; known ones are {', '.join(SAE_REGISTRY)}")
     cls = SAE_REGISTRY[arch]
     try: cfg = cls.config_class.from_dict(d)
-    except (TypeError, ValueError) as e: raise ValueError(f"{path / 'config.json'} is invalid: {e}") from None
+    except (TypeError, ValueError) as e: raise InputError(f"{path / 'config.json'} is invalid: {e}") from None
     sae = cls(cfg)
     f = path / 'model.safetensors'
     try: state = load_file(str(f))
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-        raise ValueError(f"{f} is corrupt or truncated ({e}); re-save the SAE from its training run") from None
+        raise InputError(f"{f} is corrupt or truncated ({e}); re-save the SAE from its training run") from None
     want = sae.state_dict()
     missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
     if missing or extra:
-        raise ValueError(f"{f} does not match config.json ({arch}): missing tensors {missing}, unexpected {extra}; "
+        raise InputError(f"{f} does not match config.json ({arch}): missing tensors {missing}, unexpected {extra}; "
                          "the two files come from different SAEs")
     bad = [f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}"
            for k, v in want.items() if state[k].shape != v.shape]
     if bad:
-        raise ValueError(f"{f} does not match config.json (d_in={cfg.d_in}, d_sae={cfg.d_sae}, d_out={cfg.d_out}): "
+        raise InputError(f"{f} does not match config.json (d_in={cfg.d_in}, d_sae={cfg.d_sae}, d_out={cfg.d_out}): "
                          + "; ".join(bad) + "; the two files come from different SAEs")
     nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if nonfinite:
-        raise ValueError(f"{f} holds non-finite values in {nonfinite}: the SAE diverged or the file is corrupt")
+        raise InputError(f"{f} holds non-finite values in {nonfinite}: the SAE diverged or the file is corrupt")
     sae.load_state_dict({k: v.to(want[k].dtype) for k, v in state.items()})
     m = path / 'metrics.json'
     sae.saved_metrics = _read_json(m, 'metrics.json') if m.exists() else {}
@@ -100,12 +100,12 @@ register_sae_format('saenb', lambda p: (p / 'config.json').is_file() and (p / 'm
 def load_sae(path) -> SAE: # a directory written by `SAE.save` (or another registered format)
     "Load an SAE directory; a corrupt or mismatched file raises a `ValueError` saying what is wrong."
     path = Path(path)
-    if not path.is_dir(): raise FileNotFoundError(f"no SAE directory at {path}")
+    if not path.is_dir(): raise MissingInput(f"no SAE directory at {path}")
     for name, (detect, load, _) in SAE_FORMATS.items():
         if detect(path): return load(path)
     present = sorted(p.name for p in path.iterdir())
     known = ', '.join(f"{n} ({files})" if files else n for n, (_, _, files) in SAE_FORMATS.items())
-    raise ValueError(f"{path} is not a known SAE directory (has {present}); known formats: {known}")
+    raise InputError(f"{path} is not a known SAE directory (has {present}); known formats: {known}")
 
 # %% ../nbs/06b_sae_io.ipynb #238acee2
 SAELENS_FORMAT_VERSION = '6.54.12'  # the SAELens release whose cfg.json layout `export_saelens` writes
@@ -133,28 +133,28 @@ def export_saelens(sae:SAE, # a saenb SAE of an exportable architecture (see `sa
 # %% ../nbs/06b_sae_io.ipynb #aff23287
 def _read_tensors(f:Path) -> dict:
     "The tensors of safetensors file `f`; a clear `ValueError` if it is missing, corrupt or truncated."
-    if not f.is_file(): raise ValueError(f"{f} is missing")
+    if not f.is_file(): raise InputError(f"{f} is missing")
     try: return load_file(str(f))
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-        raise ValueError(f"{f} is corrupt or truncated ({e}); export or download it again") from None
+        raise InputError(f"{f} is corrupt or truncated ({e}); export or download it again") from None
 
 def _want_shapes(f:Path, state:dict, want:dict, what:str):
     "Check that `state` has exactly the tensors in `want` (name -> shape), naming what differs."
     missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
-    if missing or extra: raise ValueError(f"{f} does not hold a {what}: missing tensors {missing}, unexpected {extra}")
+    if missing or extra: raise InputError(f"{f} does not hold a {what}: missing tensors {missing}, unexpected {extra}")
     bad = [f"{k}: file {tuple(state[k].shape)} vs cfg.json {tuple(v)}"
            for k, v in want.items() if tuple(state[k].shape) != tuple(v)]
     if bad:
-        raise ValueError(f"{f} does not match cfg.json: " + "; ".join(bad) + "; the two files come from different SAEs")
+        raise InputError(f"{f} does not match cfg.json: " + "; ".join(bad) + "; the two files come from different SAEs")
     nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if nonfinite:
-        raise ValueError(f"{f} holds non-finite values in {nonfinite}: the SAE diverged or the file is corrupt")
+        raise InputError(f"{f} holds non-finite values in {nonfinite}: the SAE diverged or the file is corrupt")
 
 # %% ../nbs/06b_sae_io.ipynb #b88f1ef2
 def _saelens_cfg(path:Path) -> tuple:
     "SAELens's `cfg.json` in `path` (older layouts brought to SAELens 6's), its metadata and architecture."
     c = _read_json(path / 'cfg.json', 'cfg.json')
-    if not isinstance(c, dict): raise ValueError(f"{path / 'cfg.json'} is not a SAELens config (not a JSON object)")
+    if not isinstance(c, dict): raise InputError(f"{path / 'cfg.json'} is not a SAELens config (not a JSON object)")
     meta = c.get('metadata') if isinstance(c.get('metadata'), dict) else {}
     arch = c.get('architecture', 'standard')   # configs before SAELens 6 have none, and say TopK in activation_fn
     if 'architecture' not in c and c.get('activation_fn', c.get('activation_fn_str')) == 'topk':
@@ -162,7 +162,7 @@ def _saelens_cfg(path:Path) -> tuple:
     norm = c.get('normalize_activations', 'none')
     norm = {None: 'none', False: 'none', True: 'expected_average_only_in'}.get(norm, norm)
     if norm not in ('none', 'expected_average_only_in'):
-        raise ValueError(f"{path}: normalize_activations={norm!r} normalises inputs at run time, "
+        raise InputError(f"{path}: normalize_activations={norm!r} normalises inputs at run time, "
                          "which saenb SAEs do not; "
                          "fold the normalisation into the weights in SAELens, or load this SAE with SAELens")
     return {**c, 'd_in': positive_int(c, 'd_in', path), 'd_sae': positive_int(c, 'd_sae', path)}, meta, arch
@@ -173,23 +173,23 @@ def _load_saelens(path:Path) -> SAE:
     classes = [k for k in SAE_REGISTRY.values() if k.saelens_arch == arch]
     if not classes:
         known = ', '.join(sorted(set(saelens_archs().values())))
-        raise ValueError(f"{path}: SAELens architecture {arch!r} has no saenb equivalent; "
+        raise InputError(f"{path}: SAELens architecture {arch!r} has no saenb equivalent; "
                          f"saenb loads SAELens {known} SAEs")
     d_in, d_sae, f = c['d_in'], c['d_sae'], path / 'sae_weights.safetensors'
     state = _read_tensors(f)
     sf = state.pop('scaling_factor', None)
     if sf is not None and not torch.allclose(sf.float(), torch.ones_like(sf.float())):
-        raise ValueError(f"{f} has a finetuning scaling_factor (an old SAELens format): "
+        raise InputError(f"{f} has a finetuning scaling_factor (an old SAELens format): "
                          "load it with SAELens and save it again")
     want = {'W_enc': (d_in, d_sae), 'W_dec': (d_sae, d_in), 'b_dec': (d_in,),
             **{n: (d_sae,) for n in classes[0].saelens_tensors}}
     _want_shapes(f, state, want, f"SAELens {arch} SAE")
     ranked = sorted((k for k in classes if k.saelens_match(c, meta) > 0), key=lambda k: -k.saelens_match(c, meta))
-    if not ranked: raise ValueError(f"{path}: no registered architecture takes this SAELens {arch} SAE")
+    if not ranked: raise InputError(f"{path}: no registered architecture takes this SAELens {arch} SAE")
     for i, cls in enumerate(ranked):
         try: sae = cls.from_saelens(state, c, meta); break
         except ValueError as e:
-            if i == len(ranked) - 1: raise ValueError(f"{path}: {e}") from None
+            if i == len(ranked) - 1: raise InputError(f"{path}: {e}") from None
     sae.saved_metrics = {}
     sae.source = {'format': 'saelens', 'architecture': arch,
                   **{k: meta[k] for k in ('hook_name', 'model_name') if meta.get(k) is not None}}
@@ -199,20 +199,20 @@ def _load_saelens(path:Path) -> SAE:
 def _load_sparsify(path:Path) -> SAE:
     c = _read_json(path / 'cfg.json', 'cfg.json')
     if not isinstance(c, dict) or 'd_in' not in c:
-        raise ValueError(f"{path / 'cfg.json'} is not a sparsify config (no 'd_in'); "
+        raise InputError(f"{path / 'cfg.json'} is not a sparsify config (no 'd_in'); "
                          "sparsify writes cfg.json with d_in, k, num_latents or expansion_factor")
     if c.get('activation', 'topk') != 'topk':
-        raise ValueError(f"{path}: sparsify activation {c.get('activation')!r} has no saenb equivalent; "
+        raise InputError(f"{path}: sparsify activation {c.get('activation')!r} has no saenb equivalent; "
                          "saenb loads sparsify's 'topk' SAEs")
     unsupported = [n for n in ('skip_connection', 'embed_skip', 'gram_lookup') if c.get(n)]
     if unsupported:
-        raise ValueError(f"{path}: sparsify option(s) {unsupported} have no saenb equivalent; "
+        raise InputError(f"{path}: sparsify option(s) {unsupported} have no saenb equivalent; "
                          "saenb loads plain TopK SAEs and transcoders")
     d_in = positive_int(c, 'd_in', path)
     d_sae = c.get('num_latents') or d_in * positive_int(c, 'expansion_factor', path)
     d_sae = positive_int({'num_latents': d_sae}, 'num_latents', path)
     k = positive_int(c, 'k', path)
-    if k > d_sae: raise ValueError(f"{path}: k={k} is larger than the number of latents ({d_sae})")
+    if k > d_sae: raise InputError(f"{path}: k={k} is larger than the number of latents ({d_sae})")
     f = path / 'sae.safetensors'
     state = _read_tensors(f)
     _want_shapes(f, state, {'encoder.weight': (d_sae, d_in), 'encoder.bias': (d_sae,), 'W_dec': (d_sae, d_in),
@@ -239,13 +239,10 @@ def saenb_export_saelens(sae:str=None, # SAE directory (saved by saenb, or any f
                          hook_name:str=None, # TransformerLens hook it reads (metadata), e.g. blocks.1.hook_resid_post
                          model_name:str=None): # model name for the metadata
     "Export a saenb SAE to SAELens's format (cfg.json + sae_weights.safetensors)."
-    try:
-        if not sae or not out: raise ValueError("--sae and --out are required (see saenb_export_saelens --help)")
+    with command_errors('saenb_export_saelens'):
+        if not sae or not out: raise InputError("--sae and --out are required (see saenb_export_saelens --help)")
         src = load_sae(sae)
         p = export_saelens(src, out, hook_name=hook_name, model_name=model_name)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"saenb_export_saelens: error: {e}", file=sys.stderr)
-        sys.exit(2)
     c = json.loads((p / 'cfg.json').read_text())
     print(f"{src.arch} -> SAELens {c['architecture']} (d_in={c['d_in']}, d_sae={c['d_sae']}, "
           f"hook {c['metadata']['hook_name']}): {p}")

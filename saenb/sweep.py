@@ -13,7 +13,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 from fastcore.script import call_parse
-from .utils import write_atomic, in_notebook, read_yaml
+from .utils import write_atomic, in_notebook, read_yaml, InputError, command_errors
 from .sae import SAE_REGISTRY
 from .train_sae import SAETrainConfig, train_sae
 from .ensemble import SHARED_SETTINGS, train_ensemble
@@ -48,7 +48,7 @@ def _set(d:dict, path:tuple, v):
 
 def _arch_fields(arch:str) -> set:
     if arch not in SAE_REGISTRY:
-        raise ValueError(f"unknown SAE architecture {arch!r}: choose one of {', '.join(SAE_REGISTRY)}")
+        raise InputError(f"unknown SAE architecture {arch!r}: choose one of {', '.join(SAE_REGISTRY)}")
     return {f.name for f in fields(SAE_REGISTRY[arch].config_class)}
 
 # %% ../nbs/10_sweep.ipynb #e9bec610
@@ -65,7 +65,7 @@ def expand_sweep(base:dict, # the base run config (as loaded from YAML)
     arch_p = ('saes', 'arch')
     archs = axes.pop(arch_p, [fixed.get(arch_p, flat_base.get(arch_p, 'topk'))])
     unknown = [a for a in specific if a not in archs]
-    if unknown: raise ValueError(f"arch_specific names {', '.join(map(repr, unknown))} but the sweep's architectures "
+    if unknown: raise InputError(f"arch_specific names {', '.join(map(repr, unknown))} but the sweep's architectures "
                                  f"are {archs}: add it to saes.arch or remove it")
     runs = []
     for arch in archs:
@@ -81,7 +81,7 @@ def expand_sweep(base:dict, # the base run config (as loaded from YAML)
                         and p[1] not in valid):
                     # a base setting of another architecture
                     if p in flat_base and p not in flat and p not in spec: continue
-                    raise ValueError(f"{arch} has no setting {p[1]!r} (from the sweep): move it under arch_specific, "
+                    raise InputError(f"{arch} has no setting {p[1]!r} (from the sweep): move it under arch_specific, "
                                      f"or use one of {', '.join(sorted(valid - {'arch', 'd_in', 'd_sae'}))}")
                 _set(run, p, v)
             runs.append(run)
@@ -99,7 +99,7 @@ def load_sweep(base:str|Path, # base config YAML
     "The runs of a sweep read from YAML files, data paths made absolute."
     b = read_yaml(base, 'sweep config')
     if 'acts' not in b:
-        raise ValueError(f"{base} has no 'acts': name the activations to train on "
+        raise InputError(f"{base} has no 'acts': name the activations to train on "
                          "(a saenb store directory or an .npy file)")
     for k in ('acts', 'val_acts', 'target_acts'):
         if b.get(k) is not None and not Path(b[k]).is_absolute(): b[k] = str((Path(base).parent/b[k]).resolve())
@@ -121,7 +121,7 @@ def _train_kwargs(run:dict) -> dict:
     for k in ('arch', 'exp_factor', 'd_sae'):
         if k in s: kw[k] = s.pop(k)
     unknown = [k for k in kw if k not in _DATA_KEYS + _TRAINER_KEYS + ('arch', 'exp_factor', 'd_sae')]
-    if unknown: raise ValueError(f"unknown setting(s) {', '.join(map(repr, unknown))}: use SAETrainConfig fields, "
+    if unknown: raise InputError(f"unknown setting(s) {', '.join(map(repr, unknown))}: use SAETrainConfig fields, "
                                  "acts/val_acts/target_acts, or put SAE settings under saes:")
     return {**kw, 'sae': s}
 
@@ -177,7 +177,7 @@ def run_one(run:dict, # a run config from `expand_sweep`
         kw = _train_kwargs(run)
         if device is not None: kw['device'] = device
         acts = kw.pop('acts', None)
-        if acts is None: raise ValueError("the run has no 'acts': set it in the base config")
+        if acts is None: raise InputError("the run has no 'acts': set it in the base config")
         resume = (d/'sae'/'checkpoint').exists()
         if not resume and (d/'sae').exists(): shutil.rmtree(d/'sae')
         with warnings.catch_warnings(record=True) as caught:
@@ -313,7 +313,7 @@ def sweep_pareto_figure(results:pd.DataFrame|str|Path, # from `collect_results`,
     "`saenb.eval.plot_pareto` of a sweep's finished runs, each labelled with its id and the settings that vary."
     df = results if isinstance(results, pd.DataFrame) else collect_results(results, write=False)
     if 'status' not in df or not (df.status == 'finished').any():
-        raise ValueError("no finished runs to plot yet: run the sweep first")
+        raise InputError("no finished runs to plot yet: run the sweep first")
     df = df[df.status == 'finished']
     varied = [c for c in df.columns if ('.' in c or c in _TRAINER_KEYS) and df[c].astype(str).nunique() > 1]
     label = df.apply(lambda r: r['id'] + '<br>' + '<br>'.join(f"{c}={r[c]}" for c in varied if pd.notna(r[c])), axis=1)
@@ -338,10 +338,10 @@ def available_devices() -> list:
 # %% ../nbs/10_sweep.ipynb #c0743c5f
 def _parse_devices(devices) -> list:
     devs = [d.strip() for d in (devices.split(',') if isinstance(devices, str) else devices) if d.strip()]
-    if not devs: raise ValueError("devices is empty: pass e.g. 'cpu' or 'cpu,cpu' or 'cuda:0,cuda:1'")
+    if not devs: raise InputError("devices is empty: pass e.g. 'cpu' or 'cpu,cpu' or 'cuda:0,cuda:1'")
     avail = available_devices()
     bad = [d for d in devs if d not in avail and not (d == 'cuda' and 'cuda:0' in avail)]
-    if bad: raise ValueError(f"device(s) {', '.join(bad)} not available here: choose from {', '.join(avail)} "
+    if bad: raise InputError(f"device(s) {', '.join(bad)} not available here: choose from {', '.join(avail)} "
                              "(saenb_sweep --show_devices)")
     return devs
 
@@ -569,17 +569,14 @@ def saenb_sweep(base:str=None, # base config YAML: acts, trainer settings, saes:
                ):
     "Run a sweep of SAE trainings from YAML configs; print a JSON summary."
     if show_devices: print('\n'.join(available_devices())); return
-    try:
+    with command_errors('saenb_sweep', 'run the same command again to resume; finished runs are kept'):
         if collect: df = _finish(Path(out), False)
         else:
             if base is None:
-                raise ValueError("--base is required: a YAML file with acts, trainer settings and a saes: section")
+                raise InputError("--base is required: a YAML file with acts, trainer settings and a saes: section")
             df = run_sweep(base, sweep, out, devices=devices, limit=limit, dry_run=dry_run, sequential=sequential,
                            retry_failed=not skip_failed, ensemble=ensemble, max_ensemble=max_ensemble,
                            progress=not quiet)
-    except (ValueError, FileNotFoundError, TypeError) as e:
-        print(f"saenb_sweep: error: {e}", file=sys.stderr); sys.exit(2)
-    except KeyboardInterrupt: sys.exit(130)
     if dry_run:
         with pd.option_context('display.max_rows', None, 'display.width', 200):
             print(df.drop(columns=['acts'], errors='ignore').to_string(index=False))

@@ -19,7 +19,8 @@ from fastcore.script import call_parse, store_true
 
 from .model import (GPTConfig, build_model, core_module, next_token_loss, save_model, load_model,
                          load_gpt_config, load_tokenizer, load_language)
-from .utils import write_atomic, lr_factor, setup_distributed, check_replicas, in_notebook, LiveLossPlot
+from .utils import (write_atomic, lr_factor, setup_distributed, check_replicas, in_notebook, LiveLossPlot,
+                        InputError, command_errors)
 from .data import load_corpus, pack
 from .grammars import get_language
 
@@ -87,7 +88,7 @@ def batch_rows(step:int, # optimizer step, counting from 0
     shard_len = n_rows // world_size
     steps_per_epoch = shard_len // rows_per_process
     if steps_per_epoch == 0:
-        raise ValueError(f"{n_rows} training rows are too few for {rows_per_process} rows per step on each of "
+        raise InputError(f"{n_rows} training rows are too few for {rows_per_process} rows per step on each of "
                          f"{world_size} processes; lower batch_size or make a bigger corpus.")
     epoch, i = divmod(step, steps_per_epoch)
     shard = _epoch_order(n_rows, seed, epoch)[rank::world_size][:shard_len]
@@ -158,24 +159,24 @@ def load_checkpoint(ckpt_dir:str|Path, # a directory written by `save_checkpoint
     ckpt_dir = Path(ckpt_dir)
     try: state = json.loads((ckpt_dir/'trainer_state.json').read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"Checkpoint {ckpt_dir} is corrupt ({e}); delete it to start afresh.") from e
+        raise InputError(f"Checkpoint {ckpt_dir} is corrupt ({e}); delete it to start afresh.") from e
     saved_cfg = asdict(load_gpt_config(ckpt_dir))
     for k, v in asdict(cfg).items():
         if saved_cfg.get(k) != v:
-            raise ValueError(f"Cannot resume: the checkpoint's model has {k}={saved_cfg.get(k)!r} but this run asks "
+            raise InputError(f"Cannot resume: the checkpoint's model has {k}={saved_cfg.get(k)!r} but this run asks "
                              f"for {v!r}. Pass the same model settings, or train into a fresh output directory.")
     for k in _RESUME_MUST_MATCH:
         if state['train_config'].get(k) != getattr(tc, k):
-            raise ValueError(f"Cannot resume: the checkpoint was trained with {k}={state['train_config'].get(k)!r} "
+            raise InputError(f"Cannot resume: the checkpoint was trained with {k}={state['train_config'].get(k)!r} "
                              f"but this run asks for {getattr(tc, k)!r}. "
                              "Pass the same settings, or train into a fresh output directory.")
     if state['world_size'] != world_size:
-        raise ValueError(f"Cannot resume: the checkpoint ran on {state['world_size']} processes, this run on "
+        raise InputError(f"Cannot resume: the checkpoint ran on {state['world_size']} processes, this run on "
                          f"{world_size}; the data shards would differ. Use the same --nproc_per_node.")
     model.load_state_dict(load_model(ckpt_dir).state_dict())
     try: trainer = torch.load(ckpt_dir/'trainer.pt', weights_only=True, map_location='cpu')
     except Exception as e:
-        raise ValueError(f"Checkpoint {ckpt_dir}/trainer.pt is corrupt ({e}); "
+        raise InputError(f"Checkpoint {ckpt_dir}/trainer.pt is corrupt ({e}); "
                          "delete the checkpoint to start afresh.") from e
     optimizer.load_state_dict(trainer['optimizer'])
     torch.set_rng_state(trainer['rng']['torch'])
@@ -187,7 +188,7 @@ def load_checkpoint(ckpt_dir:str|Path, # a directory written by `save_checkpoint
 def _as_corpus(data):
     "A `Corpus` from a corpus or a directory written by `saenb.data.save_corpus`."
     if isinstance(data, (str, Path)):
-        if not Path(data).exists(): raise ValueError(f"No corpus at {data}; create one with "
+        if not Path(data).exists(): raise InputError(f"No corpus at {data}; create one with "
                                                      f"`saenb_data --lang dyck --n_seqs 20000 --out {data}`.")
         return load_corpus(data)
     return data
@@ -204,15 +205,15 @@ def _setup_run(corpus, out:Path, cfg:GPTConfig, tc:TrainConfig, device:str, resu
     tok = corpus.tokenizer
     if cfg.d_vocab == 0: cfg = replace(cfg, d_vocab=tok.vocab_size)
     if cfg.d_vocab != tok.vocab_size:
-        raise ValueError(f"GPTConfig.d_vocab={cfg.d_vocab} but the tokenizer has {tok.vocab_size} tokens; "
+        raise InputError(f"GPTConfig.d_vocab={cfg.d_vocab} but the tokenizer has {tok.vocab_size} tokens; "
                          "leave d_vocab at 0 to take it from the tokenizer.")
     rank, world, dev = setup_distributed(device)
     if tc.batch_size % (world * tc.grad_accum):
-        raise ValueError(f"batch_size={tc.batch_size} must be divisible by processes x grad_accum = "
+        raise InputError(f"batch_size={tc.batch_size} must be divisible by processes x grad_accum = "
                          f"{world} x {tc.grad_accum}; change --batch_size or --grad_accum.")
     ckpt_dir = out/'checkpoint'
     if ckpt_dir.exists() and not resume:
-        raise ValueError(f"{out} already holds a training run; pass resume=True (--resume) to continue it, "
+        raise InputError(f"{out} already holds a training run; pass resume=True (--resume) to continue it, "
                          "or choose a fresh output directory.")
     return cfg, rank, world, dev, ckpt_dir
 
@@ -331,7 +332,7 @@ def sample(model, # a TransformerBridge (or its core module)
            progress:bool=False, # show a tqdm bar over batches
           ) -> list[list[int]]:
     "`n` sampled id sequences, each `[bos, ...]` and ending in `eos` unless it hit `max_len`."
-    if temperature < 0: raise ValueError(f"temperature must be >= 0, got {temperature}.")
+    if temperature < 0: raise InputError(f"temperature must be >= 0, got {temperature}.")
     net = core_module(model) if hasattr(model, 'original_model') else model
     n_ctx = net.cfg.n_ctx
     max_len = min(max_len or n_ctx, n_ctx)
@@ -404,7 +405,7 @@ def grammaticality(model, # a TransformerBridge
     if isinstance(lang, str): lang = get_language(lang)
     tokenizer = tokenizer or getattr(model, 'saenb_tokenizer', None)
     if tokenizer is None:
-        raise ValueError("No tokenizer: pass tokenizer=corpus.tokenizer, or load the model with load_model(dir).")
+        raise InputError("No tokenizer: pass tokenizer=corpus.tokenizer, or load the model with load_model(dir).")
     seqs = sample(model, tokenizer, n, temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size,
                   progress=progress)
     table = pd.DataFrame([score_generation(s, tokenizer, lang) for s in seqs])
@@ -438,14 +439,14 @@ def saenb_train_gpt(data:str=None, # corpus directory (from saenb_data)
                     resume:store_true=False, # continue from OUT/checkpoint
                    ):
     "Train a small GPT on a saenb corpus."
-    if not data or not out:
-        raise SystemExit("saenb_train_gpt needs --data DIR (a corpus from saenb_data) and --out DIR.")
-    cfg = GPTConfig(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp, n_ctx=n_ctx, act_fn=act_fn,
-                    normalization=None if normalization.lower() == 'none' else normalization, seed=seed)
-    tc = TrainConfig(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, min_lr_frac=min_lr_frac,
-                     warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip, bf16=bf16,
-                     eval_every=eval_every, ckpt_every=ckpt_every, seed=seed, packed=packed)
-    train_gpt(data, out, cfg, tc, device=device, resume=resume, live_plot=False)
+    with command_errors('saenb_train_gpt', 'run the same command with --resume to continue from the last checkpoint'):
+        if not data or not out: raise InputError("--data DIR (a corpus from saenb_data) and --out DIR are required")
+        cfg = GPTConfig(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp, n_ctx=n_ctx, act_fn=act_fn,
+                        normalization=None if normalization.lower() == 'none' else normalization, seed=seed)
+        tc = TrainConfig(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, min_lr_frac=min_lr_frac,
+                         warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip, bf16=bf16,
+                         eval_every=eval_every, ckpt_every=ckpt_every, seed=seed, packed=packed)
+        train_gpt(data, out, cfg, tc, device=device, resume=resume, live_plot=False)
     if int(os.environ.get('RANK', 0)) == 0:
         m = pd.read_csv(Path(out)/'metrics.csv')
         print(f"trained {steps} steps: train loss {m.train_loss.iloc[-1]:.4f}, "
@@ -475,9 +476,10 @@ def saenb_generate(model:str=None, # model directory (from saenb_train_gpt)
                    device:str='cpu', # cpu or cuda
                   ):
     "Sample from a trained model, score grammaticality, and write the generations."
-    if not model: raise SystemExit("saenb_generate needs --model DIR (a directory written by saenb_train_gpt).")
-    m = load_model(model, device=device)
-    report = grammaticality(m, load_language(model), n, load_tokenizer(model), temperature=temperature,
-                            top_k=top_k or None, seed=seed, batch_size=batch_size, progress=True)
-    if out: write_jsonl(report.generations, out)
+    with command_errors('saenb_generate'):
+        if not model: raise InputError("--model DIR (a directory written by saenb_train_gpt) is required")
+        m = load_model(model, device=device)
+        report = grammaticality(m, load_language(model), n, load_tokenizer(model), temperature=temperature,
+                                top_k=top_k or None, seed=seed, batch_size=batch_size, progress=True)
+        if out: write_jsonl(report.generations, out)
     print(f"grammatical: {report.fraction:.4f} ({int(report.generations.grammatical.sum())}/{n})")

@@ -12,7 +12,8 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 from fastcore.script import call_parse, Param
-from .utils import write_atomic, lr_factor, LiveLossPlot, in_notebook, setup_distributed, check_replicas
+from .utils import (write_atomic, lr_factor, LiveLossPlot, in_notebook, setup_distributed, check_replicas,
+                        InputError, MissingInput, OutputExists, command_errors)
 from .model import load_model
 from .cache import ActivationStore, capture, splice, store_sequences
 from .sae import SAE, SAE_REGISTRY, make_sae, resample_dead_latents
@@ -70,7 +71,7 @@ def open_activations(acts, # store directory, `.npy`/`.safetensors` file, or an 
     if isinstance(acts, ActivationStore): return acts
     p = Path(acts)
     if not p.exists():
-        raise FileNotFoundError(f"no activations at {p}: "
+        raise MissingInput(f"no activations at {p}: "
                                 "pass a saenb store directory (saenb_cache) or an .npy/.safetensors file")
     return ActivationStore(p, split=split)
 
@@ -149,10 +150,10 @@ class RunData:
     def open(cls, acts, tc:SAETrainConfig, val_acts=None, target_acts=None) -> RunData:
         "Open `acts` (and `target_acts`, `val_acts`) for a run with settings `tc`."
         store = open_activations(acts)
-        if len(store) == 0: raise ValueError(f"{acts} holds no activations: cache some first (saenb_cache)")
+        if len(store) == 0: raise InputError(f"{acts} holds no activations: cache some first (saenb_cache)")
         tstore = open_activations(target_acts) if target_acts is not None else None
         if tstore is not None and len(tstore) != len(store):
-            raise ValueError(f"target_acts has {len(tstore)} rows but acts has {len(store)}: they must be row-aligned")
+            raise InputError(f"target_acts has {len(tstore)} rows but acts has {len(store)}: they must be row-aligned")
         scale = math.sqrt(store.d) / float(store.stats['mean_norm']) if tc.normalize else 1.0
         tscale = (math.sqrt(tstore.d) / float(tstore.stats['mean_norm']) if (tc.normalize and tstore is not None)
                   else scale)
@@ -216,16 +217,16 @@ def load_sae_checkpoint(ckpt:Path, # a directory written by `save_sae_checkpoint
     ckpt = Path(ckpt)
     try: state = json.loads((ckpt/'trainer_state.json').read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"checkpoint {ckpt} is corrupt ({e}): delete it to start afresh") from e
+        raise InputError(f"checkpoint {ckpt} is corrupt ({e}): delete it to start afresh") from e
     for k in _RESUME_MUST_MATCH:
         if state['config'].get(k) != getattr(tc, k):
-            raise ValueError(f"cannot resume: the checkpoint has {k}={state['config'].get(k)!r} "
+            raise InputError(f"cannot resume: the checkpoint has {k}={state['config'].get(k)!r} "
                              f"but this run asks for {getattr(tc, k)!r}; "
                              "pass the same settings, or train into a fresh --out")
     sae.load_state_dict(load_sae(ckpt).state_dict())
     try: t = torch.load(ckpt/'trainer.pt', weights_only=True, map_location='cpu')
     except Exception as e:
-        raise ValueError(f"checkpoint {ckpt}/trainer.pt is corrupt ({e}): delete the checkpoint to start afresh") from e
+        raise InputError(f"checkpoint {ckpt}/trainer.pt is corrupt ({e}): delete the checkpoint to start afresh") from e
     opt.load_state_dict(t['optimizer']); torch.set_rng_state(t['rng'])
     return state['step'], state['scale'], state['history']
 
@@ -295,7 +296,7 @@ def causal_loss(model, # a `TransformerBridge` (its weights are not trained: use
                 seed:int=None, # seed for `alpha` and the pairing
                ) -> torch.Tensor:
     "Menon et al. (2024) causal regularization: output of the latent interpolation vs interpolation of the outputs."
-    if len(ids) < 2: raise ValueError("causal_loss pairs rows of the batch: pass at least 2 rows")
+    if len(ids) < 2: raise InputError("causal_loss pairs rows of the batch: pass at least 2 rows")
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     dev = next(model.parameters()).device; ids = ids.to(dev)
     shift = 1 if g is None else int(torch.randint(1, len(ids), (1,), generator=g))
@@ -331,22 +332,22 @@ def causal_term(store:ActivationStore, # the run's store from `saenb_cache` (man
     "The causal term of a run as a function `term(sae, step) -> loss`, drawing `rows` contexts of the store per step."
     hook = store.manifest.get('hook')
     if hook is None:
-        raise ValueError(f"causal_coeff needs a store written by saenb_cache (its manifest names the hook); "
+        raise InputError(f"causal_coeff needs a store written by saenb_cache (its manifest names the hook); "
                          f"{store.path} has none")
     if model is None:
         model = store.manifest.get('model')
         if model is None or not (Path(str(model))/'config.json').exists():
-            raise ValueError("causal_coeff needs the model the activations came from: pass model= "
+            raise InputError("causal_coeff needs the model the activations came from: pass model= "
                              "(a TransformerBridge or saenb model directory; --model on the command line)")
     if isinstance(model, (str, Path)):
         model = load_model(model)
     tok = getattr(model, 'saenb_tokenizer', None)
     if tok is None:
-        raise ValueError("causal_coeff needs the model's tokenizer: load the model with saenb.model.load_model(dir)")
+        raise InputError("causal_coeff needs the model's tokenizer: load the model with saenb.model.load_model(dir)")
     model.requires_grad_(False)
     if device is not None: model = model.to(device)
     seqs = store_sequences(store, tok.bos_id, tok.pad_id, n_seqs)
-    if len(seqs) < 2: raise ValueError(f"causal_coeff pairs contexts, but {store.path} holds {len(seqs)}: cache more")
+    if len(seqs) < 2: raise InputError(f"causal_coeff pairs contexts, but {store.path} holds {len(seqs)}: cache more")
     def term(sae, step):
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
         ids = seqs[torch.randint(len(seqs), (max(2, rows),), generator=g)]
@@ -481,7 +482,7 @@ def _start_step(run:SAERun, data:RunData, out:Path, resume:bool) -> tuple:
     if resume and ckpt is not None and ckpt.exists():
         step, data.scale, run.history = load_sae_checkpoint(ckpt, run.sae, run.opt, run.tc)
     elif out is not None and (out/'config.json').exists() and not resume:
-        raise FileExistsError(f"{out} already holds a trained SAE: pass resume=True (--resume) to continue, "
+        raise OutputExists(f"{out} already holds a trained SAE: pass resume=True (--resume) to continue, "
                               "or choose another --out")
     return ckpt, step
 
@@ -534,7 +535,7 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
     if distributed is None: distributed = int(os.environ.get('WORLD_SIZE', 1)) > 1
     rank, world, dev = setup_distributed(tc.device) if distributed else (0, 1, torch.device(tc.device))
     if tc.batch_size % world:
-        raise ValueError(f"batch_size={tc.batch_size} must be divisible by the {world} processes: change --batch_size")
+        raise InputError(f"batch_size={tc.batch_size} must be divisible by the {world} processes: change --batch_size")
     data = RunData.open(acts, tc, val_acts, target_acts)
     sae = data.build_sae(tc, dev)
     opt = make_optimizer(sae, tc, *data.norms)
@@ -560,8 +561,8 @@ def _sae_kwargs(k=None, sparsity_coeff=None, target_l0=None, sparsity=None, sae:
     if sae:
         try: extra = json.loads(sae)
         except json.JSONDecodeError as e:
-            raise ValueError(f"--sae must be a JSON object such as '{{\"aux_coeff\": 0.03}}': {e}") from None
-        if not isinstance(extra, dict): raise ValueError("--sae must be a JSON object such as '{\"aux_coeff\": 0.03}'")
+            raise InputError(f"--sae must be a JSON object such as '{{\"aux_coeff\": 0.03}}': {e}") from None
+        if not isinstance(extra, dict): raise InputError("--sae must be a JSON object such as '{\"aux_coeff\": 0.03}'")
         kw.update(extra)
     return kw
 
@@ -570,8 +571,8 @@ def _arch_help() -> str: return f"architecture: {', '.join(SAE_REGISTRY)}"
 def _check_cli(acts, dtype):
     "The command line's own checks: `--acts` is given and `--dtype` is known."
     if acts is None:
-        raise ValueError("--acts is required: a store directory from saenb_cache, or an .npy/.safetensors [N, d] file")
-    if dtype not in ('bf16', 'fp32'): raise ValueError(f"--dtype must be bf16 or fp32, got {dtype!r}")
+        raise InputError("--acts is required: a store directory from saenb_cache, or an .npy/.safetensors [N, d] file")
+    if dtype not in ('bf16', 'fp32'): raise InputError(f"--dtype must be bf16 or fp32, got {dtype!r}")
 
 # %% ../nbs/07_train_sae.ipynb #36a19b33
 @call_parse
@@ -604,7 +605,7 @@ def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.saf
                     quiet:bool=False, # no progress bar
                    ):
     "Train an SAE on cached activations; print a JSON summary."
-    try:
+    with command_errors('saenb_train_sae', 'run the same command with --resume to continue from the last checkpoint'):
         _check_cli(acts, dtype)
         res = train_sae(acts, out, val_acts=val_acts, target_acts=target_acts, resume=resume, progress=not quiet,
                         arch=arch, exp_factor=exp_factor, d_sae=d_sae, n_tokens=n_tokens, batch_size=batch_size, lr=lr,
@@ -612,6 +613,4 @@ def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.saf
                         resample_every=resample_every, checkpoint_every=checkpoint_every, device=device,
                         bf16=dtype == 'bf16', seed=seed, causal_coeff=causal_coeff, model=model,
                         **_sae_kwargs(k, sparsity_coeff, target_l0, sparsity, sae))
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as e:
-        print(f"saenb_train_sae: error: {e}", file=sys.stderr); sys.exit(2)
     if res.out is not None: print(json.dumps({**res.summary, 'out': str(res.out)}))  # under torchrun, rank 0 reports

@@ -4,7 +4,8 @@
 
 # %% ../nbs/00_utils.ipynb #794ef96a
 from __future__ import annotations
-import hashlib, json, math, os, shutil, tempfile, warnings
+import difflib, hashlib, json, math, os, shutil, socket, sys, tempfile, time, warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,27 +13,65 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import yaml
+try: import fcntl  # POSIX file locks; absent on Windows, where output locks are skipped with a warning
+except ImportError: fcntl = None
 
 # %% auto #0
-__all__ = ['check', 'positive_int', 'write_atomic', 'write_text', 'jsonable', 'write_json', 'read_yaml', 'lr_factor',
-           'in_notebook', 'LiveLossPlot', 'setup_distributed', 'weights_fingerprint', 'check_replicas']
+__all__ = ['USER_ERRORS', 'InputError', 'MissingInput', 'OutputExists', 'check', 'positive_int', 'check_positive', 'nearest',
+           'check_keys', 'write_atomic', 'write_text', 'jsonable', 'write_json', 'read_yaml', 'output_lock',
+           'command_errors', 'path_record', 'resolve_record', 'fingerprint', 'lr_factor', 'in_notebook', 'LiveLossPlot',
+           'setup_distributed', 'weights_fingerprint', 'check_replicas']
+
+# %% ../nbs/00_utils.ipynb #f0fbe77f
+class InputError(ValueError):
+    "Something saenb was given (a setting, a file, a directory) is wrong; the message names it and the fix."
+
+class MissingInput(InputError, FileNotFoundError):
+    "A file or directory saenb needs is not there."
+
+class OutputExists(InputError, FileExistsError):
+    "An output would be overwritten, or mixed with another run's."
 
 # %% ../nbs/00_utils.ipynb #ae0e54f3
 def check(cond, # what must hold
           msg:str): # the error message: the problem and its fix
-    "Raise `ValueError(msg)` unless `cond`."
-    if not cond: raise ValueError(msg)
+    "Raise `InputError(msg)` unless `cond`."
+    if not cond: raise InputError(msg)
 
 # %% ../nbs/00_utils.ipynb #c6e0f4fa
 def positive_int(d:dict, # a config read from a file
                  key:str, # the setting
                  where) -> int: # the file or setting named in the error
-    "`d[key]` as a positive int (a float with an integer value counts), else a `ValueError` naming `where`."
+    "`d[key]` as a positive int (a float with an integer value counts), else an `InputError` naming `where`."
     v = d.get(key)
     if isinstance(v, float) and v.is_integer(): v = int(v)
     if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-        raise ValueError(f"{where}: {key} must be a positive integer, got {v!r}")
+        raise InputError(f"{where}: {key} must be a positive integer, got {v!r}")
     return v
+
+# %% ../nbs/00_utils.ipynb #9ad58d73
+def check_positive(**values):
+    "Refuse any of the settings given as `name=value` that is not a positive finite number (None: not set, skipped)."
+    for n, v in values.items():
+        if v is None: continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise InputError(f"{n} must be a positive number, got {v!r}")
+
+# %% ../nbs/00_utils.ipynb #cc6bf52b
+def nearest(name, # a misspelled name
+            valid) -> str: # the names it could have meant
+    "` (did you mean 'x'?)` for the valid name closest to `name`, or '' if none is close."
+    m = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
+    return f" (did you mean {m[0]!r}?)" if m else ''
+
+def check_keys(d:dict, # settings read from a file or given as keywords
+               valid, # the keys allowed
+               where:str): # what `d` is, e.g. "the sweep's saes: section"
+    "Refuse keys of `d` that are not in `valid`, each with its nearest valid spelling."
+    valid = list(valid)
+    bad = [k for k in d if k not in valid]
+    if bad: raise InputError(f"{where}: unknown setting{'s' if len(bad) > 1 else ''} "
+                             + ', '.join(f"{k!r}{nearest(k, valid)}" for k in bad) + f"; valid ones are {', '.join(map(str, valid))}")
 
 # %% ../nbs/00_utils.ipynb #55ecbc30
 def write_atomic(dest, # file or directory to (re)create
@@ -86,11 +125,113 @@ def read_yaml(path, # a YAML file holding a mapping of settings
               what:str='config') -> dict: # what the file is, for the error messages
     "The mapping in YAML file `path`; a clear error if it is missing, invalid or not a mapping."
     p = Path(path)
-    if not p.exists(): raise FileNotFoundError(f"no {what} at {p}: write a YAML file of settings")
+    if not p.exists(): raise MissingInput(f"no {what} at {p}: write a YAML file of settings")
     try: d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e: raise ValueError(f"{p} is not valid YAML: {e}") from None
-    if not isinstance(d, dict): raise ValueError(f"{p} must hold a mapping of settings, got {type(d).__name__}")
+    except yaml.YAMLError as e: raise InputError(f"{p} is not valid YAML: {e}") from None
+    if not isinstance(d, dict): raise InputError(f"{p} must hold a mapping of settings, got {type(d).__name__}")
     return d
+
+# %% ../nbs/00_utils.ipynb #dd84e496
+_HELD = {}  # lock file -> [open file, depth]: the output locks this process holds
+
+def _lock_file(out:Path) -> Path: return out.parent/f".{out.name}.lock"
+
+def _holder(f:Path) -> dict:
+    "Who holds (or last held) lock file `f`, as it recorded itself."
+    try: return json.loads(f.read_text() or '{}')
+    except (OSError, ValueError): return {}
+
+def _lineage() -> set:
+    "The ids of this process and of the processes it descends from (those that may hold a lock above it)."
+    pids, pid = {os.getpid(), os.getppid()}, os.getppid()
+    for _ in range(64):  # /proc on Linux; elsewhere the parent only
+        try: pid = int(Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[1])
+        except (OSError, ValueError, IndexError): break
+        if pid <= 1: break
+        pids.add(pid)
+    return pids
+
+# %% ../nbs/00_utils.ipynb #74534c89
+def _busy(out:Path, f:Path):
+    h = _holder(f)
+    since = time.strftime('%Y-%m-%d %H:%M', time.localtime(h['since'])) if h.get('since') else '?'
+    return OutputExists(f"{out} is being written by process {h.get('pid', '?')} ({h.get('command', '?')}, since {since}): "
+                        "wait for it to finish, or write somewhere else")
+
+def _check_above(out:Path):
+    "Refuse if a directory above `out` is locked by a process that is not this one or one it descends from."
+    for a in out.parents:
+        f = _lock_file(a)
+        if str(f) in _HELD or not f.exists(): continue
+        with open(f, 'a+') as h:
+            try: fcntl.flock(h, fcntl.LOCK_SH | fcntl.LOCK_NB); fcntl.flock(h, fcntl.LOCK_UN)
+            except BlockingIOError:
+                if _holder(f).get('pid') not in _lineage(): raise _busy(a, f) from None
+
+# %% ../nbs/00_utils.ipynb #058862dc
+@contextmanager
+def output_lock(out, # the directory (or file) a run writes
+                command:str=None): # what holds it, for the message a second writer gets (default: this command line)
+    "Hold the exclusive lock on output `out` for the `with` block; a second writer fails at once, naming this one."
+    out = Path(out).absolute()
+    f = _lock_file(out)
+    if str(f) in _HELD: _HELD[str(f)][1] += 1
+    elif fcntl is None: warnings.warn("no file locks on this platform: two runs writing one output are not stopped")
+    else:
+        _check_above(out)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        h = open(f, 'a+')
+        try: fcntl.flock(h, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError: h.close(); raise _busy(out, f) from None
+        h.seek(0); h.truncate()
+        h.write(json.dumps({'pid': os.getpid(), 'command': command or ' '.join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)),
+                            'host': socket.gethostname(), 'since': time.time()})); h.flush()
+        _HELD[str(f)] = [h, 1]
+    try: yield out
+    finally:
+        held = _HELD.get(str(f))
+        if held is not None:
+            held[1] -= 1
+            if held[1] == 0: del _HELD[str(f)]; fcntl.flock(held[0], fcntl.LOCK_UN); held[0].close()
+
+# %% ../nbs/00_utils.ipynb #852a44fb
+USER_ERRORS = (InputError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+@contextmanager
+def command_errors(prog:str, # the command's name, e.g. 'saenb_cache'
+                   interrupted:str=None): # what to say on Ctrl-C (default: what was finished is kept)
+    "Run a command's body: saenb's own errors print `prog: error: ...` on one line and exit 2; Ctrl-C exits 130."
+    debug = os.environ.get('SAENB_DEBUG') == '1'
+    try: yield
+    except KeyboardInterrupt:
+        if debug: raise
+        print(f"{prog}: interrupted; {interrupted or 'what was finished is kept'}", file=sys.stderr); sys.exit(130)
+    except USER_ERRORS as e:
+        if debug: raise
+        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr); sys.exit(2)
+
+# %% ../nbs/00_utils.ipynb #4c3c8658
+def path_record(p, # the input's path
+                base) -> dict: # the directory whose record it goes into
+    "Where input `p` is, for a record in `base`: relative to `base` and absolute."
+    p, base = Path(p).absolute(), Path(base).absolute()
+    try: rel = os.path.relpath(p, base)
+    except ValueError: rel = None  # another drive (Windows)
+    return {'path': rel, 'abs': str(p)}
+
+def resolve_record(rec, # a `path_record` (or a bare path, as older files recorded it)
+                   base) -> Path|None: # the directory the record is in
+    "The recorded input: relative to `base` first, then absolute; None if neither exists."
+    if rec is None: return None
+    if isinstance(rec, (str, Path)): rec = {'path': None, 'abs': str(rec)}
+    for p in ([Path(base)/rec['path']] if rec.get('path') else []) + ([Path(rec['abs'])] if rec.get('abs') else []):
+        if p.exists(): return p.resolve()
+    return None
+
+# %% ../nbs/00_utils.ipynb #910800bc
+def fingerprint(*parts) -> str:
+    "A short hash of JSON-able `parts` (settings, vocabularies, hashes of weights): equal exactly when the parts are."
+    return hashlib.sha256(json.dumps(jsonable(parts), sort_keys=True).encode()).hexdigest()[:16]
 
 # %% ../nbs/00_utils.ipynb #34b08d40
 def lr_factor(step:int, # optimizer step, from 0
@@ -102,7 +243,7 @@ def lr_factor(step:int, # optimizer step, from 0
              ) -> float:
     "Multiplier of the peak learning rate at `step`."
     if schedule not in ('constant', 'cosine', 'linear'):
-        raise ValueError(f"unknown lr_schedule {schedule!r}: use 'constant', 'cosine' or 'linear'")
+        raise InputError(f"unknown lr_schedule {schedule!r}: use 'constant', 'cosine' or 'linear'")
     if step < warmup_steps: return (step + 1) / warmup_steps
     if schedule == 'cosine':
         p = min(1.0, (step - warmup_steps) / max(1, n_steps - 1 - warmup_steps))
