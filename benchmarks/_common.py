@@ -1,5 +1,7 @@
-"Shared pieces of the benchmark scripts: machine description and measured matrix-multiply peaks."
-import json, os, platform, time
+"""Shared pieces of the benchmark scripts (and of tests/test_sae_interop.py): machine description, measured
+matrix-multiply peaks, and SAELens's virtual environment."""
+import fcntl, json, os, platform, re, shutil, subprocess, sys, time
+from pathlib import Path
 import torch
 
 def device_name(device:str='cpu') -> str:
@@ -22,3 +24,94 @@ def matmul_peak(dtype=torch.float32, device:str='cpu', n:int=2048, seconds:float
 def emit(record:dict):
     "Print the benchmark's one JSON line."
     print(json.dumps(record), flush=True)
+
+# ---- SAELens's virtual environment
+
+TORCH_VERSION = torch.__version__.split('+')[0]   # the project's torch: the local build here, not a multi-GB download
+SAELENS_REQUIREMENTS = [f'torch=={TORCH_VERSION}', 'sae-lens>=6,<7']   # SAELens 6: the layout saenb writes and reads
+# pip's words for an index it cannot reach, most telling first: the one reason a build is skipped rather than failed
+NO_NETWORK = ('Failed to establish a new connection', 'Temporary failure in name resolution',
+              'Name or service not known', 'Network is unreachable', 'No route to host', 'Connection refused',
+              'ConnectTimeoutError', 'ReadTimeoutError', 'ProxyError', 'SSLError', 'NewConnectionError',
+              '(from versions: none)')   # an index that lists no sae-lens at all is not the package index
+
+def _no_network(pip_output:str):
+    "Why pip could not reach the package index, in its words, or None if it could."
+    for m in NO_NETWORK:
+        for l in pip_output.splitlines():
+            if m not in l: continue
+            return (l.replace('ERROR: ', '') if m.startswith('(') else re.split('[\'"]', l[l.index(m):])[0]).strip()
+
+class SAELensUnavailable(RuntimeError):
+    "SAELens's virtual environment cannot be built here, for a reason outside the project: no package index."
+
+def saelens_python(log=sys.stderr) -> str:
+    """The Python of an environment with SAELens (which pins transformer-lens below 4, so it cannot share saenb's):
+    `$SAENB_SAELENS_PYTHON` if set, else `~/.cache/saenb/saelens-venv-<torch version>`, built on first use."""
+    py = os.environ.get('SAENB_SAELENS_PYTHON')
+    if py:
+        if not (Path(py).is_file() and os.access(py, os.X_OK)):
+            raise RuntimeError(f"SAENB_SAELENS_PYTHON={py} is not an executable file: point it at the python of a "
+                               f"virtual environment with sae-lens, or unset it to build one under ~/.cache/saenb")
+        return py
+    return str(saelens_venv(log=log)/'bin'/'python')
+
+def saelens_venv(root=None, requirements=SAELENS_REQUIREMENTS, log=sys.stderr) -> Path:
+    """`root/saelens-venv-<torch version>` (`root`: ~/.cache/saenb), built once with `requirements`: in a temporary
+    directory renamed into place when complete, so an interrupted build is never taken for a finished one, and under a
+    file lock, so two processes that both need it build it once. Raises `SAELensUnavailable` when pip cannot reach the
+    package index."""
+    root = Path(root or Path.home()/'.cache'/'saenb'); root.mkdir(parents=True, exist_ok=True)
+    final = root/f'saelens-venv-{TORCH_VERSION}'
+    if (final/'bin'/'python').exists(): return final
+    with open(root/f'{final.name}.lock', 'a+') as lock:
+        try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or '?'
+            print(f"waiting for process {holder}, which is building {final}...", file=log, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.seek(0); lock.truncate(); lock.write(str(os.getpid())); lock.flush()
+        if (final/'bin'/'python').exists(): return final   # built by the process we waited for
+        for old in [final, *root.glob(f'{final.name}.tmp*')]:   # broken, or a build that was interrupted
+            shutil.rmtree(old, ignore_errors=True)
+        tmp = root/f'{final.name}.tmp{os.getpid()}'
+        t0 = time.time()
+        print(f"building SAELens's virtual environment in {final} (once; a few minutes)...", file=log, flush=True)
+        try:
+            _build_venv(tmp, final, requirements, root/f'{final.name}.log')
+            os.rename(tmp, final)
+        finally: shutil.rmtree(tmp, ignore_errors=True)
+        print(f"built {final} in {time.time() - t0:.0f} s", file=log, flush=True)
+    return final
+
+def _build_venv(tmp:Path, final:Path, requirements:list, log:Path):
+    "A virtual environment at `tmp` with `requirements`, checked to import, its scripts naming `final` (its home)."
+    t0 = time.time()
+    nopip = [] if requirements else ['--without-pip']
+    subprocess.run([sys.executable, '-m', 'venv', '--prompt', final.name, *nopip, str(tmp)], check=True)
+    py = tmp/'bin'/'python'
+    with open(log, 'w') as f:
+        cmd = [str(py), '-m', 'pip', 'install', '--disable-pip-version-check', *requirements] if requirements else \
+              [str(py), '-c', '']
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=3600)
+    out = log.read_text()
+    if r.returncode:
+        net = _no_network(out)
+        if net: raise SAELensUnavailable(f"cannot build SAELens's virtual environment: no network to the package index "
+                                         f"(pip: {net}); build it where there is one, or set SAENB_SAELENS_PYTHON")
+        raise RuntimeError(f"pip could not install {' '.join(requirements)} into {final} (log: {log}):\n{out[-3000:]}")
+    mods = [m for m in ('torch', 'sae_lens') if any(q.startswith(m.replace('_', '-')) for q in requirements)]
+    r = subprocess.run([str(py), '-c', f"import json, {', '.join(['sys', *mods])}; "
+                        f"print(json.dumps({{m: sys.modules[m].__dict__.get('__version__') for m in {mods!r}}}))"],
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"the new SAELens environment cannot import {mods} (log: {log}):\n{r.stderr[-3000:]}")
+    for f in [*(tmp/'bin').iterdir(), tmp/'pyvenv.cfg']:   # scripts (pip, activate) name where they were built
+        if f.is_file() and not f.is_symlink():
+            try: text = f.read_text()
+            except UnicodeDecodeError: continue
+            if str(tmp) in text: f.write_text(text.replace(str(tmp), str(final)))
+    (tmp/'saenb-build.json').write_text(json.dumps({'requirements': requirements, 'versions': json.loads(r.stdout),
+                                                    'python': sys.version.split()[0],
+                                                    'seconds': round(time.time() - t0)}))

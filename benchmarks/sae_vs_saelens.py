@@ -15,27 +15,19 @@ interpolated (in log L0) at that L0: reconstruction at matched sparsity.
 SAELens trains in fp32 unless asked for autocast; it is also run once with its bf16 autocast at its best setting, and saenb's
 speed against that is reported too (`speedup_vs_saelens_bf16`).
 
-SAELens pins transformer-lens below 4, so it runs in its own virtual environment, which this script creates on first use
-(`benchmarks/.saelens_venv`, from the package index; nothing is downloaded at training time).
+SAELens pins transformer-lens below 4, so it runs in its own virtual environment: `$SAENB_SAELENS_PYTHON` if set, else
+`~/.cache/saenb/saelens-venv-<torch version>`, built on first use (about 1.5 minutes, from the package index, with torch pinned
+to saenb's) and shared with tests/test_sae_interop.py (`_common.saelens_python`); nothing is downloaded at training time.
 
     python benchmarks/sae_vs_saelens.py [--archs topk,relu] [--d_in 256] [--exp_factor 8] [--k 32] [--n_tokens 524288] [--lrs 1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3]
 """
-import argparse, json, os, subprocess, sys, tempfile
+import argparse, json, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np, torch
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import device_name, matmul_peak, emit
+from _common import device_name, matmul_peak, emit, saelens_python
 
 HERE = Path(__file__).parent
-VENV = HERE/'.saelens_venv'
-
-def saelens_python() -> str:
-    py = VENV/'bin'/'python'
-    if not py.exists():
-        print("creating SAELens's virtual environment (once)...", file=sys.stderr)
-        subprocess.run([sys.executable, '-m', 'venv', str(VENV)], check=True)
-        subprocess.run([str(py), '-m', 'pip', 'install', '-q', f'torch=={torch.__version__.split("+")[0]}', 'sae-lens'], check=True)
-    return str(py)
 
 def synthetic_activations(n:int, d:int, n_feat:int, l0:float, seed:int) -> np.ndarray:
     "Sparse nonnegative combinations of `n_feat` random unit directions (about `l0` active per row), plus a little noise."

@@ -12,11 +12,11 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 from fastcore.script import call_parse
 from safetensors.torch import save_file, load_file
-from .utils import write_atomic, InputError, MissingInput, command_errors
+from .utils import write_atomic, InputError, MissingInput, command_errors, output_lock, check_positive
 from .model import load_model
-from .cache import ActivationStore, capture
+from .cache import ActivationStore, capture, store_model, check_store_model
 from .sae import SAE
-from .sae_io import load_sae
+from .sae_io import load_sae, check_sae_store
 from .eval import concept_scores
 
 # %% auto #0
@@ -278,6 +278,7 @@ def open_feature_stats(sae_dir, # an SAE directory (from `train_sae` / `saenb_tr
                        store=None, # its activations (needed only the first time)
                        model=None, # model or its directory: logit effects, vocabulary (default: the store's model dir)
                        recompute:bool=False, # ignore saved statistics
+                       allow_mismatch:bool=False, # browse on activations or with a model other than the SAE's (recorded)
                        **kwargs, # passed to `feature_stats`
                       ) -> FeatureStats:
     "The feature statistics of the SAE in `sae_dir`: read from `sae_dir/browser` if there, else computed and saved."
@@ -287,13 +288,14 @@ def open_feature_stats(sae_dir, # an SAE directory (from `train_sae` / `saenb_tr
         raise InputError(f"no saved statistics in {sae_dir}/browser: "
                          "pass store= (the activation store the SAE was trained on) to compute them")
     store = store if isinstance(store, ActivationStore) else ActivationStore(store)
-    model_dir = None
-    if model is None and (Path(str(store.manifest.get('model', '')))/'config.json').exists():
-        model = store.manifest['model']  # cached by saenb_cache
-    if isinstance(model, (str, Path)):
-        model_dir, model = str(model), load_model(model)
-    fs = feature_stats(load_sae(sae_dir), store, model, model_dir=model_dir, **kwargs)
-    fs.save(sae_dir)
+    if model is None: model = store_model(store)  # the store's own model, found relative to it first
+    if isinstance(model, (str, Path)): model = load_model(model)
+    sae = load_sae(sae_dir)
+    overrides = [o for o in (check_sae_store(sae, store, allow_mismatch),
+                             check_store_model(store, model, allow_mismatch) if model is not None else None) if o]
+    fs = feature_stats(sae, store, model, model_dir=getattr(model, 'saenb_path', None), **kwargs)
+    if overrides: fs.meta['provenance_overrides'] = overrides
+    with output_lock(sae_dir/'browser'): fs.save(sae_dir)
     return fs
 
 # %% ../nbs/09_browser.ipynb #b6122b23
@@ -807,16 +809,14 @@ def _browser_inputs(sae:str, acts:str, model:str, recompute:bool) -> tuple:
     "The SAE directory, activation store and model directory `saenb_browser` works on, checked."
     if sae is None: raise InputError("--sae is required: an SAE directory from saenb_train_sae")
     sd = Path(sae)
-    if not (sd/'config.json').exists():
-        raise MissingInput(f"{sd} is not an SAE directory (no config.json): pass the --out of saenb_train_sae")
+    if not sd.is_dir(): raise MissingInput(f"no SAE directory at {sd}: pass the --out of saenb_train_sae")
     saved = (sd/'browser'/'meta.json').exists() and not recompute
     if acts is None and saved: acts = json.loads((sd/'browser'/'meta.json').read_text())['store']
     if acts is None:
         raise InputError("--acts is required the first time: "
                          "the activation store the SAE was trained on (saenb_cache --out/HOOK)")
     store = ActivationStore(acts)
-    if model is None and (Path(str(store.manifest.get('model', '')))/'config.json').exists():
-        model = store.manifest['model']
+    if model is None: model = store_model(store)  # found relative to the store first, so a moved run finds its own
     if model is not None and not (Path(model)/'config.json').exists():
         raise MissingInput(f"{model} is not a saenb model directory: pass the --out of saenb_train_gpt")
     return sd, store, model
@@ -832,13 +832,15 @@ def saenb_browser(sae:str=None, # SAE directory (required)
                   top_k:int=20, # top examples kept per latent
                   no_concepts:bool=False, # skip the concept scores
                   recompute:bool=False, # recompute saved statistics
+                  allow_mismatch:bool=False, # browse on activations or with a model other than the SAE's (recorded)
                   quiet:bool=False, # no progress bars
                  ):
     "Compute the feature statistics of an SAE (saved beside it) and write a static HTML feature browser."
     with command_errors('saenb_browser'):
+        check_positive(n_latents=n_latents, n_rows=n_rows, top_k=top_k)
         sd, store, model = _browser_inputs(sae, acts, model, recompute)
         fs = open_feature_stats(sd, store, model, recompute=recompute, n_rows=n_rows, top_k=top_k,
-                                concepts=not no_concepts, progress=not quiet)
-        index = write_site(fs, load_sae(sd), store, out, n_latents=n_latents, progress=not quiet)
+                                concepts=not no_concepts, progress=not quiet, allow_mismatch=allow_mismatch)
+        with output_lock(out): index = write_site(fs, load_sae(sd), store, out, n_latents=n_latents, progress=not quiet)
     print(json.dumps({'index': str(index), 'browser': str(Path(out)/'browser.html'), 'latents': fs.d_sae,
                       'seconds': fs.meta.get('seconds')}))

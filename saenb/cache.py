@@ -5,7 +5,7 @@
 # %% ../nbs/05_cache.ipynb #141eed95
 from __future__ import annotations
 import json, math, os, queue, shutil, struct, threading, time, warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,15 +18,17 @@ from fastcore.basics import patch
 from fastcore.script import call_parse, store_true
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_transformers
-from .utils import write_atomic, write_json, InputError, MissingInput, OutputExists, command_errors
+from .utils import (write_atomic, write_json, InputError, MissingInput, OutputExists, command_errors, output_lock,
+                         path_record, resolve_record, fingerprint, check_positive)
 from .grammars import Concept
-from .data import Corpus, load_corpus, flat_values
-from .model import load_model
+from .data import Corpus, load_corpus, flat_values, corpus_fingerprint, language_fingerprint
+from .model import load_model, load_language, load_tokenizer, model_fingerprint
 
 # %% auto #0
 __all__ = ['META', 'DTYPES', 'STORE_FORMAT', 'short_hook_names', 'valid_hooks', 'resolve_hook', 'capture', 'splice', 'Contexts',
-           'corpus_contexts', 'load_text', 'text_contexts', 'dtype_name', 'cache_activations', 'ActivationStore',
-           'store_sequences', 'ModelActivationSource', 'load_any_model', 'saenb_cache']
+           'corpus_contexts', 'load_text', 'text_contexts', 'dtype_name', 'activations_fingerprint',
+           'cache_activations', 'ActivationStore', 'store_sequences', 'store_provenance', 'store_model',
+           'check_store_model', 'ModelActivationSource', 'load_any_model', 'saenb_cache']
 
 # %% ../nbs/05_cache.ipynb #6f4c5390
 _SHORT = [('wte', 'hook_embed'), ('wpe', 'hook_pos_embed'), ('ln_f', 'ln_final.hook_out')]
@@ -400,9 +402,6 @@ def _write(self:_ShardWriter, acts, meta, batches_done, final):
 def _model_name(model) -> str:
     return getattr(model, 'saenb_name', None) or getattr(model.cfg, 'model_name', None) or type(model).__name__
 
-def _fingerprint(model) -> float:
-    "A cheap checksum of the weights, to refuse resuming a cache with another model."
-    with torch.no_grad(): return round(float(sum(p.detach().double().sum() for p in model.parameters())), 6)
 
 def _split_stats(shards:list, hook:str, d:int) -> dict:
     n = sum(s['rows'] for s in shards)
@@ -548,9 +547,22 @@ def _cache_splits(model, data, hooks:list, root:Path, state:dict, splits:dict, c
             raise
     return d, meta_cols, concepts
 
+# %% ../nbs/05_cache.ipynb #1ba99802
+def activations_fingerprint(model_fp:str, # `model_fingerprint` of the model
+                            hook_point:str, # the TransformerLens hook point
+                            d:int) -> str: # the activations' width
+    "The fingerprint of an activation space: the same model at the same hook. SAEs trained on it record it."
+    return fingerprint('activations', model_fp, hook_point, d)
+
+def _store_record(prov:dict, store:Path, hook_point:str, d:int) -> dict:
+    "The provenance one store records: its inputs relative to it, and the fingerprint of its activation space."
+    return {**prov, 'model': path_record(prov['model'], store) if prov['model'] else None,
+            'data': path_record(prov['data'], store) if prov['data'] else None,
+            'activations': activations_fingerprint(prov['model_fingerprint'], hook_point, d)}
+
 # %% ../nbs/05_cache.ipynb #056efb2d
 def _finish_cache(out:Path, root:Path, hooks:list, points:list, config:dict, state:dict, splits:dict, d:dict,
-                  meta_cols:list, concepts:dict):
+                  meta_cols:list, concepts:dict, prov:dict=None):
     "Write each store's manifest and rename the store into place, then `out/cache.json`; remove `root`."
     for h, p in zip(hooks, points):
         if (out / h / 'manifest.json').exists() and not (root / h).exists(): continue
@@ -561,6 +573,7 @@ def _finish_cache(out:Path, root:Path, hooks:list, points:list, config:dict, sta
                'shards': {s: [sh['rows'] for sh in state['splits'][s]['shards']] for s in splits},
                'stats': {s: _split_stats(state['splits'][s]['shards'], h, d[h]) for s in splits},
                'created': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
+        if prov is not None: man['provenance'] = _store_record(prov, out / h, p, d[h])
         for s in splits: (root / h / s).mkdir(parents=True, exist_ok=True)
         write_json(root / h / 'manifest.json', man)
         if (out / h).exists(): shutil.rmtree(out / h)
@@ -568,6 +581,28 @@ def _finish_cache(out:Path, root:Path, hooks:list, points:list, config:dict, sta
     write_json(out / 'cache.json', {'format': STORE_FORMAT, 'hooks': hooks, 'config': config,
                                      'rows': {s: state['splits'][s]['rows'] for s in splits}})
     shutil.rmtree(root)
+
+# %% ../nbs/05_cache.ipynb #50c1be85
+def _check_language(model, data, allow_mismatch:bool) -> str|None:
+    "Refuse a saenb model meeting a corpus of another language; with `allow_mismatch`, warn and return the reason."
+    p = getattr(model, 'saenb_path', None)
+    if p is None or not _is_corpus(data) or not all((Path(p)/f).exists() for f in ('language.json', 'tokenizer.json')):
+        return None  # a hub model, or text: no language to compare
+    lang, tok = load_language(p), load_tokenizer(p)
+    mfp, cfp = language_fingerprint(lang, tok), corpus_fingerprint(data)
+    if mfp == cfp: return None
+    clang = data.language if isinstance(data, Corpus) else load_corpus(data).language
+    msg = (f"the model {p} was trained on {lang!r} (language fingerprint {mfp}) but the data {_data_name(data)} is "
+           f"{clang!r} ({cfp}): cache a corpus of the model's language, or pass --allow_mismatch (allow_mismatch=True)")
+    if not allow_mismatch: raise InputError(msg)
+    warnings.warn(msg); return msg
+
+def _provenance(model, data, override:str|None) -> dict:
+    "Where the store's inputs were (absolute here; `_finish_cache` makes them relative to each store) and what they were."
+    p = getattr(model, 'saenb_path', None)
+    return {'model': p, 'model_name': _model_name(model), 'model_fingerprint': model_fingerprint(model),
+            'data': str(Path(data).absolute()) if isinstance(data, (str, Path)) and Path(data).exists() else None,
+            'data_fingerprint': corpus_fingerprint(data) if _is_corpus(data) else None, 'override': override}
 
 # %% ../nbs/05_cache.ipynb #3e1cdfdf
 def cache_activations(model, # a `TransformerBridge`: a saenb GPT, or a Hugging Face model through `boot_transformers`
@@ -587,27 +622,31 @@ def cache_activations(model, # a `TransformerBridge`: a saenb GPT, or a Hugging 
                       autocast:str=None, # run the forward in this dtype under `torch.autocast` ('bf16'/'fp16')
                       text_column:str='text', # text data: column with the text
                       model_name:str=None, # recorded in the manifest (default: the bridge's model name)
+                      allow_mismatch:bool=False, # cache a corpus of another language than the model's (recorded)
                       progress:bool=True, # progress bars
                      ) -> dict:
     "Run `model` over `data` and write one activation store per hook under `out`; returns hook -> store directory."
     hooks, points = _parse_hooks(model, hooks)
     dtype, out = dtype_name(dtype), Path(out)
-    if n_tokens is not None and n_tokens < 1: raise InputError(f"n_tokens must be positive, got {n_tokens}")
-    if batch_size < 1 or shard_rows < 1: raise InputError("batch_size and shard_rows must be positive")
+    check_positive(n_tokens=n_tokens, batch_size=batch_size, shard_rows=shard_rows)
     model = _on_device(model, device)
     n_ctx, splits = _plan_splits(model, data, n_ctx, n_tokens, val_tokens)
     ac = DTYPES[dtype_name(autocast)][0] if autocast else None
-    config = {'model': model_name or _model_name(model), 'fingerprint': _fingerprint(model), 'data': _data_name(data),
-              'hooks': hooks, 'dtype': dtype, 'n_tokens': n_tokens, 'val_tokens': splits.get('validation', 0),
-              'batch_size': batch_size, 'n_ctx': n_ctx, 'packed': packed, 'shard_rows': shard_rows}
-    mode = _check_out(out, config, overwrite)
-    if mode == 'done':
-        if progress: print(f"{out} is already complete: nothing to do")
-        return {h: out / h for h in hooks}
-    root, state = _open_partial(out, config, mode)
-    d, meta_cols, concepts = _cache_splits(model, data, hooks, root, state, splits, config, stop_early, ac, text_column,
-                                           progress)
-    _finish_cache(out, root, hooks, points, config, state, splits, d, meta_cols, concepts)
+    override = _check_language(model, data, allow_mismatch)
+    config = {'model': model_name or _model_name(model), 'fingerprint': model_fingerprint(model),
+              'data': _data_name(data), 'hooks': hooks, 'dtype': dtype, 'n_tokens': n_tokens,
+              'val_tokens': splits.get('validation', 0), 'batch_size': batch_size, 'n_ctx': n_ctx, 'packed': packed,
+              'shard_rows': shard_rows}
+    with output_lock(out) if int(os.environ.get('RANK', 0)) == 0 else nullcontext():  # one writer per cache
+        mode = _check_out(out, config, overwrite)
+        if mode == 'done':
+            if progress: print(f"{out} is already complete: nothing to do")
+            return {h: out / h for h in hooks}
+        root, state = _open_partial(out, config, mode)
+        d, meta_cols, concepts = _cache_splits(model, data, hooks, root, state, splits, config, stop_early, ac,
+                                               text_column, progress)
+        _finish_cache(out, root, hooks, points, config, state, splits, d, meta_cols, concepts,
+                      _provenance(model, data, override))
     return {h: out / h for h in hooks}
 
 # %% ../nbs/05_cache.ipynb #8de6f2ab
@@ -988,6 +1027,34 @@ def store_sequences(store:ActivationStore, # a store written by `cache_activatio
     out[row, pos[m]] = tid[m]
     return torch.from_numpy(out)
 
+# %% ../nbs/05_cache.ipynb #b70fff07
+def store_provenance(store) -> dict:
+    "What `store` records about its origin (`{}` for a plain activation file or an older store)."
+    return (getattr(store, 'manifest', None) or {}).get('provenance') or {}
+
+def store_model(store) -> Path|None:
+    "The saenb model directory `store` was cached from: relative to the store first, then absolute; None if unknown."
+    rec = store_provenance(store).get('model')
+    return resolve_record(rec, store.path) if rec else None
+
+# %% ../nbs/05_cache.ipynb #d4803e06
+def check_store_model(store, # an `ActivationStore`
+                      model, # the model offered with it (a `TransformerBridge`)
+                      allow_mismatch:bool=False, # go ahead anyway (the returned reason should be recorded)
+                     ) -> str|None:
+    "Refuse `model` unless it is the one `store` was cached from; with `allow_mismatch`, warn and return why."
+    prov = store_provenance(store)
+    want = prov.get('model_fingerprint')
+    if want is None: return None  # nothing recorded to check against
+    got = model_fingerprint(model)
+    if got == want: return None
+    rec = prov.get('model') or {}
+    msg = (f"{store.path} was cached from the model {rec.get('abs') or prov.get('model_name')} (fingerprint {want}), "
+           f"but the model given ({getattr(model, 'saenb_path', None) or 'in memory'}) has fingerprint {got}: "
+           "pass the model the activations came from, or --allow_mismatch (allow_mismatch=True)")
+    if not allow_mismatch: raise InputError(msg)
+    warnings.warn(msg); return msg
+
 # %% ../nbs/05_cache.ipynb #acf3b3c3
 class ModelActivationSource(_Streamer):
     "Activations of one hook (or several, side by side) computed on demand, batched like an `ActivationStore`."
@@ -1127,6 +1194,7 @@ def saenb_cache(model:str=None, # saenb model directory, or Hugging Face model (
                 autocast:str=None, # run the forward pass under bf16 (or fp16) autocast, e.g. on a GPU's tensor cores
                 stop_early:store_true=False, # skip the layers above the last hook
                 overwrite:store_true=False, # replace an existing or interrupted cache made with other settings
+                allow_mismatch:store_true=False, # cache a corpus of another language than the model's (recorded)
                 quiet:store_true=False): # no progress bars
     "Cache the activations of hooks of a model over a corpus, one activation store per hook."
     t0 = time.time()
@@ -1137,5 +1205,6 @@ def saenb_cache(model:str=None, # saenb model directory, or Hugging Face model (
         paths = cache_activations(m, data, hooks, out, n_tokens=n_tokens, val_tokens=val_tokens, dtype=dtype,
                                   batch_size=batch_size, n_ctx=n_ctx, packed=packed, device=device, overwrite=overwrite,
                                   text_column=text_column, autocast=autocast, stop_early=stop_early, model_name=model,
+                                  allow_mismatch=allow_mismatch,
                                   progress=not quiet)
     _print_summary(paths, time.time() - t0)

@@ -17,14 +17,15 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 from fastcore.script import call_parse, store_true, bool_arg
 
-from .utils import write_atomic, write_text, InputError, MissingInput, OutputExists, command_errors
-from .grammars import Concept, Language, PCFGLanguage, get_language, plot_depth, plot_tree
+from .utils import write_atomic, write_text, InputError, MissingInput, OutputExists, command_errors, fingerprint
+from .grammars import (Concept, Language, PCFGLanguage, get_language, language_spec, language_from_spec, plot_depth,
+                            plot_tree)
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'CHUNK', 'CORPUS_FORMAT', 'Tokenizer', 'generate_columns', 'corpus_features', 'columns_to_table',
-           'Corpus', 'make_corpus', 'save_corpus', 'load_corpus', 'flat_values', 'pack', 'pack_labels', 'pad_batch',
-           'corpus_summary', 'format_summary', 'print_summary', 'plot_samples', 'plot_lengths', 'plot_label_counts',
-           'plot_structure', 'write_corpus', 'saenb_data']
+           'Corpus', 'make_corpus', 'save_corpus', 'load_corpus', 'language_fingerprint', 'corpus_fingerprint',
+           'flat_values', 'pack', 'pack_labels', 'pad_batch', 'corpus_summary', 'format_summary', 'print_summary',
+           'plot_samples', 'plot_lengths', 'plot_label_counts', 'plot_structure', 'write_corpus', 'saenb_data']
 
 # %% ../nbs/02_data.ipynb #9198ae05
 SPECIAL_TOKENS = ['<pad>', '<bos>', '<eos>']
@@ -268,9 +269,8 @@ def save_corpus(corpus:Corpus, # the corpus to write
         finally:
             if was_enabled: datasets.enable_progress_bars()
         corpus.tokenizer.save(tmp / 'tokenizer.json')
-        spec = {'format': CORPUS_FORMAT, 'version': 1, 'name': corpus.language.name,
-                'hparams': corpus.language.hparams, 'concepts': {k: asdict(c) for k, c in corpus.concepts.items()},
-                'generation': corpus.meta}
+        spec = {'format': CORPUS_FORMAT, 'version': 1, **language_spec(corpus.language),
+                'concepts': {k: asdict(c) for k, c in corpus.concepts.items()}, 'generation': corpus.meta}
         write_text(tmp / 'language.json', json.dumps(spec, indent=1))
     return write_atomic(out, write)
 
@@ -294,10 +294,24 @@ def load_corpus(path # a directory written by `save_corpus` (or `saenb_data`)
     missing = [f for f in ('tokenizer.json', 'dataset_dict.json', 'train', 'validation') if not (path / f).exists()]
     if missing: raise InputError(f"corpus at {path} is incomplete (missing {', '.join(missing)}): "
                                  "rebuild it with saenb_data --overwrite")
-    lang = get_language(spec['name'], **spec['hparams'])
+    lang = language_from_spec(spec)
     concepts = {k: Concept(**c) for k, c in spec['concepts'].items()}
     splits = datasets.load_from_disk(str(path))
     return Corpus(splits, Tokenizer.load(path / 'tokenizer.json'), lang, concepts, spec.get('generation'))
+
+# %% ../nbs/02_data.ipynb #42bdc534
+def language_fingerprint(language:Language, # the language
+                         tokenizer:Tokenizer) -> str: # its tokenizer
+    "A short hash of a language and its tokenizer: equal for every corpus (and model) of that language."
+    return fingerprint('language', language_spec(language), tokenizer.vocab)
+
+def corpus_fingerprint(corpus) -> str: # a `Corpus` or a directory written by `save_corpus`
+    "`language_fingerprint` of a corpus, read from a directory's `language.json` and `tokenizer.json` if given one."
+    if isinstance(corpus, Corpus): return language_fingerprint(corpus.language, corpus.tokenizer)
+    p = Path(corpus)
+    try: spec = json.loads((p/'language.json').read_text())
+    except (OSError, ValueError): raise InputError(f"{p} is not a saenb corpus (no readable language.json)") from None
+    return language_fingerprint(language_from_spec(spec), Tokenizer.load(p/'tokenizer.json'))
 
 # %% ../nbs/02_data.ipynb #8bf70651
 def flat_values(dataset:Dataset, column:str) -> np.ndarray:

@@ -5,14 +5,16 @@
 # %% ../nbs/07b_ensemble.ipynb #32f7320d
 from __future__ import annotations
 import itertools, math, time
+from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, torch
 from tqdm.auto import tqdm
-from .cache import ModelActivationSource
+from .utils import InputError, OutputExists, output_lock, path_record
+from .model import model_fingerprint
+from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
 from .sae import SAE
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory)
-from .utils import InputError, OutputExists
 
 # %% auto #0
 __all__ = ['SHARED_SETTINGS', 'ensemble_members', 'train_ensemble', 'train_saes_on_model']
@@ -129,14 +131,16 @@ def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` f
         ms.append(_Member(key, tc, sae, torch.get_rng_state(), val=(vx, vy), norms=data.norms))
     if not ms: raise InputError("no ensemble member could be built: see the errors")
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=base.bf16)
-    secs = _train_members(ms, data.steps(base, dev), base.n_steps, amp, f"train ensemble of {len(ms)} SAEs", progress,
-                          callback)
-    res = {}
-    for m in ms:
-        summary = finish_run(m, data.val_x.to(dev), data.val_y.to(dev) if data.val_y is not None else None, m.steps,
-                             secs, m.steps * base.batch_size * base.grad_accum, data.scale, data.tscale, data.in_sample)
-        res[m.key] = save_run(m, out/_member_name(m.key) if out is not None else None,
-                              {**summary, 'ensemble_size': len(ms)})
+    with output_lock(out) if out is not None else nullcontext():
+        secs = _train_members(ms, data.steps(base, dev), base.n_steps, amp, f"train ensemble of {len(ms)} SAEs",
+                              progress, callback)
+        res = {}
+        for m in ms:
+            summary = finish_run(m, data.val_x.to(dev), data.val_y.to(dev) if data.val_y is not None else None,
+                                 m.steps, secs, m.steps * base.batch_size * base.grad_accum, data.scale, data.tscale,
+                                 data.in_sample)
+            mo = out/_member_name(m.key) if out is not None else None
+            res[m.key] = save_run(m, mo, {**summary, 'ensemble_size': len(ms)}, data.provenance(mo))
     return res
 
 # %% ../nbs/07b_ensemble.ipynb #e607fe30
@@ -207,7 +211,15 @@ def _hook_member(name, s:dict, base:SAETrainConfig, src, x0:torch.Tensor, norms:
                 val=(rx * scale, ry * tscale if ry is not None else None),
                 norms=(in_norm, tscale * norms[target] if target else in_norm))
     extra = {'hook': hooks if stacked else hooks[0], **({'target': target} if target else {})}
-    return m, dict(val_x=rx, val_y=ry, scale=scale, tscale=tscale, extra=extra)
+    point = None if stacked else resolve_hook(src.model, hooks[0])
+    acts = activations_fingerprint(model_fingerprint(src.model), point, d[0]) if point else None
+    return m, dict(val_x=rx, val_y=ry, scale=scale, tscale=tscale, extra=extra, activations=acts)
+
+# %% ../nbs/07b_ensemble.ipynb #7da98cdf
+def _model_record(model, out) -> dict|None:
+    "Where `model` (a saenb model directory, loaded with `load_model`) is, for a record in `out`."
+    p = getattr(model, 'saenb_path', None)
+    return None if p is None else path_record(p, out) if out is not None else {'abs': p}
 
 # %% ../nbs/07b_ensemble.ipynb #5efa8ce3
 def train_saes_on_model(model, # a `TransformerBridge`
@@ -239,12 +251,15 @@ def train_saes_on_model(model, # a `TransformerBridge`
     batches = _model_batches(src, base, dev)
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=base.bf16)
     desc = f"train {len(ms)} SAEs on {len(needed)} hooks"
-    secs = _train_members(ms, batches, base.n_steps, amp, desc, progress, callback)
-    res = {}
-    for m in ms:
-        f = finals[m.key]
-        summary = finish_run(m, f['val_x'], f['val_y'], m.steps, secs, m.steps * base.batch_size * base.grad_accum,
-                             f['scale'], f['tscale'], in_sample)
-        summary.update(**f['extra'], trained_with=len(ms))
-        res[m.key] = save_run(m, out/str(m.key) if out is not None else None, summary)
+    with output_lock(out) if out is not None else nullcontext():
+        secs = _train_members(ms, batches, base.n_steps, amp, desc, progress, callback)
+        res = {}
+        for m in ms:
+            f = finals[m.key]
+            summary = finish_run(m, f['val_x'], f['val_y'], m.steps, secs, m.steps * base.batch_size * base.grad_accum,
+                                 f['scale'], f['tscale'], in_sample)
+            summary.update(**f['extra'], trained_with=len(ms))
+            mo = out/str(m.key) if out is not None else None
+            prov = {'model': _model_record(model, mo), 'activations': f['activations']}
+            res[m.key] = save_run(m, mo, summary, prov)
     return res

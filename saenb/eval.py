@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
 from tqdm.auto import tqdm
 from fastcore.script import call_parse
-from .utils import write_atomic, write_json, jsonable, InputError, MissingInput, command_errors
+from .utils import (write_atomic, write_json, jsonable, InputError, MissingInput, command_errors, resolve_record,
+                         output_lock)
 from .model import load_model, load_language
 from .train_gpt import grammaticality
-from .cache import ActivationStore, capture, splice, store_sequences
+from .cache import (ActivationStore, capture, splice, store_sequences, store_provenance, check_store_model)
 from .sae import SAE
-from .sae_io import load_sae
+from .sae_io import load_sae, check_sae_store
 
 # %% auto #0
 __all__ = ['sae_fn', 'reconstruction_metrics', 'downstream_metrics', 'spliced_grammaticality', 'ConceptScores', 'concept_scores',
@@ -461,7 +462,8 @@ def intervention_effect(model, # a `TransformerBridge`
 # %% ../nbs/08_eval.ipynb #75a50d19
 def _model_language(model, store):
     "The model's language, from its directory if it was loaded from one, else from the corpus the store names."
-    for p in (getattr(model, 'saenb_path', None), store.manifest.get('data')):
+    data = resolve_record(store_provenance(store).get('data'), store.path)
+    for p in (getattr(model, 'saenb_path', None), data):
         try: return load_language(p) if p else None
         except (ValueError, OSError, TypeError): continue
     return None
@@ -471,9 +473,7 @@ def _model_figures(res:dict, sae:SAE, store:ActivationStore, hook:str, model, n_
     if not hook:
         raise InputError(f"{store.path} does not record its hook (no 'hook' in manifest.json): "
                          "downstream figures need a store from saenb_cache")
-    if isinstance(model, (str, Path)):
-        path, model = model, load_model(model)
-        model.saenb_path = path
+    if isinstance(model, (str, Path)): model = load_model(model)
     model.eval()
     tok = getattr(model, 'saenb_tokenizer', None)
     if tok is None: raise InputError("the model has no tokenizer: load it with saenb.model.load_model(dir)")
@@ -508,6 +508,7 @@ def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sa
                  n_gen:int=200, # generations for grammaticality (0: skip)
                  probes:bool=True, # fit linear-probe ceilings
                  progress:bool=True, # progress bars
+                 allow_mismatch:bool=False, # evaluate on activations or a model other than the SAE's (recorded)
                 ) -> dict:
     "All evaluation figures of one SAE as a dict (tables as DataFrames, the density as an array)."
     sae = load_sae(sae_dir) if not isinstance(sae_dir, SAE) else sae_dir
@@ -518,9 +519,13 @@ def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sa
     if store.d != sae.cfg.d_in:
         raise InputError(f"the store's activations have width {store.d} but the SAE takes {sae.cfg.d_in}: "
                          "pass the store of the hook the SAE was trained on")
+    if isinstance(model, (str, Path)): model = load_model(model)
+    overrides = [check_sae_store(sae, store, allow_mismatch)] + ([check_store_model(store, model, allow_mismatch)]
+                                                                  if model is not None else [])
     hook = store.manifest.get('hook')
     res = {'sae': str(sae_dir) if not isinstance(sae_dir, SAE) else None, 'arch': sae.arch, 'd_sae': sae.cfg.d_sae,
            'store': str(store.path), 'split': store.split, 'hook': hook}
+    if any(overrides): res['provenance_overrides'] = [o for o in overrides if o]
     rec = reconstruction_metrics(sae, store, n_rows, progress=progress)
     res['density'] = rec.pop('density'); res['reconstruction'] = rec
     if model is not None: _model_figures(res, sae, store, hook, model, n_seqs, n_gen)
@@ -627,9 +632,8 @@ def _sae_dirs(sae:str, acts:str) -> list:
     if not acts:
         raise InputError("--acts is required: the activation store (saenb_cache --out DIR/HOOK) the SAE was trained on")
     dirs = [Path(s.strip()) for s in sae.split(',') if s.strip()]
-    for d in dirs:
-        if not (d/'config.json').exists():
-            raise InputError(f"{d} is not an SAE directory (no config.json): pass the --out of saenb_train_sae")
+    for d in dirs:  # any format `load_sae` reads (saenb, SAELens, sparsify); it says what is wrong with the rest
+        if not d.is_dir(): raise MissingInput(f"no SAE directory at {d}: pass the --out of saenb_train_sae")
     return dirs
 
 # %% ../nbs/08_eval.ipynb #53ed3d34
@@ -642,20 +646,20 @@ def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (requir
                n_seqs:int=256, # contexts for the downstream losses
                n_gen:int=200, # generations for grammaticality (0: skip)
                no_probes:bool=False, # skip the linear-probe ceilings
+               allow_mismatch:bool=False, # evaluate on activations or a model other than the SAEs' (recorded in eval.json)
                quiet:bool=False, # no progress bars
               ):
     "Evaluate SAEs; write eval.json and an offline HTML report per SAE (and pareto.html for several)."
     with command_errors('saenb_eval'):
         dirs = _sae_dirs(sae, acts)
-        m = None
-        if model:
-            m = load_model(model); m.saenb_path = model
+        m = load_model(model) if model else None
         results = []
         for d in dirs:
             r = evaluate_sae(d, acts, m, n_rows=n_rows, n_seqs=n_seqs, n_gen=n_gen, probes=not no_probes,
-                             progress=not quiet)
+                             progress=not quiet, allow_mismatch=allow_mismatch)
             dest = Path(out)/d.name if out and len(dirs) > 1 else Path(out or d)
-            write_report(r, dest); results.append(dest/'eval.json')
+            with output_lock(dest): write_report(r, dest)
+            results.append(dest/'eval.json')
             best = ({'best_auroc': float(r['concept_summary'].best_auroc.max())}
                     if 'concept_summary' in r and len(r['concept_summary']) else {})
             print(json.dumps({'sae': str(d), 'out': str(dest), **jsonable(r['reconstruction']),

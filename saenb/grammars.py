@@ -14,7 +14,7 @@ from .utils import check, InputError
 # %% auto #0
 __all__ = ['LANGUAGES', 'BRACKET_PAIRS', 'EXPR_OPS', 'ENGLISH_GRAMMAR', 'Tree', 'PCFG', 'sample', 'parse', 'accepts', 'Concept',
            'register_language', 'Language', 'get_language', 'is_grammatical', 'Dyck', 'Expr', 'PCFGLanguage', 'English',
-           'plot_tree', 'plot_depth']
+           'language_spec', 'language_from_spec', 'plot_tree', 'plot_depth']
 
 # %% ../nbs/01_grammars.ipynb #e34070e8
 @dataclass
@@ -670,6 +670,17 @@ class English(PCFGLanguage):
         self.grammar = PCFG.from_string(ENGLISH_GRAMMAR)
     @property
     def hparams(self): return asdict(self)
+
+# %% ../nbs/01_grammars.ipynb #962536bc
+def language_spec(lang:Language) -> dict:
+    "What rebuilds `lang` in another process: its name and hyperparameters, as JSON."
+    return {'name': lang.name, 'hparams': lang.hparams}
+
+def language_from_spec(spec:dict) -> Language:
+    "The language a `language_spec` describes."
+    if not isinstance(spec, dict) or 'name' not in spec:
+        raise InputError(f"not a language description (no 'name'): {str(spec)[:80]}")
+    return get_language(spec['name'], **(spec.get('hparams') or {}))
 
 # %% ../nbs/01_grammars.ipynb #a0239aae
 def plot_tree(tree:Tree, title:str=None):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_model.ipynb #6c768fc1
 from __future__ import annotations
-import copy, json
+import copy, hashlib, json
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
@@ -16,13 +16,13 @@ from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_native
 from transformer_lens.model_bridge.sources.native.model import NativeModel
-from .utils import write_atomic, InputError
-from .grammars import get_language
-from .data import Tokenizer
+from .utils import write_atomic, write_json, InputError, path_record
+from .grammars import language_spec, language_from_spec
+from .data import Tokenizer, language_fingerprint
 
 # %% auto #0
-__all__ = ['GPTConfig', 'check_gpt_config', 'build_model', 'core_module', 'next_token_loss', 'save_model', 'load_tokenizer',
-           'load_language', 'load_gpt_config', 'load_model', 'train_flops_per_token']
+__all__ = ['GPTConfig', 'check_gpt_config', 'build_model', 'core_module', 'next_token_loss', 'model_fingerprint', 'save_model',
+           'load_tokenizer', 'load_language', 'load_gpt_config', 'load_model', 'train_flops_per_token']
 
 # %% ../nbs/03_model.ipynb #38028cd4
 @dataclass
@@ -97,6 +97,16 @@ def next_token_loss(logits:torch.Tensor, # [batch, pos, d_vocab] logits
     if pad_id is not None: targets = targets.masked_fill(targets == pad_id, -100)
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
+# %% ../nbs/03_model.ipynb #207db883
+def model_fingerprint(model) -> str: # a `TransformerBridge` (or any `nn.Module`)
+    "A short hash of the model's parameter names and fp32 values: equal exactly when the weights are."
+    fp = getattr(model, 'saenb_fingerprint', None)  # set by `load_model` (and `load_any_model`)
+    if fp is not None: return fp
+    h = hashlib.sha256()
+    for n, p in model.named_parameters():
+        h.update(n.encode()); h.update(p.detach().to('cpu', torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
 # %% ../nbs/03_model.ipynb #5f01409d
 def save_model(model:TransformerBridge, # the model to save
                cfg:GPTConfig, # its architecture
@@ -104,17 +114,20 @@ def save_model(model:TransformerBridge, # the model to save
                tokenizer=None, # a `saenb.data.Tokenizer`, saved as `tokenizer.json`
                language=None, # a `saenb.grammars.Language`, saved as its name and hyperparameters
                metrics=None, # a pandas DataFrame of training metrics, saved as `metrics.csv`
+               data=None, # the corpus directory it was trained on, recorded in `provenance.json`
               ) -> Path:
-    "Write `model` to the directory `out` as safetensors weights plus JSON config."
+    "Write `model` to the directory `out` as safetensors weights plus JSON config and provenance."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to('cpu', torch.float32).contiguous() for k, v in model.state_dict().items()}
     write_atomic(out/'model.safetensors', lambda p: save_file(state, p))
     write_atomic(out/'config.json', lambda p: p.write_text(json.dumps(asdict(cfg), indent=2)))
     if tokenizer is not None: write_atomic(out/'tokenizer.json', tokenizer.save)
     if language is not None:
-        spec = {'name': language.name, 'hparams': language.hparams}
-        write_atomic(out/'language.json', lambda p: p.write_text(json.dumps(spec, indent=2)))
+        write_atomic(out/'language.json', lambda p: p.write_text(json.dumps(language_spec(language), indent=2)))
     if metrics is not None: write_atomic(out/'metrics.csv', lambda p: metrics.to_csv(p, index=False))
+    lang_fp = language_fingerprint(language, tokenizer) if language is not None and tokenizer is not None else None
+    write_json(out/'provenance.json', {'fingerprint': model_fingerprint(model), 'language': lang_fp,
+                                       'data': path_record(data, out) if data is not None else None})
     return out
 
 # %% ../nbs/03_model.ipynb #6edf0e89
@@ -133,8 +146,9 @@ def load_language(path:str|Path, # a directory written by `save_model`
     f = Path(path)/'language.json'
     if not f.exists():
         raise InputError(f"{path} has no language.json; save the model with save_model(..., language=corpus.language).")
-    d = json.loads(f.read_text())
-    return get_language(d['name'], **d['hparams'])
+    try: spec = json.loads(f.read_text())
+    except ValueError as e: raise InputError(f"{f} is not valid JSON ({e}): save the model again") from None
+    return language_from_spec(spec)
 
 # %% ../nbs/03_model.ipynb #2e3fc06f
 def load_gpt_config(path:str|Path, # a directory written by `save_model`
@@ -151,7 +165,7 @@ def load_gpt_config(path:str|Path, # a directory written by `save_model`
 def load_model(path:str|Path, # a directory written by `save_model`
                device:str|torch.device|None=None, # where to put the weights
               ) -> TransformerBridge:
-    "The `TransformerBridge` saved in `path`, in eval mode, with any saved tokenizer as `.saenb_tokenizer`."
+    "The `TransformerBridge` saved in `path`, in eval mode; `.saenb_tokenizer`, `.saenb_path`, `.saenb_fingerprint` set."
     path = Path(path); cfg = load_gpt_config(path)
     f = path/'model.safetensors'
     if not f.exists():
@@ -167,6 +181,7 @@ def load_model(path:str|Path, # a directory written by `save_model`
                          "config.json and model.safetensors come from different models.") from e
     if device is not None: model = model.to(device)
     if (path/'tokenizer.json').exists(): model.saenb_tokenizer = load_tokenizer(path)
+    model.saenb_path, model.saenb_fingerprint = str(path.resolve()), model_fingerprint(model)
     return model.eval()
 
 # %% ../nbs/03_model.ipynb #581a3324

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06b_sae_io.ipynb #6e508645
 from __future__ import annotations
-import json
+import json, warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,33 +14,37 @@ from fastcore.script import call_parse
 from safetensors import SafetensorError
 from safetensors.torch import save_file, load_file
 from .utils import write_atomic, jsonable, positive_int, InputError, MissingInput, command_errors
+from .cache import store_provenance
 from .sae import SAE, SAE_REGISTRY, make_sae
 
 # %% auto #0
 __all__ = ['SAENB_FORMAT', 'SAE_FORMATS', 'SAELENS_FORMAT_VERSION', 'save_sae', 'register_sae_format', 'load_sae',
-           'saelens_archs', 'export_saelens', 'saenb_export_saelens']
+           'check_sae_store', 'saelens_archs', 'export_saelens', 'saenb_export_saelens']
 
 # %% ../nbs/06b_sae_io.ipynb #b7b4b2ce
 SAENB_FORMAT = 1
 
 def save_sae(sae:SAE, # the SAE
              path, # directory to write (replaced if it exists)
-             metrics:dict=None) -> Path: # written to metrics.json
-    "Write `sae` to directory `path` atomically: config.json, model.safetensors, metrics.json."
+             metrics:dict=None, # written to metrics.json
+             provenance:dict=None) -> Path: # what it was trained on, written to provenance.json
+    "Write `sae` to directory `path` atomically: config.json, model.safetensors, metrics.json (and provenance.json)."
     def fill(tmp):
         cfg = {'saenb_format': SAENB_FORMAT, **asdict(sae.cfg)}
         (tmp / 'config.json').write_text(json.dumps(cfg, indent=1))
         state = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
         save_file(state, str(tmp / 'model.safetensors'))
         (tmp / 'metrics.json').write_text(json.dumps(jsonable(metrics or {}), indent=1))
+        if provenance is not None: (tmp / 'provenance.json').write_text(json.dumps(jsonable(provenance), indent=1))
     return write_atomic(path, fill, mkdir=True)
 
 # %% ../nbs/06b_sae_io.ipynb #bb1c1dd8
 @patch
 def save(self:SAE, path, # directory to write, e.g. `out/sae_0` (replaced if it exists)
-         metrics:dict=None) -> Path: # evaluation results written to metrics.json
+         metrics:dict=None, # evaluation results written to metrics.json
+         provenance:dict=None) -> Path: # what it was trained on, written to provenance.json
     "Write `config.json`, `model.safetensors` and `metrics.json` to `path` atomically (`save_sae`)."
-    return save_sae(self, path, metrics)
+    return save_sae(self, path, metrics, provenance)
 
 # %% ../nbs/06b_sae_io.ipynb #57223bfb
 def _read_json(p:Path, what:str):
@@ -81,6 +85,8 @@ def _load_saenb(path:Path) -> SAE:
     sae.load_state_dict({k: v.to(want[k].dtype) for k, v in state.items()})
     m = path / 'metrics.json'
     sae.saved_metrics = _read_json(m, 'metrics.json') if m.exists() else {}
+    p = path / 'provenance.json'
+    sae.provenance = _read_json(p, 'provenance.json') if p.exists() else {}
     return sae
 
 # %% ../nbs/06b_sae_io.ipynb #a85d421e
@@ -106,6 +112,21 @@ def load_sae(path) -> SAE: # a directory written by `SAE.save` (or another regis
     present = sorted(p.name for p in path.iterdir())
     known = ', '.join(f"{n} ({files})" if files else n for n, (_, _, files) in SAE_FORMATS.items())
     raise InputError(f"{path} is not a known SAE directory (has {present}); known formats: {known}")
+
+# %% ../nbs/06b_sae_io.ipynb #ac2d493f
+def check_sae_store(sae:SAE, # an SAE, from `load_sae`
+                    store, # the `ActivationStore` it is to read
+                    allow_mismatch:bool=False, # go ahead anyway (the returned reason should be recorded)
+                   ) -> str|None:
+    "Refuse `store` unless it holds the kind of activations `sae` was trained on; with `allow_mismatch`, warn, say why."
+    prov = getattr(sae, 'provenance', None) or {}
+    want, got = prov.get('activations'), store_provenance(store).get('activations')
+    if want is None or got is None or want == got: return None  # nothing recorded on one side, or the same
+    msg = (f"the SAE was trained on {(prov.get('acts') or {}).get('abs', 'other activations')} (activations {want}), "
+           f"but {store.path} holds activations of another model or hook ({got}): pass the activations it was "
+           "trained on, or --allow_mismatch (allow_mismatch=True)")
+    if not allow_mismatch: raise InputError(msg)
+    warnings.warn(msg); return msg
 
 # %% ../nbs/06b_sae_io.ipynb #238acee2
 SAELENS_FORMAT_VERSION = '6.54.12'  # the SAELens release whose cfg.json layout `export_saelens` writes
@@ -190,7 +211,7 @@ def _load_saelens(path:Path) -> SAE:
         try: sae = cls.from_saelens(state, c, meta); break
         except ValueError as e:
             if i == len(ranked) - 1: raise InputError(f"{path}: {e}") from None
-    sae.saved_metrics = {}
+    sae.saved_metrics, sae.provenance = {}, {}
     sae.source = {'format': 'saelens', 'architecture': arch,
                   **{k: meta[k] for k in ('hook_name', 'model_name') if meta.get(k) is not None}}
     return sae
@@ -223,7 +244,7 @@ def _load_sparsify(path:Path) -> SAE:
     if c.get('transcode', False): sae = make_sae('transcoder', d_in=d_in, d_sae=d_sae, d_out=d_in, k=k)
     else: sae = make_sae('topk', d_in=d_in, d_sae=d_sae, k=k, normalize_decoder=nd)
     sae = sae.copy_weights_(t)
-    sae.saved_metrics = {}
+    sae.saved_metrics, sae.provenance = {}, {}
     sae.source = {'format': 'sparsify', 'multi_topk': bool(c.get('multi_topk', False))}
     return sae
 

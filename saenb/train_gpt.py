@@ -20,7 +20,7 @@ from fastcore.script import call_parse, store_true
 from .model import (GPTConfig, build_model, core_module, next_token_loss, save_model, load_model,
                          load_gpt_config, load_tokenizer, load_language)
 from .utils import (write_atomic, lr_factor, setup_distributed, check_replicas, in_notebook, LiveLossPlot,
-                        InputError, command_errors)
+                         InputError, command_errors, output_lock)
 from .data import load_corpus, pack
 from .grammars import get_language
 
@@ -254,28 +254,20 @@ def _train_step(step:int, net, ddp, optimizer, rows:torch.Tensor, pad_id:int|Non
                 elapsed_s=time.perf_counter() - t0)
 
 # %% ../nbs/04_train_gpt.ipynb #03f94086
-def _finish_run(model, net, cfg:GPTConfig, out:Path, corpus, rows_log:list, rank:int, world:int):
+def _finish_run(model, net, cfg:GPTConfig, out:Path, corpus, rows_log:list, rank:int, world:int, data_dir=None):
     "Save the trained model with its metrics (rank 0), check that the processes agree, and end the process group."
     metrics = pd.DataFrame(rows_log)
-    if rank == 0: save_model(model, cfg, out, tokenizer=corpus.tokenizer, language=corpus.language, metrics=metrics)
+    if rank == 0:
+        save_model(model, cfg, out, tokenizer=corpus.tokenizer, language=corpus.language, metrics=metrics, data=data_dir)
     if world > 1:
         check_replicas(net, out if rank == 0 else None)
         dist.barrier(); dist.destroy_process_group()
 
-# %% ../nbs/04_train_gpt.ipynb #5f72b23b
-def train_gpt(data, # a `saenb.data.Corpus`, or the directory it was saved to
-              out:str|Path, # directory for the model, metrics and checkpoints
-              cfg:GPTConfig|None=None, # architecture (default: `GPTConfig()`); d_vocab comes from the tokenizer
-              tc:TrainConfig|None=None, # training settings (default: `TrainConfig()`)
-              device:str='cpu', # 'cpu', 'cuda' or 'cuda:N' (under torchrun: each process's own GPU)
-              resume:bool=False, # continue from `out/checkpoint` if it exists
-              progress:bool=True, # show a tqdm bar
-              live_plot:bool|None=None, # draw the loss curve (default: when in a notebook)
-              on_step=None, # called as on_step(step, metrics_row) after each step
-             ):
-    "Train a GPT on `data`; return the trained `TransformerBridge` (with `.saenb_tokenizer`)."
-    cfg, tc, out = cfg or GPTConfig(), tc or TrainConfig(), Path(out)
-    corpus = _as_corpus(data); tok = corpus.tokenizer
+# %% ../nbs/04_train_gpt.ipynb #1c9ca946
+def _train_gpt(corpus, out:Path, cfg:GPTConfig, tc:TrainConfig, device:str, resume:bool, progress:bool, live_plot, on_step,
+               data_dir):
+    "`train_gpt`'s run, with its output locked."
+    tok = corpus.tokenizer
     cfg, rank, world, dev, ckpt_dir = _setup_run(corpus, out, cfg, tc, device, resume)
     train_rows, val_rows, pad_id = _training_rows(corpus, cfg, tc)
     model, net, ddp, optimizer, start, metrics = _setup_model(cfg, tc, dev, ckpt_dir, resume, world)
@@ -305,9 +297,27 @@ def train_gpt(data, # a `saenb.data.Corpus`, or the directory it was saved to
             if world > 1: dist.barrier()
         if on_step is not None: on_step(step + 1, row)
     bar.close()
-    _finish_run(model, net, cfg, out, corpus, rows_log, rank, world)
+    _finish_run(model, net, cfg, out, corpus, rows_log, rank, world, data_dir)
     model.saenb_tokenizer = tok
     return model.eval()
+
+# %% ../nbs/04_train_gpt.ipynb #5f72b23b
+def train_gpt(data, # a `saenb.data.Corpus`, or the directory it was saved to
+              out:str|Path, # directory for the model, metrics and checkpoints
+              cfg:GPTConfig|None=None, # architecture (default: `GPTConfig()`); d_vocab comes from the tokenizer
+              tc:TrainConfig|None=None, # training settings (default: `TrainConfig()`)
+              device:str='cpu', # 'cpu', 'cuda' or 'cuda:N' (under torchrun: each process's own GPU)
+              resume:bool=False, # continue from `out/checkpoint` if it exists
+              progress:bool=True, # show a tqdm bar
+              live_plot:bool|None=None, # draw the loss curve (default: when in a notebook)
+              on_step=None, # called as on_step(step, metrics_row) after each step
+             ):
+    "Train a GPT on `data`; return the trained `TransformerBridge` (with `.saenb_tokenizer`)."
+    cfg, tc, out = cfg or GPTConfig(), tc or TrainConfig(), Path(out)
+    corpus = _as_corpus(data)
+    data_dir = data if isinstance(data, (str, Path)) else None  # recorded in the model's provenance.json
+    with output_lock(out) if int(os.environ.get('RANK', 0)) == 0 else nullcontext():  # rank 0 writes for all ranks
+        return _train_gpt(corpus, out, cfg, tc, device, resume, progress, live_plot, on_step, data_dir)
 
 # %% ../nbs/04_train_gpt.ipynb #5ffd7315
 def _pick_next(logits:torch.Tensor, temperature:float, top_k:int|None, gen:torch.Generator) -> torch.Tensor:

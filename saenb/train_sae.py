@@ -5,6 +5,7 @@
 # %% ../nbs/07_train_sae.ipynb #63f2ff12
 from __future__ import annotations
 import ctypes, functools, json, math, os, sys, time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import pandas as pd, torch
@@ -13,9 +14,10 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 from fastcore.script import call_parse, Param
 from .utils import (write_atomic, lr_factor, LiveLossPlot, in_notebook, setup_distributed, check_replicas,
-                        InputError, MissingInput, OutputExists, command_errors)
+                         InputError, MissingInput, OutputExists, command_errors, output_lock, path_record)
 from .model import load_model
-from .cache import ActivationStore, capture, splice, store_sequences
+from .cache import (ActivationStore, capture, splice, store_sequences, store_provenance, store_model,
+                         check_store_model)
 from .sae import SAE, SAE_REGISTRY, make_sae, resample_dead_latents
 from .sae_io import load_sae
 
@@ -166,6 +168,11 @@ class RunData:
         "Mean norms of the inputs and targets as the SAE sees them (times their scales), for `make_optimizer`."
         n = self.scale * float(self.store.stats['mean_norm'])
         return n, (self.tscale * float(self.tstore.stats['mean_norm']) if self.tstore is not None else n)
+
+    def provenance(self, out) -> dict:
+        "What an SAE trained on this data records in its `provenance.json` (saved in `out`)."
+        where = path_record(self.store.path, out) if out is not None else {'abs': str(Path(self.store.path).absolute())}
+        return {'acts': where, 'activations': store_provenance(self.store).get('activations')}
 
     def build_sae(self, tc:SAETrainConfig, dev:torch.device) -> SAE:
         "The run's SAE, built from its seed and initialised on the first 16,384 rows of a seeded permutation."
@@ -328,6 +335,7 @@ def causal_term(store:ActivationStore, # the run's store from `saenb_cache` (man
                 seed:int=0, # seed of the contexts drawn and of the interpolation
                 n_seqs:int=4096, # contexts to draw from (the store's first ones)
                 device=None, # where the SAE trains (the model is moved there)
+                allow_mismatch:bool=False, # use a model other than the one the store was cached from (recorded)
                ):
     "The causal term of a run as a function `term(sae, step) -> loss`, drawing `rows` contexts of the store per step."
     hook = store.manifest.get('hook')
@@ -335,12 +343,12 @@ def causal_term(store:ActivationStore, # the run's store from `saenb_cache` (man
         raise InputError(f"causal_coeff needs a store written by saenb_cache (its manifest names the hook); "
                          f"{store.path} has none")
     if model is None:
-        model = store.manifest.get('model')
-        if model is None or not (Path(str(model))/'config.json').exists():
-            raise InputError("causal_coeff needs the model the activations came from: pass model= "
-                             "(a TransformerBridge or saenb model directory; --model on the command line)")
-    if isinstance(model, (str, Path)):
-        model = load_model(model)
+        model = store_model(store)
+        if model is None:
+            raise InputError(f"causal_coeff needs the model the activations came from, and {store.path} does not record "
+                             "where it is: pass model= (a TransformerBridge or saenb model directory; --model)")
+    if isinstance(model, (str, Path)): model = load_model(model)
+    override = check_store_model(store, model, allow_mismatch)
     tok = getattr(model, 'saenb_tokenizer', None)
     if tok is None:
         raise InputError("causal_coeff needs the model's tokenizer: load the model with saenb.model.load_model(dir)")
@@ -352,6 +360,7 @@ def causal_term(store:ActivationStore, # the run's store from `saenb_cache` (man
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
         ids = seqs[torch.randint(len(seqs), (max(2, rows),), generator=g)]
         return causal_loss(model, hook, _RawScale(sae, scale), ids, pad_id=tok.pad_id, seed=seed * 1_000_003 + step)
+    term.override = override  # why a mismatched model was accepted, for the run's summary
     return term
 
 # %% ../nbs/07_train_sae.ipynb #828e4cd7
@@ -465,11 +474,12 @@ def finish_run(r:SAERun, # the run
 def save_run(r:SAERun, # the finished run
              out:Path, # directory to write (None: keep in memory)
              summary:dict, # its final figures
+             provenance:dict=None, # what it was trained on (`RunData.provenance`), written to provenance.json
             ) -> SAETrainResult:
     "Write the SAE with metrics.json, history.csv and train_config.json; return the result."
     hist = pd.DataFrame(r.history)
     if out is not None:
-        r.sae.save(out, metrics=summary)
+        r.sae.save(out, metrics=summary, provenance=provenance)
         write_atomic(out/'history.csv', lambda p: hist.to_csv(p, index=False))
         write_atomic(out/'train_config.json', lambda p: p.write_text(json.dumps(asdict(r.tc), indent=2)))
     return SAETrainResult(r.sae, hist, summary, out)
@@ -516,6 +526,23 @@ def _train_steps(run:SAERun, data:RunData, step:int, ckpt:Path, dev:torch.device
     bar.close()
     return step, time.perf_counter() - t0
 
+# %% ../nbs/07_train_sae.ipynb #4701c42c
+def _run_and_save(run:SAERun, data:RunData, out:Path, resume:bool, dev, rank:int, world:int, progress:bool, callback):
+    "Train `run` (from its checkpoint with `resume`), measure it and save it with its provenance."
+    tc, sae = run.tc, run.sae
+    ckpt, step0 = _start_step(run, data, out, resume)
+    step, seconds = _train_steps(run, data, step0, ckpt, dev, rank, world, progress, callback)
+    summary = finish_run(run, data.val_x.to(dev), data.val_y.to(dev) if data.val_y is not None else None, step, seconds,
+                         (step - step0) * tc.batch_size * tc.grad_accum, data.scale, data.tscale, data.in_sample)
+    if world > 1:
+        prints = check_replicas(sae)  # warns if the processes' weights differ
+        summary.update(processes=world, replicas_equal=len(set(prints)) == 1)
+    override = getattr(getattr(run, 'causal', None), 'override', None)
+    if override: summary['provenance_override'] = override
+    res = save_run(run, out if rank == 0 else None, summary, data.provenance(out))
+    if world > 1: dist.barrier(); dist.destroy_process_group()
+    return res
+
 # %% ../nbs/07_train_sae.ipynb #da1580f6
 def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, or `ActivationStore`
               out:str|Path=None, # directory to write the SAE to (and its checkpoint)
@@ -527,6 +554,7 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
               callback=None, # called as `callback(step, sae)` after every optimizer step
               distributed:bool=None, # data-parallel under `torchrun` (default: if WORLD_SIZE > 1; a sweep passes False)
               model=None, # with `causal_coeff`: the activations' model (default: the store's, if a model directory)
+              allow_mismatch:bool=False, # with `causal_coeff`: accept a model other than the store's (recorded)
               **kwargs, # SAETrainConfig fields, and the architecture's settings (e.g. k=32)
              ) -> SAETrainResult:
     "Train an SAE on cached activations (data-parallel when run under `torchrun`)."
@@ -541,18 +569,11 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
     opt = make_optimizer(sae, tc, *data.norms)
     run = SAERun(tc, sae, opt, world=world)
     if tc.causal_coeff:
-        run.causal = causal_term(data.store, model, data.scale, tc.causal_rows, tc.seed + rank, device=dev)
+        run.causal = causal_term(data.store, model, data.scale, tc.causal_rows, tc.seed + rank, device=dev,
+                                 allow_mismatch=allow_mismatch)
     out = Path(out) if out is not None else None
-    ckpt, step0 = _start_step(run, data, out, resume)
-    step, seconds = _train_steps(run, data, step0, ckpt, dev, rank, world, progress, callback)
-    summary = finish_run(run, data.val_x.to(dev), data.val_y.to(dev) if data.val_y is not None else None, step, seconds,
-                         (step - step0) * tc.batch_size * tc.grad_accum, data.scale, data.tscale, data.in_sample)
-    if world > 1:
-        prints = check_replicas(sae)  # warns if the processes' weights differ
-        summary.update(processes=world, replicas_equal=len(set(prints)) == 1)
-    res = save_run(run, out if rank == 0 else None, summary)
-    if world > 1: dist.barrier(); dist.destroy_process_group()
-    return res
+    with output_lock(out) if out is not None and rank == 0 else nullcontext():  # rank 0 writes for every process
+        return _run_and_save(run, data, out, resume, dev, rank, world, progress, callback)
 
 # %% ../nbs/07_train_sae.ipynb #d18d4828
 def _sae_kwargs(k=None, sparsity_coeff=None, target_l0=None, sparsity=None, sae:str=None) -> dict:
@@ -598,6 +619,7 @@ def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.saf
                     checkpoint_every:int=0, # checkpoint every this many steps (0: off)
                     causal_coeff:float=0., # causal term weight (needs the model: --model, or a store from saenb_cache)
                     model:str=None, # with --causal_coeff: the saenb model directory (default: the store's model)
+                    allow_mismatch:bool=False, # with --causal_coeff: accept a model other than the store's (recorded)
                     device:str='cpu', # cpu, cuda or cuda:N
                     dtype:str='bf16', # matmul precision: bf16 (autocast) or fp32
                     seed:int=0, # seed of initialization and data order
@@ -611,6 +633,6 @@ def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.saf
                         arch=arch, exp_factor=exp_factor, d_sae=d_sae, n_tokens=n_tokens, batch_size=batch_size, lr=lr,
                         lr_schedule=lr_schedule, warmup_steps=warmup_steps, patience=patience,
                         resample_every=resample_every, checkpoint_every=checkpoint_every, device=device,
-                        bf16=dtype == 'bf16', seed=seed, causal_coeff=causal_coeff, model=model,
+                        bf16=dtype == 'bf16', seed=seed, causal_coeff=causal_coeff, model=model, allow_mismatch=allow_mismatch,
                         **_sae_kwargs(k, sparsity_coeff, target_l0, sparsity, sae))
     if res.out is not None: print(json.dumps({**res.summary, 'out': str(res.out)}))  # under torchrun, rank 0 reports

@@ -1,5 +1,5 @@
 "Other tools' formats: SAELens export and import, sparsify import, the export command; SAELens's own loader agrees with saenb."
-import json, os, shutil, subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
@@ -11,6 +11,9 @@ from saenb.sae import SAE_REGISTRY, make_sae, synthetic_sparse_data, quick_train
 from saenb.sae_io import load_sae, export_saelens, saelens_archs
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO/'benchmarks'))   # SAELens's virtual environment is found or built where the benchmark's is
+import _common
+from _common import saelens_python, saelens_venv, SAELensUnavailable
 SAELENS_ARCHS = saelens_archs()   # every registered architecture SAELens has, read from the registry
 KW = {a: SAE_REGISTRY[a].example for a in SAELENS_ARCHS}
 VARIANTS = [(a, KW[a]) for a in KW] + [('relu', dict(sparsity_coeff=0.1, weighted_l1=True))]
@@ -159,10 +162,11 @@ def test_cli(tmp_path):
 
 # ---- SAELens's own loader
 
-def saelens_python():
-    "The Python of an environment with SAELens installed (SAELens pins transformer-lens<4, so it lives in its own venv), or None."
-    cands = [os.environ.get('SAENB_SAELENS_PYTHON'), '/work/saelens_venv/bin/python', str(REPO / 'benchmarks/.saelens_venv/bin/python')]
-    return next((c for c in cands if c and Path(c).is_file() and os.access(c, os.X_OK)), None)
+@pytest.fixture(scope='module')
+def saelens_py():
+    "SAELens's interpreter: its virtual environment under ~/.cache/saenb is built on first use (about 1.5 minutes, once)."
+    try: return saelens_python()
+    except SAELensUnavailable as e: pytest.skip(str(e))   # no network to the package index: nothing the project can fix
 
 WORKER = '''
 import sys, numpy as np, torch
@@ -175,12 +179,9 @@ for d in sys.argv[2:]:
 '''
 
 @pytest.fixture(scope='module')
-def saelens_outputs(tmp_path_factory):
+def saelens_outputs(tmp_path_factory, saelens_py):
     "Export every variant, then load them all with SAELens's `SAE.load_from_disk` in one run of SAELens's interpreter."
-    py = saelens_python()
-    if py is None:
-        pytest.skip("no SAELens interpreter: set SAENB_SAELENS_PYTHON to the python of a venv with sae-lens installed "
-                    "(or create /work/saelens_venv or benchmarks/.saelens_venv)")
+    py = saelens_py
     tmp = tmp_path_factory.mktemp('saelens')
     dirs = [str(export_saelens(trained(i), tmp / IDS[i])) for i in range(len(VARIANTS))]
     np.save(tmp / 'x.npy', XT.numpy())
@@ -233,10 +234,9 @@ for d in sorted(p for p in out.iterdir() if p.is_dir()):
     with torch.no_grad(): np.savez(str(d) + ".npz", codes=sae.encode(x).numpy(), fwd=sae(x).numpy(), arch=sae.cfg.architecture())
 '''
 
-def test_saelens_written_dirs_load(tmp_path):
+def test_saelens_written_dirs_load(tmp_path, saelens_py):
     "Directories written by SAELens itself (with its folding options on) load into saenb and compute what SAELens computes."
-    py = saelens_python()
-    if py is None: pytest.skip("no SAELens interpreter: set SAENB_SAELENS_PYTHON to the python of a venv with sae-lens installed")
+    py = saelens_py
     np.save(tmp_path / 'x.npy', XT.numpy())
     (tmp_path / 'm.py').write_text(MAKER)
     (tmp_path / 'sl').mkdir()
@@ -254,3 +254,50 @@ def test_saelens_written_dirs_load(tmp_path):
         np.testing.assert_array_equal(o['codes'] != 0, codes != 0, err_msg=name)
         np.testing.assert_allclose(o['codes'], codes, atol=1e-4, rtol=1e-5, err_msg=name)
         np.testing.assert_allclose(o['fwd'], recon, atol=1e-4, rtol=1e-5, err_msg=name)
+
+# ---- SAELens's virtual environment: built once, atomically, by one process at a time
+
+def test_saelens_venv_interrupted_build(tmp_path, monkeypatch):
+    "A build that fails (or is killed) leaves no environment to be taken for a finished one; the next call builds it anew."
+    final = tmp_path/f'saelens-venv-{_common.TORCH_VERSION}'
+    def killed(tmp, final, requirements, log):
+        (tmp/'bin').mkdir(parents=True); (tmp/'bin'/'python').symlink_to(sys.executable)   # looks usable, is not done
+        raise KeyboardInterrupt
+    monkeypatch.setattr(_common, '_build_venv', killed)
+    with pytest.raises(KeyboardInterrupt): saelens_venv(tmp_path, requirements=[], log=open(os.devnull, 'w'))
+    assert not final.exists() and not list(tmp_path.glob('*.tmp*'))
+    (tmp_path/f'{final.name}.tmp1'/'bin').mkdir(parents=True)   # a build killed with -9 leaves its temporary directory
+    monkeypatch.undo()
+    log = tmp_path/'log.txt'
+    with open(log, 'w') as f: assert saelens_venv(tmp_path, requirements=[], log=f) == final
+    assert 'building' in log.read_text() and not list(tmp_path.glob('*.tmp*'))
+    assert json.loads((final/'saenb-build.json').read_text())['requirements'] == []
+    r = subprocess.run([final/'bin'/'python', '-c', 'import sys; print(sys.prefix)'], capture_output=True, text=True)
+    assert r.stdout.strip() == str(final)   # renamed into place, it still runs as itself
+    with open(log, 'w') as f: assert saelens_venv(tmp_path, requirements=[], log=f) == final
+    assert log.read_text() == ''   # reused, not rebuilt
+
+def test_saelens_venv_one_builder(tmp_path):
+    "While one process builds the environment, a second waits for it and then uses what it built."
+    import fcntl
+    final = tmp_path/f'saelens-venv-{_common.TORCH_VERSION}'
+    code = f"import sys; sys.path.insert(0, {str(REPO/'benchmarks')!r}); from _common import saelens_venv; " \
+           f"print(saelens_venv({str(tmp_path)!r}, requirements=[]))"
+    with open(tmp_path/f'{final.name}.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX); lock.write('4242'); lock.flush()   # this process is the builder
+        p = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = p.stderr.readline()   # returns once the second process has met the lock
+            assert line.startswith('waiting for process 4242, which is building'), line
+            (final/'bin').mkdir(parents=True); (final/'bin'/'python').symlink_to(sys.executable)   # the build completes
+        except BaseException: p.kill(); raise
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and out.strip() == str(final) and err == '', err
+    assert not (final/'saenb-build.json').exists()   # not built a second time
+
+def test_saelens_python_env_var(monkeypatch, tmp_path):
+    "SAENB_SAELENS_PYTHON names the interpreter to use; one that does not exist is an error, not a silent rebuild."
+    monkeypatch.setenv('SAENB_SAELENS_PYTHON', sys.executable)
+    assert saelens_python() == sys.executable
+    monkeypatch.setenv('SAENB_SAELENS_PYTHON', str(tmp_path/'nope'))
+    with pytest.raises(RuntimeError, match='is not an executable file: point it at the python'): saelens_python()
