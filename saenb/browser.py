@@ -11,13 +11,15 @@ import numpy as np, pandas as pd, torch
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 from fastcore.script import call_parse
+from safetensors import SafetensorError
 from safetensors.torch import save_file, load_file
-from .utils import write_atomic, InputError, MissingInput, command_errors, output_lock, check_positive
-from .model import load_model
-from .cache import ActivationStore, capture, store_model, check_store_model
+from .utils import (write_atomic, InputError, MissingInput, command_errors, output_lock, check_positive, check,
+                         path_record, resolve_record, fingerprint)
+from .model import load_model, model_fingerprint
+from .cache import ActivationStore, capture, store_model, check_store_model, store_provenance
 from .sae import SAE
 from .sae_io import load_sae, check_sae_store
-from .eval import concept_scores
+from .eval import concept_scores, check_model_store
 
 # %% auto #0
 __all__ = ['HIST_LO', 'HIST_HI', 'HIST_PER_OCTAVE', 'N_BINS', 'hist_edges', 'firing_pairs', 'stream_latent_stats', 'weight_stats',
@@ -184,15 +186,34 @@ def save(self:FeatureStats, sae_dir) -> Path:
     return dest
 
 # %% ../nbs/09_browser.ipynb #2a7ad8e3
+def _corrupt(p:Path, why) -> InputError:
+    return InputError(f"{p} is corrupt ({why}): recompute the statistics (saenb_browser --recompute, or "
+                      f"recompute=True), or delete {p.parent}")
+
+def _saved_meta(p:Path) -> dict:
+    "`meta.json` of the statistics in directory `p`, checked."
+    try: meta = json.loads((p/'meta.json').read_text())
+    except (UnicodeDecodeError, ValueError) as e: raise _corrupt(p/'meta.json', e) from None
+    if not isinstance(meta, dict): raise _corrupt(p/'meta.json', 'not a JSON object')
+    return meta
+
 @patch(cls_method=True)
 def load(cls:FeatureStats, sae_dir) -> FeatureStats:
-    "Read what `save` wrote."
+    "Read what `save` wrote; a missing, corrupt or inconsistent file is named, with the fix."
     p = Path(sae_dir)/'browser'
     if not (p/'meta.json').exists():
         raise MissingInput(f"no feature statistics in {p}: compute them with open_feature_stats or saenb_browser")
-    con = pd.read_parquet(p/'concepts.parquet') if (p/'concepts.parquet').exists() else None
-    return cls(load_file(p/'stats.safetensors'), pd.read_parquet(p/'latents.parquet'), con,
-               json.loads((p/'meta.json').read_text()))
+    meta, read = _saved_meta(p), {}
+    for name, fn in (('stats.safetensors', load_file), ('latents.parquet', pd.read_parquet),
+                     ('concepts.parquet', pd.read_parquet)):
+        if name == 'concepts.parquet' and not (p/name).exists(): read[name] = None; continue
+        try: read[name] = fn(p/name)
+        except FileNotFoundError: raise _corrupt(p/name, 'missing') from None
+        except (OSError, ValueError, SafetensorError) as e: raise _corrupt(p/name, e) from None
+    t, table = read['stats.safetensors'], read['latents.parquet']
+    bad = [k for k, v in t.items() if v.ndim and len(v) != len(table)]
+    if bad: raise _corrupt(p/'stats.safetensors', f"{', '.join(bad)} not one row per latent of latents.parquet")
+    return cls(t, table, read['concepts.parquet'], meta)
 
 # %% ../nbs/09_browser.ipynb #ad19d7cd
 def hist_quantiles(hist:torch.Tensor, # `[L, N_BINS]` counts on `hist_edges()`
@@ -260,8 +281,11 @@ def feature_stats(sae:SAE, # the SAE, taking raw activations
                  ) -> FeatureStats:
     "Everything the browser shows about every latent of `sae`."
     t0 = time.perf_counter()
+    if model is not None: check_model_store(model, store)  # a model of another width: refused before the pass
     t = stream_latent_stats(sae, store, n_rows, top_k, n_samples, batch_size, progress=progress)
-    t.update(weight_stats(sae, model.W_U if model is not None else None))
+    # logit effects where the SAE writes the residual stream (not, say, the MLP's hidden layer)
+    W_U = model.W_U if model is not None and model.W_U.shape[0] == sae.cfg.d_in else None
+    t.update(weight_stats(sae, W_U))
     if store.meta_columns:
         rows = t['top_row'].clamp_min(0)
         for c, v in store.labels(rows).items(): t[f'top_{c}'] = torch.where(t['top_row'] >= 0, v, -1)
@@ -274,28 +298,66 @@ def feature_stats(sae:SAE, # the SAE, taking raw activations
     return FeatureStats(t, latent_table(t, con), con, meta)
 
 # %% ../nbs/09_browser.ipynb #2fe75e4e
+def _store_id(store:ActivationStore) -> str:
+    "What tells a store's rows apart: activation space, corpus, split and size (a copied store keeps it)."
+    prov = store_provenance(store)
+    return fingerprint(prov.get('activations'), prov.get('data_fingerprint'), store.split, len(store), store.d,
+                       None if prov else str(store.path.resolve()))  # a plain file: its place is all there is
+
+def _sources(sae_dir:Path, sae:SAE, store:ActivationStore, model) -> dict:
+    "What statistics are computed from, for `meta`: paths relative to `sae_dir/browser` too, and fingerprints."
+    mdir = getattr(model, 'saenb_path', None)
+    return {'model_dir': mdir, 'model_path': path_record(mdir, sae_dir/'browser') if mdir else None,
+            'model_fingerprint': model_fingerprint(model) if model is not None else None,
+            'store_path': path_record(store.path, sae_dir/'browser'), 'store_id': _store_id(store),
+            'sae_fingerprint': model_fingerprint(sae)}
+
+def _check_saved(fs:FeatureStats, sae_dir:Path, store, model):
+    "Refuse saved statistics computed for other weights of the SAE, or on another store or model than those given."
+    p, fix = sae_dir/'browser', "recompute them (saenb_browser --recompute, or recompute=True)"
+    sae, fp = load_sae(sae_dir), fs.meta.get('sae_fingerprint')
+    check(fs.d_sae == sae.cfg.d_sae and fp in (None, model_fingerprint(sae)),
+          f"the statistics in {p} were computed for other weights of this SAE (trained again since?): {fix}")
+    if store is not None:
+        store = store if isinstance(store, ActivationStore) else ActivationStore(store)
+        if fs.meta.get('store_id', _store_id(store)) != _store_id(store):
+            same = resolve_record(fs.meta.get('store_path') or fs.meta.get('store'), p) == store.path.resolve()
+            raise InputError(f"the statistics in {p} were computed on " + (
+                f"other activations at {store.path} (cached again since?): {fix}" if same else
+                f"{fs.meta.get('store')}, not on {store.path}: leave out the store (--acts) to use them, or {fix}"))
+    want = fs.meta.get('model_fingerprint')
+    if model is not None and want is not None:
+        got = model_fingerprint(load_model(model) if isinstance(model, (str, Path)) else model)
+        check(got == want, f"the statistics in {p} were computed with the model {fs.meta.get('model_dir')} ({want}), "
+                           f"not with {getattr(model, 'saenb_path', model)} ({got}): leave out the model (--model) to "
+                           f"use them, or {fix}")
+
+# %% ../nbs/09_browser.ipynb #5a1e0b77
 def open_feature_stats(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sae`)
                        store=None, # its activations (needed only the first time)
                        model=None, # model or its directory: logit effects, vocabulary (default: the store's model dir)
                        recompute:bool=False, # ignore saved statistics
-                       allow_mismatch:bool=False, # browse on activations or with a model other than the SAE's (recorded)
+                       allow_mismatch:bool=False, # browse on activations or with a model not the SAE's (recorded)
                        **kwargs, # passed to `feature_stats`
                       ) -> FeatureStats:
     "The feature statistics of the SAE in `sae_dir`: read from `sae_dir/browser` if there, else computed and saved."
     sae_dir = Path(sae_dir)
-    if (sae_dir/'browser'/'meta.json').exists() and not recompute: return FeatureStats.load(sae_dir)
+    if (sae_dir/'browser'/'meta.json').exists() and not recompute:
+        fs = FeatureStats.load(sae_dir); _check_saved(fs, sae_dir, store, model)
+        return fs
     if store is None:
         raise InputError(f"no saved statistics in {sae_dir}/browser: "
                          "pass store= (the activation store the SAE was trained on) to compute them")
     store = store if isinstance(store, ActivationStore) else ActivationStore(store)
     if model is None: model = store_model(store)  # the store's own model, found relative to it first
     if isinstance(model, (str, Path)): model = load_model(model)
-    sae = load_sae(sae_dir)
-    overrides = [o for o in (check_sae_store(sae, store, allow_mismatch),
-                             check_store_model(store, model, allow_mismatch) if model is not None else None) if o]
-    fs = feature_stats(sae, store, model, model_dir=getattr(model, 'saenb_path', None), **kwargs)
-    if overrides: fs.meta['provenance_overrides'] = overrides
-    with output_lock(sae_dir/'browser'): fs.save(sae_dir)
+    with output_lock(sae_dir/'browser'):  # held while computing: a second writer stops at once
+        sae = load_sae(sae_dir)
+        overrides = [o for o in (check_sae_store(sae, store, allow_mismatch),
+                                 check_store_model(store, model, allow_mismatch) if model is not None else None) if o]
+        fs = feature_stats(sae, store, model, **_sources(sae_dir, sae, store, model), **kwargs)
+        if overrides: fs.meta['provenance_overrides'] = overrides
+        fs.save(sae_dir)
     return fs
 
 # %% ../nbs/09_browser.ipynb #b6122b23
@@ -805,18 +867,32 @@ def site_frame(page, # an HTML file written by `write_site` (or any self-contain
                 f'style="width:100%;height:{int(height)}px;border:1px solid #ddd"></iframe>')
 
 # %% ../nbs/09_browser.ipynb #dc2e12d1
+def _saved_store(sd:Path) -> Path:
+    "The store the statistics saved in `sd/browser` were computed on: relative to them first, then absolute."
+    meta = _saved_meta(sd/'browser')
+    rec = meta.get('store_path') or meta.get('store')
+    p = resolve_record(rec, sd/'browser') if rec else None
+    if p is None:
+        raise MissingInput(f"the statistics in {sd/'browser'} were computed on {meta.get('store')}, which is not there "
+                           "any more: pass --acts (the store the SAE was trained on)")
+    return p
+
 def _browser_inputs(sae:str, acts:str, model:str, recompute:bool) -> tuple:
     "The SAE directory, activation store and model directory `saenb_browser` works on, checked."
     if sae is None: raise InputError("--sae is required: an SAE directory from saenb_train_sae")
     sd = Path(sae)
     if not sd.is_dir(): raise MissingInput(f"no SAE directory at {sd}: pass the --out of saenb_train_sae")
     saved = (sd/'browser'/'meta.json').exists() and not recompute
-    if acts is None and saved: acts = json.loads((sd/'browser'/'meta.json').read_text())['store']
+    if acts is None and saved: acts = _saved_store(sd)
     if acts is None:
         raise InputError("--acts is required the first time: "
                          "the activation store the SAE was trained on (saenb_cache --out/HOOK)")
     store = ActivationStore(acts)
-    if model is None: model = store_model(store)  # found relative to the store first, so a moved run finds its own
+    missing = [c for c in ('seq_id', 'token_id') if c not in store.meta_columns]
+    if missing: raise InputError(f"{store.path} has no token labels ({', '.join(missing)}): the browser shows each "
+                                 "latent's examples in their context; pass a store written by saenb_cache")
+    # the model is needed only to compute statistics: found relative to the store first, so a moved run finds its own
+    if model is None and not saved: model = store_model(store)
     if model is not None and not (Path(model)/'config.json').exists():
         raise MissingInput(f"{model} is not a saenb model directory: pass the --out of saenb_train_gpt")
     return sd, store, model
@@ -838,9 +914,11 @@ def saenb_browser(sae:str=None, # SAE directory (required)
     "Compute the feature statistics of an SAE (saved beside it) and write a static HTML feature browser."
     with command_errors('saenb_browser'):
         check_positive(n_latents=n_latents, n_rows=n_rows, top_k=top_k)
+        check(not Path(out).exists() or Path(out).is_dir(), f"--out {out} is a file: pass a directory for the pages")
         sd, store, model = _browser_inputs(sae, acts, model, recompute)
-        fs = open_feature_stats(sd, store, model, recompute=recompute, n_rows=n_rows, top_k=top_k,
-                                concepts=not no_concepts, progress=not quiet, allow_mismatch=allow_mismatch)
-        with output_lock(out): index = write_site(fs, load_sae(sd), store, out, n_latents=n_latents, progress=not quiet)
+        with output_lock(out):  # held for the whole run: a second writer stops at once
+            fs = open_feature_stats(sd, store, model, recompute=recompute, n_rows=n_rows, top_k=top_k,
+                                    concepts=not no_concepts, progress=not quiet, allow_mismatch=allow_mismatch)
+            index = write_site(fs, load_sae(sd), store, out, n_latents=n_latents, progress=not quiet)
     print(json.dumps({'index': str(index), 'browser': str(Path(out)/'browser.html'), 'latents': fs.d_sae,
                       'seconds': fs.meta.get('seconds')}))

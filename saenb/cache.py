@@ -19,7 +19,7 @@ from fastcore.script import call_parse, store_true
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_transformers
 from .utils import (write_atomic, write_json, InputError, MissingInput, OutputExists, command_errors, output_lock,
-                         path_record, resolve_record, fingerprint, check_positive)
+                         path_record, resolve_record, fingerprint, check, check_positive)
 from .grammars import Concept
 from .data import Corpus, load_corpus, flat_values, corpus_fingerprint, language_fingerprint
 from .model import load_model, load_language, load_tokenizer, model_fingerprint
@@ -232,6 +232,8 @@ def corpus_contexts(corpus, # a `saenb.data.Corpus`, or the directory it was sav
                     name=name)
 
 # %% ../nbs/05_cache.ipynb #dd11e425
+_TEXT_SUFFIXES = ('.txt', '.text', '.jsonl', '.json', '.csv', '.parquet')
+
 def load_text(data:str, # a hub dataset name, a local data file, or a directory of them
               split:str='train', # split to read
               text_column:str='text', # column holding the text
@@ -245,12 +247,12 @@ def load_text(data:str, # a hub dataset name, a local data file, or a directory 
         if not files: raise InputError(f"no data files in {p}")
         ext = Path(files[0]).suffix.lstrip('.')
         builder = {'txt': 'text', 'text': 'text', 'jsonl': 'json', 'json': 'json', 'csv': 'csv',
-                   'parquet': 'parquet'}.get(ext)
+                   'parquet': 'parquet'}.get(ext)  # the keys of _TEXT_SUFFIXES
         if builder is None:
             raise InputError(f"cannot read {files[0]}: use .txt, .json, .jsonl, .csv or .parquet files, "
                              "or a hub dataset name")
         ds = datasets.load_dataset(builder, data_files=files, split='train', **kwargs)
-    elif not p.exists() and str(data).startswith(('.', '/', '~')):
+    elif not p.exists() and (str(data).startswith(('.', '/', '~')) or p.suffix in _TEXT_SUFFIXES):
         raise MissingInput(f"no data at {data}: pass a saenb corpus directory, local text files, "
                                 "or a hub dataset name")
     elif p.is_dir():
@@ -259,7 +261,11 @@ def load_text(data:str, # a hub dataset name, a local data file, or a directory 
             if split not in ds: raise InputError(f"no split {split!r} in {p}: choose from {', '.join(ds)}")
             ds = ds[split]
     else:
-        ds = datasets.load_dataset(data, split=split, streaming=True, **kwargs)
+        try: ds = datasets.load_dataset(data, split=split, streaming=True, **kwargs)
+        except (OSError, ValueError) as e:  # not on the hub, or no network
+            raise MissingInput(f"could not load the dataset {data!r} ({str(e).splitlines()[0]}): pass a saenb "
+                               "corpus directory, local text files, or a hub dataset name (downloads need network "
+                               "access)") from None
     cols = ds.column_names
     if cols is not None and text_column not in cols:
         raise InputError(f"no column {text_column!r} in {data}: it has {', '.join(cols)}; pass text_column")
@@ -409,40 +415,89 @@ def _split_stats(shards:list, hook:str, d:int) -> dict:
     total = np.sum([s['stats'][hook]['sum'] for s in shards], axis=0)
     return {'mean': (total / n).tolist(), 'mean_norm': sum(s['stats'][hook]['norm_sum'] for s in shards) / n, 'rows': n}
 
+# %% ../nbs/05_cache.ipynb #a2e14fb8
+def _read_json(path:Path, # a JSON file saenb wrote
+               fix:str # what to do if it is missing or damaged
+              ) -> dict:
+    "The JSON object in `path`; a missing or damaged file is an `InputError` naming it and `fix`."
+    try: d = json.loads(Path(path).read_text())
+    except FileNotFoundError: raise MissingInput(f"{path} is missing: {fix}") from None
+    except ValueError as e: raise InputError(f"{path} is not valid JSON ({e}): {fix}") from None
+    if not isinstance(d, dict): raise InputError(f"{path} holds a JSON {type(d).__name__}, not an object: {fix}")
+    return d
+
+def _npy_header(path:Path, # a `.npy` file
+                fix:str # what to do if it is missing or damaged
+               ) -> tuple:
+    "`(shape, fortran_order, dtype, data offset)` of a `.npy` file, checked to be as long as its header says."
+    try:
+        with open(path, 'rb') as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dt = read(f)
+            offset = f.tell()
+    except FileNotFoundError: raise MissingInput(f"{path} is missing: {fix}") from None
+    except ValueError as e: raise InputError(f"{path} is not a readable .npy file ({e}): {fix}") from None
+    need, size = offset + math.prod(shape) * np.dtype(dt).itemsize, os.path.getsize(path)
+    if size < need: raise InputError(f"{path} is truncated ({size:,} bytes, its header needs {need:,}): {fix}")
+    return shape, fortran, np.dtype(dt), offset
+
 # %% ../nbs/05_cache.ipynb #5a1bcc34
+def _saved_config(f:Path, out:Path) -> dict:
+    "The settings recorded in `f`: the `cache.json` of a cache, or the `state.json` of an interrupted one."
+    fix = f"the cache in {out} is damaged; pass overwrite=True (--overwrite) to re-cache it"
+    old = _read_json(f, fix).get('config')
+    if not isinstance(old, dict): raise InputError(f"{f} records no settings: {fix}")
+    return old
+
 def _check_out(out:Path, config:dict, overwrite:bool):
-    "Decide what to do with `out`: 'done' (complete, same config), 'resume', or 'fresh'."
+    "What to do with `out`: 'done' (complete, same config), 'resume', 'replace' (an old cache) or 'fresh'."
     done, partial = out / 'cache.json', out / '.partial' / 'state.json'
     is_cache = done.exists() or partial.exists()
     if out.exists() and not is_cache and (not out.is_dir() or any(out.iterdir())):
         raise OutputExists(f"{out} exists and is not an activation cache: choose another output directory")
-    if overwrite:
-        if is_cache: shutil.rmtree(out)
-        return 'fresh'
+    if overwrite: return 'replace' if is_cache else 'fresh'
     def differs(old):
         diff = [k for k in config if old.get(k) != config[k]]
         return ", ".join(f"{k} {old.get(k)!r} -> {config[k]!r}" for k in diff[:4])
     if done.exists():
-        diff = differs(json.loads(done.read_text())['config'])
+        diff = differs(_saved_config(done, out))
         if not diff: return 'done'
         raise OutputExists(f"{out} holds a complete cache made with other settings ({diff}): pass overwrite=True "
                               "(--overwrite) to replace it, or choose another output directory")
     if partial.exists():
-        diff = differs(json.loads(partial.read_text())['config'])
+        diff = differs(_saved_config(partial, out))
         if not diff: return 'resume'
         raise OutputExists(f"{out} holds an interrupted cache made with other settings ({diff}): re-run with the "
                               "same settings to resume it, or pass overwrite=True (--overwrite) to start over")
     return 'fresh'
 
+# %% ../nbs/05_cache.ipynb #e961f21f
 def _open_partial(out:Path, config:dict, mode:str) -> tuple:
-    "`out/.partial` and its state: made afresh (mode 'fresh'), or read back to resume."
+    "`out/.partial` and its state: read back to resume (mode 'resume'), else made afresh ('replace': old cache gone)."
     root = out / '.partial'
-    if mode == 'fresh':
-        root.mkdir(parents=True)
-        state = {'config': config, 'splits': {}}
-        write_json(root / 'state.json', state)
-    else: state = json.loads((root / 'state.json').read_text())
+    if mode == 'resume': return root, _check_partial(root, config['hooks'], out)
+    if mode == 'replace': shutil.rmtree(out)
+    root.mkdir(parents=True)
+    state = {'config': config, 'splits': {}}
+    write_json(root / 'state.json', state)
     return root, state
+
+def _check_partial(root:Path, hooks:list, out:Path) -> dict:
+    "The state of the interrupted run in `root`, once every shard it records is there and whole."
+    fix = f"the interrupted cache in {out} is damaged; pass overwrite=True (--overwrite) to start over"
+    state = _read_json(root / 'state.json', fix)
+    try:
+        for split, st in state['splits'].items():
+            missing = sorted({'rows', 'batches_done', 'complete', 'shards'} - set(st))
+            if missing: raise KeyError(missing[0])
+            for i, sh in enumerate(st['shards']):
+                for f in (root / h / split / f'shard_{i:05d}{x}' for h in hooks for x in ('.npy', '.meta.npy')):
+                    n = _npy_header(f, fix)[0][0]
+                    if n != sh['rows']: raise InputError(f"{f} holds {n} rows, its state.json {sh['rows']}: {fix}")
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise InputError(f"{root / 'state.json'} is incomplete ({type(e).__name__}: {e}): {fix}") from None
+    return state
 
 # %% ../nbs/05_cache.ipynb #07da2cc6
 def _is_corpus(data) -> bool:
@@ -454,6 +509,14 @@ def _data_name(data) -> str:
     lang = getattr(data, 'language', None)
     if lang is None: return type(data).__name__
     return f"{lang.name}({len(data.train)}+{len(data.validation)} seqs, seed {data.meta.get('seed')})"
+
+def _check_data(model, data):
+    "Refuse, before any work, data that is missing, or text for a model without a tokenizer (a saenb GPT)."
+    if isinstance(data, Contexts) or _is_corpus(data) or getattr(model, 'tokenizer', None) is not None: return
+    if isinstance(data, (str, Path)) and not Path(data).exists():
+        raise MissingInput(f"no corpus at {data}: pass a saenb corpus directory (saenb_data --out)")
+    raise InputError(f"{data!r} is not a saenb corpus, and text needs a model with a tokenizer (a Hugging Face "
+                     "model); for a saenb GPT pass a saenb corpus directory")
 
 def _as_contexts(model, data, split:str, n_ctx:int, packed:bool, n_tokens:int, val_tokens:int, text_column:str
                 ) -> Contexts:
@@ -468,9 +531,7 @@ def _as_contexts(model, data, split:str, n_ctx:int, packed:bool, n_tokens:int, v
         if tok is not None and not isinstance(data, (str, Path)) and tok != data.tokenizer:
             raise InputError("the corpus tokenizer differs from the model's: use the corpus the model was trained on")
         return c
-    if getattr(model, 'tokenizer', None) is None:
-        raise InputError(f"{data!r} is not a saenb corpus, and text needs a model with a tokenizer (a Hugging Face "
-                         "model); for a saenb GPT pass a saenb corpus directory")
+    _check_data(model, data)
     if n_tokens is None:
         raise InputError("text data needs n_tokens (how many tokens to cache): pass n_tokens (--n_tokens)")
     n_train = math.ceil(n_tokens / n_ctx) * n_ctx
@@ -499,16 +560,32 @@ def _run_split(model, ctx:Contexts, hooks:list, writer:_ShardWriter, n_rows:int|
     writer.close()
 
 # %% ../nbs/05_cache.ipynb #1d511008
+def _hook_names(hooks) -> list:
+    "Hook names from a list or a comma-separated string: distinct, not empty, no paths."
+    hooks = [h.strip() for h in hooks.split(',')] if isinstance(hooks, str) else list(hooks or [])
+    if not hooks or len(set(hooks)) != len(hooks) or any(not h or '/' in h or h.startswith('.') for h in hooks):
+        raise InputError(f"hooks must be distinct non-empty names, got {hooks}: pass comma-separated hook names "
+                         "(--hooks), e.g. mlp0,0_residpost")
+    return hooks
+
 def _parse_hooks(model, hooks) -> tuple:
     "Hook names (a list, or comma-separated), checked, and their TransformerLens names."
-    hooks = [h.strip() for h in hooks.split(',')] if isinstance(hooks, str) else list(hooks)
-    if not hooks or len(set(hooks)) != len(hooks) or any(not h or '/' in h or h.startswith('.') for h in hooks):
-        raise InputError(f"hooks must be distinct non-empty names, got {hooks}")
+    hooks = _hook_names(hooks)
     return hooks, [resolve_hook(model, h) for h in hooks]
+
+def _check_device(device) -> str:
+    "`device` if this machine has it (default: cuda if available, else cpu)."
+    if device is None: return 'cuda' if torch.cuda.is_available() else 'cpu'
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError): raise InputError(f"unknown device {device!r}: pass cpu, cuda or cuda:N") from None
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if dev.type == 'cuda' and (dev.index or 0) >= n:
+        raise InputError(f"device {device!r} is not available: this machine has {n} CUDA device(s); pass --device cpu")
+    return device
 
 def _on_device(model, device:str|None):
     "`model` in eval mode on `device` (default: cuda if available)."
-    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device = _check_device(device)
     if next(model.parameters()).device != torch.device(device): model = model.to(device)
     return model.eval()
 
@@ -523,17 +600,39 @@ def _plan_splits(model, data, n_ctx:int|None, n_tokens:int|None, val_tokens:int|
         splits['validation'] = val_tokens if val_tokens is not None or not text else max(1, (n_tokens or 0) // 10)
     return n_ctx, splits
 
+# %% ../nbs/05_cache.ipynb #3a1fc65b
+def _check_settings(n_tokens, val_tokens, batch_size, n_ctx, shard_rows, dtype, autocast) -> tuple:
+    "Refuse a bad setting of `cache_activations` before any work; the storage dtype's name and the autocast dtype."
+    sizes = dict(n_tokens=n_tokens, batch_size=batch_size, n_ctx=n_ctx, shard_rows=shard_rows)
+    check_positive(**sizes)
+    for k, v in sizes.items(): check(v is None or isinstance(v, (int, np.integer)), f"{k} must be an integer: {v!r}")
+    check(val_tokens is None or (isinstance(val_tokens, (int, np.integer)) and not isinstance(val_tokens, bool)
+                                 and val_tokens >= 0),
+          f"val_tokens must be a positive integer, or 0 for no validation split; got {val_tokens!r}")
+    try: ac = dtype_name(autocast) if autocast else None
+    except InputError: ac = 'unknown'
+    check(ac in (None, 'bf16', 'fp16'), f"autocast {autocast!r} is not a precision to run in: pass bf16 or fp16 "
+                                        "(--autocast), or leave it out to run in the model's own dtype")
+    return dtype_name(dtype), DTYPES[ac][0] if ac else None
+
 # %% ../nbs/05_cache.ipynb #b5a6b1b1
-def _cache_splits(model, data, hooks:list, root:Path, state:dict, splits:dict, config:dict, stop_early:bool, autocast,
-                  text_column:str, progress:bool) -> tuple:
-    "Cache each split not yet complete under `root`; returns (width per hook, metadata columns, concepts)."
+def _split_contexts(model, data, splits:dict, config:dict, hooks:list, text_column:str) -> tuple:
+    "The `Contexts` of every split and the width of every hook, built (and so checked) before anything is written."
     c = config
-    d, concepts, meta_cols = {}, {}, None
+    ctxs = {s: _as_contexts(model, data, s, c['n_ctx'], c['packed'], c['n_tokens'], n, text_column)
+            for s, n in splits.items()}
+    if ctxs['train'].n_rows() == 0:
+        raise InputError(f"the data {_data_name(data)} has no tokens to cache in its train split ({len(ctxs['train'])} "
+                         "sequences): pass a corpus with training sequences (saenb_data --n_seqs)")
+    return ctxs, {h: v.shape[-1] for h, v in capture(model, ctxs['train'].batch([0])[0], hooks).items()}
+
+def _cache_splits(model, ctxs:dict, hooks:list, root:Path, state:dict, splits:dict, config:dict, stop_early:bool,
+                  autocast, progress:bool):
+    "Cache each split not yet complete under `root`, from its contexts `ctxs[split]`."
+    c = config
     for split, n_rows in splits.items():
         st = state['splits'].setdefault(split, {'batches_done': 0, 'rows': 0, 'shards': [], 'complete': False})
-        ctx = _as_contexts(model, data, split, c['n_ctx'], c['packed'], c['n_tokens'], n_rows, text_column)
-        meta_cols, concepts = ctx.meta_columns, ctx.concepts
-        if not d: d = {h: v.shape[-1] for h, v in capture(model, ctx.batch([0])[0], hooks).items()}
+        ctx = ctxs[split]
         if st['complete']: continue
         for h in hooks:  # drop shard files written after the last recorded state (an interrupted write)
             for f in (root / h / split).glob('shard_*') if (root / h / split).exists() else []:
@@ -545,7 +644,6 @@ def _cache_splits(model, data, hooks:list, root:Path, state:dict, splits:dict, c
             try: writer.close()
             except BaseException: pass
             raise
-    return d, meta_cols, concepts
 
 # %% ../nbs/05_cache.ipynb #1ba99802
 def activations_fingerprint(model_fp:str, # `model_fingerprint` of the model
@@ -627,11 +725,10 @@ def cache_activations(model, # a `TransformerBridge`: a saenb GPT, or a Hugging 
                      ) -> dict:
     "Run `model` over `data` and write one activation store per hook under `out`; returns hook -> store directory."
     hooks, points = _parse_hooks(model, hooks)
-    dtype, out = dtype_name(dtype), Path(out)
-    check_positive(n_tokens=n_tokens, batch_size=batch_size, shard_rows=shard_rows)
-    model = _on_device(model, device)
+    dtype, ac = _check_settings(n_tokens, val_tokens, batch_size, n_ctx, shard_rows, dtype, autocast)
+    out, model = Path(out), _on_device(model, device)
+    _check_data(model, data)
     n_ctx, splits = _plan_splits(model, data, n_ctx, n_tokens, val_tokens)
-    ac = DTYPES[dtype_name(autocast)][0] if autocast else None
     override = _check_language(model, data, allow_mismatch)
     config = {'model': model_name or _model_name(model), 'fingerprint': model_fingerprint(model),
               'data': _data_name(data), 'hooks': hooks, 'dtype': dtype, 'n_tokens': n_tokens,
@@ -642,16 +739,17 @@ def cache_activations(model, # a `TransformerBridge`: a saenb GPT, or a Hugging 
         if mode == 'done':
             if progress: print(f"{out} is already complete: nothing to do")
             return {h: out / h for h in hooks}
+        ctxs, d = _split_contexts(model, data, splits, config, hooks, text_column)  # every check before any write
         root, state = _open_partial(out, config, mode)
-        d, meta_cols, concepts = _cache_splits(model, data, hooks, root, state, splits, config, stop_early, ac,
-                                               text_column, progress)
-        _finish_cache(out, root, hooks, points, config, state, splits, d, meta_cols, concepts,
-                      _provenance(model, data, override))
+        _cache_splits(model, ctxs, hooks, root, state, splits, config, stop_early, ac, progress)
+        _finish_cache(out, root, hooks, points, config, state, splits, d, ctxs['train'].meta_columns,
+                      ctxs['train'].concepts, _provenance(model, data, override))
     return {h: out / h for h in hooks}
 
 # %% ../nbs/05_cache.ipynb #8de6f2ab
 class _File:
     "A raw `[rows, d]` array inside a file (npy or safetensors), read with `pread`."
+    fix = 'write the file again'  # what to do when it turns out to be damaged
     def __init__(self, path:Path, offset:int, rows:int, d:int, dtype:str):
         self.path, self.offset, self.rows, self.d, self.dtype = path, offset, rows, d, dtype
         self.np_dtype = np.dtype(DTYPES[dtype][1]) if dtype in DTYPES else np.dtype(dtype)
@@ -669,7 +767,7 @@ class _File:
         mv, got, pos = memoryview(buf).cast('B'), 0, self.offset + start * self.row_bytes
         while got < n * self.row_bytes:
             k = os.preadv(self.fd(), [mv[got:]], pos + got)
-            if k <= 0: raise IOError(f"{self.path} is shorter than its header says: the file is truncated")
+            if k <= 0: raise InputError(f"{self.path} is shorter than its header says (truncated): {self.fix}")
             got += k
         return buf
 
@@ -693,22 +791,28 @@ def _np_name(dt, path) -> str:
                      "(or bf16 in safetensors)")
 
 @patch(cls_method=True)
-def npy(cls:_File, path:Path, dtype:str=None):
-    "The 2-D, C-ordered array of the `.npy` file at `path`."
-    with open(path, 'rb') as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dt = read(f)
-        offset = f.tell()
+def npy(cls:_File, path:Path,
+        dtype:str=None, # the storage dtype the file must hold (a store's); default: what it holds
+        fix:str=None): # what to do if the file is damaged (default: `_File.fix`)
+    "The 2-D, C-ordered array of the `.npy` file at `path`, checked to be whole."
+    fix = fix or cls.fix
+    shape, fortran, dt, offset = _npy_header(path, fix)
     if fortran or len(shape) != 2: raise InputError(f"{path} must hold a C-ordered 2-D array [N, d], not shape {shape}")
-    return cls(path, offset, shape[0], shape[1], dtype or _np_name(dt, path))
+    if dtype is not None and dt != np.dtype(DTYPES[dtype][1]):
+        raise InputError(f"{path} holds {dt} values, not the {dtype} its store records: {fix}")
+    f = cls(path, offset, shape[0], shape[1], dtype or _np_name(dt, path))
+    f.fix = fix
+    return f
 
 # %% ../nbs/05_cache.ipynb #271fca27
 def _safetensors_file(path:Path) -> _File:
-    with open(path, 'rb') as f:
-        n = struct.unpack('<Q', f.read(8))[0]
-        header = json.loads(f.read(n))
-    tensors = {k: v for k, v in header.items() if k != '__metadata__'}
+    try:
+        with open(path, 'rb') as f:
+            n = struct.unpack('<Q', f.read(8))[0]
+            header = json.loads(f.read(min(n, 2**27)))
+        tensors = {k: v for k, v in header.items() if k != '__metadata__'}
+    except (OSError, ValueError, struct.error, AttributeError) as e:
+        raise InputError(f"{path} is not a readable .safetensors file ({e}): {_File.fix}") from None
     if 'activations' in tensors: name = 'activations'
     elif len(tensors) == 1: name = next(iter(tensors))
     else: raise InputError(f"{path} holds several tensors ({', '.join(tensors)}): name the activations 'activations'")
@@ -718,7 +822,10 @@ def _safetensors_file(path:Path) -> _File:
     dt = {'F32': 'fp32', 'BF16': 'bf16', 'F16': 'fp16'}.get(t['dtype'])
     if dt is None:
         raise InputError(f"tensor {name!r} in {path} is {t['dtype']}: ActivationStore reads F32, BF16 or F16")
-    return _File(path, 8 + n + t['data_offsets'][0], t['shape'][0], t['shape'][1], dt)
+    start, need = 8 + n + t['data_offsets'][0], 8 + n + t['data_offsets'][1]
+    size = os.path.getsize(path)
+    if size < need: raise InputError(f"{path} is truncated ({size:,} bytes, its header needs {need:,}): {_File.fix}")
+    return _File(path, start, t['shape'][0], t['shape'][1], dt)
 
 # %% ../nbs/05_cache.ipynb #2c16ba36
 class _Streamer:
@@ -733,16 +840,22 @@ class _Streamer:
             mv, got, pos = memoryview(out).cast('B'), 0, file.offset + s * file.row_bytes
             while got < mv.nbytes:
                 k = os.preadv(file.fd(), [mv[got:]], pos + got)
-                if k <= 0: raise IOError(f"{file.path} is truncated")
+                if k <= 0: raise InputError(f"{file.path} is truncated: {file.fix}")
                 got += k
         else: _from_storage(file.read(s, e), file.dtype, out)
 
 # %% ../nbs/05_cache.ipynb #b22b5307
+def _redo(cache:Path) -> str:
+    "What to do about a damaged cache (or a store in it)."
+    return f"the cache {cache} is damaged; re-cache it with saenb_cache --out {cache} --overwrite"
+
 def _find_store(p:Path) -> Path:
     "The store directory that `p` names: itself, or the one store of a cache."
     if (p / 'manifest.json').exists(): return p
     if (p / 'cache.json').exists():
-        hooks = json.loads((p / 'cache.json').read_text())['hooks']
+        hooks = _read_json(p / 'cache.json', _redo(p)).get('hooks')
+        if not isinstance(hooks, list) or not hooks or not all(isinstance(h, str) for h in hooks):
+            raise InputError(f"{p / 'cache.json'} lists no hooks: {_redo(p)}")
         if len(hooks) == 1: return p / hooks[0]
         raise InputError(f"{p} holds stores for several hooks ({', '.join(hooks)}): open one, "
                          f"e.g. ActivationStore('{p / hooks[0]}')")
@@ -751,6 +864,36 @@ def _find_store(p:Path) -> Path:
                          "(cache_activations) with the same arguments to resume it")
     raise MissingInput(f"no activation store at {p}: make one with saenb_cache --out, "
                             "or pass an .npy / .safetensors file")
+
+# %% ../nbs/05_cache.ipynb #5e1ddc63
+def _read_manifest(p:Path, split:str) -> dict:
+    "The manifest of store `p`: what `ActivationStore` needs from it is there and adds up."
+    f, fix = p / 'manifest.json', _redo(p.parent)
+    man = _read_json(f, fix)
+    d, rows, shards = man.get('d'), man.get('rows'), man.get('shards')
+    if not (isinstance(d, int) and d > 0 and man.get('dtype') in DTYPES and isinstance(rows, dict)
+            and isinstance(shards, dict) and isinstance(man.get('meta_columns', []), list)):
+        raise InputError(f"{f} lacks or garbles d, dtype, rows, shards or meta_columns: {fix}")
+    if split not in rows: raise InputError(f"{p} has no split {split!r}: choose from {', '.join(rows)}")
+    n = shards.get(split)
+    if not (isinstance(n, list) and all(isinstance(k, int) and k >= 0 for k in n) and sum(n) == rows[split]):
+        raise InputError(f"{f}: the shards of split {split!r} do not add up to its {rows[split]} rows: {fix}")
+    return man
+
+def _open_store(p:Path, split:str) -> tuple:
+    "The manifest of store `p`, and its `split`'s activation shards (`_File`s) and metadata files, each checked."
+    man, fix = _read_manifest(p, split), _redo(p.parent)
+    files, metas, k = [], [], len(man.get('meta_columns', []))
+    for i, n in enumerate(man['shards'][split]):
+        f = _File.npy(p / split / f'shard_{i:05d}.npy', dtype=man['dtype'], fix=fix)
+        if (f.rows, f.d) != (n, man['d']):
+            raise InputError(f"{f.path} holds {f.rows}x{f.d} rows, the manifest says {n}x{man['d']}: {fix}")
+        m = p / split / f'shard_{i:05d}.meta.npy'
+        shape, _, dt, _ = _npy_header(m, fix)
+        if shape != (n, k) or dt != np.int64:
+            raise InputError(f"{m} holds {dt} {shape}, the manifest says int64 ({n}, {k}): {fix}")
+        files.append(f); metas.append(m)
+    return man, files, metas
 
 # %% ../nbs/05_cache.ipynb #2368cc52
 class ActivationStore(_Streamer):
@@ -769,19 +912,8 @@ class ActivationStore(_Streamer):
             self.manifest = {'format': p.suffix.lstrip('.'), 'd': f.d, 'dtype': f.dtype, 'rows': {split: f.rows},
                              'concepts': {}, 'meta_columns': []}
         else:
-            p = _find_store(p)
-            self.path = p
-            self.manifest = json.loads((p / 'manifest.json').read_text())
-            if split not in self.manifest['rows']:
-                raise InputError(f"{p} has no split {split!r}: choose from {', '.join(self.manifest['rows'])}")
-            dt, d = self.manifest['dtype'], self.manifest['d']
-            self._files, self._meta = [], []
-            for i, n in enumerate(self.manifest['shards'][split]):
-                f = _File.npy(p / split / f'shard_{i:05d}.npy', dtype=dt)
-                if (f.rows, f.d) != (n, d): raise InputError(f"{f.path} holds {f.rows}x{f.d} rows, the manifest says "
-                                                             f"{n}x{d}: the store is corrupt, re-cache it")
-                self._files.append(f)
-                self._meta.append(p / split / f'shard_{i:05d}.meta.npy')
+            self.path = _find_store(p)
+            self.manifest, self._files, self._meta = _open_store(self.path, split)
         self.d = self._files[0].d if self._files else self.manifest['d']
         self._offsets = np.concatenate([[0], np.cumsum([f.rows for f in self._files])]).astype(np.int64)
         self._stats = (self.manifest.get('stats') or {}).get(split)
@@ -1015,6 +1147,8 @@ def store_sequences(store:ActivationStore, # a store written by `cache_activatio
     "The first `n_seqs` cached contexts as a padded `[n, T]` LongTensor."
     if 'seq_id' not in store.meta_columns:
         raise InputError(f"{store.path} has no token metadata: pass a store written by cache_activations (saenb_cache)")
+    check(isinstance(n_seqs, (int, np.integer)) and n_seqs > 0, f"n_seqs must be a positive integer, got {n_seqs!r}")
+    check(len(store) > 0, f"{store.path} has no rows in its {store.split} split: pass a store with cached sequences")
     meta = store.labels(np.arange(len(store)))
     seq, pos, tid = meta['seq_id'].numpy(), meta['ctx_position'].numpy(), meta['token_id'].numpy()
     keep_ids = np.unique(seq)[:n_seqs]
@@ -1071,7 +1205,7 @@ class ModelActivationSource(_Streamer):
                  stop_early:bool=True, # skip the layers above the hook
                  text_column:str='text', # text data: column holding the text
                  stats_rows:int=4096): # rows used to estimate `.stats`
-        self.device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+        self.device = _check_device(device)
         if next(model.parameters()).device != torch.device(self.device): model = model.to(self.device)
         self.hooks = [h.strip() for h in hook.split(',')] if isinstance(hook, str) else list(hook)
         if not self.hooks or len(set(self.hooks)) != len(self.hooks):
@@ -1079,6 +1213,7 @@ class ModelActivationSource(_Streamer):
         self.model, self.hook = model.eval(), self.hooks[0]
         for h in self.hooks: resolve_hook(model, h)
         self.ctx = _as_contexts(model, data, split, n_ctx or model.cfg.n_ctx, packed, n_tokens, None, text_column)
+        check(self.ctx.n_rows() > 0, f"the data {_data_name(data)} has no tokens in its {split} split: pass other data")
         self.forward_batch, self.stop_early, self.stats_rows = forward_batch, stop_early, stats_rows
         acts, start, self.slices = capture(model, self.ctx.batch([0])[0], self.hooks), 0, {}
         for h in self.hooks: self.slices[h] = slice(start, start + acts[h].shape[-1]); start += acts[h].shape[-1]
@@ -1151,7 +1286,8 @@ def load_any_model(name_or_path:str, # a saenb model directory, a Hugging Face m
     "A `TransformerBridge`: a saenb GPT (from `save_model`) or a Hugging Face model through `boot_transformers`."
     p = Path(name_or_path)
     cfg = p / 'config.json'
-    if cfg.exists() and 'model_type' not in json.loads(cfg.read_text()):
+    fix = f"the model directory {p} is damaged: save the model again (saenb_train_gpt --out) or pass another model"
+    if cfg.exists() and 'model_type' not in _read_json(cfg, fix):
         m = load_model(p, device=device)
     else:
         if not p.exists() and str(name_or_path).startswith(('.', '/', '~')):
@@ -1201,6 +1337,8 @@ def saenb_cache(model:str=None, # saenb model directory, or Hugging Face model (
     with command_errors('saenb_cache', 'run the same command again to resume from the last shard'):
         missing = [f"--{k}" for k, v in (('model', model), ('data', data), ('hooks', hooks), ('out', out)) if not v]
         if missing: raise InputError(f"{', '.join(missing)} required (see saenb_cache --help)")
+        _hook_names(hooks); _check_device(device)  # every flag is checked before the model loads
+        _check_settings(n_tokens, val_tokens, batch_size, n_ctx, None, dtype, autocast)
         m = load_any_model(model, device=device)
         paths = cache_activations(m, data, hooks, out, n_tokens=n_tokens, val_tokens=val_tokens, dtype=dtype,
                                   batch_size=batch_size, n_ctx=n_ctx, packed=packed, device=device, overwrite=overwrite,

@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 from fastcore.script import call_parse, store_true, bool_arg
 
-from .utils import write_atomic, write_text, InputError, MissingInput, OutputExists, command_errors, fingerprint
-from .grammars import (Concept, Language, PCFGLanguage, get_language, language_spec, language_from_spec, plot_depth,
-                            plot_tree)
+from .utils import (write_atomic, write_text, check, InputError, MissingInput, OutputExists, command_errors,
+                         output_lock, fingerprint)
+from .grammars import (Concept, Language, PCFGLanguage, get_language, language_spec, language_from_spec,
+                            load_grammar, plot_depth, plot_tree)
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'CHUNK', 'CORPUS_FORMAT', 'Tokenizer', 'generate_columns', 'corpus_features', 'columns_to_table',
@@ -97,14 +98,15 @@ def _tok_load(path # a file written by `Tokenizer.save`
     "Read a tokenizer written by `Tokenizer.save`."
     path = Path(path)
     if not path.is_file(): raise MissingInput(f"no tokenizer file at {path}")
+    fix = "restore it, or rebuild what holds it (saenb_data --overwrite for a corpus, saenb_train_gpt for a model)"
     try: d = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path} is not a saenb tokenizer (not valid JSON: {e})") from None
-    if not isinstance(d, dict) or d.get('type') != 'saenb.Tokenizer' or 'vocab' not in d:
-        raise InputError(f"{path} is not a saenb tokenizer: write one with Tokenizer.save")
+    except ValueError as e: raise InputError(f"{path} is not a saenb tokenizer (not valid JSON: {e}): {fix}") from None
+    if not isinstance(d, dict) or d.get('type') != 'saenb.Tokenizer' or not isinstance(d.get('vocab'), list):
+        raise InputError(f"{path} is not a saenb tokenizer (Tokenizer.save writes one): {fix}")
     if d.get('specials', SPECIAL_TOKENS) != SPECIAL_TOKENS:
-        raise InputError(f"{path} has special tokens {d.get('specials')}, expected {SPECIAL_TOKENS}")
-    return Tokenizer(d['vocab'])
+        raise InputError(f"{path} has special tokens {d.get('specials')}, expected {SPECIAL_TOKENS}: {fix}")
+    try: return Tokenizer(d['vocab'])
+    except InputError as e: raise InputError(f"{path}: {e}: {fix}") from None
 
 Tokenizer.load = staticmethod(_tok_load)
 
@@ -278,26 +280,33 @@ def save_corpus(corpus:Corpus, # the corpus to write
 def load_corpus(path # a directory written by `save_corpus` (or `saenb_data`)
                ) -> Corpus:
     "Read a corpus written by `save_corpus`."
-    path = Path(path)
+    path, fix = Path(path), "rebuild the corpus with saenb_data --overwrite"
     if not path.is_dir():
         raise MissingInput(f"no corpus directory at {path}: build one with saenb_data --out {path}")
     spec_file = path / 'language.json'
     if not spec_file.is_file():
         raise InputError(f"{path} is not a saenb corpus (no language.json): build one with saenb_data --out {path}")
     try: spec = json.loads(spec_file.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{spec_file} is not valid JSON ({e}): "
-                         "rebuild the corpus with saenb_data --overwrite") from None
+    except ValueError as e: raise InputError(f"{spec_file} is not valid JSON ({e}): {fix}") from None
     if not isinstance(spec, dict) or spec.get('format') != CORPUS_FORMAT:
-        raise InputError(f"{spec_file} is not a saenb corpus description: "
-                         "rebuild the corpus with saenb_data --overwrite")
+        raise InputError(f"{spec_file} is not a saenb corpus description: {fix}")
     missing = [f for f in ('tokenizer.json', 'dataset_dict.json', 'train', 'validation') if not (path / f).exists()]
-    if missing: raise InputError(f"corpus at {path} is incomplete (missing {', '.join(missing)}): "
-                                 "rebuild it with saenb_data --overwrite")
-    lang = language_from_spec(spec)
-    concepts = {k: Concept(**c) for k, c in spec['concepts'].items()}
-    splits = datasets.load_from_disk(str(path))
-    return Corpus(splits, Tokenizer.load(path / 'tokenizer.json'), lang, concepts, spec.get('generation'))
+    if missing: raise InputError(f"corpus at {path} is incomplete (missing {', '.join(missing)}): {fix}")
+    try: lang = language_from_spec(spec)
+    except InputError as e: raise InputError(f"{spec_file}: {e}") from None
+    try: concepts = {k: Concept(**c) for k, c in spec['concepts'].items()}
+    except (KeyError, TypeError, AttributeError) as e:
+        raise InputError(f"{spec_file} holds no valid concepts ({type(e).__name__}: {e}): {fix}") from None
+    tok = Tokenizer.load(path / 'tokenizer.json')
+    split_files = [path/s/n for s in ('train', 'validation') for n in ('state.json', 'dataset_info.json')]
+    for f in [path/'dataset_dict.json', *split_files]:
+        try: json.loads(f.read_text())
+        except FileNotFoundError: raise InputError(f"corpus at {path} is incomplete (no {f}): {fix}") from None
+        except ValueError as e: raise InputError(f"{f} is corrupt (not valid JSON: {e}): {fix}") from None
+    try: splits = datasets.load_from_disk(str(path))
+    except (ValueError, KeyError, TypeError, OSError, pa.ArrowException) as e:
+        raise InputError(f"corpus at {path} is corrupt ({type(e).__name__}: {str(e)[:200]}): {fix}") from None
+    return Corpus(splits, tok, lang, concepts, spec.get('generation'))
 
 # %% ../nbs/02_data.ipynb #42bdc534
 def language_fingerprint(language:Language, # the language
@@ -311,7 +320,9 @@ def corpus_fingerprint(corpus) -> str: # a `Corpus` or a directory written by `s
     p = Path(corpus)
     try: spec = json.loads((p/'language.json').read_text())
     except (OSError, ValueError): raise InputError(f"{p} is not a saenb corpus (no readable language.json)") from None
-    return language_fingerprint(language_from_spec(spec), Tokenizer.load(p/'tokenizer.json'))
+    try: lang = language_from_spec(spec)
+    except InputError as e: raise InputError(f"{p/'language.json'}: {e}") from None
+    return language_fingerprint(lang, Tokenizer.load(p/'tokenizer.json'))
 
 # %% ../nbs/02_data.ipynb #8bf70651
 def flat_values(dataset:Dataset, column:str) -> np.ndarray:
@@ -489,39 +500,59 @@ def plot_structure(corpus:Corpus, # the corpus to show
     return plot_depth(tokens, ex['depth'][1:-1], f"{lang.name} {split}[{i}]: nesting depth")
 
 # %% ../nbs/02_data.ipynb #83d9ed86
-def write_corpus(lang:str='dyck', # language name
+def _corpus_language(lang, grammar, hparams:dict) -> Language:
+    "The language `write_corpus` writes: a built-in one by name (default 'dyck'), a `Language`, or a grammar file's."
+    if grammar is None:
+        if isinstance(lang, Language) and hparams:
+            raise InputError("give hyperparameters either in the Language or as keywords, not both")
+        return get_language(lang or 'dyck', **hparams)
+    if lang is not None: raise InputError(f"give --lang or --grammar, not both: {grammar} defines its own language")
+    bad = [k for k in hparams if k not in ('max_depth', 'max_len')]
+    if bad: raise InputError(f"--{bad[0]} does not apply to --grammar: a grammar file takes only --max_depth and "
+                             "--max_len (or set them in the file)")
+    return load_grammar(grammar, **hparams)
+
+def write_corpus(lang=None, # a language name (default 'dyck') or a `Language`
                  n_seqs:int=100_000, # number of sequences
                  seed:int=0, # random seed
-                 out=None, # output directory; `data/{lang}` by default
+                 out=None, # output directory; `data/{name of the language}` by default
                  val_frac:float=0.1, # validation fraction
                  overwrite:bool=False, # replace a non-empty `out`
                  progress:bool=False, # progress bar while generating
+                 grammar=None, # a grammar file (`saenb.grammars.load_grammar`) instead of `lang`
                  **hparams) -> tuple: # language hyperparameters (only those set)
     "Generate a corpus and save it: `(corpus, out_path)`."
-    out = Path(out if out is not None else f"data/{lang}")
-    lang = get_language(lang, **hparams)   # fail on bad names/hyperparameters before any work
-    if _is_nonempty_dir(out) and not overwrite:
-        raise OutputExists(f"{out} already exists and is not empty: pass --overwrite to replace it, "
-                              "or choose another --out")
-    corpus = make_corpus(lang, n_seqs, seed=seed, val_frac=val_frac, progress=progress)
-    return corpus, save_corpus(corpus, out, overwrite=overwrite)
+    lang = _corpus_language(lang, grammar, hparams)   # fail on bad names/hyperparameters before any work
+    isint = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    check(isint(n_seqs) and n_seqs >= 1, f"n_seqs must be a positive integer, got {n_seqs!r}")
+    check(isint(seed) and seed >= 0, f"seed must be a non-negative integer, got {seed!r}")
+    check(isinstance(val_frac, (int, float)) and 0 <= val_frac < 1, f"val_frac must be in [0, 1), got {val_frac!r}")
+    out = Path(out if out is not None else f"data/{lang.name}")
+    with output_lock(out):
+        if out.exists() and not out.is_dir(): raise OutputExists(f"{out} is a file: --out takes a directory")
+        if _is_nonempty_dir(out) and not overwrite:
+            raise OutputExists(f"{out} already exists and is not empty: pass --overwrite to replace it, "
+                               "or choose another --out")
+        corpus = make_corpus(lang, n_seqs, seed=seed, val_frac=val_frac, progress=progress)
+        return corpus, save_corpus(corpus, out, overwrite=overwrite)
 
 # %% ../nbs/02_data.ipynb #b115a014
 _HPARAMS = ['n_brackets', 'min_len', 'max_len', 'max_depth', 'length_dist', 'mean_len', 'n_digits', 'n_ops', 'bracket',
             'p_op', 'min_ops']
 
 @call_parse
-def saenb_data(lang:str='dyck', # language: dyck, expr or english
+def saenb_data(lang:str=None, # language: dyck (the default), expr or english
                n_seqs:int=100_000, # number of sequences (train + validation)
                seed:int=0, # random seed: the same seed gives the same corpus
                out:str=None, # output directory (default: data/{lang})
                val_frac:float=0.1, # fraction of sequences held out for validation
                overwrite:store_true=False, # replace OUT if it exists and is not empty
                quiet:store_true=False, # no progress bar and no summary
+               grammar:str=None, # a grammar file (YAML, as nbs/grammars/toy.yaml) instead of --lang
                n_brackets:int=None, # dyck: bracket types, 1-4
                min_len:int=None, # dyck: shortest sequence (even)
-               max_len:int=None, # dyck, english: longest sequence
-               max_depth:int=None, # dyck, expr, english: deepest nesting
+               max_len:int=None, # dyck, english, --grammar: longest sequence
+               max_depth:int=None, # dyck, expr, english, --grammar: deepest nesting
                length_dist:str=None, # dyck: 'uniform' or 'geometric'
                mean_len:float=None, # dyck: mean length when geometric
                n_digits:int=None, # expr: digits 0..n_digits-1
@@ -532,6 +563,7 @@ def saenb_data(lang:str='dyck', # language: dyck, expr or english
     "Generate a labelled corpus of a formal language and save it as a Hugging Face dataset."
     given = {k: v for k, v in locals().items() if k in _HPARAMS and v is not None}
     with command_errors('saenb_data'):
-        corpus, path = write_corpus(lang, n_seqs, seed, out, val_frac, overwrite, progress=not quiet, **given)
+        corpus, path = write_corpus(lang, n_seqs, seed, out, val_frac, overwrite, progress=not quiet, grammar=grammar,
+                                    **given)
     if not quiet: print(format_summary(corpus_summary(corpus)))
     print(f"wrote {path}")

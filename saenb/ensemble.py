@@ -9,12 +9,12 @@ from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, torch
 from tqdm.auto import tqdm
-from .utils import InputError, OutputExists, output_lock, path_record
+from .utils import InputError, OutputExists, output_lock, path_record, check
 from .model import model_fingerprint
 from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
 from .sae import SAE
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
-                             finish_run, save_run, retain_freed_memory)
+                             finish_run, save_run, retain_freed_memory, check_sae_out, check_device)
 
 # %% auto #0
 __all__ = ['SHARED_SETTINGS', 'ensemble_members', 'train_ensemble', 'train_saes_on_model']
@@ -27,7 +27,10 @@ def ensemble_members(grid:dict=None, # axes: setting name -> list of values (a g
     if (grid is None) == (members is None):
         raise InputError("pass either grid={'k': [4, 8], ...} or members=[{...}, ...]")
     if members is not None:
-        return {m.get('name', i): {k: v for k, v in m.items() if k != 'name'} for i, m in enumerate(members)}
+        keys = [m.get('name', i) for i, m in enumerate(members)]
+        dup = next((k for k in keys if keys.count(k) > 1), None)
+        check(dup is None, f"two members are named {dup!r}: give each member its own name (one would be lost)")
+        return {k: {n: v for n, v in m.items() if n != 'name'} for k, m in zip(keys, members)}
     axes = {k: (v if isinstance(v, (list, tuple)) else [v]) for k, v in grid.items()}
     names = list(axes)
     out = {}
@@ -60,10 +63,28 @@ def _member_name(key) -> str:
     if isinstance(key, tuple): return '_'.join(map(str, key))
     return str(key)
 
+def _member_configs(base:SAETrainConfig, specs:dict, errors:dict=None) -> dict:
+    "Every member's settings, refusing two members saved under one name; with `errors`, refused members go there."
+    tcs = {}
+    for key, s in specs.items():
+        try: tcs[key] = _member_config(base, s, key)
+        except InputError as e:
+            if errors is None: raise InputError(f"ensemble member {key!r}: {e}") from e
+            errors[key] = e
+    names = [_member_name(k) for k in tcs]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    check(dup is None, f"two ensemble members would both be saved as {dup!r}: give them distinct names")
+    return tcs
+
 def _refuse_taken(out:Path, names:list):
-    "Refuse to train into `out/name` where a trained SAE already is, for each of `names`."
-    taken = [n for n in names if (out/n/'config.json').exists()]
-    if taken: raise OutputExists(f"{out/taken[0]} already holds a trained SAE: choose another out, or delete it")
+    "Refuse to train into `out/name` where a trained SAE, a run's checkpoint or anything else is, for each of `names`."
+    for d in (out/n for n in names):
+        if (d/'config.json').exists():
+            raise OutputExists(f"{d} already holds a trained SAE: choose another out, or delete it")
+        if (d/'checkpoint').exists():
+            raise OutputExists(f"{d} holds the checkpoint of an unfinished train_sae run: resume it "
+                               "(train_sae with resume=True, saenb_train_sae --resume), or delete it")
+        check_sae_out(d)  # a file, or a directory of something else
 
 # %% ../nbs/07b_ensemble.ipynb #252b1c06
 class _Member(SAERun):
@@ -116,22 +137,23 @@ def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` f
     "Train an ensemble of SAEs over one data stream; returns {hyperparameters: SAETrainResult}."
     specs = ensemble_members(grid, members)
     base = run_config(cfg, **kwargs)
-    tcs = {key: _member_config(base, s, key) for key, s in specs.items()}
-    out = Path(out) if out is not None else None
-    if out is not None: _refuse_taken(out, [_member_name(k) for k in tcs])
-    dev = torch.device(base.device)
-    data = RunData.open(acts, base, val_acts, target_acts)
-    vx, vy = data.val_x.to(dev) * data.scale, (data.val_y.to(dev) * data.tscale if data.val_y is not None else None)
-    ms = []
-    for key, tc in tcs.items():  # each member built exactly as train_sae builds it
-        try: sae = data.build_sae(tc, dev)
-        except (ValueError, TypeError) as e:
-            if errors is None: raise InputError(f"ensemble member {key!r}: {e}") from e
-            errors[key] = e; continue
-        ms.append(_Member(key, tc, sae, torch.get_rng_state(), val=(vx, vy), norms=data.norms))
-    if not ms: raise InputError("no ensemble member could be built: see the errors")
-    amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=base.bf16)
+    tcs = _member_configs(base, specs, errors)
+    out, dev = check_sae_out(out, whole=False), check_device(base.device)
     with output_lock(out) if out is not None else nullcontext():
+        if out is not None: _refuse_taken(out, [_member_name(k) for k in tcs])
+        data = RunData.open(acts, base, val_acts, target_acts)
+        data.epochs(base)  # refuses a store smaller than one batch, before any work
+        vx = data.val_x.to(dev) * data.scale
+        vy = data.val_y.to(dev) * data.tscale if data.val_y is not None else None
+        ms = []
+        for key, tc in tcs.items():  # each member built exactly as train_sae builds it
+            try: sae = data.build_sae(tc, dev)
+            except (ValueError, TypeError) as e:
+                if errors is None: raise InputError(f"ensemble member {key!r}: {e}") from e
+                errors[key] = e; continue
+            ms.append(_Member(key, tc, sae, torch.get_rng_state(), val=(vx, vy), norms=data.norms))
+        if not ms: raise InputError("no ensemble member could be built: see the errors")
+        amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=base.bf16)
         secs = _train_members(ms, data.steps(base, dev), base.n_steps, amp, f"train ensemble of {len(ms)} SAEs",
                               progress, callback)
         res = {}
@@ -179,7 +201,10 @@ def _model_sources(model, data, needed:list, forward_batch:int, val_rows:int, de
 
 def _model_batches(src, base:SAETrainConfig, dev:torch.device):
     "Each step's micro-batches of the shared rows (all hooks side by side), with no separate targets."
-    epochs = math.ceil(base.n_steps * base.batch_size * base.grad_accum / max(len(src), 1)) + 1
+    per_epoch = len(src) // base.batch_size  # whole batches per pass; the rest of each pass is dropped
+    check(per_epoch > 0, f"the data gives {len(src):,} activation rows, fewer than one batch of {base.batch_size:,}: "
+                         "lower batch_size, or give more data")
+    epochs = math.ceil(base.n_steps * base.grad_accum / per_epoch)  # as many passes as the budget needs
     stream = src.batches(base.batch_size, shuffle=True, seed=base.seed, epochs=epochs,
                          buffer_rows=max(2**16, base.batch_size), device=dev)
     def batches():
@@ -240,18 +265,20 @@ def train_saes_on_model(model, # a `TransformerBridge`
     base = run_config(cfg, **kwargs)
     specs = {name: dict(s) for name, s in saes.items()}
     needed = _hooks_needed(specs)
-    out = Path(out) if out is not None else None
-    if out is not None: _refuse_taken(out, [str(n) for n in specs])
-    dev = torch.device(base.device)
-    src, val, in_sample = _model_sources(model, data, needed, forward_batch, val_rows, dev)
-    x0 = src.head(16384)
-    norms = {h: x0[:, sl].norm(dim=1).mean().item() for h, sl in src.slices.items()}
-    built = {name: _hook_member(name, s, base, src, x0, norms, val, dev) for name, s in specs.items()}  # in order
-    ms, finals = [m for m, _ in built.values()], {name: f for name, (_, f) in built.items()}
-    batches = _model_batches(src, base, dev)
-    amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=base.bf16)
-    desc = f"train {len(ms)} SAEs on {len(needed)} hooks"
+    out, dev = check_sae_out(out, whole=False), check_device(base.device)
     with output_lock(out) if out is not None else nullcontext():
+        if out is not None: _refuse_taken(out, [str(n) for n in specs])
+        src, val, in_sample = _model_sources(model, data, needed, forward_batch, val_rows, dev)
+        x0 = src.head(16384)
+        norms = {h: x0[:, sl].norm(dim=1).mean().item() for h, sl in src.slices.items()}
+        bad = next((h for h, n in norms.items() if not (math.isfinite(n) and n > 0)), None)
+        check(bad is None, f"the model's activations at {bad} have mean norm {norms.get(bad)} (inf/nan, too large for "
+                           "float32, or all zero): check the model's weights, or train at another hook")
+        built = {name: _hook_member(name, s, base, src, x0, norms, val, dev) for name, s in specs.items()}  # in order
+        ms, finals = [m for m, _ in built.values()], {name: f for name, (_, f) in built.items()}
+        batches = _model_batches(src, base, dev)
+        amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=base.bf16)
+        desc = f"train {len(ms)} SAEs on {len(needed)} hooks"
         secs = _train_members(ms, batches, base.n_steps, amp, desc, progress, callback)
         res = {}
         for m in ms:

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
 from tqdm.auto import tqdm
+from contextlib import ExitStack
 from fastcore.script import call_parse
 from .utils import (write_atomic, write_json, jsonable, InputError, MissingInput, command_errors, resolve_record,
-                         output_lock)
+                         output_lock, check, check_positive)
 from .model import load_model, load_language
 from .train_gpt import grammaticality
 from .cache import (ActivationStore, capture, splice, store_sequences, store_provenance, check_store_model)
@@ -21,8 +22,8 @@ from .sae_io import load_sae, check_sae_store
 # %% auto #0
 __all__ = ['sae_fn', 'reconstruction_metrics', 'downstream_metrics', 'spliced_grammaticality', 'ConceptScores', 'concept_scores',
            'concept_summary', 'plot_concept_heatmap', 'probe_ceilings', 'synthetic_activations', 'recovery_scores',
-           'intervention_effect', 'evaluate_sae', 'density_figure', 'write_report', 'plot_pareto', 'pareto_figure',
-           'saenb_eval']
+           'intervention_effect', 'check_model_store', 'evaluate_sae', 'density_figure', 'write_report', 'plot_pareto',
+           'pareto_figure', 'saenb_eval']
 
 # %% ../nbs/08_eval.ipynb #0e36500e
 def sae_fn(sae:SAE, # the SAE (taking raw activations)
@@ -459,7 +460,34 @@ def intervention_effect(model, # a `TransformerBridge`
         out['grammaticality'] = spliced_grammaticality(model, hook, fn, lang, n_gen, tokenizer).fraction
     return out
 
+# %% ../nbs/08_eval.ipynb #c3b434e8
+def _hook_width(model, hook:str) -> int:
+    "The width of `model`'s activations at `hook`, from one forward pass on one token."
+    tok = getattr(model, 'saenb_tokenizer', None)
+    ids = torch.tensor([[tok.bos_id if tok is not None else 0]])
+    return capture(model, ids, [hook], stop_early=True)[hook].shape[-1]
+
+def check_model_store(model, # a `TransformerBridge`
+                      store:ActivationStore, # the activations it is to be run with
+                     ):
+    "Refuse `model` if its activations at the store's hook are not as wide as the store's (for a plain file: any hook)."
+    hook, cfg = store.manifest.get('hook'), model.cfg
+    if hook:
+        w = _hook_width(model, hook)  # a hook the model lacks is refused here, naming the valid ones
+        check(w == store.d, f"the model's activations at {hook} have width {w}, but {store.path} holds activations of "
+                            f"width {store.d}: pass the model the store was cached from")
+        return
+    widths = sorted({cfg.d_model, getattr(cfg, 'd_mlp', None) or cfg.d_model, cfg.n_heads * cfg.d_head})
+    check(store.d in widths, f"{store.path} holds activations of width {store.d}, but the model's are "
+                             f"{' or '.join(map(str, widths))} wide: pass the model the activations came from")
+
 # %% ../nbs/08_eval.ipynb #75a50d19
+def _check_counts(n_rows, n_seqs, n_gen):
+    "Refuse row, context and generation counts out of range (`n_gen` may be 0: no grammaticality)."
+    check_positive(n_rows=n_rows, n_seqs=n_seqs)
+    check(isinstance(n_gen, int) and not isinstance(n_gen, bool) and n_gen >= 0,
+          f"n_gen must be 0 (no grammaticality) or a positive number of generations, got {n_gen!r}")
+
 def _model_language(model, store):
     "The model's language, from its directory if it was loaded from one, else from the corpus the store names."
     data = resolve_record(store_provenance(store).get('data'), store.path)
@@ -468,16 +496,22 @@ def _model_language(model, store):
         except (ValueError, OSError, TypeError): continue
     return None
 
-def _model_figures(res:dict, sae:SAE, store:ActivationStore, hook:str, model, n_seqs:int, n_gen:int):
-    "Add the downstream losses and (with `n_gen`) the grammaticality, clean and spliced, to `res`."
-    if not hook:
+def _model_inputs(store:ActivationStore, model, n_seqs:int) -> torch.Tensor:
+    "The token rows the downstream figures run `model` on, once the model is checked against `store`."
+    check_model_store(model, store)
+    if not store.manifest.get('hook'):
         raise InputError(f"{store.path} does not record its hook (no 'hook' in manifest.json): "
                          "downstream figures need a store from saenb_cache")
-    if isinstance(model, (str, Path)): model = load_model(model)
-    model.eval()
     tok = getattr(model, 'saenb_tokenizer', None)
     if tok is None: raise InputError("the model has no tokenizer: load it with saenb.model.load_model(dir)")
     ids = store_sequences(store, tok.bos_id, tok.pad_id, n_seqs)
+    check(int(ids.max()) < model.cfg.d_vocab, f"{store.path} holds token ids up to {int(ids.max())}, but the model's "
+          f"vocabulary has {model.cfg.d_vocab}: pass the model the store was cached from")
+    return ids
+
+def _model_figures(res:dict, sae:SAE, store:ActivationStore, hook:str, model, ids:torch.Tensor, n_gen:int):
+    "Add the downstream losses on `ids` and (with `n_gen`) the grammaticality, clean and spliced, to `res`."
+    tok = model.saenb_tokenizer
     res['downstream'] = downstream_metrics(model, hook, sae, ids, tok.pad_id, mean=store.stats['mean'])
     if n_gen:
         lang = _model_language(model, store)
@@ -511,6 +545,7 @@ def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sa
                  allow_mismatch:bool=False, # evaluate on activations or a model other than the SAE's (recorded)
                 ) -> dict:
     "All evaluation figures of one SAE as a dict (tables as DataFrames, the density as an array)."
+    _check_counts(n_rows, n_seqs, n_gen)
     sae = load_sae(sae_dir) if not isinstance(sae_dir, SAE) else sae_dir
     store = acts if isinstance(acts, ActivationStore) else ActivationStore(acts)
     rows = store.manifest.get('rows', {})
@@ -522,13 +557,14 @@ def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sa
     if isinstance(model, (str, Path)): model = load_model(model)
     overrides = [check_sae_store(sae, store, allow_mismatch)] + ([check_store_model(store, model, allow_mismatch)]
                                                                   if model is not None else [])
+    ids = _model_inputs(store, model.eval(), n_seqs) if model is not None else None  # every check before any work
     hook = store.manifest.get('hook')
     res = {'sae': str(sae_dir) if not isinstance(sae_dir, SAE) else None, 'arch': sae.arch, 'd_sae': sae.cfg.d_sae,
            'store': str(store.path), 'split': store.split, 'hook': hook}
     if any(overrides): res['provenance_overrides'] = [o for o in overrides if o]
     rec = reconstruction_metrics(sae, store, n_rows, progress=progress)
     res['density'] = rec.pop('density'); res['reconstruction'] = rec
-    if model is not None: _model_figures(res, sae, store, hook, model, n_seqs, n_gen)
+    if model is not None: _model_figures(res, sae, store, hook, model, ids, n_gen)
     if store.concepts: _concept_figures(res, sae, store, n_rows, probes, progress)
     return res
 
@@ -610,18 +646,28 @@ def plot_pareto(df:pd.DataFrame, # one row per SAE: `arch`, `l0`, `explained_var
     return fig.update_layout(title=title, height=420)
 
 # %% ../nbs/08_eval.ipynb #547fa91e
+def _read_eval(p:Path) -> dict:
+    "The figures in `eval.json` file `p`, checked to be what `saenb_eval` writes."
+    if not p.exists(): raise MissingInput(f"no eval.json at {p}: run saenb_eval --sae DIR first")
+    try: e = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"{p} is not valid JSON ({err}): run saenb_eval --sae DIR again to rewrite it") from None
+    rec = e.get('reconstruction') if isinstance(e, dict) else None
+    if not (isinstance(rec, dict) and all(isinstance(rec.get(k), (int, float)) for k in ('l0', 'explained_variance'))):
+        raise InputError(f"{p} is not an eval.json written by saenb_eval (it has no reconstruction l0 and "
+                         "explained_variance): run saenb_eval --sae DIR again to rewrite it")
+    return e
+
 def pareto_figure(evals:list, # `eval.json` paths, directories holding one, or dicts from `evaluate_sae`
                  ):
     "`plot_pareto` of evaluated SAEs."
     rows = []
     for e in evals:
-        if not isinstance(e, dict):
-            p = Path(e); p = p/'eval.json' if p.is_dir() else p
-            if not p.exists(): raise MissingInput(f"no eval.json at {p}: run saenb_eval --sae DIR first")
-            e = json.loads(p.read_text())
+        if not isinstance(e, dict): p = Path(e); e = _read_eval(p/'eval.json' if p.is_dir() else p)
+        ds = e.get('downstream')
         rows.append({'label': str(e.get('sae')), 'arch': e.get('arch'), 'l0': e['reconstruction']['l0'],
                      'explained_variance': e['reconstruction']['explained_variance'],
-                     'loss_recovered': (e.get('downstream') or {}).get('loss_recovered')})
+                     'loss_recovered': ds.get('loss_recovered') if isinstance(ds, dict) else None})
     return plot_pareto(pd.DataFrame(rows))
 
 # %% ../nbs/08_eval.ipynb #c01e71f2
@@ -636,6 +682,17 @@ def _sae_dirs(sae:str, acts:str) -> list:
         if not d.is_dir(): raise MissingInput(f"no SAE directory at {d}: pass the --out of saenb_train_sae")
     return dirs
 
+def _eval_dests(dirs:list, out:str) -> list:
+    "Where `saenb_eval` writes each SAE's report: `--out` (one SAE), `--out/NAME` (several), else the SAE's directory."
+    dests, seen = [Path(out)/d.name if out and len(dirs) > 1 else Path(out or d) for d in dirs], {}
+    for d, dest in zip(dirs, dests):
+        if dest.exists() and not dest.is_dir(): raise InputError(f"{dest} is a file: pass a directory as --out")
+        if dest.resolve() in seen:
+            raise InputError(f"{seen[dest.resolve()]} and {d} would both write their report to {dest}: "
+                             "pass each SAE once, and SAE directories with distinct names")
+        seen[dest.resolve()] = d
+    return dests
+
 # %% ../nbs/08_eval.ipynb #53ed3d34
 @call_parse
 def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (required)
@@ -646,26 +703,27 @@ def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (requir
                n_seqs:int=256, # contexts for the downstream losses
                n_gen:int=200, # generations for grammaticality (0: skip)
                no_probes:bool=False, # skip the linear-probe ceilings
-               allow_mismatch:bool=False, # evaluate on activations or a model other than the SAEs' (recorded in eval.json)
+               allow_mismatch:bool=False, # evaluate on activations or a model other than the SAEs' (in eval.json)
                quiet:bool=False, # no progress bars
               ):
     "Evaluate SAEs; write eval.json and an offline HTML report per SAE (and pareto.html for several)."
-    with command_errors('saenb_eval'):
+    with command_errors('saenb_eval'), ExitStack() as locks:
+        _check_counts(n_rows, n_seqs, n_gen)
         dirs = _sae_dirs(sae, acts)
+        dests = _eval_dests(dirs, out)
+        pareto = Path(out or dirs[0].parent)/'pareto.html' if len(dirs) > 1 else None
+        for d in dests + ([pareto] if pareto else []): locks.enter_context(output_lock(d))  # held for the whole run
         m = load_model(model) if model else None
-        results = []
-        for d in dirs:
-            r = evaluate_sae(d, acts, m, n_rows=n_rows, n_seqs=n_seqs, n_gen=n_gen, probes=not no_probes,
-                             progress=not quiet, allow_mismatch=allow_mismatch)
-            dest = Path(out)/d.name if out and len(dirs) > 1 else Path(out or d)
-            with output_lock(dest): write_report(r, dest)
-            results.append(dest/'eval.json')
+        results = [evaluate_sae(d, acts, m, n_rows=n_rows, n_seqs=n_seqs, n_gen=n_gen, probes=not no_probes,
+                                progress=not quiet, allow_mismatch=allow_mismatch) for d in dirs]
+        for d, dest, r in zip(dirs, dests, results):  # written once every SAE is evaluated: all reports, or none
+            write_report(r, dest)
             best = ({'best_auroc': float(r['concept_summary'].best_auroc.max())}
                     if 'concept_summary' in r and len(r['concept_summary']) else {})
             print(json.dumps({'sae': str(d), 'out': str(dest), **jsonable(r['reconstruction']),
                               **jsonable(r.get('downstream', {})), **best}))
-        if len(results) > 1:
+        if pareto:
             page = pareto_figure(results).to_html(include_plotlyjs=True, full_html=True)
-            dest = Path(out or dirs[0].parent)/'pareto.html'; dest.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(dest, lambda p: p.write_text(page))
+            pareto.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(pareto, lambda p: p.write_text(page))
 

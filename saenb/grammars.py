@@ -6,15 +6,16 @@
 from __future__ import annotations
 import math, random, re
 from dataclasses import dataclass, field, fields, asdict
+from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
 
-from .utils import check, InputError
+from .utils import check, check_keys, nearest, read_yaml, InputError, MissingInput
 
 # %% auto #0
-__all__ = ['LANGUAGES', 'BRACKET_PAIRS', 'EXPR_OPS', 'ENGLISH_GRAMMAR', 'Tree', 'PCFG', 'sample', 'parse', 'accepts', 'Concept',
-           'register_language', 'Language', 'get_language', 'is_grammatical', 'Dyck', 'Expr', 'PCFGLanguage', 'English',
-           'language_spec', 'language_from_spec', 'plot_tree', 'plot_depth']
+__all__ = ['LANGUAGES', 'BRACKET_PAIRS', 'EXPR_OPS', 'ENGLISH_GRAMMAR', 'GRAMMAR_KEYS', 'Tree', 'PCFG', 'sample', 'parse',
+           'accepts', 'Concept', 'register_language', 'Language', 'get_language', 'is_grammatical', 'Dyck', 'Expr',
+           'PCFGLanguage', 'English', 'language_spec', 'language_from_spec', 'load_grammar', 'plot_tree', 'plot_depth']
 
 # %% ../nbs/01_grammars.ipynb #e34070e8
 @dataclass
@@ -68,6 +69,7 @@ class PCFG:
         if start not in rules:
             raise InputError(f"start symbol {start!r} has no rules; nonterminals are {sorted(rules)}")
         self.start, self.terminals = start, set(terminals)
+        self.source = None  # the text it was read from, if any (set by `from_string`)
         self.rules = {}
         for lhs, alts in rules.items():
             total = sum(w for _, w in alts)
@@ -132,7 +134,24 @@ def from_string(cls:PCFG, text:str, start:str=None) -> PCFG:
     undefined = {s for alts in rules.values() for rhs, _ in alts for s in rhs} - set(rules) - terminals
     if undefined:
         raise InputError(f"unknown nonterminal(s) {sorted(undefined)}: define them, or quote terminals as 'x'")
-    return cls(rules, terminals, start or first)
+    g = cls(rules, terminals, start or first)
+    g.source = text.strip()
+    return g
+
+# %% ../nbs/01_grammars.ipynb #8a35e77a
+_NAME_RE = re.compile(r"[^\s'\[\]|#]+")
+
+@patch
+def to_string(self:PCFG) -> str:
+    "The grammar as text `PCFG.from_string` reads back: the text it was read from, else one line per nonterminal."
+    if self.source is not None: return self.source
+    bad = sorted(t for t in self.terminals if any(c in t for c in "'|#"))
+    bad += sorted(n for n in self.rules if not _NAME_RE.fullmatch(n) or '->' in n)
+    if bad: raise InputError(f"symbol(s) {bad} cannot be written as grammar text: rename them (terminals without "
+                             "quotes, '|' or '#'; nonterminals without spaces, quotes, brackets, '|', '#' or '->')")
+    sym = lambda s: f"'{s}'" if s in self.terminals else s
+    alt = lambda rhs, w: " ".join([*map(sym, rhs), f"[{w!r}]"])
+    return "\n".join(f"{lhs} -> " + " | ".join(alt(r, w) for r, w in alts) for lhs, alts in self.rules.items())
 
 # %% ../nbs/01_grammars.ipynb #13fd4823
 def _sample_tree(g:PCFG, sym:str, rng:random.Random, budget:int) -> Tree:
@@ -232,10 +251,22 @@ def register_language(cls):
     return cls
 
 # %% ../nbs/01_grammars.ipynb #23017afa
+_KINDS = {'int': ('an integer', lambda v: isinstance(v, int) and not isinstance(v, bool)),
+          'float': ('a number', lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+          'bool': ('True or False', lambda v: isinstance(v, bool)), 'str': ('a string', lambda v: isinstance(v, str))}
+
 class Language:
     "Base class of saenb's languages. Subclasses are dataclasses whose fields are the hyperparameters."
     name = None
-    def __post_init__(self): self.validate()
+    def __post_init__(self): self.check_types(); self.validate()
+    def check_types(self):
+        "Refuse a hyperparameter of the wrong type (such as a quoted number in a YAML file), naming it."
+        for f in fields(self):
+            t = f.type if isinstance(f.type, str) else getattr(f.type, '__name__', str(f.type))  # 'int', 'int | None'
+            t, v = t.replace(' ', ''), getattr(self, f.name)
+            kind = _KINDS.get(t.removesuffix('|None'))
+            if kind and not kind[1](v) and not (v is None and t.endswith('|None')):
+                raise InputError(f"{self.name}: {f.name} must be {kind[0]}, got {v!r}")
     def validate(self): pass
     @property
     def hparams(self) -> dict: return asdict(self)
@@ -262,12 +293,14 @@ def get_language(name:str, # one of `LANGUAGES`: 'dyck', 'expr', 'english'
                  **hparams) -> Language:
     "The language `name` with the given hyperparameters (the rest take their defaults)."
     if isinstance(name, Language): return name
-    if name not in LANGUAGES: raise InputError(f"unknown language {name!r}: choose one of {', '.join(LANGUAGES)}")
+    if name not in LANGUAGES:
+        raise InputError(f"unknown language {name!r}{nearest(name, LANGUAGES)}: choose one of {', '.join(LANGUAGES)}")
     cls = LANGUAGES[name]
     valid = [f.name for f in fields(cls)]
     bad = [k for k in hparams if k not in valid]
     if bad:
-        raise InputError(f"{name} has no hyperparameter {', '.join(map(repr, bad))}: valid ones are {', '.join(valid)}")
+        raise InputError(f"{name} has no hyperparameter {', '.join(repr(k) + nearest(k, valid) for k in bad)}: "
+                         f"valid ones are {', '.join(valid)}")
     return cls(**hparams)
 
 # %% ../nbs/01_grammars.ipynb #2f1e8bfb
@@ -346,7 +379,8 @@ def _lengths(self:Dyck, rng, n):
 def _dyck_walk(rng, L:np.ndarray, n_brackets:int, max_depth:int):
     "Uniform depth-capped bracket structures of lengths `L`: (is_open, btype, match, dep), each [n, max(L)]."
     n = len(L)
-    T, D = int(L.max()) if n else 0, max_depth
+    T = int(L.max()) if n else 0
+    D = max(1, min(max_depth, T // 2))  # no string of length T nests deeper than T/2: the tables stop there
     lc = _dyck_log_counts(max(T, 1), D)
     depth = np.zeros(n, dtype=np.int64)
     is_open = np.zeros((n, T), dtype=bool)
@@ -446,7 +480,7 @@ class Expr(Language):
     def validate(self):
         check(1 <= self.n_digits <= 10, f"n_digits must be 1 to 10, got {self.n_digits}")
         check(1 <= self.n_ops <= len(EXPR_OPS), f"n_ops must be 1 to {len(EXPR_OPS)}, got {self.n_ops}")
-        check(self.max_depth >= 1, f"max_depth must be >= 1, got {self.max_depth}")
+        check(1 <= self.max_depth <= 64, f"max_depth must be 1 to 64, got {self.max_depth}")
         check(0 <= self.p_op < 1, f"p_op must be in [0, 1), got {self.p_op}")
         most = 2 ** self.max_depth - 1
         check(0 <= self.min_ops <= most, f"min_ops must be 0 to 2**max_depth-1={most}, got {self.min_ops}")
@@ -577,8 +611,22 @@ def labels(self:Expr, tokens:list) -> dict:
 class PCFGLanguage(Language):
     "A `Language` from a `PCFG`: tree-derived labels, parser-decided grammaticality."
     name = 'pcfg'
-    def __init__(self, grammar:PCFG, max_depth:int=12, max_len:int=None, name:str='pcfg'):
+    def __init__(self,
+                 grammar:PCFG, # the grammar
+                 max_depth:int=12, # cap on tree height (nonterminal levels)
+                 max_len:int=None, # longest sentence in tokens (None: no cap)
+                 name:str='pcfg'): # what corpora, models and reports call the language
+        check(isinstance(grammar, PCFG), f"grammar must be a PCFG, got {type(grammar).__name__}")
+        check(isinstance(name, str) and name and name.split() == [name], f"name must be one word, got {name!r}")
+        need, isint = grammar.min_height[grammar.start], lambda v: isinstance(v, int) and not isinstance(v, bool)
+        check(isint(max_depth) and max_depth >= need,
+              f"max_depth must be an integer >= {need} (the shortest derivation's height), got {max_depth!r}")
+        check(max_len is None or (isint(max_len) and max_len >= 1),
+              f"max_len must be a positive integer or None, got {max_len!r}")
         self.grammar, self.max_depth, self.max_len, self.name = grammar, max_depth, max_len, name
+    def __repr__(self):  # a user grammar by its name, as two grammars may share their hyperparameters
+        if LANGUAGES.get(self.name) is type(self): return Language.__repr__(self)
+        return f"PCFGLanguage({self.name!r}, max_depth={self.max_depth!r}, max_len={self.max_len!r})"
     @property
     def hparams(self): return {'max_depth': self.max_depth, 'max_len': self.max_len}
     @property
@@ -661,9 +709,10 @@ Punct -> '.'
 class English(PCFGLanguage):
     "An English fragment from a part-of-speech-tagged PCFG."
     max_depth:int=12 # cap on tree height
-    max_len:int=32 # longest sentence, '.' included
+    max_len:int|None=32 # longest sentence, '.' included (None: no cap)
     name = 'english'
     def __post_init__(self):
+        self.check_types()
         check(self.max_depth >= 5,
               f"max_depth must be >= 5 (the shortest sentence needs 5 levels), got {self.max_depth}")
         check(self.max_len is None or self.max_len >= 3, f"max_len must be >= 3, got {self.max_len}")
@@ -673,14 +722,49 @@ class English(PCFGLanguage):
 
 # %% ../nbs/01_grammars.ipynb #962536bc
 def language_spec(lang:Language) -> dict:
-    "What rebuilds `lang` in another process: its name and hyperparameters, as JSON."
-    return {'name': lang.name, 'hparams': lang.hparams}
+    "What rebuilds `lang` in another process: its name and hyperparameters (and a user PCFG's grammar), as JSON."
+    spec = {'name': lang.name, 'hparams': lang.hparams}
+    if isinstance(lang, PCFGLanguage) and LANGUAGES.get(lang.name) is not type(lang):
+        spec['grammar'] = {'pcfg': lang.pcfg.to_string(), 'start': lang.pcfg.start}
+    return spec
 
 def language_from_spec(spec:dict) -> Language:
     "The language a `language_spec` describes."
-    if not isinstance(spec, dict) or 'name' not in spec:
+    if not isinstance(spec, dict) or not isinstance(spec.get('name'), str):
         raise InputError(f"not a language description (no 'name'): {str(spec)[:80]}")
-    return get_language(spec['name'], **(spec.get('hparams') or {}))
+    name, hp, g = spec['name'], spec.get('hparams') or {}, spec.get('grammar')
+    check(isinstance(hp, dict), f"the hyperparameters of language {name!r} must be a mapping, got {hp!r}")
+    if g is None:
+        check(name in LANGUAGES, f"unknown language {name!r}, and no grammar is stored with it: choose one of "
+                                 f"{', '.join(LANGUAGES)}, or build the data from a grammar file (--grammar)")
+        return get_language(name, **hp)
+    check(isinstance(g, dict) and isinstance(g.get('pcfg'), str), f"the grammar of {name!r} must hold its 'pcfg' text")
+    check_keys(hp, ('max_depth', 'max_len'), f"the hyperparameters of grammar {name!r}")
+    return PCFGLanguage(PCFG.from_string(g['pcfg'], g.get('start')), name=name, **hp)
+
+# %% ../nbs/01_grammars.ipynb #04b26cd1
+GRAMMAR_KEYS = ('name', 'pcfg', 'start', 'max_depth', 'max_len')
+
+def load_grammar(path, # a grammar file: YAML with `name` and `pcfg`; optionally `start`, `max_depth`, `max_len`
+                 **hparams) -> PCFGLanguage: # `max_depth` or `max_len` replacing the file's
+    "The `PCFGLanguage` a grammar file describes."
+    if not Path(path).is_file(): raise MissingInput(f"no grammar file at {path}: give a YAML grammar file such as "
+                                                    "nbs/grammars/toy.yaml (name: and pcfg: with its rules)")
+    d = read_yaml(path, 'grammar file')
+    check_keys(d, GRAMMAR_KEYS, f"grammar file {path}")
+    check_keys(hparams, ('max_depth', 'max_len'), f"the hyperparameters of grammar {path}")
+    name, text = d.get('name'), d.get('pcfg')
+    check(isinstance(name, str) and re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', name) is not None,
+          f"{path}: name must be one word of letters, digits, '_', '.' or '-' (it names corpora), got {name!r}")
+    check(name not in LANGUAGES, f"{path}: name {name!r} is a built-in language: choose another name")
+    check(isinstance(text, str) and text.strip(),
+          f"{path}: pcfg must hold the grammar's rules as text (pcfg: | then lines like S -> NP VP)")
+    try:
+        g = PCFG.from_string(text, d.get('start'))
+        bad = sorted(t for t in g.terminals if t.split() != [t])
+        check(not bad, f"terminals must be single words (no spaces), got {bad}")
+        return PCFGLanguage(g, name=name, **{**{k: d[k] for k in ('max_depth', 'max_len') if k in d}, **hparams})
+    except InputError as e: raise InputError(f"{path}: {e}") from None
 
 # %% ../nbs/01_grammars.ipynb #a0239aae
 def plot_tree(tree:Tree, title:str=None):

@@ -16,15 +16,19 @@ from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_native
 from transformer_lens.model_bridge.sources.native.model import NativeModel
-from .utils import write_atomic, write_json, InputError, path_record
+from .utils import write_atomic, write_json, check, check_keys, InputError, path_record
 from .grammars import language_spec, language_from_spec
 from .data import Tokenizer, language_fingerprint
 
 # %% auto #0
-__all__ = ['GPTConfig', 'check_gpt_config', 'build_model', 'core_module', 'next_token_loss', 'model_fingerprint', 'save_model',
-           'load_tokenizer', 'load_language', 'load_gpt_config', 'load_model', 'train_flops_per_token']
+__all__ = ['ACT_FNS', 'NORMALIZATIONS', 'GPTConfig', 'check_gpt_config', 'build_model', 'check_device', 'core_module',
+           'next_token_loss', 'model_fingerprint', 'save_model', 'load_tokenizer', 'load_language', 'load_gpt_config',
+           'load_model', 'train_flops_per_token']
 
 # %% ../nbs/03_model.ipynb #38028cd4
+ACT_FNS = ('gelu', 'gelu_new', 'relu', 'silu', 'solu')  # MLP activations TransformerLens's native model builds
+NORMALIZATIONS = ('LN', 'LNPre', 'RMS', 'RMSPre')  # and its normalizations (or None)
+
 @dataclass
 class GPTConfig:
     "Architecture of a small GPT; `to_bridge_config` turns it into a TransformerLens config."
@@ -38,6 +42,8 @@ class GPTConfig:
     normalization:str|None='LN' # LN, RMS, LNPre, RMSPre or None
     seed:int=0 # seed of the weight initialization
 
+    def __post_init__(self): check_gpt_config(self, need_vocab=False)
+
     def to_bridge_config(self) -> TransformerBridgeConfig:
         "The `TransformerBridgeConfig` that `boot_native` builds this model from."
         check_gpt_config(self)
@@ -49,21 +55,29 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, d:dict) -> GPTConfig:
         "A config from a dict such as `asdict(cfg)`; unknown keys are an error."
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown: raise InputError(f"Unknown GPTConfig fields {sorted(unknown)}; "
-                                     f"valid ones are {[f.name for f in fields(cls)]}.")
+        check(isinstance(d, dict), f"a GPTConfig is a mapping of settings, got {type(d).__name__}")
+        check_keys(d, [f.name for f in fields(cls)], 'GPTConfig')
         return cls(**d)
 
 # %% ../nbs/03_model.ipynb #d3dee5aa
 def check_gpt_config(cfg:GPTConfig, # the config to check
+                     need_vocab:bool=True, # also require `d_vocab` to be set
                     ):
-    "Raise a `ValueError` naming the fix if `cfg` cannot build a model."
-    for name in ('n_layers','d_model','n_heads','d_mlp','n_ctx'):
-        if getattr(cfg, name) < 1: raise InputError(f"GPTConfig.{name} must be at least 1, got {getattr(cfg, name)}.")
+    "Raise an `InputError` naming the setting and the fix if `cfg` cannot build a model."
+    isint = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    for name in ('n_layers', 'd_model', 'n_heads', 'd_mlp', 'n_ctx'):
+        v = getattr(cfg, name); check(isint(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
+    for name in ('d_vocab', 'seed'):
+        v = getattr(cfg, name); check(isint(v) and v >= 0, f"{name} must be a non-negative integer, got {v!r}")
+    check(isinstance(cfg.act_fn, str) and cfg.act_fn.lower() in ACT_FNS,
+          f"act_fn must be one of {', '.join(ACT_FNS)}, got {cfg.act_fn!r}")
+    norm = cfg.normalization
+    check(norm is None or (isinstance(norm, str) and norm.upper() in [n.upper() for n in NORMALIZATIONS]),
+          f"normalization must be one of {', '.join(NORMALIZATIONS)} or None (--normalization none), got {norm!r}")
     if cfg.d_model % cfg.n_heads:
         raise InputError(f"d_model={cfg.d_model} is not divisible by n_heads={cfg.n_heads}; "
                          "pick n_heads that divides d_model.")
-    if cfg.d_vocab < 1: raise InputError("GPTConfig.d_vocab is not set; set it to tokenizer.vocab_size.")
+    if need_vocab and cfg.d_vocab < 1: raise InputError("GPTConfig.d_vocab is not set; set it to tokenizer.vocab_size.")
 
 # %% ../nbs/03_model.ipynb #52e77e3b
 def build_model(cfg:GPTConfig, # architecture, with d_vocab set
@@ -71,6 +85,20 @@ def build_model(cfg:GPTConfig, # architecture, with d_vocab set
                ) -> TransformerBridge:
     "A freshly initialized `TransformerBridge` for `cfg`."
     return TransformerBridge.boot_native(cfg.to_bridge_config(), device=device)
+
+# %% ../nbs/03_model.ipynb #483a30d1
+def check_device(device, # 'cpu', 'cuda', 'cuda:N' (or a `torch.device`)
+                ) -> torch.device:
+    "`device` as a `torch.device`, refusing a malformed one or a GPU this machine does not have."
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device!r} is not a device: use cpu, cuda or cuda:N") from None
+    if dev.type == 'cuda':
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        check(n > 0, f"device {device!r}: this machine has no CUDA GPU; use --device cpu")
+        check(dev.index is None or dev.index < n,
+              f"device {device!r}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}")
+    return dev
 
 # %% ../nbs/03_model.ipynb #ad224191
 def core_module(model:TransformerBridge, # a bridge from `build_model` or `load_model`
@@ -148,7 +176,8 @@ def load_language(path:str|Path, # a directory written by `save_model`
         raise InputError(f"{path} has no language.json; save the model with save_model(..., language=corpus.language).")
     try: spec = json.loads(f.read_text())
     except ValueError as e: raise InputError(f"{f} is not valid JSON ({e}): save the model again") from None
-    return language_from_spec(spec)
+    try: return language_from_spec(spec)
+    except InputError as e: raise InputError(f"{f}: {e}") from None
 
 # %% ../nbs/03_model.ipynb #2e3fc06f
 def load_gpt_config(path:str|Path, # a directory written by `save_model`
@@ -158,14 +187,15 @@ def load_gpt_config(path:str|Path, # a directory written by `save_model`
     if not f.exists(): raise InputError(f"{path} is not a saved saenb model: {f.name} is missing. "
                                         "Pass the directory written by save_model or saenb_train_gpt --out.")
     try: return GPTConfig.from_dict(json.loads(f.read_text()))
-    except (json.JSONDecodeError, TypeError) as e:
-        raise InputError(f"{f} is corrupt ({e}); retrain or restore the checkpoint.") from e
+    except (ValueError, TypeError) as e:  # not JSON, not UTF-8, or a setting InputError refuses
+        raise InputError(f"{f} is corrupt ({e}): fix it, or retrain the model (saenb_train_gpt)") from None
 
 # %% ../nbs/03_model.ipynb #fedc7cf7
 def load_model(path:str|Path, # a directory written by `save_model`
                device:str|torch.device|None=None, # where to put the weights
               ) -> TransformerBridge:
     "The `TransformerBridge` saved in `path`, in eval mode; `.saenb_tokenizer`, `.saenb_path`, `.saenb_fingerprint` set."
+    if device is not None: device = check_device(device)
     path = Path(path); cfg = load_gpt_config(path)
     f = path/'model.safetensors'
     if not f.exists():

@@ -5,27 +5,29 @@
 # %% ../nbs/11_pipeline.ipynb #2d27e6bd
 from __future__ import annotations
 import html, json, sys, time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 import pandas as pd, yaml
 from fastcore.script import call_parse
-from .utils import write_atomic, read_yaml, InputError, command_errors
-from .data import write_corpus, load_corpus
-from .model import GPTConfig, load_model
+from .utils import write_atomic, read_yaml, InputError, command_errors, check_keys, nearest, check_positive, output_lock
+from .grammars import get_language, load_grammar, LANGUAGES
+from .data import write_corpus, load_corpus, Tokenizer
+from .model import GPTConfig, load_model, build_model
 from .train_gpt import TrainConfig, train_gpt, grammaticality
-from .cache import ActivationStore, cache_activations
+from .cache import ActivationStore, cache_activations, resolve_hook
 from .sae_io import load_sae
 from .eval import evaluate_sae, write_report
 from .browser import open_feature_stats, write_site
-from .sweep import run_sweep, run_status, collect_results, write_pareto
+from .sweep import run_sweep, run_status, collect_results, write_pareto, expand_sweep, run_id, check_sweep
 
 # %% auto #0
-__all__ = ['PIPELINE_DEFAULT', 'PIPELINE_TINY', 'PIPELINE_STAGES', 'pipeline_config', 'pipeline_summary', 'write_pipeline_index',
-           'run_pipeline', 'format_pipeline_summary', 'saenb_pipeline']
+__all__ = ['PIPELINE_DEFAULT', 'PIPELINE_TINY', 'PIPELINE_STAGES', 'pipeline_config', 'check_pipeline', 'pipeline_summary',
+           'write_pipeline_index', 'run_pipeline', 'format_pipeline_summary', 'saenb_pipeline']
 
 # %% ../nbs/11_pipeline.ipynb #eeae8c3f
 PIPELINE_DEFAULT = {
     'lang': 'dyck', # language: dyck, expr or english
+    'grammar': None, # or a grammar file (`saenb.grammars.load_grammar`) instead of `lang`; relative to the YAML
     'seed': 0, # seeds the corpus, the GPT and the SAEs
     'data': {'n_seqs': 20_000}, # `write_corpus` settings; other keys are language hyperparameters (e.g. n_brackets)
     # `GPTConfig` fields, then `TrainConfig` fields
@@ -70,39 +72,52 @@ def _merge(base:dict, over:dict, where:str='') -> dict:
 
 # %% ../nbs/11_pipeline.ipynb #2ad6d2a9
 _OPEN_SECTIONS = ('data', 'saes', 'sweep')  # data: language hyperparameters; saes/sweep: checked by the sweep itself
+_DATA_KEYS = ('n_seqs', 'val_frac')  # `write_corpus` settings; the other data keys are the language's hyperparameters
 
-def _check_gpt_keys(gpt:dict):
-    known = {f.name for f in fields(GPTConfig)} | {f.name for f in fields(TrainConfig)}
-    bad = sorted(set(gpt) - known)
-    if bad: raise InputError(f"gpt: unknown setting(s) {', '.join(map(repr, bad))}: "
-                             f"use GPTConfig or TrainConfig fields ({', '.join(sorted(known))})")
+def _check_sections(over:dict, where:str):
+    "Refuse unknown sections, and unknown settings of the closed ones, each with its nearest valid spelling."
+    bad = [k for k in over if k not in PIPELINE_DEFAULT]
+    if bad: raise InputError(f"{where}: unknown pipeline section(s) " + ', '.join(f"{k!r}{nearest(k, PIPELINE_DEFAULT)}"
+                             for k in bad) + f"; the sections are {', '.join(PIPELINE_DEFAULT)}")
+    for sec, v in over.items():
+        if isinstance(PIPELINE_DEFAULT[sec], dict) and not isinstance(v, dict):
+            raise InputError(f"{where}: pipeline section {sec!r} must be a mapping of settings, got {v!r}")
+        if sec == 'gpt': check_keys(v, [f.name for f in fields(GPTConfig)] + [f.name for f in fields(TrainConfig)],
+                                    f"{where}: gpt")
+        elif isinstance(v, dict) and sec not in _OPEN_SECTIONS: check_keys(v, PIPELINE_DEFAULT[sec], f"{where}: {sec}")
 
+def _for_language(base:dict, lang:str) -> dict:
+    "`base` (e.g. `PIPELINE_TINY`) without data settings language `lang` lacks (None: a grammar file's)."
+    if not base or 'data' not in base or (lang not in LANGUAGES and lang is not None): return base
+    own = {'max_depth', 'max_len'} if lang is None else {f.name for f in fields(LANGUAGES[lang])}  # None: a grammar
+    return {**base, 'data': {k: v for k, v in base['data'].items() if k in _DATA_KEYS or k in own}}
+
+# %% ../nbs/11_pipeline.ipynb #a887b597
 def pipeline_config(config=None, # a YAML file, or a dict, overriding parts of `PIPELINE_DEFAULT`
                     base:dict=None, # the starting point (default `PIPELINE_DEFAULT`; `PIPELINE_TINY` goes on top of it)
                     **overrides, # top-level settings or whole sections, e.g. lang='expr', gpt={'steps': 500}
                    ) -> dict:
     "The full pipeline configuration: `base`, then `config`, then `overrides`, merged section by section."
-    cfg = _merge(PIPELINE_DEFAULT, base) if base is not None else dict(PIPELINE_DEFAULT)
-    if isinstance(config, (str, Path)): config = read_yaml(config)
-    for over in (config, overrides):
-        bad = sorted(set(over or {}) - set(PIPELINE_DEFAULT))
-        if bad: raise InputError(f"unknown pipeline section(s) {', '.join(map(repr, bad))}: "
-                                 f"the sections are {', '.join(PIPELINE_DEFAULT)}")
-        for sec, v in (over or {}).items():
-            if isinstance(PIPELINE_DEFAULT[sec], dict) and not isinstance(v, dict):
-                raise InputError(f"pipeline section {sec!r} must be a mapping of settings, got {v!r}")
-            if isinstance(v, dict) and sec not in _OPEN_SECTIONS:
-                unknown = sorted(set(v) - set(PIPELINE_DEFAULT[sec])) if sec != 'gpt' else []
-                if unknown: raise InputError(f"{sec}: unknown setting(s) {', '.join(map(repr, unknown))}: "
-                                             f"it has {', '.join(PIPELINE_DEFAULT[sec])}")
-        cfg = _merge(cfg, over)
-    _check_gpt_keys(cfg['gpt'])
+    where = str(config) if isinstance(config, (str, Path)) else 'the pipeline configuration'
+    if isinstance(config, (str, Path)):
+        path, config = Path(config), read_yaml(config, 'pipeline config')
+        if config.get('grammar'): config['grammar'] = str((path.parent/config['grammar']).absolute())  # beside the YAML
+    for over, w in ((config, where), (overrides, 'the pipeline settings')): _check_sections(over or {}, w)
+    grammar = overrides.get('grammar') or (config or {}).get('grammar')
+    lang = None if grammar else (overrides.get('lang') or (config or {}).get('lang') or (base or {}).get('lang')
+                                 or PIPELINE_DEFAULT['lang'])
+    cfg = _merge(PIPELINE_DEFAULT, _for_language(base, lang)) if base is not None else dict(PIPELINE_DEFAULT)
+    for over in (config, overrides): cfg = _merge(cfg, over)
+    if grammar:
+        name, given = load_grammar(grammar).name, overrides.get('lang') or (config or {}).get('lang')
+        if given and given != name: raise InputError(f"give either lang ({given}) or grammar ({grammar}), not both")
+        cfg['grammar'], cfg['lang'] = str(Path(grammar).absolute()), name
     if not cfg['cache'].get('hooks'):
         raise InputError("cache.hooks is empty: name at least one hook, e.g. ['0_residpost']")
     return cfg
 
 # %% ../nbs/11_pipeline.ipynb #f9d4c040
-_STAGE_KEYS = {'data': ('lang', 'seed', 'data'), 'gpt': ('gpt',), 'check': ('check',), 'cache': ('cache',),
+_STAGE_KEYS = {'data': ('lang', 'grammar', 'seed', 'data'), 'gpt': ('gpt',), 'check': ('check',), 'cache': ('cache',),
                'saes': ('saes', 'sweep'), 'eval': ('eval',), 'browser': ('browser',), 'summary': ()}
 
 def _stage_settings(cfg:dict, name:str) -> dict:
@@ -140,9 +155,27 @@ def _sweep_spec(cfg:dict, out:Path) -> tuple:
     if len(stores) > 1: sweep['acts'] = stores
     return base, sweep
 
-def _finished_runs(out:Path) -> list:
-    "Run directories of the pipeline's sweep whose SAE finished training."
-    return [d for d in sorted((out/'saes'/'runs').glob('*')) if run_status(d) == 'finished']
+def _current_ids(cfg:dict, out:Path) -> set:
+    "The run ids of the sweep `cfg` asks for (runs of earlier settings may also lie in `out/saes/runs`)."
+    return {run_id(r) for r in expand_sweep(*_sweep_spec(cfg, out))}
+
+def _finished_runs(out:Path, ids:set=None) -> list:
+    "Run directories of the pipeline's sweep (those in `ids`, if given) whose SAE finished training."
+    runs = sorted((out/'saes'/'runs').glob('*'))
+    return [d for d in runs if run_status(d) == 'finished' and (ids is None or d.name in ids)]
+
+# %% ../nbs/11_pipeline.ipynb #c497bbfc
+def check_pipeline(cfg:dict): # a configuration from `pipeline_config`
+    "Refuse settings a later stage would fail on, before any stage runs: language, GPT, hooks, sweep and counts."
+    hp = {k: v for k, v in cfg['data'].items() if k not in _DATA_KEYS}
+    lang = load_grammar(cfg['grammar'], **hp) if cfg.get('grammar') else get_language(cfg['lang'], **hp)
+    check_positive(**{f'{s}.{k}': cfg[s].get(k) for s, k in (('data', 'n_seqs'), ('check', 'n'), ('eval', 'n_rows'),
+                                                             ('eval', 'n_seqs'), ('browser', 'n_latents'),
+                                                             ('browser', 'n_rows'), ('cache', 'batch_size'))})
+    gc, _ = _gpt_configs(cfg)
+    model = build_model(replace(gc, d_vocab=Tokenizer.for_language(lang).vocab_size))
+    for h in cfg['cache']['hooks']: resolve_hook(model, h)
+    check_sweep(*_sweep_spec(cfg, Path('.')), names=("the pipeline's saes section", "the pipeline's sweep section"))
 
 # %% ../nbs/11_pipeline.ipynb #c92f5e5e
 def _model_loader(out:Path):
@@ -158,8 +191,9 @@ def _model_stages(cfg:dict, out:Path, device:str, progress:bool, log, the_model)
     "The stages data, gpt, check and cache, each unless already complete."
     hp = {k: v for k, v in cfg['data'].items() if k not in ('n_seqs', 'val_frac')}
     if not _stage(out, 'data', cfg, log):
-        write_corpus(cfg['lang'], n_seqs=cfg['data'].get('n_seqs', 20_000), seed=cfg['seed'], out=out/'data',
-                     val_frac=cfg['data'].get('val_frac', 0.1), overwrite=True, progress=progress, **hp)
+        write_corpus(None if cfg.get('grammar') else cfg['lang'], n_seqs=cfg['data'].get('n_seqs', 20_000),
+                     seed=cfg['seed'], out=out/'data', val_frac=cfg['data'].get('val_frac', 0.1), overwrite=True,
+                     progress=progress, grammar=cfg.get('grammar'), **hp)
         _stage_done(out, 'data', cfg)
     if not _stage(out, 'gpt', cfg, log):
         gc, tc = _gpt_configs(cfg)
@@ -181,16 +215,18 @@ def _model_stages(cfg:dict, out:Path, device:str, progress:bool, log, the_model)
 # %% ../nbs/11_pipeline.ipynb #fb9d22e3
 def _sae_stages(cfg:dict, out:Path, device:str, progress:bool, log, the_model):
     "The stages saes, eval and browser, each unless already complete."
+    ids = _current_ids(cfg, out)  # runs of earlier settings in out/saes are kept, but neither counted nor shown
     if not _stage(out, 'saes', cfg, log):
         base, sweep = _sweep_spec(cfg, out)
         df = run_sweep(base, sweep, out/'saes', devices=device, sequential=True, ensemble=True, progress=progress)
+        df = df[df.id.isin(ids)] if len(df) else df
         bad = df[df.status != 'finished'] if len(df) else df
         if len(bad): raise InputError(f"{len(bad)} SAE run(s) failed ({'; '.join(bad.error.astype(str).head(3))}); "
                                         f"see {out/'saes'/'runs'}/*/log.txt, fix the setting and run the pipeline "
                                         "again (finished runs are kept)")
         _stage_done(out, 'saes', cfg)
     if not _stage(out, 'eval', cfg, log):
-        for d in _finished_runs(out):
+        for d in _finished_runs(out, ids):
             if (d/'eval'/'eval.json').exists(): continue  # evaluated before an interruption
             run = yaml.safe_load((d/'config.yaml').read_text())
             res = evaluate_sae(d/'sae', run['acts'], the_model(), progress=progress, **cfg['eval'])
@@ -198,7 +234,7 @@ def _sae_stages(cfg:dict, out:Path, device:str, progress:bool, log, the_model):
         _stage_done(out, 'eval', cfg)
     if not _stage(out, 'browser', cfg, log):
         b = cfg['browser']
-        for d in _finished_runs(out):
+        for d in _finished_runs(out, ids):
             if (d/'site'/'index.html').exists(): continue
             run = yaml.safe_load((d/'config.yaml').read_text())
             fs = open_feature_stats(d/'sae', run['acts'], the_model(), n_rows=b.get('n_rows'), progress=progress)
@@ -231,10 +267,13 @@ def _headline_detector(best:pd.DataFrame, min_pos:int=20):
 
 # %% ../nbs/11_pipeline.ipynb #5264d070
 def pipeline_summary(out, # the pipeline's output directory
+                     ids:set=None, # the runs of its current sweep (default: those of `out/config.yaml`, else all)
                     ) -> pd.DataFrame:
     "One row per trained SAE in `out`: FVU, L0, dead fraction, loss recovered, grammaticality, best concept AUROC."
     out, rows = Path(out), []
-    for d in _finished_runs(out):
+    if ids is None and (Path(out)/'config.yaml').exists():
+        ids = _current_ids(yaml.safe_load((Path(out)/'config.yaml').read_text()), Path(out))
+    for d in _finished_runs(out, ids):
         run, s = yaml.safe_load((d/'config.yaml').read_text()), json.loads((d/'summary.json').read_text())
         row = {'sae': _run_label(run), 'id': d.name, 'hook': Path(run['acts']).name, 'arch': run['saes']['arch'],
                'd_sae': s.get('d_sae'), 'fvu': s.get('fvu'), 'l0': s.get('l0'), 'dead_frac': s.get('dead_frac')}
@@ -288,18 +327,22 @@ def run_pipeline(config=None, # a YAML file or dict overriding `PIPELINE_DEFAULT
                 ) -> pd.DataFrame:
     "Run (or resume) the whole saenb pipeline into `out`; returns the summary table, one row per SAE."
     cfg = pipeline_config(config, base=base, **overrides)
+    check_pipeline(cfg)  # every setting, before any stage runs
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None)
     t0 = time.perf_counter()
-    _pipeline_stages(cfg, out, device, progress, log)
-    # the settings of the results in `out`
-    write_atomic(out/'config.yaml', lambda p: p.write_text(yaml.safe_dump(cfg, sort_keys=False)))
-    table = pipeline_summary(out)
-    if len(table):
-        res = collect_results(out/'saes', write=False).merge(
-            table[['id', 'loss_recovered']] if 'loss_recovered' in table else table[['id']], on='id', how='left')
-        write_pareto(res, out/'pareto.html')
-    write_pipeline_index(out, table)
+    with output_lock(out):  # one pipeline per directory; its stages write inside it
+        _pipeline_stages(cfg, out, device, progress, log)
+        # the settings of the results in `out`
+        write_atomic(out/'config.yaml', lambda p: p.write_text(yaml.safe_dump(cfg, sort_keys=False)))
+        ids = _current_ids(cfg, out)
+        table = pipeline_summary(out, ids)
+        if len(table):
+            res = collect_results(out/'saes', write=False)
+            res = res[res.id.isin(ids)].merge(table[['id', 'loss_recovered']] if 'loss_recovered' in table
+                                              else table[['id']], on='id', how='left')
+            write_pareto(res, out/'pareto.html')
+        write_pipeline_index(out, table)
     log(f"[summary] pipeline finished in {time.perf_counter() - t0:.0f} s")
     return table
 
@@ -322,6 +365,7 @@ def format_pipeline_summary(table:pd.DataFrame, # from `pipeline_summary`
 # %% ../nbs/11_pipeline.ipynb #1b00a704
 @call_parse
 def saenb_pipeline(lang:str=None, # language: dyck, expr or english (default: the config's, else dyck)
+                   grammar:str=None, # or a grammar file (YAML: name and pcfg, see saenb_data --grammar) instead of --lang
                    config:str=None, # YAML file overriding parts of the default configuration
                    out:str=None, # output directory (default: runs/{lang})
                    device:str='cpu', # cpu, cuda or cuda:N
@@ -330,7 +374,7 @@ def saenb_pipeline(lang:str=None, # language: dyck, expr or english (default: th
                   ):
     "Run (or resume) the whole saenb pipeline: data, GPT, grammaticality, cache, SAE sweep, evaluation, browsers."
     with command_errors('saenb_pipeline', 'run the same command again to resume'):
-        over = {'lang': lang} if lang else {}
+        over = {**({'lang': lang} if lang else {}), **({'grammar': grammar} if grammar else {})}
         cfg = pipeline_config(config, base=PIPELINE_TINY if tiny else None, **over)
         out = Path(out or f"runs/{cfg['lang']}")
         # cfg is complete: merging it over the default changes nothing

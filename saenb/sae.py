@@ -4,26 +4,44 @@
 
 # %% ../nbs/06_sae.ipynb #815f8ff3
 from __future__ import annotations
-import math, warnings
-from dataclasses import dataclass, fields, asdict
+import math, numbers, warnings
+from dataclasses import dataclass, fields, asdict, MISSING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
-from .utils import check, positive_int, InputError
+from .utils import check, positive_int, InputError, nearest
 from .kernels import (pre_activations, sparse_encode, sparse_decode, keep_latents, pack_rows, flat_index,
                            fast_topk, nonzeros_per_latent, load_kernels)
 
 # %% auto #0
-__all__ = ['SPARSITY_MODES', 'SAE_REGISTRY', 'AUX_NORMS', 'HC_L', 'HC_R', 'SAEConfig', 'PenaltyConfig', 'register_sae',
-           'make_sae', 'geometric_median', 'DeadLatentTracker', 'SparsityController', 'FixedCoeff', 'TargetL0Quadratic',
-           'DualAscent', 'KDecay', 'make_controller', 'SAE', 'synthetic_sparse_data', 'quick_train', 'ReLUConfig',
-           'ReLUSAE', 'TopKConfig', 'auxk_loss', 'TopKSAE', 'batch_top_k', 'BatchTopKConfig', 'BatchTopKSAE',
-           'JumpReLUFn', 'StepFn', 'JumpReLUConfig', 'JumpReLUSAE', 'LagrangianConfig', 'LagrangianSAE', 'GatedConfig',
-           'GatedSAE', 'hard_concrete_gate', 'expected_l0', 'HardConcreteConfig', 'HardConcreteSAE',
-           'GatedHardConcreteSAE', 'MatryoshkaConfig', 'MatryoshkaSAE', 'StaircaseConfig', 'StaircaseSAE', 'NoShareSAE',
-           'TranscoderConfig', 'TranscoderSAE', 'resample_dead_latents']
+__all__ = ['SPARSITY_MODES', 'SAE_REGISTRY', 'AUX_NORMS', 'HC_L', 'HC_R', 'check_types', 'SAEConfig', 'PenaltyConfig',
+           'register_sae', 'check_sae_settings', 'make_sae', 'geometric_median', 'DeadLatentTracker',
+           'SparsityController', 'FixedCoeff', 'TargetL0Quadratic', 'DualAscent', 'KDecay', 'make_controller', 'SAE',
+           'synthetic_sparse_data', 'quick_train', 'ReLUConfig', 'ReLUSAE', 'TopKConfig', 'auxk_loss', 'TopKSAE',
+           'batch_top_k', 'BatchTopKConfig', 'BatchTopKSAE', 'JumpReLUFn', 'StepFn', 'JumpReLUConfig', 'JumpReLUSAE',
+           'LagrangianConfig', 'LagrangianSAE', 'GatedConfig', 'GatedSAE', 'hard_concrete_gate', 'expected_l0',
+           'HardConcreteConfig', 'HardConcreteSAE', 'GatedHardConcreteSAE', 'MatryoshkaConfig', 'MatryoshkaSAE',
+           'StaircaseConfig', 'StaircaseSAE', 'NoShareSAE', 'TranscoderConfig', 'TranscoderSAE',
+           'resample_dead_latents']
+
+# %% ../nbs/06_sae.ipynb #615ddf05
+_TYPE_CHECKS = {'int': (numbers.Integral, 'an integer'), 'float': (numbers.Real, 'a number'), 'str': (str, 'a string'),
+                'bool': (bool, 'true or false'), 'list': ((list, tuple), 'a list'), 'dict': (dict, 'a dict')}
+
+def check_types(cls, # a dataclass whose fields are annotated `int`, `float`, `str`, `bool`, `list` or `dict`
+                values:dict, # settings for it, by field name (others are not checked)
+                where:str): # what the settings are, for the message (e.g. 'topk')
+    "Refuse a value whose type does not fit its field, naming the setting and an example of what it takes."
+    for f in fields(cls):
+        if f.name not in values: continue
+        v, t = values[f.name], str(f.type).split('|')[0].strip()
+        if t not in _TYPE_CHECKS or (v is None and f.default is None): continue
+        types, what = _TYPE_CHECKS[t]
+        if isinstance(v, types) and not (t in ('int', 'float') and isinstance(v, bool)): continue
+        eg = f" such as {f.default!r}" if f.default not in (None, MISSING) else ''
+        raise InputError(f"{where}: {f.name} must be {what}, got {v!r} ({type(v).__name__}): set it to {what}{eg}")
 
 # %% ../nbs/06_sae.ipynb #2950fde1
 @dataclass
@@ -44,6 +62,7 @@ class SAEConfig:
 
     def validate(self):
         "Raise a `ValueError` naming the fix if these hyperparameters cannot build an SAE."
+        check_types(type(self), {f.name: getattr(self, f.name) for f in fields(self)}, self.arch)
         for n in ('d_in', 'd_sae', 'd_out'):
             v = getattr(self, n)
             check(isinstance(v, int) and not isinstance(v, bool) and v > 0,
@@ -98,28 +117,41 @@ def register_sae(cls):
     SAE_REGISTRY[cls.arch] = cls
     return cls
 
+def check_sae_settings(arch:str, # architecture, a key of `SAE_REGISTRY`
+                       settings:dict, # its settings (fields of its config other than arch, d_in and d_sae)
+                       others=(), # names valid elsewhere (e.g. the trainer's), suggested for a misspelling
+                      ) -> type: # the architecture's config class
+    "Refuse an unknown architecture, a setting it does not take (naming the nearest spelling) or a wrong type."
+    if arch not in SAE_REGISTRY:
+        raise InputError(f"unknown SAE architecture {arch!r}{nearest(arch, SAE_REGISTRY)}: "
+                         f"choose one of {', '.join(SAE_REGISTRY)}")
+    cfg_cls = SAE_REGISTRY[arch].config_class
+    valid = [f.name for f in fields(cfg_cls) if f.name not in ('arch', 'd_in', 'd_sae')]
+    bad = [k for k in settings if k not in valid]
+    if bad:
+        raise InputError(f"{arch} has no hyperparameter "
+                         f"{', '.join(repr(k) + nearest(k, valid + list(others)) for k in bad)}: "
+                         f"valid ones are {', '.join(valid)}")
+    check_types(cfg_cls, settings, arch)
+    return cfg_cls
+
 def make_sae(arch:str, # architecture, a key of `SAE_REGISTRY`
              d_in:int, # input width
              d_sae:int=None, # number of latents; or give `exp_factor`
              exp_factor:float=None, # d_sae = round(exp_factor * d_in)
              **kwargs): # fields of the architecture's config, e.g. `k=32` for topk
     "Build an untrained `SAE` of architecture `arch`."
-    if arch not in SAE_REGISTRY:
-        raise InputError(f"unknown SAE architecture {arch!r}: choose one of {', '.join(SAE_REGISTRY)}")
+    cfg_cls = check_sae_settings(arch, kwargs)
     if d_sae is None and exp_factor is None:
         raise InputError("give d_sae (number of latents) or exp_factor (d_sae = exp_factor * d_in)")
     if exp_factor is not None:
-        check(exp_factor > 0, f"exp_factor must be positive, got {exp_factor}")
+        check(isinstance(exp_factor, numbers.Real) and not isinstance(exp_factor, bool) and exp_factor > 0,
+              f"exp_factor must be a positive number, got {exp_factor!r}")
         n = int(round(exp_factor * d_in))
         check(d_sae is None or d_sae == n,
               f"d_sae={d_sae} contradicts exp_factor={exp_factor} (which gives {n}): give one of them")
         d_sae = n
-    cls = SAE_REGISTRY[arch]
-    valid = [f.name for f in fields(cls.config_class) if f.name not in ('arch', 'd_in', 'd_sae')]
-    bad = [k for k in kwargs if k not in valid]
-    if bad:
-        raise InputError(f"{arch} has no hyperparameter {', '.join(map(repr, bad))}: valid ones are {', '.join(valid)}")
-    return cls(cls.config_class(arch=arch, d_in=d_in, d_sae=d_sae, **kwargs))
+    return SAE_REGISTRY[arch](cfg_cls(arch=arch, d_in=d_in, d_sae=d_sae, **kwargs))
 
 # %% ../nbs/06_sae.ipynb #0a6796a3
 def geometric_median(x:torch.Tensor, # points `[N, d]`

@@ -4,8 +4,9 @@
 
 # %% ../nbs/10_sweep.ipynb #3b952404
 from __future__ import annotations
-import datetime, hashlib, itertools, json, math, multiprocessing as mp, os, queue, shutil, signal, sys, threading
-import time, traceback, warnings
+import datetime, hashlib, inspect, itertools, json, math, multiprocessing as mp, os, queue, shutil, signal, sys
+import threading, time, traceback, warnings
+from contextlib import ExitStack, contextmanager
 from dataclasses import fields
 from pathlib import Path
 import pandas as pd, torch, yaml
@@ -13,19 +14,24 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 from fastcore.script import call_parse
-from .utils import write_atomic, in_notebook, read_yaml, InputError, command_errors
+from .utils import (write_atomic, in_notebook, read_yaml, InputError, OutputExists, command_errors, check,
+                         check_keys, check_positive, nearest, output_lock)
 from .sae import SAE_REGISTRY
 from .train_sae import SAETrainConfig, train_sae
 from .ensemble import SHARED_SETTINGS, train_ensemble
 from .eval import evaluate_sae, plot_pareto
 
 # %% auto #0
-__all__ = ['expand_sweep', 'run_id', 'load_sweep', 'run_status', 'run_one', 'group_runs', 'run_group', 'collect_results',
-           'sweep_pareto_figure', 'write_pareto', 'available_devices', 'SweepStatus', 'run_sweep', 'saenb_sweep']
+__all__ = ['check_sweep', 'expand_sweep', 'run_id', 'load_sweep', 'run_status', 'run_one', 'group_runs', 'run_group',
+           'collect_results', 'sweep_pareto_figure', 'write_pareto', 'available_devices', 'SweepStatus', 'run_sweep',
+           'saenb_sweep']
 
 # %% ../nbs/10_sweep.ipynb #bf21ef05
 _DATA_KEYS = ('acts', 'val_acts', 'target_acts', 'eval')
 _TRAINER_KEYS = tuple(f.name for f in fields(SAETrainConfig) if f.name not in ('arch', 'exp_factor', 'd_sae', 'sae'))
+_SIZE_KEYS = ('arch', 'exp_factor', 'd_sae')  # under saes:, but trainer settings
+_FROM_TRAINER = ('d_in', 'd_out', 'seed')  # fields of the SAE's config that the trainer sets (data widths, its seed)
+_EVAL_KEYS = tuple(n for n in inspect.signature(evaluate_sae).parameters if n not in ('sae_dir', 'acts', 'progress'))
 
 def _path_of(key:str) -> tuple:
     "Where a sweep key lands: `saes.k` -> ('saes', 'k'); a bare SAE setting `k` -> ('saes', 'k'); `lr` -> ('lr',)."
@@ -47,43 +53,160 @@ def _set(d:dict, path:tuple, v):
     d[path[-1]] = v
 
 def _arch_fields(arch:str) -> set:
-    if arch not in SAE_REGISTRY:
-        raise InputError(f"unknown SAE architecture {arch!r}: choose one of {', '.join(SAE_REGISTRY)}")
+    if not isinstance(arch, str) or arch not in SAE_REGISTRY:
+        raise InputError(f"unknown SAE architecture {arch!r}{nearest(arch, SAE_REGISTRY)}: "
+                         f"choose one of {', '.join(SAE_REGISTRY)}")
     return {f.name for f in fields(SAE_REGISTRY[arch].config_class)}
+
+def _sae_keys(arch:str) -> list:
+    "The settings a `saes:` section takes for architecture `arch`: its size and its config's own fields."
+    return list(_SIZE_KEYS) + sorted(_arch_fields(arch) - set(_SIZE_KEYS) - set(_FROM_TRAINER))
+
+# %% ../nbs/10_sweep.ipynb #8212715a
+_POSITIVE = ('n_tokens', 'batch_size', 'lr', 'grad_accum', 'val_rows', 'log_every', 'causal_rows', 'exp_factor',
+             'd_sae', 'k', 'target_l0', 'n_rows', 'n_seqs')  # settings that must be positive numbers
+
+def _number_type(p:tuple, archs:list) -> str:
+    "'int' or 'float' if the setting at path `p` is a number (in runs of `archs`), else ''."
+    if p[0] == 'eval': return 'int' if p[-1] in ('n_rows', 'n_seqs', 'n_gen') else ''
+    sae = p[0] == 'saes' and p[-1] not in _SIZE_KEYS
+    for c in [SAE_REGISTRY[a].config_class for a in archs] if sae else [SAETrainConfig]:
+        t = next((f.type for f in fields(c) if f.name == p[-1]), '')
+        t = (t if isinstance(t, str) else getattr(t, '__name__', '')).split('|')[0].strip()
+        if t in ('int', 'float'): return t
+    return ''
+
+def _check_value(p:tuple, # the setting's path, e.g. ('saes', 'k')
+                 v, # its value (one value of an axis)
+                 archs:list, # the architectures whose runs take it
+                 where:str): # the file, for the message
+    "Refuse a data path that is not a path, a numeric setting that is not a number, or is not positive where required."
+    key = '.'.join(p)
+    hint = ' (a list is an axis of the sweep: put it in the sweep config)' if isinstance(v, list) else ''
+    if p[0] in _DATA_KEYS[:3]:
+        check(isinstance(v, (str, Path)), f"{where}: {key} must be a path, got {v!r}{hint}"); return
+    t = _number_type(p, archs)
+    if not t or v is None: return
+    if isinstance(v, str):
+        try: x = float(v); hint = f" (YAML reads {v} as text: write {int(x) if t == 'int' and x.is_integer() else x!r})"
+        except ValueError: pass
+    check(isinstance(v, (int, float)) and not isinstance(v, bool), f"{where}: {key} must be a number, got {v!r}{hint}")
+    check(t == 'float' or float(v).is_integer(), f"{where}: {key} must be a whole number, got {v!r}")
+    try: check_positive(**({key: v} if p[-1] in _POSITIVE else {}))
+    except InputError as e: raise InputError(f"{where}: {e}") from None
+
+# %% ../nbs/10_sweep.ipynb #088ec1fe
+def _check_misplaced(d:dict, archs:list, sae:list, top:list, where:str):
+    "Refuse real settings in the wrong place: an SAE setting of other architectures, a trainer setting under saes:."
+    under = [*(d['saes'] if isinstance(d.get('saes'), dict) else []), *(str(k)[5:] for k in d if str(k)[:5] == 'saes.')]
+    for n in under:
+        check(n in sae or n not in top, f"{where}: {n} is a trainer setting: put it at the top level, not under saes")
+    for n in [*under, *map(str, d)]:
+        has = [a for a in SAE_REGISTRY if n in _sae_keys(a)]
+        if n not in sae and n not in top and has:
+            raise InputError(f"{where}: {' and '.join(archs)} {'has' if len(archs) == 1 else 'have'} no setting {n!r}: "
+                             f"remove it, or add an architecture that has it ({', '.join(has)})")
+
+def _check_config(d:dict, # the config
+                  archs:list, # the architectures of the runs it applies to
+                  where:str, # the file (and section), for the messages
+                  axes:bool): # lists are axes (the sweep), or values (the base)
+    "Refuse keys of one config that no run of `archs` takes, settings given twice, empty or repeating axes, bad values."
+    sae = list(dict.fromkeys(k for a in archs for k in _sae_keys(a)))
+    top = [*_DATA_KEYS, *_TRAINER_KEYS, 'saes', *['arch_specific'] * axes]
+    _check_misplaced(d, archs, sae, top, where)
+    check_keys({k: v for k, v in d.items() if '.' not in str(k)}, top + [k for k in sae if k not in top], where)
+    check_keys({k: v for k, v in d.items() if '.' in str(k)},
+               [f'saes.{k}' for k in sae] + [f'eval.{k}' for k in _EVAL_KEYS], where)
+    for sec, valid in (('saes', sae), ('eval', _EVAL_KEYS)):
+        if sec not in d: continue
+        check(isinstance(d[sec], dict), f"{where}: {sec} must be a mapping of settings, got {d[sec]!r}")
+        check_keys(d[sec], valid, f"{where}, under {sec}")
+    seen = {}
+    for k, v in d.items():
+        for p, x in _flatten({k: v}).items():
+            key = '.'.join(p)
+            check(p not in seen, f"{where}: {seen.get(p)!r} and {k!r} both set {key}: keep one of them")
+            check(len(p) == 1 or (len(p) == 2 and p[0] in ('saes', 'eval')),
+                  f"{where}: {'.'.join(p[:-1])} must be a value{' or a list of values' * axes}, not a mapping")
+            seen[p] = k
+            if axes and isinstance(x, list):
+                check(x != [], f"{where}: {key} is an empty list: an axis needs at least one value")
+                rep = [y for i, y in enumerate(x) if y in x[:i]]
+                if rep: raise InputError(f"{where}: {key} lists {rep[0]!r} twice: remove the repeat (the same run twice)")
+            for y in (x if axes and isinstance(x, list) else [x]): _check_value(p, y, archs, where)
+            if p == ('eval',) and isinstance(x, dict):
+                for n, y in x.items(): _check_value(('eval', n), y, archs, where)
+
+# %% ../nbs/10_sweep.ipynb #a186e310
+def _archs(d:dict, default:str=None) -> list:
+    "The architectures a config names (`saes.arch`, a value or an axis), as a list."
+    a = _flatten(d).get(('saes', 'arch'), default)
+    return a if isinstance(a, list) else [a]
+
+def _check_archs(base:dict, sweep:dict, specific:dict, names:tuple) -> tuple:
+    "(the base's architecture, the sweep's): each registered; arch_specific's among the sweep's."
+    check(not isinstance(_flatten(base).get(('saes', 'arch')), list),
+          f"{names[0]}: saes.arch is a list: a list is an axis, put it in the sweep config")
+    b_arch, s_archs = _archs(base, 'topk'), _archs(sweep)
+    s_archs = b_arch if s_archs == [None] else s_archs
+    check(s_archs, f"{names[1]}: saes.arch is an empty list: name at least one architecture")
+    for a, n in [(a, names[0]) for a in b_arch] + [(a, names[1]) for a in s_archs + list(specific)]:
+        check(isinstance(a, str) and a in SAE_REGISTRY,
+              f"{n}: unknown SAE architecture {a!r}{nearest(a, SAE_REGISTRY)}: choose one of {', '.join(SAE_REGISTRY)}")
+    unknown = [a for a in specific if a not in s_archs]
+    check(not unknown, f"{names[1]}: arch_specific names {', '.join(map(repr, unknown))} but the sweep's architectures "
+                       f"are {s_archs}: add it to saes.arch or remove it")
+    return b_arch[0], s_archs
+
+# %% ../nbs/10_sweep.ipynb #e3333f78
+def check_sweep(base:dict, # the base run config (as loaded from YAML)
+                sweep:dict=None, # the sweep config (None: the base run alone)
+                names:tuple=('the base config', 'the sweep config'), # what the messages call the two (their files)
+               ) -> list:
+    "Refuse anything in a sweep's configs that no run can take, before any run starts; returns its architectures."
+    for d, n in ((base, names[0]), (sweep or {}, names[1])):
+        check(isinstance(d, dict), f"{n} must be a mapping of settings, got {d!r}")
+    sweep = dict(sweep or {})
+    specific = sweep.pop('arch_specific', None) or {}
+    check(isinstance(specific, dict), f"{names[1]}: arch_specific must map architectures to their settings, "
+                                      "e.g. {topk: {k: [16, 32]}}")
+    b_arch, s_archs = _check_archs(base, sweep, specific, names)
+    _check_config(base, list(dict.fromkeys([b_arch, *s_archs])), names[0], axes=False)
+    _check_config(sweep, s_archs, names[1], axes=True)
+    for p in _flatten(sweep):  # the sweep's own SAE settings apply to every architecture of the sweep
+        bad = [a for a in s_archs if p[0] == 'saes' and p[1] not in _sae_keys(a)]
+        if bad: raise InputError(f"{names[1]}: {bad[0]} has no setting {p[1]!r}: move it under arch_specific, "
+                                 f"or use one of {', '.join(_sae_keys(bad[0])[1:])}")
+    for a, spec in specific.items():
+        check(isinstance(spec, dict), f"{names[1]}: arch_specific.{a} must be a mapping of settings, got {spec!r}")
+        _check_config(spec, [a], f"{names[1]}, arch_specific.{a}", axes=True)
+    return s_archs
 
 # %% ../nbs/10_sweep.ipynb #e9bec610
 def expand_sweep(base:dict, # the base run config (as loaded from YAML)
                  sweep:dict=None, # lists are grid axes; `arch_specific: {ARCH: {...}}` axes apply only to runs of ARCH
+                 names:tuple=('the base config', 'the sweep config'), # what error messages call the two
                 ) -> list:
-    "The runs of a sweep, each a complete nested config dict, in a stable order."
+    "The runs of a sweep, each a complete nested config dict, in a stable order (`check_sweep` first)."
+    archs = check_sweep(base, sweep, names)
     sweep = dict(sweep or {})
     specific = sweep.pop('arch_specific', None) or {}
-    flat_base = _flatten(base)
-    flat = _flatten(sweep)
-    axes = {p: v for p, v in flat.items() if isinstance(v, list)}
+    flat_base, flat, arch_p = _flatten(base), _flatten(sweep), ('saes', 'arch')
+    axes = {p: v for p, v in flat.items() if isinstance(v, list) and p != arch_p}
     fixed = {p: v for p, v in flat.items() if not isinstance(v, list)}
-    arch_p = ('saes', 'arch')
-    archs = axes.pop(arch_p, [fixed.get(arch_p, flat_base.get(arch_p, 'topk'))])
-    unknown = [a for a in specific if a not in archs]
-    if unknown: raise InputError(f"arch_specific names {', '.join(map(repr, unknown))} but the sweep's architectures "
-                                 f"are {archs}: add it to saes.arch or remove it")
     runs = []
     for arch in archs:
-        valid = _arch_fields(arch)
+        valid = _sae_keys(arch)
         spec = _flatten(specific.get(arch) or {})
         a_axes = {**axes, **{p: v for p, v in spec.items() if isinstance(v, list)}}
         a_fixed = {**fixed, **{p: v for p, v in spec.items() if not isinstance(v, list)}}
         for vals in itertools.product(*a_axes.values()):
-            flat_run = {**flat_base, **a_fixed, **dict(zip(a_axes, vals)), arch_p: arch}
             run = {}
-            for p, v in flat_run.items():
-                if (p[0] == 'saes' and len(p) == 2 and p[1] not in ('arch', 'exp_factor', 'd_sae')
-                        and p[1] not in valid):
-                    # a base setting of another architecture
-                    if p in flat_base and p not in flat and p not in spec: continue
-                    raise InputError(f"{arch} has no setting {p[1]!r} (from the sweep): move it under arch_specific, "
-                                     f"or use one of {', '.join(sorted(valid - {'arch', 'd_in', 'd_sae'}))}")
-                _set(run, p, v)
+            for p, v in {**flat_base, **a_fixed, **dict(zip(a_axes, vals)), arch_p: arch}.items():
+                # a base setting of another architecture (check_sweep refused any other setting a run cannot take)
+                if p[0] == 'saes' and len(p) == 2 and p[1] not in valid: continue
+                _set(run, p, dict(v) if isinstance(v, dict) else v)  # a copy: runs share no mutable section
             runs.append(run)
     return runs
 
@@ -96,14 +219,17 @@ def run_id(run:dict) -> str:
 def load_sweep(base:str|Path, # base config YAML
                sweep:str|Path=None, # sweep config YAML (None: the base run alone)
               ) -> list:
-    "The runs of a sweep read from YAML files, data paths made absolute."
+    "The runs of a sweep read from YAML files, every key checked (`check_sweep`), data paths made absolute."
     b = read_yaml(base, 'sweep config')
+    s = read_yaml(sweep, 'sweep config') if sweep is not None else None
+    names = (str(base), str(sweep) if sweep is not None else 'the sweep config')
+    check_sweep(b, s, names)
     if 'acts' not in b:
         raise InputError(f"{base} has no 'acts': name the activations to train on "
                          "(a saenb store directory or an .npy file)")
     for k in ('acts', 'val_acts', 'target_acts'):
         if b.get(k) is not None and not Path(b[k]).is_absolute(): b[k] = str((Path(base).parent/b[k]).resolve())
-    return expand_sweep(b, read_yaml(sweep, 'sweep config') if sweep is not None else None)
+    return expand_sweep(b, s, names)
 
 # %% ../nbs/10_sweep.ipynb #94b5fb12
 def run_status(run_dir:Path) -> str:
@@ -502,6 +628,33 @@ def _all_ranks_done(rank:int) -> bool:
     if own: dist.destroy_process_group()
     return rank == 0
 
+# %% ../nbs/10_sweep.ipynb #521e8cad
+_STORE = []  # torchrun's key-value store, kept for the life of the process (rank 0 may be the one serving it)
+
+def _rank0_says(ok:bool, rank:int) -> bool:
+    "Under torchrun: rank 0's `ok`, on every rank, through torchrun's key-value store (no process group yet)."
+    if not _STORE: _STORE.append(next(dist.rendezvous('env://', timeout=datetime.timedelta(days=30)))[0])
+    store = _STORE[0]
+    key = f"saenb_sweep_lock/{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}"  # a restarted job asks anew
+    if rank == 0: store.set(key, str(int(ok)))
+    return store.get(key) == b'1'  # waits for rank 0
+
+@contextmanager
+def _sweep_lock(out:Path, # the sweep directory
+                rank:int=0, # torchrun's rank (0 outside it)
+                world:int=1): # torchrun's world size (1 outside it)
+    "Hold `output_lock(out)` for a sweep; under torchrun rank 0 holds it for all ranks, which start once it does."
+    with ExitStack() as stack:
+        err = None
+        if rank == 0:
+            try: stack.enter_context(output_lock(out))
+            except OutputExists as e: err = e
+        if world > 1 and not _rank0_says(err is None, rank) and err is None:  # all ranks go on, or all stop
+            err = OutputExists(f"{out} is being written by another process (rank 0 could not lock it): "
+                               "wait for it to finish, or write somewhere else")
+        if err is not None: raise err
+        yield out
+
 # %% ../nbs/10_sweep.ipynb #9ef5552d
 def _run_sequential(groups:list, out:Path, device:str, progress:bool):
     "Run the groups of runs in this process, one after another."
@@ -517,6 +670,12 @@ def _finish(out:Path, progress:bool) -> pd.DataFrame:
     return df
 
 # %% ../nbs/10_sweep.ipynb #67657325
+def _todo(runs:list, out:Path, retry_failed:bool, limit:int) -> tuple:
+    "({id: status} of `runs`, the runs to run now)."
+    status = {run_id(r): run_status(out/'runs'/run_id(r)) for r in runs}
+    todo = [r for r in runs if status[run_id(r)] == 'queued' or (retry_failed and status[run_id(r)] == 'failed')]
+    return status, todo[:limit] if limit is not None else todo
+
 def run_sweep(base, # base config: a YAML path or a dict
               sweep=None, # sweep config: a YAML path or a dict (None: just the base run)
               out:str|Path='sweep', # sweep directory: runs/, results.parquet, pareto.html
@@ -529,29 +688,50 @@ def run_sweep(base, # base config: a YAML path or a dict
               max_ensemble:int=None, # at most this many runs per ensemble
               progress:bool=True, # live status view
              ) -> pd.DataFrame:
-    "Run the runs of a sweep not yet finished, over worker processes; returns the results table."
+    "Run the runs of a sweep not yet finished, over worker processes, holding `out`'s lock; returns the results table."
     runs = load_sweep(base, sweep) if isinstance(base, (str, Path)) else expand_sweep(base, sweep)
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    check_positive(limit=limit, max_ensemble=max_ensemble)
+    out = Path(out)
+    check(not out.exists() or out.is_dir(), f"{out} is a file: the sweep's output must be a directory (out)")
     rank, world, local = _dist_env()
     if world > 1: runs = runs[rank::world]
-    status = {run_id(r): run_status(out/'runs'/run_id(r)) for r in runs}
-    todo = [r for r in runs if status[run_id(r)] == 'queued' or (retry_failed and status[run_id(r)] == 'failed')]
-    if limit is not None: todo = todo[:limit]
     if dry_run:
-        rows = [{'id': run_id(r), 'status': status[run_id(r)], 'will_run': r in todo, **_flat_cfg(r)} for r in runs]
-        return pd.DataFrame(rows)
+        status, todo = _todo(runs, out, retry_failed, limit)
+        return pd.DataFrame([{'id': run_id(r), 'status': status[run_id(r)], 'will_run': r in todo, **_flat_cfg(r)}
+                             for r in runs])
     devs = _parse_devices(devices)
     if world > 1:
         sequential = True
         dev = devs[local % len(devs)] if devices != 'cpu' else (f'cuda:{local}' if torch.cuda.is_available() else 'cpu')
         devs = [dev]
-    groups = group_runs(todo, ensemble, max_ensemble)
-    if sequential: _run_sequential(groups, out, devs[0], progress)
-    else: _run_workers(groups, out, devs, progress)
-    if world > 1 and not _all_ranks_done(rank): return collect_results(out, write=False)  # rank 0 writes the table
-    return _finish(out, progress)
+    with _sweep_lock(out, rank, world):
+        out.mkdir(parents=True, exist_ok=True)
+        groups = group_runs(_todo(runs, out, retry_failed, limit)[1], ensemble, max_ensemble)
+        if sequential: _run_sequential(groups, out, devs[0], progress)
+        else: _run_workers(groups, out, devs, progress)
+        if world > 1 and not _all_ranks_done(rank): return collect_results(out, write=False)  # rank 0 writes the table
+        return _finish(out, progress)
 
 # %% ../nbs/10_sweep.ipynb #9e1259d2
+def _report(df:pd.DataFrame, # the results table
+            out:Path, # the sweep directory
+            strict:bool=True): # exit with status 1 when no run finished and some failed
+    "Print the sweep's summary line (saying how many runs failed, if any); exit 1 if it trained nothing that finished."
+    counts = df.status.value_counts().to_dict() if len(df) else {}
+    n_failed = counts.get('failed', 0)
+    summary = {'runs': len(df), **counts, 'results': str(out/'results.parquet'),
+               'pareto': str(out/'pareto.html') if (out/'pareto.html').exists() else None}
+    if n_failed: summary['note'] = (f"{n_failed} of {len(df)} runs failed: errors in results.parquet, tracebacks in "
+                                    f"{out/'runs'}/ID/log.txt; running the same command again retries them")
+    print(json.dumps(summary))
+    if strict and n_failed and not counts.get('finished'):
+        first = df[df.status == 'failed'].iloc[0]
+        print(f"saenb_sweep: error: no run finished; the first of {n_failed} failures, run {first['id']}: "
+              f"{' '.join(str(first.get('error')).split())}; fix the setting and run the same command again",
+              file=sys.stderr)
+        sys.exit(1)
+
+# %% ../nbs/10_sweep.ipynb #958ea8e5
 @call_parse
 def saenb_sweep(base:str=None, # base config YAML: acts, trainer settings, saes: section (required)
                 sweep:str=None, # sweep config YAML: lists are grid axes, arch_specific: per-architecture axes
@@ -567,7 +747,7 @@ def saenb_sweep(base:str=None, # base config YAML: acts, trainer settings, saes:
                 show_devices:bool=False, # list the available devices and exit
                 quiet:bool=False, # no live status
                ):
-    "Run a sweep of SAE trainings from YAML configs; print a JSON summary."
+    "Run a sweep of SAE trainings from YAML configs; print a JSON summary (exit status 1 if every run failed)."
     if show_devices: print('\n'.join(available_devices())); return
     with command_errors('saenb_sweep', 'run the same command again to resume; finished runs are kept'):
         if collect: df = _finish(Path(out), False)
@@ -581,7 +761,4 @@ def saenb_sweep(base:str=None, # base config YAML: acts, trainer settings, saes:
         with pd.option_context('display.max_rows', None, 'display.width', 200):
             print(df.drop(columns=['acts'], errors='ignore').to_string(index=False))
         return
-    counts = df.status.value_counts().to_dict() if len(df) else {}
-    o = Path(out)
-    print(json.dumps({'runs': len(df), **counts, 'results': str(o/'results.parquet'),
-                      'pareto': str(o/'pareto.html') if (o/'pareto.html').exists() else None}))
+    _report(df, Path(out), strict=not collect)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_train_gpt.ipynb #3d7dc30d
 from __future__ import annotations
-import json, math, os, time, warnings
+import json, math, numbers, os, time, warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, asdict, replace
 from functools import lru_cache
@@ -18,16 +18,16 @@ from tqdm.auto import tqdm
 from fastcore.script import call_parse, store_true
 
 from .model import (GPTConfig, build_model, core_module, next_token_loss, save_model, load_model,
-                         load_gpt_config, load_tokenizer, load_language)
+                         load_gpt_config, load_tokenizer, load_language, check_device)
 from .utils import (write_atomic, lr_factor, setup_distributed, check_replicas, in_notebook, LiveLossPlot,
-                         InputError, command_errors, output_lock)
-from .data import load_corpus, pack
+                         check, check_positive, InputError, OutputExists, command_errors, output_lock)
+from .data import load_corpus, pack, language_fingerprint, corpus_fingerprint
 from .grammars import get_language
 
 # %% auto #0
 __all__ = ['TrainConfig', 'padded_rows', 'trim_padding', 'batch_rows', 'validation_loss', 'save_checkpoint', 'load_checkpoint',
-           'train_gpt', 'sample', 'GrammaticalityReport', 'score_generation', 'grammaticality', 'saenb_train_gpt',
-           'write_jsonl', 'saenb_generate']
+           'train_gpt', 'check_sampling', 'sample', 'GrammaticalityReport', 'score_generation', 'grammaticality',
+           'saenb_train_gpt', 'write_jsonl', 'saenb_generate']
 
 # %% ../nbs/04_train_gpt.ipynb #9d2b77b3
 @dataclass
@@ -49,6 +49,20 @@ class TrainConfig:
     ckpt_every:int=500 # steps between checkpoints
     seed:int=0 # seed of the data order
     packed:bool=False # train on packed rows (`saenb.data.pack`) instead of one padded sequence per row
+
+    def __post_init__(self):
+        isint, isnum = lambda v: isinstance(v, int) and not isinstance(v, bool), lambda v: isinstance(v, (int, float))
+        for k in ('steps', 'batch_size', 'grad_accum', 'eval_every', 'eval_batches', 'ckpt_every'):
+            v = getattr(self, k); check(isint(v) and v >= 1, f"{k} must be a positive integer, got {v!r}")
+        for k in ('warmup_steps', 'seed'):
+            v = getattr(self, k); check(isint(v) and v >= 0, f"{k} must be a non-negative integer, got {v!r}")
+        check_positive(lr=self.lr)
+        for k, hi in (('min_lr_frac', 1), ('beta1', 1), ('beta2', 1), ('weight_decay', math.inf),
+                      ('grad_clip', math.inf)):  # each in [0, hi), min_lr_frac in [0, 1]
+            v, closed = getattr(self, k), k == 'min_lr_frac'
+            check(isnum(v) and not isinstance(v, bool) and 0 <= v <= hi and (v < hi or closed),
+                  f"{k} must be a number in [0, {hi}{']' if closed else ')'}, got {v!r}")
+        for k in ('bf16', 'packed'): check(isinstance(getattr(self, k), bool), f"{k} must be True or False")
 
 # %% ../nbs/04_train_gpt.ipynb #62d82eec
 def padded_rows(dataset, # a `datasets.Dataset` with an `input_ids` column
@@ -103,13 +117,13 @@ def validation_loss(net:torch.nn.Module, # a model returning logits
                     max_rows:int|None=None, # use only the first rows
                     bf16:bool=False, # autocast to bf16
                    ) -> float:
-    "Token-averaged next-token loss of `net` on `rows`."
+    "Token-averaged next-token loss of `net` on `rows` (NaN when there are none, as for a corpus without validation)."
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device = next(net.parameters()).device
     rows = rows[:max_rows][rank::world]
     total = torch.zeros(2, dtype=torch.float64, device=device)
     was_training = net.training; net.eval()
-    for batch in rows.split(batch_size):
+    for batch in rows.split(batch_size) if len(rows) else []:
         ids = (trim_padding(batch, pad_id) if pad_id is not None else batch).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = net(ids)
@@ -118,7 +132,7 @@ def validation_loss(net:torch.nn.Module, # a model returning logits
         total += torch.stack([loss_sum, torch.as_tensor(n_targets, dtype=torch.float64, device=device)])
     net.train(was_training)
     if world > 1: dist.all_reduce(total)
-    return (total[0] / total[1].clamp(min=1)).item()
+    return (total[0] / total[1]).item() if total[1] > 0 else float('nan')
 
 # %% ../nbs/04_train_gpt.ipynb #b4b62a5e
 def save_checkpoint(ckpt_dir:str|Path, # directory to (re)write
@@ -156,10 +170,13 @@ def load_checkpoint(ckpt_dir:str|Path, # a directory written by `save_checkpoint
                     world_size:int=1, # processes in this run
                    ) -> tuple[int, pd.DataFrame]:
     "Restore model, optimizer and RNG state; return the step to continue from and the metrics so far."
-    ckpt_dir = Path(ckpt_dir)
-    try: state = json.loads((ckpt_dir/'trainer_state.json').read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"Checkpoint {ckpt_dir} is corrupt ({e}); delete it to start afresh.") from e
+    ckpt_dir = Path(ckpt_dir); sf = ckpt_dir/'trainer_state.json'
+    try:
+        state = json.loads(sf.read_text())
+        check(isinstance(state, dict) and isinstance(state.get('step'), int) and
+              isinstance(state.get('train_config'), dict) and 'world_size' in state, "not what save_checkpoint writes")
+    except (OSError, ValueError) as e:
+        raise InputError(f"{sf} is corrupt ({e}): restore it, or delete {ckpt_dir} to start afresh") from None
     saved_cfg = asdict(load_gpt_config(ckpt_dir))
     for k, v in asdict(cfg).items():
         if saved_cfg.get(k) != v:
@@ -178,10 +195,16 @@ def load_checkpoint(ckpt_dir:str|Path, # a directory written by `save_checkpoint
     except Exception as e:
         raise InputError(f"Checkpoint {ckpt_dir}/trainer.pt is corrupt ({e}); "
                          "delete the checkpoint to start afresh.") from e
-    optimizer.load_state_dict(trainer['optimizer'])
-    torch.set_rng_state(trainer['rng']['torch'])
+    try:
+        optimizer.load_state_dict(trainer['optimizer'])
+        torch.set_rng_state(trainer['rng']['torch'])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{ckpt_dir}/trainer.pt is corrupt ({type(e).__name__}: {e}): "
+                         "delete the checkpoint to start afresh") from None
     if 'cuda' in trainer['rng'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(trainer['rng']['cuda'])
-    metrics = pd.read_csv(ckpt_dir/'metrics.csv') if (ckpt_dir/'metrics.csv').exists() else pd.DataFrame()
+    mf = ckpt_dir/'metrics.csv'
+    try: metrics = pd.read_csv(mf) if mf.exists() else pd.DataFrame()
+    except ValueError as e: raise InputError(f"{mf} is corrupt ({e}): delete {ckpt_dir} to start afresh") from None
     return state['step'], metrics
 
 # %% ../nbs/04_train_gpt.ipynb #23e1ee7f
@@ -207,6 +230,8 @@ def _setup_run(corpus, out:Path, cfg:GPTConfig, tc:TrainConfig, device:str, resu
     if cfg.d_vocab != tok.vocab_size:
         raise InputError(f"GPTConfig.d_vocab={cfg.d_vocab} but the tokenizer has {tok.vocab_size} tokens; "
                          "leave d_vocab at 0 to take it from the tokenizer.")
+    check(cfg.n_ctx >= 2, f"n_ctx must be at least 2 to train (a token and the next), got {cfg.n_ctx}")
+    if out.exists() and not out.is_dir(): raise OutputExists(f"{out} is a file: --out takes a directory")
     rank, world, dev = setup_distributed(device)
     if tc.batch_size % (world * tc.grad_accum):
         raise InputError(f"batch_size={tc.batch_size} must be divisible by processes x grad_accum = "
@@ -215,6 +240,16 @@ def _setup_run(corpus, out:Path, cfg:GPTConfig, tc:TrainConfig, device:str, resu
     if ckpt_dir.exists() and not resume:
         raise InputError(f"{out} already holds a training run; pass resume=True (--resume) to continue it, "
                          "or choose a fresh output directory.")
+    if resume and (ckpt_dir/'language.json').exists():
+        was, now = language_fingerprint(load_language(ckpt_dir), load_tokenizer(ckpt_dir)), corpus_fingerprint(corpus)
+        check(was == now, f"Cannot resume: the checkpoint in {out} was trained on {load_language(ckpt_dir)!r} "
+                          f"(language fingerprint {was}), not on this corpus's {corpus.language!r} ({now}); "
+                          "pass the same --data, or train into a fresh output directory.")
+    if not ckpt_dir.exists() and (out/'dataset_dict.json').exists():
+        raise OutputExists(f"{out} holds a corpus, which the model's files would overwrite: choose another --out")
+    if not ckpt_dir.exists() and (out/'model.safetensors').exists():
+        raise OutputExists(f"{out} holds a saved model with no checkpoint to resume: choose another --out, "
+                           "or delete it to train again")
     return cfg, rank, world, dev, ckpt_dir
 
 # %% ../nbs/04_train_gpt.ipynb #9062aa8e
@@ -270,6 +305,7 @@ def _train_gpt(corpus, out:Path, cfg:GPTConfig, tc:TrainConfig, device:str, resu
     tok = corpus.tokenizer
     cfg, rank, world, dev, ckpt_dir = _setup_run(corpus, out, cfg, tc, device, resume)
     train_rows, val_rows, pad_id = _training_rows(corpus, cfg, tc)
+    batch_rows(0, len(train_rows), tc.batch_size // world, rank, world, tc.seed)  # too few rows: fail before any work
     model, net, ddp, optimizer, start, metrics = _setup_model(cfg, tc, dev, ckpt_dir, resume, world)
     rows_log = metrics.to_dict('records')
     live = (in_notebook() if live_plot is None else live_plot) and rank == 0
@@ -314,6 +350,7 @@ def train_gpt(data, # a `saenb.data.Corpus`, or the directory it was saved to
              ):
     "Train a GPT on `data`; return the trained `TransformerBridge` (with `.saenb_tokenizer`)."
     cfg, tc, out = cfg or GPTConfig(), tc or TrainConfig(), Path(out)
+    check_device(device)
     corpus = _as_corpus(data)
     data_dir = data if isinstance(data, (str, Path)) else None  # recorded in the model's provenance.json
     with output_lock(out) if int(os.environ.get('RANK', 0)) == 0 else nullcontext():  # rank 0 writes for all ranks
@@ -329,6 +366,21 @@ def _pick_next(logits:torch.Tensor, temperature:float, top_k:int|None, gen:torch
         logits = logits.masked_fill(logits < kth, float('-inf'))
     return torch.multinomial(logits.softmax(-1), 1, generator=gen)
 
+# %% ../nbs/04_train_gpt.ipynb #4cec1cf5
+def _isint(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+def check_sampling(temperature:float=1.0, # softmax temperature (>= 0)
+                   top_k:int|None=None, # None or 0 (all tokens), or k >= 1
+                   batch_size:int=500, # sequences sampled together (>= 1)
+                   seed:int=0): # seed of the sampling (>= 0)
+    "Refuse sampling settings that `sample` cannot use, naming the setting."
+    check(isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and math.isfinite(temperature)
+          and temperature >= 0, f"temperature must be a number >= 0 (0: greedy), got {temperature!r}")
+    check(top_k is None or (_isint(top_k) and top_k >= 0), f"top_k must be an integer >= 0 (0: all), got {top_k!r}")
+    check(_isint(batch_size), f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive(batch_size=batch_size)
+    check(_isint(seed) and seed >= 0, f"seed must be a non-negative integer, got {seed!r}")
+
 # %% ../nbs/04_train_gpt.ipynb #04025fd5
 @torch.no_grad()
 def sample(model, # a TransformerBridge (or its core module)
@@ -342,7 +394,9 @@ def sample(model, # a TransformerBridge (or its core module)
            progress:bool=False, # show a tqdm bar over batches
           ) -> list[list[int]]:
     "`n` sampled id sequences, each `[bos, ...]` and ending in `eos` unless it hit `max_len`."
-    if temperature < 0: raise InputError(f"temperature must be >= 0, got {temperature}.")
+    check(_isint(n) and n >= 0, f"n must be a non-negative integer, got {n!r}")
+    check_sampling(temperature, top_k, batch_size, seed)
+    check(max_len is None or (_isint(max_len) and max_len >= 1), f"max_len must be a positive integer, got {max_len!r}")
     net = core_module(model) if hasattr(model, 'original_model') else model
     n_ctx = net.cfg.n_ctx
     max_len = min(max_len or n_ctx, n_ctx)
@@ -412,6 +466,7 @@ def grammaticality(model, # a TransformerBridge
                    progress:bool=False, # show a tqdm bar
                   ) -> GrammaticalityReport:
     "Fraction of `n` free generations that `lang` accepts, with per-generation diagnostics."
+    check(_isint(n) and n >= 1, f"n must be a positive integer, got {n!r}")
     if isinstance(lang, str): lang = get_language(lang)
     tokenizer = tokenizer or getattr(model, 'saenb_tokenizer', None)
     if tokenizer is None:
@@ -458,9 +513,9 @@ def saenb_train_gpt(data:str=None, # corpus directory (from saenb_data)
                          eval_every=eval_every, ckpt_every=ckpt_every, seed=seed, packed=packed)
         train_gpt(data, out, cfg, tc, device=device, resume=resume, live_plot=False)
     if int(os.environ.get('RANK', 0)) == 0:
-        m = pd.read_csv(Path(out)/'metrics.csv')
-        print(f"trained {steps} steps: train loss {m.train_loss.iloc[-1]:.4f}, "
-              f"validation loss {m.val_loss.dropna().iloc[-1]:.4f}; model in {out}")
+        m = pd.read_csv(Path(out)/'metrics.csv'); val = m.val_loss.dropna()
+        print(f"trained {steps} steps: train loss {m.train_loss.iloc[-1]:.4f}, validation loss "
+              + (f"{val.iloc[-1]:.4f}" if len(val) else "n/a (no validation split)") + f"; model in {out}")
 
 # %% ../nbs/04_train_gpt.ipynb #cc1cb59a
 #| eval: false
@@ -471,7 +526,9 @@ def write_jsonl(table:pd.DataFrame, # one row per record
                 path:str|Path, # file to write (via a temporary name)
                ):
     "Write `table` as JSON lines, renaming a finished temporary file into place."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    if path.is_dir(): raise OutputExists(f"{path} is a directory: give a file name, such as {path/'generations.jsonl'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda p: table.to_json(p, orient='records', lines=True))
 
 # %% ../nbs/04_train_gpt.ipynb #ea1f8bf9
@@ -488,8 +545,12 @@ def saenb_generate(model:str=None, # model directory (from saenb_train_gpt)
     "Sample from a trained model, score grammaticality, and write the generations."
     with command_errors('saenb_generate'):
         if not model: raise InputError("--model DIR (a directory written by saenb_train_gpt) is required")
-        m = load_model(model, device=device)
-        report = grammaticality(m, load_language(model), n, load_tokenizer(model), temperature=temperature,
-                                top_k=top_k or None, seed=seed, batch_size=batch_size, progress=True)
-        if out: write_jsonl(report.generations, out)
+        check_positive(n=n); check_sampling(temperature, top_k, batch_size, seed); check_device(device)
+        if out and Path(out).is_dir():
+            raise OutputExists(f"--out {out} is a directory: give a file name, such as {Path(out)/'generations.jsonl'}")
+        with output_lock(out) if out else nullcontext():
+            m = load_model(model, device=device)
+            report = grammaticality(m, load_language(model), n, load_tokenizer(model), temperature=temperature,
+                                    top_k=top_k or None, seed=seed, batch_size=batch_size, progress=True)
+            if out: write_jsonl(report.generations, out)
     print(f"grammatical: {report.fraction:.4f} ({int(report.generations.grammatical.sum())}/{n})")

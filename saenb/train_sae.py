@@ -14,18 +14,19 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 from fastcore.script import call_parse, Param
 from .utils import (write_atomic, lr_factor, LiveLossPlot, in_notebook, setup_distributed, check_replicas,
-                         InputError, MissingInput, OutputExists, command_errors, output_lock, path_record)
+                         InputError, MissingInput, OutputExists, command_errors, output_lock, path_record, check,
+                         jsonable)
 from .model import load_model
 from .cache import (ActivationStore, capture, splice, store_sequences, store_provenance, store_model,
                          check_store_model)
-from .sae import SAE, SAE_REGISTRY, make_sae, resample_dead_latents
+from .sae import SAE, SAE_REGISTRY, make_sae, resample_dead_latents, check_types, check_sae_settings
 from .sae_io import load_sae
 
 # %% auto #0
 __all__ = ['SAETrainConfig', 'open_activations', 'validation_activations', 'build_sae', 'make_optimizer', 'retain_freed_memory',
-           'RunData', 'save_sae_checkpoint', 'load_sae_checkpoint', 'SAETrainResult', 'run_config', 'sync_gradients',
-           'sync_buffers', 'broadcast_state', 'causal_loss', 'causal_term', 'SAERun', 'sae_step', 'sae_log',
-           'finish_run', 'save_run', 'train_sae', 'saenb_train_sae']
+           'check_activations', 'RunData', 'save_sae_checkpoint', 'load_sae_checkpoint', 'SAETrainResult', 'run_config',
+           'sync_gradients', 'sync_buffers', 'broadcast_state', 'causal_loss', 'causal_term', 'SAERun', 'sae_step',
+           'sae_log', 'finish_run', 'save_run', 'check_sae_out', 'check_device', 'train_sae', 'saenb_train_sae']
 
 # %% ../nbs/07_train_sae.ipynb #a8317474
 @dataclass
@@ -62,8 +63,39 @@ class SAETrainConfig:
     device:str='cpu' # 'cpu', 'cuda', 'cuda:N'
     sae:dict=field(default_factory=dict) # the architecture's settings, for `make_sae`
 
+    def __post_init__(self): self.validate()
+
     @property
     def n_steps(self) -> int: return max(1, self.n_tokens // (self.batch_size * self.grad_accum))
+
+# %% ../nbs/07_train_sae.ipynb #499f03d0
+_POSITIVE_INTS = ('n_tokens', 'batch_size', 'grad_accum', 'val_rows', 'log_every', 'causal_rows', 'd_sae',
+                  'dead_tokens')  # None allowed where it is the default
+_COUNTS = ('warmup_steps', 'resample_every', 'val_every', 'patience', 'checkpoint_every', 'seed')  # 0 allowed
+
+@patch
+def validate(self:SAETrainConfig):
+    "Refuse settings no run can train with (wrong type, out of range, unknown), naming the setting and what it takes."
+    check_types(SAETrainConfig, {f.name: getattr(self, f.name) for f in fields(self)}, 'SAE training')
+    def need(ok, n, what): check(ok, f"{n} must be {what}, got {getattr(self, n)!r}: change {n}")
+    for n in _POSITIVE_INTS: need(getattr(self, n) is None or getattr(self, n) > 0, n, 'a positive integer')
+    for n in _COUNTS: need(getattr(self, n) >= 0, n, '0 or a positive integer')
+    need(math.isfinite(self.exp_factor) and self.exp_factor > 0, 'exp_factor', 'a positive number')
+    need(math.isfinite(self.lr) and self.lr > 0, 'lr', 'a positive number')  # 0 would train nothing
+    for n in ('dec_lr', 'bias_lr', 'max_grad_norm', 'causal_coeff'):
+        v = getattr(self, n); need(v is None or (math.isfinite(v) and v >= 0), n, 'a number >= 0')
+    for n in ('decay_frac', 'min_lr_frac'): need(0 <= getattr(self, n) <= 1, n, 'between 0 and 1')
+    for n in ('beta1', 'beta2'): need(0 <= getattr(self, n) < 1, n, 'at least 0 and below 1')
+    need(self.lr_schedule in ('constant', 'cosine', 'linear'), 'lr_schedule', "'constant', 'cosine' or 'linear'")
+    try: torch.device(self.device)
+    except RuntimeError: need(False, 'device', "'cpu', 'cuda' or 'cuda:N'")
+    step = self.batch_size * self.grad_accum
+    check(self.n_tokens >= step, f"n_tokens={self.n_tokens} is less than one step of batch_size*grad_accum={step} "
+                                 "tokens: raise n_tokens or lower batch_size")
+    for n in ('d_in', 'd_out'):
+        check(n not in self.sae, f"{n} comes from the activations' width (acts, target_acts): "
+                                 f"remove it from the SAE settings")
+    check_sae_settings(self.arch, self.sae, others=[f.name for f in fields(self)])
 
 # %% ../nbs/07_train_sae.ipynb #1e929849
 def open_activations(acts, # store directory, `.npy`/`.safetensors` file, or an `ActivationStore`
@@ -136,7 +168,28 @@ def retain_freed_memory(limit:int=1 << 30, # keep freed blocks up to this many b
     except (OSError, AttributeError): return False  # no mallopt here
     return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))
 
+# %% ../nbs/07_train_sae.ipynb #66be4439
+def check_activations(store:ActivationStore, # activations a run trains on (or reconstructs)
+                      what:str='acts', # which input they are, for the message (the setting or flag)
+                     ):
+    "Refuse activations holding inf/nan, values too large for float32 norms or only zeros, naming the store and fix."
+    st = store.stats
+    mn, finite = float(st['mean_norm']), bool(torch.isfinite(torch.as_tensor(st['mean'])).all())
+    if not (math.isfinite(mn) and finite):
+        raise InputError(f"{what} {store.path} holds inf/nan activations or values too large for float32 (mean norm "
+                         f"{mn}): recompute them (saenb_cache --overwrite), or rescale the file so rows have norms "
+                         "well below 1e18")
+    if mn == 0: raise InputError(f"{what} {store.path} holds only zero activations: cache a hook that is not constant")
+
 # %% ../nbs/07_train_sae.ipynb #b337a0d2
+def _check_validation(val_x:torch.Tensor, store:ActivationStore, val_acts):
+    "Refuse validation rows of another width than the training store's, or holding inf/nan (or overflowing norms)."
+    where = f"val_acts {val_acts}" if val_acts is not None else f"the validation rows of {store.path}"
+    check(val_x.shape[-1] == store.d, f"{where} are {val_x.shape[-1]} wide but acts {store.path} is {store.d} wide: "
+                                      "pass validation activations of the same hook")
+    check(bool(torch.isfinite(val_x.norm(dim=-1)).all()),
+          f"{where} hold inf/nan or values too large for float32: recompute them (saenb_cache --overwrite)")
+
 @dataclass
 class RunData:
     "The activations of a run: store, transcoder targets, input scales and validation rows."
@@ -153,13 +206,16 @@ class RunData:
         "Open `acts` (and `target_acts`, `val_acts`) for a run with settings `tc`."
         store = open_activations(acts)
         if len(store) == 0: raise InputError(f"{acts} holds no activations: cache some first (saenb_cache)")
+        check_activations(store)
         tstore = open_activations(target_acts) if target_acts is not None else None
         if tstore is not None and len(tstore) != len(store):
             raise InputError(f"target_acts has {len(tstore)} rows but acts has {len(store)}: they must be row-aligned")
+        if tstore is not None: check_activations(tstore, 'target_acts')
         scale = math.sqrt(store.d) / float(store.stats['mean_norm']) if tc.normalize else 1.0
         tscale = (math.sqrt(tstore.d) / float(tstore.stats['mean_norm']) if (tc.normalize and tstore is not None)
                   else scale)
         val_x, in_sample = validation_activations(store, val_acts, tc.val_rows)
+        _check_validation(val_x, store, val_acts)
         val_y = tstore[torch.arange(len(val_x))].float() if tstore is not None else None
         return cls(store, tstore, scale, tscale, val_x, val_y, in_sample)
 
@@ -181,11 +237,23 @@ class RunData:
         y0 = self.tstore[idx].float() * self.tscale if self.tstore is not None else None
         return build_sae(tc, self.store[idx].float() * self.scale, y0, dev)
 
+# %% ../nbs/07_train_sae.ipynb #c56756fd
+@patch
+def epochs(self:RunData, tc:SAETrainConfig, world:int=1) -> int:
+    "Passes over the store a run with settings `tc` needs; refuses a store with fewer rows than one batch."
+    rows, batch = len(self.store) // world, tc.batch_size // world
+    if rows < batch:
+        procs = f" ({world} processes, {rows:,} rows each)" if world > 1 else ''
+        raise InputError(f"{self.store.path} holds {len(self.store):,} rows, fewer than one batch of {tc.batch_size:,}"
+                         f"{procs}: lower batch_size to at most {len(self.store) // world * world:,}, "
+                         "or cache more activations")
+    return math.ceil(tc.n_steps * tc.grad_accum / (rows // batch))
+
 # %% ../nbs/07_train_sae.ipynb #34a486b7
 @patch
 def steps(self:RunData, tc:SAETrainConfig, dev:torch.device, start:int=0, rank:int=0, world:int=1):
     "Scaled micro-batches and targets `(xs, ys)` of each step from `start` on; with `world` processes, `rank`'s share."
-    epochs = math.ceil(tc.n_steps * tc.batch_size * tc.grad_accum / len(self.store)) + 1
+    epochs = self.epochs(tc, world)
     kw = dict(shuffle=True, seed=tc.seed, epochs=epochs, rank=rank, world_size=world)
     batches = self.store.batches(tc.batch_size // world, **kw)
     tbatches = self.tstore.batches(tc.batch_size // world, **kw) if self.tstore is not None else None
@@ -245,6 +313,7 @@ class SAETrainResult:
     history:pd.DataFrame # metrics logged during training
     summary:dict # final figures: train_seconds, tokens_per_s, fvu, l0, dead_frac, ...
     out:Path=None # where it was saved
+    trained:bool=True # False: `out` already held this finished run (`resume=True`), returned as saved
 
 # %% ../nbs/07_train_sae.ipynb #785823a7
 def _split_kwargs(kwargs:dict) -> tuple[dict, dict]:
@@ -258,6 +327,7 @@ def run_config(cfg:SAETrainConfig=None, # starting settings (default `SAETrainCo
     tkw, skw = _split_kwargs(kwargs)
     tc = SAETrainConfig(**{**asdict(cfg or SAETrainConfig()), **tkw})
     tc.sae = {**tc.sae, **skw}
+    tc.validate()  # with the architecture's settings merged in
     return tc
 
 # %% ../nbs/07_train_sae.ipynb #ae24ff69
@@ -400,7 +470,8 @@ def sae_step(r:SAERun, # the run
     for x, y in zip(xs, ys):
         with torch.autocast(**amp): o = sae.loss(x, target=y, step=step, total_steps=tc.n_steps)
         if step == 0 and not torch.isfinite(o['loss']):
-            raise FloatingPointError(f"the first loss is {float(o['loss'])}: check the activations for inf/nan")
+            raise InputError(f"the first training loss is {float(o['loss'])}: the activations, as scaled for training, "
+                             "overflow or hold inf/nan; keep normalize=True, or check them")
         (o['loss'] / tc.grad_accum).backward()
         fired, n_tok = o['fired'] if fired is None else fired | o['fired'], n_tok + o['n_tokens']
     o = {**o, 'fired': fired, 'n_tokens': n_tok}  # dead-latent counters see every micro-batch
@@ -484,6 +555,61 @@ def save_run(r:SAERun, # the finished run
         write_atomic(out/'train_config.json', lambda p: p.write_text(json.dumps(asdict(r.tc), indent=2)))
     return SAETrainResult(r.sae, hist, summary, out)
 
+# %% ../nbs/07_train_sae.ipynb #6660f8dd
+def _is_sae(d:Path) -> bool:
+    "Whether directory `d` holds an SAE (its config.json names an architecture)."
+    try: return 'arch' in json.loads((d/'config.json').read_text())
+    except (OSError, ValueError, TypeError): return False
+
+def check_sae_out(out, # where an SAE (or, with `whole=False`, a directory of SAEs) is to be saved
+                  whole:bool=True, # saving replaces `out` itself (an SAE directory)
+                 ) -> Path|None:
+    "`out` as a `Path`; refused if it or a directory above it is a file, or (`whole`) it holds anything but an SAE run."
+    if out is None: return None
+    out = Path(out)
+    p = next((q for q in [out, *out.parents] if q.exists()), None)
+    check(p is None or p.is_dir(), f"--out {out}: {p} is a file, not a directory: choose another --out")
+    if not whole or not out.is_dir(): return out
+    stray = sorted(q.name for q in out.iterdir() if not q.name.startswith('.checkpoint.'))  # ours: half-written
+    if stray and not (_is_sae(out) or _is_sae(out/'checkpoint')):
+        raise OutputExists(f"--out {out} is a directory holding something other than an SAE ({', '.join(stray[:3])}"
+                           f"{', ...' if len(stray) > 3 else ''}), which saving would replace: choose a new --out")
+    return out
+
+# %% ../nbs/07_train_sae.ipynb #43aed30c
+def _checkpoint_step(ckpt:Path) -> str:
+    "' (step s of n)' of the checkpoint `ckpt`, or '' if it cannot be read."
+    try:
+        st = json.loads((ckpt/'trainer_state.json').read_text()); c = st['config']
+        return f" (step {st['step']} of {max(1, c['n_tokens'] // (c['batch_size'] * c['grad_accum']))})"
+    except (OSError, ValueError, TypeError, KeyError, ZeroDivisionError): return ''
+
+def _finished_run(out:Path, tc:SAETrainConfig) -> SAETrainResult:
+    "The finished run saved in `out`, as `train_sae` returned it; refused if it was trained with other settings."
+    try: saved = json.loads((out/'train_config.json').read_text())
+    except (OSError, json.JSONDecodeError): saved = None  # an SAE saved by other means: nothing to compare
+    now = json.loads(json.dumps(jsonable(asdict(tc))))
+    for k in _RESUME_MUST_MATCH if saved is not None else ():
+        if saved.get(k) != now[k]:
+            raise InputError(f"{out} holds a finished SAE trained with {k}={saved.get(k)!r}, not {now[k]!r}: "
+                             "choose another --out, or pass its settings to see its summary")
+    sae = load_sae(out)
+    hist = pd.read_csv(out/'history.csv') if (out/'history.csv').exists() else pd.DataFrame()
+    return SAETrainResult(sae, hist, sae.saved_metrics, out, trained=False)
+
+def _existing_run(out:Path, tc:SAETrainConfig, resume:bool) -> SAETrainResult|None:
+    "What `out` holds decides the run: None to train (from `out/checkpoint` with `resume`), or the finished run."
+    if out is None: return None
+    if (out/'config.json').exists():
+        if resume: return _finished_run(out, tc)
+        raise OutputExists(f"{out} already holds a trained SAE: choose another --out, or delete it to train again "
+                           "(--resume reports its summary)")
+    if (out/'checkpoint').exists() and not resume:
+        raise OutputExists(f"{out} holds the checkpoint of an unfinished run{_checkpoint_step(out/'checkpoint')}: "
+                           f"rerun with --resume (resume=True) to continue it, "
+                           f"or delete {out/'checkpoint'} to start over")
+    return None
+
 # %% ../nbs/07_train_sae.ipynb #c6087382
 def _start_step(run:SAERun, data:RunData, out:Path, resume:bool) -> tuple:
     "`(checkpoint directory, first step)`: with `resume`, restored from `out/checkpoint` if it exists; else step 0."
@@ -491,9 +617,6 @@ def _start_step(run:SAERun, data:RunData, out:Path, resume:bool) -> tuple:
     step = 0
     if resume and ckpt is not None and ckpt.exists():
         step, data.scale, run.history = load_sae_checkpoint(ckpt, run.sae, run.opt, run.tc)
-    elif out is not None and (out/'config.json').exists() and not resume:
-        raise OutputExists(f"{out} already holds a trained SAE: pass resume=True (--resume) to continue, "
-                              "or choose another --out")
     return ckpt, step
 
 # %% ../nbs/07_train_sae.ipynb #df20394b
@@ -543,6 +666,18 @@ def _run_and_save(run:SAERun, data:RunData, out:Path, resume:bool, dev, rank:int
     if world > 1: dist.barrier(); dist.destroy_process_group()
     return res
 
+# %% ../nbs/07_train_sae.ipynb #0c276bbb
+def check_device(device:str) -> torch.device:
+    "`device` as a `torch.device`, refused (naming the ones there are) if it is not a device of this machine."
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device!r} is not a device: use cpu, cuda or cuda:N") from None
+    if dev.type == 'cuda':
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        check(n and (dev.index or 0) < n, f"device {device!r} is not available here ({n} CUDA device(s)): "
+                                          f"use {'cpu' if not n else 'cuda:0 to cuda:' + str(n - 1)}")
+    return dev
+
 # %% ../nbs/07_train_sae.ipynb #da1580f6
 def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, or `ActivationStore`
               out:str|Path=None, # directory to write the SAE to (and its checkpoint)
@@ -558,25 +693,29 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
               **kwargs, # SAETrainConfig fields, and the architecture's settings (e.g. k=32)
              ) -> SAETrainResult:
     "Train an SAE on cached activations (data-parallel when run under `torchrun`)."
-    tc = run_config(cfg, **kwargs)
+    tc, out = run_config(cfg, **kwargs), check_sae_out(out)
+    check_device(tc.device)
     retain_freed_memory()
     if distributed is None: distributed = int(os.environ.get('WORLD_SIZE', 1)) > 1
     rank, world, dev = setup_distributed(tc.device) if distributed else (0, 1, torch.device(tc.device))
     if tc.batch_size % world:
         raise InputError(f"batch_size={tc.batch_size} must be divisible by the {world} processes: change --batch_size")
-    data = RunData.open(acts, tc, val_acts, target_acts)
-    sae = data.build_sae(tc, dev)
-    opt = make_optimizer(sae, tc, *data.norms)
-    run = SAERun(tc, sae, opt, world=world)
-    if tc.causal_coeff:
-        run.causal = causal_term(data.store, model, data.scale, tc.causal_rows, tc.seed + rank, device=dev,
-                                 allow_mismatch=allow_mismatch)
-    out = Path(out) if out is not None else None
     with output_lock(out) if out is not None and rank == 0 else nullcontext():  # rank 0 writes for every process
-        return _run_and_save(run, data, out, resume, dev, rank, world, progress, callback)
+        done = _existing_run(out, tc, resume)
+        if done is None:
+            data = RunData.open(acts, tc, val_acts, target_acts)
+            data.epochs(tc, world)  # refuses a store smaller than one batch, before any work
+            sae = data.build_sae(tc, dev)
+            run = SAERun(tc, sae, make_optimizer(sae, tc, *data.norms), world=world)
+            if tc.causal_coeff:
+                run.causal = causal_term(data.store, model, data.scale, tc.causal_rows, tc.seed + rank, device=dev,
+                                         allow_mismatch=allow_mismatch)
+            return _run_and_save(run, data, out, resume, dev, rank, world, progress, callback)
+    if world > 1: dist.destroy_process_group()
+    return done
 
 # %% ../nbs/07_train_sae.ipynb #d18d4828
-def _sae_kwargs(k=None, sparsity_coeff=None, target_l0=None, sparsity=None, sae:str=None) -> dict:
+def _sae_kwargs(k=None, sparsity_coeff=None, target_l0=None, sparsity=None, sae:str=None, flags=()) -> dict:
     kw = dict(k=k, sparsity_coeff=sparsity_coeff, target_l0=target_l0, sparsity=sparsity)
     kw = {n: v for n, v in kw.items() if v is not None}
     if sae:
@@ -584,6 +723,10 @@ def _sae_kwargs(k=None, sparsity_coeff=None, target_l0=None, sparsity=None, sae:
         except json.JSONDecodeError as e:
             raise InputError(f"--sae must be a JSON object such as '{{\"aux_coeff\": 0.03}}': {e}") from None
         if not isinstance(extra, dict): raise InputError("--sae must be a JSON object such as '{\"aux_coeff\": 0.03}'")
+        twice = [n for n in extra if n in kw]
+        if twice: raise InputError(f"{twice[0]} is given twice, by --{twice[0]} and in --sae: keep one of them")
+        own = [n for n in extra if n in flags and n not in ('k', 'sparsity_coeff', 'target_l0', 'sparsity')]
+        if own: raise InputError(f"--sae sets {own[0]!r}, which has its own flag: pass --{own[0]} instead")
         kw.update(extra)
     return kw
 
@@ -623,16 +766,20 @@ def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.saf
                     device:str='cpu', # cpu, cuda or cuda:N
                     dtype:str='bf16', # matmul precision: bf16 (autocast) or fp32
                     seed:int=0, # seed of initialization and data order
-                    resume:bool=False, # continue from OUT/checkpoint
+                    resume:bool=False, # continue from OUT/checkpoint (a finished OUT: print its summary, train nothing)
                     quiet:bool=False, # no progress bar
                    ):
     "Train an SAE on cached activations; print a JSON summary."
+    flags = list(locals())  # the parameters: --sae must not set these
     with command_errors('saenb_train_sae', 'run the same command with --resume to continue from the last checkpoint'):
         _check_cli(acts, dtype)
         res = train_sae(acts, out, val_acts=val_acts, target_acts=target_acts, resume=resume, progress=not quiet,
                         arch=arch, exp_factor=exp_factor, d_sae=d_sae, n_tokens=n_tokens, batch_size=batch_size, lr=lr,
                         lr_schedule=lr_schedule, warmup_steps=warmup_steps, patience=patience,
                         resample_every=resample_every, checkpoint_every=checkpoint_every, device=device,
-                        bf16=dtype == 'bf16', seed=seed, causal_coeff=causal_coeff, model=model, allow_mismatch=allow_mismatch,
-                        **_sae_kwargs(k, sparsity_coeff, target_l0, sparsity, sae))
+                        bf16=dtype == 'bf16', seed=seed, causal_coeff=causal_coeff, model=model,
+                        allow_mismatch=allow_mismatch,
+                        **_sae_kwargs(k, sparsity_coeff, target_l0, sparsity, sae, flags))
+    if not res.trained: print(f"saenb_train_sae: {res.out} already holds this finished run; nothing was trained",
+                              file=sys.stderr)
     if res.out is not None: print(json.dumps({**res.summary, 'out': str(res.out)}))  # under torchrun, rank 0 reports

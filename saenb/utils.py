@@ -85,6 +85,8 @@ def write_atomic(dest, # file or directory to (re)create
     if not mkdir: tmp.rmdir()
     try:
         write(tmp)
+        if dest.is_dir() and not tmp.is_dir():  # never replace a directory (and all in it) by a file
+            raise OutputExists(f"{dest} is a directory: write the file somewhere else")
         if dest.is_dir() and not dest.is_symlink():
             old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".old")); old.rmdir()
             os.replace(dest, old); os.replace(tmp, dest); shutil.rmtree(old, ignore_errors=True)
@@ -151,6 +153,10 @@ def _lineage() -> set:
         pids.add(pid)
     return pids
 
+def _job():
+    "The `torchrun` job this process is a rank of (its ranks are one writer), or None."
+    return os.environ.get('TORCHELASTIC_RUN_ID') if int(os.environ.get('WORLD_SIZE', 1)) > 1 else None
+
 # %% ../nbs/00_utils.ipynb #74534c89
 def _busy(out:Path, f:Path):
     h = _holder(f)
@@ -159,14 +165,16 @@ def _busy(out:Path, f:Path):
                         "wait for it to finish, or write somewhere else")
 
 def _check_above(out:Path):
-    "Refuse if a directory above `out` is locked by a process that is not this one or one it descends from."
+    "Refuse if a directory above `out` is locked by another process than this one, its ancestors or its job."
     for a in out.parents:
         f = _lock_file(a)
         if str(f) in _HELD or not f.exists(): continue
         with open(f, 'a+') as h:
             try: fcntl.flock(h, fcntl.LOCK_SH | fcntl.LOCK_NB); fcntl.flock(h, fcntl.LOCK_UN)
             except BlockingIOError:
-                if _holder(f).get('pid') not in _lineage(): raise _busy(a, f) from None
+                h = _holder(f)  # allowed: a process this one descends from, or another rank of this torchrun job
+                if h.get('pid') not in _lineage() and not (h.get('job') and h.get('job') == _job()):
+                    raise _busy(a, f) from None
 
 # %% ../nbs/00_utils.ipynb #058862dc
 @contextmanager
@@ -179,13 +187,15 @@ def output_lock(out, # the directory (or file) a run writes
     elif fcntl is None: warnings.warn("no file locks on this platform: two runs writing one output are not stopped")
     else:
         _check_above(out)
-        f.parent.mkdir(parents=True, exist_ok=True)
+        try: f.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise OutputExists(f"cannot write {out}: a file is in the way of its directory; choose another output") from None
         h = open(f, 'a+')
         try: fcntl.flock(h, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError: h.close(); raise _busy(out, f) from None
         h.seek(0); h.truncate()
         h.write(json.dumps({'pid': os.getpid(), 'command': command or ' '.join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)),
-                            'host': socket.gethostname(), 'since': time.time()})); h.flush()
+                            'host': socket.gethostname(), 'since': time.time(), 'job': _job()})); h.flush()
         _HELD[str(f)] = [h, 1]
     try: yield out
     finally:

@@ -3,13 +3,13 @@
 
 The browser tests need Debian's `chromium` (`apt-get install -y chromium`) and the `playwright` package from PyPI; they skip
 with the reason when either is missing. No browser is ever downloaded: Playwright launches `/usr/bin/chromium`."""
-import copy, json, os, shutil, socket, subprocess, sys, tempfile, time, uuid
+import copy, json, os, shutil, socket, subprocess, sys, time, uuid
 from pathlib import Path
 import numpy as np, pytest, torch
 from conftest import console
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
-from saenb.browser import FeatureStats, open_feature_stats, stream_latent_stats, write_site, search_latents
+from saenb.browser import FeatureStats, stream_latent_stats, write_site, search_latents
 from saenb.cache import ActivationStore, cache_activations
 from saenb.data import make_corpus
 from saenb.grammars import get_language

@@ -1,6 +1,5 @@
 "Tests of `saenb.cache`: caching a tiny saenb GPT and a tiny Hugging Face GPT-2, reading stores back, and the `saenb_cache` command."
-import json, os, shutil, subprocess, sys
-from pathlib import Path
+import json, os, subprocess, sys
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')

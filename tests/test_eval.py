@@ -12,9 +12,9 @@ from saenb.sae import make_sae
 from saenb.sae_io import load_sae
 from saenb.cache import splice, store_sequences
 from saenb.train_sae import causal_loss
-from saenb.eval import (sae_fn, reconstruction_metrics, downstream_metrics, spliced_grammaticality,
+from saenb.eval import (reconstruction_metrics, downstream_metrics, spliced_grammaticality,
                         concept_scores, concept_summary, probe_ceilings, synthetic_activations, recovery_scores,
-                        intervention_effect, evaluate_sae, write_report, pareto_figure, _auroc_exact)
+                        intervention_effect, evaluate_sae, write_report, _auroc_exact)
 
 HOOK = '0_residpost'
 

@@ -1,6 +1,6 @@
 """The codebase's layout: imports run one way in pipeline order, notebooks keep house style, the C kernels ship with the
 package, and a new SAE architecture needs no edit outside its own cell."""
-import ast, json, os, subprocess, sys, zipfile
+import ast, json, os, subprocess, sys
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np

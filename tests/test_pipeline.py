@@ -1,6 +1,5 @@
 "saenb_pipeline as a user runs it: tiny end to end, the summary, resuming after an interrupt, and refusing to overwrite results."
 import json, os, signal, subprocess, time
-from pathlib import Path
 import pandas as pd, yaml
 from conftest import console
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from saenb.sae import (SAE_REGISTRY, make_sae, synthetic_sparse_data, geometric_median, JumpReLUFn, StepFn,
-                       hard_concrete_gate, expected_l0, auxk_loss, resample_dead_latents, DeadLatentTracker, FixedCoeff,
+                       hard_concrete_gate, expected_l0, resample_dead_latents, DeadLatentTracker, FixedCoeff,
                        TargetL0Quadratic, DualAscent, KDecay, quick_train)
 from saenb.kernels import sparse_decode
 from saenb.sae_io import load_sae

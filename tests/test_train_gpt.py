@@ -1,7 +1,6 @@
 "Tests of saenb.model and saenb.train_gpt: training, exact resume, checkpoints, sampling, the CLIs and torchrun DDP."
 import json, os, signal, subprocess, sys
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,8 +9,7 @@ import torch
 from saenb.data import make_corpus, save_corpus
 from saenb.grammars import get_language
 from saenb.model import GPTConfig, load_model, save_model, build_model
-from saenb.train_gpt import (TrainConfig, train_gpt, sample, grammaticality, saenb_generate, saenb_train_gpt,
-                             batch_rows)
+from saenb.train_gpt import (TrainConfig, train_gpt, sample, grammaticality, saenb_generate, batch_rows)
 from saenb.utils import lr_factor
 
 torch.set_num_threads(1)  # tiny models run fastest on one thread

@@ -1,6 +1,5 @@
 "End-to-end tests of SAE training from the command line and from Python."
 import json, subprocess, sys
-from pathlib import Path
 import numpy as np, pytest, torch
 from safetensors.torch import save_file
 from saenb.train_sae import train_sae
