@@ -71,8 +71,8 @@ def test_defaults_take_language_defaults(cmd, tmp_path):
 
 
 @pytest.mark.parametrize('args,msg', [
-    (['--lang', 'dyk'], "unknown language 'dyk': choose one of dyck, expr, english"),
-    (['--lang', 'expr', '--n_brackets', 2], "expr has no hyperparameter 'n_brackets': valid ones are"),
+    (['--lang', 'dyk'], "unknown language 'dyk' (did you mean 'dyck'?): choose one of dyck, expr, english"),
+    (['--lang', 'expr', '--n_brackets', 2], "expr has no hyperparameter 'n_brackets'"),
     (['--lang', 'dyck', '--n_brackets', 9], "n_brackets must be 1 to 4"),
     (['--val_frac', 1.5], "val_frac must be in [0, 1)"),
 ])

@@ -106,6 +106,20 @@ def test_the_command_lines_of_the_table_work(tiny_run, tmp_path):
         assert r.returncode == 0 and out.exists(), r.stderr[-3000:]
 
 
+def test_lock_of_a_killed_writer_is_taken_over(tmp_path):
+    """A writer killed with SIGKILL (no cleanup ran) leaves its lock file behind, but the lock itself dies with it: the
+    next command writes the output at once and records itself as the holder."""
+    out, lock = tmp_path/'data', tmp_path/'.data.lock'
+    code = (f"from saenb.utils import output_lock\nimport time\nwith output_lock({str(out)!r}):\n"
+            "    print('held', flush=True); time.sleep(600)")
+    p = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True, env=ENV)
+    try: assert p.stdout.readline().strip() == 'held'
+    finally: p.kill(); p.wait()
+    assert json.loads(lock.read_text())['pid'] == p.pid   # what the killed writer left
+    r = run('saenb_data', '--lang', 'dyck', '--n_seqs', 50, '--out', out, '--quiet', process=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out/'dataset_dict.json').exists() and json.loads(lock.read_text())['pid'] not in (p.pid, os.getpid())
+
 # ====================================================================================================================
 # Languages, data, the GPT and its generations
 # Issue 16 for languages, data, the GPT and its generations: grammars travel with their data (case 14), `--steps 0`

@@ -57,7 +57,7 @@ def test_existing_sae_is_never_overwritten(acts, tmp_path):
     assert (tmp_path/'s'/'model.safetensors').read_bytes() == before
 
 def test_early_stopping_with_patience(acts):
-    res = train_sae(acts/'train.npy', k=3, exp_factor=2, n_tokens=1_000_000, batch_size=500, lr=0.0, val_every=5,
+    res = train_sae(acts/'train.npy', k=3, exp_factor=2, n_tokens=1_000_000, batch_size=500, lr=1e-12, val_every=5,
                     patience=2, progress=False)
     assert res.summary['stopped_early'] and res.summary['steps'] < 100
 
