@@ -13,7 +13,8 @@ from fastcore.basics import patch
 from fastcore.script import call_parse
 from safetensors import SafetensorError
 from safetensors.torch import save_file, load_file
-from .utils import write_atomic, jsonable, positive_int, InputError, MissingInput, command_errors
+from .utils import (write_atomic, jsonable, positive_int, check, output_lock, InputError, MissingInput,
+                         OutputExists, command_errors)
 from .cache import store_provenance
 from .sae import SAE, SAE_REGISTRY, make_sae
 
@@ -135,9 +136,21 @@ def saelens_archs() -> dict:
     "saenb architecture -> the SAELens architecture it is exported as, for each registered one SAELens has."
     return {a: c.saelens_arch for a, c in SAE_REGISTRY.items() if c.saelens_arch}
 
+# %% ../nbs/06b_sae_io.ipynb #7b2e4c11
+_SAELENS_FILES = {'cfg.json', 'sae_weights.safetensors', 'sparsity.safetensors'}  # what a SAELens SAE directory holds
+
+def _check_export_out(out:Path):
+    "Refuse to replace `out` unless it is missing, empty, or a SAELens SAE directory (an earlier export)."
+    if not out.exists(): return
+    check(out.is_dir(), f"--out {out} is a file, not a directory: choose another --out")
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith('.'))
+    if names and not set(names) <= _SAELENS_FILES:
+        raise OutputExists(f"--out {out} holds something other than a SAELens SAE ({', '.join(names[:3])}"
+                           f"{', ...' if len(names) > 3 else ''}), which exporting would replace: choose a new --out")
+
 # %% ../nbs/06b_sae_io.ipynb #d817e9f0
 def export_saelens(sae:SAE, # a saenb SAE of an exportable architecture (see `saelens_archs`)
-                   out, # directory to write (replaced if it exists)
+                   out, # directory to write (replaced if it is an earlier export; refused if it holds anything else)
                    hook_name:str=None, # TransformerLens hook the SAE reads, e.g. 'blocks.1.hook_resid_post' (metadata)
                    model_name:str=None) -> Path: # model it was trained on (metadata)
     "Write `sae` as a SAELens directory (`cfg.json`, `sae_weights.safetensors`) for `sae_lens.SAE.load_from_disk`."
@@ -149,7 +162,10 @@ def export_saelens(sae:SAE, # a saenb SAE of an exportable architecture (see `sa
     def fill(tmp):
         save_file(tensors, str(tmp / 'sae_weights.safetensors'))
         (tmp / 'cfg.json').write_text(json.dumps(cfg, indent=1))
-    return write_atomic(out, fill, mkdir=True)
+    out = Path(out)
+    with output_lock(out):
+        _check_export_out(out)
+        return write_atomic(out, fill, mkdir=True)
 
 # %% ../nbs/06b_sae_io.ipynb #aff23287
 def _read_tensors(f:Path) -> dict:
@@ -256,7 +272,7 @@ register_sae_format('sparsify', lambda p: (p / 'cfg.json').is_file() and (p / 's
 # %% ../nbs/06b_sae_io.ipynb #713c375b
 @call_parse
 def saenb_export_saelens(sae:str=None, # SAE directory (saved by saenb, or any format `load_sae` reads)
-                         out:str=None, # directory to write the SAELens SAE to (replaced if it exists)
+                         out:str=None, # directory to write the SAELens SAE to (an earlier export is replaced)
                          hook_name:str=None, # TransformerLens hook it reads (metadata), e.g. blocks.1.hook_resid_post
                          model_name:str=None): # model name for the metadata
     "Export a saenb SAE to SAELens's format (cfg.json + sae_weights.safetensors)."

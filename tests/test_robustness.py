@@ -71,6 +71,7 @@ BAD_INPUT = [
     ('saenb_train_sae', '--acts', '{t}/model', ['{t}/model']),
     ('saenb_train_sae', '--lr', 0, ['lr must be a positive number']),
     ('saenb_export_saelens', '--sae', '{t}/acts', ['{t}/acts']),
+    ('saenb_export_saelens', '--out', '{t}/sae_topk', ['holds something other than a SAELens SAE', 'choose a new --out']),
     ('saenb_eval', '--sae', '{tmp}/nowhere', ['{tmp}/nowhere']),
     ('saenb_eval', '--n_rows', 0, ['n_rows must be']),
     ('saenb_browser', '--n_latents', 0, ['n_latents must be a positive number']),
