@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_utils.ipynb #794ef96a
 from __future__ import annotations
-import difflib, hashlib, json, math, os, shutil, socket, sys, tempfile, time, warnings
+import difflib, functools, hashlib, json, math, os, shutil, socket, sys, tempfile, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,10 +17,11 @@ try: import fcntl  # POSIX file locks; absent on Windows, where output locks are
 except ImportError: fcntl = None
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'InputError', 'MissingInput', 'OutputExists', 'check', 'positive_int', 'check_positive', 'nearest',
-           'check_keys', 'write_atomic', 'write_text', 'jsonable', 'write_json', 'read_yaml', 'output_lock',
-           'command_errors', 'path_record', 'resolve_record', 'fingerprint', 'lr_factor', 'in_notebook', 'LiveLossPlot',
-           'setup_distributed', 'weights_fingerprint', 'check_replicas']
+__all__ = ['USER_ERRORS', 'PRECISIONS', 'InputError', 'MissingInput', 'OutputExists', 'check', 'positive_int', 'check_positive',
+           'nearest', 'check_keys', 'write_atomic', 'write_text', 'jsonable', 'write_json', 'read_yaml', 'output_lock',
+           'command_errors', 'path_record', 'resolve_record', 'fingerprint', 'cpu_has_fast_bf16', 'resolve_precision',
+           'autocast_args', 'lr_factor', 'in_notebook', 'LiveLossPlot', 'setup_distributed', 'weights_fingerprint',
+           'check_replicas']
 
 # %% ../nbs/00_utils.ipynb #f0fbe77f
 class InputError(ValueError):
@@ -242,6 +243,38 @@ def resolve_record(rec, # a `path_record` (or a bare path, as older files record
 def fingerprint(*parts) -> str:
     "A short hash of JSON-able `parts` (settings, vocabularies, hashes of weights): equal exactly when the parts are."
     return hashlib.sha256(json.dumps(jsonable(parts), sort_keys=True).encode()).hexdigest()[:16]
+
+# %% ../nbs/00_utils.ipynb #5f0c2a72
+PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    "Whether this CPU has bf16 matrix instructions (AMX-BF16 or AVX512-BF16), from `/proc/cpuinfo` (Linux)."
+    try: text = Path('/proc/cpuinfo').read_text()
+    except OSError: return False
+    flags = set().union(*(l.split(':', 1)[1].split() for l in text.splitlines() if l.startswith('flags')))
+    return bool(flags & {'amx_bf16', 'avx512_bf16'})
+
+def resolve_precision(precision:str='auto', # 'auto', 'bf16', 'fp16' or 'fp32'
+                      device='cpu', # where the computation runs
+                      training:bool=False, # fp16 is refused for training (it needs loss scaling)
+                     ) -> str: # 'bf16', 'fp16' or 'fp32'
+    "What `precision` means on `device`: `auto` is bf16 where the hardware runs it fast, else fp32."
+    check(precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dev = torch.device(device)
+    if precision == 'auto':
+        if dev.type == 'cuda': return 'bf16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'fp32'
+        return 'bf16' if dev.type == 'cpu' and cpu_has_fast_bf16() else 'fp32'
+    check(precision != 'fp16' or dev.type == 'cuda', "precision fp16 runs on CUDA only: use bf16 or fp32 on this device")
+    check(precision != 'fp16' or not training, "precision fp16 is for inference (caching, evaluation): training needs "
+                                               "loss scaling, which saenb does not do; use bf16")
+    return precision
+
+def autocast_args(precision:str, # a resolved precision: 'bf16', 'fp16' or 'fp32'
+                  device) -> dict:
+    "Keyword arguments of `torch.autocast` for `precision` on `device` (disabled for fp32)."
+    dt = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
+    return dict(device_type=torch.device(device).type, dtype=dt or torch.bfloat16, enabled=dt is not None)
 
 # %% ../nbs/00_utils.ipynb #34b08d40
 def lr_factor(step:int, # optimizer step, from 0
