@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_cache.ipynb #141eed95
 from __future__ import annotations
-import json, math, os, queue, shutil, struct, threading, time, warnings
+import json, math, os, queue, shutil, struct, sys, threading, time, warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -19,10 +19,12 @@ from fastcore.script import call_parse, store_true
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_transformers
 from .utils import (write_atomic, write_json, InputError, MissingInput, OutputExists, command_errors, output_lock,
-                         path_record, resolve_record, fingerprint, check, check_positive)
+                         path_record, resolve_record, fingerprint, check, check_positive, PRECISIONS,
+                         resolve_precision, autocast_args)
 from .grammars import Concept
 from .data import Corpus, load_corpus, flat_values, corpus_fingerprint, language_fingerprint
 from .model import load_model, load_language, load_tokenizer, model_fingerprint
+from .train_gpt import precision_note
 
 # %% auto #0
 __all__ = ['META', 'DTYPES', 'STORE_FORMAT', 'short_hook_names', 'valid_hooks', 'resolve_hook', 'capture', 'splice', 'Contexts',
@@ -71,10 +73,11 @@ class _Stop(Exception): pass
 
 class _Recorder:
     "Hooks registered once on `model` that keep the activations of `hooks` from each forward pass."
-    def __init__(self, model, hooks:list, stop_early:bool=False, autocast=None):
-        self.model, self.hooks, self.stop_early, self.autocast = model, list(hooks), stop_early, autocast
+    def __init__(self, model, hooks:list, stop_early:bool=False, precision:str='fp32'):
+        self.model, self.hooks, self.stop_early = model, list(hooks), stop_early
         self.points = [resolve_hook(model, h) for h in hooks]
         self.device = next(model.parameters()).device
+        self.amp = autocast_args(resolve_precision(precision, self.device), self.device)
         self.got = {}
 
     def _fn(self, h):
@@ -96,8 +99,7 @@ def __call__(self:_Recorder, ids:torch.Tensor) -> dict:
     "One forward pass on `ids`: hook name -> activations `[batch, pos, d]`."
     self.got = {}
     ids = ids.to(self.device)
-    with torch.inference_mode(), \
-         torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+    with torch.inference_mode(), torch.autocast(**self.amp):
         try: self.model(ids)
         except _Stop: pass
     got = self.got
@@ -114,10 +116,10 @@ def capture(model, # a `TransformerBridge`
             ids:torch.Tensor, # [batch, pos] token ids
             hooks:list, # hook names (short or TransformerLens)
             stop_early:bool=False, # stop the forward pass once every hook has fired
-            autocast:torch.dtype|None=None # run the forward under `torch.autocast` in this dtype (`torch.bfloat16`)
+            precision:str='fp32', # fp32 (the model's own dtype), bf16, fp16 (CUDA) or auto: the forward's autocast
            ) -> dict:
     "One forward pass of `model` on `ids`: hook name -> activations `[batch, pos, d]` (trailing dims flattened)."
-    with _Recorder(model, hooks, stop_early, autocast) as rec: return rec(ids)
+    with _Recorder(model, hooks, stop_early, precision) as rec: return rec(ids)
 
 # %% ../nbs/05_cache.ipynb #be4d84d9
 @contextmanager
@@ -457,8 +459,8 @@ def _check_out(out:Path, config:dict, overwrite:bool):
     if out.exists() and not is_cache and (not out.is_dir() or any(out.iterdir())):
         raise OutputExists(f"{out} exists and is not an activation cache: choose another output directory")
     if overwrite: return 'replace' if is_cache else 'fresh'
-    def differs(old):
-        diff = [k for k in config if old.get(k) != config[k]]
+    def differs(old):  # a cache from before `precision` was recorded is not compared on it
+        diff = [k for k in config if old.get(k) != config[k] and (k in old or k != 'precision')]
         return ", ".join(f"{k} {old.get(k)!r} -> {config[k]!r}" for k in diff[:4])
     if done.exists():
         diff = differs(_saved_config(done, out))
@@ -540,13 +542,13 @@ def _as_contexts(model, data, split:str, n_ctx:int, packed:bool, n_tokens:int, v
 
 # %% ../nbs/05_cache.ipynb #c605b052
 def _run_split(model, ctx:Contexts, hooks:list, writer:_ShardWriter, n_rows:int|None, batch_size:int, dtype:str,
-               start_batch:int, stop_early:bool, autocast, progress:bool, desc:str):
+               start_batch:int, stop_early:bool, precision:str, progress:bool, desc:str):
     "Run `ctx` from batch `start_batch` on, handing the kept rows (at most `n_rows`) to `writer`; close it."
     n_batches = math.ceil(len(ctx) / batch_size)
     total = min(n_rows, ctx.n_rows()) if n_rows is not None else ctx.n_rows()
     done = writer.state['splits'][writer.split]['rows']
     bar = tqdm(total=total, initial=min(done, total), unit='tok', unit_scale=True, desc=desc, disable=not progress)
-    with bar, _Recorder(model, hooks, stop_early, autocast) as rec:
+    with bar, _Recorder(model, hooks, stop_early, precision) as rec:
         for b in range(start_batch, n_batches):
             if done >= total: break
             ids, keep, meta = ctx.batch(np.arange(b * batch_size, min((b + 1) * batch_size, len(ctx))))
@@ -601,8 +603,8 @@ def _plan_splits(model, data, n_ctx:int|None, n_tokens:int|None, val_tokens:int|
     return n_ctx, splits
 
 # %% ../nbs/05_cache.ipynb #3a1fc65b
-def _check_settings(n_tokens, val_tokens, batch_size, n_ctx, shard_rows, dtype, autocast) -> tuple:
-    "Refuse a bad setting of `cache_activations` before any work; the storage dtype's name and the autocast dtype."
+def _check_settings(n_tokens, val_tokens, batch_size, n_ctx, shard_rows, dtype, precision, autocast=None) -> tuple:
+    "Refuse a bad setting of `cache_activations` before any work; the storage dtype's name and the precision asked."
     sizes = dict(n_tokens=n_tokens, batch_size=batch_size, n_ctx=n_ctx, shard_rows=shard_rows)
     check_positive(**sizes)
     for k, v in sizes.items(): check(v is None or isinstance(v, (int, np.integer)), f"{k} must be an integer: {v!r}")
@@ -612,8 +614,11 @@ def _check_settings(n_tokens, val_tokens, batch_size, n_ctx, shard_rows, dtype, 
     try: ac = dtype_name(autocast) if autocast else None
     except InputError: ac = 'unknown'
     check(ac in (None, 'bf16', 'fp16'), f"autocast {autocast!r} is not a precision to run in: pass bf16 or fp16 "
-                                        "(--autocast), or leave it out to run in the model's own dtype")
-    return dtype_name(dtype), DTYPES[ac][0] if ac else None
+                                        "(--autocast, the older name of --precision), or use --precision")
+    check(precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r} (--precision)")
+    check(ac is None or precision in ('auto', ac), f"autocast {autocast!r} (the older name of precision) contradicts "
+                                                   f"precision {precision!r}: pass --precision (precision=) alone")
+    return dtype_name(dtype), ac or precision
 
 # %% ../nbs/05_cache.ipynb #b5a6b1b1
 def _split_contexts(model, data, splits:dict, config:dict, hooks:list, text_column:str) -> tuple:
@@ -627,7 +632,7 @@ def _split_contexts(model, data, splits:dict, config:dict, hooks:list, text_colu
     return ctxs, {h: v.shape[-1] for h, v in capture(model, ctxs['train'].batch([0])[0], hooks).items()}
 
 def _cache_splits(model, ctxs:dict, hooks:list, root:Path, state:dict, splits:dict, config:dict, stop_early:bool,
-                  autocast, progress:bool):
+                  progress:bool):
     "Cache each split not yet complete under `root`, from its contexts `ctxs[split]`."
     c = config
     for split, n_rows in splits.items():
@@ -639,7 +644,7 @@ def _cache_splits(model, ctxs:dict, hooks:list, root:Path, state:dict, splits:di
                 if int(f.name[6:11]) >= len(st['shards']): f.unlink()
         writer = _ShardWriter(root, hooks, c['dtype'], state, split, c['shard_rows'])
         try: _run_split(model, ctx, hooks, writer, n_rows, c['batch_size'], c['dtype'], st['batches_done'], stop_early,
-                        autocast, progress, f"caching {split}")
+                        c['precision'], progress, f"caching {split}")
         except BaseException:
             try: writer.close()
             except BaseException: pass
@@ -665,7 +670,8 @@ def _finish_cache(out:Path, root:Path, hooks:list, points:list, config:dict, sta
     for h, p in zip(hooks, points):
         if (out / h / 'manifest.json').exists() and not (root / h).exists(): continue
         man = {'format': STORE_FORMAT, 'version': 1, 'model': config['model'], 'hook': h, 'hook_point': p, 'd': d[h],
-               'dtype': config['dtype'], 'data': config['data'], 'n_ctx': config['n_ctx'], 'packed': config['packed'],
+               'dtype': config['dtype'], 'precision': config['precision'], 'data': config['data'],
+               'n_ctx': config['n_ctx'], 'packed': config['packed'],
                'meta_columns': meta_cols, 'concepts': {k: asdict(c) for k, c in concepts.items()},
                'rows': {s: state['splits'][s]['rows'] for s in splits},
                'shards': {s: [sh['rows'] for sh in state['splits'][s]['shards']] for s in splits},
@@ -717,31 +723,41 @@ def cache_activations(model, # a `TransformerBridge`: a saenb GPT, or a Hugging 
                       shard_rows:int=2**16, # rows per shard file
                       overwrite:bool=False, # replace a cache (complete or interrupted) made with other settings
                       stop_early:bool=False, # skip the layers above the last hook
-                      autocast:str=None, # run the forward in this dtype under `torch.autocast` ('bf16'/'fp16')
+                      precision:str='auto', # the forward pass: auto, bf16, fp16 (CUDA) or fp32; auto: bf16 where fast
+                      autocast:str=None, # the older name of `precision` ('bf16' or 'fp16'), kept as an alias
                       text_column:str='text', # text data: column with the text
                       model_name:str=None, # recorded in the manifest (default: the bridge's model name)
                       allow_mismatch:bool=False, # cache a corpus of another language than the model's (recorded)
                       progress:bool=True, # progress bars
                      ) -> dict:
     "Run `model` over `data` and write one activation store per hook under `out`; returns hook -> store directory."
+    return _cache_activations('cache_activations' if progress else None, **locals())
+
+def _cache_activations(prog, model, data, hooks, out, n_tokens, val_tokens, dtype, batch_size, n_ctx, packed, device,
+                       shard_rows, overwrite, stop_early, precision, autocast, text_column, model_name, allow_mismatch,
+                       progress) -> dict:
+    "`cache_activations`, saying its precision on a line that starts with `prog` (None: silent)."
     hooks, points = _parse_hooks(model, hooks)
-    dtype, ac = _check_settings(n_tokens, val_tokens, batch_size, n_ctx, shard_rows, dtype, autocast)
+    dtype, asked = _check_settings(n_tokens, val_tokens, batch_size, n_ctx, shard_rows, dtype, precision, autocast)
     out, model = Path(out), _on_device(model, device)
+    dev = next(model.parameters()).device
+    used = resolve_precision(asked, dev)
     _check_data(model, data)
     n_ctx, splits = _plan_splits(model, data, n_ctx, n_tokens, val_tokens)
     override = _check_language(model, data, allow_mismatch)
     config = {'model': model_name or _model_name(model), 'fingerprint': model_fingerprint(model),
               'data': _data_name(data), 'hooks': hooks, 'dtype': dtype, 'n_tokens': n_tokens,
               'val_tokens': splits.get('validation', 0), 'batch_size': batch_size, 'n_ctx': n_ctx, 'packed': packed,
-              'shard_rows': shard_rows}
+              'shard_rows': shard_rows, 'precision': used}
     with output_lock(out) if int(os.environ.get('RANK', 0)) == 0 else nullcontext():  # one writer per cache
         mode = _check_out(out, config, overwrite)
         if mode == 'done':
             if progress: print(f"{out} is already complete: nothing to do")
             return {h: out / h for h in hooks}
         ctxs, d = _split_contexts(model, data, splits, config, hooks, text_column)  # every check before any write
+        if prog: print(f"{prog}: {precision_note(asked, used, dev)}", file=sys.stderr)
         root, state = _open_partial(out, config, mode)
-        _cache_splits(model, ctxs, hooks, root, state, splits, config, stop_early, ac, progress)
+        _cache_splits(model, ctxs, hooks, root, state, splits, config, stop_early, progress)
         _finish_cache(out, root, hooks, points, config, state, splits, d, ctxs['train'].meta_columns,
                       ctxs['train'].concepts, _provenance(model, data, override))
     return {h: out / h for h in hooks}
@@ -1327,7 +1343,8 @@ def saenb_cache(model:str=None, # saenb model directory, or Hugging Face model (
                 device:str=None, # cpu, cuda, cuda:N (default: cuda if available)
                 packed:store_true=False, # saenb corpora: pack sequences into full rows
                 text_column:str='text', # text data: column holding the text
-                autocast:str=None, # run the forward pass under bf16 (or fp16) autocast, e.g. on a GPU's tensor cores
+                precision:str='auto', # auto, bf16, fp16 (CUDA) or fp32; auto: bf16 where the hardware runs it fast
+                autocast:str=None, # alias of --precision (the older flag): bf16 or fp16
                 stop_early:store_true=False, # skip the layers above the last hook
                 overwrite:store_true=False, # replace an existing or interrupted cache made with other settings
                 allow_mismatch:store_true=False, # cache a corpus of another language than the model's (recorded)
@@ -1337,12 +1354,13 @@ def saenb_cache(model:str=None, # saenb model directory, or Hugging Face model (
     with command_errors('saenb_cache', 'run the same command again to resume from the last shard'):
         missing = [f"--{k}" for k, v in (('model', model), ('data', data), ('hooks', hooks), ('out', out)) if not v]
         if missing: raise InputError(f"{', '.join(missing)} required (see saenb_cache --help)")
-        _hook_names(hooks); _check_device(device)  # every flag is checked before the model loads
-        _check_settings(n_tokens, val_tokens, batch_size, n_ctx, None, dtype, autocast)
+        _hook_names(hooks)  # every flag is checked before the model loads
+        asked = _check_settings(n_tokens, val_tokens, batch_size, n_ctx, None, dtype, precision, autocast)[1]
+        resolve_precision(asked, _check_device(device))
         m = load_any_model(model, device=device)
-        paths = cache_activations(m, data, hooks, out, n_tokens=n_tokens, val_tokens=val_tokens, dtype=dtype,
-                                  batch_size=batch_size, n_ctx=n_ctx, packed=packed, device=device, overwrite=overwrite,
-                                  text_column=text_column, autocast=autocast, stop_early=stop_early, model_name=model,
-                                  allow_mismatch=allow_mismatch,
-                                  progress=not quiet)
+        paths = _cache_activations('saenb_cache', m, data, hooks, out, n_tokens=n_tokens, val_tokens=val_tokens,
+                                   dtype=dtype, batch_size=batch_size, n_ctx=n_ctx, packed=packed, device=device,
+                                   shard_rows=2**16, overwrite=overwrite, stop_early=stop_early, precision=precision,
+                                   autocast=autocast, text_column=text_column, model_name=model,
+                                   allow_mismatch=allow_mismatch, progress=not quiet)
     _print_summary(paths, time.time() - t0)

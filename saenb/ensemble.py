@@ -9,12 +9,13 @@ from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, torch
 from tqdm.auto import tqdm
-from .utils import InputError, OutputExists, output_lock, path_record, check
+from .utils import InputError, OutputExists, output_lock, path_record, check, resolve_precision, autocast_args
 from .model import model_fingerprint
 from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
 from .sae import SAE
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
-                             finish_run, save_run, retain_freed_memory, check_sae_out, check_device)
+                             finish_run, save_run, retain_freed_memory, check_sae_out, check_device, _sayer)
+from .train_gpt import precision_note
 
 # %% auto #0
 __all__ = ['SHARED_SETTINGS', 'ensemble_members', 'train_ensemble', 'train_saes_on_model']
@@ -39,13 +40,17 @@ def ensemble_members(grid:dict=None, # axes: setting name -> list of values (a g
     return out
 
 # %% ../nbs/07b_ensemble.ipynb #a065f61b
-SHARED_SETTINGS = ('n_tokens', 'batch_size', 'grad_accum', 'seed', 'normalize', 'device', 'bf16', 'val_rows')
+SHARED_SETTINGS = ('n_tokens', 'batch_size', 'grad_accum', 'seed', 'normalize', 'device', 'precision', 'bf16',
+                   'val_rows')  # bf16: the old name of precision
 
 def _member_config(base:SAETrainConfig, settings:dict, key) -> SAETrainConfig:
     "A member's settings: the shared `base` updated by its own, which must keep what fixes the shared data stream."
     tc = run_config(base, **settings)
+    tc.precision = resolve_precision(tc.precision, tc.device, training=True)  # saved as the member computes
+    shared = {f: getattr(base, f) for f in SHARED_SETTINGS}
+    shared['precision'] = resolve_precision(base.precision, base.device, training=True)
     for f in SHARED_SETTINGS:
-        if getattr(tc, f) != getattr(base, f):
+        if getattr(tc, f) != shared[f]:
             raise InputError(f"SAEs trained together share {f} (it fixes the data stream), "
                              f"but {key!r} sets {f}={getattr(tc, f)!r}: "
                              f"train them apart (one ensemble per value of {f}, or run_sweep)")
@@ -139,6 +144,7 @@ def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` f
     base = run_config(cfg, **kwargs)
     tcs = _member_configs(base, specs, errors)
     out, dev = check_sae_out(out, whole=False), check_device(base.device)
+    asked, base.precision = base.precision, resolve_precision(base.precision, dev, training=True)
     with output_lock(out) if out is not None else nullcontext():
         if out is not None: _refuse_taken(out, [_member_name(k) for k in tcs])
         data = RunData.open(acts, base, val_acts, target_acts)
@@ -153,9 +159,9 @@ def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` f
                 errors[key] = e; continue
             ms.append(_Member(key, tc, sae, torch.get_rng_state(), val=(vx, vy), norms=data.norms))
         if not ms: raise InputError("no ensemble member could be built: see the errors")
-        amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=base.bf16)
-        secs = _train_members(ms, data.steps(base, dev), base.n_steps, amp, f"train ensemble of {len(ms)} SAEs",
-                              progress, callback)
+        _sayer(None, progress, 'train_ensemble')(precision_note(asked, base.precision, dev))
+        secs = _train_members(ms, data.steps(base, dev), base.n_steps, autocast_args(base.precision, dev),
+                              f"train ensemble of {len(ms)} SAEs", progress, callback)
         res = {}
         for m in ms:
             summary = finish_run(m, data.val_x.to(dev), data.val_y.to(dev) if data.val_y is not None else None,
@@ -266,6 +272,7 @@ def train_saes_on_model(model, # a `TransformerBridge`
     specs = {name: dict(s) for name, s in saes.items()}
     needed = _hooks_needed(specs)
     out, dev = check_sae_out(out, whole=False), check_device(base.device)
+    asked, base.precision = base.precision, resolve_precision(base.precision, dev, training=True)
     with output_lock(out) if out is not None else nullcontext():
         if out is not None: _refuse_taken(out, [str(n) for n in specs])
         src, val, in_sample = _model_sources(model, data, needed, forward_batch, val_rows, dev)
@@ -277,9 +284,9 @@ def train_saes_on_model(model, # a `TransformerBridge`
         built = {name: _hook_member(name, s, base, src, x0, norms, val, dev) for name, s in specs.items()}  # in order
         ms, finals = [m for m, _ in built.values()], {name: f for name, (_, f) in built.items()}
         batches = _model_batches(src, base, dev)
-        amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=base.bf16)
+        _sayer(None, progress, 'train_saes_on_model')(precision_note(asked, base.precision, dev))
         desc = f"train {len(ms)} SAEs on {len(needed)} hooks"
-        secs = _train_members(ms, batches, base.n_steps, amp, desc, progress, callback)
+        secs = _train_members(ms, batches, base.n_steps, autocast_args(base.precision, dev), desc, progress, callback)
         res = {}
         for m in ms:
             f = finals[m.key]

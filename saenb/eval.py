@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_eval.ipynb #4c561971
 from __future__ import annotations
-import html, json, math
+import html, json, math, sys
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
@@ -12,9 +12,9 @@ from tqdm.auto import tqdm
 from contextlib import ExitStack
 from fastcore.script import call_parse
 from .utils import (write_atomic, write_json, jsonable, InputError, MissingInput, command_errors, resolve_record,
-                         output_lock, check, check_positive)
+                         output_lock, check, check_positive, resolve_precision, autocast_args)
 from .model import load_model, load_language
-from .train_gpt import grammaticality
+from .train_gpt import grammaticality, precision_note
 from .cache import (ActivationStore, capture, splice, store_sequences, store_provenance, check_store_model)
 from .sae import SAE
 from .sae_io import load_sae, check_sae_store
@@ -38,14 +38,14 @@ def sae_fn(sae:SAE, # the SAE (taking raw activations)
     def fn(x):
         xf = x.float()
         codes = sae.encode(xf)
-        rec = sae.decode(codes)
-        if idx is None: return rec
+        rec = sae.decode(codes).float()  # fp32 also under autocast: the error `xf - rec` is a small difference
+        if idx is None: return rec.to(x.dtype)
         codes = codes.clone()
         if mode == 'zero': codes[..., idx] = 0.
         elif mode == 'clamp': codes[..., idx] = float(value)
         else: codes[..., idx] += float(value)
-        out = sae.decode(codes)
-        return out + (xf - rec) if keep_error else out
+        out = sae.decode(codes).float()
+        return (out + (xf - rec) if keep_error else out).to(x.dtype)
     return fn
 
 # %% ../nbs/08_eval.ipynb #e09bee74
@@ -71,7 +71,7 @@ def reconstruction_metrics(sae:SAE, # the SAE, taking raw activations
     fires = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
     for s in tqdm(range(0, n, batch_size), disable=not progress, desc='reconstruction'):
         x = store[s:min(s + batch_size, n)].float()
-        codes = sae.encode(x); xh = sae.decode(codes)
+        codes = sae.encode(x); xh = sae.decode(codes).float()  # fp32 also under autocast
         m = x.double().mean(0) if mean is None else mean
         err += (xh - x).double().pow(2).sum().item(); tot += (x.double() - m).pow(2).sum().item()
         cos += F.cosine_similarity(xh, x, dim=-1).double().sum().item()
@@ -515,14 +515,14 @@ def _model_figures(res:dict, sae:SAE, store:ActivationStore, hook:str, model, id
     res['downstream'] = downstream_metrics(model, hook, sae, ids, tok.pad_id, mean=store.stats['mean'])
     if n_gen:
         lang = _model_language(model, store)
-        if lang is not None:
-            gc = spliced_grammaticality(model, hook, None, lang, n_gen, tok)
-            gs = spliced_grammaticality(model, hook, sae, lang, n_gen, tok)
+        if lang is not None:  # sampled in the evaluation's precision
+            gc = spliced_grammaticality(model, hook, None, lang, n_gen, tok, precision=res['precision'])
+            gs = spliced_grammaticality(model, hook, sae, lang, n_gen, tok, precision=res['precision'])
             res['grammaticality'] = {'clean': gc.fraction, 'sae': gs.fraction, 'language': lang.name}
 
-def _concept_figures(res:dict, sae:SAE, store:ActivationStore, n_rows:int, probes:bool, progress:bool):
+def _concept_figures(res:dict, sae:SAE, store:ActivationStore, n_rows:int, probes:bool, progress:bool, amp:dict):
     "Add the concept scores, their summary, the best latents and (with `probes`) the probe ceilings to `res`."
-    cs = concept_scores(sae, store, n_rows, progress=progress)
+    with torch.autocast(**amp): cs = concept_scores(sae, store, n_rows, progress=progress)  # probes: fp32 fits
     res['concept_summary'] = concept_summary(cs)
     res['best_latents'] = cs.best()
     res['best_corr'] = cs.best_corr()
@@ -543,6 +543,8 @@ def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sa
                  probes:bool=True, # fit linear-probe ceilings
                  progress:bool=True, # progress bars
                  allow_mismatch:bool=False, # evaluate on activations or a model other than the SAE's (recorded)
+                 precision:str='auto', # the SAE's and model's forward passes: auto, bf16, fp16 (CUDA) or fp32
+                 say=None, # called with the line on the precision (default: printed on stderr with `progress`)
                 ) -> dict:
     "All evaluation figures of one SAE as a dict (tables as DataFrames, the density as an array)."
     _check_counts(n_rows, n_seqs, n_gen)
@@ -557,15 +559,21 @@ def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sa
     if isinstance(model, (str, Path)): model = load_model(model)
     overrides = [check_sae_store(sae, store, allow_mismatch)] + ([check_store_model(store, model, allow_mismatch)]
                                                                   if model is not None else [])
-    ids = _model_inputs(store, model.eval(), n_seqs) if model is not None else None  # every check before any work
+    ids = _model_inputs(store, model.eval(), n_seqs) if model is not None else None
+    dev = next((model if model is not None else sae).parameters()).device
+    used = resolve_precision(precision, dev)  # every check before any work
     hook = store.manifest.get('hook')
     res = {'sae': str(sae_dir) if not isinstance(sae_dir, SAE) else None, 'arch': sae.arch, 'd_sae': sae.cfg.d_sae,
-           'store': str(store.path), 'split': store.split, 'hook': hook}
+           'store': str(store.path), 'split': store.split, 'hook': hook, 'precision': used}
     if any(overrides): res['provenance_overrides'] = [o for o in overrides if o]
-    rec = reconstruction_metrics(sae, store, n_rows, progress=progress)
+    if say is None: say = lambda m: print(f"evaluate_sae: {m}", file=sys.stderr) if progress else None
+    say(precision_note(precision, used, dev))
+    amp = autocast_args(used, dev)
+    with torch.autocast(**amp): rec = reconstruction_metrics(sae, store, n_rows, progress=progress)
     res['density'] = rec.pop('density'); res['reconstruction'] = rec
-    if model is not None: _model_figures(res, sae, store, hook, model, ids, n_gen)
-    if store.concepts: _concept_figures(res, sae, store, n_rows, probes, progress)
+    if model is not None:
+        with torch.autocast(**amp): _model_figures(res, sae, store, hook, model, ids, n_gen)
+    if store.concepts: _concept_figures(res, sae, store, n_rows, probes, progress, amp)
     return res
 
 # %% ../nbs/08_eval.ipynb #ff9a648b
@@ -594,7 +602,7 @@ def write_report(res:dict, # from `evaluate_sae`
     if '_concept_scores' in res: figs.append(plot_concept_heatmap(res['_concept_scores']))
     parts = [f"<h1>SAE evaluation</h1><p>{html.escape(str(res.get('sae')))} &middot; {res['arch']} &middot; "
              f"{res['d_sae']} latents &middot; hook {html.escape(str(res.get('hook')))} &middot; "
-             f"{html.escape(res['store'])} ({res['split']})</p>"]
+             f"{html.escape(res['store'])} ({res['split']}) &middot; precision {res.get('precision')}</p>"]
     def table(title, obj):
         df = pd.DataFrame([obj]) if isinstance(obj, dict) else obj
         parts.append(f"<h2>{title}</h2>" + df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0))
@@ -704,6 +712,7 @@ def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (requir
                n_gen:int=200, # generations for grammaticality (0: skip)
                no_probes:bool=False, # skip the linear-probe ceilings
                allow_mismatch:bool=False, # evaluate on activations or a model other than the SAEs' (in eval.json)
+               precision:str='auto', # auto, bf16, fp16 (CUDA) or fp32; auto: bf16 where the hardware runs it fast
                quiet:bool=False, # no progress bars
               ):
     "Evaluate SAEs; write eval.json and an offline HTML report per SAE (and pareto.html for several)."
@@ -714,8 +723,12 @@ def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (requir
         pareto = Path(out or dirs[0].parent)/'pareto.html' if len(dirs) > 1 else None
         for d in dests + ([pareto] if pareto else []): locks.enter_context(output_lock(d))  # held for the whole run
         m = load_model(model) if model else None
+        dev = next(m.parameters()).device if m is not None else torch.device('cpu')
+        used = resolve_precision(precision, dev)  # fp16 off CUDA is refused before any work
         results = [evaluate_sae(d, acts, m, n_rows=n_rows, n_seqs=n_seqs, n_gen=n_gen, probes=not no_probes,
-                                progress=not quiet, allow_mismatch=allow_mismatch) for d in dirs]
+                                progress=not quiet, allow_mismatch=allow_mismatch, precision=used, say=lambda _: None)
+                   for d in dirs]
+        print(f"saenb_eval: {precision_note(precision, used, dev)}", file=sys.stderr)  # once, when all succeeded
         for d, dest, r in zip(dirs, dests, results):  # written once every SAE is evaluated: all reports, or none
             write_report(r, dest)
             best = ({'best_auroc': float(r['concept_summary'].best_auroc.max())}

@@ -9,7 +9,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 import pandas as pd, yaml
 from fastcore.script import call_parse
-from .utils import write_atomic, read_yaml, InputError, command_errors, check_keys, nearest, check_positive, output_lock
+from .utils import (write_atomic, read_yaml, InputError, command_errors, check_keys, nearest, check_positive,
+                         output_lock, resolve_precision)
 from .grammars import get_language, load_grammar, LANGUAGES
 from .data import write_corpus, load_corpus, Tokenizer
 from .model import GPTConfig, load_model, build_model
@@ -21,8 +22,9 @@ from .browser import open_feature_stats, write_site
 from .sweep import run_sweep, run_status, collect_results, write_pareto, expand_sweep, run_id, check_sweep
 
 # %% auto #0
-__all__ = ['PIPELINE_DEFAULT', 'PIPELINE_TINY', 'PIPELINE_STAGES', 'pipeline_config', 'check_pipeline', 'pipeline_summary',
-           'write_pipeline_index', 'run_pipeline', 'format_pipeline_summary', 'saenb_pipeline']
+__all__ = ['PIPELINE_DEFAULT', 'PIPELINE_TINY', 'PIPELINE_STAGES', 'HEADLINE', 'pipeline_config', 'check_pipeline',
+           'concept_coverage', 'pipeline_summary', 'headline_table', 'write_pipeline_index', 'run_pipeline',
+           'format_pipeline_summary', 'saenb_pipeline']
 
 # %% ../nbs/11_pipeline.ipynb #eeae8c3f
 PIPELINE_DEFAULT = {
@@ -32,16 +34,16 @@ PIPELINE_DEFAULT = {
     'data': {'n_seqs': 20_000}, # `write_corpus` settings; other keys are language hyperparameters (e.g. n_brackets)
     # `GPTConfig` fields, then `TrainConfig` fields
     'gpt': {'n_layers': 2, 'd_model': 128, 'n_heads': 2, 'd_mlp': 512, 'n_ctx': 128,
-            'steps': 1500, 'batch_size': 128, 'lr': 1e-3, 'warmup_steps': 150, 'bf16': True, 'ckpt_every': 250},
+            'steps': 1500, 'batch_size': 128, 'lr': 1e-3, 'warmup_steps': 150, 'precision': 'auto', 'ckpt_every': 250},
     'check': {'n': 500}, # free generations scored for grammaticality
     # `cache_activations` settings (n_tokens None: the whole corpus)
-    'cache': {'hooks': ['0_residpost'], 'n_tokens': None, 'dtype': 'fp32', 'batch_size': 64},
+    'cache': {'hooks': ['0_residpost'], 'n_tokens': None, 'dtype': 'fp32', 'batch_size': 64, 'precision': 'auto'},
     # the base run of the sweep (`SAETrainConfig` fields, SAE settings under saes:)
-    'saes': {'n_tokens': 1_000_000, 'batch_size': 4096, 'lr': 1e-3, 'bf16': True, 'saes': {'exp_factor': 4}},
+    'saes': {'n_tokens': 1_000_000, 'batch_size': 4096, 'lr': 1e-3, 'precision': 'auto', 'saes': {'exp_factor': 4}},
     # the sweep over it (several hooks add an `acts` axis)
     'sweep': {'saes': {'arch': ['topk', 'batchtopk', 'lagrangian']},
               'arch_specific': {'topk': {'k': 8}, 'batchtopk': {'k': 8}, 'lagrangian': {'target_l0': 8}}},
-    'eval': {'n_rows': 50_000, 'n_seqs': 256, 'n_gen': 200, 'probes': True}, # `evaluate_sae` settings
+    'eval': {'n_rows': 50_000, 'n_seqs': 256, 'n_gen': 200, 'probes': True, 'precision': 'auto'}, # `evaluate_sae`
     'browser': {'n_latents': 50, 'n_rows': 200_000}, # static feature browser of every SAE
 }
 
@@ -209,7 +211,7 @@ def _model_stages(cfg:dict, out:Path, device:str, progress:bool, log, the_model)
         c = cfg['cache']
         cache_activations(the_model(), out/'data', c['hooks'], out/'acts', n_tokens=c.get('n_tokens'),
                           dtype=c.get('dtype', 'fp32'), batch_size=c.get('batch_size', 64), device=device,
-                          model_name=str(out/'model'), progress=progress)
+                          model_name=str(out/'model'), progress=progress, precision=c.get('precision', 'auto'))
         _stage_done(out, 'cache', cfg)
 
 # %% ../nbs/11_pipeline.ipynb #fb9d22e3
@@ -265,11 +267,25 @@ def _headline_detector(best:pd.DataFrame, min_pos:int=20):
     b = b[b.n_pos >= min_pos] if 'n_pos' in b and (b.n_pos >= min_pos).any() else b
     return b.loc[b.auroc.idxmax()]
 
+# %% ../nbs/11_pipeline.ipynb #8c1d2e02
+def concept_coverage(best:pd.DataFrame, # an evaluation's `best_latents`: concept, value, auroc, n_pos per value
+                     min_auroc:float=0.9, # a value counts as detected when its best latent reaches this AUROC
+                     min_pos:int=20, # values seen fewer times are left out
+                    ) -> pd.DataFrame:
+    "Per concept (except position): its values, the share detected with AUROC >= `min_auroc`, the median best AUROC."
+    cols = ['concept', 'n_values', 'covered', 'median_auroc']
+    if not len(best): return pd.DataFrame(columns=cols)
+    b = best[best.concept != 'position']
+    if 'n_pos' in b: b = b[b.n_pos >= min_pos]
+    g = b.groupby('concept', sort=False).auroc
+    return pd.DataFrame({'n_values': g.size(), 'covered': g.apply(lambda a: float((a >= min_auroc).mean())),
+                         'median_auroc': g.median()}).reset_index()[cols]
+
 # %% ../nbs/11_pipeline.ipynb #5264d070
 def pipeline_summary(out, # the pipeline's output directory
                      ids:set=None, # the runs of its current sweep (default: those of `out/config.yaml`, else all)
                     ) -> pd.DataFrame:
-    "One row per trained SAE in `out`: FVU, L0, dead fraction, loss recovered, grammaticality, best concept AUROC."
+    "One row per trained SAE in `out`: FVU, L0, dead fraction, loss recovered, grammaticality, concept coverage."
     out, rows = Path(out), []
     if ids is None and (Path(out)/'config.yaml').exists():
         ids = _current_ids(yaml.safe_load((Path(out)/'config.yaml').read_text()), Path(out))
@@ -282,12 +298,31 @@ def pipeline_summary(out, # the pipeline's output directory
             row.update(fvu=e['reconstruction'].get('fvu', row['fvu']), l0=e['reconstruction'].get('l0', row['l0']))
             row['loss_recovered'] = (e.get('downstream') or {}).get('loss_recovered')
             row['grammatical'] = (e.get('grammaticality') or {}).get('sae')
-            b = _headline_detector(pd.DataFrame(e.get('best_latents') or []))
+            best = pd.DataFrame(e.get('best_latents') or [])
+            for c in concept_coverage(best).itertuples():
+                row.update({f'{c.concept}_covered': c.covered, f'{c.concept}_median_auroc': c.median_auroc})
+            b = _headline_detector(best)
             if b is not None:
                 concept = b.value_name if '=' in str(b.value_name) else f"{b.concept}={b.value_name}"
                 row.update(best_auroc=b.auroc, best_concept=concept, best_latent=int(b.latent))
         rows.append(row)
     return pd.DataFrame(rows)
+
+# %% ../nbs/11_pipeline.ipynb #8c1d2e06
+_COVERAGE_NOTE = ("<p>Per concept: the share of its values that some latent detects with AUROC at least 0.9, and in "
+                  "brackets the median best AUROC (values seen fewer than 20 times left out). Every figure is in "
+                  "<a href='summary.csv'>summary.csv</a>.</p>")
+HEADLINE = ('sae', 'fvu', 'l0', 'dead_frac', 'loss_recovered', 'grammatical')
+
+def headline_table(table:pd.DataFrame, # from `pipeline_summary`
+                   columns=HEADLINE, # the figures shown before the concepts' coverage
+                  ) -> pd.DataFrame:
+    "The summary's headline: `columns`, then per concept 'covered (median AUROC)' of each SAE, e.g. '0.67 (0.93)'."
+    concepts = [c[:-len('_covered')] for c in table if c.endswith('_covered')]
+    cells = lambda c: [f"{a:.2f} ({m:.2f})" if pd.notna(a) else '-'
+                       for a, m in zip(table[f'{c}_covered'], table[f'{c}_median_auroc'])]
+    return pd.concat([table[[c for c in columns if c in table]],
+                      pd.DataFrame({c: cells(c) for c in concepts}, index=table.index)], axis=1)
 
 # %% ../nbs/11_pipeline.ipynb #240f211f
 def write_pipeline_index(out, # the pipeline's output directory
@@ -297,17 +332,17 @@ def write_pipeline_index(out, # the pipeline's output directory
     out = Path(out); table = pipeline_summary(out) if table is None else table
     write_atomic(out/'summary.csv', lambda p: table.to_csv(p, index=False))
     g = json.loads((out/'grammaticality.json').read_text()) if (out/'grammaticality.json').exists() else {}
-    t = table.copy()
+    t = headline_table(table)
     if len(t):
         t['links'] = [' · '.join(f'<a href="saes/runs/{i}/{p}">{n}</a>'
                                  for p, n in (('eval/report.html', 'report'), ('site/index.html', 'browser'))
-                                 if (out/'saes'/'runs'/i/p).exists()) for i in t.id]
+                                 if (out/'saes'/'runs'/i/p).exists()) for i in table.id]
         t['sae'] = t.sae.map(html.escape)
     body = (f"<h1>saenb pipeline</h1><p>{html.escape(str(out.resolve()))}</p>"
             + (f"<p>The GPT's free generations are <b>{g['grammatical']:.1%}</b> grammatical ({g['n']} samples).</p>"
                if g else '')
-            + (t.to_html(index=False, escape=False, border=0, float_format=lambda v: f'{v:.4g}', na_rep='') if len(t)
-               else '<p>No SAE has finished yet.</p>')
+            + (t.to_html(index=False, escape=False, border=0, float_format=lambda v: f'{v:.4g}', na_rep='')
+               + _COVERAGE_NOTE if len(t) else '<p>No SAE has finished yet.</p>')
             + ('<p><a href="pareto.html">L0 against explained variance and loss recovered</a></p>'
                if (out/'pareto.html').exists() else ''))
     style = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
@@ -355,11 +390,10 @@ def format_pipeline_summary(table:pd.DataFrame, # from `pipeline_summary`
     g = Path(out)/'grammaticality.json' if out is not None else None
     if g is not None and g.exists():
         lines.append(f"GPT: {json.loads(g.read_text())['grammatical']:.1%} of free generations grammatical")
-    cols = [c for c in ('sae', 'fvu', 'l0', 'dead_frac', 'loss_recovered', 'grammatical', 'best_auroc', 'best_concept')
-            if c in table]
     if len(table):
-        with pd.option_context('display.width', 160, 'display.max_columns', None):
-            lines.append(table[cols].to_string(index=False, float_format=lambda v: f'{v:.3f}', na_rep='-'))
+        with pd.option_context('display.width', 200, 'display.max_columns', None):
+            lines.append(headline_table(table).to_string(index=False, float_format=lambda v: f'{v:.3f}', na_rep='-'))
+            lines.append("concept columns: share of values detected with AUROC >= 0.9 (median best AUROC)")
     return '\n'.join(lines)
 
 # %% ../nbs/11_pipeline.ipynb #1b00a704
@@ -369,6 +403,7 @@ def saenb_pipeline(lang:str=None, # language: dyck, expr or english (default: th
                    config:str=None, # YAML file overriding parts of the default configuration
                    out:str=None, # output directory (default: runs/{lang})
                    device:str='cpu', # cpu, cuda or cuda:N
+                   precision:str=None, # auto, bf16 or fp32 for every stage that computes (default: the config's, auto)
                    tiny:bool=False, # every stage at a tiny size (seconds), for trying things out
                    quiet:bool=False, # no progress bars
                   ):
@@ -376,6 +411,9 @@ def saenb_pipeline(lang:str=None, # language: dyck, expr or english (default: th
     with command_errors('saenb_pipeline', 'run the same command again to resume'):
         over = {**({'lang': lang} if lang else {}), **({'grammar': grammar} if grammar else {})}
         cfg = pipeline_config(config, base=PIPELINE_TINY if tiny else None, **over)
+        if precision is not None:  # every stage that computes (checked for training, the strictest use)
+            resolve_precision(precision, device, training=True)
+            cfg = {**cfg, **{s: {**cfg[s], 'precision': precision} for s in ('gpt', 'cache', 'saes', 'eval')}}
         out = Path(out or f"runs/{cfg['lang']}")
         # cfg is complete: merging it over the default changes nothing
         table = run_pipeline(cfg, out, device=device, progress=not quiet)

@@ -15,18 +15,20 @@ from fastcore.basics import patch
 from fastcore.script import call_parse, Param
 from .utils import (write_atomic, lr_factor, LiveLossPlot, in_notebook, setup_distributed, check_replicas,
                          InputError, MissingInput, OutputExists, command_errors, output_lock, path_record, check,
-                         jsonable)
+                         jsonable, resolve_precision, autocast_args)
 from .model import load_model
+from .train_gpt import precision_note
 from .cache import (ActivationStore, capture, splice, store_sequences, store_provenance, store_model,
                          check_store_model)
 from .sae import SAE, SAE_REGISTRY, make_sae, resample_dead_latents, check_types, check_sae_settings
 from .sae_io import load_sae
 
 # %% auto #0
-__all__ = ['SAETrainConfig', 'open_activations', 'validation_activations', 'build_sae', 'make_optimizer', 'retain_freed_memory',
-           'check_activations', 'RunData', 'save_sae_checkpoint', 'load_sae_checkpoint', 'SAETrainResult', 'run_config',
-           'sync_gradients', 'sync_buffers', 'broadcast_state', 'causal_loss', 'causal_term', 'SAERun', 'sae_step',
-           'sae_log', 'finish_run', 'save_run', 'check_sae_out', 'check_device', 'train_sae', 'saenb_train_sae']
+__all__ = ['SAETrainConfig', 'train_autocast', 'open_activations', 'validation_activations', 'build_sae', 'make_optimizer',
+           'retain_freed_memory', 'check_activations', 'RunData', 'save_sae_checkpoint', 'load_sae_checkpoint',
+           'SAETrainResult', 'run_config', 'sync_gradients', 'sync_buffers', 'broadcast_state', 'causal_loss',
+           'causal_term', 'SAERun', 'sae_step', 'sae_log', 'finish_run', 'save_run', 'check_sae_out', 'check_device',
+           'train_sae', 'saenb_train_sae']
 
 # %% ../nbs/07_train_sae.ipynb #a8317474
 @dataclass
@@ -54,7 +56,8 @@ class SAETrainConfig:
     val_every:int=0 # validation every this many steps (0: ten times per run)
     val_rows:int=16384 # validation activations used
     patience:int=0 # stop after this many validations without improvement (0: never stop early)
-    bf16:bool=True # bf16 autocast for the matrix multiplies
+    precision:str='auto' # autocast of the matrix multiplies: 'auto', 'bf16' or 'fp32' (auto: bf16 where it runs fast)
+    bf16:bool=None # deprecated alias of `precision` (True: 'bf16', False: 'fp32'), for settings saved before it
     checkpoint_every:int=0 # write a resumable checkpoint every this many steps (0: only at the end)
     log_every:int=25 # log training metrics every this many steps
     causal_coeff:float=0. # weight of Menon et al.'s causal regularization term (needs the model; see `causal_term`)
@@ -78,6 +81,13 @@ def validate(self:SAETrainConfig):
     "Refuse settings no run can train with (wrong type, out of range, unknown), naming the setting and what it takes."
     check_types(SAETrainConfig, {f.name: getattr(self, f.name) for f in fields(self)}, 'SAE training')
     def need(ok, n, what): check(ok, f"{n} must be {what}, got {getattr(self, n)!r}: change {n}")
+    if self.bf16 is not None:  # the old setting, an alias now: it becomes `precision`
+        alias = 'bf16' if self.bf16 else 'fp32'
+        check(self.precision in ('auto', alias), f"bf16={self.bf16} contradicts precision={self.precision!r}: "
+                                                 "drop bf16 (the old name of precision)")
+        self.precision, self.bf16 = alias, None
+    need(self.precision in ('auto', 'bf16', 'fp32'), 'precision', "'auto', 'bf16' or 'fp32' (fp16 training would "
+                                                                  "need loss scaling)")
     for n in _POSITIVE_INTS: need(getattr(self, n) is None or getattr(self, n) > 0, n, 'a positive integer')
     for n in _COUNTS: need(getattr(self, n) >= 0, n, '0 or a positive integer')
     need(math.isfinite(self.exp_factor) and self.exp_factor > 0, 'exp_factor', 'a positive number')
@@ -96,6 +106,18 @@ def validate(self:SAETrainConfig):
         check(n not in self.sae, f"{n} comes from the activations' width (acts, target_acts): "
                                  f"remove it from the SAE settings")
     check_sae_settings(self.arch, self.sae, others=[f.name for f in fields(self)])
+
+# %% ../nbs/07_train_sae.ipynb #5d0c2e7b
+def train_autocast(tc:SAETrainConfig, # the run's settings
+                   device='cpu', # where it trains
+                  ) -> dict:
+    "The `torch.autocast` arguments of a run: its `precision`, resolved for training on `device`."
+    return autocast_args(resolve_precision(tc.precision, device, training=True), device)
+
+def _sayer(say, progress:bool, who:str):
+    "`say` if given, else a function printing `who: message` on stderr when `progress` is on (else silent)."
+    if say is not None: return say
+    return (lambda m: print(f"{who}: {m}", file=sys.stderr)) if progress else (lambda m: None)
 
 # %% ../nbs/07_train_sae.ipynb #1e929849
 def open_activations(acts, # store directory, `.npy`/`.safetensors` file, or an `ActivationStore`
@@ -266,7 +288,13 @@ def steps(self:RunData, tc:SAETrainConfig, dev:torch.device, start:int=0, rank:i
 
 # %% ../nbs/07_train_sae.ipynb #4a610871
 _RESUME_MUST_MATCH = ('arch', 'exp_factor', 'd_sae', 'n_tokens', 'batch_size', 'lr', 'lr_schedule', 'warmup_steps',
-                      'decay_frac', 'min_lr_frac', 'bias_lr', 'dec_lr', 'grad_accum', 'normalize', 'seed', 'sae')
+                      'decay_frac', 'min_lr_frac', 'bias_lr', 'dec_lr', 'grad_accum', 'normalize', 'seed', 'sae',
+                      'precision')
+
+def _saved_config(c:dict) -> dict:
+    "Saved settings `c` as the current fields read them: the old `bf16` (saved before `precision`) as its precision."
+    if c.get('precision') is None and c.get('bf16') is not None: c = {**c, 'precision': 'bf16' if c['bf16'] else 'fp32'}
+    return c
 
 def save_sae_checkpoint(ckpt:Path, # checkpoint directory to (re)write
                         sae:SAE, # the SAE being trained
@@ -293,9 +321,10 @@ def load_sae_checkpoint(ckpt:Path, # a directory written by `save_sae_checkpoint
     try: state = json.loads((ckpt/'trainer_state.json').read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise InputError(f"checkpoint {ckpt} is corrupt ({e}): delete it to start afresh") from e
+    saved = _saved_config(state['config'])
     for k in _RESUME_MUST_MATCH:
-        if state['config'].get(k) != getattr(tc, k):
-            raise InputError(f"cannot resume: the checkpoint has {k}={state['config'].get(k)!r} "
+        if saved.get(k) != getattr(tc, k):
+            raise InputError(f"cannot resume: the checkpoint has {k}={saved.get(k)!r} "
                              f"but this run asks for {getattr(tc, k)!r}; "
                              "pass the same settings, or train into a fresh --out")
     sae.load_state_dict(load_sae(ckpt).state_dict())
@@ -325,7 +354,9 @@ def run_config(cfg:SAETrainConfig=None, # starting settings (default `SAETrainCo
               ) -> SAETrainConfig:
     "A run's settings: `cfg` with keyword overrides, trainer fields set directly, the rest added to the `sae` settings."
     tkw, skw = _split_kwargs(kwargs)
-    tc = SAETrainConfig(**{**asdict(cfg or SAETrainConfig()), **tkw})
+    base = asdict(cfg or SAETrainConfig())
+    if tkw.get('bf16') is not None and 'precision' not in tkw: base['precision'] = 'auto'  # the old name overrides too
+    tc = SAETrainConfig(**{**base, **tkw})
     tc.sae = {**tc.sae, **skw}
     tc.validate()  # with the architecture's settings merged in
     return tc
@@ -533,13 +564,13 @@ def finish_run(r:SAERun, # the run
     "Fold the input scale into the SAE and return its final figures."
     tc, sae = r.tc, r.sae
     sae.fold_input_scale(scale, output_scale=tscale)
-    amp = dict(device_type=val_x.device.type, dtype=torch.bfloat16, enabled=tc.bf16)
-    with torch.no_grad(), torch.autocast(**amp): fm = sae.metrics(val_x, target=val_y)
+    with torch.no_grad(), torch.autocast(**train_autocast(tc, val_x.device)): fm = sae.metrics(val_x, target=val_y)
     return {'arch': tc.arch, 'd_in': sae.cfg.d_in, 'd_sae': sae.cfg.d_sae, 'steps': steps,
             'tokens': steps * tc.batch_size * tc.grad_accum, 'train_seconds': seconds,
             'tokens_per_s': tokens / max(seconds, 1e-9), **{k: float(v) for k, v in fm.items()},
             'dead_frac': float(sae.dead.dead_mask(r.dead_tokens).float().mean()), 'val_in_sample': in_sample,
-            'stopped_early': steps < tc.n_steps, 'input_scale': scale}
+            'stopped_early': steps < tc.n_steps, 'input_scale': scale,
+            'precision': resolve_precision(tc.precision, val_x.device, training=True)}
 
 # %% ../nbs/07_train_sae.ipynb #12ffdb23
 def save_run(r:SAERun, # the finished run
@@ -586,7 +617,7 @@ def _checkpoint_step(ckpt:Path) -> str:
 
 def _finished_run(out:Path, tc:SAETrainConfig) -> SAETrainResult:
     "The finished run saved in `out`, as `train_sae` returned it; refused if it was trained with other settings."
-    try: saved = json.loads((out/'train_config.json').read_text())
+    try: saved = _saved_config(json.loads((out/'train_config.json').read_text()))
     except (OSError, json.JSONDecodeError): saved = None  # an SAE saved by other means: nothing to compare
     now = json.loads(json.dumps(jsonable(asdict(tc))))
     for k in _RESUME_MUST_MATCH if saved is not None else ():
@@ -629,7 +660,7 @@ def _train_steps(run:SAERun, data:RunData, step:int, ckpt:Path, dev:torch.device
     progress = progress and rank == 0
     plot = LiveLossPlot('SAE loss') if progress and in_notebook() else None
     bar = tqdm(total=n_steps, initial=step, desc=f"train {tc.arch} SAE", disable=not progress, dynamic_ncols=True)
-    amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=tc.bf16)
+    amp = train_autocast(tc, dev)
     t0 = time.perf_counter()
     while step < n_steps:
         xs, ys = next(batches)
@@ -650,10 +681,10 @@ def _train_steps(run:SAERun, data:RunData, step:int, ckpt:Path, dev:torch.device
     return step, time.perf_counter() - t0
 
 # %% ../nbs/07_train_sae.ipynb #4701c42c
-def _run_and_save(run:SAERun, data:RunData, out:Path, resume:bool, dev, rank:int, world:int, progress:bool, callback):
-    "Train `run` (from its checkpoint with `resume`), measure it and save it with its provenance."
+def _run_and_save(run:SAERun, data:RunData, out:Path, start:tuple, dev, rank:int, world:int, progress:bool, callback):
+    "Train `run` from `start` (`_start_step`), measure it and save it with its provenance."
     tc, sae = run.tc, run.sae
-    ckpt, step0 = _start_step(run, data, out, resume)
+    ckpt, step0 = start
     step, seconds = _train_steps(run, data, step0, ckpt, dev, rank, world, progress, callback)
     summary = finish_run(run, data.val_x.to(dev), data.val_y.to(dev) if data.val_y is not None else None, step, seconds,
                          (step - step0) * tc.batch_size * tc.grad_accum, data.scale, data.tscale, data.in_sample)
@@ -690,6 +721,7 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
               distributed:bool=None, # data-parallel under `torchrun` (default: if WORLD_SIZE > 1; a sweep passes False)
               model=None, # with `causal_coeff`: the activations' model (default: the store's, if a model directory)
               allow_mismatch:bool=False, # with `causal_coeff`: accept a model other than the store's (recorded)
+              say=None, # called with the line on the run's precision (default: printed on stderr with `progress`)
               **kwargs, # SAETrainConfig fields, and the architecture's settings (e.g. k=32)
              ) -> SAETrainResult:
     "Train an SAE on cached activations (data-parallel when run under `torchrun`)."
@@ -698,6 +730,7 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
     retain_freed_memory()
     if distributed is None: distributed = int(os.environ.get('WORLD_SIZE', 1)) > 1
     rank, world, dev = setup_distributed(tc.device) if distributed else (0, 1, torch.device(tc.device))
+    asked, tc.precision = tc.precision, resolve_precision(tc.precision, dev, training=True)  # saved resolved
     if tc.batch_size % world:
         raise InputError(f"batch_size={tc.batch_size} must be divisible by the {world} processes: change --batch_size")
     with output_lock(out) if out is not None and rank == 0 else nullcontext():  # rank 0 writes for every process
@@ -710,7 +743,9 @@ def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, 
             if tc.causal_coeff:
                 run.causal = causal_term(data.store, model, data.scale, tc.causal_rows, tc.seed + rank, device=dev,
                                          allow_mismatch=allow_mismatch)
-            return _run_and_save(run, data, out, resume, dev, rank, world, progress, callback)
+            start = _start_step(run, data, out, resume)  # the last check: a checkpoint's settings
+            if rank == 0: _sayer(say, progress, 'train_sae')(precision_note(asked, tc.precision, dev))
+            return _run_and_save(run, data, out, start, dev, rank, world, progress, callback)
     if world > 1: dist.destroy_process_group()
     return done
 
@@ -732,11 +767,15 @@ def _sae_kwargs(k=None, sparsity_coeff=None, target_l0=None, sparsity=None, sae:
 
 def _arch_help() -> str: return f"architecture: {', '.join(SAE_REGISTRY)}"
 
-def _check_cli(acts, dtype):
-    "The command line's own checks: `--acts` is given and `--dtype` is known."
+def _check_cli(acts, precision:str, dtype:str=None) -> str:
+    "The command line's own checks (`--acts` is given, `--dtype` is known and agrees); the precision asked for."
     if acts is None:
         raise InputError("--acts is required: a store directory from saenb_cache, or an .npy/.safetensors [N, d] file")
-    if dtype not in ('bf16', 'fp32'): raise InputError(f"--dtype must be bf16 or fp32, got {dtype!r}")
+    if dtype is None: return precision
+    check(dtype in ('bf16', 'fp32'), f"--dtype must be bf16 or fp32, got {dtype!r} (it is the old name of --precision)")
+    check(precision in ('auto', dtype), f"--dtype {dtype} contradicts --precision {precision}: "
+                                        "pass --precision alone (--dtype is its old name)")
+    return dtype
 
 # %% ../nbs/07_train_sae.ipynb #36a19b33
 @call_parse
@@ -764,7 +803,8 @@ def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.saf
                     model:str=None, # with --causal_coeff: the saenb model directory (default: the store's model)
                     allow_mismatch:bool=False, # with --causal_coeff: accept a model other than the store's (recorded)
                     device:str='cpu', # cpu, cuda or cuda:N
-                    dtype:str='bf16', # matmul precision: bf16 (autocast) or fp32
+                    precision:str='auto', # auto, bf16 or fp32; auto: bf16 where the hardware runs it fast
+                    dtype:str=None, # old name of --precision: bf16 or fp32
                     seed:int=0, # seed of initialization and data order
                     resume:bool=False, # continue from OUT/checkpoint (a finished OUT: print its summary, train nothing)
                     quiet:bool=False, # no progress bar
@@ -772,13 +812,14 @@ def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.saf
     "Train an SAE on cached activations; print a JSON summary."
     flags = list(locals())  # the parameters: --sae must not set these
     with command_errors('saenb_train_sae', 'run the same command with --resume to continue from the last checkpoint'):
-        _check_cli(acts, dtype)
+        precision = _check_cli(acts, precision, dtype)
+        say = lambda m: print(f"saenb_train_sae: {m}", file=sys.stderr)  # under torchrun, rank 0 says it
         res = train_sae(acts, out, val_acts=val_acts, target_acts=target_acts, resume=resume, progress=not quiet,
                         arch=arch, exp_factor=exp_factor, d_sae=d_sae, n_tokens=n_tokens, batch_size=batch_size, lr=lr,
                         lr_schedule=lr_schedule, warmup_steps=warmup_steps, patience=patience,
                         resample_every=resample_every, checkpoint_every=checkpoint_every, device=device,
-                        bf16=dtype == 'bf16', seed=seed, causal_coeff=causal_coeff, model=model,
-                        allow_mismatch=allow_mismatch,
+                        precision=precision, seed=seed, causal_coeff=causal_coeff, model=model,
+                        allow_mismatch=allow_mismatch, say=say,
                         **_sae_kwargs(k, sparsity_coeff, target_l0, sparsity, sae, flags))
     if not res.trained: print(f"saenb_train_sae: {res.out} already holds this finished run; nothing was trained",
                               file=sys.stderr)

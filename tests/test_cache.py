@@ -8,12 +8,13 @@ os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
 import numpy as np
 import pytest
 import torch
-from conftest import console
+from conftest import console, run, assert_fails
 
 from saenb.cache import (ActivationStore, ModelActivationSource, cache_activations, capture, load_any_model, resolve_hook,
                          valid_hooks)
 from saenb.data import make_corpus, save_corpus
 from saenb.model import GPTConfig, build_model, save_model
+from saenb.utils import resolve_precision
 
 
 @pytest.fixture(scope='module')
@@ -30,7 +31,8 @@ def gpt(corpus):
 @pytest.fixture(scope='module')
 def cached(tmp_path_factory, corpus, gpt):
     out = tmp_path_factory.mktemp('acts') / 'dyck'
-    paths = cache_activations(gpt[1], corpus, 'attn1,blocks.0.hook_resid_post', out, batch_size=8, shard_rows=300, device='cpu', progress=False)
+    paths = cache_activations(gpt[1], corpus, 'attn1,blocks.0.hook_resid_post', out, batch_size=8, shard_rows=300, device='cpu',
+                              precision='fp32', progress=False)  # compared with fp32 forward passes below
     return out, paths
 
 
@@ -112,6 +114,10 @@ def test_interrupt_resume_refuse(tmp_path, corpus, gpt):
     with pytest.raises(ValueError, match='interrupted'): ActivationStore(out / 'mlp0')
     # other settings: refused, naming the fix
     with pytest.raises(FileExistsError, match='resume.*overwrite'): cache_activations(model, corpus, 'mlp0,ln_f', out, dtype='bf16', **kw)
+    here = resolve_precision('auto', 'cpu')   # the interrupted run's (default) precision, recorded resolved
+    other = 'fp32' if here == 'bf16' else 'bf16'
+    with pytest.raises(FileExistsError, match=f"precision '{here}' -> '{other}'"):
+        cache_activations(model, corpus, 'mlp0,ln_f', out, precision=other, **kw)
     # same settings: resumes, and gives what an uninterrupted run gives
     state = json.loads((out / '.partial' / 'state.json').read_text())
     assert state['splits']['train']['batches_done'] > 0
@@ -242,7 +248,8 @@ def test_hf_model_and_text(tmp_path, hf_gpt2):
     model_dir, text = hf_gpt2
     model = load_any_model(str(model_dir), device='cpu')
     assert model.cfg.d_model == 32
-    paths = cache_activations(model, str(text), 'wpe,1_residpost', tmp_path / 'c', n_tokens=500, n_ctx=16, device='cpu', progress=False)
+    paths = cache_activations(model, str(text), 'wpe,1_residpost', tmp_path / 'c', n_tokens=500, n_ctx=16, device='cpu',
+                              precision='fp32', progress=False)
     s = ActivationStore(paths['1_residpost'])
     assert (len(s), s.d) == (500, 32)
     assert s.manifest['rows']['validation'] == 50
@@ -291,6 +298,33 @@ def test_cli(cli, tmp_path, corpus, gpt, hf_gpt2):
     r = run_cli(cli, '--model', model_dir, '--data', text, '--hooks', 'ln_f', '--n_tokens', 200, '--n_ctx', 16, '--out', tmp_path / 'hf', '--device', 'cpu')
     assert r.returncode == 0, r.stderr
     assert len(ActivationStore(tmp_path / 'hf' / 'ln_f')) == 200
+
+
+def test_cli_precision(tmp_path, corpus, gpt):
+    "--precision is said on stderr and recorded resolved in cache.json and the manifest; --autocast is its alias."
+    cfg, model = gpt
+    save_model(model, cfg, tmp_path / 'model', tokenizer=corpus.tokenizer, language=corpus.language)
+    save_corpus(corpus, tmp_path / 'data')
+    args = ['--model', tmp_path / 'model', '--data', tmp_path / 'data', '--hooks', 'mlp0', '--n_tokens', 50,
+            '--val_tokens', 0, '--device', 'cpu', '--quiet']
+    here = resolve_precision('auto', 'cpu')
+    for flags, want, line in [((), here, f'saenb_cache: precision {here} (auto: this CPU has '),
+                              (('--precision', 'fp32'), 'fp32', 'saenb_cache: precision fp32\n'),
+                              (('--autocast', 'bf16'), 'bf16', 'saenb_cache: precision bf16\n')]:
+        out = tmp_path / f'c{len(flags)}{want}'
+        r = run('saenb_cache', *args, '--out', out, *flags)
+        assert r.returncode == 0 and line in r.stderr, r.stderr[-2000:]
+        assert json.loads((out / 'cache.json').read_text())['config']['precision'] == want
+        assert ActivationStore(out / 'mlp0').manifest['precision'] == want
+    done = tmp_path / 'c2bf16'   # the alias and the flag are one setting: the cache is complete already
+    assert run('saenb_cache', *args, '--out', done, '--precision', 'bf16').returncode == 0
+    assert_fails(run('saenb_cache', *args, '--out', done, '--precision', 'fp32'), 'saenb_cache',
+                 "precision 'bf16' -> 'fp32'", '--overwrite')
+    assert_fails(run('saenb_cache', *args, '--out', tmp_path / 'x', '--autocast', 'bf16', '--precision', 'fp32'),
+                 'saenb_cache', "autocast 'bf16' (the older name of precision) contradicts precision 'fp32'")
+    assert_fails(run('saenb_cache', *args, '--out', tmp_path / 'x', '--precision', 'fp16'), 'saenb_cache',
+                 'precision fp16 runs on CUDA only')
+    assert not (tmp_path / 'x').exists()
 
 
 def test_rank_from_torch_distributed(tmp_path, ids_store):

@@ -10,6 +10,8 @@ from saenb.cache import cache_activations, ActivationStore
 from saenb.train_sae import train_sae
 from saenb.sae import make_sae
 from saenb.sae_io import load_sae
+from saenb.utils import resolve_precision
+from conftest import run, assert_fails
 from saenb.cache import splice, store_sequences
 from saenb.train_sae import causal_loss
 from saenb.eval import (reconstruction_metrics, downstream_metrics, spliced_grammaticality,
@@ -138,18 +140,25 @@ def test_evaluate_and_cli(pipe, tmp_path):
     write_report(ev, tmp_path/'rep')
     saved = json.loads((tmp_path/'rep'/'eval.json').read_text())
     assert saved['hook'] == HOOK and 'grammaticality' in saved and saved['concept_summary']
+    assert saved['precision'] == resolve_precision('auto')  # the default, recorded resolved
     # a second SAE for the sweep; the CLI writes eval.json, report.html and pareto.html
     train_sae(pipe['store'], tmp_path/'sae_k2', arch='topk', k=2, d_sae=64, n_tokens=20_000, batch_size=512, lr=3e-3, progress=False)
     r = subprocess.run(['saenb_eval', '--sae', f"{pipe['dir']/'sae'},{tmp_path/'sae_k2'}", '--acts', str(pipe['store'].path),
                         '--model', str(pipe['dir']/'gpt'), '--out', str(tmp_path/'sweep'), '--n_rows', '5000', '--n_seqs', '16',
-                        '--n_gen', '10', '--no_probes', '--quiet'], capture_output=True, text=True)
+                        '--n_gen', '10', '--no_probes', '--quiet', '--precision', 'fp32'], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    assert 'saenb_eval: precision fp32' in r.stderr, r.stderr
+    assert json.loads((tmp_path/'sweep'/'sae_k2'/'eval.json').read_text())['precision'] == 'fp32'
     lines = [json.loads(l) for l in r.stdout.strip().splitlines()]
     assert len(lines) == 2 and all('loss_recovered' in l for l in lines)
     for n in ('sae', 'sae_k2'): assert {'eval.json', 'report.html'} <= {p.name for p in (tmp_path/'sweep'/n).iterdir()}
     assert (tmp_path/'sweep'/'pareto.html').stat().st_size > 1_000_000
     bad = subprocess.run(['saenb_eval', '--sae', str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and '--acts is required' in bad.stderr
+    fp16 = run('saenb_eval', '--sae', pipe['dir']/'sae', '--acts', pipe['store'].path, '--out', tmp_path/'f',
+               '--precision', 'fp16')
+    assert_fails(fp16, 'saenb_eval', 'fp16 runs on CUDA only')
+    assert not (tmp_path/'f'/'eval.json').exists()
 
 def test_cli_trains_with_the_causal_term(pipe, tmp_path):
     "saenb_train_sae --causal_coeff trains with the Menon et al. term, logged in history.csv; without a model it says what to pass."

@@ -14,7 +14,7 @@ def test_tiny_pipeline_end_to_end_and_rerun(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'of free generations grammatical' in r.stdout and str(out/'index.html') in r.stdout
     table = pd.read_csv(out/'summary.csv')
-    assert sorted(table.arch) == ['relu', 'topk'] and table[['fvu', 'l0', 'loss_recovered', 'best_auroc']].notna().all().all()
+    assert sorted(table.arch) == ['relu', 'topk'] and table[['fvu', 'l0', 'loss_recovered', 'depth_covered', 'bracket_median_auroc']].notna().all().all()
     assert ((table.l0 - 4).abs() < 1e-6).any()  # the TopK SAE keeps k=4 latents per token
     page = (out/'index.html').read_text()
     for i in table.id:
@@ -68,7 +68,11 @@ def test_interrupted_pipeline_resumes(tmp_path):
     t0 = time.time()
     while not (tmp_path/'paused').exists() and p.poll() is None and time.time() - t0 < 300: time.sleep(0.1)
     assert (tmp_path/'paused').exists(), p.communicate()[1][-2000:]
-    p.send_signal(signal.SIGINT); _, err = p.communicate(timeout=60)
+    p.send_signal(signal.SIGINT)
+    try: _, err = p.communicate(timeout=240)  # generous: a loaded CI machine once took over 60 s to wind down
+    except subprocess.TimeoutExpired:
+        p.kill(); _, err = p.communicate()
+        raise AssertionError(f'the pipeline did not stop within 240 s of Ctrl-C: {err[-3000:]}')
     assert p.returncode == 130 and 'run the same command again' in err, err[-2000:]
     assert (out/'stages'/'data.json').exists() and not (out/'stages'/'gpt.json').exists()
     step = json.loads((out/'model'/'checkpoint'/'trainer_state.json').read_text())['step']

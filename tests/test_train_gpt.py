@@ -10,7 +10,8 @@ from saenb.data import make_corpus, save_corpus
 from saenb.grammars import get_language
 from saenb.model import GPTConfig, load_model, save_model, build_model
 from saenb.train_gpt import (TrainConfig, train_gpt, sample, grammaticality, saenb_generate, batch_rows)
-from saenb.utils import lr_factor
+from saenb.utils import lr_factor, resolve_precision
+from conftest import run, assert_fails
 
 torch.set_num_threads(1)  # tiny models run fastest on one thread
 
@@ -67,6 +68,66 @@ def test_resume_refuses_other_settings(corpus, trained):
         train_gpt(corpus, out, replace(TINY_CFG, d_model=16), TINY_TC, resume=True, progress=False, live_plot=False)
     with pytest.raises(ValueError, match='resume=True'):
         train_gpt(corpus, out, TINY_CFG, TINY_TC, progress=False, live_plot=False)
+
+
+def test_bf16_and_fp32_reach_the_same_loss(corpus, tmp_path):
+    "Issue 17: the same tiny run under bf16 autocast and in fp32 ends with training losses within 2% (relative)."
+    final = {}
+    for p in ('bf16', 'fp32'):
+        train_gpt(corpus, tmp_path / p, TINY_CFG, replace(TINY_TC, precision=p), progress=False, live_plot=False)
+        final[p] = pd.read_csv(tmp_path / p / 'metrics.csv').train_loss.iloc[-1]
+        saved = json.loads((tmp_path / p / 'checkpoint' / 'trainer_state.json').read_text())['train_config']
+        assert saved['precision'] == p
+    assert final['bf16'] == pytest.approx(final['fp32'], rel=0.02), final
+
+
+def test_precision_resume_and_old_checkpoints(corpus, trained, tmp_path):
+    "Resuming compares resolved precisions: auto continues a run of what auto means here; a checkpoint saved before "
+    "precision existed (bf16: true/false) is read through its bf16 flag."
+    _, out = trained
+    here = resolve_precision('auto', 'cpu', training=True)
+    saved = json.loads((out / 'checkpoint' / 'trainer_state.json').read_text())['train_config']
+    assert (saved['precision'], saved['bf16']) == (here, None)   # resolved, never 'auto'
+    other = 'fp32' if here == 'bf16' else 'bf16'
+    train_gpt(corpus, out, TINY_CFG, replace(TINY_TC, precision=here), resume=True, progress=False, live_plot=False)
+    with pytest.raises(ValueError, match=f'trained in precision {here} but this run asks for {other}'):
+        train_gpt(corpus, out, TINY_CFG, replace(TINY_TC, precision=other), resume=True, progress=False, live_plot=False)
+    old = tmp_path / 'old'
+    train_gpt(corpus, old, TINY_CFG, replace(TINY_TC, steps=8, precision='bf16'), progress=False, live_plot=False)
+    sf = old / 'checkpoint' / 'trainer_state.json'
+    state = json.loads(sf.read_text()); tc = state['train_config']
+    del tc['precision']; tc['bf16'] = True   # as saved before issue 17
+    sf.write_text(json.dumps(state))
+    train_gpt(corpus, old, TINY_CFG, replace(TINY_TC, steps=8, bf16=True), resume=True, progress=False, live_plot=False)
+    with pytest.raises(ValueError, match='trained in precision bf16 but this run asks for fp32'):
+        train_gpt(corpus, old, TINY_CFG, replace(TINY_TC, steps=8, precision='fp32'), resume=True, progress=False,
+                  live_plot=False)
+    with pytest.raises(ValueError, match="bf16=False .* contradicts precision='bf16'"):
+        TrainConfig(bf16=False, precision='bf16')
+
+
+def test_cli_precision(corpus, tmp_path):
+    "saenb_train_gpt says its precision on stderr and saves it; --bf16 is an alias of --precision bf16; fp16 is refused."
+    save_corpus(corpus, tmp_path / 'data')
+    args = ['--data', tmp_path / 'data', '--steps', 2, '--batch_size', 8, '--warmup_steps', 1, '--n_layers', 1,
+            '--d_model', 16, '--n_heads', 2, '--d_mlp', 32, '--n_ctx', 64]
+    here = resolve_precision('auto', 'cpu', training=True)
+    for flags, want, line in [((), here, f'saenb_train_gpt: precision {here} (auto: this CPU has '),
+                              (('--precision', 'fp32'), 'fp32', 'saenb_train_gpt: precision fp32\n'),
+                              (('--bf16',), 'bf16', 'saenb_train_gpt: precision bf16\n'),
+                              (('--bf16', '--precision', 'bf16'), 'bf16', 'saenb_train_gpt: precision bf16\n')]:
+        out = tmp_path / f"m{len(flags)}{want}"
+        r = run('saenb_train_gpt', *args, '--out', out, *flags)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert line in r.stderr, r.stderr[-2000:]
+        assert json.loads((out / 'checkpoint' / 'trainer_state.json').read_text())['train_config']['precision'] == want
+    r = run('saenb_train_gpt', *args, '--out', tmp_path / 'x', '--bf16', '--precision', 'fp32')
+    assert_fails(r, 'saenb_train_gpt', '--bf16 (an alias of --precision bf16) contradicts --precision fp32')
+    r = run('saenb_train_gpt', *args, '--out', tmp_path / 'x', '--precision', 'fp16')
+    assert_fails(r, 'saenb_train_gpt', 'precision fp16 runs on CUDA only')
+    r = run('saenb_train_gpt', *args, '--out', tmp_path / 'x', '--precision', 'half')
+    assert_fails(r, 'saenb_train_gpt', "precision must be one of auto, bf16, fp16, fp32, got 'half'")
+    assert not (tmp_path / 'x').exists()
 
 
 def test_grad_accum_and_bf16_run(corpus, tmp_path):
@@ -131,7 +192,11 @@ def test_saenb_generate_cli(trained, tmp_path, capsys):
     assert len(lines) == 25 and all({'text', 'grammatical'} <= set(l) for l in lines)
     assert all('<' not in l['text'] and '  ' not in l['text'] for l in lines)
     frac = sum(l['grammatical'] for l in lines) / 25
-    assert f'grammatical: {frac:.4f}' in capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert f'grammatical: {frac:.4f}' in cap.out
+    assert f"saenb_generate: precision {resolve_precision('auto', 'cpu')} (auto: " in cap.err
+    saenb_generate(model=str(out), n=5, precision='fp32')
+    assert 'saenb_generate: precision fp32\n' in capsys.readouterr().err
 
 
 def test_torchrun_ddp_two_cpu_processes(corpus, tmp_path):

@@ -4,7 +4,7 @@ import numpy as np, pytest, torch
 from safetensors.torch import save_file
 from saenb.train_sae import train_sae
 from saenb.sae_io import load_sae
-from conftest import console
+from conftest import console, run, assert_fails
 
 def sparse_acts(n, d=24, n_feat=48, l0=3, seed=0):
     g = np.random.default_rng(seed)
@@ -98,3 +98,57 @@ def test_torchrun_data_parallel_two_cpu_processes(acts, tmp_path, arch, extra):
     single = json.loads(cli(*args, '--out', tmp_path/'single').stdout.strip().splitlines()[-1])
     assert s['fvu'] < 0.5 and abs(s['fvu'] - single['fvu']) < 0.1 and abs(s['l0'] - single['l0']) < 0.25 * single['l0'], (s, single)
     assert load_sae(out).cfg.d_sae == 48
+
+
+# ---- precision (issue 17): one `precision` setting, `auto` resolved once per run and saved resolved
+
+def test_bf16_and_fp32_train_the_same_sae(acts):
+    "The same run (data, seed) under bf16 autocast and in fp32 ends with the same validation FVU, within 2%."
+    kw = dict(val_acts=acts/'val.npy', arch='topk', k=3, exp_factor=2, n_tokens=100_000, batch_size=500, lr=3e-3,
+              progress=False)
+    s16, s32 = (train_sae(acts/'train.npy', precision=p, **kw).summary for p in ('bf16', 'fp32'))
+    assert (s16['precision'], s32['precision']) == ('bf16', 'fp32')
+    assert abs(s16['fvu'] - s32['fvu']) <= 0.02 * s32['fvu'], (s16['fvu'], s32['fvu'])
+    assert s32['fvu'] < 0.5
+
+def _cli_args(acts, out, *more):
+    return ('--acts', acts/'train.npy', '--k', 3, '--exp_factor', 2, '--n_tokens', 5000, '--batch_size', 500,
+            '--out', out, '--quiet', *more)
+
+def test_cli_prints_and_saves_the_resolved_precision(acts, tmp_path):
+    "Default auto: the command says what it resolved to (also with --quiet) and saves that, never 'auto'."
+    from saenb.utils import resolve_precision
+    used = resolve_precision('auto', 'cpu', training=True)
+    r = run('saenb_train_sae', *_cli_args(acts, tmp_path/'s'))
+    assert r.returncode == 0, r.stderr
+    assert f'saenb_train_sae: precision {used} (auto: this CPU has' in r.stderr, r.stderr
+    assert json.loads((tmp_path/'s'/'train_config.json').read_text())['precision'] == used
+    assert json.loads(r.stdout.strip().splitlines()[-1])['precision'] == used
+
+def test_cli_dtype_is_an_alias_of_precision(acts, tmp_path):
+    r = run('saenb_train_sae', *_cli_args(acts, tmp_path/'s', '--dtype', 'fp32'))
+    assert r.returncode == 0, r.stderr
+    assert 'saenb_train_sae: precision fp32' in r.stderr
+    assert json.loads((tmp_path/'s'/'train_config.json').read_text())['precision'] == 'fp32'
+    r = run('saenb_train_sae', *_cli_args(acts, tmp_path/'t', '--dtype', 'fp32', '--precision', 'bf16'))
+    assert_fails(r, 'saenb_train_sae', '--dtype fp32 contradicts --precision bf16')
+    assert not (tmp_path/'t').exists()
+
+def test_cli_refuses_fp16_training_on_cpu(acts, tmp_path):
+    r = run('saenb_train_sae', *_cli_args(acts, tmp_path/'s', '--precision', 'fp16'))
+    assert_fails(r, 'saenb_train_sae', 'precision must be', 'fp16')
+    assert not (tmp_path/'s').exists()
+
+def test_resume_compares_the_resolved_precision_also_of_old_configs(acts, tmp_path):
+    "A train_config.json saved before `precision` (with `bf16: true/false`) still resumes; auto matches its resolution."
+    from saenb.utils import resolve_precision
+    used = resolve_precision('auto', 'cpu', training=True)
+    other = 'fp32' if used == 'bf16' else 'bf16'
+    assert run('saenb_train_sae', *_cli_args(acts, tmp_path/'s')).returncode == 0
+    f = tmp_path/'s'/'train_config.json'
+    old = {k: v for k, v in json.loads(f.read_text()).items() if k != 'precision'}
+    f.write_text(json.dumps({**old, 'bf16': used == 'bf16'}))  # as saenb wrote it before issue 17
+    r = run('saenb_train_sae', *_cli_args(acts, tmp_path/'s', '--resume'))
+    assert r.returncode == 0 and 'already holds this finished run' in r.stderr, r.stderr
+    r = run('saenb_train_sae', *_cli_args(acts, tmp_path/'s', '--resume', '--precision', other))
+    assert_fails(r, 'saenb_train_sae', f'trained with precision={used!r}, not {other!r}')
