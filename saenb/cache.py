@@ -23,7 +23,7 @@ from .utils import (write_atomic, write_json, InputError, MissingInput, OutputEx
                          resolve_precision, autocast_args)
 from .grammars import Concept
 from .data import Corpus, load_corpus, flat_values, corpus_fingerprint, language_fingerprint
-from .model import load_model, load_language, load_tokenizer, model_fingerprint
+from .model import load_model, load_language, load_tokenizer, model_fingerprint, check_device
 from .train_gpt import precision_note
 
 # %% auto #0
@@ -576,13 +576,9 @@ def _parse_hooks(model, hooks) -> tuple:
     return hooks, [resolve_hook(model, h) for h in hooks]
 
 def _check_device(device) -> str:
-    "`device` if this machine has it (default: cuda if available, else cpu)."
+    "`device` if this machine has it (`saenb.model.check_device`); default: cuda if available, else cpu."
     if device is None: return 'cuda' if torch.cuda.is_available() else 'cpu'
-    try: dev = torch.device(device)
-    except (RuntimeError, TypeError): raise InputError(f"unknown device {device!r}: pass cpu, cuda or cuda:N") from None
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if dev.type == 'cuda' and (dev.index or 0) >= n:
-        raise InputError(f"device {device!r} is not available: this machine has {n} CUDA device(s); pass --device cpu")
+    check_device(device)
     return device
 
 def _on_device(model, device:str|None):

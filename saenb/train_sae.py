@@ -16,7 +16,7 @@ from fastcore.script import call_parse, Param
 from .utils import (write_atomic, lr_factor, LiveLossPlot, in_notebook, setup_distributed, check_replicas,
                          InputError, MissingInput, OutputExists, command_errors, output_lock, path_record, check,
                          jsonable, resolve_precision, autocast_args)
-from .model import load_model
+from .model import load_model, check_device
 from .train_gpt import precision_note
 from .cache import (ActivationStore, capture, splice, store_sequences, store_provenance, store_model,
                          check_store_model)
@@ -27,8 +27,8 @@ from .sae_io import load_sae
 __all__ = ['SAETrainConfig', 'train_autocast', 'open_activations', 'validation_activations', 'build_sae', 'make_optimizer',
            'retain_freed_memory', 'check_activations', 'RunData', 'save_sae_checkpoint', 'load_sae_checkpoint',
            'SAETrainResult', 'run_config', 'sync_gradients', 'sync_buffers', 'broadcast_state', 'causal_loss',
-           'causal_term', 'SAERun', 'sae_step', 'sae_log', 'finish_run', 'save_run', 'check_sae_out', 'check_device',
-           'train_sae', 'saenb_train_sae']
+           'causal_term', 'SAERun', 'sae_step', 'sae_log', 'finish_run', 'save_run', 'check_sae_out', 'train_sae',
+           'saenb_train_sae']
 
 # %% ../nbs/07_train_sae.ipynb #a8317474
 @dataclass
@@ -696,18 +696,6 @@ def _run_and_save(run:SAERun, data:RunData, out:Path, start:tuple, dev, rank:int
     res = save_run(run, out if rank == 0 else None, summary, data.provenance(out))
     if world > 1: dist.barrier(); dist.destroy_process_group()
     return res
-
-# %% ../nbs/07_train_sae.ipynb #0c276bbb
-def check_device(device:str) -> torch.device:
-    "`device` as a `torch.device`, refused (naming the ones there are) if it is not a device of this machine."
-    try: dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device {device!r} is not a device: use cpu, cuda or cuda:N") from None
-    if dev.type == 'cuda':
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        check(n and (dev.index or 0) < n, f"device {device!r} is not available here ({n} CUDA device(s)): "
-                                          f"use {'cpu' if not n else 'cuda:0 to cuda:' + str(n - 1)}")
-    return dev
 
 # %% ../nbs/07_train_sae.ipynb #da1580f6
 def train_sae(acts, # activations: store directory, `.npy`/`.safetensors` file, or `ActivationStore`

@@ -400,7 +400,7 @@ BAD_FLAGS = [(('--n_tokens', 0), 'n_tokens must be a positive number, got 0'),
              (('--autocast', 'bf61'), "autocast 'bf61' is not a precision to run in: pass bf16 or fp16"),
              (('--hooks', ' , '), 'hooks must be distinct non-empty names'),
              (('--data', 'no_such_corpus'), 'no corpus at no_such_corpus'),
-             (('--device', 'gpu'), "unknown device 'gpu'")]
+             (('--device', 'gpu'), "device 'gpu' is not a device")]
 
 @pytest.mark.parametrize('flags,needle', BAD_FLAGS, ids=[f[0][0] for f in BAD_FLAGS])
 def test_bad_flag(tiny_run, tmp_path, flags, needle):
