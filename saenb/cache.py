@@ -28,9 +28,9 @@ from .train_gpt import precision_note
 
 # %% auto #0
 __all__ = ['META', 'DTYPES', 'STORE_FORMAT', 'short_hook_names', 'valid_hooks', 'resolve_hook', 'capture', 'splice', 'Contexts',
-           'corpus_contexts', 'load_text', 'text_contexts', 'dtype_name', 'activations_fingerprint',
-           'cache_activations', 'ActivationStore', 'store_sequences', 'store_provenance', 'store_model',
-           'check_store_model', 'ModelActivationSource', 'load_any_model', 'saenb_cache']
+           'default_dropped_tokens', 'corpus_contexts', 'load_text', 'text_contexts', 'dtype_name',
+           'activations_fingerprint', 'cache_activations', 'ActivationStore', 'store_sequences', 'store_provenance',
+           'store_model', 'check_store_model', 'ModelActivationSource', 'load_any_model', 'saenb_cache']
 
 # %% ../nbs/05_cache.ipynb #6f4c5390
 _SHORT = [('wte', 'hook_embed'), ('wpe', 'hook_pos_embed'), ('ln_f', 'ln_final.hook_out')]
@@ -202,6 +202,10 @@ def batch(self:Contexts, idx) -> tuple:
 def _flat(dataset, column):
     return flat_values(dataset, column)
 
+def default_dropped_tokens(tokenizer) -> tuple: # a saenb `Tokenizer`
+    "The token ids a store leaves out unless told otherwise: `<bos>` and `<pad>` (no SAE trains on their positions)."
+    return (tokenizer.bos_id, tokenizer.pad_id)
+
 def corpus_contexts(corpus, # a `saenb.data.Corpus`, or the directory it was saved to
                     split:str='train', # 'train' or 'validation'
                     n_ctx:int=None, # longest row (the model's `n_ctx`); longer sequences are cut
@@ -228,7 +232,7 @@ def corpus_contexts(corpus, # a `saenb.data.Corpus`, or the directory it was sav
     elif n_ctx and len(lens) and lens.max() > n_ctx:
         warnings.warn(f"{int((lens > n_ctx).sum())} of {len(lens)} sequences are longer than n_ctx={n_ctx}; "
                       "their tail is not cached")
-    drop = (tok.bos_id, tok.pad_id) if drop_tokens is None else drop_tokens
+    drop = default_dropped_tokens(tok) if drop_tokens is None else drop_tokens
     name = f"{corpus.language.name}:{split}"
     return Contexts(ids, offsets, labels, n_ctx=n_ctx, pad_id=tok.pad_id, drop_tokens=drop, concepts=corpus.concepts,
                     name=name)
@@ -661,14 +665,15 @@ def _store_record(prov:dict, store:Path, hook_point:str, d:int) -> dict:
 
 # %% ../nbs/05_cache.ipynb #056efb2d
 def _finish_cache(out:Path, root:Path, hooks:list, points:list, config:dict, state:dict, splits:dict, d:dict,
-                  meta_cols:list, concepts:dict, prov:dict=None):
-    "Write each store's manifest and rename the store into place, then `out/cache.json`; remove `root`."
+                  ctx:Contexts, prov:dict=None):
+    "Write each store's manifest (columns, concepts, dropped tokens: `ctx`'s), move it into place, then `cache.json`."
     for h, p in zip(hooks, points):
         if (out / h / 'manifest.json').exists() and not (root / h).exists(): continue
         man = {'format': STORE_FORMAT, 'version': 1, 'model': config['model'], 'hook': h, 'hook_point': p, 'd': d[h],
                'dtype': config['dtype'], 'precision': config['precision'], 'data': config['data'],
                'n_ctx': config['n_ctx'], 'packed': config['packed'],
-               'meta_columns': meta_cols, 'concepts': {k: asdict(c) for k, c in concepts.items()},
+               'meta_columns': ctx.meta_columns, 'concepts': {k: asdict(c) for k, c in ctx.concepts.items()},
+               'dropped_tokens': list(ctx.drop_tokens),
                'rows': {s: state['splits'][s]['rows'] for s in splits},
                'shards': {s: [sh['rows'] for sh in state['splits'][s]['shards']] for s in splits},
                'stats': {s: _split_stats(state['splits'][s]['shards'], h, d[h]) for s in splits},
@@ -754,8 +759,8 @@ def _cache_activations(prog, model, data, hooks, out, n_tokens, val_tokens, dtyp
         if prog: print(f"{prog}: {precision_note(asked, used, dev)}", file=sys.stderr)
         root, state = _open_partial(out, config, mode)
         _cache_splits(model, ctxs, hooks, root, state, splits, config, stop_early, progress)
-        _finish_cache(out, root, hooks, points, config, state, splits, d, ctxs['train'].meta_columns,
-                      ctxs['train'].concepts, _provenance(model, data, override))
+        _finish_cache(out, root, hooks, points, config, state, splits, d, ctxs['train'],
+                      _provenance(model, data, override))
     return {h: out / h for h in hooks}
 
 # %% ../nbs/05_cache.ipynb #8de6f2ab

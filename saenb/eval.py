@@ -15,15 +15,16 @@ from .utils import (write_atomic, write_json, jsonable, InputError, MissingInput
                          output_lock, check, check_positive, resolve_precision, autocast_args)
 from .model import load_model, load_language
 from .train_gpt import grammaticality, precision_note
-from .cache import (ActivationStore, capture, splice, store_sequences, store_provenance, check_store_model)
+from .cache import (ActivationStore, capture, splice, store_sequences, store_provenance, check_store_model,
+                         default_dropped_tokens)
 from .sae import SAE
 from .sae_io import load_sae, check_sae_store
 
 # %% auto #0
-__all__ = ['sae_fn', 'reconstruction_metrics', 'downstream_metrics', 'spliced_grammaticality', 'ConceptScores', 'concept_scores',
-           'concept_summary', 'plot_concept_heatmap', 'probe_ceilings', 'synthetic_activations', 'recovery_scores',
-           'intervention_effect', 'check_model_store', 'evaluate_sae', 'density_figure', 'write_report', 'plot_pareto',
-           'pareto_figure', 'saenb_eval']
+__all__ = ['sae_fn', 'at_positions', 'skipped_tokens', 'spliced_where', 'reconstruction_metrics', 'downstream_metrics',
+           'spliced_grammaticality', 'ConceptScores', 'concept_scores', 'concept_summary', 'plot_concept_heatmap',
+           'probe_ceilings', 'synthetic_activations', 'recovery_scores', 'intervention_effect', 'check_model_store',
+           'evaluate_sae', 'density_figure', 'write_report', 'plot_pareto', 'pareto_figure', 'saenb_eval']
 
 # %% ../nbs/08_eval.ipynb #0e36500e
 def sae_fn(sae:SAE, # the SAE (taking raw activations)
@@ -47,6 +48,29 @@ def sae_fn(sae:SAE, # the SAE (taking raw activations)
         out = sae.decode(codes).float()
         return (out + (xf - rec) if keep_error else out).to(x.dtype)
     return fn
+
+# %% ../nbs/08_eval.ipynb #7c41d2e9
+def at_positions(fn, # a splice function
+                 where:torch.Tensor, # bool `[batch, pos]`: the positions `fn` replaces
+                ):
+    "A splice function applying `fn` where `where` is True; the other positions keep their activation."
+    def g(x):
+        m = where.to(x.device).reshape(*where.shape, *[1] * (x.ndim - where.ndim))
+        return torch.where(m, fn(x).to(x.dtype), x)
+    return g
+
+def skipped_tokens(model, # a `TransformerBridge`
+                   skip_tokens=None, # token ids whose positions a splice leaves alone (None: the model's defaults)
+                  ) -> tuple:
+    "`skip_tokens`, or by default the ids stores drop (`<bos>`, `<pad>`) for a saenb model and none for others."
+    if skip_tokens is not None: return tuple(int(t) for t in skip_tokens)
+    tok = getattr(model, 'saenb_tokenizer', None)
+    return default_dropped_tokens(tok) if tok is not None else ()
+
+def spliced_where(fn, ids:torch.Tensor, skip:tuple):
+    "`fn` restricted to the positions of `ids` whose token is not in `skip` (`fn` itself when `skip` is empty)."
+    if not skip or fn is None: return fn
+    return at_positions(fn, ~torch.isin(ids, torch.tensor(skip, device=ids.device)))
 
 # %% ../nbs/08_eval.ipynb #e09bee74
 def _rows(store, n_rows):
@@ -105,7 +129,7 @@ def _hook_means(model, hooks:list, ids, pad_id, batch_size) -> dict:
         cnt += int(m.sum())
     return {h: t / max(cnt, 1) for h, t in tot.items()}
 
-def _run_losses(model, runs:dict, ids, pad_id, batch_size) -> tuple:
+def _run_losses(model, runs:dict, ids, pad_id, batch_size, skip:tuple=()) -> tuple:
     "Summed `[CE, KL from clean]` of the clean model and of each run (name -> `{hook: fn}`), and the target count."
     dev = next(model.parameters()).device
     sums = {k: [0., 0.] for k in ['clean', *runs]}; n_tok = 0
@@ -115,7 +139,7 @@ def _run_losses(model, runs:dict, ids, pad_id, batch_size) -> tuple:
         clean_logp = clean[:, :-1].float().log_softmax(-1)
         ce, _, nt = _ce_kl(clean, None, b, pad_id); sums['clean'][0] += ce; n_tok += nt
         for k, f in runs.items():
-            with splice(model, f): lg = model(b)
+            with splice(model, {h: spliced_where(g, b, skip) for h, g in f.items()}): lg = model(b)
             ce, kl, _ = _ce_kl(lg, clean_logp, b, pad_id); sums[k][0] += ce; sums[k][1] += kl
     return sums, n_tok
 
@@ -128,6 +152,7 @@ def downstream_metrics(model, # a `TransformerBridge`
                        mean=None, # the hook's mean activation, or a dict of them (default: measured on `ids`)
                        batch_size:int=64, # rows per forward pass
                        ablations:bool=True, # also run zero and mean ablation (for loss recovered)
+                       skip_tokens=None, # token ids whose positions keep their activation (None: `skipped_tokens`)
                       ) -> dict:
     "Next-token CE clean / spliced / zero- / mean-ablated, KL(clean || spliced) per token, and loss recovered."
     fns = dict(hook) if isinstance(hook, dict) else {hook: fn}
@@ -142,7 +167,7 @@ def downstream_metrics(model, # a `TransformerBridge`
     def ablate(m): return lambda x: m.to(x.device, x.dtype).expand_as(x)
     runs = {'sae': fns}
     if ablations: runs.update(zero={h: torch.zeros_like for h in fns}, mean={h: ablate(means[h]) for h in fns})
-    sums, n_tok = _run_losses(model, runs, ids, pad_id, batch_size)
+    sums, n_tok = _run_losses(model, runs, ids, pad_id, batch_size, skipped_tokens(model, skip_tokens))
     out = {'ce_clean': sums['clean'][0] / n_tok, 'ce_sae': sums['sae'][0] / n_tok, 'kl_sae': sums['sae'][1] / n_tok,
            'n_targets': n_tok}
     if ablations:
@@ -156,12 +181,12 @@ def downstream_metrics(model, # a `TransformerBridge`
 # %% ../nbs/08_eval.ipynb #2c05a1a3
 class _Spliced(torch.nn.Module):
     "The bridge's forward with `fn` spliced at `hook`, as a module (what `sample` needs: cfg, parameters, forward)."
-    def __init__(self, model, hook, fn):
+    def __init__(self, model, hook, fn, skip:tuple=()):
         super().__init__()
-        self.bridge, self.hook, self.fn, self.cfg = model, hook, fn, model.cfg
+        self.bridge, self.hook, self.fn, self.skip, self.cfg = model, hook, fn, skip, model.cfg
     def forward(self, ids):
         if self.fn is None: return self.bridge(ids)
-        with splice(self.bridge, self.hook, self.fn): return self.bridge(ids)
+        with splice(self.bridge, self.hook, spliced_where(self.fn, ids, self.skip)): return self.bridge(ids)
 
 def spliced_grammaticality(model, # a `TransformerBridge` (with `.saenb_tokenizer`, or pass `tokenizer`)
                            hook:str, # the hook to splice at
@@ -170,12 +195,14 @@ def spliced_grammaticality(model, # a `TransformerBridge` (with `.saenb_tokenize
                            n:int=200, # generations
                            tokenizer=None, # the model's tokenizer
                            seed:int=0, # sampling seed (the same for clean and spliced runs)
+                           skip_tokens=None, # token ids whose positions keep their activation (None: `skipped_tokens`)
                            **kwargs, # more arguments of `saenb.train_gpt.grammaticality` (temperature, top_k, ...)
                           ):
     "Grammaticality report of `n` free generations with `fn` spliced in at `hook`."
     if isinstance(fn, SAE): fn = sae_fn(fn)
     tokenizer = tokenizer or getattr(model, 'saenb_tokenizer', None)
-    return grammaticality(_Spliced(model, hook, fn).eval(), lang, n=n, tokenizer=tokenizer, seed=seed, **kwargs)
+    spliced = _Spliced(model, hook, fn, skipped_tokens(model, skip_tokens)).eval()
+    return grammaticality(spliced, lang, n=n, tokenizer=tokenizer, seed=seed, **kwargs)
 
 # %% ../nbs/08_eval.ipynb #e1a94804
 @dataclass
@@ -512,12 +539,15 @@ def _model_inputs(store:ActivationStore, model, n_seqs:int) -> torch.Tensor:
 def _model_figures(res:dict, sae:SAE, store:ActivationStore, hook:str, model, ids:torch.Tensor, n_gen:int):
     "Add the downstream losses on `ids` and (with `n_gen`) the grammaticality, clean and spliced, to `res`."
     tok = model.saenb_tokenizer
-    res['downstream'] = downstream_metrics(model, hook, sae, ids, tok.pad_id, mean=store.stats['mean'])
+    skip = tuple(store.manifest.get('dropped_tokens', default_dropped_tokens(tok)))  # positions the SAE never saw
+    res['skipped_tokens'] = [tok.vocab[t] for t in skip]
+    res['downstream'] = downstream_metrics(model, hook, sae, ids, tok.pad_id, mean=store.stats['mean'], skip_tokens=skip)
     if n_gen:
         lang = _model_language(model, store)
         if lang is not None:  # sampled in the evaluation's precision
-            gc = spliced_grammaticality(model, hook, None, lang, n_gen, tok, precision=res['precision'])
-            gs = spliced_grammaticality(model, hook, sae, lang, n_gen, tok, precision=res['precision'])
+            kw = dict(precision=res['precision'], skip_tokens=skip)
+            gc = spliced_grammaticality(model, hook, None, lang, n_gen, tok, **kw)
+            gs = spliced_grammaticality(model, hook, sae, lang, n_gen, tok, **kw)
             res['grammaticality'] = {'clean': gc.fraction, 'sae': gs.fraction, 'language': lang.name}
 
 def _concept_figures(res:dict, sae:SAE, store:ActivationStore, n_rows:int, probes:bool, progress:bool, amp:dict):

@@ -39,10 +39,11 @@ PIPELINE_DEFAULT = {
     # `cache_activations` settings (n_tokens None: the whole corpus)
     'cache': {'hooks': ['0_residpost'], 'n_tokens': None, 'dtype': 'fp32', 'batch_size': 64, 'precision': 'auto'},
     # the base run of the sweep (`SAETrainConfig` fields, SAE settings under saes:)
-    'saes': {'n_tokens': 1_000_000, 'batch_size': 4096, 'lr': 1e-3, 'precision': 'auto', 'saes': {'exp_factor': 4}},
+    'saes': {'n_tokens': 1_000_000, 'batch_size': 1024, 'lr': 1e-3, 'precision': 'auto', 'saes': {'exp_factor': 1}},
     # the sweep over it (several hooks add an `acts` axis)
     'sweep': {'saes': {'arch': ['topk', 'batchtopk', 'lagrangian']},
-              'arch_specific': {'topk': {'k': 8}, 'batchtopk': {'k': 8}, 'lagrangian': {'target_l0': 8}}},
+              'arch_specific': {'topk': {'k': 8, 'aux_coeff': 0.5}, 'batchtopk': {'k': 8, 'aux_coeff': 0.5},
+                                'lagrangian': {'target_l0': 8}}},
     'eval': {'n_rows': 50_000, 'n_seqs': 256, 'n_gen': 200, 'probes': True, 'precision': 'auto'}, # `evaluate_sae`
     'browser': {'n_latents': 50, 'n_rows': 200_000}, # static feature browser of every SAE
 }

@@ -171,6 +171,7 @@ class DeadLatentTracker(nn.Module):
     def __init__(self, shape): # number of latents (or a shape, e.g. `(n_layers, d_sae)`)
         super().__init__()
         self.register_buffer('tokens_since_fired', torch.zeros(shape, dtype=torch.long))
+        self.window = 10_000_000  # default silence of a dead latent (Gao et al. 2024); a trainer sets its run's
 
     @torch.no_grad()
     def update(self,
@@ -582,7 +583,7 @@ class TopKConfig(SAEConfig):
     aux_k:int=None # latents in the AuxK reconstruction (default d_in // 2)
     aux_coeff:float=1/32 # AuxK weight
     aux_norm:str='residual_power' # AuxK normalisation: 'residual_power', 'residual_var' or 'none'
-    dead_tokens:int=10_000_000 # a latent silent for this many tokens is dead (for AuxK)
+    dead_tokens:int=None # a latent silent for this many tokens is dead, for AuxK (None: `sae.dead.window`)
     k_start:int=None # if set, k decays linearly from k_start to k ...
     k_decay_steps:int=0 # ... over this many steps
 
@@ -595,7 +596,8 @@ class TopKConfig(SAEConfig):
             check(v <= self.d_sae,
                   f"{n}={v} is larger than the dictionary (d_sae={self.d_sae}): lower {n} or raise d_sae/exp_factor")
         check(self.aux_norm in AUX_NORMS, f"aux_norm={self.aux_norm!r}: choose one of {AUX_NORMS}")
-        check(self.aux_coeff >= 0 and self.dead_tokens > 0, "aux_coeff must be >= 0 and dead_tokens > 0")
+        check(self.aux_coeff >= 0 and (self.dead_tokens is None or self.dead_tokens > 0),
+              "aux_coeff must be >= 0 and dead_tokens > 0")
 
 def auxk_loss(e_hat:torch.Tensor, # the dead latents' reconstruction of the residual `[N, d_out]`
               residual:torch.Tensor, # `y - y_hat` `[N, d_out]` (detached)
@@ -658,7 +660,7 @@ def aux_loss(self:TopKSAE, xc, y, y_hat):
     "`aux_coeff` times AuxK: the top `aux_k` dead latents reconstruct the residual; None if none is dead."
     c = self.cfg
     if not c.aux_coeff: return None
-    dead_idx = self.dead.dead_mask(c.dead_tokens).nonzero().flatten()
+    dead_idx = self.dead.dead_mask(c.dead_tokens or self.dead.window).nonzero().flatten()
     if len(dead_idx) == 0: return None
     with torch.no_grad():
         pre = F.linear(xc, self.W_enc[:, dead_idx].t(), self.b_enc[dead_idx])

@@ -486,6 +486,8 @@ class SAERun:
     @property
     def val_every(self) -> int: return self.tc.val_every or max(1, self.tc.n_steps // 10)
 
+    def __post_init__(self): self.sae.dead.window = self.dead_tokens  # AuxK's default: this run's window
+
 # %% ../nbs/07_train_sae.ipynb #78f058ed
 def sae_step(r:SAERun, # the run
              xs:list, # the step's micro-batches (already scaled)

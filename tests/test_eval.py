@@ -69,6 +69,22 @@ def test_grammaticality_spliced(pipe):
     zero = spliced_grammaticality(pipe['model'], HOOK, torch.zeros_like, pipe['lang'], **kw)
     assert clean.fraction > 0.5 and zero.fraction < clean.fraction
 
+def test_splices_leave_untrained_positions_alone(pipe):
+    "The positions of tokens a store drops (<bos>, <pad>) keep their activation: no SAE was trained on them."
+    m, ids, tok = pipe['model'], pipe['ids'], pipe['tok']
+    every = tuple(range(m.cfg.d_vocab))
+    none_spliced = downstream_metrics(m, HOOK, torch.zeros_like, ids, tok.pad_id, skip_tokens=every, ablations=False)
+    assert abs(none_spliced['kl_sae']) < 1e-6
+    calls = []
+    def spy(x): calls.append(x.shape); return torch.zeros_like(x)
+    default = downstream_metrics(m, HOOK, spy, ids, tok.pad_id, ablations=False)
+    everywhere = downstream_metrics(m, HOOK, torch.zeros_like, ids, tok.pad_id, skip_tokens=(), ablations=False)
+    assert calls and default['kl_sae'] != everywhere['kl_sae']  # <bos> zeroed too changes the output
+    kw = dict(n=20, tokenizer=tok)
+    clean = spliced_grammaticality(m, HOOK, None, pipe['lang'], **kw)
+    skipped = spliced_grammaticality(m, HOOK, torch.zeros_like, pipe['lang'], skip_tokens=every, **kw)
+    assert skipped.fraction == clean.fraction
+
 def test_binned_auroc_matches_exact(pipe, scores):
     store, sae = pipe['store'], pipe['sae']
     n = len(store)  # concept_scores scored min(20_000, len(store)) rows
