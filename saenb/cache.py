@@ -20,11 +20,10 @@ from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_transformers
 from .utils import (write_atomic, write_json, InputError, MissingInput, OutputExists, command_errors, output_lock,
                          path_record, resolve_record, fingerprint, check, check_positive, PRECISIONS,
-                         resolve_precision, autocast_args)
+                         resolve_precision, autocast_args, precision_note)
 from .grammars import Concept
 from .data import Corpus, load_corpus, flat_values, corpus_fingerprint, language_fingerprint
 from .model import load_model, load_language, load_tokenizer, model_fingerprint, check_device
-from .train_gpt import precision_note
 
 # %% auto #0
 __all__ = ['META', 'DTYPES', 'STORE_FORMAT', 'short_hook_names', 'valid_hooks', 'resolve_hook', 'capture', 'splice', 'Contexts',

@@ -9,13 +9,13 @@ from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, torch
 from tqdm.auto import tqdm
-from .utils import InputError, OutputExists, output_lock, path_record, check, resolve_precision, autocast_args
+from .utils import (InputError, OutputExists, output_lock, path_record, check, resolve_precision, autocast_args,
+                         precision_note)
 from .model import model_fingerprint, check_device
 from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
 from .sae import SAE
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory, check_sae_out, _sayer)
-from .train_gpt import precision_note
 
 # %% auto #0
 __all__ = ['SHARED_SETTINGS', 'ensemble_members', 'train_ensemble', 'train_saes_on_model']

@@ -12,9 +12,9 @@ from tqdm.auto import tqdm
 from contextlib import ExitStack
 from fastcore.script import call_parse
 from .utils import (write_atomic, write_json, jsonable, InputError, MissingInput, command_errors, resolve_record,
-                         output_lock, check, check_positive, resolve_precision, autocast_args)
+                         output_lock, check, check_positive, resolve_precision, autocast_args, precision_note)
 from .model import load_model, load_language
-from .train_gpt import grammaticality, precision_note
+from .train_gpt import grammaticality
 from .cache import (ActivationStore, capture, splice, store_sequences, store_provenance, check_store_model,
                          default_dropped_tokens)
 from .sae import SAE

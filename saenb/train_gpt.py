@@ -21,14 +21,14 @@ from .model import (GPTConfig, build_model, core_module, next_token_loss, save_m
                          load_gpt_config, load_tokenizer, load_language, check_device)
 from .utils import (write_atomic, lr_factor, setup_distributed, check_replicas, in_notebook, LiveLossPlot,
                          check, check_positive, InputError, OutputExists, command_errors, output_lock, PRECISIONS,
-                         resolve_precision, autocast_args)
+                         resolve_precision, autocast_args, precision_note)
 from .data import load_corpus, pack, language_fingerprint, corpus_fingerprint
 from .grammars import get_language
 
 # %% auto #0
-__all__ = ['TrainConfig', 'precision_note', 'padded_rows', 'trim_padding', 'batch_rows', 'validation_loss', 'save_checkpoint',
-           'load_checkpoint', 'train_gpt', 'check_sampling', 'sample', 'GrammaticalityReport', 'score_generation',
-           'grammaticality', 'saenb_train_gpt', 'write_jsonl', 'saenb_generate']
+__all__ = ['TrainConfig', 'padded_rows', 'trim_padding', 'batch_rows', 'validation_loss', 'save_checkpoint', 'load_checkpoint',
+           'train_gpt', 'check_sampling', 'sample', 'GrammaticalityReport', 'score_generation', 'grammaticality',
+           'saenb_train_gpt', 'write_jsonl', 'saenb_generate']
 
 # %% ../nbs/04_train_gpt.ipynb #9d2b77b3
 @dataclass
@@ -72,18 +72,6 @@ class TrainConfig:
             check(self.precision in ('auto', alias), f"bf16={self.bf16} (the old name of precision={alias!r}) "
                                                      f"contradicts precision={self.precision!r}: pass precision alone")
             self.precision, self.bf16 = alias, None
-
-# %% ../nbs/04_train_gpt.ipynb #5b0e93d6
-def precision_note(asked:str, # the precision asked for: 'auto', 'bf16', 'fp16' or 'fp32'
-                   used:str, # what `resolve_precision` made of it
-                   device) -> str: # where the run computes
-    "What a run computes in and, for `auto`, why: e.g. `precision bf16 (auto: this CPU has bf16 matrix units)`."
-    if asked != 'auto': return f"precision {used}"
-    kind = torch.device(device).type
-    if kind == 'cuda': why = 'this GPU supports bf16' if used == 'bf16' else 'this GPU does not support bf16'
-    elif kind == 'cpu': why = f"this CPU has {'' if used == 'bf16' else 'no '}bf16 matrix units"
-    else: why = f'fp32 on {kind}'
-    return f"precision {used} (auto: {why})"
 
 # %% ../nbs/04_train_gpt.ipynb #62d82eec
 def padded_rows(dataset, # a `datasets.Dataset` with an `input_ids` column

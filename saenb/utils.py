@@ -20,8 +20,8 @@ except ImportError: fcntl = None
 __all__ = ['USER_ERRORS', 'PRECISIONS', 'InputError', 'MissingInput', 'OutputExists', 'check', 'positive_int', 'check_positive',
            'nearest', 'check_keys', 'write_atomic', 'write_text', 'jsonable', 'write_json', 'read_yaml', 'output_lock',
            'command_errors', 'path_record', 'resolve_record', 'fingerprint', 'cpu_has_fast_bf16', 'resolve_precision',
-           'autocast_args', 'lr_factor', 'in_notebook', 'LiveLossPlot', 'setup_distributed', 'weights_fingerprint',
-           'check_replicas']
+           'autocast_args', 'precision_note', 'lr_factor', 'in_notebook', 'LiveLossPlot', 'setup_distributed',
+           'weights_fingerprint', 'check_replicas']
 
 # %% ../nbs/00_utils.ipynb #f0fbe77f
 class InputError(ValueError):
@@ -275,6 +275,18 @@ def autocast_args(precision:str, # a resolved precision: 'bf16', 'fp16' or 'fp32
     "Keyword arguments of `torch.autocast` for `precision` on `device` (disabled for fp32)."
     dt = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
     return dict(device_type=torch.device(device).type, dtype=dt or torch.bfloat16, enabled=dt is not None)
+
+# %% ../nbs/00_utils.ipynb #5b0e93d6
+def precision_note(asked:str, # the precision asked for: 'auto', 'bf16', 'fp16' or 'fp32'
+                   used:str, # what `resolve_precision` made of it
+                   device) -> str: # where the run computes
+    "What a run computes in and, for `auto`, why: e.g. `precision bf16 (auto: this CPU has bf16 matrix units)`."
+    if asked != 'auto': return f"precision {used}"
+    kind = torch.device(device).type
+    if kind == 'cuda': why = 'this GPU supports bf16' if used == 'bf16' else 'this GPU does not support bf16'
+    elif kind == 'cpu': why = f"this CPU has {'' if used == 'bf16' else 'no '}bf16 matrix units"
+    else: why = f'fp32 on {kind}'
+    return f"precision {used} (auto: {why})"
 
 # %% ../nbs/00_utils.ipynb #34b08d40
 def lr_factor(step:int, # optimizer step, from 0
