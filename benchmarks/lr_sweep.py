@@ -51,18 +51,15 @@ from pathlib import Path
 import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import device_name, emit
-from sae_vs_saelens import synthetic_activations
+from sae_vs_saelens import synthetic_activations, run_json as summary_line
 
 HERE = Path(__file__).parent
 GAO_REF = 2048  # the width at which the rule's lr is c
 
 def run_json(cmd:list, env=None) -> dict:
-    "The JSON summary line of a saenb command (as `sae_vs_saelens.run_json`), and its wall-clock seconds."
+    "`sae_vs_saelens.run_json` (a saenb command's JSON summary line), with its wall-clock seconds."
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = [l for l in r.stdout.splitlines() if l.startswith('{')]
-    if r.returncode or not lines: raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
-    return {**json.loads(lines[-1]), 'wall_seconds': time.perf_counter() - t0}
+    return {**summary_line(cmd, env), 'wall_seconds': time.perf_counter() - t0}
 
 def run_cmd(cmd:list, env=None):
     "Run a saenb console command, raising with its output if it fails."

@@ -138,8 +138,9 @@ def _run_losses(model, runs:dict, ids, pad_id, batch_size, skip:tuple=()) -> tup
         clean = model(b)
         clean_logp = clean[:, :-1].float().log_softmax(-1)
         ce, _, nt = _ce_kl(clean, None, b, pad_id); sums['clean'][0] += ce; n_tok += nt
+        where = ~torch.isin(b, torch.tensor(skip, device=dev)) if skip else None  # positions spliced: once per batch
         for k, f in runs.items():
-            with splice(model, {h: spliced_where(g, b, skip) for h, g in f.items()}): lg = model(b)
+            with splice(model, {h: g if where is None else at_positions(g, where) for h, g in f.items()}): lg = model(b)
             ce, kl, _ = _ce_kl(lg, clean_logp, b, pad_id); sums[k][0] += ce; sums[k][1] += kl
     return sums, n_tok
 
@@ -541,7 +542,8 @@ def _model_figures(res:dict, sae:SAE, store:ActivationStore, hook:str, model, id
     tok = model.saenb_tokenizer
     skip = tuple(store.manifest.get('dropped_tokens', default_dropped_tokens(tok)))  # positions the SAE never saw
     res['skipped_tokens'] = [tok.vocab[t] for t in skip]
-    res['downstream'] = downstream_metrics(model, hook, sae, ids, tok.pad_id, mean=store.stats['mean'], skip_tokens=skip)
+    res['downstream'] = downstream_metrics(model, hook, sae, ids, tok.pad_id, mean=store.stats['mean'],
+                                           skip_tokens=skip)
     if n_gen:
         lang = _model_language(model, store)
         if lang is not None:  # sampled in the evaluation's precision
