@@ -19,11 +19,11 @@ from .kernels import (pre_activations, sparse_encode, sparse_decode, keep_latent
 __all__ = ['SPARSITY_MODES', 'SAE_REGISTRY', 'AUX_NORMS', 'HC_L', 'HC_R', 'check_types', 'SAEConfig', 'PenaltyConfig',
            'register_sae', 'check_sae_settings', 'make_sae', 'geometric_median', 'DeadLatentTracker',
            'SparsityController', 'FixedCoeff', 'TargetL0Quadratic', 'DualAscent', 'KDecay', 'make_controller', 'SAE',
-           'synthetic_sparse_data', 'quick_train', 'ReLUConfig', 'ReLUSAE', 'TopKConfig', 'auxk_loss', 'TopKSAE',
-           'batch_top_k', 'BatchTopKConfig', 'BatchTopKSAE', 'JumpReLUFn', 'StepFn', 'JumpReLUConfig', 'JumpReLUSAE',
-           'LagrangianConfig', 'LagrangianSAE', 'GatedConfig', 'GatedSAE', 'hard_concrete_gate', 'expected_l0',
-           'HardConcreteConfig', 'HardConcreteSAE', 'GatedHardConcreteSAE', 'MatryoshkaConfig', 'MatryoshkaSAE',
-           'StaircaseConfig', 'StaircaseSAE', 'NoShareSAE', 'TranscoderConfig', 'TranscoderSAE',
+           'synthetic_sparse_data', 'quick_train', 'ReLUConfig', 'ReLUSAE', 'AuxKConfig', 'TopKConfig', 'auxk_loss',
+           'TopKSAE', 'batch_top_k', 'BatchTopKConfig', 'BatchTopKSAE', 'JumpReLUFn', 'StepFn', 'JumpReLUConfig',
+           'JumpReLUSAE', 'LagrangianConfig', 'LagrangianSAE', 'GatedConfig', 'GatedSAE', 'hard_concrete_gate',
+           'expected_l0', 'HardConcreteConfig', 'HardConcreteSAE', 'GatedHardConcreteSAE', 'MatryoshkaConfig',
+           'MatryoshkaSAE', 'StaircaseConfig', 'StaircaseSAE', 'NoShareSAE', 'TranscoderConfig', 'TranscoderSAE',
            'resample_dead_latents']
 
 # %% ../nbs/06_sae.ipynb #615ddf05
@@ -576,28 +576,40 @@ class ReLUSAE(SAE):
 AUX_NORMS = ('residual_power', 'residual_var', 'none')
 
 @dataclass
-class TopKConfig(SAEConfig):
+class AuxKConfig(SAEConfig):
+    "AuxK settings (Gao et al. 2024), shared by every architecture that revives dead latents with it."
+    aux_k:int=None # latents in the AuxK reconstruction (default d_in // 2)
+    aux_coeff:float=1/32 # AuxK weight (0: off)
+    aux_norm:str='residual_power' # AuxK normalisation: 'residual_power', 'residual_var' or 'none'
+    dead_tokens:int=None # a latent silent for this many tokens is dead, for AuxK (None: `sae.dead.window`)
+
+    def validate(self):
+        super().validate()
+        if self.aux_k is not None:
+            check(isinstance(self.aux_k, int) and self.aux_k > 0,
+                  f"aux_k must be a positive integer, got {self.aux_k!r}")
+            check(self.aux_k <= self.d_sae, f"aux_k={self.aux_k} is larger than the dictionary "
+                  f"(d_sae={self.d_sae}): lower aux_k or raise d_sae/exp_factor")
+        check(self.aux_norm in AUX_NORMS, f"aux_norm={self.aux_norm!r}: choose one of {AUX_NORMS}")
+        check(self.aux_coeff >= 0 and (self.dead_tokens is None or self.dead_tokens > 0),
+              "aux_coeff must be >= 0 and dead_tokens > 0")
+
+@dataclass
+class TopKConfig(AuxKConfig):
     "Config of `topk` SAEs."
     k:int=32 # latents kept per token
     relu_after_topk:bool=True # zero negative values among the k kept (so a code can have fewer than k nonzeros)
-    aux_k:int=None # latents in the AuxK reconstruction (default d_in // 2)
-    aux_coeff:float=1/32 # AuxK weight
-    aux_norm:str='residual_power' # AuxK normalisation: 'residual_power', 'residual_var' or 'none'
-    dead_tokens:int=None # a latent silent for this many tokens is dead, for AuxK (None: `sae.dead.window`)
     k_start:int=None # if set, k decays linearly from k_start to k ...
     k_decay_steps:int=0 # ... over this many steps
 
     def validate(self):
         super().validate()
-        for n in ('k', 'k_start', 'aux_k'):
+        for n in ('k', 'k_start'):
             v = getattr(self, n)
             if v is None: continue
             check(isinstance(v, int) and v > 0, f"{n} must be a positive integer, got {v!r}")
             check(v <= self.d_sae,
                   f"{n}={v} is larger than the dictionary (d_sae={self.d_sae}): lower {n} or raise d_sae/exp_factor")
-        check(self.aux_norm in AUX_NORMS, f"aux_norm={self.aux_norm!r}: choose one of {AUX_NORMS}")
-        check(self.aux_coeff >= 0 and (self.dead_tokens is None or self.dead_tokens > 0),
-              "aux_coeff must be >= 0 and dead_tokens > 0")
 
 def auxk_loss(e_hat:torch.Tensor, # the dead latents' reconstruction of the residual `[N, d_out]`
               residual:torch.Tensor, # `y - y_hat` `[N, d_out]` (detached)
@@ -609,6 +621,20 @@ def auxk_loss(e_hat:torch.Tensor, # the dead latents' reconstruction of the resi
     if norm == 'residual_var': return err.mean() / (e - e.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
     if norm == 'none': return err.mean()
     raise InputError(f"aux_norm={norm!r}: choose one of {AUX_NORMS}")
+
+@patch
+def auxk_latents(self:SAE):
+    "`(dead, n)`: the latents AuxK may use now and how many of them per token; None if AuxK is off or none is dead."
+    c = self.cfg
+    if not getattr(c, 'aux_coeff', 0): return None
+    dead = self.dead.dead_mask(c.dead_tokens or self.dead.window).nonzero().flatten()
+    return (dead, min(c.aux_k or max(1, c.d_in // 2), len(dead))) if len(dead) else None
+
+@patch
+def auxk(self:SAE, idx, vals, residual):
+    "`aux_coeff` times `auxk_loss` for the dead latents' code (`idx`, `vals` `[N, n]`) against `residual` (detached)."
+    e_hat = sparse_decode(idx, vals, self.W_dec)
+    return self.cfg.aux_coeff * auxk_loss(e_hat, residual.detach().reshape(e_hat.shape), self.cfg.aux_norm)
 
 # %% ../nbs/06_sae.ipynb #top0a001
 @register_sae
@@ -657,17 +683,12 @@ def use_dense(self:TopKSAE, x) -> bool:
 
 @patch
 def aux_loss(self:TopKSAE, xc, y, y_hat):
-    "`aux_coeff` times AuxK: the top `aux_k` dead latents reconstruct the residual; None if none is dead."
-    c = self.cfg
-    if not c.aux_coeff: return None
-    dead_idx = self.dead.dead_mask(c.dead_tokens or self.dead.window).nonzero().flatten()
-    if len(dead_idx) == 0: return None
-    with torch.no_grad():
-        pre = F.linear(xc, self.W_enc[:, dead_idx].t(), self.b_enc[dead_idx])
-        j = fast_topk(pre, min(c.aux_k or max(1, c.d_in // 2), len(dead_idx)))[1]
+    "AuxK: the top `aux_k` dead latents by pre-activation reconstruct the residual; None if none is dead."
+    if (dead := self.auxk_latents()) is None: return None
+    dead_idx, n = dead
+    with torch.no_grad(): j = fast_topk(F.linear(xc, self.W_enc[:, dead_idx].t(), self.b_enc[dead_idx]), n)[1]
     idx = dead_idx[j]
-    e_hat = sparse_decode(idx, F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc)), self.W_dec)
-    return c.aux_coeff * auxk_loss(e_hat, y - y_hat.detach(), c.aux_norm)
+    return self.auxk(idx, F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc)), y - y_hat)
 
 # %% ../nbs/06_sae.ipynb #c757cc9b
 @patch
@@ -892,13 +913,15 @@ class _JumpReLUL0(torch.autograd.Function):
 
 # %% ../nbs/06_sae.ipynb #a7d7607b
 @dataclass
-class JumpReLUConfig(PenaltyConfig):
-    "Config of `jumprelu` SAEs."
+class JumpReLUConfig(AuxKConfig, PenaltyConfig):
+    "Config of `jumprelu` SAEs (with AuxK's settings, see `AuxKConfig`)."
     sparsity_coeff:float=1.0 # L0 coefficient ('fixed') or quadratic weight ('target_l0')
-    bandwidth:float=1e-3 # STE kernel bandwidth epsilon
+    bandwidth:float=1.0 # STE kernel bandwidth epsilon (measured: see *Reviving the JumpReLU family*)
     init_threshold:float=1e-3 # initial threshold of every latent
-    calibrate:bool=False # `init_from_data` sets thresholds so L0 = target_l0 on the first batch (not init_threshold)
+    calibrate:bool=None # `init_from_data` sets thresholds so L0 = target_l0 on the first batch (None: if target set)
+    aux_coeff:float=2.0 # AuxK weight (measured with `bandwidth`; TopK keeps Gao et al.'s 1/32)
     def validate(self):
+        if self.calibrate is None: self.calibrate = self.target_l0 is not None
         super().validate()
         check(self.bandwidth > 0 and self.init_threshold > 0, "bandwidth and init_threshold must be positive")
         check(not self.calibrate or self.target_l0,
@@ -930,8 +953,17 @@ def loss(self:JumpReLUSAE, x, target=None, step=0, total_steps=None):
     z = self.pre_acts(x)
     codes, n, fired = _JumpReLUL0.apply(z, self.threshold, self.cfg.bandwidth)
     l0 = n / (z.numel() // z.shape[-1])
-    return self._out(x, _mse(self.decode(codes), y), l0=l0, fired=fired,
+    y_hat = self.decode(codes)
+    return self._out(x, _mse(y_hat, y), l0=l0, fired=fired, aux=self.aux_loss(z, y, y_hat),
                      sparsity=self.sparsity_ctl.penalty(l0, l0, step, total_steps))
+
+@patch
+def aux_loss(self:JumpReLUSAE, z, y, y_hat):
+    "AuxK on the dead latents' pre-activations `z`, as for TopK: their top `aux_k` reconstruct the residual."
+    if (dead := self.auxk_latents()) is None: return None
+    dead_idx, n = dead
+    vals, j = z.reshape(-1, z.shape[-1])[:, dead_idx].topk(n, dim=-1)
+    return self.auxk(dead_idx[j], F.relu(vals), y - y_hat)
 
 # %% ../nbs/06_sae.ipynb #658703e9
 @patch

@@ -34,7 +34,7 @@ __all__ = ['TrainConfig', 'padded_rows', 'trim_padding', 'batch_rows', 'validati
 @dataclass
 class TrainConfig:
     "Optimization settings of `train_gpt`."
-    steps:int=2000 # optimizer steps
+    steps:int=2000 # optimizer steps (default Dyck corpus and model: 98.3% grammatical, 3 min on 2 cores; see above)
     batch_size:int=128 # sequences per optimizer step, summed over processes and micro-batches
     grad_accum:int=1 # micro-batches per optimizer step
     lr:float=1e-3 # peak learning rate
