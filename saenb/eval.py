@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_eval.ipynb #4c561971
 from __future__ import annotations
-import html, json, math, sys
+import html, json, math, random, sys
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
@@ -14,6 +14,7 @@ from fastcore.script import call_parse
 from .utils import (write_atomic, write_json, jsonable, InputError, MissingInput, command_errors, resolve_record,
                          output_lock, check, check_positive, resolve_precision, autocast_args, precision_note)
 from .model import load_model, load_language
+from .grammars import END
 from .train_gpt import grammaticality
 from .cache import (ActivationStore, capture, splice, store_sequences, store_provenance, check_store_model,
                          default_dropped_tokens)
@@ -23,8 +24,11 @@ from .sae_io import load_sae, check_sae_store
 # %% auto #0
 __all__ = ['sae_fn', 'at_positions', 'skipped_tokens', 'spliced_where', 'reconstruction_metrics', 'downstream_metrics',
            'spliced_grammaticality', 'ConceptScores', 'concept_scores', 'concept_summary', 'plot_concept_heatmap',
-           'probe_ceilings', 'synthetic_activations', 'recovery_scores', 'intervention_effect', 'check_model_store',
-           'evaluate_sae', 'density_figure', 'write_report', 'plot_pareto', 'pareto_figure', 'saenb_eval']
+           'probe_ceilings', 'sparse_probing_scores', 'sparse_probing', 'sparse_probing_summary', 'plot_sparse_probing',
+           'absorption_scores', 'absorption', 'hungarian', 'assignment', 'assignment_score', 'decoder_matches',
+           'seed_stability', 'concept_splits', 'split_tree', 'synthetic_activations', 'recovery_scores',
+           'intervention_effect', 'causal_faithfulness', 'faithfulness_summary', 'check_model_store', 'evaluate_sae',
+           'density_figure', 'write_report', 'plot_pareto', 'pareto_figure', 'saenb_eval']
 
 # %% ../nbs/08_eval.ipynb #0e36500e
 def sae_fn(sae:SAE, # the SAE (taking raw activations)
@@ -371,19 +375,45 @@ def _auroc_exact(score:torch.Tensor, y:torch.Tensor) -> float:
     if npos == 0 or nneg == 0: return float('nan')
     return float((ranks[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
-def _fit_probe(xtr:torch.Tensor, ytr:torch.Tensor, xte:torch.Tensor, n_cls:int, l2:float, steps:int) -> torch.Tensor:
-    "Logits on `xte` of a seeded multinomial logistic-regression probe fit on `xtr` by full-batch L-BFGS."
-    torch.manual_seed(0)
+def _train_probe(xtr:torch.Tensor, ytr:torch.Tensor, n_cls:int, l2:float, steps:int) -> torch.nn.Linear:
+    "A seeded multinomial logistic-regression probe fit on `xtr` by full-batch L-BFGS."
+    g = torch.Generator().manual_seed(0)
     lin = torch.nn.Linear(xtr.shape[1], n_cls)
+    with torch.no_grad(): lin.weight.uniform_(-1, 1, generator=g).div_(xtr.shape[1] ** 0.5); lin.bias.zero_()
     opt = torch.optim.LBFGS(lin.parameters(), max_iter=steps, line_search_fn='strong_wolfe')
     def closure():
         opt.zero_grad()
         loss = F.cross_entropy(lin(xtr), ytr) + l2 * lin.weight.pow(2).sum()
         loss.backward(); return loss
     opt.step(closure)
+    return lin
+
+def _fit_probe(xtr:torch.Tensor, ytr:torch.Tensor, xte:torch.Tensor, n_cls:int, l2:float, steps:int) -> torch.Tensor:
+    "Logits on `xte` of `_train_probe` fit on `xtr`."
+    lin = _train_probe(xtr, ytr, n_cls, l2, steps)
     with torch.no_grad(): return lin(xte)
 
 # %% ../nbs/08_eval.ipynb #afe0bbbd
+def _probed_values(store:ActivationStore, labels:dict, concepts:list, max_values:int) -> dict:
+    "Concept name -> its sorted values (label -1 left out): the named `concepts`, or all with 2 to `max_values` values."
+    bad = [c for c in (concepts or []) if c not in store.concepts]
+    if bad: raise InputError(f"unknown concept(s) {bad}: this store has {', '.join(store.concepts)}")
+    out = {}
+    for c in (concepts or list(store.concepts)):
+        vals = torch.unique(labels[c][labels[c] >= 0])
+        if len(vals) >= 2 and (concepts is not None or len(vals) <= max_values): out[c] = vals
+    return out
+
+def _concept_data(store:ActivationStore, n_rows:int, concepts:list, max_values:int) -> tuple:
+    "The first rows of `store` (fp32), their labels, the concepts' probed values and the values' display names."
+    if not store.concepts:
+        raise InputError(f"{store.path} has no concept labels: "
+                         "cache a saenb corpus (saenb_cache --data DIR) to get them")
+    n = _rows(store, n_rows)
+    x, labels = store[:n].float(), store.labels(np.arange(n))
+    values = _probed_values(store, labels, concepts, max_values)
+    return x, labels, values, {c: _value_names(store.concepts[c], v.tolist()) for c, v in values.items()}
+
 def probe_ceilings(store:ActivationStore, # a store with concept labels
                    n_rows:int=20_000, # rows used (the first ones)
                    concepts:list=None, # concept names (default: those with at most `max_values` values)
@@ -393,18 +423,12 @@ def probe_ceilings(store:ActivationStore, # a store with concept labels
                    steps:int=100, # L-BFGS iterations
                   ) -> pd.DataFrame:
     "Held-out accuracy and per-value AUROC of a linear probe on the raw activations, per concept."
-    if not store.concepts:
-        raise InputError(f"{store.path} has no concept labels: "
-                         "cache a saenb corpus (saenb_cache --data DIR) to get them")
-    n = _rows(store, n_rows)
-    x = store[:n].float(); labels = store.labels(np.arange(n))
+    x, labels, values, _ = _concept_data(store, n_rows, concepts, max_values)
     x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
     rows = []
-    for c in (concepts or list(store.concepts)):
-        y = labels[c]; keep = y >= 0
-        vals = torch.unique(y[keep])
-        if len(vals) < 2 or (concepts is None and len(vals) > max_values): continue
-        xc, yc = x[keep], torch.searchsorted(vals, y[keep])
+    for c, vals in values.items():
+        keep = labels[c] >= 0
+        xc, yc = x[keep], torch.searchsorted(vals, labels[c][keep])
         ntr = int(train_frac * len(xc))
         logits = _fit_probe(xc[:ntr], yc[:ntr], xc[ntr:], len(vals), l2, steps)
         acc = (logits.argmax(-1) == yc[ntr:]).float().mean().item()
@@ -414,6 +438,276 @@ def probe_ceilings(store:ActivationStore, # a store with concept labels
                          'probe_auroc': _auroc_exact(logits[:, i] - logits.logsumexp(-1), yc[ntr:] == i),
                          'probe_accuracy': acc})
     return pd.DataFrame(rows)
+
+# %% ../nbs/08_eval.ipynb #2271b2d4
+def _balanced_task(y:torch.Tensor, # one concept's labels (-1: none)
+                   v:int, # the value to detect
+                   max_per_class:int, # at most this many rows of each class
+                   seed:int=0) -> tuple:
+    "Shuffled rows `idx` and binary targets `t` of a balanced one-vs-rest task for value `v`."
+    g = torch.Generator().manual_seed(seed)
+    pos, neg = (y == v).nonzero().flatten(), ((y >= 0) & (y != v)).nonzero().flatten()
+    n = min(len(pos), len(neg), max_per_class)
+    idx = torch.cat([pos[torch.randperm(len(pos), generator=g)[:n]], neg[torch.randperm(len(neg), generator=g)[:n]]])
+    t = torch.cat([torch.ones(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)])
+    perm = torch.randperm(2 * n, generator=g)
+    return idx[perm], t[perm]
+
+def _binary_probe(x:torch.Tensor, t:torch.Tensor, ntr:int, l2:float, steps:int) -> tuple:
+    "`(auroc, accuracy, (probe, scale))`: a logistic probe fit on `x[:ntr]` (standardised), scored on the rest."
+    mu, sd = x[:ntr].mean(0), x[:ntr].std(0).clamp_min(1e-6)
+    xs = (x - mu) / sd
+    lin = _train_probe(xs[:ntr], t[:ntr], 2, l2, steps)
+    with torch.no_grad(): score = (lambda o: o[:, 1] - o[:, 0])(lin(xs[ntr:]))
+    acc = ((score > 0).long() == t[ntr:]).float().mean().item()
+    return _auroc_exact(score, t[ntr:] == 1), acc, (lin, sd)
+
+# %% ../nbs/08_eval.ipynb #abac09b5
+def sparse_probing_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
+                          acts:torch.Tensor, # the activations they encode `[n, d]` (for the residual ceiling)
+                          labels:dict, # concept name -> labels `[n]` (-1: none)
+                          values:dict, # concept name -> the values to probe (e.g. from `_probed_values`)
+                          names:dict=None, # concept name -> display name of each value (default: the value)
+                          ks:tuple=(1, 2, 4, 8, 16), # latents per sparse probe
+                          max_per_class:int=2000, # rows of each class per task, at most
+                          train_frac:float=0.8, # share of a task's rows the probes are fit on
+                          l2:float=1e-3, # weight decay of the probes
+                          steps:int=100, # L-BFGS iterations
+                          seed:int=0) -> pd.DataFrame:
+    "Held-out AUROC and accuracy of probes on the top-k latents per concept value, on all latents and on `acts`."
+    codes, acts, rows = codes.float(), acts.float(), []
+    for c, vals in values.items():
+        for i, v in enumerate(torch.as_tensor(vals).tolist()):
+            idx, t = _balanced_task(labels[c], v, max_per_class, seed)
+            ntr = int(train_frac * len(idx))
+            if ntr < 4 or len(idx) - ntr < 2: continue   # too few rows of this value to fit and score
+            z, tt = codes[idx], t
+            diff = z[:ntr][tt[:ntr] == 1].mean(0) - z[:ntr][tt[:ntr] == 0].mean(0)
+            order = diff.argsort(descending=True)
+            base = {'concept': c, 'value': v, 'value_name': names[c][i] if names else str(v), 'n_rows': len(idx)}
+            for k in [k for k in ks if k <= z.shape[1]]:
+                au, acc, _ = _binary_probe(z[:, order[:k]], tt, ntr, l2, steps)
+                rows.append({**base, 'probe': 'sparse', 'k': k, 'auroc': au, 'accuracy': acc,
+                             'latents': order[:k].tolist()})
+            for probe, x in (('latents', z), ('residual', acts[idx])):
+                au, acc, _ = _binary_probe(x, tt, ntr, l2, steps)
+                rows.append({**base, 'probe': probe, 'k': x.shape[1], 'auroc': au, 'accuracy': acc, 'latents': None})
+    cols = ['concept', 'value', 'value_name', 'n_rows', 'probe', 'k', 'auroc', 'accuracy', 'latents']
+    return pd.DataFrame(rows, columns=cols)
+
+# %% ../nbs/08_eval.ipynb #561f9738
+@torch.no_grad()
+def _codes(sae:SAE, x:torch.Tensor, batch_size:int=4096) -> torch.Tensor:
+    "The SAE's codes of `x`, fp32, batch by batch."
+    sae.eval()
+    return torch.cat([sae.encode(x[s:s + batch_size]).float() for s in range(0, len(x), batch_size)])
+
+def sparse_probing(sae:SAE, # the SAE, taking raw activations
+                   store:ActivationStore, # a store with concept labels
+                   n_rows:int=20_000, # rows used (the first ones)
+                   concepts:list=None, # concept names (default: those with 2 to `max_values` values)
+                   max_values:int=16, # skip concepts with more values
+                   **kwargs) -> pd.DataFrame: # passed to `sparse_probing_scores` (ks, max_per_class, ...)
+    "`sparse_probing_scores` of `sae` on the first `n_rows` rows of `store`."
+    x, labels, values, names = _concept_data(store, n_rows, concepts, max_values)
+    return sparse_probing_scores(_codes(sae, x), x, labels, values, names, **kwargs)
+
+# %% ../nbs/08_eval.ipynb #ebeb9482
+def sparse_probing_summary(sp:pd.DataFrame, # from `sparse_probing`
+                           by:str='auroc') -> pd.DataFrame: # or 'accuracy'
+    "Mean held-out `by` over each concept's values: a column per k (`k=1`, ...), then `latents` and `residual`."
+    if not len(sp): return pd.DataFrame()
+    col = np.where(sp.probe == 'sparse', 'k=' + sp.k.astype(str), sp.probe)
+    t = sp.assign(col=col).pivot_table(index='concept', columns='col', values=by, aggfunc='mean')
+    ks = sorted({c for c in t.columns if c.startswith('k=')}, key=lambda c: int(c[2:]))
+    return t[ks + [c for c in ('latents', 'residual') if c in t.columns]].rename_axis(columns=None)
+
+def plot_sparse_probing(sp:pd.DataFrame, # from `sparse_probing`
+                        title:str='k-sparse probing'):
+    "Mean held-out AUROC against k per concept (solid), with the all-latents (dotted) and residual (dashed) probes."
+    import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
+    fig, s = go.Figure(), sparse_probing_summary(sp)
+    ks = [int(c[2:]) for c in s.columns if c.startswith('k=')]
+    for i, (c, r) in enumerate(s.iterrows()):
+        color = f"hsl({i * 360 // max(len(s), 1)},60%,45%)"
+        fig.add_scatter(x=ks, y=[r[f'k={k}'] for k in ks], mode='lines+markers', name=c, line=dict(color=color))
+        for probe, dash in (('latents', 'dot'), ('residual', 'dash')):
+            if probe in r: fig.add_scatter(x=[ks[0], ks[-1]], y=[r[probe]] * 2, mode='lines', showlegend=False,
+                                           name=f"{c}: {probe}", line=dict(color=color, dash=dash))
+    fig.update_layout(title=title, xaxis=dict(title='latents in the probe (k)', type='log'),
+                      yaxis=dict(title='held-out AUROC (mean over values)'), height=380)
+    return fig
+
+# %% ../nbs/08_eval.ipynb #79250b14
+def _context(absorbed:torch.Tensor, pos:torch.Tensor, labels:dict, values:dict, names:dict, concept:str) -> str:
+    "The other concept's value most over-represented on the `absorbed` rows among the value's rows `pos`."
+    best, out = 0., ''
+    for c, vals in values.items():
+        if c == concept: continue
+        ya, yp = labels[c][absorbed], labels[c][pos]
+        for i, v in enumerate(torch.as_tensor(vals).tolist()):
+            sa, sp_ = (ya == v).float().mean().item(), (yp == v).float().mean().item()
+            if sa - sp_ > best:
+                best, out = sa - sp_, f"{c}: {names[c][i]} ({sa:.0%} of absorbed rows, {sp_:.0%} of all)"
+    return out
+
+def _absorbed(z:torch.Tensor, W_dec:torch.Tensor, w:torch.Tensor, m:int, min_cos:float, min_share:float):
+    "Rows of `z` (one value's codes) where latent `m` is silent and another aligned latent carries `w`: mask, `[R, L]`."
+    along = W_dec.float() @ w                                      # each decoder row along the unit probe direction
+    cos = along / W_dec.float().norm(dim=-1).clamp_min(1e-12)
+    on = z[:, m] > 0
+    typical = (z[on, m] * along[m]).median() if on.any() else torch.tensor(float('nan'))
+    if not typical > 0: return None, None
+    cand = (z > 0) & (cos >= min_cos)[None] & (z * along[None] >= min_share * typical)
+    cand[:, m] = False
+    return ~on & cand.any(1), cand
+
+# %% ../nbs/08_eval.ipynb #1f99c074
+def absorption_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
+                      W_dec:torch.Tensor, # the SAE's decoder `[d_sae, d]`, in the activations' units
+                      acts:torch.Tensor, # the activations `[n, d]`
+                      labels:dict, # concept name -> labels `[n]` (-1: none)
+                      values:dict, # concept name -> the values to test
+                      names:dict=None, # concept name -> display name of each value
+                      sp:pd.DataFrame=None, # `sparse_probing_scores` of these codes (its k=1 rows give main latents)
+                      min_auroc:float=0.8, # a main latent's 1-sparse probe reaches at least this AUROC
+                      min_cos:float=0.2, # an absorbing latent's decoder cosine with the probe direction
+                      min_share:float=0.5, # ... and its contribution along it, as a share of the main latent's
+                      max_per_class:int=2000, train_frac:float=0.8, l2:float=1e-3, steps:int=100, seed:int=0,
+                     ) -> pd.DataFrame:
+    "Per concept value: its main latent, where that latent is silent, and which latents absorb the value there."
+    codes, acts, rows = codes.float(), acts.float(), []
+    names = names or {c: [str(v) for v in torch.as_tensor(vals).tolist()] for c, vals in values.items()}
+    if sp is None: sp = sparse_probing_scores(codes, acts, labels, values, names, (1,), max_per_class, train_frac,
+                                              l2, steps, seed)
+    main = sp.query("probe == 'sparse' and k == 1").set_index(['concept', 'value'])
+    for c, vals in values.items():
+        for i, v in enumerate(torch.as_tensor(vals).tolist()):
+            pos = (labels[c] == v).nonzero().flatten()
+            r = {'concept': c, 'value': v, 'value_name': names[c][i], 'n_pos': len(pos), 'main_latent': None,
+                 'main_auroc': float('nan'), 'miss_rate': float('nan'), 'absorption_rate': float('nan'),
+                 'absorbing_latents': [], 'absorbers': '', 'context': ''}
+            rows.append(r)
+            if (c, v) not in main.index or not main.loc[(c, v), 'auroc'] >= min_auroc: continue
+            m = main.loc[(c, v), 'latents'][0]
+            idx, t = _balanced_task(labels[c], v, max_per_class, seed)
+            _, _, (lin, sd) = _binary_probe(acts[idx], t, int(train_frac * len(idx)), l2, steps)
+            w = (lin.weight[1] - lin.weight[0]).detach() / sd             # in the activations' own units
+            absorbed, cand = _absorbed(codes[pos], W_dec, w / w.norm().clamp_min(1e-12), m, min_cos, min_share)
+            if absorbed is None: continue                                   # main latent points away from the probe
+            counts = cand[absorbed].sum(0)
+            top = [j for j in counts.argsort(descending=True)[:3].tolist() if counts[j] > 0]
+            r.update(main_latent=m, main_auroc=float(main.loc[(c, v), 'auroc']),
+                     miss_rate=(codes[pos, m] == 0).float().mean().item(),
+                     absorption_rate=absorbed.float().mean().item(),
+                     absorbing_latents=top, absorbers=', '.join(f"{j} ({counts[j] / absorbed.sum():.0%})" for j in top),
+                     context=_context(pos[absorbed], pos, labels, values, names, c) if absorbed.any() else '')
+    main_latents = pd.Series([r['main_latent'] for r in rows], dtype=object)   # ints, None where there is none
+    return pd.DataFrame(rows).assign(main_latent=main_latents)
+
+# %% ../nbs/08_eval.ipynb #2ddfce12
+def absorption(sae:SAE, # the SAE, taking raw activations (its `W_dec` is in their units)
+               store:ActivationStore, # a store with concept labels
+               n_rows:int=20_000, # rows used (the first ones)
+               concepts:list=None, # concept names (default: those with 2 to `max_values` values)
+               max_values:int=16, # skip concepts with more values
+               sp:pd.DataFrame=None, # `sparse_probing(sae, store, n_rows, ...)`, if already computed
+               **kwargs) -> pd.DataFrame: # passed to `absorption_scores` (min_auroc, min_cos, ...)
+    "`absorption_scores` of `sae` on the first `n_rows` rows of `store`."
+    x, labels, values, names = _concept_data(store, n_rows, concepts, max_values)
+    return absorption_scores(_codes(sae, x), sae.W_dec.detach(), x, labels, values, names, sp=sp, **kwargs)
+
+# %% ../nbs/08_eval.ipynb #4dfe3808
+def hungarian(cost:np.ndarray) -> np.ndarray: # `[n, m]` with n <= m
+    "The column assigned to each row in a minimum-total-cost matching of rows to distinct columns (Kuhn 1955)."
+    cost = np.asarray(cost, dtype=np.float64)
+    n, m = cost.shape
+    check(n <= m, f"hungarian needs at most as many rows as columns, got {n} x {m}: pass the transpose")
+    u, v, p, way = np.zeros(n + 1), np.zeros(m + 1), np.zeros(m + 1, dtype=int), np.zeros(m + 1, dtype=int)
+    for i in range(1, n + 1):   # add row i; p[j]: the row on column j (0: none), potentials u, v
+        p[0], j0 = i, 0
+        minv, used = np.full(m + 1, np.inf), np.zeros(m + 1, dtype=bool)
+        while p[j0]:
+            used[j0] = True
+            cur = cost[p[j0] - 1] - u[p[j0]] - v[1:]
+            upd = ~used[1:] & (cur < minv[1:])
+            minv[1:][upd], way[1:][upd] = cur[upd], j0
+            j1 = int(np.argmin(np.where(used[1:], np.inf, minv[1:]))) + 1
+            delta = minv[j1]
+            u[p[used]] += delta; v[used] -= delta; minv[~used] -= delta
+            j0 = j1
+        while j0:   # augment along the path
+            j1 = way[j0]; p[j0] = p[j1]; j0 = j1
+    col = np.zeros(n, dtype=int)
+    col[p[1:][p[1:] > 0] - 1] = np.nonzero(p[1:])[0]
+    return col
+
+# %% ../nbs/08_eval.ipynb #89613b16
+def assignment(cs:ConceptScores, # from `concept_scores`
+               by:str='auroc') -> pd.DataFrame: # the score matched on: 'auroc' or 'f1'
+    "A one-to-one matching of every scored concept value to a distinct latent, maximising the total `by`."
+    t = cs.table
+    if not len(t): return pd.DataFrame(columns=['concept', 'value', 'value_name', 'latent', by])
+    keys = t[['concept', 'value', 'value_name']].drop_duplicates().reset_index(drop=True)
+    L = int(t.latent.max()) + 1
+    S = np.zeros((len(keys), L))
+    pos = keys.reset_index().merge(t, on=['concept', 'value', 'value_name'])
+    S[pos['index'].to_numpy(), pos.latent.to_numpy()] = pos[by].to_numpy()
+    check(len(keys) <= L, f"{len(keys)} concept values but only {L} latents: match fewer concepts (concepts=[...])")
+    col = hungarian(-S)
+    return keys.assign(latent=col, **{by: S[np.arange(len(keys)), col]})
+
+def assignment_score(cs:ConceptScores, by:str='auroc') -> float:
+    "The mean `by` of `assignment`: 1 when every concept value has a perfect detector of its own."
+    a = assignment(cs, by)
+    return float(a[by].mean()) if len(a) else float('nan')
+
+# %% ../nbs/08_eval.ipynb #f01b8a25
+def _W(sae_or_W) -> torch.Tensor:
+    "Unit-norm decoder rows `[d_sae, d]` of an SAE or of a decoder matrix."
+    W = sae_or_W.W_dec.detach() if isinstance(sae_or_W, SAE) else torch.as_tensor(sae_or_W)
+    return F.normalize(W.float(), dim=-1)
+
+def decoder_matches(a, # an SAE or decoder matrix `[d_sae_a, d]`
+                    b) -> tuple: # another, on the same activations
+    "For each latent of `a`: the cosine of its closest decoder row in `b`, and that latent's index."
+    Wa, Wb = _W(a), _W(b)
+    check(Wa.shape[1] == Wb.shape[1], f"decoders of widths {Wa.shape[1]} and {Wb.shape[1]}: "
+          "compare SAEs trained on the same activations")
+    return (Wa @ Wb.T).max(1)
+
+def seed_stability(a, b, # two SAEs (or decoder matrices) on the same activations, e.g. of two seeds
+                   min_cos:float=0.9) -> float: # a latent counts as reproduced at this cosine or above
+    "The share of `a`'s latents that `b` reproduces: closest decoder row at cosine `min_cos` or above."
+    return (decoder_matches(a, b)[0] >= min_cos).float().mean().item()
+
+# %% ../nbs/08_eval.ipynb #7a6bde17
+def concept_splits(small, # SAE (or decoder `[d_small, d]`) of the smaller width
+                   large, # SAE (or decoder) of the larger width, on the same activations
+                   small_latents:pd.DataFrame, # a concept value per row with its `latent` in `small` (`cs.best()`)
+                   large_scores:ConceptScores=None, # `concept_scores` of `large`: adds each child's AUROC
+                   min_cos:float=0.5, # a large latent is a child at this decoder cosine or above
+                   max_children:int=8) -> pd.DataFrame:
+    "For each concept value's latent in `small`, the latents of `large` its decoder row splits into."
+    C = _W(small) @ _W(large).T
+    t = large_scores.table.set_index(['concept', 'value', 'latent']).auroc if large_scores is not None else None
+    rows = []
+    for r in small_latents.itertuples():
+        cos, j = C[int(r.latent)].sort(descending=True)
+        kids = [(int(k), float(c)) for k, c in zip(j[:max_children], cos[:max_children]) if c >= min_cos]
+        au = [float(t.get((r.concept, r.value, k), float('nan'))) if t is not None else float('nan') for k, _ in kids]
+        rows.append({'concept': r.concept, 'value': r.value, 'value_name': r.value_name, 'latent': int(r.latent),
+                     'children': [k for k, _ in kids], 'cosines': [round(c, 3) for _, c in kids],
+                     'child_aurocs': [round(a, 3) for a in au], 'n_children': len(kids)})
+    return pd.DataFrame(rows)
+
+def split_tree(splits:pd.DataFrame) -> str: # from `concept_splits`
+    "The splits as an indented text tree, one value per branch."
+    lines = []
+    for r in splits.itertuples():
+        lines.append(f"{r.concept} {r.value_name}: latent {r.latent}")
+        lines += [f"  └ {k}  cos {c:.2f}  auroc {a:.2f}" for k, c, a in zip(r.children, r.cosines, r.child_aurocs)]
+    return '\n'.join(lines)
 
 # %% ../nbs/08_eval.ipynb #74d1cf7f
 def synthetic_activations(n:int=20_000, # tokens
@@ -488,6 +782,113 @@ def intervention_effect(model, # a `TransformerBridge`
         out['grammaticality'] = spliced_grammaticality(model, hook, fn, lang, n_gen, tokenizer).fraction
     return out
 
+# %% ../nbs/08_eval.ipynb #ac339110
+def _grammar_targets(lang, seqs:list, concepts:list) -> tuple:
+    "Labels per sequence, the viable next tokens after each prefix, and per (concept, value, key): always / ever legal."
+    labels = [lang.labels(t) for t in seqs]
+    viable = [lang.pcfg.viable_next(t) for t in seqs]
+    always, ever = {}, {}
+    for lb, vi in zip(labels, viable):
+        for i in range(len(vi) - 1):
+            for c in concepts:
+                k = (c, lb[c][i], tuple(lb[o][i] for o in concepts if o != c))
+                always[k] = always[k] & vi[i + 1] if k in always else set(vi[i + 1])
+                ever.setdefault(k, set()).update(vi[i + 1])
+    return labels, viable, always, ever
+
+def _legal_score(logp:torch.Tensor, up:list, down:list) -> torch.Tensor:
+    "`log P(up) - log P(down)` per row of `logp [R, V]` (an empty side counts 0); `up`, `down`: id lists per row."
+    lse = lambda ids: torch.stack([logp[r, i].logsumexp(0) if i else logp.new_zeros(()) for r, i in enumerate(ids)])
+    return lse(up) - lse(down)
+
+# %% ../nbs/08_eval.ipynb #fb04ff31
+def _edits(labels, viable, always, ever, latents:dict, tok, rng) -> list:
+    "Every (row, token, concept, value, target) the grammar has something to say about, with its legal id changes."
+    ids_of = lambda s: sorted(tok.eos_id if t == END else tok.stoi[t] for t in s)
+    out = []
+    for b, (lb, vi) in enumerate(zip(labels, viable)):
+        for i in range(len(vi) - 1):
+            for c, lat in latents.items():
+                v, key = lb[c][i], tuple(lb[o][i] for o in latents if o != c)
+                if v not in lat: continue
+                for v2 in lat:
+                    if v2 == v or (c, v2, key) not in always: continue
+                    up, down = always[c, v2, key] - vi[i + 1], vi[i + 1] - ever[c, v2, key]
+                    if up or down: out.append((b, i + 1, c, v, v2, ids_of(up), ids_of(down)))
+    rng.shuffle(out)
+    return out
+
+# %% ../nbs/08_eval.ipynb #cf33027c
+def _class_means(x:torch.Tensor, labels:list, n_tok:list, latents:dict) -> dict:
+    "Mean activation `[d]` per (concept, value, key) over the tokens (token i of row b at position i + 1)."
+    sums = {}
+    for b, lb in enumerate(labels):
+        for i in range(n_tok[b]):
+            for c in latents:
+                k = (c, lb[c][i], tuple(lb[o][i] for o in latents if o != c))
+                s = sums.setdefault(k, [0., 0]); s[0] = s[0] + x[b, i + 1]; s[1] += 1
+    return {k: s / n for k, (s, n) in sums.items()}
+
+def _edit_delta(kind:str, e:tuple, x, codes, typical, W, latents:dict, means:dict, labels, rng) -> torch.Tensor:
+    "The change `[d]` an edit makes to the activation: by the assigned latents, two random ones, or the class means."
+    b, p, c, v, v2 = e[:5]
+    if kind == 'residual':
+        key = tuple(labels[b][o][p - 1] for o in latents if o != c)
+        return means[c, v2, key] - means[c, v, key]
+    j1, j2 = (latents[c][v], latents[c][v2]) if kind == 'sae' else rng.sample(range(W.shape[0]), 2)
+    return -codes[b, p, j1] * W[j1] + (typical[j2] - codes[b, p, j2]) * W[j2]
+
+# %% ../nbs/08_eval.ipynb #498b7271
+@torch.no_grad()
+def causal_faithfulness(model, # a `TransformerBridge` with its `saenb_tokenizer`
+                        hook:str, # the SAE's hook
+                        sae:SAE, # the SAE, taking raw activations
+                        ids:torch.Tensor, # `[n, T]` rows of grammatical sequences (`<bos>` first, then padding)
+                        lang, # the model's `Language`: its grammar is the judge
+                        latents:dict, # concept -> {value: latent}, e.g. from `assignment`
+                        n_edits:int=256, # edits per concept and kind, at most (drawn at random)
+                        batch_size:int=64, # rows per forward pass
+                        seed:int=0) -> pd.DataFrame:
+    "Per edit: does moving a token's concept value by its latents move next-token odds the way the grammar says?"
+    tok, dev = model.saenb_tokenizer, next(model.parameters()).device
+    seqs = [tok.decode(r[1:]).split() for r in ids]
+    labels, viable, always, ever = _grammar_targets(lang, seqs, list(latents))
+    rng = random.Random(seed)
+    edits, per = [], {}
+    for e in _edits(labels, viable, always, ever, latents, tok, rng):
+        if per.get(e[2], 0) < n_edits: edits.append(e); per[e[2]] = per.get(e[2], 0) + 1
+    cols = ['edit', 'concept', 'value', 'target', 'row', 'pos', 'n_up', 'n_down', 'delta', 'agrees']
+    if not edits: return pd.DataFrame(columns=cols)
+    x = capture(model, ids, [hook])[hook].float()
+    codes = _codes(sae, x.reshape(-1, x.shape[-1])).reshape(*x.shape[:2], -1)
+    typical = codes.sum((0, 1)) / (codes > 0).sum((0, 1)).clamp_min(1)
+    W, means = sae.W_dec.detach().float(), _class_means(x, labels, [len(s) for s in seqs], latents)
+    clean = model(ids.to(dev)).float().log_softmax(-1)
+    rows = []
+    for kind in ('sae', 'random', 'residual'):
+        deltas = torch.stack([_edit_delta(kind, e, x, codes, typical, W, latents, means, labels, rng) for e in edits])
+        for s in range(0, len(edits), batch_size):
+            ch, dl = edits[s:s + batch_size], deltas[s:s + batch_size]
+            r_, p_ = torch.tensor([e[0] for e in ch]), torch.tensor([e[1] for e in ch])
+            def add(t, r=torch.arange(len(ch)), p=p_, d=dl):
+                t = t.clone(); t[r, p] += d.to(t.device, t.dtype); return t
+            with splice(model, hook, add): after = model(ids[r_].to(dev)).float().log_softmax(-1)
+            after = after[torch.arange(len(ch)), p_]
+            before = clean[r_, p_]
+            up, down = [e[5] for e in ch], [e[6] for e in ch]
+            d = (_legal_score(after, up, down) - _legal_score(before, up, down)).cpu()
+            rows += [dict(edit=kind, concept=e[2], value=e[3], target=e[4], row=e[0], pos=e[1], n_up=len(e[5]),
+                          n_down=len(e[6]), delta=float(d[i]), agrees=bool(d[i] > 0)) for i, e in enumerate(ch)]
+    return pd.DataFrame(rows, columns=cols)
+
+# %% ../nbs/08_eval.ipynb #6b6368b1
+def faithfulness_summary(cf:pd.DataFrame) -> pd.DataFrame: # from `causal_faithfulness`
+    "Per concept: the share of edits whose effect agrees with the grammar, per kind of edit, and the number of edits."
+    if not len(cf): return pd.DataFrame()
+    t = cf.pivot_table(index='concept', columns='edit', values='agrees', aggfunc='mean')
+    t['n_edits'] = cf[cf.edit == 'sae'].groupby('concept').size()
+    return t[[c for c in ('sae', 'random', 'residual', 'n_edits') if c in t]].rename_axis(columns=None)
+
 # %% ../nbs/08_eval.ipynb #c3b434e8
 def _hook_width(model, hook:str) -> int:
     "The width of `model`'s activations at `hook`, from one forward pass on one token."
@@ -552,18 +953,27 @@ def _model_figures(res:dict, sae:SAE, store:ActivationStore, hook:str, model, id
             gs = spliced_grammaticality(model, hook, sae, lang, n_gen, tok, **kw)
             res['grammaticality'] = {'clean': gc.fraction, 'sae': gs.fraction, 'language': lang.name}
 
+
+# %% ../nbs/08_eval.ipynb #0e378232
 def _concept_figures(res:dict, sae:SAE, store:ActivationStore, n_rows:int, probes:bool, progress:bool, amp:dict):
-    "Add the concept scores, their summary, the best latents and (with `probes`) the probe ceilings to `res`."
+    "Add concept scores, summary, best latents, assignment and (`probes`) probe ceilings, sparse probes, absorption."
     with torch.autocast(**amp): cs = concept_scores(sae, store, n_rows, progress=progress)  # probes: fp32 fits
     res['concept_summary'] = concept_summary(cs)
     res['best_latents'] = cs.best()
     res['best_corr'] = cs.best_corr()
     res['_concept_scores'] = cs
+    n_values = len(cs.table[['concept', 'value']].drop_duplicates())
+    if 0 < n_values <= sae.cfg.d_sae:  # a one-to-one matching needs a latent per value
+        res['assignment'] = assignment(cs); res['assignment_score'] = float(res['assignment'].auroc.mean())
     if probes:
         pc = probe_ceilings(store, min(n_rows, 20_000))
         res['probe_ceilings'] = pc
         if len(pc):
             res['best_latents'] = res['best_latents'].merge(pc, on=['concept', 'value', 'value_name'], how='left')
+        sp = sparse_probing(sae, store, min(n_rows, 20_000))   # fp32: the probes' fits need it
+        ab = absorption(sae, store, min(n_rows, 20_000), sp=sp)
+        res.update(sparse_probing=sp, sparse_probing_summary=sparse_probing_summary(sp).reset_index(),
+                   absorption=ab, absorption_rate=float(ab.absorption_rate.mean()) if len(ab) else float('nan'))
 
 # %% ../nbs/08_eval.ipynb #c7ebe109
 def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sae`)
@@ -572,7 +982,7 @@ def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sa
                  n_rows:int=50_000, # rows for reconstruction and concept scores
                  n_seqs:int=256, # contexts for the downstream losses
                  n_gen:int=200, # generations for grammaticality (0: skip)
-                 probes:bool=True, # fit linear-probe ceilings
+                 probes:bool=True, # fit probes: linear-probe ceilings, k-sparse probing, absorption
                  progress:bool=True, # progress bars
                  allow_mismatch:bool=False, # evaluate on activations or a model other than the SAE's (recorded)
                  precision:str='auto', # the SAE's and model's forward passes: auto, bf16, fp16 (CUDA) or fp32
@@ -606,6 +1016,12 @@ def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sa
     if model is not None:
         with torch.autocast(**amp): _model_figures(res, sae, store, hook, model, ids, n_gen)
     if store.concepts: _concept_figures(res, sae, store, n_rows, probes, progress, amp)
+    if model is not None and 'assignment' in res and (lang := _model_language(model, store)) is not None:
+        latent_of = {c: dict(zip(g.value, g.latent)) for c, g in res['assignment'].groupby('concept')}
+        cf = causal_faithfulness(model, hook, sae, ids, lang, latent_of)
+        if len(cf):
+            res['causal_faithfulness'] = faithfulness_summary(cf).reset_index()
+            res['faithfulness'] = float(cf[cf.edit == 'sae'].agrees.mean())
     return res
 
 # %% ../nbs/08_eval.ipynb #ff9a648b
@@ -632,6 +1048,7 @@ def write_report(res:dict, # from `evaluate_sae`
     write_json(out/'eval.json', data)
     figs = [density_figure(res['density'])]
     if '_concept_scores' in res: figs.append(plot_concept_heatmap(res['_concept_scores']))
+    if 'sparse_probing' in res and len(res['sparse_probing']): figs.append(plot_sparse_probing(res['sparse_probing']))
     parts = [f"<h1>SAE evaluation</h1><p>{html.escape(str(res.get('sae')))} &middot; {res['arch']} &middot; "
              f"{res['d_sae']} latents &middot; hook {html.escape(str(res.get('hook')))} &middot; "
              f"{html.escape(res['store'])} ({res['split']}) &middot; precision {res.get('precision')}</p>"]
@@ -641,8 +1058,12 @@ def write_report(res:dict, # from `evaluate_sae`
     table('Reconstruction', res['reconstruction'])
     for k, title in (('downstream', 'Downstream loss'), ('grammaticality', 'Grammaticality'),
                      ('concept_summary', 'Concepts'), ('best_latents', 'Best latent per concept value'),
-                     ('best_corr', 'Latent most correlated with each ordinal concept')):
-        if k in res: table(title, res[k])
+                     ('best_corr', 'Latent most correlated with each ordinal concept'),
+                     ('sparse_probing_summary', 'k-sparse probing: mean held-out AUROC over each concept\'s values'),
+                     ('absorption', 'Feature absorption'), ('assignment', 'One latent per concept value (assignment)'),
+                     ('causal_faithfulness', 'Causal faithfulness: share of edits the grammar agrees with')):
+        if k in res: table(title, res[k].drop(columns=['absorbing_latents'], errors='ignore')
+                           if isinstance(res[k], pd.DataFrame) else res[k])
     parts += [_fig_html(f, i == 0) for i, f in enumerate(figs)]
     style = ("<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
              "table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;text-align:right}"
@@ -742,7 +1163,7 @@ def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (requir
                n_rows:int=50_000, # rows for reconstruction and concept scores
                n_seqs:int=256, # contexts for the downstream losses
                n_gen:int=200, # generations for grammaticality (0: skip)
-               no_probes:bool=False, # skip the linear-probe ceilings
+               no_probes:bool=False, # skip the probes (ceilings, k-sparse probing, absorption)
                allow_mismatch:bool=False, # evaluate on activations or a model other than the SAEs' (in eval.json)
                precision:str='auto', # auto, bf16, fp16 (CUDA) or fp32; auto: bf16 where the hardware runs it fast
                quiet:bool=False, # no progress bars
@@ -765,8 +1186,9 @@ def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (requir
             write_report(r, dest)
             best = ({'best_auroc': float(r['concept_summary'].best_auroc.max())}
                     if 'concept_summary' in r and len(r['concept_summary']) else {})
+            gt = {k: r[k] for k in ('assignment_score', 'absorption_rate', 'faithfulness') if k in r}
             print(json.dumps({'sae': str(d), 'out': str(dest), **jsonable(r['reconstruction']),
-                              **jsonable(r.get('downstream', {})), **best}))
+                              **jsonable(r.get('downstream', {})), **best, **jsonable(gt)}))
         if pareto:
             page = pareto_figure(results).to_html(include_plotlyjs=True, full_html=True)
             pareto.parent.mkdir(parents=True, exist_ok=True)

@@ -13,9 +13,10 @@ from fastcore.basics import patch
 from .utils import check, check_keys, nearest, read_yaml, InputError, MissingInput
 
 # %% auto #0
-__all__ = ['LANGUAGES', 'BRACKET_PAIRS', 'EXPR_OPS', 'ENGLISH_GRAMMAR', 'GRAMMAR_KEYS', 'Tree', 'PCFG', 'sample', 'parse',
-           'accepts', 'Concept', 'register_language', 'Language', 'get_language', 'is_grammatical', 'Dyck', 'Expr',
-           'PCFGLanguage', 'English', 'language_spec', 'language_from_spec', 'load_grammar', 'plot_tree', 'plot_depth']
+__all__ = ['END', 'LANGUAGES', 'BRACKET_PAIRS', 'EXPR_OPS', 'ENGLISH_GRAMMAR', 'GRAMMAR_KEYS', 'Tree', 'PCFG', 'sample',
+           'earley_chart', 'parse', 'accepts', 'viable_next', 'Concept', 'register_language', 'Language',
+           'get_language', 'is_grammatical', 'Dyck', 'Expr', 'PCFGLanguage', 'English', 'language_spec',
+           'language_from_spec', 'load_grammar', 'plot_tree', 'plot_depth']
 
 # %% ../nbs/01_grammars.ipynb #e34070e8
 @dataclass
@@ -188,8 +189,8 @@ def _null_tree(g:PCFG, sym:str) -> Tree:
         if all(s in g.nullable for s in rhs): return Tree(sym, [_null_tree(g, s) for s in rhs])
 
 # %% ../nbs/01_grammars.ipynb #22029f62
-def parse(self:PCFG, tokens:list) -> Tree|None:
-    "An Earley parse of `tokens` from the start symbol, or `None` if they are not in the language."
+def earley_chart(self:PCFG, tokens:list) -> list:
+    "Earley's chart of `tokens`: per position k, each item `(lhs, rhs, dot, origin)` with its back pointer."
     tokens, n, g = list(tokens), len(tokens), self
     chart = [dict() for _ in range(n + 1)]  # item (lhs, rhs, dot, origin) -> back pointer
     def add(k, item, bp):
@@ -214,7 +215,17 @@ def parse(self:PCFG, tokens:list) -> Tree|None:
                            [it for it in chart[org] if it[2] < len(it[1]) and it[1][it[2]] == lhs])
                 for p in list(parents):
                     add(k, (p[0], p[1], p[2] + 1, p[3]), (org, p, ('item', item, k)))
-    done = next((it for it in chart[n] if it[0] == g.start and it[3] == 0 and it[2] == len(it[1])), None)
+    return chart
+PCFG.earley_chart = earley_chart
+
+def _complete(g:PCFG, items) -> tuple:
+    "The start symbol's completed item among `items` (spanning from 0), or None."
+    return next((it for it in items if it[0] == g.start and it[3] == 0 and it[2] == len(it[1])), None)
+
+def parse(self:PCFG, tokens:list) -> Tree|None:
+    "An Earley parse of `tokens` from the start symbol, or `None` if they are not in the language."
+    g, chart = self, self.earley_chart(tokens)
+    done = _complete(g, chart[len(tokens)])
     if done is None: return None
     def build(item, k):
         kids = []
@@ -224,7 +235,7 @@ def parse(self:PCFG, tokens:list) -> Tree|None:
             kids.append(val if kind == 't' else _null_tree(g, val) if kind == 'null' else build(val, child[2]))
             item, k = prev, kprev
         return Tree(item[0], kids[::-1])
-    return build(done, n)
+    return build(done, len(tokens))
 PCFG.parse = parse
 
 # %% ../nbs/01_grammars.ipynb #1695ac49
@@ -232,6 +243,19 @@ def accepts(self:PCFG, tokens:list) -> bool:
     "Whether `tokens` is in the language."
     return self.parse(tokens) is not None
 PCFG.accepts = accepts
+
+# %% ../nbs/01_grammars.ipynb #aec48ca9
+END = '</s>'  # `viable_next`'s name for the end of the string
+
+def viable_next(self:PCFG, tokens:list) -> list:
+    "For k = 0..len(tokens): the terminals that may follow `tokens[:k]` (and `END` if it may end there)."
+    g, chart = self, self.earley_chart(tokens)
+    out = []
+    for items in chart:
+        nxt = {it[1][it[2]] for it in items if it[2] < len(it[1]) and it[1][it[2]] in g.terminals}
+        out.append(nxt | ({END} if _complete(g, items) is not None else set()))
+    return out
+PCFG.viable_next = viable_next
 
 # %% ../nbs/01_grammars.ipynb #b6c9dcd4
 @dataclass

@@ -56,7 +56,7 @@ PIPELINE_TINY = {
     'check': {'n': 20},
     'saes': {'n_tokens': 8192, 'batch_size': 512, 'lr': 3e-3, 'saes': {'exp_factor': 4}},
     'sweep': {'saes': {'arch': ['topk', 'relu']}, 'arch_specific': {'topk': {'k': 4}, 'relu': {'sparsity_coeff': 0.1}}},
-    'eval': {'n_rows': 2000, 'n_seqs': 16, 'n_gen': 10, 'probes': False},
+    'eval': {'n_rows': 2000, 'n_seqs': 16, 'n_gen': 10, 'probes': True},
     'browser': {'n_latents': 5, 'n_rows': 2000},
 }
 
@@ -302,6 +302,12 @@ def pipeline_summary(out, # the pipeline's output directory
             best = pd.DataFrame(e.get('best_latents') or [])
             for c in concept_coverage(best).itertuples():
                 row.update({f'{c.concept}_covered': c.covered, f'{c.concept}_median_auroc': c.median_auroc})
+            nan = lambda v: float('nan') if v is None else v   # eval.json writes NaN (e.g. no main latents) as null
+            row.update(assignment=nan(e.get('assignment_score')), absorption=nan(e.get('absorption_rate')),
+                       faithfulness=nan(e.get('faithfulness')))
+            for r in e.get('sparse_probing_summary') or []:   # the k-sparse probing curve's ends, per concept
+                row.update({f"{r['concept']}_probe_k1": r.get('k=1'), f"{r['concept']}_probe_k16": r.get('k=16'),
+                            f"{r['concept']}_probe_residual": r.get('residual')})
             b = _headline_detector(best)
             if b is not None:
                 concept = b.value_name if '=' in str(b.value_name) else f"{b.concept}={b.value_name}"
@@ -310,10 +316,14 @@ def pipeline_summary(out, # the pipeline's output directory
     return pd.DataFrame(rows)
 
 # %% ../nbs/11_pipeline.ipynb #8c1d2e06
-_COVERAGE_NOTE = ("<p>Per concept: the share of its values that some latent detects with AUROC at least 0.9, and in "
-                  "brackets the median best AUROC (values seen fewer than 20 times left out). Every figure is in "
-                  "<a href='summary.csv'>summary.csv</a>.</p>")
-HEADLINE = ('sae', 'fvu', 'l0', 'dead_frac', 'loss_recovered', 'grammatical')
+_COVERAGE_NOTE = ("<p>assignment: mean AUROC of a one-to-one matching of concept values to latents; absorption: mean "
+                  "share of a value's tokens where its main latent is silent and another latent carries it instead; "
+                  "faithfulness: share of edits of those latents that move the next-token odds as the grammar says. "
+                  "Per concept: the share of its values that some latent detects with AUROC at least 0.9, and in "
+                  "brackets the median best AUROC (values seen fewer than 20 times left out). Every figure, the "
+                  "k-sparse probes' included, is in <a href='summary.csv'>summary.csv</a>.</p>")
+HEADLINE = ('sae', 'fvu', 'l0', 'dead_frac', 'loss_recovered', 'grammatical', 'assignment', 'absorption',
+            'faithfulness')
 
 def headline_table(table:pd.DataFrame, # from `pipeline_summary`
                    columns=HEADLINE, # the figures shown before the concepts' coverage
@@ -394,7 +404,10 @@ def format_pipeline_summary(table:pd.DataFrame, # from `pipeline_summary`
     if len(table):
         with pd.option_context('display.width', 200, 'display.max_columns', None):
             lines.append(headline_table(table).to_string(index=False, float_format=lambda v: f'{v:.3f}', na_rep='-'))
-            lines.append("concept columns: share of values detected with AUROC >= 0.9 (median best AUROC)")
+            lines.append("assignment: mean AUROC of one latent per concept value; absorption: share of a value's "
+                         "tokens another latent takes from its main one; faithfulness: share of edits of those "
+                         "latents the grammar agrees with\nconcept columns: share of values detected with "
+                         "AUROC >= 0.9 (median best AUROC)")
     return '\n'.join(lines)
 
 # %% ../nbs/11_pipeline.ipynb #1b00a704

@@ -90,7 +90,7 @@ class PenaltyConfig(SAEConfig):
     "An `SAEConfig` whose sparsity is a penalty term, chosen by `sparsity`."
     sparsity:str='fixed' # 'fixed' coefficient (with warmup), 'target_l0' quadratic, or 'dual_ascent' (Lagrangian)
     sparsity_coeff:float=1.0 # coefficient for 'fixed'; for 'target_l0' the weight of the quadratic
-    sparsity_warmup:int=0 # steps over which the 'fixed' coefficient ramps linearly from 0
+    sparsity_warmup:int=None # steps over which the 'fixed' coefficient ramps up from 0 (None: 5% of the run)
     target_l0:float=None # latents per token wanted by 'target_l0' and 'dual_ascent'
     alpha_lr:float=1e-3 # dual ascent: multiplier step per unit of L0 error
     alpha_max:float=100.0 # dual ascent: multiplier clamp
@@ -101,7 +101,8 @@ class PenaltyConfig(SAEConfig):
         super().validate()
         modes = getattr(SAE_REGISTRY.get(self.arch), 'sparsity_modes', SPARSITY_MODES)
         check(self.sparsity in modes, f"{self.arch} supports sparsity in {modes}, got {self.sparsity!r}")
-        check(self.sparsity_coeff >= 0 and self.sparsity_warmup >= 0, "sparsity_coeff and sparsity_warmup must be >= 0")
+        check(self.sparsity_coeff >= 0 and (self.sparsity_warmup or 0) >= 0,
+              "sparsity_coeff and sparsity_warmup must be >= 0")
         if self.sparsity != 'fixed':
             check(self.target_l0 is not None and 0 < self.target_l0 <= self.d_sae,
                    f"sparsity={self.sparsity!r} needs target_l0 in (0, d_sae={self.d_sae}], got {self.target_l0!r}")
@@ -203,14 +204,17 @@ class SparsityController(nn.Module):
         pass
 
 class FixedCoeff(SparsityController):
-    "Penalty `coeff * measure`, with the coefficient warmed up linearly over `warmup_steps`."
+    "Penalty `coeff * measure`, with the coefficient warmed up linearly over `warmup_steps` (None: 5% of the run)."
+    warmup_frac = 0.05  # the default warmup, as a share of the run (Conerly et al. 2024)
     def __init__(self, coeff:float, # sparsity coefficient (lambda)
-                 warmup_steps:int=0): # steps to ramp lambda from 0
-        super().__init__(); self.coeff, self.warmup_steps = float(coeff), int(warmup_steps)
-    def coeff_at(self, step:int) -> float:
-        "The coefficient at `step`."
-        return self.coeff * (min(1.0, step / self.warmup_steps) if self.warmup_steps else 1.0)
-    def penalty(self, measure, l0, step:int=0, total_steps:int=None): return self.coeff_at(step) * measure
+                 warmup_steps:int=None): # steps to ramp lambda from 0 (None: `warmup_frac` of the run; 0: none)
+        super().__init__(); self.coeff, self.warmup_steps = float(coeff), warmup_steps
+    def coeff_at(self, step:int, total_steps:int=None) -> float:
+        "The coefficient at `step` of a run of `total_steps` (None: unknown, so no default warmup)."
+        w = self.warmup_steps
+        if w is None: w = math.ceil(self.warmup_frac * total_steps) if total_steps else 0
+        return self.coeff * (min(1.0, step / w) if w else 1.0)
+    def penalty(self, measure, l0, step:int=0, total_steps:int=None): return self.coeff_at(step, total_steps) * measure
 
 class TargetL0Quadratic(SparsityController):
     "Penalty `coeff * (l0/target - 1)^2`: pulls the (differentiable) L0 towards `target`."
@@ -611,6 +615,8 @@ class TopKConfig(AuxKConfig):
             check(v <= self.d_sae,
                   f"{n}={v} is larger than the dictionary (d_sae={self.d_sae}): lower {n} or raise d_sae/exp_factor")
 
+
+# %% ../nbs/06_sae.ipynb #bf2d2042
 def auxk_loss(e_hat:torch.Tensor, # the dead latents' reconstruction of the residual `[N, d_out]`
               residual:torch.Tensor, # `y - y_hat` `[N, d_out]` (detached)
               norm:str='residual_power') -> torch.Tensor: # see `AUX_NORMS`

@@ -157,6 +157,7 @@ def test_evaluate_and_cli(pipe, tmp_path):
     saved = json.loads((tmp_path/'rep'/'eval.json').read_text())
     assert saved['hook'] == HOOK and 'grammaticality' in saved and saved['concept_summary']
     assert saved['precision'] == resolve_precision('auto')  # the default, recorded resolved
+    assert 0 <= saved['faithfulness'] <= 1 and {'sae', 'random', 'residual'} <= set(saved['causal_faithfulness'][0])
     # a second SAE for the sweep; the CLI writes eval.json, report.html and pareto.html
     train_sae(pipe['store'], tmp_path/'sae_k2', arch='topk', k=2, d_sae=64, n_tokens=20_000, batch_size=512, lr=3e-3, progress=False)
     r = subprocess.run(['saenb_eval', '--sae', f"{pipe['dir']/'sae'},{tmp_path/'sae_k2'}", '--acts', str(pipe['store'].path),
@@ -190,3 +191,26 @@ def test_cli_trains_with_the_causal_term(pipe, tmp_path):
     bad = subprocess.run(console('saenb_train_sae') + args + ['--causal_coeff', '0.5', '--out', str(tmp_path/'d')], capture_output=True, text=True)
     assert not (Path(str(pipe['store'].manifest.get('model')))/'config.json').exists()  # the store names no model directory
     assert bad.returncode == 2 and '--model' in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr[-2000:]
+
+def test_ground_truth_metrics_in_eval_json_and_report(pipe, tmp_path):
+    "saenb_eval reports k-sparse probing, absorption and the assignment score in eval.json, stdout and the report."
+    r = run('saenb_eval', '--sae', pipe['dir']/'sae', '--acts', pipe['store'].path, '--out', tmp_path/'gt',
+            '--n_rows', '6000', '--quiet')
+    assert r.returncode == 0, r.stderr
+    line = json.loads(r.stdout.strip().splitlines()[-1])
+    assert 0.5 <= line['assignment_score'] <= 1 and 0 <= line['absorption_rate'] <= 1
+    saved = json.loads((tmp_path/'gt'/'eval.json').read_text())
+    sp = pd.DataFrame(saved['sparse_probing'])
+    assert set(sp.query("probe == 'sparse'").k) == {1, 2, 4, 8, 16} and {'latents', 'residual'} <= set(sp.probe)
+    summary = pd.DataFrame(saved['sparse_probing_summary']).set_index('concept')
+    assert (summary['k=16'] >= summary['k=1'] - 0.05).all()          # more latents never hurt much
+    assert summary.loc['open', 'residual'] > 0.95                       # opening vs closing is linearly there
+    a = pd.DataFrame(saved['assignment'])
+    assert a.latent.is_unique and len(a) == len(saved['best_latents'])
+    ab = pd.DataFrame(saved['absorption'])
+    assert {'main_latent', 'miss_rate', 'absorption_rate', 'absorbers', 'context'} <= set(ab.columns)
+    page = (tmp_path/'gt'/'report.html').read_text()
+    assert '<h2>Feature absorption</h2>' in page and 'k-sparse probing' in page
+    no = run('saenb_eval', '--sae', pipe['dir']/'sae', '--acts', pipe['store'].path, '--out', tmp_path/'np',
+             '--n_rows', '3000', '--quiet', '--no_probes')
+    assert no.returncode == 0 and 'sparse_probing' not in json.loads((tmp_path/'np'/'eval.json').read_text())
