@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_grammars.ipynb #dacb6a58
 from __future__ import annotations
-import math, random, re
+import importlib.resources, math, random, re
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import numpy as np
@@ -16,7 +16,7 @@ from .utils import check, check_keys, nearest, read_yaml, InputError, MissingInp
 __all__ = ['END', 'LANGUAGES', 'BRACKET_PAIRS', 'EXPR_OPS', 'ENGLISH_GRAMMAR', 'GRAMMAR_KEYS', 'Tree', 'PCFG', 'sample',
            'earley_chart', 'parse', 'accepts', 'viable_next', 'Concept', 'register_language', 'Language',
            'get_language', 'is_grammatical', 'Dyck', 'Expr', 'PCFGLanguage', 'English', 'language_spec',
-           'language_from_spec', 'load_grammar', 'plot_tree', 'plot_depth']
+           'language_from_spec', 'grammar_presets', 'grammar_file', 'load_grammar', 'plot_tree', 'plot_depth']
 
 # %% ../nbs/01_grammars.ipynb #e34070e8
 @dataclass
@@ -244,7 +244,7 @@ def accepts(self:PCFG, tokens:list) -> bool:
     return self.parse(tokens) is not None
 PCFG.accepts = accepts
 
-# %% ../nbs/01_grammars.ipynb #aec48ca9
+# %% ../nbs/01_grammars.ipynb #4ff3edfc
 END = '</s>'  # `viable_next`'s name for the end of the string
 
 def viable_next(self:PCFG, tokens:list) -> list:
@@ -769,11 +769,23 @@ def language_from_spec(spec:dict) -> Language:
 # %% ../nbs/01_grammars.ipynb #04b26cd1
 GRAMMAR_KEYS = ('name', 'pcfg', 'start', 'max_depth', 'max_len')
 
+def grammar_presets() -> dict:
+    "The grammar files saenb ships (`saenb/presets/*.yaml`) by name: `load_grammar(name)`, `saenb_data --grammar name`."
+    d = importlib.resources.files('saenb')/'presets'
+    return {p.name[:-5]: Path(str(p)) for p in sorted(d.iterdir(), key=lambda p: p.name) if p.name.endswith('.yaml')}
+
+def grammar_file(path) -> Path: # a grammar file, or the name of a preset
+    "`path` as a file: the preset's file when `path` names a preset and no such file exists here."
+    return grammar_presets()[str(path)] if not Path(path).is_file() and str(path) in grammar_presets() else Path(path)
+
 def load_grammar(path, # a grammar file: YAML with `name` and `pcfg`; optionally `start`, `max_depth`, `max_len`
                  **hparams) -> PCFGLanguage: # `max_depth` or `max_len` replacing the file's
-    "The `PCFGLanguage` a grammar file describes."
-    if not Path(path).is_file(): raise MissingInput(f"no grammar file at {path}: give a YAML grammar file such as "
-                                                    "nbs/grammars/toy.yaml (name: and pcfg: with its rules)")
+    "The `PCFGLanguage` a grammar file (or a preset's name, see `grammar_presets`) describes."
+    path = grammar_file(path)
+    if not Path(path).is_file():
+        raise MissingInput(f"no grammar file at {path}{nearest(str(path), grammar_presets())}: give a YAML grammar "
+                           "file such as nbs/grammars/toy.yaml (name: and pcfg: with its rules) or a preset "
+                           f"({', '.join(grammar_presets())})")
     d = read_yaml(path, 'grammar file')
     check_keys(d, GRAMMAR_KEYS, f"grammar file {path}")
     check_keys(hparams, ('max_depth', 'max_len'), f"the hyperparameters of grammar {path}")

@@ -11,7 +11,7 @@ import pandas as pd, yaml
 from fastcore.script import call_parse
 from .utils import (write_atomic, read_yaml, InputError, command_errors, check_keys, nearest, check_positive,
                          output_lock, resolve_precision)
-from .grammars import get_language, load_grammar, LANGUAGES
+from .grammars import get_language, load_grammar, LANGUAGES, grammar_presets, grammar_file
 from .data import write_corpus, load_corpus, Tokenizer
 from .model import GPTConfig, load_model, build_model
 from .train_gpt import TrainConfig, train_gpt, grammaticality
@@ -104,7 +104,8 @@ def pipeline_config(config=None, # a YAML file, or a dict, overriding parts of `
     where = str(config) if isinstance(config, (str, Path)) else 'the pipeline configuration'
     if isinstance(config, (str, Path)):
         path, config = Path(config), read_yaml(config, 'pipeline config')
-        if config.get('grammar'): config['grammar'] = str((path.parent/config['grammar']).absolute())  # beside the YAML
+        if config.get('grammar') and config['grammar'] not in grammar_presets():  # a file: beside the YAML
+            config['grammar'] = str((path.parent/config['grammar']).absolute())
     for over, w in ((config, where), (overrides, 'the pipeline settings')): _check_sections(over or {}, w)
     grammar = overrides.get('grammar') or (config or {}).get('grammar')
     lang = None if grammar else (overrides.get('lang') or (config or {}).get('lang') or (base or {}).get('lang')
@@ -114,7 +115,7 @@ def pipeline_config(config=None, # a YAML file, or a dict, overriding parts of `
     if grammar:
         name, given = load_grammar(grammar).name, overrides.get('lang') or (config or {}).get('lang')
         if given and given != name: raise InputError(f"give either lang ({given}) or grammar ({grammar}), not both")
-        cfg['grammar'], cfg['lang'] = str(Path(grammar).absolute()), name
+        cfg['grammar'], cfg['lang'] = str(grammar_file(grammar).absolute()), name
     if not cfg['cache'].get('hooks'):
         raise InputError("cache.hooks is empty: name at least one hook, e.g. ['0_residpost']")
     return cfg

@@ -15,16 +15,18 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 from fastcore.script import call_parse
 from .utils import (write_atomic, in_notebook, read_yaml, InputError, OutputExists, command_errors, check,
-                         check_keys, check_positive, nearest, output_lock)
+                         check_keys, check_positive, nearest, output_lock, write_json)
 from .sae import SAE_REGISTRY
 from .train_sae import SAETrainConfig, train_sae
 from .ensemble import SHARED_SETTINGS, train_ensemble
-from .eval import evaluate_sae, plot_pareto
+from .eval import evaluate_sae, plot_pareto, concept_scores, concept_splits, split_tree, seed_stability
+from .sae_io import load_sae
+from .cache import ActivationStore
 
 # %% auto #0
 __all__ = ['check_sweep', 'expand_sweep', 'run_id', 'load_sweep', 'run_status', 'run_one', 'group_runs', 'run_group',
-           'collect_results', 'sweep_pareto_figure', 'write_pareto', 'available_devices', 'SweepStatus', 'run_sweep',
-           'saenb_sweep']
+           'collect_results', 'sweep_pareto_figure', 'write_pareto', 'sweep_comparisons', 'available_devices',
+           'SweepStatus', 'run_sweep', 'saenb_sweep']
 
 # %% ../nbs/10_sweep.ipynb #bf21ef05
 _DATA_KEYS = ('acts', 'val_acts', 'target_acts', 'eval')
@@ -454,6 +456,51 @@ def write_pareto(results, # from `collect_results`, or the sweep directory
     write_atomic(path, lambda p: fig.write_html(p, include_plotlyjs=True))
     return path
 
+# %% ../nbs/10_sweep.ipynb #0279a8e6
+def _labelled_store(acts):
+    "The validation split (else train) of an activation store with concept labels, or None (`.npy` files, no labels)."
+    try: st = ActivationStore(acts)
+    except (InputError, OSError, ValueError): return None
+    if st.manifest.get('rows', {}).get('validation'): st = ActivationStore(st.path, split='validation')
+    return st if st.concepts else None
+
+def _same_but(flat:dict, drop:set) -> list:
+    "Groups (2 or more) of run ids whose flat settings agree except on the keys in `drop`."
+    g = {}
+    for i, f in flat.items():
+        key = json.dumps({k: v for k, v in f.items() if k not in drop}, sort_keys=True, default=str)
+        g.setdefault(key, []).append(i)
+    return [sorted(ids) for ids in g.values() if len(ids) > 1]
+
+# %% ../nbs/10_sweep.ipynb #564a3dcd
+def sweep_comparisons(out:str|Path, # the sweep directory
+                      min_cos:float=0.9, # a latent counts as reproduced by another seed at this cosine
+                      split_cos:float=0.5, # a larger SAE's latent is a child at this cosine
+                      n_rows:int=20_000, # rows for the concept scores of the splits
+                      write:bool=True) -> dict: # write out/comparisons.json (when there is something to compare)
+    "Seed stability and concept splits across widths among the sweep's finished runs on the same activations."
+    out = Path(out)
+    runs = {d.name: yaml.safe_load((d/'config.yaml').read_text()) for d in sorted((out/'runs').glob('*'))
+            if run_status(d) == 'finished'}
+    flat, saes = {i: _flat_cfg(r) for i, r in runs.items()}, {}
+    sae = lambda i: saes[i] if i in saes else saes.setdefault(i, load_sae(out/'runs'/i/'sae'))
+    stability = [{'a': a, 'b': b, 'arch': runs[a]['saes']['arch'],
+                  'stability': (seed_stability(sae(a), sae(b), min_cos) + seed_stability(sae(b), sae(a), min_cos)) / 2}
+                 for ids in _same_but(flat, {'seed', 'saes.seed', 'device'}) for a, b in itertools.combinations(ids, 2)]
+    splits = []
+    for ids in _same_but(flat, {'saes.exp_factor', 'saes.d_sae', 'device'}):
+        store = _labelled_store(runs[ids[0]]['acts'])
+        if store is None: continue
+        ids = sorted(ids, key=lambda i: sae(i).cfg.d_sae)
+        for small, large in zip(ids, ids[1:]):
+            cs_s, cs_l = (concept_scores(sae(i), store, n_rows) for i in (small, large))
+            t = concept_splits(sae(small), sae(large), cs_s.best(), cs_l, split_cos)
+            splits.append({'small': small, 'large': large, 'd_small': sae(small).cfg.d_sae,
+                           'd_large': sae(large).cfg.d_sae, 'splits': t, 'tree': split_tree(t)})
+    res = {'stability': stability, 'splits': splits}
+    if write and (stability or splits): write_json(out/'comparisons.json', res)
+    return res
+
 # %% ../nbs/10_sweep.ipynb #14f15ba7
 def available_devices() -> list:
     "Devices this machine offers: 'cpu', then 'cuda:N' for each GPU (and 'mps' on Apple silicon)."
@@ -666,7 +713,7 @@ def _run_sequential(groups:list, out:Path, device:str, progress:bool):
 
 def _finish(out:Path, progress:bool) -> pd.DataFrame:
     df = collect_results(out)
-    if len(df) and (df.status == 'finished').any(): write_pareto(df, out/'pareto.html')
+    if len(df) and (df.status == 'finished').any(): write_pareto(df, out/'pareto.html'); sweep_comparisons(out)
     return df
 
 # %% ../nbs/10_sweep.ipynb #67657325

@@ -214,3 +214,17 @@ def test_ground_truth_metrics_in_eval_json_and_report(pipe, tmp_path):
     no = run('saenb_eval', '--sae', pipe['dir']/'sae', '--acts', pipe['store'].path, '--out', tmp_path/'np',
              '--n_rows', '3000', '--quiet', '--no_probes')
     assert no.returncode == 0 and 'sparse_probing' not in json.loads((tmp_path/'np'/'eval.json').read_text())
+
+def test_sweep_compares_widths_by_concept(pipe, tmp_path):
+    "A sweep over widths on a labelled store writes each concept value's split tree to comparisons.json (issue 18)."
+    from saenb.sweep import run_sweep
+    base = {'acts': str(pipe['store'].path), 'n_tokens': 20_000, 'batch_size': 512, 'lr': 3e-3,
+            'saes': {'arch': 'topk', 'k': 4, 'exp_factor': 1}}
+    run_sweep(base, {'saes.exp_factor': [1, 4]}, tmp_path/'sw', sequential=True, progress=False)
+    cmp_ = json.loads((tmp_path/'sw'/'comparisons.json').read_text())
+    (s,) = cmp_['splits']
+    assert (s['d_small'], s['d_large']) == (32, 128) and cmp_['stability'] == []
+    t = pd.DataFrame(s['splits'])
+    assert {'bracket', 'depth', 'open'} <= set(t.concept)
+    assert t.n_children.sum() > 0 and all(len(c) == n for c, n in zip(t.children, t.n_children))
+    assert s['tree'].count('latent') == len(t)

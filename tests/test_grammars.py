@@ -105,3 +105,15 @@ def test_user_grammar_gets_sampling_parsing_labels():
                                          ('english', dict(max_depth=2), 'max_depth must be'), ('dyck', dict(n_ops=2), 'no hyperparameter')])
 def test_bad_hyperparameters_name_the_valid_values(name, kw, msg):
     with pytest.raises(ValueError, match=msg): get_language(name, **kw)
+
+def test_menon2025_presets_make_corpora(tmp_path):
+    "saenb_data --grammar takes a preset's name (issue 18): Menon et al.'s Dyck-2 becomes a labelled corpus."
+    from conftest import run
+    r = run('saenb_data', '--grammar', 'menon2025_dyck', '--n_seqs', '300', '--out', tmp_path/'d')
+    assert r.returncode == 0, r.stderr
+    from saenb.data import load_corpus
+    c = load_corpus(tmp_path/'d')
+    lang = c.language
+    assert lang.name == 'menon2025_dyck' and max(len(ids) for ids in c.train['input_ids']) <= 112   # <bos>, <eos>
+    bad = run('saenb_data', '--grammar', 'menon2025_dyk', '--n_seqs', '10', '--out', tmp_path/'e')
+    assert bad.returncode == 2 and "did you mean 'menon2025_dyck'" in bad.stderr and not (tmp_path/'e').exists()
