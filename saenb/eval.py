@@ -439,7 +439,7 @@ def probe_ceilings(store:ActivationStore, # a store with concept labels
                          'probe_accuracy': acc})
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_eval.ipynb #2271b2d4
+# %% ../nbs/08_eval.ipynb #1ff3b8ce
 def _balanced_task(y:torch.Tensor, # one concept's labels (-1: none)
                    v:int, # the value to detect
                    max_per_class:int, # at most this many rows of each class
@@ -462,7 +462,7 @@ def _binary_probe(x:torch.Tensor, t:torch.Tensor, ntr:int, l2:float, steps:int) 
     acc = ((score > 0).long() == t[ntr:]).float().mean().item()
     return _auroc_exact(score, t[ntr:] == 1), acc, (lin, sd)
 
-# %% ../nbs/08_eval.ipynb #abac09b5
+# %% ../nbs/08_eval.ipynb #5b0c4c11
 def sparse_probing_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
                           acts:torch.Tensor, # the activations they encode `[n, d]` (for the residual ceiling)
                           labels:dict, # concept name -> labels `[n]` (-1: none)
@@ -495,7 +495,7 @@ def sparse_probing_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
     cols = ['concept', 'value', 'value_name', 'n_rows', 'probe', 'k', 'auroc', 'accuracy', 'latents']
     return pd.DataFrame(rows, columns=cols)
 
-# %% ../nbs/08_eval.ipynb #561f9738
+# %% ../nbs/08_eval.ipynb #72caa231
 @torch.no_grad()
 def _codes(sae:SAE, x:torch.Tensor, batch_size:int=4096) -> torch.Tensor:
     "The SAE's codes of `x`, fp32, batch by batch."
@@ -512,7 +512,7 @@ def sparse_probing(sae:SAE, # the SAE, taking raw activations
     x, labels, values, names = _concept_data(store, n_rows, concepts, max_values)
     return sparse_probing_scores(_codes(sae, x), x, labels, values, names, **kwargs)
 
-# %% ../nbs/08_eval.ipynb #ebeb9482
+# %% ../nbs/08_eval.ipynb #f0acb5cb
 def sparse_probing_summary(sp:pd.DataFrame, # from `sparse_probing`
                            by:str='auroc') -> pd.DataFrame: # or 'accuracy'
     "Mean held-out `by` over each concept's values: a column per k (`k=1`, ...), then `latents` and `residual`."
@@ -538,7 +538,7 @@ def plot_sparse_probing(sp:pd.DataFrame, # from `sparse_probing`
                       yaxis=dict(title='held-out AUROC (mean over values)'), height=380)
     return fig
 
-# %% ../nbs/08_eval.ipynb #79250b14
+# %% ../nbs/08_eval.ipynb #3cf5fe08
 def _context(absorbed:torch.Tensor, pos:torch.Tensor, labels:dict, values:dict, names:dict, concept:str) -> str:
     "The other concept's value most over-represented on the `absorbed` rows among the value's rows `pos`."
     best, out = 0., ''
@@ -562,7 +562,7 @@ def _absorbed(z:torch.Tensor, W_dec:torch.Tensor, w:torch.Tensor, m:int, min_cos
     cand[:, m] = False
     return ~on & cand.any(1), cand
 
-# %% ../nbs/08_eval.ipynb #1f99c074
+# %% ../nbs/08_eval.ipynb #e003ee63
 def absorption_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
                       W_dec:torch.Tensor, # the SAE's decoder `[d_sae, d]`, in the activations' units
                       acts:torch.Tensor, # the activations `[n, d]`
@@ -605,7 +605,7 @@ def absorption_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
     main_latents = pd.Series([r['main_latent'] for r in rows], dtype=object)   # ints, None where there is none
     return pd.DataFrame(rows).assign(main_latent=main_latents)
 
-# %% ../nbs/08_eval.ipynb #2ddfce12
+# %% ../nbs/08_eval.ipynb #8ef4c04d
 def absorption(sae:SAE, # the SAE, taking raw activations (its `W_dec` is in their units)
                store:ActivationStore, # a store with concept labels
                n_rows:int=20_000, # rows used (the first ones)
@@ -617,7 +617,7 @@ def absorption(sae:SAE, # the SAE, taking raw activations (its `W_dec` is in the
     x, labels, values, names = _concept_data(store, n_rows, concepts, max_values)
     return absorption_scores(_codes(sae, x), sae.W_dec.detach(), x, labels, values, names, sp=sp, **kwargs)
 
-# %% ../nbs/08_eval.ipynb #4dfe3808
+# %% ../nbs/08_eval.ipynb #0057f736
 def hungarian(cost:np.ndarray) -> np.ndarray: # `[n, m]` with n <= m
     "The column assigned to each row in a minimum-total-cost matching of rows to distinct columns (Kuhn 1955)."
     cost = np.asarray(cost, dtype=np.float64)
@@ -642,7 +642,7 @@ def hungarian(cost:np.ndarray) -> np.ndarray: # `[n, m]` with n <= m
     col[p[1:][p[1:] > 0] - 1] = np.nonzero(p[1:])[0]
     return col
 
-# %% ../nbs/08_eval.ipynb #89613b16
+# %% ../nbs/08_eval.ipynb #0d3f15cd
 def assignment(cs:ConceptScores, # from `concept_scores`
                by:str='auroc') -> pd.DataFrame: # the score matched on: 'auroc' or 'f1'
     "A one-to-one matching of every scored concept value to a distinct latent, maximising the total `by`."
@@ -662,7 +662,7 @@ def assignment_score(cs:ConceptScores, by:str='auroc') -> float:
     a = assignment(cs, by)
     return float(a[by].mean()) if len(a) else float('nan')
 
-# %% ../nbs/08_eval.ipynb #f01b8a25
+# %% ../nbs/08_eval.ipynb #607d2886
 def _W(sae_or_W) -> torch.Tensor:
     "Unit-norm decoder rows `[d_sae, d]` of an SAE or of a decoder matrix."
     W = sae_or_W.W_dec.detach() if isinstance(sae_or_W, SAE) else torch.as_tensor(sae_or_W)
@@ -681,7 +681,7 @@ def seed_stability(a, b, # two SAEs (or decoder matrices) on the same activation
     "The share of `a`'s latents that `b` reproduces: closest decoder row at cosine `min_cos` or above."
     return (decoder_matches(a, b)[0] >= min_cos).float().mean().item()
 
-# %% ../nbs/08_eval.ipynb #7a6bde17
+# %% ../nbs/08_eval.ipynb #d0b6d2f8
 def concept_splits(small, # SAE (or decoder `[d_small, d]`) of the smaller width
                    large, # SAE (or decoder) of the larger width, on the same activations
                    small_latents:pd.DataFrame, # a concept value per row with its `latent` in `small` (`cs.best()`)
@@ -782,7 +782,7 @@ def intervention_effect(model, # a `TransformerBridge`
         out['grammaticality'] = spliced_grammaticality(model, hook, fn, lang, n_gen, tokenizer).fraction
     return out
 
-# %% ../nbs/08_eval.ipynb #ac339110
+# %% ../nbs/08_eval.ipynb #9f185119
 def _grammar_targets(lang, seqs:list, concepts:list) -> tuple:
     "Labels per sequence, the viable next tokens after each prefix, and per (concept, value, key): always / ever legal."
     labels = [lang.labels(t) for t in seqs]
@@ -801,7 +801,7 @@ def _legal_score(logp:torch.Tensor, up:list, down:list) -> torch.Tensor:
     lse = lambda ids: torch.stack([logp[r, i].logsumexp(0) if i else logp.new_zeros(()) for r, i in enumerate(ids)])
     return lse(up) - lse(down)
 
-# %% ../nbs/08_eval.ipynb #fb04ff31
+# %% ../nbs/08_eval.ipynb #43c60978
 def _edits(labels, viable, always, ever, latents:dict, tok, rng) -> list:
     "Every (row, token, concept, value, target) the grammar has something to say about, with its legal id changes."
     ids_of = lambda s: sorted(tok.eos_id if t == END else tok.stoi[t] for t in s)
@@ -818,7 +818,7 @@ def _edits(labels, viable, always, ever, latents:dict, tok, rng) -> list:
     rng.shuffle(out)
     return out
 
-# %% ../nbs/08_eval.ipynb #cf33027c
+# %% ../nbs/08_eval.ipynb #37eba91c
 def _class_means(x:torch.Tensor, labels:list, n_tok:list, latents:dict) -> dict:
     "Mean activation `[d]` per (concept, value, key) over the tokens (token i of row b at position i + 1)."
     sums = {}
@@ -838,7 +838,7 @@ def _edit_delta(kind:str, e:tuple, x, codes, typical, W, latents:dict, means:dic
     j1, j2 = (latents[c][v], latents[c][v2]) if kind == 'sae' else rng.sample(range(W.shape[0]), 2)
     return -codes[b, p, j1] * W[j1] + (typical[j2] - codes[b, p, j2]) * W[j2]
 
-# %% ../nbs/08_eval.ipynb #498b7271
+# %% ../nbs/08_eval.ipynb #8ae378fe
 @torch.no_grad()
 def causal_faithfulness(model, # a `TransformerBridge` with its `saenb_tokenizer`
                         hook:str, # the SAE's hook
@@ -881,7 +881,7 @@ def causal_faithfulness(model, # a `TransformerBridge` with its `saenb_tokenizer
                           n_down=len(e[6]), delta=float(d[i]), agrees=bool(d[i] > 0)) for i, e in enumerate(ch)]
     return pd.DataFrame(rows, columns=cols)
 
-# %% ../nbs/08_eval.ipynb #6b6368b1
+# %% ../nbs/08_eval.ipynb #f880bd5b
 def faithfulness_summary(cf:pd.DataFrame) -> pd.DataFrame: # from `causal_faithfulness`
     "Per concept: the share of edits whose effect agrees with the grammar, per kind of edit, and the number of edits."
     if not len(cf): return pd.DataFrame()
@@ -954,7 +954,7 @@ def _model_figures(res:dict, sae:SAE, store:ActivationStore, hook:str, model, id
             res['grammaticality'] = {'clean': gc.fraction, 'sae': gs.fraction, 'language': lang.name}
 
 
-# %% ../nbs/08_eval.ipynb #0e378232
+# %% ../nbs/08_eval.ipynb #4d08983c
 def _concept_figures(res:dict, sae:SAE, store:ActivationStore, n_rows:int, probes:bool, progress:bool, amp:dict):
     "Add concept scores, summary, best latents, assignment and (`probes`) probe ceilings, sparse probes, absorption."
     with torch.autocast(**amp): cs = concept_scores(sae, store, n_rows, progress=progress)  # probes: fp32 fits
@@ -970,8 +970,10 @@ def _concept_figures(res:dict, sae:SAE, store:ActivationStore, n_rows:int, probe
         res['probe_ceilings'] = pc
         if len(pc):
             res['best_latents'] = res['best_latents'].merge(pc, on=['concept', 'value', 'value_name'], how='left')
-        sp = sparse_probing(sae, store, min(n_rows, 20_000))   # fp32: the probes' fits need it
-        ab = absorption(sae, store, min(n_rows, 20_000), sp=sp)
+        x, labels, values, names = _concept_data(store, min(n_rows, 20_000), None, 16)   # rows read and encoded once
+        codes = _codes(sae, x)   # fp32: the probes' fits need it
+        sp = sparse_probing_scores(codes, x, labels, values, names)
+        ab = absorption_scores(codes, sae.W_dec.detach(), x, labels, values, names, sp=sp)
         res.update(sparse_probing=sp, sparse_probing_summary=sparse_probing_summary(sp).reset_index(),
                    absorption=ab, absorption_rate=float(ab.absorption_rate.mean()) if len(ab) else float('nan'))
 
