@@ -169,9 +169,12 @@ def geometric_median(x:torch.Tensor, # points `[N, d]`
 # %% ../nbs/06_sae.ipynb #2a2fb581
 class DeadLatentTracker(nn.Module):
     "Tokens since each latent last fired; a latent is dead once that passes a threshold."
-    def __init__(self, shape): # number of latents (or a shape, e.g. `(n_layers, d_sae)`)
+    def __init__(self, shape, # number of latents (or a shape, e.g. `(n_layers, d_sae)`)
+                 in_use:torch.Tensor=None): # bool of that shape: the slots that are latents (None: all)
         super().__init__()
         self.register_buffer('tokens_since_fired', torch.zeros(shape, dtype=torch.long))
+        self.register_buffer('in_use', torch.ones(shape, dtype=torch.bool) if in_use is None else in_use.bool(),
+                             persistent=False)
         self.window = 10_000_000  # default silence of a dead latent (Gao et al. 2024); a trainer sets its run's
 
     @torch.no_grad()
@@ -183,7 +186,11 @@ class DeadLatentTracker(nn.Module):
 
     def dead_mask(self, threshold_tokens:int) -> torch.Tensor: # a latent silent for this many tokens is dead
         "Bool mask of the latents that have not fired in the last `threshold_tokens` tokens."
-        return self.tokens_since_fired >= threshold_tokens
+        return (self.tokens_since_fired >= threshold_tokens) & self.in_use
+
+    def dead_fraction(self, threshold_tokens:int) -> float:
+        "The share of the latents (slots in use) dead at `threshold_tokens`."
+        return int(self.dead_mask(threshold_tokens).sum()) / max(1, int(self.in_use.sum()))
 
     def reset(self, mask:torch.Tensor=None): # latents to reset (all if None)
         "Count the given latents as just fired (after resampling them)."
@@ -294,9 +301,10 @@ class SAE(nn.Module):
         self.cfg = cfg
         g = torch.Generator().manual_seed(cfg.seed)
         self.build(g)
-        self.dead = DeadLatentTracker(self.latent_shape)
+        self.dead = DeadLatentTracker(self.latent_shape, self.latents_in_use)
 
     latent_shape = property(lambda self: self.cfg.d_sae)
+    latents_in_use = None  # bool `latent_shape`: the slots that are latents, where some are not (None: all)
 
     def build(self, g:torch.Generator):
         "Create the parameters (standard layout)."
@@ -1246,12 +1254,13 @@ def saelens_settings(cls:MatryoshkaSAE, t, cfg, meta):
 
 # %% ../nbs/06_sae.ipynb #a965ca36
 @dataclass
-class StaircaseConfig(SAEConfig):
-    "Config of `staircase` and `noshare` SAEs (inputs `[B, n_layers, d_in]`)."
+class StaircaseConfig(AuxKConfig):
+    "Config of `staircase` and `noshare` SAEs (inputs `[B, n_layers, d_in]`), AuxK per layer."
     n_layers:int=2 # layers stacked in the input
     widths:list=None # latents used by each layer, non-decreasing, last = d_sae (default: evenly spaced)
     k:int=32 # latents kept per token and layer
     relu_after_topk:bool=True # zero negative values among the k kept
+    aux_coeff:float=0.5 # AuxK weight: the best FVU and fewest dead in `benchmarks/staircase_revival.py` (0: off)
     def validate(self):
         super().validate()
         check(isinstance(self.n_layers, int) and self.n_layers > 0,
@@ -1304,11 +1313,12 @@ class StaircaseSAE(SAE):
 
 # %% ../nbs/06_sae.ipynb #6245c12b
 @patch
-def _topk(self:StaircaseSAE, x):
+def _topk(self:StaircaseSAE, x, pre:bool=False):
+    "`(idx, vals)` of each token and layer's code, and with `pre` the centred inputs and pre-activations (for AuxK)."
     xc = x - self.b_dec
-    with torch.no_grad(): idx = fast_topk(self._pre(xc), self.cfg.k)[1]
+    with torch.no_grad(): p = self._pre(xc); idx = fast_topk(p, self.cfg.k)[1]
     vals = self._vals(xc, idx)
-    return idx, (F.relu(vals) if self.cfg.relu_after_topk else vals)
+    return (idx, F.relu(vals) if self.cfg.relu_after_topk else vals) + ((xc, p) if pre else ())
 
 @patch
 def _decode_sparse(self:StaircaseSAE, idx, vals): return sparse_decode(idx, vals, self.W_dec, self.b_dec)
@@ -1327,14 +1337,30 @@ def forward(self:StaircaseSAE, x):
 @patch
 def loss(self:StaircaseSAE, x, target=None, step=0, total_steps=None):
     x, y = self._xy(x, target)
-    idx, vals = self._topk(x)
-    nz = vals != 0
+    idx, vals, xc, pre = self._topk(x, pre=True)
+    nz, y_hat = vals != 0, self._decode_sparse(idx, vals)
     fired = torch.zeros(self.latent_shape, dtype=torch.bool, device=x.device)
     fired.view(-1)[self._fired_index(idx)[nz]] = True
-    return self._out(x, _mse(self._decode_sparse(idx, vals), y), l0=nz.sum(-1).float().mean(), fired=fired)
+    return self._out(x, _mse(y_hat, y), l0=nz.sum(-1).float().mean(), fired=fired,
+                     aux=self.aux_loss(xc, y, y_hat, pre))
 
 @patch
 def _fired_index(self:StaircaseSAE, idx): return idx
+
+# %% ../nbs/06_sae.ipynb #5c1a0b02
+@patch
+def aux_loss(self:StaircaseSAE, xc, y, y_hat, pre):
+    "AuxK per layer: each layer's top `aux_k` dead latents by pre-activation `pre` reconstruct its residual."
+    c = self.cfg
+    if not c.aux_coeff: return None
+    dead = self.dead.dead_mask(c.dead_tokens or self.dead.window)
+    dead = (dead if dead.ndim == 2 else dead[None]) & ~self._mask   # [n_layers, d_sae]: what each layer may use
+    if not dead.any(): return None
+    n = min(c.aux_k or max(1, c.d_in // 2), int(dead.sum(-1).max()))
+    with torch.no_grad(): top, idx = fast_topk(pre.masked_fill(~dead, float('-inf')), n)
+    vals = F.relu(self._vals(xc, idx)) * torch.isfinite(top)   # a layer with fewer than n dead pads with zeros
+    e_hat = self._decode_sparse(idx, vals) - self.b_dec
+    return c.aux_coeff * auxk_loss(e_hat.reshape(-1, c.d_out), (y - y_hat).detach().reshape(-1, c.d_out), c.aux_norm)
 
 # %% ../nbs/06_sae.ipynb #baee60a5
 @patch
@@ -1373,6 +1399,7 @@ class NoShareSAE(StaircaseSAE):
     arch = 'noshare'
     example = dict(k=4, n_layers=2, widths=[32, 64])
     latent_shape = property(lambda self: (self.cfg.n_layers, self.cfg.d_sae))
+    latents_in_use = property(lambda self: ~self._mask)  # layer i's slots past widths[i] are no latents
 
     def build(self, g):
         c = self.cfg
@@ -1390,7 +1417,7 @@ class NoShareSAE(StaircaseSAE):
     def _vals(self, xc, idx):
         c, off = self.cfg, self._offsets(idx)
         WT = self.W_enc.transpose(1, 2).reshape(c.n_layers * c.d_sae, c.d_in)
-        vals = sparse_encode(xc.reshape(-1, c.d_in), WT.t(), off.reshape(-1, c.k)).reshape(idx.shape)
+        vals = sparse_encode(xc.reshape(-1, c.d_in), WT.t(), off.reshape(-1, idx.shape[-1])).reshape(idx.shape)
         return vals + self.b_enc.reshape(-1)[off]
 
     def _fired_index(self, idx): return self._offsets(idx)

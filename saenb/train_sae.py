@@ -542,7 +542,7 @@ def sae_log(r:SAERun, # the run
     row = {'step': step, 'tokens': step * tc.batch_size * tc.grad_accum, 'lr': r.opt.param_groups[0]['lr'],
            **{k: _num(o[k]) for k in ('loss', 'mse_loss', 'sparsity_loss', 'aux_loss', 'l0', 'causal_loss') if k in o},
            'explained_variance': _batch_ev(y if y is not None else x, x_hat),
-           'alive': int((~sae.dead.dead_mask(r.dead_tokens)).sum())}
+           'alive': int((sae.dead.in_use & ~sae.dead.dead_mask(r.dead_tokens)).sum())}
     if step % r.val_every == 0 or step == tc.n_steps:
         with torch.no_grad(), torch.autocast(**amp): vm = sae.metrics(val_x, target=val_y)
         row.update({f'val_{k}': float(v) for k, v in vm.items()})
@@ -569,7 +569,7 @@ def finish_run(r:SAERun, # the run
     return {'arch': tc.arch, 'd_in': sae.cfg.d_in, 'd_sae': sae.cfg.d_sae, 'steps': steps,
             'tokens': steps * tc.batch_size * tc.grad_accum, 'train_seconds': seconds,
             'tokens_per_s': tokens / max(seconds, 1e-9), **{k: float(v) for k, v in fm.items()},
-            'dead_frac': float(sae.dead.dead_mask(r.dead_tokens).float().mean()), 'val_in_sample': in_sample,
+            'dead_frac': sae.dead.dead_fraction(r.dead_tokens), 'val_in_sample': in_sample,
             'stopped_early': steps < tc.n_steps, 'input_scale': scale,
             'precision': resolve_precision(tc.precision, val_x.device, training=True)}
 
