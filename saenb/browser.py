@@ -130,9 +130,10 @@ def weight_stats(sae:SAE, # the SAE
                  W_U:torch.Tensor=None, # the model's unembedding `[d_model, d_vocab]` (None: no logit effects)
                  n_logits:int=10, # boosted and suppressed tokens kept per latent
                  n_neighbours:int=10, # nearest latents kept per latent
-                 block:int=1024, # latents per block of the cosine matrix
+                 block:int=1024, # latents per block of the cosine matrix and of the logit table
+                 n_bins:int=40, # bins of each latent's logit-weight histogram
                 ) -> dict:
-    "Logit effects, decoder-cosine neighbours and encoder-decoder cosine of every latent: a dict of tensors."
+    "Logit effects (top, bottom, histogram), decoder-cosine neighbours and encoder-decoder cosine: a dict of tensors."
     Wd = sae.W_dec.detach().float()
     Wn = Wd / Wd.norm(dim=1, keepdim=True).clamp_min(1e-12)
     L, nn_ = Wd.shape[0], min(n_neighbours, Wd.shape[0] - 1)
@@ -149,12 +150,27 @@ def weight_stats(sae:SAE, # the SAE
         if W_U.shape[0] != Wd.shape[1]:
             raise InputError(f"W_U has shape {tuple(W_U.shape)} but the SAE writes width {Wd.shape[1]}: "
                              "pass the unembedding of the SAE's model")
-        nl = min(n_logits, W_U.shape[1])
-        logit = Wd @ W_U
-        out['logit_up_val'], out['logit_up_idx'] = logit.topk(nl, dim=1)
-        dn = (-logit).topk(nl, dim=1)
-        out['logit_down_val'], out['logit_down_idx'] = -dn.values, dn.indices
+        out.update(_logit_stats(Wd, W_U, min(n_logits, W_U.shape[1]), n_bins, block))
     return out
+
+def _logit_stats(Wd:torch.Tensor, W_U:torch.Tensor, nl:int, n_bins:int, block:int) -> dict:
+    "Top and bottom `nl` logit effects and an `n_bins` histogram of all of them per latent, one block at a time."
+    L = Wd.shape[0]
+    o = {'logit_up_val': torch.zeros(L, nl), 'logit_up_idx': torch.zeros(L, nl, dtype=torch.long),
+         'logit_down_val': torch.zeros(L, nl), 'logit_down_idx': torch.zeros(L, nl, dtype=torch.long),
+         'logit_hist': torch.zeros(L, n_bins, dtype=torch.int32),
+         'logit_lo': torch.zeros(L), 'logit_hi': torch.zeros(L)}
+    for s in range(0, L, block):
+        lg, sl = Wd[s:s + block] @ W_U, slice(s, s + block)   # [block, d_vocab]: never the whole table
+        o['logit_up_val'][sl], o['logit_up_idx'][sl] = lg.topk(nl, dim=1)
+        dn = (-lg).topk(nl, dim=1)
+        o['logit_down_val'][sl], o['logit_down_idx'][sl] = -dn.values, dn.indices
+        lo, hi = lg.min(1).values, lg.max(1).values
+        b = ((lg - lo[:, None]) / (hi - lo).clamp_min(1e-12)[:, None] * n_bins).long().clamp_(0, n_bins - 1)
+        o['logit_hist'][sl] = torch.zeros(len(lg), n_bins, dtype=torch.int32).scatter_add_(
+            1, b, torch.ones_like(b, dtype=torch.int32))
+        o['logit_lo'][sl], o['logit_hi'][sl] = lo, hi
+    return o
 
 # %% ../nbs/09_browser.ipynb #c552a993
 @dataclass
@@ -527,6 +543,10 @@ def latent_summary(fs:FeatureStats, latent:int) -> dict:
                          for i, v in zip(t['logit_up_idx'][latent], t['logit_up_val'][latent])]
         d['logit_down'] = [(fs.token_str(int(i)), float(v))
                            for i, v in zip(t['logit_down_idx'][latent], t['logit_down_val'][latent])]
+    if 'logit_hist' in t:   # saved by saenb before the histogram panel: no such panel
+        lo, hi, n = float(t['logit_lo'][latent]), float(t['logit_hi'][latent]), t['logit_hist'].shape[1]
+        d['logit_hist_x'] = [float(f"{lo + (hi - lo) * (i + 0.5) / n:.4g}") for i in range(n)]
+        d['logit_hist_y'] = t['logit_hist'][latent].tolist()
     if fs.concepts is not None:
         c = fs.concepts[fs.concepts.latent == latent].sort_values('auroc', ascending=False).head(10)
         d['concepts'] = [(_concept_label(a, b), float(v)) for a, b, v in zip(c.concept, c.value_name, c.auroc)]
@@ -535,7 +555,7 @@ def latent_summary(fs:FeatureStats, latent:int) -> dict:
 # %% ../nbs/09_browser.ipynb #5987381d
 def latent_figures(s:dict, # from `latent_summary`
                   ) -> dict:
-    "Plotly figures of one latent: `hist`, `logits` (if known) and `concepts` (if known)."
+    "Plotly figures of one latent: `hist`, `logits` and `logit_hist` (if known), `concepts` (if known)."
     import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
     lay = dict(height=230, margin=dict(l=40, r=10, t=36, b=30), template='plotly_white')
     figs = {'hist': go.Figure(go.Bar(x=s['hist_x'], y=s['hist_y'], marker_color='#ff6000'),
@@ -543,15 +563,23 @@ def latent_figures(s:dict, # from `latent_summary`
                                           xaxis=dict(type='log', title='activation'), **lay))}
     if 'logit_up' in s:
         items = s['logit_down'][::-1] + s['logit_up'][::-1]
-        figs['logits'] = go.Figure(go.Bar(y=[f"{'+' if v > 0 else '−'} {t}" for t, v in items],
-                                          x=[v for _, v in items], orientation='h',
-                                          marker_color=['#1f77b4' if v < 0 else '#d62728' for _, v in items]),
-                                   layout=dict(title='logit effect (direct)', **lay))
+        figs['logits'] = _hbars([f"{'+' if v > 0 else '−'} {t}" for t, v in items], [v for _, v in items],
+                                ['#1f77b4' if v < 0 else '#d62728' for _, v in items], 'logit effect (direct)', lay)
+    if 'logit_hist_x' in s:
+        figs['logit_hist'] = go.Figure(go.Bar(x=s['logit_hist_x'], y=s['logit_hist_y'], marker_color='#888'),
+                                       layout=dict(title='logit effect, whole vocabulary',
+                                                   xaxis=dict(title='logit effect'), bargap=0, **lay))
     if s.get('concepts'):
-        figs['concepts'] = go.Figure(go.Bar(y=[n for n, _ in s['concepts']][::-1],
-                                            x=[v for _, v in s['concepts']][::-1], orientation='h'),
-                                     layout=dict(title='concept AUROC', xaxis=dict(range=[0, 1]), **lay))
+        figs['concepts'] = _hbars([n for n, _ in s['concepts']][::-1], [v for _, v in s['concepts']][::-1],
+                                  '#636efa', 'concept AUROC', {**lay, 'xaxis': dict(range=[0, 1])})
     return figs
+
+def _hbars(names:list, vals:list, colors, title:str, lay:dict):
+    "Horizontal bars, one per name even where names repeat; names shown as text (escaped: Plotly reads tags)."
+    import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
+    pos, text = list(range(len(names))), [html.escape(n) for n in names]
+    return go.Figure(go.Bar(y=pos, x=vals, orientation='h', marker_color=colors, hovertext=text),
+                     layout={**lay, 'title': title, 'yaxis': dict(tickmode='array', tickvals=pos, ticktext=text)})
 
 # %% ../nbs/09_browser.ipynb #0e33208a
 def example_lines(ex:list, # from `latent_examples`
@@ -597,6 +625,7 @@ class FeatureBrowser:
                             layout=W.Layout(width='260px'))
         self.hits = W.HTML()
         self.title, self.hist, self.logits, self.concepts = W.HTML(), W.Output(), W.Output(), W.Output()
+        self.logit_hist = W.Output()
         self.examples, self.neigh = W.VBox(), W.HBox(layout=W.Layout(flex_flow='row wrap'))
         self.examples.add_class('examples')
         self.seq = W.Text(placeholder='seq id, or tokens e.g. ( [ ] )', description='tokens', continuous_update=False,
@@ -624,7 +653,8 @@ def _layout(self:FeatureBrowser):
     self.query.observe(lambda ch: ch['new'] and self.search(ch['new']), 'value')
     self.seq.observe(lambda ch: ch['new'] and self.show_tokens(ch['new']), 'value')
     self.widget = W.VBox([W.HBox([self.index, self.sort, self.pick]), W.HBox([self.query, self.hits]), self.title,
-                          W.HBox([self.hist, self.logits, self.concepts]), W.HTML('<b>neighbours</b> (decoder cosine)'),
+                          W.HBox([self.hist, self.logits, self.logit_hist, self.concepts],
+                                 layout=W.Layout(flex_flow='row wrap')), W.HTML('<b>neighbours</b> (decoder cosine)'),
                           self.neigh, self.examples,
                           W.HTML('<b>token view</b> (type a sequence, or click &#9656; beside an example; '
                                  'click a token for its latents)'),
@@ -673,11 +703,11 @@ def show(self:FeatureBrowser, latent:int):
              f'99% {s["quantiles"]["q99"]:.3g}'
              + (f'; encoder-decoder cosine {s["enc_dec_cos"]:.2f}' if 'enc_dec_cos' in s else ''))
     figs = latent_figures(s)
-    for name, out in (('hist', self.hist), ('logits', self.logits), ('concepts', self.concepts)):
-        out.clear_output(wait=True)
+    for name in ('hist', 'logits', 'logit_hist', 'concepts'):
+        out = getattr(self, name); out.clear_output(wait=True)
         if name in figs:
             figs[name].update_layout(width=330)
-            with out: figs[name].show()
+            with out: figs[name].show(config={'displayModeBar': False})   # the mode bar would hide the title
     bt = []
     for i, c in s['neighbours']:
         b = self.W.Button(description=f'{i} ({c:.2f})', layout=self.W.Layout(width='auto'))
@@ -756,9 +786,13 @@ D.order.forEach(j => { const o = document.createElement('option'); o.value = j; 
 r"""o.textContent = D.latents[j].label; sel.appendChild(o); });
 function el(tag, text, cls) { const e = document.createElement(tag); """
 r"""if (text !== undefined) e.textContent = text; if (cls) e.className = cls; return e; }
-function bars(div, names, vals, title, colors, xaxis) {
-  Plotly.react(div, [{type:'bar', orientation:'h', y:names, x:vals, marker:{color:colors}}],
-    {title:{text:title}, height:240, width:340, margin:{l:90,r:10,t:36,b:30}, xaxis:xaxis||{}});
+const esc = t => String(t).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+const CFG = {displayModeBar: false};   // the mode bar would sit on the charts' titles
+function bars(div, names, vals, title, colors, xaxis) {   // a bar per name, repeated names too; names shown literally
+  const pos = names.map((_, i) => i);
+  Plotly.react(div, [{type:'bar', orientation:'h', y:pos, x:vals, marker:{color:colors}, hovertext:names.map(esc)}],
+    {title:{text:title}, height:240, width:340, margin:{l:90,r:10,t:36,b:30}, xaxis:xaxis||{}, """
+r"""yaxis:{tickmode:'array', tickvals:pos, ticktext:names.map(esc)}}, CFG);
 }
 """)
 
@@ -771,7 +805,10 @@ r"""mean ${s.mean.toPrecision(3)}, max ${s.max.toPrecision(3)}` +
     (s.enc_dec_cos !== undefined ? `; encoder-decoder cosine ${s.enc_dec_cos.toFixed(2)}` : '');
   Plotly.react('hist', [{type:'bar', x:s.hist_x, y:s.hist_y, marker:{color:'#ff6000'}}],
     {title:{text:`fires on ${(100*s.freq).toPrecision(3)}% of tokens`}, height:240, width:340, """
-r"""margin:{l:40,r:10,t:36,b:30}, xaxis:{type:'log', title:{text:'activation'}}});
+r"""margin:{l:40,r:10,t:36,b:30}, xaxis:{type:'log', title:{text:'activation'}}}, CFG);
+  if (s.logit_hist_x) Plotly.react('logit_hist', [{type:'bar', x:s.logit_hist_x, y:s.logit_hist_y, """
+r"""marker:{color:'#888'}}], {title:{text:'logit effect, whole vocabulary'}, height:240, width:340, bargap:0, """
+r"""margin:{l:40,r:10,t:36,b:30}, xaxis:{title:{text:'logit effect'}}}, CFG);
   if (s.logit_up) { const it = s.logit_down.slice().reverse().concat(s.logit_up.slice().reverse());
     bars('logits', it.map(a => (a[1] > 0 ? '+ ' : '− ') + a[0]), it.map(a => a[1]), 'logit effect (direct)', """
 r"""it.map(a => a[1] < 0 ? '#1f77b4' : '#d62728')); }
@@ -847,7 +884,7 @@ def write_site(fs:FeatureStats, # the statistics
     t = html.escape(title)
     body = (f'<h2>{t}</h2><p><a href="index.html">all latents</a> · latent <select id="latent"></select></p>'
             '<h3 id="title"></h3><p id="summary"></p><div class="panels"><div id="hist"></div><div id="logits"></div>'
-            '<div id="concepts"></div></div>'
+            '<div id="logit_hist"></div><div id="concepts"></div></div>'
             '<p><b>neighbours</b> (decoder cosine)</p><div id="neighbours"></div><div id="examples"></div>'
             f'<script type="application/json" id="saenb-data">{safe_json(data)}</script><script>{_JS}</script>')
     page = _PAGE.format(title=t, head=f'<script type="text/javascript">{_plotly_js()}</script>', body=body)

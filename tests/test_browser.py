@@ -127,6 +127,10 @@ def test_static_page_in_chromium(pipeline, tmp_path, browser):
     texts = page.locator('.tok').all_text_contents()
     assert EVIL in texts and '</script>' in texts, texts[:20]
     assert page.locator('#examples img').count() == 0 and not dialogs
+    ticks = page.locator('#logits .ytick text').all_text_contents()   # token labels: markup shown as text
+    assert any(EVIL in t for t in ticks) and any('</script>' in t for t in ticks), ticks
+    assert page.locator('#logits img').count() == 0 and page.locator('#logit_hist .main-svg').count() > 0
+    assert page.locator('.modebar-container .modebar').count() == 0   # no mode bar over the charts' titles
     options = page.locator('#latent option').evaluate_all('os => os.map(o => o.value)')
     page.select_option('#latent', options[1])
     page.wait_for_function(f'document.getElementById("title").textContent !== {json.dumps(first)}', timeout=10_000)
