@@ -550,12 +550,15 @@ def latent_summary(fs:FeatureStats, latent:int) -> dict:
     if fs.concepts is not None:
         c = fs.concepts[fs.concepts.latent == latent].sort_values('auroc', ascending=False).head(10)
         d['concepts'] = [(_concept_label(a, b), float(v)) for a, b, v in zip(c.concept, c.value_name, c.auroc)]
+        if 'recall' in c:   # statistics saved before saenb counted recall have no such panel
+            d['concept_pr'] = [(_concept_label(a, b), float(p), float(r))
+                               for a, b, p, r in zip(c.concept, c.value_name, c.precision, c.recall)]
     return d
 
 # %% ../nbs/09_browser.ipynb #5987381d
 def latent_figures(s:dict, # from `latent_summary`
                   ) -> dict:
-    "Plotly figures of one latent: `hist`, `logits` and `logit_hist` (if known), `concepts` (if known)."
+    "Plotly figures of one latent: `hist`; `logits`, `logit_hist`, `concepts`, `concept_pr` where known."
     import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
     lay = dict(height=230, margin=dict(l=40, r=10, t=36, b=30), template='plotly_white')
     figs = {'hist': go.Figure(go.Bar(x=s['hist_x'], y=s['hist_y'], marker_color='#ff6000'),
@@ -572,6 +575,13 @@ def latent_figures(s:dict, # from `latent_summary`
     if s.get('concepts'):
         figs['concepts'] = _hbars([n for n, _ in s['concepts']][::-1], [v for _, v in s['concepts']][::-1],
                                   '#636efa', 'concept AUROC', {**lay, 'xaxis': dict(range=[0, 1])})
+    if s.get('concept_pr'):
+        pr = s['concept_pr'][::-1]
+        f = _hbars([n for n, *_ in pr], [p for _, p, _ in pr], '#00a08a', 'fires: precision, recall',
+                   {**lay, 'xaxis': dict(range=[0, 1]), 'barmode': 'group', 'showlegend': False})
+        f.data[0].name = 'precision'
+        f.add_bar(y=list(range(len(pr))), x=[r for *_, r in pr], orientation='h', marker_color='#f2ad00', name='recall')
+        figs['concept_pr'] = f
     return figs
 
 def _hbars(names:list, vals:list, colors, title:str, lay:dict):
@@ -625,7 +635,7 @@ class FeatureBrowser:
                             layout=W.Layout(width='260px'))
         self.hits = W.HTML()
         self.title, self.hist, self.logits, self.concepts = W.HTML(), W.Output(), W.Output(), W.Output()
-        self.logit_hist = W.Output()
+        self.logit_hist, self.concept_pr = W.Output(), W.Output()
         self.examples, self.neigh = W.VBox(), W.HBox(layout=W.Layout(flex_flow='row wrap'))
         self.examples.add_class('examples')
         self.seq = W.Text(placeholder='seq id, or tokens e.g. ( [ ] )', description='tokens', continuous_update=False,
@@ -653,7 +663,7 @@ def _layout(self:FeatureBrowser):
     self.query.observe(lambda ch: ch['new'] and self.search(ch['new']), 'value')
     self.seq.observe(lambda ch: ch['new'] and self.show_tokens(ch['new']), 'value')
     self.widget = W.VBox([W.HBox([self.index, self.sort, self.pick]), W.HBox([self.query, self.hits]), self.title,
-                          W.HBox([self.hist, self.logits, self.logit_hist, self.concepts],
+                          W.HBox([self.hist, self.logits, self.logit_hist, self.concepts, self.concept_pr],
                                  layout=W.Layout(flex_flow='row wrap')), W.HTML('<b>neighbours</b> (decoder cosine)'),
                           self.neigh, self.examples,
                           W.HTML('<b>token view</b> (type a sequence, or click &#9656; beside an example; '
@@ -703,7 +713,7 @@ def show(self:FeatureBrowser, latent:int):
              f'99% {s["quantiles"]["q99"]:.3g}'
              + (f'; encoder-decoder cosine {s["enc_dec_cos"]:.2f}' if 'enc_dec_cos' in s else ''))
     figs = latent_figures(s)
-    for name in ('hist', 'logits', 'logit_hist', 'concepts'):
+    for name in ('hist', 'logits', 'logit_hist', 'concepts', 'concept_pr'):
         out = getattr(self, name); out.clear_output(wait=True)
         if name in figs:
             figs[name].update_layout(width=330)
@@ -814,6 +824,12 @@ r"""margin:{l:40,r:10,t:36,b:30}, xaxis:{title:{text:'logit effect'}}}, CFG);
 r"""it.map(a => a[1] < 0 ? '#1f77b4' : '#d62728')); }
   if (s.concepts) bars('concepts', s.concepts.map(a => a[0]).reverse(), s.concepts.map(a => a[1]).reverse(), """
 r"""'concept AUROC', '#636efa', {range:[0,1]});
+  if (s.concept_pr) { const pr = s.concept_pr.slice().reverse(), pos = pr.map((_, i) => i);
+    Plotly.react('concept_pr', [{type:'bar', orientation:'h', y:pos, x:pr.map(a => a[1]), name:'precision', """
+r"""marker:{color:'#00a08a'}}, {type:'bar', orientation:'h', y:pos, x:pr.map(a => a[2]), name:'recall', """
+r"""marker:{color:'#f2ad00'}}], {title:{text:'fires: precision, recall'}, barmode:'group', showlegend:false, """
+r"""height:240, width:340, margin:{l:90,r:10,t:36,b:30}, xaxis:{range:[0,1]}, """
+r"""yaxis:{tickmode:'array', tickvals:pos, ticktext:pr.map(a => esc(a[0]))}}, CFG); }
   const nb = document.getElementById('neighbours'); nb.replaceChildren();
   s.neighbours.forEach(([i, c]) => { const b = el('button', `${i} (${c.toFixed(2)})`); """
 r"""if (D.latents[i]) b.onclick = () => show(i); else b.disabled = true; nb.appendChild(b); });
@@ -884,7 +900,7 @@ def write_site(fs:FeatureStats, # the statistics
     t = html.escape(title)
     body = (f'<h2>{t}</h2><p><a href="index.html">all latents</a> · latent <select id="latent"></select></p>'
             '<h3 id="title"></h3><p id="summary"></p><div class="panels"><div id="hist"></div><div id="logits"></div>'
-            '<div id="logit_hist"></div><div id="concepts"></div></div>'
+            '<div id="logit_hist"></div><div id="concepts"></div><div id="concept_pr"></div></div>'
             '<p><b>neighbours</b> (decoder cosine)</p><div id="neighbours"></div><div id="examples"></div>'
             f'<script type="application/json" id="saenb-data">{safe_json(data)}</script><script>{_JS}</script>')
     page = _PAGE.format(title=t, head=f'<script type="text/javascript">{_plotly_js()}</script>', body=body)

@@ -130,6 +130,7 @@ def test_static_page_in_chromium(pipeline, tmp_path, browser):
     ticks = page.locator('#logits .ytick text').all_text_contents()   # token labels: markup shown as text
     assert any(EVIL in t for t in ticks) and any('</script>' in t for t in ticks), ticks
     assert page.locator('#logits img').count() == 0 and page.locator('#logit_hist .main-svg').count() > 0
+    assert page.locator('#concept_pr .main-svg').count() > 0        # precision and recall of firing, per concept value
     assert page.locator('.modebar-container .modebar').count() == 0   # no mode bar over the charts' titles
     options = page.locator('#latent option').evaluate_all('os => os.map(o => o.value)')
     page.select_option('#latent', options[1])
