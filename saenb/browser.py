@@ -392,15 +392,35 @@ def token_windows(store:ActivationStore, # the store the rows index
     return torch.where(ok, w, -1), torch.where(ok, lab['token_id'], -1)
 
 # %% ../nbs/09_browser.ipynb #64fa7305
-def _example_picks(t:dict, latent:int, n_top:int, n_quantiles:int, per_quantile:int) -> list:
-    "`(group, activation, row)` of the top examples of `latent`, then of up to `per_quantile` per quantile group."
+def _spread(items:list, n:int) -> list:
+    "Up to `n` of `items`, evenly spread from first to last."
+    return [items[i] for i in np.linspace(0, len(items) - 1, min(n, len(items))).round().astype(int)] if items else []
+
+def _interval_groups(t:dict, latent:int, pool:list, n:int, per:int) -> list:
+    "`n` equal-width intervals of (0, max]: `per` examples of `pool` (sorted `(act, row)`) each, labelled with its share."
+    mx, h = float(t['top_act'][latent].max()), t['hist'][latent].double()
+    e = hist_edges(); c = torch.from_numpy(np.sqrt(e[:-1] * e[1:]))   # bin centres: the share is read off the bins
+    out = []
+    for i in range(n):
+        lo, hi = mx * i / n, mx * (i + 1) / n
+        inside = [(a, r) for a, r in pool if lo < a <= hi or (i == n - 1 and a > hi)]
+        if not inside: continue
+        m = (c > lo if i else torch.ones_like(c, dtype=torch.bool)) & (c <= hi if i < n - 1 else True)
+        lab = f"{lo:.3g} to {hi:.3g}: {100 * float(h[m].sum() / h.sum().clamp_min(1)):.3g}% of firings"
+        out += [(lab, a, r) for a, r in _spread(inside, per)]
+    return out[::-1]   # the highest interval first, as sae_vis shows them
+
+def _example_picks(t:dict, latent:int, n_top:int, groups:str, n_groups:int, per_group:int) -> list:
+    "`(group, activation, row)` of the top examples of `latent`, then of up to `per_group` per interval or quantile."
     top = [(f'top', float(a), int(r)) for a, r in zip(t['top_act'][latent], t['top_row'][latent]) if r >= 0][:n_top]
     smp = sorted((float(a), int(r)) for a, r in zip(t['sample_act'][latent], t['sample_row'][latent]) if r >= 0)
+    if groups == 'intervals':   # the top examples fill the high intervals that a uniform sample rarely reaches
+        return top + _interval_groups(t, latent, sorted(set(smp) | {(a, r) for _, a, r in top}), n_groups, per_group)
+    check(groups == 'quantiles', f"groups={groups!r}: choose 'intervals' or 'quantiles'")
     qs = []
-    for q, part in enumerate(np.array_split(np.arange(len(smp)), n_quantiles) if smp else []):
-        pick = (part[np.linspace(0, len(part) - 1, min(per_quantile, len(part))).round().astype(int)] if len(part)
-                else [])
-        qs += [(f'quantile {q + 1}/{n_quantiles}', smp[i][0], smp[i][1]) for i in pick]
+    for q, part in enumerate(np.array_split(np.arange(len(smp)), n_groups) if smp else []):
+        lab = f'quantile {q + 1}/{n_groups} of a uniform sample'
+        qs += [(lab, smp[i][0], smp[i][1]) for i in _spread(list(part), per_group)]
     return top + qs
 
 @torch.no_grad()
@@ -409,12 +429,14 @@ def latent_examples(fs:FeatureStats, # the statistics
                     store:ActivationStore, # its activations
                     latent:int, # the latent
                     n_top:int=10, # top examples
-                    n_quantiles:int=4, # quantile groups of the sampled examples
-                    per_quantile:int=3, # examples per group
+                    groups:str='intervals', # 'intervals' of equal width over (0, max], or 'quantiles' of a sample
+                    n_groups:int=None, # how many (default 10 intervals, as sae_vis draws them, or 4 quantiles)
+                    per_group:int=None, # examples per group (default 5 per interval, 3 per quantile)
                     before:int=8, after:int=4, # window around the firing token
                    ) -> list:
     "Examples of `latent`: dicts of `group`, `act` (centre), `row`, `seq_id`, `tokens`, `acts` (per token), `center`."
-    ex = _example_picks(fs.tensors, latent, n_top, n_quantiles, per_quantile)
+    iv = groups == 'intervals'
+    ex = _example_picks(fs.tensors, latent, n_top, groups, n_groups or (10 if iv else 4), per_group or (5 if iv else 3))
     if not ex: return []
     w, ids = token_windows(store, torch.tensor([r for _, _, r in ex]), before, after)
     flat = w[w >= 0].unique()
@@ -598,12 +620,11 @@ def example_lines(ex:list, # from `latent_examples`
     "The examples as HTML: a header (str) before each group, and `(example, its line)` pairs, tokens shaded."
     out, grp = [], None
     for e in ex:
-        g = e['group'].split(' ')[0]
+        g = e['group']
         if g != grp:
-            head = "top activations" if g == "top" else "quantile samples"
-            out.append(f'<div style="margin-top:6px"><b>{head}</b></div>'); grp = g
-        lab = e['group'] if g != 'top' else ''
-        out.append((e, f'<div class="example">{e["act"]:.3f} <small>{html.escape(lab)}</small> '
+            head = "top activations" if g == "top" else g
+            out.append(f'<div style="margin-top:6px"><b>{html.escape(head)}</b></div>'); grp = g
+        out.append((e, f'<div class="example">{e["act"]:.3f} '
                        f'{tokens_html(e["tokens"], e["acts"], scale, e["center"])}</div>'))
     return out
 
@@ -835,12 +856,11 @@ r"""yaxis:{tickmode:'array', tickvals:pos, ticktext:pr.map(a => esc(a[0]))}}, CF
 r"""if (D.latents[i]) b.onclick = () => show(i); else b.disabled = true; nb.appendChild(b); });
   const ex = document.getElementById('examples'); ex.replaceChildren(); let grp = null;
   s.examples.forEach(e => {
-    const g = e.group.split(' ')[0];
+    const g = e.group;
     if (g !== grp) { const h = el('div'); """
-r"""h.appendChild(el('b', g === 'top' ? 'top activations' : 'quantile samples')); ex.appendChild(h); grp = g; }
+r"""h.appendChild(el('b', g === 'top' ? 'top activations' : g)); ex.appendChild(h); grp = g; }
     const row = el('div', undefined, 'example'); row.appendChild(el('span', e.act.toFixed(3) + ' ')); """
-r"""if (g !== 'top') row.appendChild(el('small', e.group + ' '));
-    e.tokens.forEach((t, i) => { const sp = el('span', t, 'tok'); """
+r"""e.tokens.forEach((t, i) => { const sp = el('span', t, 'tok'); """
 r"""const a = Math.max(0, Math.min(1, s.max > 0 ? e.acts[i] / s.max : 0));
       sp.style.background = `rgba(255,96,0,${a.toFixed(2)})`; sp.title = e.acts[i].toFixed(3); """
 r"""if (i === e.center) sp.style.borderBottom = '2px solid #333'; row.appendChild(sp); });
