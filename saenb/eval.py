@@ -23,12 +23,13 @@ from .sae_io import load_sae, check_sae_store
 
 # %% auto #0
 __all__ = ['sae_fn', 'at_positions', 'skipped_tokens', 'spliced_where', 'reconstruction_metrics', 'downstream_metrics',
-           'spliced_grammaticality', 'ConceptScores', 'concept_scores', 'concept_summary', 'plot_concept_heatmap',
-           'probe_ceilings', 'sparse_probing_scores', 'sparse_probing', 'sparse_probing_summary', 'plot_sparse_probing',
-           'absorption_scores', 'absorption', 'hungarian', 'assignment', 'assignment_score', 'decoder_matches',
-           'seed_stability', 'concept_splits', 'split_tree', 'synthetic_activations', 'recovery_scores',
-           'intervention_effect', 'causal_faithfulness', 'faithfulness_summary', 'check_model_store', 'evaluate_sae',
-           'density_figure', 'write_report', 'plot_pareto', 'pareto_figure', 'saenb_eval']
+           'spliced_grammaticality', 'ConceptScores', 'scored_values', 'concept_scores', 'concept_summary',
+           'plot_concept_heatmap', 'probe_ceilings', 'sparse_probing_scores', 'sparse_probing',
+           'sparse_probing_summary', 'plot_sparse_probing', 'absorption_scores', 'absorption', 'hungarian',
+           'assignment', 'assignment_score', 'decoder_matches', 'seed_stability', 'concept_splits', 'split_tree',
+           'synthetic_activations', 'recovery_scores', 'intervention_effect', 'causal_faithfulness',
+           'faithfulness_summary', 'check_model_store', 'evaluation_split', 'evaluate_sae', 'density_figure',
+           'write_report', 'plot_pareto', 'pareto_figure', 'saenb_eval']
 
 # %% ../nbs/08_eval.ipynb #0e36500e
 def sae_fn(sae:SAE, # the SAE (taking raw activations)
@@ -213,7 +214,7 @@ def spliced_grammaticality(model, # a `TransformerBridge` (with `.saenb_tokenize
 @dataclass
 class ConceptScores:
     "Latents scored against ground-truth concepts."
-    table:pd.DataFrame # one row per (concept, value, latent): auroc, f1, threshold, precision, n_pos
+    table:pd.DataFrame # one row per (concept, value, latent): auroc, f1, threshold, precision, recall, n_pos
     corr:pd.DataFrame # one row per (ordinal concept, latent): pearson
     concepts:dict # the store's `Concept`s
     n_rows:int # rows scored
@@ -228,6 +229,18 @@ class ConceptScores:
         if not len(self.corr): return self.corr
         c = self.corr.assign(abs_pearson=self.corr.pearson.abs()).sort_values('abs_pearson', ascending=False)
         return c.drop_duplicates('concept').reset_index(drop=True)
+
+# %% ../nbs/08_eval.ipynb #4b7c0e01
+def scored_values(y:torch.Tensor, # a concept's labels (-1: none)
+                  kind:str='ordinal', # the concept's kind: 'categorical' keeps every value
+                  max_values:int=16, # an ordinal concept's values scored at most
+                  cover:float=0.99) -> torch.Tensor|None: # share of its tokens those values must hold
+    "The sorted values scored one by one (None: fewer than two, or an ordinal concept too spread out)."
+    v, n = torch.unique(torch.as_tensor(y)[torch.as_tensor(y) >= 0], return_counts=True)
+    if len(v) < 2: return None
+    if kind == 'categorical' or len(v) <= max_values: return v
+    top = n.argsort(descending=True, stable=True)[:max_values]
+    return v[top].sort().values if n[top].sum() >= cover * n.sum() else None
 
 # %% ../nbs/08_eval.ipynb #eeb3d66e
 def _value_names(concept, values):
@@ -244,7 +257,7 @@ def _latent_max(sae, store, n, batch_size, progress):
 
 def _add_hist(H:torch.Tensor, y:torch.Tensor, vals:np.ndarray, b:torch.Tensor, B:int):
     "Add a chunk's counts to the flat `[value, latent, bin]` histogram `H` of one concept (labels `y`, bins `b`)."
-    keep = y >= 0
+    keep = torch.from_numpy(np.isin(y.numpy(), vals))   # a value left unscored counts on neither side
     vi = torch.from_numpy(np.searchsorted(vals, y[keep].numpy()))
     key = ((vi[:, None] * b.shape[1] + torch.arange(b.shape[1])[None, :]) * B + b[keep]).reshape(-1)
     H += torch.bincount(key, minlength=len(vals) * b.shape[1] * B).double()
@@ -258,7 +271,7 @@ def _add_moments(S:torch.Tensor, Sy:torch.Tensor, z:torch.Tensor, y:torch.Tensor
 
 # %% ../nbs/08_eval.ipynb #f72e5d92
 def _hist_rows(c:str, concept, vals:np.ndarray, P:torch.Tensor, mx:torch.Tensor) -> list:
-    "Per value of concept `c`, a frame of each latent's AUROC, best F1, its threshold, precision and `n_pos`."
+    "Per value of concept `c`: each latent's AUROC, best F1 and its threshold, precision and recall of firing, `n_pos`."
     V, L, B = P.shape  # P: the concept's histogram [value, latent, bin]
     Nn = P.sum(0, keepdim=True) - P
     npos, nneg = P.sum(-1), Nn.sum(-1)
@@ -268,12 +281,14 @@ def _hist_rows(c:str, concept, vals:np.ndarray, P:torch.Tensor, mx:torch.Tensor)
     tp, fp = P.flip(-1).cumsum(-1).flip(-1)[..., 1:], Nn.flip(-1).cumsum(-1).flip(-1)[..., 1:]
     f1 = 2 * tp / (2 * tp + fp + (npos[..., None] - tp)).clamp_min(1e-12)
     f1b, tb = f1.max(-1)
-    prec = tp[..., 0] / (tp[..., 0] + fp[..., 0]).clamp_min(1)
+    prec = tp[..., 0] / (tp[..., 0] + fp[..., 0]).clamp_min(1)   # of the tokens it fires on, the share with the value
+    rec = tp[..., 0] / npos.clamp_min(1)                          # of the tokens with the value, the share it fires on
     thr = tb.double() / (B - 1) * mx.double()[None, :]
     names_v = _value_names(concept, vals)
     return [pd.DataFrame({'concept': c, 'value': int(v), 'value_name': names_v[i], 'latent': np.arange(L),
                           'auroc': auroc[i].numpy(), 'f1': f1b[i].numpy(), 'threshold': thr[i].numpy(),
-                          'precision': prec[i].numpy(), 'n_pos': int(npos[i, 0])}) for i, v in enumerate(vals)]
+                          'precision': prec[i].numpy(), 'recall': rec[i].numpy(), 'n_pos': int(npos[i, 0])})
+            for i, v in enumerate(vals)]
 
 def _pearson(c:str, S:torch.Tensor, Sy:torch.Tensor) -> pd.DataFrame:
     "Each latent's Pearson correlation with ordinal concept `c`, from the sums of `_add_moments`."
@@ -290,7 +305,7 @@ def concept_scores(sae:SAE, # the SAE, taking raw activations
                    n_rows:int=None, # rows scored (all by default)
                    concepts:list=None, # concept names (default: every concept in the store)
                    n_bins:int=128, # histogram bins per latent
-                   max_values:int=16, # ordinal concepts with more values get only the correlation
+                   max_values:int=16, # ordinal concepts scored on at most this many values (`scored_values`)
                    batch_size:int=4096, # rows per chunk
                    progress:bool=False, # show progress bars
                   ) -> ConceptScores:
@@ -304,8 +319,9 @@ def concept_scores(sae:SAE, # the SAE, taking raw activations
     n, L, B = _rows(store, n_rows), sae.cfg.d_sae, n_bins
     sae.eval()
     labels = store.labels(np.arange(n))
-    vals = {c: np.unique(labels[c].numpy()[labels[c].numpy() >= 0]) for c in names}
-    hist_c = [c for c in names if store.concepts[c].kind == 'categorical' or len(vals[c]) <= max_values]
+    vals = {c: scored_values(labels[c], store.concepts[c].kind, max_values) for c in names}
+    hist_c = [c for c in names if vals[c] is not None]
+    vals = {c: v.numpy() for c, v in vals.items() if v is not None}
     ord_c = [c for c in names if store.concepts[c].kind == 'ordinal']
     mx = _latent_max(sae, store, n, batch_size, progress).clamp_min(1e-12)
     H = {c: torch.zeros(len(vals[c]) * L * B, dtype=torch.float64) for c in hist_c}
@@ -319,7 +335,7 @@ def concept_scores(sae:SAE, # the SAE, taking raw activations
         for c in ord_c: _add_moments(S[c], Sy[c], z, labels[c][s:e])
     rows = [r for c in hist_c for r in _hist_rows(c, store.concepts[c], vals[c], H[c].reshape(len(vals[c]), L, B), mx)]
     corr = [_pearson(c, S[c], Sy[c]) for c in ord_c]
-    cols = ['concept', 'value', 'value_name', 'latent', 'auroc', 'f1', 'threshold', 'precision', 'n_pos']
+    cols = ['concept', 'value', 'value_name', 'latent', 'auroc', 'f1', 'threshold', 'precision', 'recall', 'n_pos']
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=cols)
     corr = pd.concat(corr, ignore_index=True) if corr else pd.DataFrame(columns=['concept', 'latent', 'pearson'])
     return ConceptScores(table, corr, {c: store.concepts[c] for c in names}, n)
@@ -395,13 +411,13 @@ def _fit_probe(xtr:torch.Tensor, ytr:torch.Tensor, xte:torch.Tensor, n_cls:int, 
 
 # %% ../nbs/08_eval.ipynb #afe0bbbd
 def _probed_values(store:ActivationStore, labels:dict, concepts:list, max_values:int) -> dict:
-    "Concept name -> its sorted values (label -1 left out): the named `concepts`, or all with 2 to `max_values` values."
+    "Concept name -> its probed values: every value of the named `concepts`, else `scored_values`' (`max_values` at most)."
     bad = [c for c in (concepts or []) if c not in store.concepts]
     if bad: raise InputError(f"unknown concept(s) {bad}: this store has {', '.join(store.concepts)}")
     out = {}
     for c in (concepts or list(store.concepts)):
-        vals = torch.unique(labels[c][labels[c] >= 0])
-        if len(vals) >= 2 and (concepts is not None or len(vals) <= max_values): out[c] = vals
+        vals = scored_values(labels[c], 'categorical' if concepts is not None else 'ordinal', max_values)
+        if vals is not None: out[c] = vals
     return out
 
 def _concept_data(store:ActivationStore, n_rows:int, concepts:list, max_values:int) -> tuple:
@@ -416,8 +432,8 @@ def _concept_data(store:ActivationStore, n_rows:int, concepts:list, max_values:i
 
 def probe_ceilings(store:ActivationStore, # a store with concept labels
                    n_rows:int=20_000, # rows used (the first ones)
-                   concepts:list=None, # concept names (default: those with at most `max_values` values)
-                   max_values:int=16, # skip concepts with more values
+                   concepts:list=None, # concept names (default: those `scored_values` keeps)
+                   max_values:int=16, # values probed per concept at most (`scored_values`)
                    train_frac:float=0.8, # share of the rows the probe is fit on
                    l2:float=1e-3, # weight decay of the probe
                    steps:int=100, # L-BFGS iterations
@@ -427,7 +443,7 @@ def probe_ceilings(store:ActivationStore, # a store with concept labels
     x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
     rows = []
     for c, vals in values.items():
-        keep = labels[c] >= 0
+        keep = torch.isin(labels[c], vals)   # tokens of a value left unprobed are no class of the probe
         xc, yc = x[keep], torch.searchsorted(vals, labels[c][keep])
         ntr = int(train_frac * len(xc))
         logits = _fit_probe(xc[:ntr], yc[:ntr], xc[ntr:], len(vals), l2, steps)
@@ -505,8 +521,8 @@ def _codes(sae:SAE, x:torch.Tensor, batch_size:int=4096) -> torch.Tensor:
 def sparse_probing(sae:SAE, # the SAE, taking raw activations
                    store:ActivationStore, # a store with concept labels
                    n_rows:int=20_000, # rows used (the first ones)
-                   concepts:list=None, # concept names (default: those with 2 to `max_values` values)
-                   max_values:int=16, # skip concepts with more values
+                   concepts:list=None, # concept names (default: those `scored_values` keeps)
+                   max_values:int=16, # values probed per concept at most (`scored_values`)
                    **kwargs) -> pd.DataFrame: # passed to `sparse_probing_scores` (ks, max_per_class, ...)
     "`sparse_probing_scores` of `sae` on the first `n_rows` rows of `store`."
     x, labels, values, names = _concept_data(store, n_rows, concepts, max_values)
@@ -609,8 +625,8 @@ def absorption_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
 def absorption(sae:SAE, # the SAE, taking raw activations (its `W_dec` is in their units)
                store:ActivationStore, # a store with concept labels
                n_rows:int=20_000, # rows used (the first ones)
-               concepts:list=None, # concept names (default: those with 2 to `max_values` values)
-               max_values:int=16, # skip concepts with more values
+               concepts:list=None, # concept names (default: those `scored_values` keeps)
+               max_values:int=16, # values probed per concept at most (`scored_values`)
                sp:pd.DataFrame=None, # `sparse_probing(sae, store, n_rows, ...)`, if already computed
                **kwargs) -> pd.DataFrame: # passed to `absorption_scores` (min_auroc, min_cos, ...)
     "`absorption_scores` of `sae` on the first `n_rows` rows of `store`."
@@ -977,6 +993,13 @@ def _concept_figures(res:dict, sae:SAE, store:ActivationStore, n_rows:int, probe
         res.update(sparse_probing=sp, sparse_probing_summary=sparse_probing_summary(sp).reset_index(),
                    absorption=ab, absorption_rate=float(ab.absorption_rate.mean()) if len(ab) else float('nan'))
 
+# %% ../nbs/08_eval.ipynb #9e1a7c02
+def evaluation_split(store:ActivationStore) -> ActivationStore:
+    "The split of `store` an evaluation reads: its validation split when `store` is the train split and has one."
+    if store.split == 'train' and store.manifest.get('rows', {}).get('validation', 0) > 0:
+        return ActivationStore(store.path, split='validation')
+    return store
+
 # %% ../nbs/08_eval.ipynb #c7ebe109
 def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sae`)
                  acts, # its activations: store directory or `ActivationStore` (its validation split if it has one)
@@ -993,10 +1016,7 @@ def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sa
     "All evaluation figures of one SAE as a dict (tables as DataFrames, the density as an array)."
     _check_counts(n_rows, n_seqs, n_gen)
     sae = load_sae(sae_dir) if not isinstance(sae_dir, SAE) else sae_dir
-    store = acts if isinstance(acts, ActivationStore) else ActivationStore(acts)
-    rows = store.manifest.get('rows', {})
-    if store.split == 'train' and 'validation' in rows and rows['validation'] > 0:
-        store = ActivationStore(store.path, split='validation')
+    store = evaluation_split(acts if isinstance(acts, ActivationStore) else ActivationStore(acts))
     if store.d != sae.cfg.d_in:
         raise InputError(f"the store's activations have width {store.d} but the SAE takes {sae.cfg.d_in}: "
                          "pass the store of the hook the SAE was trained on")
@@ -1019,7 +1039,8 @@ def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sa
         with torch.autocast(**amp): _model_figures(res, sae, store, hook, model, ids, n_gen)
     if store.concepts: _concept_figures(res, sae, store, n_rows, probes, progress, amp)
     if model is not None and 'assignment' in res and (lang := _model_language(model, store)) is not None:
-        latent_of = {c: dict(zip(g.value, g.latent)) for c, g in res['assignment'].groupby('concept')}
+        latent_of = {c: dict(zip(g.value, g.latent)) for c, g in res['assignment'].groupby('concept')
+                     if c != 'position'}   # where a token stands is no state of the grammar's
         cf = causal_faithfulness(model, hook, sae, ids, lang, latent_of)
         if len(cf):
             res['causal_faithfulness'] = faithfulness_summary(cf).reset_index()

@@ -13,10 +13,11 @@ from fastcore.basics import patch
 from .utils import check, check_keys, nearest, read_yaml, InputError, MissingInput
 
 # %% auto #0
-__all__ = ['END', 'LANGUAGES', 'BRACKET_PAIRS', 'EXPR_OPS', 'ENGLISH_GRAMMAR', 'GRAMMAR_KEYS', 'Tree', 'PCFG', 'sample',
-           'earley_chart', 'parse', 'accepts', 'viable_next', 'Concept', 'register_language', 'Language',
-           'get_language', 'is_grammatical', 'Dyck', 'Expr', 'PCFGLanguage', 'English', 'language_spec',
-           'language_from_spec', 'grammar_presets', 'grammar_file', 'load_grammar', 'plot_tree', 'plot_depth']
+__all__ = ['END', 'LANGUAGES', 'BRACKET_PAIRS', 'EXPR_OPS', 'TREE_CONCEPTS', 'ENGLISH_GRAMMAR', 'GRAMMAR_KEYS', 'Tree', 'PCFG',
+           'sample', 'earley_chart', 'parse', 'accepts', 'viable_next', 'Concept', 'register_language', 'Language',
+           'get_language', 'is_grammatical', 'Dyck', 'Expr', 'check_tree_concepts', 'tree_concept',
+           'tree_concept_values', 'PCFGLanguage', 'English', 'language_spec', 'language_from_spec', 'grammar_presets',
+           'grammar_file', 'load_grammar', 'plot_tree', 'plot_depth']
 
 # %% ../nbs/01_grammars.ipynb #e34070e8
 @dataclass
@@ -631,15 +632,84 @@ def labels(self:Expr, tokens:list) -> dict:
     row.pop('tokens')
     return row
 
+# %% ../nbs/01_grammars.ipynb #7c0e2a12
+TREE_CONCEPTS = {'count': 'constituents labelled {} that contain the token',
+                 'open': 'constituents labelled {} still open after the token',
+                 'top': "the innermost constituent labelled {} still open after the token ('none': no such one)",
+                 'pending': 'constituents labelled {} not begun yet, directly inside constituents still open',
+                 'complete': 'constituents labelled {} finished by the token, directly inside constituents still open'}
+
+def check_tree_concepts(concepts:dict, # name -> {kind: [labels]} (and optionally 'doc'), as a grammar file has them
+                        grammar:PCFG) -> dict: # the grammar whose nonterminals the labels must be
+    "`concepts` checked and normalised: one kind of `TREE_CONCEPTS` each, over nonterminals of `grammar`."
+    check(isinstance(concepts, dict), f"concepts must map names to {{kind: [labels]}}, got {concepts!r}")
+    out = {}
+    for c, d in concepts.items():
+        check(isinstance(c, str) and re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*', c) is not None and c != 'tokens',
+              f"concept name {c!r} must be one identifier (letters, digits, '_'), not 'tokens'")
+        check(isinstance(d, dict), f"concept {c!r} must be a mapping like {{count: [NP]}}, got {d!r}")
+        kinds = [k for k in d if k != 'doc']
+        check(len(kinds) == 1 and kinds[0] in TREE_CONCEPTS, f"concept {c!r} must have one kind of "
+              f"{', '.join(TREE_CONCEPTS)} (and optionally doc){nearest(str(kinds[0]), TREE_CONCEPTS) if kinds else ''}")
+        labels = d[kinds[0]] if isinstance(d[kinds[0]], list) else [d[kinds[0]]]
+        bad = [x for x in labels if x not in grammar.rules]
+        check(labels and not bad, f"concept {c!r}: {bad or 'no labels'} not nonterminals of the grammar: "
+                                  f"choose from {', '.join(grammar.nonterminals)}")
+        check(d.get('doc') is None or isinstance(d['doc'], str), f"concept {c!r}: doc must be text")
+        out[c] = {kinds[0]: list(labels), **({'doc': d['doc']} if d.get('doc') else {})}
+    return out
+
+def tree_concept(name:str, spec:dict) -> Concept:
+    "The `Concept` a checked tree-concept `spec` describes (`top` is categorical, the others ordinal)."
+    kind, labels = next((k, v) for k, v in spec.items() if k != 'doc')
+    doc = spec.get('doc') or TREE_CONCEPTS[kind].format('/'.join(labels))
+    return Concept(name, 'categorical', doc, [*labels, 'none']) if kind == 'top' else Concept(name, 'ordinal', doc)
+
+# %% ../nbs/01_grammars.ipynb #7c0e2a15
+def tree_concept_values(tree:Tree, specs:dict) -> dict:
+    "Per-token values of the tree concepts `specs` (from `check_tree_concepts`), in one walk of `tree`."
+    kinds = {c: next((k, v) for k, v in d.items() if k != 'doc') for c, d in specs.items()}
+    sets = {c: frozenset(ls) for c, (_, ls) in kinds.items()}
+    out = {c: [0] * len(tree.leaves()) for c in specs}
+    cnt, pend, comp = dict.fromkeys(specs, 0), dict.fromkeys(specs, 0), dict.fromkeys(specs, 0)
+    tops, done, pos = {c: [] for c in specs}, [], [0]   # done: per open node, its finished children per concept
+    def after():  # the state once the last token read is read: what open, top, pending and complete report
+        for c, (k, ls) in kinds.items():
+            if k != 'count': out[c][pos[0] - 1] = {'open': cnt[c], 'pending': pend[c], 'complete': comp[c],
+                                                   'top': ls.index(tops[c][-1]) if tops[c] else len(ls)}[k]
+    def walk(t):
+        for c, L in sets.items():
+            if t.label in L: cnt[c] += 1; tops[c].append(t.label)
+            pend[c] += sum(isinstance(ch, Tree) and ch.label in L for ch in t.children)
+        done.append(dict.fromkeys(specs, 0))
+        for ch in t.children:
+            if isinstance(ch, Tree):
+                for c, L in sets.items(): pend[c] -= ch.label in L
+                walk(ch)
+                continue
+            for c, (k, _) in kinds.items():
+                if k == 'count': out[c][pos[0]] = cnt[c]
+            pos[0] += 1; after()
+        mine = done.pop()
+        for c, L in sets.items():
+            comp[c] -= mine[c]
+            if t.label in L:
+                cnt[c] -= 1; tops[c].pop()
+                if done: done[-1][c] += 1; comp[c] += 1
+        if pos[0]: after()
+    walk(tree)
+    return out
+
 # %% ../nbs/01_grammars.ipynb #63ce225d
 class PCFGLanguage(Language):
     "A `Language` from a `PCFG`: tree-derived labels, parser-decided grammaticality."
-    name = 'pcfg'
+    name, concept_specs = 'pcfg', {}  # a subclass that builds its grammar itself declares no concepts of its own
     def __init__(self,
                  grammar:PCFG, # the grammar
                  max_depth:int=12, # cap on tree height (nonterminal levels)
                  max_len:int=None, # longest sentence in tokens (None: no cap)
-                 name:str='pcfg'): # what corpora, models and reports call the language
+                 name:str='pcfg', # what corpora, models and reports call the language
+                 concepts:dict=None): # the language's own concepts: name -> {kind: [labels]}, see `TREE_CONCEPTS`
         check(isinstance(grammar, PCFG), f"grammar must be a PCFG, got {type(grammar).__name__}")
         check(isinstance(name, str) and name and name.split() == [name], f"name must be one word, got {name!r}")
         need, isint = grammar.min_height[grammar.start], lambda v: isinstance(v, int) and not isinstance(v, bool)
@@ -648,6 +718,7 @@ class PCFGLanguage(Language):
         check(max_len is None or (isint(max_len) and max_len >= 1),
               f"max_len must be a positive integer or None, got {max_len!r}")
         self.grammar, self.max_depth, self.max_len, self.name = grammar, max_depth, max_len, name
+        self.concept_specs = check_tree_concepts(concepts or {}, grammar)
     def __repr__(self):  # a user grammar by its name, as two grammars may share their hyperparameters
         if LANGUAGES.get(self.name) is type(self): return Language.__repr__(self)
         return f"PCFGLanguage({self.name!r}, max_depth={self.max_depth!r}, max_len={self.max_len!r})"
@@ -664,7 +735,8 @@ class PCFGLanguage(Language):
                 'constituent': Concept('constituent', 'categorical', 'the phrase directly above the preterminal',
                                        self.pcfg.nonterminals),
                 'depth': Concept('depth', 'ordinal', 'nonterminals above the token, its preterminal included'),
-                'position': Concept('position', 'ordinal', 'position in the sentence, from 0')}
+                'position': Concept('position', 'ordinal', 'position in the sentence, from 0'),
+                **{c: tree_concept(c, d) for c, d in self.concept_specs.items()}}
 
 # %% ../nbs/01_grammars.ipynb #32e32ee9
 @patch
@@ -673,7 +745,8 @@ def tree_labels(self:PCFGLanguage, tree:Tree) -> dict:
     paths, pos, nts = tree.leaf_paths(), self.pcfg.preterminals, self.pcfg.nonterminals
     return {'pos': [pos.index(p[-1]) for p in paths],
             'constituent': [nts.index(p[-2]) if len(p) > 1 else -1 for p in paths],
-            'depth': [len(p) for p in paths], 'position': list(range(len(paths)))}
+            'depth': [len(p) for p in paths], 'position': list(range(len(paths))),
+            **tree_concept_values(tree, self.concept_specs)}
 
 # %% ../nbs/01_grammars.ipynb #70718911
 @patch
@@ -750,6 +823,7 @@ def language_spec(lang:Language) -> dict:
     spec = {'name': lang.name, 'hparams': lang.hparams}
     if isinstance(lang, PCFGLanguage) and LANGUAGES.get(lang.name) is not type(lang):
         spec['grammar'] = {'pcfg': lang.pcfg.to_string(), 'start': lang.pcfg.start}
+        if lang.concept_specs: spec['grammar']['concepts'] = lang.concept_specs
     return spec
 
 def language_from_spec(spec:dict) -> Language:
@@ -764,10 +838,10 @@ def language_from_spec(spec:dict) -> Language:
         return get_language(name, **hp)
     check(isinstance(g, dict) and isinstance(g.get('pcfg'), str), f"the grammar of {name!r} must hold its 'pcfg' text")
     check_keys(hp, ('max_depth', 'max_len'), f"the hyperparameters of grammar {name!r}")
-    return PCFGLanguage(PCFG.from_string(g['pcfg'], g.get('start')), name=name, **hp)
+    return PCFGLanguage(PCFG.from_string(g['pcfg'], g.get('start')), name=name, concepts=g.get('concepts'), **hp)
 
 # %% ../nbs/01_grammars.ipynb #04b26cd1
-GRAMMAR_KEYS = ('name', 'pcfg', 'start', 'max_depth', 'max_len')
+GRAMMAR_KEYS = ('name', 'pcfg', 'start', 'max_depth', 'max_len', 'concepts')
 
 def grammar_presets() -> dict:
     "The grammar files saenb ships (`saenb/presets/*.yaml`) by name: `load_grammar(name)`, `saenb_data --grammar name`."
@@ -778,7 +852,8 @@ def grammar_file(path) -> Path: # a grammar file, or the name of a preset
     "`path` as a file: the preset's file when `path` names a preset and no such file exists here."
     return grammar_presets()[str(path)] if not Path(path).is_file() and str(path) in grammar_presets() else Path(path)
 
-def load_grammar(path, # a grammar file: YAML with `name` and `pcfg`; optionally `start`, `max_depth`, `max_len`
+def load_grammar(path, # a grammar file: YAML with `name` and `pcfg`; optionally `start`, `max_depth`, `max_len`,
+                       # `concepts`
                  **hparams) -> PCFGLanguage: # `max_depth` or `max_len` replacing the file's
     "The `PCFGLanguage` a grammar file (or a preset's name, see `grammar_presets`) describes."
     path = grammar_file(path)
@@ -799,7 +874,8 @@ def load_grammar(path, # a grammar file: YAML with `name` and `pcfg`; optionally
         g = PCFG.from_string(text, d.get('start'))
         bad = sorted(t for t in g.terminals if t.split() != [t])
         check(not bad, f"terminals must be single words (no spaces), got {bad}")
-        return PCFGLanguage(g, name=name, **{**{k: d[k] for k in ('max_depth', 'max_len') if k in d}, **hparams})
+        return PCFGLanguage(g, name=name, concepts=d.get('concepts'),
+                            **{**{k: d[k] for k in ('max_depth', 'max_len') if k in d}, **hparams})
     except InputError as e: raise InputError(f"{path}: {e}") from None
 
 # %% ../nbs/01_grammars.ipynb #a0239aae

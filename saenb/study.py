@@ -24,7 +24,7 @@ STUDY_GRID = {'k': [8, 16, 32, 64, 128], 'exp_factor': [1, 2, 4, 8], # the TopK 
               'l0': 16, 'exp_factor_others': 2, # the other architectures: at this L0 and width
               'l1_decades': 2.0, 'n_l1': 6, # ReLU: n_l1 coefficients spanning this many decades each side
               'causal_coeff': 0.5, # weight of the causal term (TopK at k = l0, width exp_factor_others)
-              'calibration_tokens': 200_000} # tokens per run of the L1 calibration
+              'calibration_tokens': None} # tokens per run of the L1 calibration (None: the SAEs' own budget)
 
 STUDY_PIPELINE = {
     'data': {'n_seqs': 100_000},
@@ -105,8 +105,10 @@ def _calibration(out:Path, grid:dict, trainer:dict, device:str, say) -> dict:
     f = out/'calibration.json'
     if f.exists() and (saved := json.loads(f.read_text())).get('settings') == key: return saved
     acts = out/'acts'/'0_residpost'
-    cal = {a: calibrate_l1(acts, a, grid['l0'], grid['exp_factor_others'], grid['calibration_tokens'], trainer,
-                           device=device) for a in ('relu', 'gated')}
+    trainer = dict(trainer); n = grid['calibration_tokens'] or trainer['n_tokens']   # the SAEs' own budget by default
+    trainer.pop('n_tokens')
+    cal = {a: calibrate_l1(acts, a, grid['l0'], grid['exp_factor_others'], n, trainer, device=device)
+           for a in ('relu', 'gated')}
     for a, c in cal.items(): say(f"{a}: L1 coefficient {c['coeff']:.4g} gives L0 {c['l0']:.1f} (target {grid['l0']})")
     res = {'settings': key, 'relu': l1_coefficients(cal['relu']['coeff'], grid['l1_decades'], grid['n_l1']),
            'gated': cal['gated']['coeff'], 'trials': cal}
@@ -115,6 +117,14 @@ def _calibration(out:Path, grid:dict, trainer:dict, device:str, say) -> dict:
 
 # %% ../nbs/12_study.ipynb #870f8fbf
 _SETTINGS = ('k', 'exp_factor', 'target_l0', 'sparsity_coeff')  # the study's knobs, per run
+
+def _split_figures(out:Path) -> dict:
+    "Per SAE that is the wider of a pair in the sweep's `comparisons.json`: the narrower width, children per value."
+    f, res = out/'saes'/'comparisons.json', {}
+    for p in (json.loads(f.read_text()).get('splits', []) if f.exists() else []):
+        kids = [s['n_children'] for s in p['splits']]
+        res[p['large']] = (p['d_small'], float(np.mean(kids)) if kids else float('nan'))
+    return res
 
 def study_table(out, # a study directory (from `run_study`)
                 lang:str=None) -> pd.DataFrame: # its language, for the `lang` column
@@ -127,6 +137,9 @@ def study_table(out, # a study directory (from `run_study`)
     runs = {i: yaml.safe_load((out/'saes'/'runs'/i/'config.yaml').read_text()) for i in t.id}
     for k in _SETTINGS: t[k] = [runs[i]['saes'].get(k) for i in t.id]
     t['causal_coeff'] = [float(runs[i].get('causal_coeff') or 0.) for i in t.id]
+    sp = _split_figures(out)   # splitting across widths: how many latents a concept latent of the narrower SAE became
+    t['split_from'] = [sp[i][0] if i in sp else np.nan for i in t.id]
+    t['split_children'] = [sp[i][1] if i in sp else np.nan for i in t.id]
     t.insert(0, 'lang', lang or out.name)
     return t.sort_values(['arch', 'exp_factor', 'k', 'sparsity_coeff', 'causal_coeff'], na_position='last',
                          ignore_index=True)
@@ -152,7 +165,7 @@ def run_study(lang:str, # a key of `STUDY_LANGS`
         run_pipeline(cfg, out, device=device, progress=progress, base=base)
     import yaml  # deferred: only the calibration reads the pipeline's settings back
     s = yaml.safe_load((out/'config.yaml').read_text())['saes']
-    l1 = _calibration(out, grid, {k: s[k] for k in ('batch_size', 'lr', 'precision') if k in s}, device, say)
+    l1 = _calibration(out, grid, {k: s[k] for k in ('n_tokens', 'batch_size', 'lr', 'precision') if k in s}, device, say)
     say("phase l1")
     cfg, base = study_config(lang, study_sweep('l1', grid, l1), tiny)
     _next_phase(out); run_pipeline(cfg, out, device=device, progress=progress, base=base)

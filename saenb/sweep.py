@@ -19,7 +19,7 @@ from .utils import (write_atomic, in_notebook, read_yaml, InputError, OutputExis
 from .sae import SAE_REGISTRY
 from .train_sae import SAETrainConfig, train_sae
 from .ensemble import SHARED_SETTINGS, train_ensemble
-from .eval import evaluate_sae, plot_pareto, concept_scores, concept_splits, split_tree, seed_stability
+from .eval import evaluate_sae, evaluation_split, plot_pareto, concept_scores, concept_splits, split_tree, seed_stability
 from .sae_io import load_sae
 from .cache import ActivationStore
 
@@ -459,9 +459,8 @@ def write_pareto(results, # from `collect_results`, or the sweep directory
 # %% ../nbs/10_sweep.ipynb #0279a8e6
 def _labelled_store(acts):
     "The validation split (else train) of an activation store with concept labels, or None (`.npy` files, no labels)."
-    try: st = ActivationStore(acts)
+    try: st = evaluation_split(ActivationStore(acts))
     except (InputError, OSError, ValueError): return None
-    if st.manifest.get('rows', {}).get('validation'): st = ActivationStore(st.path, split='validation')
     return st if st.concepts else None
 
 def _same_but(flat:dict, drop:set) -> list:
