@@ -410,6 +410,7 @@ def _interval_groups(t:dict, latent:int, pool:list, n:int, per:int) -> list:
         out += [(lab, a, r) for a, r in _spread(inside, per)]
     return out[::-1]   # the highest interval first, as sae_vis shows them
 
+# %% ../nbs/09_browser.ipynb #64fa7306
 def _example_picks(t:dict, latent:int, n_top:int, groups:str, n_groups:int, per_group:int) -> list:
     "`(group, activation, row)` of the top examples of `latent`, then of up to `per_group` per interval or quantile."
     top = [(f'top', float(a), int(r)) for a, r in zip(t['top_act'][latent], t['top_row'][latent]) if r >= 0][:n_top]
