@@ -165,7 +165,8 @@ def run_study(lang:str, # a key of `STUDY_LANGS`
         run_pipeline(cfg, out, device=device, progress=progress, base=base)
     import yaml  # deferred: only the calibration reads the pipeline's settings back
     s = yaml.safe_load((out/'config.yaml').read_text())['saes']
-    l1 = _calibration(out, grid, {k: s[k] for k in ('n_tokens', 'batch_size', 'lr', 'precision') if k in s}, device, say)
+    trainer = {k: s[k] for k in ('n_tokens', 'batch_size', 'lr', 'precision') if k in s}
+    l1 = _calibration(out, grid, trainer, device, say)
     say("phase l1")
     cfg, base = study_config(lang, study_sweep('l1', grid, l1), tiny)
     _next_phase(out); run_pipeline(cfg, out, device=device, progress=progress, base=base)
