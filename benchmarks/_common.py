@@ -25,6 +25,13 @@ def emit(record:dict):
     "Print the benchmark's one JSON line."
     print(json.dumps(record), flush=True)
 
+def save_record(record:dict, out, omit=('runs',)):
+    "Write `record` to `out` (JSON, under a temporary name, then renamed) and print its JSON line without `omit`."
+    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix('.json.partial')
+    tmp.write_text(json.dumps(record, indent=1) + '\n'); os.replace(tmp, out)
+    emit({k: v for k, v in record.items() if k not in omit})
+
 # ---- SAELens's virtual environment
 
 TORCH_VERSION = torch.__version__.split('+')[0]   # the project's torch: the local build here, not a multi-GB download

@@ -19,11 +19,11 @@ reaches 0.10 (at 512 latents this language leaves over half of them dead whateve
     python benchmarks/jumprelu_revival.py --store runs/dyck/acts/0_residpost [--workers 2]
     python benchmarks/jumprelu_revival.py --runs benchmarks/results/jumprelu_revival.json   # re-score, no training
 """
-import argparse, itertools, json, multiprocessing, os, sys, time
+import argparse, itertools, json, multiprocessing, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import device_name, emit
+from _common import device_name, save_record
 
 HERE = Path(__file__).parent
 CONFIGS = [(arch, ef) for arch in ('lagrangian', 'jumprelu') for ef in (1, 4)]
@@ -95,9 +95,6 @@ def main():
     rec = dict(benchmark='jumprelu_revival', device=device, store=store,
                target_l0=TARGET_L0, n_tokens=1_000_000, batch_size=1024, lr=1e-3, max_dead=a.max_dead,
                recommended=recommend(runs, a.max_dead), runs=runs, seconds=round(time.perf_counter() - t0, 1))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(a.out).with_suffix('.json.partial')
-    tmp.write_text(json.dumps(rec, indent=1) + '\n'); os.replace(tmp, a.out)
-    emit({k: v for k, v in rec.items() if k != 'runs'})
+    save_record(rec, a.out)
 
 if __name__ == '__main__': main()

@@ -16,10 +16,10 @@ ratio (FVU / the configuration's best FVU over the weights) among those that lea
 
     python benchmarks/staircase_revival.py --model runs/dyck/model --data runs/dyck/data
 """
-import argparse, json, os, sys, tempfile, time
+import argparse, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import device_name, emit
+from _common import device_name, save_record
 
 HERE = Path(__file__).parent
 CONFIGS = [(arch, ef) for arch in ('staircase', 'noshare') for ef in (1, 4)]
@@ -63,9 +63,6 @@ def main():
     rec = dict(benchmark='staircase_revival', device=device_name(), model=str(Path(a.model).resolve()), k=8,
                n_tokens=a.n_tokens, batch_size=1024, lr=1e-3, max_dead=a.max_dead,
                recommended=recommend(runs, a.max_dead), runs=runs, seconds=round(time.perf_counter() - t0, 1))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(a.out).with_suffix('.json.partial')
-    tmp.write_text(json.dumps(rec, indent=1) + '\n'); os.replace(tmp, a.out)
-    emit({k: v for k, v in rec.items() if k != 'runs'})
+    save_record(rec, a.out)
 
 if __name__ == '__main__': main()

@@ -673,10 +673,11 @@ def tree_concept_values(tree:Tree, specs:dict) -> dict:
     out = {c: [0] * len(tree.leaves()) for c in specs}
     cnt, pend, comp = dict.fromkeys(specs, 0), dict.fromkeys(specs, 0), dict.fromkeys(specs, 0)
     tops, done, pos = {c: [] for c in specs}, [], [0]   # done: per open node, its finished children per concept
-    def after():  # the state once the last token read is read: what open, top, pending and complete report
-        for c, (k, ls) in kinds.items():
-            if k != 'count': out[c][pos[0] - 1] = {'open': cnt[c], 'pending': pend[c], 'complete': comp[c],
-                                                   'top': ls.index(tops[c][-1]) if tops[c] else len(ls)}[k]
+    read = {'open': lambda c, ls: cnt[c], 'pending': lambda c, ls: pend[c], 'complete': lambda c, ls: comp[c],
+            'top': lambda c, ls: ls.index(tops[c][-1]) if tops[c] else len(ls)}
+    later = [(c, read[k], ls) for c, (k, ls) in kinds.items() if k != 'count']   # the kinds read after the token
+    def after():  # the state once the last token read is read: each exit rewrites it, the last one stands
+        for c, f, ls in later: out[c][pos[0] - 1] = f(c, ls)
     def walk(t):
         for c, L in sets.items():
             if t.label in L: cnt[c] += 1; tops[c].append(t.label)
