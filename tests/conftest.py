@@ -88,3 +88,46 @@ def tiny_run(tmp_path_factory):
         assert r.returncode == 0, (name, r.stderr[-3000:])
     return {'root': root, 'data': root/'data', 'model': root/'model', 'acts': root/'acts'/'0_residpost',
             'sae_topk': root/'sae_topk'}
+
+# ---- multi-process runs (torchrun)
+import signal
+
+def _descendants(pid:int) -> list:
+    "Every process below `pid`, read from /proc: torchrun starts its workers in sessions of their own."
+    kids = {}
+    for d in Path('/proc').iterdir():
+        if not d.name.isdigit(): continue
+        try: ppid = int((d/'stat').read_text().rsplit(')', 1)[1].split()[1])
+        except (OSError, IndexError, ValueError): continue
+        kids.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        found = kids.get(todo.pop(), [])
+        out += found; todo += found
+    return out
+
+def run_torchrun(*args, timeout:int=240, env:dict=None, nproc:int=2) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=nproc *args` with output in files, not pipes (a worker that outlived
+    torchrun would hold a pipe open and block the test for ever). Past `timeout` seconds torchrun and every worker are
+    killed and the test fails, so a hung collective costs one test, not the whole run."""
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', *map(str, args)]
+    env = {**ENV, 'GLOO_SOCKET_IFNAME': 'lo', **(env or {})}  # one machine: gloo talks over loopback, not eth0
+    with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, start_new_session=True)
+        try: p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            for pid in [*_descendants(p.pid), p.pid]:
+                with contextlib.suppress(ProcessLookupError): os.kill(pid, signal.SIGKILL)
+            p.wait(); err.seek(0)
+            pytest.fail(f"torchrun did not finish in {timeout} s: {' '.join(cmd)}\n{err.read()[-3000:]}")
+        out.seek(0); err.seek(0)
+        return subprocess.CompletedProcess(cmd, p.returncode, out.read(), err.read())
+
+# ---- a test that hangs says where: every thread's stack goes to stderr after 10 minutes (no test takes 5)
+import faulthandler
+
+@pytest.fixture(autouse=True)
+def _stacks_of_a_hung_test():
+    faulthandler.dump_traceback_later(600, exit=False)
+    yield
+    faulthandler.cancel_dump_traceback_later()

@@ -1,5 +1,5 @@
 "Tests of `saenb.cache`: caching a tiny saenb GPT and a tiny Hugging Face GPT-2, reading stores back, and the `saenb_cache` command."
-import json, os, subprocess, sys
+import json, os, subprocess
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
@@ -8,7 +8,7 @@ os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
 import numpy as np
 import pytest
 import torch
-from conftest import console, run, assert_fails
+from conftest import console, run, assert_fails, run_torchrun
 
 from saenb.cache import (ActivationStore, ModelActivationSource, cache_activations, capture, load_any_model, resolve_hook,
                          valid_hooks)
@@ -349,8 +349,7 @@ out = [None, None]; dist.all_gather_object(out, ids)
 if dist.get_rank() == 0: print(json.dumps(out))
 dist.destroy_process_group()
 """)
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', str(script)],
-                       capture_output=True, text=True, timeout=120)
+    r = run_torchrun(script, timeout=120)
     assert r.returncode == 0, r.stderr
     a, b = json.loads(r.stdout.strip().splitlines()[-1])
     assert len(a) == len(b) == 501 and not set(a) & set(b) and len(set(a) | set(b)) == 1002

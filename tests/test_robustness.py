@@ -4,11 +4,11 @@ the first); checkpoints are never discarded; settings are strict; every case of 
 number is in the test's docstring). The table of bad flags for every command comes first, then a section per stage.
 Commands run in this process where they can (`conftest.run`: about 4 s faster each); concurrency tests run them as
 processes of their own. Shared helpers: tests/conftest.py."""
-import json, math, os, shutil, signal, subprocess, sys
+import json, math, os, shutil, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, yaml
-from conftest import ENV, console, run, snapshot, assert_fails, tiny_run  # noqa: F401 (tiny_run: a fixture)
+from conftest import ENV, console, run, run_torchrun, snapshot, assert_fails, tiny_run  # noqa: F401 (tiny_run: a fixture)
 from saenb.sweep import load_sweep, run_sweep
 from saenb.utils import InputError, output_lock
 
@@ -1115,15 +1115,10 @@ def test_torchrun_all_ranks_stop_when_rank0_cannot_lock(tmp_path, acts):
     "Under torchrun rank 0 takes the sweep's lock for all ranks; when another process holds it, no rank writes anything."
     args = configs(tmp_path, acts, sweep='k: [2, 3, 4, 5]\n')
     out = tmp_path/'out'
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '-m', 'saenb.sweep',
-           *args, '--out', str(out), '--quiet']
     with output_lock(out, 'saenb_sweep (the first sweep)'):
-        p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try: _, err = p.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL); _, err = p.communicate()
-            pytest.fail(f'torchrun sweep did not stop in 300 s: {err[-3000:]}')
-    assert p.returncode != 0 and f'is being written by process {os.getpid()}' in err, err[-3000:]
+        r = run_torchrun('-m', 'saenb.sweep', *args, '--out', out, '--quiet', timeout=300)
+    err = r.stderr
+    assert r.returncode != 0 and f'is being written by process {os.getpid()}' in err, err[-3000:]
     assert not out.exists(), sorted(out.rglob('*'))
 
 

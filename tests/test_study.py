@@ -1,6 +1,5 @@
 "The formal-language SAE study (issue 18): `saenb_study` end to end at tiny sizes, resumed, and refusing bad input."
 import json
-from pathlib import Path
 import pandas as pd
 from conftest import run
 

@@ -1,10 +1,11 @@
 "Sweeps: YAML configs, the saenb_sweep CLI with two CPU workers, a failing run, interrupt and resume; ensemble == single runs."
-import json, os, signal, subprocess, sys, time
+import json, os, signal, subprocess, time
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch, yaml
 from saenb.sweep import load_sweep, run_id
 from saenb.ensemble import train_ensemble, ensemble_members
 from saenb.train_sae import train_sae
+from conftest import run_torchrun
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 
@@ -112,14 +113,10 @@ def test_sweep_under_torchrun_two_ranks(tmp_path, acts):
     "torchrun with two ranks: each trains its share of the grid, rank 0 writes the complete table once both are done."
     write_configs(tmp_path, acts, 20 * 256)
     out = tmp_path/'sweep'
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '-m', 'saenb.sweep',
-           '--base', str(tmp_path/'base.yaml'), '--sweep', str(tmp_path/'sweep.yaml'), '--out', str(out), '--quiet']
-    p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try: stdout, err = p.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL); _, err = p.communicate()
-        pytest.fail(f'torchrun sweep did not finish in 300 s: {err[-3000:]}')
-    assert p.returncode == 0, err[-3000:]
+    r = run_torchrun('-m', 'saenb.sweep', '--base', tmp_path/'base.yaml', '--sweep', tmp_path/'sweep.yaml', '--out', out,
+                     '--quiet', timeout=300)
+    stdout, err = r.stdout, r.stderr
+    assert r.returncode == 0, err[-3000:]
     logs = [yaml.safe_load((d/'config.yaml').read_text()) for d in (out/'runs').iterdir()]
     assert len(logs) == 12
     df = pd.read_parquet(out/'results.parquet')

@@ -1,5 +1,5 @@
 "Tests of saenb.model and saenb.train_gpt: training, exact resume, checkpoints, sampling, the CLIs and torchrun DDP."
-import json, os, signal, subprocess, sys
+import json
 from dataclasses import replace
 
 import pandas as pd
@@ -11,7 +11,7 @@ from saenb.grammars import get_language
 from saenb.model import GPTConfig, load_model, save_model, build_model
 from saenb.train_gpt import (TrainConfig, train_gpt, sample, grammaticality, saenb_generate, batch_rows)
 from saenb.utils import lr_factor, resolve_precision
-from conftest import run, assert_fails
+from conftest import run, assert_fails, run_torchrun
 
 torch.set_num_threads(1)  # tiny models run fastest on one thread
 
@@ -203,18 +203,10 @@ def test_torchrun_ddp_two_cpu_processes(corpus, tmp_path):
     data = tmp_path / 'data'
     save_corpus(corpus, data)
     out = tmp_path / 'ddp'
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '-m', 'saenb.train_gpt',
-           '--data', str(data), '--out', str(out), '--steps', '24', '--batch_size', '16', '--warmup_steps', '4',
-           '--lr', '3e-3', '--eval_every', '8', '--ckpt_every', '8', '--n_layers', '2', '--d_model', '32',
-           '--d_mlp', '64', '--n_ctx', '128']
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    try: _, err = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers, so no process outlives the test
-        _, err = proc.communicate()
-        pytest.fail(f'torchrun did not finish in 240 s: {err[-3000:]}')
-    assert proc.returncode == 0, err[-3000:]
+    r = run_torchrun('-m', 'saenb.train_gpt', '--data', data, '--out', out, '--steps', 24, '--batch_size', 16,
+                     '--warmup_steps', 4, '--lr', '3e-3', '--eval_every', 8, '--ckpt_every', 8, '--n_layers', 2,
+                     '--d_model', 32, '--d_mlp', 64, '--n_ctx', 128)
+    assert r.returncode == 0, r.stderr[-3000:]
     fingerprints = json.loads((out / 'replicas.json').read_text())
     assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
     val = pd.read_csv(out / 'metrics.csv').val_loss.dropna()

@@ -1,10 +1,10 @@
 "End-to-end tests of SAE training from the command line and from Python."
-import json, subprocess, sys
+import json, subprocess
 import numpy as np, pytest, torch
 from safetensors.torch import save_file
 from saenb.train_sae import train_sae
 from saenb.sae_io import load_sae
-from conftest import console, run, assert_fails
+from conftest import console, run, assert_fails, run_torchrun
 
 def sparse_acts(n, d=24, n_feat=48, l0=3, seed=0):
     g = np.random.default_rng(seed)
@@ -79,19 +79,12 @@ def test_resampling_revives_dead_latents(acts):
 @pytest.mark.parametrize('arch,extra', [('topk', ['--k', '3']), ('batchtopk', ['--k', '3'])])
 def test_torchrun_data_parallel_two_cpu_processes(acts, tmp_path, arch, extra):
     "Two processes under torchrun train one SAE together: equal replicas, and as good as one process on the same batches."
-    import os, signal
     out = tmp_path/'ddp'
     args = ['--acts', str(acts/'train.npy'), '--val_acts', str(acts/'val.npy'), '--arch', arch, *extra, '--exp_factor', '2',
             '--n_tokens', '60000', '--batch_size', '500', '--lr', '3e-3', '--resample_every', '40', '--quiet']
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '-m', 'saenb.train_sae', *args, '--out', str(out)]
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    try: stdout, err = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        _, err = proc.communicate()
-        pytest.fail(f'torchrun did not finish in 240 s: {err[-3000:]}')
-    assert proc.returncode == 0, err[-3000:]
+    r = run_torchrun('-m', 'saenb.train_sae', *args, '--out', out)
+    stdout, err = r.stdout, r.stderr
+    assert r.returncode == 0, err[-3000:]
     summaries = [json.loads(l) for l in stdout.splitlines() if l.startswith('{')]
     assert len(summaries) == 1; s = summaries[0]
     assert s['processes'] == 2 and s['replicas_equal'] and s['tokens'] == 60000 - 60000 % 500
