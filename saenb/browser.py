@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_browser.ipynb #fb1d0b80
 from __future__ import annotations
-import html, json, math, time, weakref
+import collections, html, itertools, json, math, time, weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -22,10 +22,11 @@ from .sae_io import load_sae, check_sae_store
 from .eval import concept_scores, check_model_store
 
 # %% auto #0
-__all__ = ['HIST_LO', 'HIST_HI', 'HIST_PER_OCTAVE', 'N_BINS', 'hist_edges', 'firing_pairs', 'stream_latent_stats', 'weight_stats',
-           'FeatureStats', 'hist_quantiles', 'latent_table', 'feature_stats', 'open_feature_stats', 'token_windows',
-           'latent_examples', 'search_latents', 'token_latents', 'safe_json', 'tokens_html', 'latent_summary',
-           'latent_figures', 'example_lines', 'examples_html', 'FeatureBrowser', 'site_data', 'write_site',
+__all__ = ['HIST_LO', 'HIST_HI', 'HIST_PER_OCTAVE', 'N_BINS', 'N_OCT', 'N_STACK', 'PALETTE', 'PANEL_NOTES', 'hist_edges',
+           'firing_pairs', 'stream_latent_stats', 'weight_stats', 'FeatureStats', 'hist_quantiles', 'latent_table',
+           'feature_stats', 'open_feature_stats', 'token_windows', 'codes_at', 'examples_of', 'latent_examples',
+           'search_latents', 'token_latents', 'safe_json', 'tokens_html', 'latent_summary', 'latent_figures',
+           'example_lines', 'examples_html', 'FeatureBrowser', 'round_floats', 'site_data', 'site_index', 'write_site',
            'site_frame', 'saenb_browser']
 
 # %% ../nbs/09_browser.ipynb #aad3eafc
@@ -88,6 +89,27 @@ def firing_pairs(sae:SAE, # the SAE, taking raw activations
     r, l = (z > 0).nonzero(as_tuple=True)
     return r, l, z[r, l]
 
+# %% ../nbs/09_browser.ipynb #5fb4e7a1
+N_OCT, N_STACK = HIST_HI - HIST_LO, 16   # octaves of the stacked histograms; values per concept (the last: the rest)
+
+class _ConceptStacks:
+    "Firings counted by (latent, concept value, octave of the activation): an int32 table per concept of the store."
+    def __init__(self, store:ActivationStore, L:int):
+        self.store, self.L = store, L
+        self.names = [c for c in store.concepts if c in store.meta_columns]
+        self.t = {c: torch.zeros(L * N_STACK * N_OCT, dtype=torch.int32) for c in self.names}
+
+    def update(self, s:int, e:int, r:torch.Tensor, l:torch.Tensor, v:torch.Tensor):
+        "Count the firings `(r, l, v)` of rows `s:e` (`r` relative to `s`)."
+        if not self.names: return
+        lab, o = self.store.labels(torch.arange(s, e)), _bin(v) // HIST_PER_OCTAVE
+        for c in self.names:
+            val = lab[c][r]; ok = val >= 0   # a token without a label is not counted
+            key = (l[ok] * N_STACK + val[ok].clamp_max(N_STACK - 1)) * N_OCT + o[ok]
+            self.t[c].index_add_(0, key, torch.ones_like(key, dtype=torch.int32))
+
+    def tensors(self) -> dict: return {f'stack_{c}': t.view(self.L, N_STACK, N_OCT) for c, t in self.t.items()}
+
 # %% ../nbs/09_browser.ipynb #5fb4e7a3
 @torch.no_grad()
 def stream_latent_stats(sae:SAE, # the SAE, taking raw activations
@@ -110,7 +132,7 @@ def stream_latent_stats(sae:SAE, # the SAE, taking raw activations
     sae = sae.eval()
     count, total, mx = torch.zeros(L, dtype=torch.long), torch.zeros(L, dtype=torch.float64), torch.zeros(L)
     hist = torch.zeros(L * N_BINS, dtype=torch.long)
-    top, smp = _Best(L, top_k), _Best(L, n_samples)
+    top, smp, stacks = _Best(L, top_k), _Best(L, n_samples), _ConceptStacks(store, L)
     g = torch.Generator().manual_seed(seed)
     for s in tqdm(range(0, n, batch_size), disable=not progress, desc='latent statistics'):
         e = min(s + batch_size, n)
@@ -121,8 +143,9 @@ def stream_latent_stats(sae:SAE, # the SAE, taking raw activations
         hist += torch.bincount(l * N_BINS + _bin(v), minlength=L * N_BINS)
         top.update(l, v, r + s, v)
         smp.update(l, torch.rand(len(l), generator=g), r + s, v)
+        stacks.update(s, e, r, l, v)
     return {'count': count, 'act_sum': total, 'act_max': mx, 'hist': hist.reshape(L, N_BINS), 'n_rows': torch.tensor(n),
-            'top_act': top.act, 'top_row': top.row, 'sample_act': smp.act, 'sample_row': smp.row}
+            'top_act': top.act, 'top_row': top.row, 'sample_act': smp.act, 'sample_row': smp.row, **stacks.tensors()}
 
 # %% ../nbs/09_browser.ipynb #2d4f5326
 @torch.no_grad()
@@ -150,7 +173,8 @@ def weight_stats(sae:SAE, # the SAE
         if W_U.shape[0] != Wd.shape[1]:
             raise InputError(f"W_U has shape {tuple(W_U.shape)} but the SAE writes width {Wd.shape[1]}: "
                              "pass the unembedding of the SAE's model")
-        out.update(_logit_stats(Wd, W_U, min(n_logits, W_U.shape[1]), n_bins, block))
+        lb = max(1, min(block, 2**24 // W_U.shape[1]))   # a block of the logit table: at most 16M entries (64 MB)
+        out.update(_logit_stats(Wd, W_U, min(n_logits, W_U.shape[1]), n_bins, lb))
     return out
 
 def _logit_stats(Wd:torch.Tensor, W_U:torch.Tensor, nl:int, n_bins:int, block:int) -> dict:
@@ -163,12 +187,11 @@ def _logit_stats(Wd:torch.Tensor, W_U:torch.Tensor, nl:int, n_bins:int, block:in
     for s in range(0, L, block):
         lg, sl = Wd[s:s + block] @ W_U, slice(s, s + block)   # [block, d_vocab]: never the whole table
         o['logit_up_val'][sl], o['logit_up_idx'][sl] = lg.topk(nl, dim=1)
-        dn = (-lg).topk(nl, dim=1)
-        o['logit_down_val'][sl], o['logit_down_idx'][sl] = -dn.values, dn.indices
+        o['logit_down_val'][sl], o['logit_down_idx'][sl] = lg.topk(nl, dim=1, largest=False)
         lo, hi = lg.min(1).values, lg.max(1).values
-        b = ((lg - lo[:, None]) / (hi - lo).clamp_min(1e-12)[:, None] * n_bins).long().clamp_(0, n_bins - 1)
-        o['logit_hist'][sl] = torch.zeros(len(lg), n_bins, dtype=torch.int32).scatter_add_(
-            1, b, torch.ones_like(b, dtype=torch.int32))
+        b = lg.sub_(lo[:, None]).mul_((n_bins / (hi - lo).clamp_min(1e-12))[:, None]).long().clamp_(0, n_bins - 1)
+        b += torch.arange(len(b))[:, None] * n_bins   # one bincount for the whole block: row r's bins at r * n_bins
+        o['logit_hist'][sl] = torch.bincount(b.flatten(), minlength=len(b) * n_bins).view(len(b), n_bins).int()
         o['logit_lo'][sl], o['logit_hi'][sl] = lo, hi
     return o
 
@@ -425,34 +448,59 @@ def _example_picks(t:dict, latent:int, n_top:int, groups:str, n_groups:int, per_
     return top + qs
 
 @torch.no_grad()
-def latent_examples(fs:FeatureStats, # the statistics
-                    sae:SAE, # the SAE
-                    store:ActivationStore, # its activations
-                    latent:int, # the latent
-                    n_top:int=10, # top examples
-                    groups:str='intervals', # 'intervals' of equal width over (0, max], or 'quantiles' of a sample
-                    n_groups:int=None, # how many (default 10 intervals, as sae_vis draws them, or 4 quantiles)
-                    per_group:int=None, # examples per group (default 5 per interval, 3 per quantile)
-                    before:int=8, after:int=4, # window around the firing token
-                   ) -> list:
-    "Examples of `latent`: dicts of `group`, `act` (centre), `row`, `seq_id`, `tokens`, `acts` (per token), `center`."
-    iv = groups == 'intervals'
-    ex = _example_picks(fs.tensors, latent, n_top, groups, n_groups or (10 if iv else 4), per_group or (5 if iv else 3))
-    if not ex: return []
-    w, ids = token_windows(store, torch.tensor([r for _, _, r in ex]), before, after)
-    flat = w[w >= 0].unique()
-    codes = sae.encode(store[flat].float())[:, latent] if len(flat) else torch.zeros(0)
-    pos = torch.searchsorted(flat, w.clamp_min(0))
-    acts = torch.where(w >= 0, codes[pos.clamp_max(max(len(flat) - 1, 0))], 0.)
-    seqs = (store.labels(torch.tensor([r for _, _, r in ex]))['seq_id'].tolist() if 'seq_id' in store.meta_columns
-            else [None] * len(ex))
-    out = []
-    for i, (grp, a, r) in enumerate(ex):
-        ok = w[i] >= 0
-        out.append({'group': grp, 'act': a, 'row': r, 'seq_id': seqs[i],
-                    'tokens': [fs.token_str(int(x)) for x in ids[i][ok]], 'acts': acts[i][ok].tolist(),
-                    'center': int(ok[:before].sum())})
+def codes_at(sae:SAE, # the SAE
+             store:ActivationStore, # its activations
+             rows:torch.Tensor, # rows of `store` (-1: none, activation 0)
+             latents:torch.Tensor, # one latent per row
+             chunk:int=4096, # distinct rows encoded at a time
+            ) -> torch.Tensor:
+    "Activation of `latents[i]` at `rows[i]`: each distinct row encoded once, a chunk at a time, in bounded memory."
+    out, ok = torch.zeros(len(rows)), rows >= 0
+    u, inv = rows[ok].unique(return_inverse=True)
+    order = inv.argsort()
+    inv_s, lat_s, vals = inv[order], latents[ok][order], torch.zeros(len(inv))
+    for s in range(0, len(u), chunk):
+        a, b = torch.searchsorted(inv_s, torch.tensor([s, s + chunk])).tolist()
+        z = sae.encode(store[u[s:s + chunk]].float())
+        vals[order[a:b]] = z[inv_s[a:b] - s, lat_s[a:b]].float()
+    out[ok] = vals
     return out
+
+# %% ../nbs/09_browser.ipynb #7a1c0e04
+@torch.no_grad()
+def examples_of(fs:FeatureStats, # the statistics
+                sae:SAE, # the SAE
+                store:ActivationStore, # its activations
+                latents:list, # the latents
+                n_top:int=10, # top examples
+                groups:str='intervals', # 'intervals' of equal width over (0, max], or 'quantiles' of a sample
+                n_groups:int=None, # how many (default 10 intervals, as sae_vis draws them, or 4 quantiles)
+                per_group:int=None, # examples per group (default 5 per interval, 3 per quantile)
+                before:int=8, after:int=4, # window around the firing token
+               ) -> dict:
+    "Examples of each latent: dicts of `group`, `act`, `row`, `seq_id`, `tokens`, `acts`, `center`, `concepts`."
+    iv = groups == 'intervals'
+    n_groups, per_group = n_groups or (10 if iv else 4), per_group or (5 if iv else 3)
+    flat = [(j, *p) for j in latents for p in _example_picks(fs.tensors, j, n_top, groups, n_groups, per_group)]
+    out = {j: [] for j in latents}
+    if not flat: return out
+    w, ids = token_windows(store, torch.tensor([r for *_, r in flat]), before, after)
+    lat = torch.tensor([j for j, *_ in flat])[:, None].expand_as(w)
+    acts = codes_at(sae, store, w.flatten(), lat.flatten()).view(w.shape)
+    lab = store.labels(w.clamp_min(0))
+    names = [c for c in store.concepts if c in lab]
+    for i, (j, grp, a, r) in enumerate(flat):
+        ok = w[i] >= 0
+        e = {'group': grp, 'act': a, 'row': r, 'seq_id': int(lab['seq_id'][i, before]),
+             'tokens': [fs.token_str(int(x)) for x in ids[i][ok]], 'acts': acts[i][ok].tolist(),
+             'center': int(ok[:before].sum())}
+        if names: e['concepts'] = {c: lab[c][i][ok].tolist() for c in names}
+        out[j].append(e)
+    return out
+
+def latent_examples(fs:FeatureStats, sae:SAE, store:ActivationStore, latent:int, **kw) -> list:
+    "The examples of one latent (`examples_of` for `[latent]`; the same settings)."
+    return examples_of(fs, sae, store, [latent], **kw)[latent]
 
 # %% ../nbs/09_browser.ipynb #b9f1d29d
 def search_latents(fs:FeatureStats, # the statistics
@@ -534,19 +582,45 @@ def safe_json(o) -> str:
     return json.dumps(o).replace('<', '\\u003c').replace('>', '\\u003e').replace('&', '\\u0026')
 
 # %% ../nbs/09_browser.ipynb #25f2defd
+PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac']
+
 def tokens_html(tokens:list, # token strings
                 acts:list, # activation of each
                 scale:float, # the activation shown fully coloured
                 center:int=None, # index of the token to underline
+                values:list=None, # a concept's value at each token: colour by it instead of the activation
+                label=str, # value -> its label in the hover title (with `values`)
                ) -> str:
-    "Tokens as HTML spans shaded by activation, the value in the hover title; every token escaped."
+    "Tokens as HTML spans shaded by activation (or coloured by a concept), the value on hover; every token escaped."
     out = []
     for i, (t, a) in enumerate(zip(tokens, acts)):
-        alpha = 0 if scale <= 0 else min(1.0, max(0.0, a / scale))
+        if values is None:
+            bg, tip = f'rgba(255,96,0,{0 if scale <= 0 else min(1.0, max(0.0, a / scale)):.2f})', f'{a:.3f}'
+        else: bg, tip = PALETTE[values[i] % len(PALETTE)] + '99', f'{label(values[i])}; activation {a:.3f}'
         u = 'border-bottom:2px solid #333;' if i == center else ''
-        out.append(f'<span class="tok" title="{a:.3f}" style="background:rgba(255,96,0,{alpha:.2f});{u}'
+        out.append(f'<span class="tok" title="{html.escape(tip)}" style="background:{bg};{u}'
                    f'padding:0 2px;margin:0 1px">{html.escape(t)}</span>')
     return '<span class="ctx" style="font-family:monospace">' + ''.join(out) + '</span>'
+
+# %% ../nbs/09_browser.ipynb #707f83da
+@patch
+def concept_rows(self:FeatureStats, latent:int) -> pd.DataFrame:
+    "The concept scores of `latent`: grouped once, so a page of every latent finds each without a scan."
+    if self.concepts is None: return None
+    if getattr(self, '_by_latent', None) is None: self._by_latent = dict(tuple(self.concepts.groupby('latent')))
+    return self._by_latent.get(latent, self.concepts.iloc[:0])
+
+# %% ../nbs/09_browser.ipynb #707f83de
+def _stack(fs:FeatureStats, c:str, m:torch.Tensor) -> dict:
+    "The stacked histogram of concept `c` from its `[N_STACK, N_OCT]` counts: octave centres, then one series a value."
+    nz = m.sum(0).nonzero().flatten()
+    lo, hi = int(nz.min()), int(nz.max()) + 1
+    names = (fs.meta.get('store_concepts') or {}).get(c)
+    def label(v):
+        if v < N_STACK - 1 or (names and len(names) <= N_STACK): return _concept_label(c, names[v] if names else v)
+        return f"{c}: {'other' if names else f'{v} or more'}"
+    return {'x': [2 ** (HIST_LO + o + 0.5) for o in range(lo, hi)],
+            'series': [(label(v), m[v, lo:hi].tolist()) for v in range(N_STACK) if m[v].any()]}
 
 # %% ../nbs/09_browser.ipynb #707f83db
 def latent_summary(fs:FeatureStats, latent:int) -> dict:
@@ -570,16 +644,31 @@ def latent_summary(fs:FeatureStats, latent:int) -> dict:
         lo, hi, n = float(t['logit_lo'][latent]), float(t['logit_hi'][latent]), t['logit_hist'].shape[1]
         d['logit_hist_x'] = [float(f"{lo + (hi - lo) * (i + 0.5) / n:.4g}") for i in range(n)]
         d['logit_hist_y'] = t['logit_hist'][latent].tolist()
+    stacks = {k[6:]: _stack(fs, k[6:], t[k][latent]) for k in t if k.startswith('stack_') and t[k][latent].any()}
+    if stacks: d['stack'] = stacks
     if fs.concepts is not None:
-        c = fs.concepts[fs.concepts.latent == latent].sort_values('auroc', ascending=False).head(10)
+        c = fs.concept_rows(latent).sort_values('auroc', ascending=False).head(10)
         d['concepts'] = [(_concept_label(a, b), float(v)) for a, b, v in zip(c.concept, c.value_name, c.auroc)]
         if 'recall' in c:   # statistics saved before saenb counted recall have no such panel
             d['concept_pr'] = [(_concept_label(a, b), float(p), float(r))
                                for a, b, p, r in zip(c.concept, c.value_name, c.precision, c.recall)]
     return d
 
+# %% ../nbs/09_browser.ipynb #f3aff30b
+PANEL_NOTES = {  # one line under each panel, in the widget and on the static page: how to read it
+    'hist': "How strongly the latent fires when it fires (log scale); the title says how often it fires.",
+    'logits': "Tokens whose logits the decoder direction raises (+) or lowers (−) directly, through the unembedding.",
+    'logit_hist': "That direct effect on every token of the vocabulary: a tail of a few tokens marks a token-level "
+                  "latent.",
+    'concepts': "How well the activation separates each concept value from the rest (AUROC; 0.5 is chance).",
+    'concept_pr': "Precision: the share of its firings that have the value. Recall: the share of the value's tokens "
+                  "it fires on.",
+    'stack': "The activation histogram by octave, each bar split by the chosen concept's value at the firing token.",
+}
+
 # %% ../nbs/09_browser.ipynb #5987381d
 def latent_figures(s:dict, # from `latent_summary`
+                   stack_by:str=None, # the concept splitting the `stack` histogram (default: the first)
                   ) -> dict:
     "Plotly figures of one latent: `hist`; `logits`, `logit_hist`, `concepts`, `concept_pr` where known."
     import plotly.graph_objects as go  # deferred: plotly takes about a second to import and only figures need it
@@ -605,6 +694,11 @@ def latent_figures(s:dict, # from `latent_summary`
         f.data[0].name = 'precision'
         f.add_bar(y=list(range(len(pr))), x=[r for *_, r in pr], orientation='h', marker_color='#f2ad00', name='recall')
         figs['concept_pr'] = f
+    if s.get('stack'):
+        c = stack_by if stack_by in s['stack'] else next(iter(s['stack']))
+        figs['stack'] = go.Figure([go.Bar(x=s['stack'][c]['x'], y=y, name=html.escape(n), marker_color=PALETTE[i % 10])
+                                   for i, (n, y) in enumerate(s['stack'][c]['series'])],
+                                  layout=dict(title=f'firings by {c}', barmode='stack', xaxis=dict(type='log'), **lay))
     return figs
 
 def _hbars(names:list, vals:list, colors, title:str, lay:dict):
@@ -617,16 +711,20 @@ def _hbars(names:list, vals:list, colors, title:str, lay:dict):
 # %% ../nbs/09_browser.ipynb #0e33208a
 def example_lines(ex:list, # from `latent_examples`
                   scale:float, # the activation shown fully coloured (the latent's max)
+                  concept:str=None, # colour the tokens by this concept's value instead
+                  value_names:list=None, # the concept's value names (categorical concepts)
                  ) -> list:
     "The examples as HTML: a header (str) before each group, and `(example, its line)` pairs, tokens shaded."
     out, grp = [], None
+    label = lambda v: f"{concept}={value_names[v] if value_names and 0 <= v < len(value_names) else v}"
     for e in ex:
         g = e['group']
         if g != grp:
             head = "top activations" if g == "top" else g
             out.append(f'<div style="margin-top:6px"><b>{html.escape(head)}</b></div>'); grp = g
+        vals = e.get('concepts', {}).get(concept) if concept else None
         out.append((e, f'<div class="example">{e["act"]:.3f} '
-                       f'{tokens_html(e["tokens"], e["acts"], scale, e["center"])}</div>'))
+                       f'{tokens_html(e["tokens"], e["acts"], scale, e["center"], vals, label)}</div>'))
     return out
 
 # %% ../nbs/09_browser.ipynb #2c283a07
@@ -657,8 +755,13 @@ class FeatureBrowser:
                             layout=W.Layout(width='260px'))
         self.hits = W.HTML()
         self.title, self.hist, self.logits, self.concepts = W.HTML(), W.Output(), W.Output(), W.Output()
-        self.logit_hist, self.concept_pr = W.Output(), W.Output()
+        self.logit_hist, self.concept_pr, self.stack = W.Output(), W.Output(), W.Output()
+        self.stack_by = W.Dropdown(options=list(store.concepts), description='split by', layout=W.Layout(width='260px'))
         self.examples, self.neigh = W.VBox(), W.HBox(layout=W.Layout(flex_flow='row wrap'))
+        self.colour = W.Dropdown(options=[('activation', '')] + [(f'concept: {c}', c) for c in store.concepts],
+                                 description='colour by')
+        self.context = W.Dropdown(options=[2, 4, 8, 16], value=8, description='context', layout=W.Layout(width='160px'))
+        self.more = W.ToggleButton(description='show more', tooltip='every kept top example, 10 per interval')
         self.examples.add_class('examples')
         self.seq = W.Text(placeholder='seq id, or tokens e.g. ( [ ] )', description='tokens', continuous_update=False,
                           layout=W.Layout(width='420px'))
@@ -684,10 +787,15 @@ def _layout(self:FeatureBrowser):
     self.index.observe(lambda ch: self.show(ch['new']), 'value')
     self.query.observe(lambda ch: ch['new'] and self.search(ch['new']), 'value')
     self.seq.observe(lambda ch: ch['new'] and self.show_tokens(ch['new']), 'value')
+    for w in (self.colour, self.context, self.more): w.observe(lambda _: self._draw_examples(), 'value')
+    self.stack_by.observe(lambda _: self._draw_panels(latent_summary(self.fs, self.latent)), 'value')
     self.widget = W.VBox([W.HBox([self.index, self.sort, self.pick]), W.HBox([self.query, self.hits]), self.title,
-                          W.HBox([self.hist, self.logits, self.logit_hist, self.concepts, self.concept_pr],
-                                 layout=W.Layout(flex_flow='row wrap')), W.HTML('<b>neighbours</b> (decoder cosine)'),
-                          self.neigh, self.examples,
+                          self.stack_by,
+                          W.HBox([W.VBox([getattr(self, k), W.HTML(f'<p class="note" style="width:330px;font-size:12px;'
+                                                                   f'color:#555">{html.escape(v)}</p>')])
+                                  for k, v in PANEL_NOTES.items()], layout=W.Layout(flex_flow='row wrap')),
+                          W.HTML('<b>neighbours</b> (decoder cosine)'), self.neigh,
+                          W.HBox([W.HTML('<b>examples</b>'), self.colour, self.context, self.more]), self.examples,
                           W.HTML('<b>token view</b> (type a sequence, or click &#9656; beside an example; '
                                  'click a token for its latents)'),
                           self.seq, self.tokbar, W.HBox([self.tokinfo, self.toklat]), self.tokview])
@@ -706,8 +814,8 @@ def _fill_pick(self:FeatureBrowser):
 @patch
 def _example_rows(self:FeatureBrowser, ex:list, scale:float) -> list:
     "One row per example: a button that opens its sequence in the token view, and the shaded tokens."
-    W, rows = self.W, []
-    for part in example_lines(ex, scale):
+    W, rows, c = self.W, [], self.colour.value or None
+    for part in example_lines(ex, scale, c, (self.fs.meta.get('store_concepts') or {}).get(c)):
         if isinstance(part, str): rows.append(W.HTML(part)); continue
         e, line = part
         b = W.Button(description='▸', tooltip=f"show sequence {e['seq_id']} in the token view",
@@ -716,6 +824,27 @@ def _example_rows(self:FeatureBrowser, ex:list, scale:float) -> list:
         b.on_click(lambda _, q=e['seq_id']: self.show_tokens(str(q)))
         rows.append(W.HBox([b, W.HTML(line)]) if e['seq_id'] is not None else W.HTML(line))
     return rows
+
+# %% ../nbs/09_browser.ipynb #5f95efe6
+@patch
+def _draw_examples(self:FeatureBrowser):
+    "The shown latent's examples with the chosen context, number and colouring."
+    if self.latent is None: return
+    ctx, more = self.context.value, self.more.value
+    ex = latent_examples(self.fs, self.sae, self.store, self.latent, before=ctx, after=ctx,
+                         n_top=self.fs.tensors['top_act'].shape[1] if more else 10, per_group=10 if more else 5)
+    self.examples.children = self._example_rows(ex, self._max)
+
+# %% ../nbs/09_browser.ipynb #e370a763
+@patch
+def _draw_panels(self:FeatureBrowser, s:dict):
+    "Draw the figures of summary `s` into the panels."
+    figs = latent_figures(s, self.stack_by.value)
+    for name in PANEL_NOTES:
+        out = getattr(self, name); out.clear_output(wait=True)
+        if name in figs:
+            figs[name].update_layout(width=330)
+            with out: figs[name].show(config={'displayModeBar': False})   # the mode bar would hide the title
 
 # %% ../nbs/09_browser.ipynb #e370a764
 @patch
@@ -734,19 +863,13 @@ def show(self:FeatureBrowser, latent:int):
              f'mean {s["mean"]:.3g}, max {s["max"]:.3g}; median {s["quantiles"]["q50"]:.3g}, '
              f'99% {s["quantiles"]["q99"]:.3g}'
              + (f'; encoder-decoder cosine {s["enc_dec_cos"]:.2f}' if 'enc_dec_cos' in s else ''))
-    figs = latent_figures(s)
-    for name in ('hist', 'logits', 'logit_hist', 'concepts', 'concept_pr'):
-        out = getattr(self, name); out.clear_output(wait=True)
-        if name in figs:
-            figs[name].update_layout(width=330)
-            with out: figs[name].show(config={'displayModeBar': False})   # the mode bar would hide the title
+    self._draw_panels(s)
     bt = []
     for i, c in s['neighbours']:
         b = self.W.Button(description=f'{i} ({c:.2f})', layout=self.W.Layout(width='auto'))
         b.on_click(lambda _, i=i: self.show(i)); bt.append(b)
     self.neigh.children = bt
-    ex = latent_examples(self.fs, self.sae, self.store, latent)
-    self.examples.children = self._example_rows(ex, s['max'])
+    self._max = s['max']; self._draw_examples()
     self.title.value = title  # last: a changed title means every panel is updated
     self.last_ms = 1000 * (time.perf_counter() - t0)
 
@@ -804,35 +927,52 @@ def pick_token(self:FeatureBrowser, i:int):
 # The page skeleton (braces doubled for `str.format`); a long line continues in the next string literal.
 _PAGE = ("""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:16px}} .tok{{padding:0 2px;margin:0 1px;font-family:monospace}} """
-""".panels{{display:flex;flex-wrap:wrap}}
-.panels>div{{width:340px;height:240px}} .example{{margin:2px 0}} button{{margin:2px}} """
-"""table{{border-collapse:collapse}} td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
+""".panels{{display:flex;flex-wrap:wrap}} .panel{{width:340px;margin:0 4px 8px 0}} .panel>div{{height:240px}} """
+""".note{{font-size:12px;color:#555;margin:2px 4px}} .example{{margin:2px 0}} button{{margin:2px}} """
+"""#examples:not(.all) .extra{{display:none}} """
+"""table{{border-collapse:collapse}} td,th{{padding:2px 8px;border-bottom:1px solid #ddd}} th{{cursor:pointer}}</style>
 {head}</head><body>{body}</body></html>""")
+# Defined before `latents.js` and any shard runs: they hand their data to these (the site may be inlined, see below).
+_JS_LOAD = ("window.IDX = null; window.CACHE = {}; window.WAIT = {}; window.saenbIndex = d => { window.IDX = d; };\n"
+            "window.saenbShard = (k, d) => { Object.assign(CACHE, d); (WAIT[k] || []).forEach(f => f()); "
+            "delete WAIT[k]; };")
 
 # %% ../nbs/09_browser.ipynb #98d3ec69
-# The static browser's script, in two parts: its helpers, then `show`, which draws one latent.
+# The static browser's script, in parts: its helpers and shard loading, the panels of one latent, the examples.
 _JS_LIB = (r"""
-const D = JSON.parse(document.getElementById('saenb-data').textContent);
-const sel = document.getElementById('latent');
-D.order.forEach(j => { const o = document.createElement('option'); o.value = j; """
-r"""o.textContent = D.latents[j].label; sel.appendChild(o); });
+const pos = new Map(IDX.latent.map((j, i) => [j, i])), CONCEPTS = Object.keys(IDX.concept_values || {});
 function el(tag, text, cls) { const e = document.createElement(tag); """
 r"""if (text !== undefined) e.textContent = text; if (cls) e.className = cls; return e; }
+const $ = id => document.getElementById(id);
 const esc = t => String(t).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const CFG = {displayModeBar: false};   // the mode bar would sit on the charts' titles
+const PAL = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
 function bars(div, names, vals, title, colors, xaxis) {   // a bar per name, repeated names too; names shown literally
   const pos = names.map((_, i) => i);
   Plotly.react(div, [{type:'bar', orientation:'h', y:pos, x:vals, marker:{color:colors}, hovertext:names.map(esc)}],
     {title:{text:title}, height:240, width:340, margin:{l:90,r:10,t:36,b:30}, xaxis:xaxis||{}, """
 r"""yaxis:{tickmode:'array', tickvals:pos, ticktext:names.map(esc)}}, CFG);
 }
+function load(j, then) {   // the latent's shard, read once with a <script> element (fetch is refused under file://)
+  if (CACHE[j]) return then(CACHE[j]);
+  const k = Math.floor(j / IDX.shard_size);
+  if (!WAIT[k]) { WAIT[k] = []; const sc = el('script'); sc.src = 'shards/' + String(k).padStart(4, '0') + '.js';
+    sc.onerror = () => { $('status').textContent = 'could not read ' + sc.src; }; document.body.appendChild(sc); }
+  WAIT[k].push(() => then(CACHE[j]));
+}
+function valueName(c, v) { const names = IDX.concept_values[c]; return c + '=' + (names && names[v] !== undefined ? names[v] : v); }
 """)
 
 # %% ../nbs/09_browser.ipynb #3abe8b45
-_JS_SHOW = (r"""function show(j) {
-  const s = D.latents[j]; if (!s) return; sel.value = j; location.hash = 'latent=' + j;
-  document.getElementById('title').textContent = 'Latent ' + j;
-  document.getElementById('summary').textContent = `fires on ${(100*s.freq).toPrecision(3)}% of tokens; """
+_JS_SHOW = (r"""let cur = null;
+function show(j) {
+  if (!pos.has(j)) { $('status').textContent = `latent ${j} is not on this site`; return; }
+  cur = j; $('latent').value = j; $('status').textContent = '';
+  if (location.hash !== '#latent=' + j) location.hash = 'latent=' + j;
+  load(j, s => { if (cur === j) draw(j, s); });
+}
+function draw(j, s) {
+  $('summary').textContent = `fires on ${(100*s.freq).toPrecision(3)}% of tokens; """
 r"""mean ${s.mean.toPrecision(3)}, max ${s.max.toPrecision(3)}` +
     (s.enc_dec_cos !== undefined ? `; encoder-decoder cosine ${s.enc_dec_cos.toFixed(2)}` : '');
   Plotly.react('hist', [{type:'bar', x:s.hist_x, y:s.hist_y, marker:{color:'#ff6000'}}],
@@ -852,91 +992,199 @@ r"""marker:{color:'#00a08a'}}, {type:'bar', orientation:'h', y:pos, x:pr.map(a =
 r"""marker:{color:'#f2ad00'}}], {title:{text:'fires: precision, recall'}, barmode:'group', showlegend:false, """
 r"""height:240, width:340, margin:{l:90,r:10,t:36,b:30}, xaxis:{range:[0,1]}, """
 r"""yaxis:{tickmode:'array', tickvals:pos, ticktext:pr.map(a => esc(a[0]))}}, CFG); }
-  const nb = document.getElementById('neighbours'); nb.replaceChildren();
+  const nb = $('neighbours'); nb.replaceChildren();
   s.neighbours.forEach(([i, c]) => { const b = el('button', `${i} (${c.toFixed(2)})`); """
-r"""if (D.latents[i]) b.onclick = () => show(i); else b.disabled = true; nb.appendChild(b); });
-  const ex = document.getElementById('examples'); ex.replaceChildren(); let grp = null;
-  s.examples.forEach(e => {
-    const g = e.group;
-    if (g !== grp) { const h = el('div'); """
-r"""h.appendChild(el('b', g === 'top' ? 'top activations' : g)); ex.appendChild(h); grp = g; }
-    const row = el('div', undefined, 'example'); row.appendChild(el('span', e.act.toFixed(3) + ' ')); """
-r"""e.tokens.forEach((t, i) => { const sp = el('span', t, 'tok'); """
-r"""const a = Math.max(0, Math.min(1, s.max > 0 ? e.acts[i] / s.max : 0));
-      sp.style.background = `rgba(255,96,0,${a.toFixed(2)})`; sp.title = e.acts[i].toFixed(3); """
-r"""if (i === e.center) sp.style.borderBottom = '2px solid #333'; row.appendChild(sp); });
-    ex.appendChild(row); });
+r"""if (pos.has(i)) b.onclick = () => show(i); else b.disabled = true; nb.appendChild(b); });
+  drawStack(s); drawExamples(s);
+  $('title').textContent = 'Latent ' + j;   // last: a changed title means every panel is drawn
 }
-sel.onchange = () => show(+sel.value);
-const m = location.hash.match(/latent=(\d+)/);
-show(m && D.latents[+m[1]] ? +m[1] : D.order[0]);
 """)
-_JS = _JS_LIB + _JS_SHOW
+
+# %% ../nbs/09_browser.ipynb #3abe8b46
+_JS_EXAMPLES = (r"""function drawStack(s) {   // the activation histogram split by the chosen concept's value
+  const st = s.stack || {}, c = st[$('stack_by').value] ? $('stack_by').value : Object.keys(st)[0];
+  if (!c) { Plotly.purge('stack'); return; }
+  Plotly.react('stack', st[c].series.map(([n, y], i) => ({type:'bar', name:esc(n), x:st[c].x, y:y, """
+r"""marker:{color:PAL[i % 10]}})), {title:{text:'firings by ' + c}, barmode:'stack', height:240, width:340, """
+r"""margin:{l:40,r:10,t:36,b:30}, xaxis:{type:'log'}, legend:{font:{size:9}}}, CFG);
+}
+function drawExamples(s) {   // grouped lines; extra ones behind "show more"; coloured by activation or a concept
+  const ex = $('examples'), by = $('colour').value, ctx = +$('context').value; let grp = null, n = 0;
+  ex.replaceChildren();
+  s.examples.forEach(e => {
+    if (e.group !== grp) { const h = el('div'); h.appendChild(el('b', e.group === 'top' ? 'top activations' : e.group));
+      ex.appendChild(h); grp = e.group; n = 0; }
+    const row = el('div', undefined, 'example' + (n++ >= (grp === 'top' ? 5 : 2) ? ' extra' : ''));
+    row.appendChild(el('span', e.act.toFixed(3) + ' '));
+    e.tokens.forEach((t, i) => { if (i < e.center - ctx || i > e.center + ctx) return;
+      const sp = el('span', t, 'tok'), c = by && e.concepts ? e.concepts[by] : null;
+      if (c) { sp.style.background = PAL[((c[i] % 10) + 10) % 10] + '99'; """
+r"""sp.title = valueName(by, c[i]) + '; activation ' + e.acts[i].toFixed(3); }
+      else { const a = Math.max(0, Math.min(1, s.max > 0 ? e.acts[i] / s.max : 0));
+        sp.style.background = `rgba(255,96,0,${a.toFixed(2)})`; sp.title = e.acts[i].toFixed(3); }
+      if (i === e.center) sp.style.borderBottom = '2px solid #333'; row.appendChild(sp); });
+    ex.appendChild(row); });
+  $('more').style.display = ex.querySelector('.extra') ? '' : 'none';
+}
+CONCEPTS.forEach(c => { const o = el('option', 'concept: ' + c); o.value = c; $('colour').appendChild(o); """
+r"""$('stack_by').appendChild(el('option', c)); });
+$('stack_by').onchange = () => cur !== null && CACHE[cur] && drawStack(CACHE[cur]);
+$('colour').onchange = $('context').onchange = () => cur !== null && CACHE[cur] && drawExamples(CACHE[cur]);
+$('more').onclick = () => { const all = $('examples').classList.toggle('all'); """
+r"""$('more').textContent = all ? 'show fewer' : 'show more'; };
+$('latent').onchange = () => show(+$('latent').value);
+$('prev').onclick = () => { const i = pos.get(cur); if (i > 0) show(IDX.latent[i - 1]); };
+$('next').onclick = () => { const i = pos.get(cur); if (i < IDX.latent.length - 1) show(IDX.latent[i + 1]); };
+const fromHash = () => { const m = location.hash.match(/latent=(\d+)/); return m ? +m[1] : null; };
+window.onhashchange = () => { const j = fromHash(); if (j !== null && j !== cur) show(j); };
+show(fromHash() !== null ? fromHash() : IDX.first);
+""")
+_JS = _JS_LIB + _JS_SHOW + _JS_EXAMPLES
 
 # %% ../nbs/09_browser.ipynb #2b20c339
 def _plotly_js() -> str:
     from plotly.offline import get_plotlyjs  # deferred: plotly takes about a second to import and only figures need it
     return get_plotlyjs()
 
-def site_data(fs:FeatureStats, sae:SAE, store:ActivationStore, latents:list, progress:bool=True) -> dict:
-    "The JSON the static browser embeds: per latent, its summary and examples."
-    lat = {}
-    for j in tqdm(latents, desc='pages', leave=False, disable=not progress or len(latents) < 50):
-        s = latent_summary(fs, j)
-        s['examples'] = latent_examples(fs, sae, store, j)
-        r = fs.table.iloc[j]
-        known = 'concept_auroc' in r and r.concept_auroc == r.concept_auroc
-        s['label'] = f"{j}: freq {r.freq:.3g}, max {r['max']:.3g}" + (f", {r.concept_value} ({r.concept_auroc:.2f})"
-                                                                       if known else '')
-        lat[j] = s
-    return {'order': list(latents), 'latents': lat}
+def round_floats(o, sig:int=4):
+    "`o` with every float rounded to `sig` significant figures (non-finite ones become None)."
+    if isinstance(o, float): return float(f'{o:.{sig}g}') if math.isfinite(o) else None
+    if isinstance(o, dict): return {k: round_floats(v, sig) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [round_floats(v, sig) for v in o]
+    return o
+
+def _label(fs:FeatureStats, j:int) -> str:
+    r = fs.table.iloc[j]
+    known = 'concept_auroc' in r and r.concept_auroc == r.concept_auroc
+    return f"{j}: freq {r.freq:.3g}, max {r['max']:.3g}" + (f", {r.concept_value} ({r.concept_auroc:.2f})" if known else '')
+
+def site_data(fs:FeatureStats, sae:SAE, store:ActivationStore, latents:list) -> dict:
+    "The JSON of `latents` on the static browser: each one's summary, examples and label, floats to 4 figures."
+    ex = examples_of(fs, sae, store, latents)
+    return {int(j): round_floats({**latent_summary(fs, j), 'examples': ex[j], 'label': _label(fs, j)}) for j in latents}
+
+# %% ../nbs/09_browser.ipynb #040697c1
+def site_index(fs:FeatureStats, # the statistics
+               latents:list, # the latents on the site
+               n_tokens:int=3, # tokens per latent: those its top examples fire on most often
+              ) -> dict:
+    "The index of a site: one list per column (4 significant figures), what `index.html` sorts, filters and searches."
+    t = fs.table.set_index('latent').loc[latents]
+    d = {'latent': [int(j) for j in latents], 'n_rows': int(fs.tensors['n_rows']),
+         'first': int(t['count'].idxmax()) if len(t) else None,
+         'concept_values': fs.meta.get('store_concepts') or {}}
+    for c in ('freq', 'mean', 'max', 'q99', 'concept_auroc'):
+        if c in t: d[c] = round_floats(t[c].astype(float).tolist())
+    for c in ('concept', 'concept_value'):
+        if c in t: d[c] = [v if isinstance(v, str) else '' for v in t[c]]
+    if 'top_token_id' in fs.tensors:
+        ids = fs.tensors['top_token_id'][torch.tensor(d['latent'], dtype=torch.long)].tolist()
+        d['tokens'] = [[fs.token_str(i) for i, _ in collections.Counter(i for i in row if i >= 0).most_common(n_tokens)]
+                       for row in ids]
+    return d
+
+# %% ../nbs/09_browser.ipynb #040697c5
+_JS_INDEX = (r"""
+const $ = id => document.getElementById(id), N = IDX.latent.length;
+const esc = t => String(t).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+const COLS = ['latent', 'freq', 'mean', 'max', 'q99', 'concept_value', 'concept_auroc', 'tokens'].filter(c => IDX[c]);
+const fmt = v => v === null || v === undefined ? '' : Array.isArray(v) ? v.map(esc).join(' ') : esc(v);
+$('head').innerHTML = '<tr>' + COLS.map(c => `<th data-col="${c}">${c}</th>`).join('') + '</tr>';
+COLS.filter(c => c !== 'tokens' && c !== 'concept_value').forEach(c => { const o = document.createElement('option');
+  o.value = o.textContent = c; $('sort').appendChild(o); });
+[...new Set(IDX.concept || [])].filter(c => c).sort().forEach(c => { const o = document.createElement('option');
+  o.value = c; o.textContent = c; $('concept').appendChild(o); });
+$('sort').value = 'freq';
+function render() {
+  const q = $('search').value.trim(), ql = q.toLowerCase(), c = $('concept').value, key = $('sort').value;
+  const sign = $('dir').value === 'asc' ? 1 : -1;
+  const idx = [...Array(N).keys()].filter(i => (!c || IDX.concept[i] === c) && (!q || String(IDX.latent[i]) === q """
+r"""|| (IDX.concept_value && IDX.concept_value[i].toLowerCase().includes(ql)) || (IDX.tokens && IDX.tokens[i].includes(q))));
+  idx.sort((a, b) => { const x = IDX[key][a], y = IDX[key][b];
+    return x === y ? IDX.latent[a] - IDX.latent[b] : x === null ? 1 : y === null ? -1 : sign * (x < y ? -1 : 1); });
+  $('rows').innerHTML = idx.map(i => '<tr>' + COLS.map(col => col === 'latent' ? """
+r"""`<td><a href="browser.html#latent=${IDX.latent[i]}">${IDX.latent[i]}</a></td>` : `<td>${fmt(IDX[col][i])}</td>`)"""
+r""".join('') + '</tr>').join('');
+  $('count').textContent = `${idx.length} of ${N} latents`;
+}
+['sort', 'dir', 'concept'].forEach(id => $(id).onchange = render); $('search').oninput = render;
+$('head').onclick = e => { const c = e.target.dataset.col; if (c && $('sort').querySelector(`option[value="${c}"]`)) {
+  $('dir').value = $('sort').value === c && $('dir').value === 'desc' ? 'asc' : 'desc'; $('sort').value = c; render(); } };
+render();
+""")
 
 # %% ../nbs/09_browser.ipynb #040697c0
-def _index_page(fs:FeatureStats, latents:list, t:str) -> str:
-    "`index.html` of `write_site`: a table of `latents` linking into `browser.html` (`t`: the escaped title)."
-    cols = [c for c in ['latent', 'freq', 'mean', 'max', 'q99', 'concept', 'concept_value', 'concept_auroc']
-            if c in fs.table]
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
-    td = lambda r, c: (f'<td><a href="browser.html#latent={int(r.latent)}">{int(r.latent)}</a></td>' if c == 'latent'
-                       else f'<td>{html.escape(fmt(r[c]))}</td>')
-    rows = ''.join('<tr>' + ''.join(td(r, c) for c in cols) + '</tr>' for _, r in fs.table.loc[latents].iterrows())
-    return _PAGE.format(title=t, head='', body=f'<h2>{t}</h2><p>{len(latents)} latents, most frequent first; '
-                        f'statistics over {int(fs.tensors["n_rows"]):,} tokens.</p>'
-                        f'<table><tr>{"".join(f"<th>{c}</th>" for c in cols)}</tr>{rows}</table>')
+_SRC = '<script src="latents.js"></script>'   # how both pages read the index (`site_frame` inlines it)
 
+def _pages(t:str, n_rows:int) -> tuple:
+    "`browser.html` and `index.html` of a site titled `t` (escaped)."
+    nav = ('<p><a href="index.html">all latents</a> · latent <input id="latent" type="number" min="0" style="width:6em">'
+           ' <button id="prev">◂</button><button id="next">▸</button> <span id="status"></span></p>')
+    panels = ''.join(f'<div class="panel"><div id="{k}"></div><p class="note">{html.escape(v)}</p></div>'
+                     for k, v in PANEL_NOTES.items())
+    body = (f'<h2>{t}</h2>{nav}<h3 id="title"></h3><p id="summary"></p>'
+            f'<p>split the histogram by <select id="stack_by"></select></p><div class="panels">{panels}</div>'
+            '<p><b>neighbours</b> (decoder cosine)</p><div id="neighbours"></div><p><b>examples</b> · colour by '
+            '<select id="colour"><option value="">activation</option></select> · context <select id="context">'
+            + ''.join(f'<option{" selected" if n == 8 else ""}>{n}</option>' for n in (2, 4, 8)) + '</select> tokens</p>'
+            '<div id="examples"></div><button id="more">show more</button>'
+            f'<script>{_JS_LOAD}</script>{_SRC}<script>{_JS}</script>')
+    browser = _PAGE.format(title=t, head=f'<script type="text/javascript">{_plotly_js()}</script>', body=body)
+    index = _PAGE.format(title=t, head='', body=(
+        f'<h2>{t}</h2><p>Statistics over {n_rows:,} tokens. <span id="count"></span></p><p>sort by <select id="sort">'
+        '</select><select id="dir"><option value="desc">descending</option><option value="asc">ascending</option>'
+        '</select> · concept <select id="concept"><option value="">any</option></select> · search '
+        '<input id="search" placeholder="token, concept=value or latent"></p>'
+        f'<table><thead id="head"></thead><tbody id="rows"></tbody></table><script>{_JS_LOAD}</script>{_SRC}'
+        f'<script>{_JS_INDEX}</script>'))
+    return browser, index
+
+# %% ../nbs/09_browser.ipynb #040697c7
 def write_site(fs:FeatureStats, # the statistics
                sae:SAE, # the SAE
                store:ActivationStore, # its activations
-               out, # directory to write `browser.html` and `index.html` to
-               n_latents:int=50, # how many latents, the most frequent first
+               out, # directory to write `browser.html`, `index.html`, `latents.js` and `shards/` to
+               n_latents:int=None, # at most this many latents, the most frequent first (default: every latent)
                latents:list=None, # or exactly these latents
                title:str='SAE feature browser', # page title
                progress:bool=True, # progress bar
+               shard_size:int=64, # latents per shard file
+               block:int=1024, # latents whose examples are read together (memory grows with it)
               ) -> Path:
-    "Write a self-contained static feature browser to `out`; returns the path of `index.html`."
+    "Write a static feature browser of every latent (or some) to `out`, opening offline; returns `index.html`'s path."
+    check_positive(n_latents=n_latents, shard_size=shard_size, block=block)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    alive = fs.table[fs.table['count'] > 0].sort_values('freq', ascending=False)
-    latents = [int(j) for j in (latents if latents is not None else alive.latent.head(n_latents))]
-    data = site_data(fs, sae, store, latents, progress)
-    t = html.escape(title)
-    body = (f'<h2>{t}</h2><p><a href="index.html">all latents</a> · latent <select id="latent"></select></p>'
-            '<h3 id="title"></h3><p id="summary"></p><div class="panels"><div id="hist"></div><div id="logits"></div>'
-            '<div id="logit_hist"></div><div id="concepts"></div><div id="concept_pr"></div></div>'
-            '<p><b>neighbours</b> (decoder cosine)</p><div id="neighbours"></div><div id="examples"></div>'
-            f'<script type="application/json" id="saenb-data">{safe_json(data)}</script><script>{_JS}</script>')
-    page = _PAGE.format(title=t, head=f'<script type="text/javascript">{_plotly_js()}</script>', body=body)
-    write_atomic(out/'browser.html', lambda p: p.write_text(page, encoding='utf-8'))
-    index = _index_page(fs, latents, t)
-    write_atomic(out/'index.html', lambda p: p.write_text(index, encoding='utf-8'))
+    order = fs.table.sort_values(['count', 'latent'], ascending=[False, True]).latent
+    latents = sorted({int(j) for j in (latents if latents is not None else order.head(n_latents or len(order)))})
+    shards = [list(g) for _, g in itertools.groupby(latents, lambda j: j // shard_size)]
+    per = max(1, block // shard_size)
+    def write_shards(tmp:Path):
+        tmp.mkdir()
+        for b in tqdm(range(0, len(shards), per), desc='pages', unit='block', disable=not progress):
+            data = site_data(fs, sae, store, [j for g in shards[b:b + per] for j in g])
+            for g in shards[b:b + per]:
+                k = g[0] // shard_size
+                (tmp/f'{k:04d}.js').write_text(f'saenbShard({k}, {safe_json({j: data[j] for j in g})});\n', 'utf-8')
+    write_atomic(out/'shards', write_shards)
+    index = site_index(fs, latents); index['shard_size'] = shard_size
+    write_atomic(out/'latents.js', lambda p: p.write_text(f'saenbIndex({safe_json(index)});\n', encoding='utf-8'))
+    browser, index_page = _pages(html.escape(title), int(fs.tensors['n_rows']))
+    write_atomic(out/'browser.html', lambda p: p.write_text(browser, encoding='utf-8'))
+    write_atomic(out/'index.html', lambda p: p.write_text(index_page, encoding='utf-8'))
     return out/'index.html'
 
 # %% ../nbs/09_browser.ipynb #7c8eac49
-def site_frame(page, # an HTML file written by `write_site` (or any self-contained page)
+def site_frame(page, # `browser.html` or `index.html` of `write_site` (or any self-contained page)
                height:int=720, # frame height in pixels
               ):
-    "An IPython `HTML` object embedding `page` in an iframe (source inlined: works offline and in rendered docs)."
+    "An IPython `HTML` object embedding `page` in an iframe, its index and shards inlined: works offline, in docs."
     from IPython.display import HTML  # deferred: IPython is there only in notebooks
-    src = Path(page).read_text(encoding='utf-8')
+    page = Path(page)
+    src = page.read_text(encoding='utf-8')
+    if _SRC in src:   # a page of write_site: what it would load from beside it goes inline
+        parts = [page.parent/'latents.js', *(sorted((page.parent/'shards').glob('*.js')) if page.name != 'index.html'
+                                             else [])]
+        src = src.replace(_SRC, ''.join(f'<script>{p.read_text(encoding="utf-8")}</script>' for p in parts))
     return HTML(f'<iframe srcdoc="{html.escape(src, quote=True)}" '
                 f'style="width:100%;height:{int(height)}px;border:1px solid #ddd"></iframe>')
 
@@ -977,7 +1225,7 @@ def saenb_browser(sae:str=None, # SAE directory (required)
                   acts:str=None, # its activation store (default: the one recorded with saved statistics)
                   model:str=None, # its model directory: logit effects, token strings (default: the store manifest's)
                   out:str='site', # directory to write the pages to
-                  n_latents:int=50, # latents in the static browser, most frequent first
+                  n_latents:int=None, # at most this many latents on the site, most frequent first (default: all)
                   n_rows:int=None, # rows streamed (all by default)
                   top_k:int=20, # top examples kept per latent
                   no_concepts:bool=False, # skip the concept scores

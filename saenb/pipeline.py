@@ -45,7 +45,7 @@ PIPELINE_DEFAULT = {
               'arch_specific': {'topk': {'k': 8, 'aux_coeff': 0.5}, 'batchtopk': {'k': 8, 'aux_coeff': 0.5},
                                 'lagrangian': {'target_l0': 8}}},
     'eval': {'n_rows': 50_000, 'n_seqs': 256, 'n_gen': 200, 'probes': True, 'precision': 'auto'}, # `evaluate_sae`
-    'browser': {'n_latents': 50, 'n_rows': 200_000}, # static feature browser of every SAE
+    'browser': {'n_latents': None, 'n_rows': 200_000}, # static feature browser of every SAE (None: all its latents)
 }
 
 # %% ../nbs/11_pipeline.ipynb #5e245ab5
@@ -242,7 +242,7 @@ def _sae_stages(cfg:dict, out:Path, device:str, progress:bool, log, the_model):
             if (d/'site'/'index.html').exists(): continue
             run = yaml.safe_load((d/'config.yaml').read_text())
             fs = open_feature_stats(d/'sae', run['acts'], the_model(), n_rows=b.get('n_rows'), progress=progress)
-            write_site(fs, load_sae(d/'sae'), ActivationStore(run['acts']), d/'site', n_latents=b.get('n_latents', 50),
+            write_site(fs, load_sae(d/'sae'), ActivationStore(run['acts']), d/'site', n_latents=b.get('n_latents'),
                        title=f"{_run_label(run)}: feature browser", progress=progress)
         _stage_done(out, 'browser', cfg)
 

@@ -3,7 +3,7 @@
 
 The browser tests need Debian's `chromium` (`apt-get install -y chromium`) and the `playwright` package from PyPI; they skip
 with the reason when either is missing. No browser is ever downloaded: Playwright launches `/usr/bin/chromium`."""
-import copy, json, os, shutil, socket, subprocess, sys, time, uuid
+import copy, json, os, re, shutil, socket, subprocess, sys, time, uuid
 from pathlib import Path
 import numpy as np, pytest, torch
 from conftest import console
@@ -57,7 +57,10 @@ def test_cli_writes_site_and_saves_stats(pipeline, site):
     fs = FeatureStats.load(pipeline/'sae')
     assert fs.vocab[:3] == ['<pad>', '<bos>', '<eos>'] and 'logit_up_idx' in fs.tensors and 'concept_auroc' in fs.table
     page = (out/'browser.html').read_text()
-    assert '<script src' not in page and 'Plotly' in page and len(page) > 1_000_000  # plotly inlined, nothing fetched
+    assert 'Plotly' in page and len(page) > 1_000_000                     # plotly inlined
+    assert re.findall(r'<script src="([^"]+)"', page) == ['latents.js']   # the only file it reads; shards on demand
+    shards = sorted(p.name for p in (out/'shards').iterdir())
+    assert shards == [f'{k:04d}.js' for k in sorted({j // 64 for j in range(64)})]   # every latent: 64 in one shard
     # the second time the saved statistics are read: no --acts needed, and fast
     r = cli('--sae', pipeline/'sae', '--out', out/'again', '--n_latents', 3, '--quiet')
     assert r.returncode == 0, r.stderr
@@ -132,12 +135,70 @@ def test_static_page_in_chromium(pipeline, tmp_path, browser):
     assert page.locator('#logits img').count() == 0 and page.locator('#logit_hist .main-svg').count() > 0
     assert page.locator('#concept_pr .main-svg').count() > 0        # precision and recall of firing, per concept value
     assert page.locator('.modebar-container .modebar').count() == 0   # no mode bar over the charts' titles
-    options = page.locator('#latent option').evaluate_all('os => os.map(o => o.value)')
-    page.select_option('#latent', options[1])
+    page.click('#next')
     page.wait_for_function(f'document.getElementById("title").textContent !== {json.dumps(first)}', timeout=10_000)
-    assert page.inner_text('#title') == f'Latent {options[1]}'
+    nxt = int(page.inner_text('#title').split()[1])
+    assert page.url.endswith(f'#latent={nxt}')   # a stable address for every latent
     page.goto((tmp_path/'index.html').as_uri())
-    assert page.locator('table tr').count() == 9
+    page.wait_for_selector('#rows tr')
+    assert page.locator('#rows tr').count() == 8 and page.inner_text('#count') == '8 of 8 latents'
+    assert not errors, errors
+    assert not requests, f"the page fetched {requests}: it must work offline"
+    page.close()
+
+
+def test_site_of_4096_latents_in_chromium(pipeline, tmp_path, browser):
+    """Issue 19: the site of a 4,096-latent SAE, written by the command with no cap, in Chromium with the network blocked:
+    the index lists every latent, sorting and search change the list, a latent far down opens with all its panels from
+    a shard loaded on demand, the examples recolour by a concept and show more, and the console has no error."""
+    train_sae(ActivationStore(pipeline/'acts'/'0_residpost'), tmp_path/'sae', arch='topk', k=4, d_sae=4096,
+              n_tokens=8192, batch_size=1024, lr=3e-3, progress=False)
+    r = cli('--sae', tmp_path/'sae', '--acts', pipeline/'acts'/'0_residpost', '--model', pipeline/'gpt',
+            '--out', tmp_path/'site', '--quiet')
+    assert r.returncode == 0, r.stderr
+    site = tmp_path/'site'
+    assert len(list((site/'shards').glob('*.js'))) == 4096 // 64
+    fs = FeatureStats.load(tmp_path/'sae')
+    alive = fs.table[fs.table['count'] > 0]
+    far = int(alive.latent.max())                       # the highest-numbered latent that fires: far down the index
+    assert far >= 64, far                               # not in the first shard
+    token = fs.token_str(int(fs.tensors['top_token_id'][far, 0]))
+    page = browser.new_page()
+    errors, requests, scripts = [], [], []
+    page.on('pageerror', lambda e: errors.append(str(e)))
+    page.on('console', lambda m: m.type == 'error' and errors.append(m.text))
+    page.on('request', lambda q: (scripts if q.url.startswith('file:') else requests).append(q.url))
+    page.goto((site/'index.html').as_uri())
+    page.wait_for_selector('#rows tr')
+    assert page.locator('#rows tr').count() == 4096 and page.inner_text('#count') == '4096 of 4096 latents'
+    first = page.locator('#rows tr td a').first.inner_text()
+    assert int(first) == int(fs.table.sort_values(['freq', 'latent'], ascending=[False, True]).latent.iloc[0])
+    page.select_option('#dir', 'asc')                   # least frequent first: another first row
+    assert page.locator('#rows tr td a').first.inner_text() != first
+    page.fill('#search', token)                         # a token: only latents whose top examples fire on it
+    hits = page.locator('#rows tr').count()
+    assert 0 < hits < 4096 and page.inner_text('#count') == f'{hits} of 4096 latents'
+    page.fill('#search', str(far))
+    page.locator(f'#rows a[href="browser.html#latent={far}"]').click()
+    page.wait_for_function(f'(document.getElementById("title") || {{}}).textContent === "Latent {far}"', timeout=20_000)
+    assert any(u.endswith(f'shards/{far // 64:04d}.js') for u in scripts)   # its shard, read on demand
+    assert not any(u.endswith('shards/0000.js') for u in scripts) or int(alive.latent.min()) < 64
+    for panel in ('hist', 'logits', 'logit_hist', 'concepts', 'concept_pr', 'stack'):
+        assert page.locator(f'#{panel} .main-svg').count() > 0, panel
+    assert page.locator('.note').count() == 6 and page.locator('#examples .example').count() > 0
+    page.select_option('#stack_by', 'depth')           # the histogram split by depth: a legend entry per value
+    page.wait_for_function('document.querySelector("#stack .gtitle").textContent === "firings by depth"')
+    assert all(t.startswith('depth=') for t in page.locator('#stack .legendtext').all_text_contents())
+    shaded = page.locator('#examples .tok').first.evaluate('e => e.style.background')
+    page.select_option('#colour', 'depth')              # tokens coloured by a concept, its value on hover
+    assert page.locator('#examples .tok').first.get_attribute('title').startswith('depth=')
+    assert page.locator('#examples .tok').first.evaluate('e => e.style.background') != shaded
+    if page.locator('#examples .extra').count():
+        hidden = page.locator('#examples .example:visible').count()
+        page.click('#more')
+        assert page.locator('#examples .example:visible').count() > hidden
+    page.click('#prev')                                 # the previous latent on the site, in the shard before or this one
+    page.wait_for_function(f'document.getElementById("title").textContent === "Latent {far - 1}"', timeout=20_000)
     assert not errors, errors
     assert not requests, f"the page fetched {requests}: it must work offline"
     page.close()
@@ -221,6 +282,9 @@ def test_widget_in_jupyterlab(pipeline, site, jupyterlab, browser, tmp_path):
         page.wait_for_selector('.saenb-browser .latent-title', timeout=90_000)
         title = page.locator('.saenb-browser .latent-title')
         assert title.inner_text() == f'Latent {order[0]}'
+        assert page.locator('.saenb-browser .note').count() == 6   # a line under each panel on how to read it
+        page.wait_for_selector('.saenb-browser .js-plotly-plot', timeout=20_000)
+        assert page.locator('.saenb-browser .js-plotly-plot').count() == 6   # every panel, the stacked histogram too
         before = page.locator('.saenb-browser .examples').inner_html()
         box = page.locator('.saenb-browser input[type="number"]').first
         box.fill(str(order[1])); box.press('Enter')
@@ -247,3 +311,24 @@ def test_widget_in_jupyterlab(pipeline, site, jupyterlab, browser, tmp_path):
         print(f"JupyterLab page at failure: {tmp_path/'failure.png'}")
         raise
     finally: page.close()
+
+
+def test_weight_stats_of_16k_latents_and_50k_vocabulary_under_1gb():
+    "Issue 19: the latent-by-vocabulary logit table is computed a block at a time: 16,384 x 50,000 stays under 1 GB."
+    code = '''
+import resource, torch
+torch.manual_seed(0)
+from saenb.sae import make_sae
+from saenb.browser import weight_stats
+sae, W_U = make_sae('topk', d_in=64, d_sae=16384, k=8), torch.randn(64, 50_000)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+ws = weight_stats(sae, W_U)
+assert ws['logit_hist'].shape == (16384, 40) and (ws['logit_hist'].sum(1) == 50_000).all()
+assert torch.equal(ws['logit_up_idx'][:4], (sae.W_dec[:4].float() @ W_U).topk(10, dim=1).indices)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+'''
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, 'OMP_NUM_THREADS': '2'})
+    assert r.returncode == 0, r.stderr[-3000:]
+    grown = float(r.stdout.split()[-1])
+    assert grown < 1024, f"weight_stats grew the process by {grown:.0f} MB"   # a dense table would take 3.3 GB
