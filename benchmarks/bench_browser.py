@@ -4,7 +4,8 @@ Builds an activation store of N tokens (a small random saenb GPT over random tok
 and a TopK SAE with L latents, then measures in fresh processes, each reporting its wall time and peak memory
 (VmHWM growth over the process's footprint before the computation):
 - `stream`: the one streaming pass of `stream_latent_stats` over all N tokens (count, sum, max, histogram, top-k rows,
-  reservoir samples), plus `weight_stats` (neighbours by decoder cosine, encoder-decoder cosine);
+  reservoir samples, the histograms stacked by the values of two concepts, the sparse co-firing table giving each
+  latent's 10 most correlated latents), plus `weight_stats` (neighbours by decoder cosine, encoder-decoder cosine);
 - `naive` and `stream_small`: the straightforward approach (every activation in one dense [n, L] tensor, then an argsort
   per latent for the top-k and the quantiles) next to the streaming pass on the same n rows, with n the largest number of
   rows whose dense codes and argsort indices fit in `--naive_mb`.
@@ -27,12 +28,17 @@ def _rss_mb(field='VmHWM') -> float:
 def build(root:Path, n_tokens:int, d_model:int, d_sae:int, k:int):
     "The store and the SAE directory the measurements read."
     from saenb.cache import Contexts, cache_activations
+    from saenb.grammars import Concept
     from saenb.model import GPTConfig, build_model
     from saenb.sae import make_sae
     n_ctx, vocab = 64, 16
     g = np.random.default_rng(0)
     n_seq = -(-n_tokens // n_ctx)
-    ctx = Contexts(g.integers(3, vocab, n_seq * n_ctx), np.arange(n_seq + 1) * n_ctx, n_ctx=n_ctx, name='random')
+    ids = g.integers(3, vocab, n_seq * n_ctx)
+    labels = {'kind': ids % 4, 'depth': g.integers(0, 24, len(ids))}   # two concepts for the stacked histograms
+    concepts = {'kind': Concept('kind', 'categorical', 'token id mod 4', list('abcd')),
+                'depth': Concept('depth', 'ordinal', 'a random level', None)}
+    ctx = Contexts(ids, np.arange(n_seq + 1) * n_ctx, labels=labels, concepts=concepts, n_ctx=n_ctx, name='random')
     model = build_model(GPTConfig(n_layers=1, d_model=d_model, n_heads=2, d_mlp=2 * d_model, n_ctx=n_ctx, d_vocab=vocab)).eval()
     t0 = time.perf_counter()
     store = cache_activations(model, ctx, '0_residpost', root/'acts', n_tokens=n_tokens, dtype='bf16', batch_size=256, device='cpu', progress=False)['0_residpost']

@@ -22,12 +22,12 @@ from .sae_io import load_sae, check_sae_store
 from .eval import concept_scores, check_model_store
 
 # %% auto #0
-__all__ = ['HIST_LO', 'HIST_HI', 'HIST_PER_OCTAVE', 'N_BINS', 'N_OCT', 'N_STACK', 'PALETTE', 'PANEL_NOTES', 'hist_edges',
-           'firing_pairs', 'stream_latent_stats', 'weight_stats', 'FeatureStats', 'hist_quantiles', 'latent_table',
-           'feature_stats', 'open_feature_stats', 'token_windows', 'codes_at', 'examples_of', 'latent_examples',
-           'search_latents', 'token_latents', 'safe_json', 'tokens_html', 'latent_summary', 'latent_figures',
-           'example_lines', 'examples_html', 'FeatureBrowser', 'round_floats', 'site_data', 'site_index', 'write_site',
-           'site_frame', 'saenb_browser']
+__all__ = ['HIST_LO', 'HIST_HI', 'HIST_PER_OCTAVE', 'N_BINS', 'N_OCT', 'N_STACK', 'PALETTE', 'PANEL_NOTES', 'SEQ_SHARD',
+           'hist_edges', 'firing_pairs', 'stream_latent_stats', 'weight_stats', 'FeatureStats', 'hist_quantiles',
+           'latent_table', 'feature_stats', 'open_feature_stats', 'token_windows', 'codes_at', 'examples_of',
+           'latent_examples', 'search_latents', 'sequence_rows', 'token_latents', 'sequence_latents', 'safe_json',
+           'tokens_html', 'latent_summary', 'latent_figures', 'example_lines', 'examples_html', 'FeatureBrowser',
+           'round_floats', 'site_data', 'site_index', 'write_site', 'site_frame', 'saenb_browser']
 
 # %% ../nbs/09_browser.ipynb #aad3eafc
 HIST_LO, HIST_HI, HIST_PER_OCTAVE = -16, 16, 8  # log2 range and resolution of the activation histograms
@@ -110,6 +110,83 @@ class _ConceptStacks:
 
     def tensors(self) -> dict: return {f'stack_{c}': t.view(self.L, N_STACK, N_OCT) for c, t in self.t.items()}
 
+# %% ../nbs/09_browser.ipynb #5fb4e7b1
+def _firing_rows(n:int, r:torch.Tensor, l:torch.Tensor, v:torch.Tensor, K:int) -> tuple:
+    "Latents `[n, ≤K]` firing on each of `n` rows, strongest first (-1 past them), and their activations."
+    o, pos = _ranked(r, v)
+    r, l, v, m = r[o], l[o], v[o].double(), pos < K
+    w = min(K, int(pos.max()) + 1) if len(pos) else 1
+    P, V = torch.full((n, w), -1, dtype=torch.long), torch.zeros(n, w, dtype=torch.float64)
+    P[r[m], pos[m]], V[r[m], pos[m]] = l[m], v[m]
+    return P, V
+
+def _ranked(group:torch.Tensor, score:torch.Tensor) -> tuple:
+    "An order sorting by `group`, then by `score` from high to low, and each item's rank within its group."
+    o = torch.sort(score, descending=True, stable=True).indices
+    o = o[torch.sort(group[o], stable=True).indices]
+    g = group[o]
+    return o, torch.arange(len(o)) - torch.searchsorted(g, g)
+
+# %% ../nbs/09_browser.ipynb #5fb4e7b4
+class _CoFiring:
+    "Sums of products of co-firing latents in a sparse table, kept to the `keep` best partners of each latent."
+    def __init__(self, L:int, keep:int=32, per_row:int=32, buffer:int=4_000_000):
+        self.L, self.keep, self.per_row, self.buffer = L, keep, per_row, buffer
+        self.keys, self.sums = torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)
+        self.new, self.n_new, self.n = [], 0, 0
+        self.s1, self.s2 = torch.zeros(L, dtype=torch.float64), torch.zeros(L, dtype=torch.float64)
+
+    def update(self, n:int, r:torch.Tensor, l:torch.Tensor, v:torch.Tensor):
+        "Add a chunk of `n` rows whose firings are `(r, l, v)`."
+        self.n += n; vd = v.double()
+        self.s1 += torch.bincount(l, vd, minlength=self.L); self.s2 += torch.bincount(l, vd * vd, minlength=self.L)
+        P, V = _firing_rows(n, r, l, v, self.per_row)
+        a, b = torch.triu_indices(P.shape[1], P.shape[1], 1)
+        i, j = P[:, a].flatten(), P[:, b].flatten()
+        ok = (i >= 0) & (j >= 0)
+        self.new.append((torch.minimum(i, j)[ok] * self.L + torch.maximum(i, j)[ok], (V[:, a] * V[:, b]).flatten()[ok]))
+        self.n_new += int(ok.sum())
+        if self.n_new >= self.buffer: self._merge()
+
+    def pearson(self, i:torch.Tensor, j:torch.Tensor, prod:torch.Tensor) -> torch.Tensor:
+        "Pearson r over the tokens so far of latents `i` and `j`, given their sum of products."
+        m1, m2 = self.s1 / max(self.n, 1), self.s2 / max(self.n, 1)
+        sd = (m2 - m1 ** 2).clamp_min(1e-30).sqrt()
+        return (prod / max(self.n, 1) - m1[i] * m1[j]) / (sd[i] * sd[j])
+
+# %% ../nbs/09_browser.ipynb #5fb4e7b5
+@patch
+def _merge(self:_CoFiring):
+    "Merge the buffered pairs into the table, then keep the pairs among the `keep` best partners of either latent."
+    if not self.new: return
+    keys, inv = torch.cat([self.keys] + [k for k, _ in self.new]).unique(return_inverse=True)
+    sums = torch.zeros(len(keys), dtype=torch.float64).index_add_(0, inv, torch.cat([self.sums] + [p for _, p in self.new]))
+    self.new, self.n_new = [], 0
+    o, rank, pair = self._partners(keys, sums)
+    kept = torch.zeros(len(keys), dtype=torch.bool); kept[pair[o][rank < self.keep]] = True
+    self.keys, self.sums = keys[kept], sums[kept]
+
+@patch
+def _partners(self:_CoFiring, keys:torch.Tensor, sums:torch.Tensor) -> tuple:
+    "Both directions of each pair, ordered by latent then by Pearson r: the order, each one's rank and its pair."
+    i, j = keys // self.L, keys % self.L
+    r = self.pearson(i, j, sums)
+    o, rank = _ranked(torch.cat([i, j]), torch.cat([r, r]))
+    return o, rank, torch.arange(len(i)).repeat(2)
+
+@patch
+def result(self:_CoFiring, n_top:int=10) -> dict:
+    "The `n_top` latents most correlated with each latent (`corr_idx`, -1 where fewer fire with it) and their r."
+    self._merge()
+    o, rank, pair = self._partners(self.keys, self.sums)
+    i, j = self.keys // self.L, self.keys % self.L
+    src, dst = torch.cat([i, j])[o], torch.cat([j, i])[o]
+    r = self.pearson(src, dst, self.sums[pair[o]]).float()
+    m = rank < n_top
+    idx, val = torch.full((self.L, n_top), -1, dtype=torch.long), torch.zeros(self.L, n_top)
+    idx[src[m], rank[m]], val[src[m], rank[m]] = dst[m], r[m]
+    return {'corr_idx': idx, 'corr_val': val}
+
 # %% ../nbs/09_browser.ipynb #5fb4e7a3
 @torch.no_grad()
 def stream_latent_stats(sae:SAE, # the SAE, taking raw activations
@@ -132,7 +209,7 @@ def stream_latent_stats(sae:SAE, # the SAE, taking raw activations
     sae = sae.eval()
     count, total, mx = torch.zeros(L, dtype=torch.long), torch.zeros(L, dtype=torch.float64), torch.zeros(L)
     hist = torch.zeros(L * N_BINS, dtype=torch.long)
-    top, smp, stacks = _Best(L, top_k), _Best(L, n_samples), _ConceptStacks(store, L)
+    top, smp, stacks, co = _Best(L, top_k), _Best(L, n_samples), _ConceptStacks(store, L), _CoFiring(L)
     g = torch.Generator().manual_seed(seed)
     for s in tqdm(range(0, n, batch_size), disable=not progress, desc='latent statistics'):
         e = min(s + batch_size, n)
@@ -143,9 +220,10 @@ def stream_latent_stats(sae:SAE, # the SAE, taking raw activations
         hist += torch.bincount(l * N_BINS + _bin(v), minlength=L * N_BINS)
         top.update(l, v, r + s, v)
         smp.update(l, torch.rand(len(l), generator=g), r + s, v)
-        stacks.update(s, e, r, l, v)
+        stacks.update(s, e, r, l, v); co.update(e - s, r, l, v)
     return {'count': count, 'act_sum': total, 'act_max': mx, 'hist': hist.reshape(L, N_BINS), 'n_rows': torch.tensor(n),
-            'top_act': top.act, 'top_row': top.row, 'sample_act': smp.act, 'sample_row': smp.row, **stacks.tensors()}
+            'top_act': top.act, 'top_row': top.row, 'sample_act': smp.act, 'sample_row': smp.row, **stacks.tensors(),
+            **co.result()}
 
 # %% ../nbs/09_browser.ipynb #2d4f5326
 @torch.no_grad()
@@ -540,7 +618,27 @@ def search_latents(fs:FeatureStats, # the statistics
     return df.sort_values(keys, ascending=False).head(n).reset_index(drop=True)
 
 # %% ../nbs/09_browser.ipynb #8a377d18
-_SEQ_IDS = weakref.WeakKeyDictionary()  # store -> seq_id of every row
+_SEQ_ORDER = weakref.WeakKeyDictionary()  # store -> (its rows sorted by sequence, their seq_ids)
+
+def sequence_rows(store:ActivationStore, # a store with token labels
+                  seq_ids:list, # sequence numbers
+                 ) -> list:
+    "The rows of each sequence, in order (none for a sequence the store lacks): a binary search, not a scan."
+    if store not in _SEQ_ORDER:
+        seq = store.labels(slice(None))['seq_id']   # read once per store
+        o = torch.sort(seq, stable=True).indices
+        _SEQ_ORDER[store] = (o, seq[o])
+    o, ss = _SEQ_ORDER[store]
+    ids = torch.as_tensor(list(seq_ids), dtype=torch.long)
+    lo, hi = torch.searchsorted(ss, ids).tolist(), torch.searchsorted(ss, ids, right=True).tolist()
+    return [o[a:b] for a, b in zip(lo, hi)]
+
+def _strongest(fs:FeatureStats, sae:SAE, x:torch.Tensor, toks:list, n:int) -> dict:
+    "Tokens with their `n` strongest firing latents and those latents' activations (3 decimals)."
+    v, i = sae.encode(x).topk(min(n, sae.cfg.d_sae), dim=1)
+    return {'token': [fs.token_str(t) for t in toks],
+            'latents': [[int(a) for a, b in zip(ii, vv) if b > 0] for ii, vv in zip(i.tolist(), v.tolist())],
+            'acts': [[round(b, 3) for b in vv if b > 0] for vv in v.tolist()]}
 
 @torch.no_grad()
 def token_latents(fs:FeatureStats, # the statistics (for the vocabulary)
@@ -562,19 +660,35 @@ def token_latents(fs:FeatureStats, # the statistics (for the vocabulary)
     else:
         if store is None or seq_id is None:
             raise InputError("pass store= and seq_id= (a cached sequence), or text= and model=")
-        seq = _SEQ_IDS.get(store)
-        if seq is None: seq = _SEQ_IDS[store] = store.labels(slice(None))['seq_id']  # read once per store
-        rows = (seq == seq_id).nonzero().flatten()
+        rows = sequence_rows(store, [seq_id])[0]
         if not len(rows):
-            raise InputError(f"no sequence {seq_id} in the store: "
-                             f"seq_id runs from {int(seq.min())} to {int(seq.max())}")
+            seq = _SEQ_ORDER[store][1]
+            raise InputError(f"no sequence {seq_id} in the store: seq_id runs from {int(seq[0])} to {int(seq[-1])}")
         x, toks = store[rows].float(), store.labels(rows)['token_id'].tolist()
-    z = sae.encode(x)
-    v, i = z.topk(min(n, z.shape[1]), dim=1)
-    return pd.DataFrame({'token': [fs.token_str(t) for t in toks],
-                         'latents': [[int(a) for a, b in zip(ii, vv) if b > 0]
-                                     for ii, vv in zip(i.tolist(), v.tolist())],
-                         'acts': [[round(b, 3) for b in vv if b > 0] for vv in v.tolist()]})
+    return pd.DataFrame(_strongest(fs, sae, x, toks, n))
+
+# %% ../nbs/09_browser.ipynb #e3f95751
+@torch.no_grad()
+def sequence_latents(fs:FeatureStats, # the statistics (for the vocabulary)
+                     sae:SAE, # the SAE
+                     store:ActivationStore, # the store holding the sequences
+                     seq_ids:list, # sequence numbers
+                     n:int=3, # strongest latents per token
+                     max_len:int=64, # tokens kept per sequence (its first)
+                     chunk:int=4096, # rows encoded at a time
+                    ) -> dict:
+    "Each sequence's tokens with their `n` strongest latents: seq_id -> `token`, `latents`, `acts` lists."
+    ids = sorted({int(q) for q in seq_ids})
+    rows, out, b = [r[:max_len] for r in sequence_rows(store, ids)], {}, 0
+    while b < len(ids):
+        e, m = b, 0
+        while e < len(ids) and (e == b or m + len(rows[e]) <= chunk): m += len(rows[e]); e += 1
+        flat = torch.cat(rows[b:e])
+        d = _strongest(fs, sae, store[flat].float(), store.labels(flat)['token_id'].tolist() if len(flat) else [], n)
+        k = 0
+        for q, r in zip(ids[b:e], rows[b:e]): out[q] = {c: v[k:k + len(r)] for c, v in d.items()}; k += len(r)
+        b = e
+    return out
 
 # %% ../nbs/09_browser.ipynb #f2d86b7f
 def safe_json(o) -> str:
@@ -644,6 +758,8 @@ def latent_summary(fs:FeatureStats, latent:int) -> dict:
         lo, hi, n = float(t['logit_lo'][latent]), float(t['logit_hi'][latent]), t['logit_hist'].shape[1]
         d['logit_hist_x'] = [float(f"{lo + (hi - lo) * (i + 0.5) / n:.4g}") for i in range(n)]
         d['logit_hist_y'] = t['logit_hist'][latent].tolist()
+    if 'corr_idx' in t:   # statistics saved before saenb counted co-firing have no such list
+        d['correlated'] = [(int(i), float(c)) for i, c in zip(t['corr_idx'][latent], t['corr_val'][latent]) if i >= 0]
     stacks = {k[6:]: _stack(fs, k[6:], t[k][latent]) for k in t if k.startswith('stack_') and t[k][latent].any()}
     if stacks: d['stack'] = stacks
     if fs.concepts is not None:
@@ -758,6 +874,7 @@ class FeatureBrowser:
         self.logit_hist, self.concept_pr, self.stack = W.Output(), W.Output(), W.Output()
         self.stack_by = W.Dropdown(options=list(store.concepts), description='split by', layout=W.Layout(width='260px'))
         self.examples, self.neigh = W.VBox(), W.HBox(layout=W.Layout(flex_flow='row wrap'))
+        self.corr = W.HBox(layout=W.Layout(flex_flow='row wrap'))
         self.colour = W.Dropdown(options=[('activation', '')] + [(f'concept: {c}', c) for c in store.concepts],
                                  description='colour by')
         self.context = W.Dropdown(options=[2, 4, 8, 16], value=8, description='context', layout=W.Layout(width='160px'))
@@ -795,6 +912,7 @@ def _layout(self:FeatureBrowser):
                                                                    f'color:#555">{html.escape(v)}</p>')])
                                   for k, v in PANEL_NOTES.items()], layout=W.Layout(flex_flow='row wrap')),
                           W.HTML('<b>neighbours</b> (decoder cosine)'), self.neigh,
+                          W.HTML('<b>correlated</b> (Pearson r of the activations over tokens)'), self.corr,
                           W.HBox([W.HTML('<b>examples</b>'), self.colour, self.context, self.more]), self.examples,
                           W.HTML('<b>token view</b> (type a sequence, or click &#9656; beside an example; '
                                  'click a token for its latents)'),
@@ -864,11 +982,10 @@ def show(self:FeatureBrowser, latent:int):
              f'99% {s["quantiles"]["q99"]:.3g}'
              + (f'; encoder-decoder cosine {s["enc_dec_cos"]:.2f}' if 'enc_dec_cos' in s else ''))
     self._draw_panels(s)
-    bt = []
-    for i, c in s['neighbours']:
-        b = self.W.Button(description=f'{i} ({c:.2f})', layout=self.W.Layout(width='auto'))
-        b.on_click(lambda _, i=i: self.show(i)); bt.append(b)
-    self.neigh.children = bt
+    for box, pairs in ((self.neigh, s['neighbours']), (self.corr, s.get('correlated', []))):
+        box.children = [self.W.Button(description=f'{i} ({c:.2f})', layout=self.W.Layout(width='auto'))
+                        for i, c in pairs]
+        for b, (i, _) in zip(box.children, pairs): b.on_click(lambda _, i=i: self.show(i))
     self._max = s['max']; self._draw_examples()
     self.title.value = title  # last: a changed title means every panel is updated
     self.last_ms = 1000 * (time.perf_counter() - t0)
@@ -933,9 +1050,10 @@ _PAGE = ("""<!doctype html><html><head><meta charset="utf-8"><title>{title}</tit
 """table{{border-collapse:collapse}} td,th{{padding:2px 8px;border-bottom:1px solid #ddd}} th{{cursor:pointer}}</style>
 {head}</head><body>{body}</body></html>""")
 # Defined before `latents.js` and any shard runs: they hand their data to these (the site may be inlined, see below).
-_JS_LOAD = ("window.IDX = null; window.CACHE = {}; window.WAIT = {}; window.saenbIndex = d => { window.IDX = d; };\n"
-            "window.saenbShard = (k, d) => { Object.assign(CACHE, d); (WAIT[k] || []).forEach(f => f()); "
-            "delete WAIT[k]; };")
+_JS_LOAD = ("window.IDX = null; window.saenbIndex = d => { window.IDX = d; };\n"
+            "function saenbFiles() { const s = {data: {}, wait: {}}; s.put = (k, d) => { Object.assign(s.data, d); "
+            "(s.wait[k] || []).forEach(f => f()); delete s.wait[k]; }; return s; }\n"
+            "window.LAT = saenbFiles(); window.SEQ = saenbFiles(); window.saenbShard = LAT.put; window.saenbSeq = SEQ.put;")
 
 # %% ../nbs/09_browser.ipynb #98d3ec69
 # The static browser's script, in parts: its helpers and shard loading, the panels of one latent, the examples.
@@ -953,12 +1071,12 @@ function bars(div, names, vals, title, colors, xaxis) {   // a bar per name, rep
     {title:{text:title}, height:240, width:340, margin:{l:90,r:10,t:36,b:30}, xaxis:xaxis||{}, """
 r"""yaxis:{tickmode:'array', tickvals:pos, ticktext:names.map(esc)}}, CFG);
 }
-function load(j, then) {   // the latent's shard, read once with a <script> element (fetch is refused under file://)
-  if (CACHE[j]) return then(CACHE[j]);
-  const k = Math.floor(j / IDX.shard_size);
-  if (!WAIT[k]) { WAIT[k] = []; const sc = el('script'); sc.src = 'shards/' + String(k).padStart(4, '0') + '.js';
+function load(files, dir, size, j, then) {   // j's file, read once with a <script> element (fetch is refused from file://)
+  if (files.data[j]) return then(files.data[j]);
+  const k = Math.floor(j / size);
+  if (!files.wait[k]) { files.wait[k] = []; const sc = el('script'); sc.src = dir + '/' + String(k).padStart(4, '0') + '.js';
     sc.onerror = () => { $('status').textContent = 'could not read ' + sc.src; }; document.body.appendChild(sc); }
-  WAIT[k].push(() => then(CACHE[j]));
+  files.wait[k].push(() => then(files.data[j]));
 }
 function valueName(c, v) { const names = IDX.concept_values[c]; return c + '=' + (names && names[v] !== undefined ? names[v] : v); }
 """)
@@ -969,7 +1087,7 @@ function show(j) {
   if (!pos.has(j)) { $('status').textContent = `latent ${j} is not on this site`; return; }
   cur = j; $('latent').value = j; $('status').textContent = '';
   if (location.hash !== '#latent=' + j) location.hash = 'latent=' + j;
-  load(j, s => { if (cur === j) draw(j, s); });
+  load(LAT, 'shards', IDX.shard_size, j, s => { if (cur === j) draw(j, s); });
 }
 function draw(j, s) {
   $('summary').textContent = `fires on ${(100*s.freq).toPrecision(3)}% of tokens; """
@@ -992,9 +1110,10 @@ r"""marker:{color:'#00a08a'}}, {type:'bar', orientation:'h', y:pos, x:pr.map(a =
 r"""marker:{color:'#f2ad00'}}], {title:{text:'fires: precision, recall'}, barmode:'group', showlegend:false, """
 r"""height:240, width:340, margin:{l:90,r:10,t:36,b:30}, xaxis:{range:[0,1]}, """
 r"""yaxis:{tickmode:'array', tickvals:pos, ticktext:pr.map(a => esc(a[0]))}}, CFG); }
-  const nb = $('neighbours'); nb.replaceChildren();
-  s.neighbours.forEach(([i, c]) => { const b = el('button', `${i} (${c.toFixed(2)})`); """
-r"""if (pos.has(i)) b.onclick = () => show(i); else b.disabled = true; nb.appendChild(b); });
+  [['neighbours', s.neighbours], ['correlated', s.correlated || []]].forEach(([id, pairs]) => {
+    const box = $(id); box.replaceChildren();
+    pairs.forEach(([i, c]) => { const b = el('button', `${i} (${c.toFixed(2)})`); """
+r"""if (pos.has(i)) b.onclick = () => show(i); else b.disabled = true; box.appendChild(b); }); });
   drawStack(s); drawExamples(s);
   $('title').textContent = 'Latent ' + j;   // last: a changed title means every panel is drawn
 }
@@ -1008,6 +1127,16 @@ _JS_EXAMPLES = (r"""function drawStack(s) {   // the activation histogram split 
 r"""marker:{color:PAL[i % 10]}})), {title:{text:'firings by ' + c}, barmode:'stack', height:240, width:340, """
 r"""margin:{l:40,r:10,t:36,b:30}, xaxis:{type:'log'}, legend:{font:{size:9}}}, CFG);
 }
+function drawTokens(q, t) {   // the token view: a sequence; click a token for its strongest latents
+  const box = $('tokview'), line = el('div'), info = el('div');
+  box.replaceChildren(el('b', `sequence ${q}`), el('span', ': click a token for its strongest latents'), line, info);
+  t.token.forEach((tok, i) => { const sp = el('span', tok, 'tok seqtok'); sp.style.cursor = 'pointer';
+    sp.title = t.latents[i].map((l, m) => `${l} (${t.acts[i][m]})`).join(', ') || 'no latent fires';
+    sp.onclick = () => { info.replaceChildren(el('span', `token ${i}: ` + (t.latents[i].length ? '' : 'no latent fires')));
+      t.latents[i].forEach((l, m) => { const b = el('button', `${l} (${t.acts[i][m].toFixed(2)})`, 'token-latent'); """
+r"""if (pos.has(l)) b.onclick = () => show(l); else b.disabled = true; info.appendChild(b); }); };
+    line.appendChild(sp); });
+}
 function drawExamples(s) {   // grouped lines; extra ones behind "show more"; coloured by activation or a concept
   const ex = $('examples'), by = $('colour').value, ctx = +$('context').value; let grp = null, n = 0;
   ex.replaceChildren();
@@ -1015,6 +1144,8 @@ function drawExamples(s) {   // grouped lines; extra ones behind "show more"; co
     if (e.group !== grp) { const h = el('div'); h.appendChild(el('b', e.group === 'top' ? 'top activations' : e.group));
       ex.appendChild(h); grp = e.group; n = 0; }
     const row = el('div', undefined, 'example' + (n++ >= (grp === 'top' ? 5 : 2) ? ' extra' : ''));
+    if (e.view) { const b = el('button', '▸', 'example-open'); b.title = `sequence ${e.seq_id} in the token view`;
+      b.onclick = () => load(SEQ, 'seqs', IDX.seq_shard_size, e.seq_id, t => drawTokens(e.seq_id, t)); row.appendChild(b); }
     row.appendChild(el('span', e.act.toFixed(3) + ' '));
     e.tokens.forEach((t, i) => { if (i < e.center - ctx || i > e.center + ctx) return;
       const sp = el('span', t, 'tok'), c = by && e.concepts ? e.concepts[by] : null;
@@ -1028,8 +1159,8 @@ r"""sp.title = valueName(by, c[i]) + '; activation ' + e.acts[i].toFixed(3); }
 }
 CONCEPTS.forEach(c => { const o = el('option', 'concept: ' + c); o.value = c; $('colour').appendChild(o); """
 r"""$('stack_by').appendChild(el('option', c)); });
-$('stack_by').onchange = () => cur !== null && CACHE[cur] && drawStack(CACHE[cur]);
-$('colour').onchange = $('context').onchange = () => cur !== null && CACHE[cur] && drawExamples(CACHE[cur]);
+$('stack_by').onchange = () => cur !== null && LAT.data[cur] && drawStack(LAT.data[cur]);
+$('colour').onchange = $('context').onchange = () => cur !== null && LAT.data[cur] && drawExamples(LAT.data[cur]);
 $('more').onclick = () => { const all = $('examples').classList.toggle('all'); """
 r"""$('more').textContent = all ? 'show fewer' : 'show more'; };
 $('latent').onchange = () => show(+$('latent').value);
@@ -1124,10 +1255,12 @@ def _pages(t:str, n_rows:int) -> tuple:
                      for k, v in PANEL_NOTES.items())
     body = (f'<h2>{t}</h2>{nav}<h3 id="title"></h3><p id="summary"></p>'
             f'<p>split the histogram by <select id="stack_by"></select></p><div class="panels">{panels}</div>'
-            '<p><b>neighbours</b> (decoder cosine)</p><div id="neighbours"></div><p><b>examples</b> · colour by '
+            '<p><b>neighbours</b> (decoder cosine)</p><div id="neighbours"></div><p><b>correlated</b> (Pearson r '
+            'of the activations over tokens)</p><div id="correlated"></div><p><b>examples</b> · colour by '
             '<select id="colour"><option value="">activation</option></select> · context <select id="context">'
             + ''.join(f'<option{" selected" if n == 8 else ""}>{n}</option>' for n in (2, 4, 8)) + '</select> tokens</p>'
-            '<div id="examples"></div><button id="more">show more</button>'
+            '<div id="examples"></div><button id="more">show more</button><p><b>token view</b> (click &#9656; beside '
+            'one of the top examples)</p><div id="tokview"></div>'
             f'<script>{_JS_LOAD}</script>{_SRC}<script>{_JS}</script>')
     browser = _PAGE.format(title=t, head=f'<script type="text/javascript">{_plotly_js()}</script>', body=body)
     index = _PAGE.format(title=t, head='', body=(
@@ -1138,6 +1271,29 @@ def _pages(t:str, n_rows:int) -> tuple:
         f'<table><thead id="head"></thead><tbody id="rows"></tbody></table><script>{_JS_LOAD}</script>{_SRC}'
         f'<script>{_JS_INDEX}</script>'))
     return browser, index
+
+# %% ../nbs/09_browser.ipynb #040697c8
+SEQ_SHARD = 256   # sequences per file of the token view
+
+def _write_sharded(dest:Path, # directory of `NNNN.js` files, (re)created atomically
+                   keys:list, # sorted integer keys; key j goes to file j // size
+                   size:int, # keys per file
+                   block:int, # keys whose data is computed together
+                   data, # data(keys) -> {key: JSON-able}
+                   fn:str, # each file calls `fn(k, {key: data})`
+                   desc, # progress bar label (falsy: none)
+                  ):
+    "Write the data of `keys` as script files of `size` keys each, a few files' keys computed at a time."
+    groups = [list(g) for _, g in itertools.groupby(keys, lambda j: j // size)]
+    per = max(1, block // size)
+    def write(tmp:Path):
+        tmp.mkdir()
+        for b in tqdm(range(0, len(groups), per), desc=desc or None, unit='block', disable=not desc):
+            d = data([j for g in groups[b:b + per] for j in g])
+            for g in groups[b:b + per]:
+                k = g[0] // size
+                (tmp/f'{k:04d}.js').write_text(f'{fn}({k}, {safe_json({j: d[j] for j in g})});\n', encoding='utf-8')
+    write_atomic(dest, write)
 
 # %% ../nbs/09_browser.ipynb #040697c7
 def write_site(fs:FeatureStats, # the statistics
@@ -1150,23 +1306,23 @@ def write_site(fs:FeatureStats, # the statistics
                progress:bool=True, # progress bar
                shard_size:int=64, # latents per shard file
                block:int=1024, # latents whose examples are read together (memory grows with it)
+               n_views:int=5, # top examples per latent whose whole sequence the token view shows
               ) -> Path:
     "Write a static feature browser of every latent (or some) to `out`, opening offline; returns `index.html`'s path."
     check_positive(n_latents=n_latents, shard_size=shard_size, block=block)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     order = fs.table.sort_values(['count', 'latent'], ascending=[False, True]).latent
     latents = sorted({int(j) for j in (latents if latents is not None else order.head(n_latents or len(order)))})
-    shards = [list(g) for _, g in itertools.groupby(latents, lambda j: j // shard_size)]
-    per = max(1, block // shard_size)
-    def write_shards(tmp:Path):
-        tmp.mkdir()
-        for b in tqdm(range(0, len(shards), per), desc='pages', unit='block', disable=not progress):
-            data = site_data(fs, sae, store, [j for g in shards[b:b + per] for j in g])
-            for g in shards[b:b + per]:
-                k = g[0] // shard_size
-                (tmp/f'{k:04d}.js').write_text(f'saenbShard({k}, {safe_json({j: data[j] for j in g})});\n', 'utf-8')
-    write_atomic(out/'shards', write_shards)
-    index = site_index(fs, latents); index['shard_size'] = shard_size
+    seqs = set()
+    def pages(js:list) -> dict:   # the latents' data; the top examples' sequences go into the token view
+        d = site_data(fs, sae, store, js)
+        for e in (e for j in js for e in [e for e in d[j]['examples'] if e['group'] == 'top'][:n_views]):
+            e['view'] = 1; seqs.add(e['seq_id'])
+        return d
+    _write_sharded(out/'shards', latents, shard_size, block, pages, 'saenbShard', progress and 'pages')
+    _write_sharded(out/'seqs', sorted(seqs), SEQ_SHARD, 8 * block,
+                   lambda q: round_floats(sequence_latents(fs, sae, store, q)), 'saenbSeq', progress and 'sequences')
+    index = site_index(fs, latents); index.update(shard_size=shard_size, seq_shard_size=SEQ_SHARD)
     write_atomic(out/'latents.js', lambda p: p.write_text(f'saenbIndex({safe_json(index)});\n', encoding='utf-8'))
     browser, index_page = _pages(html.escape(title), int(fs.tensors['n_rows']))
     write_atomic(out/'browser.html', lambda p: p.write_text(browser, encoding='utf-8'))
@@ -1182,8 +1338,8 @@ def site_frame(page, # `browser.html` or `index.html` of `write_site` (or any se
     page = Path(page)
     src = page.read_text(encoding='utf-8')
     if _SRC in src:   # a page of write_site: what it would load from beside it goes inline
-        parts = [page.parent/'latents.js', *(sorted((page.parent/'shards').glob('*.js')) if page.name != 'index.html'
-                                             else [])]
+        parts = [page.parent/'latents.js', *([f for d in ('shards', 'seqs') for f in sorted((page.parent/d).glob('*.js'))]
+                                             if page.name != 'index.html' else [])]
         src = src.replace(_SRC, ''.join(f'<script>{p.read_text(encoding="utf-8")}</script>' for p in parts))
     return HTML(f'<iframe srcdoc="{html.escape(src, quote=True)}" '
                 f'style="width:100%;height:{int(height)}px;border:1px solid #ddd"></iframe>')

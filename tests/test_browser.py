@@ -186,6 +186,7 @@ def test_site_of_4096_latents_in_chromium(pipeline, tmp_path, browser):
     for panel in ('hist', 'logits', 'logit_hist', 'concepts', 'concept_pr', 'stack'):
         assert page.locator(f'#{panel} .main-svg').count() > 0, panel
     assert page.locator('.note').count() == 6 and page.locator('#examples .example').count() > 0
+    assert page.locator('#neighbours button').count() == 10 and page.locator('#correlated button').count() > 0
     page.select_option('#stack_by', 'depth')           # the histogram split by depth: a legend entry per value
     page.wait_for_function('document.querySelector("#stack .gtitle").textContent === "firings by depth"')
     assert all(t.startswith('depth=') for t in page.locator('#stack .legendtext').all_text_contents())
@@ -197,6 +198,18 @@ def test_site_of_4096_latents_in_chromium(pipeline, tmp_path, browser):
         hidden = page.locator('#examples .example:visible').count()
         page.click('#more')
         assert page.locator('#examples .example:visible').count() > hidden
+    page.locator('#examples .example-open').first.click()   # the token view: the example's whole sequence
+    page.wait_for_selector('#tokview .seqtok', timeout=20_000)
+    assert any(u.split('/')[-2:-1] == ['seqs'] for u in scripts)   # read from seqs/ on demand
+    toks = page.locator('#tokview .seqtok')
+    for i in range(toks.count()):                        # click tokens until one has latents, then open one of them
+        toks.nth(i).click()
+        if page.locator('#tokview .token-latent').count(): break
+    target = page.locator('#tokview .token-latent').first.inner_text().split(' ')[0]
+    page.locator('#tokview .token-latent').first.click()
+    page.wait_for_function(f'document.getElementById("title").textContent === "Latent {target}"', timeout=20_000)
+    page.goto((site/'browser.html').as_uri() + f'#latent={far}')
+    page.wait_for_function(f'(document.getElementById("title") || {{}}).textContent === "Latent {far}"', timeout=20_000)
     page.click('#prev')                                 # the previous latent on the site, in the shard before or this one
     page.wait_for_function(f'document.getElementById("title").textContent === "Latent {far - 1}"', timeout=20_000)
     assert not errors, errors
