@@ -16,18 +16,18 @@ from safetensors.torch import save_file, load_file
 from .utils import (write_atomic, InputError, MissingInput, command_errors, output_lock, check_positive, check,
                          path_record, resolve_record, fingerprint)
 from .model import load_model, model_fingerprint
-from .cache import ActivationStore, capture, store_model, check_store_model, store_provenance
+from .cache import ActivationStore, capture, splice, store_model, check_store_model, store_provenance
 from .sae import SAE
 from .sae_io import load_sae, check_sae_store
-from .eval import concept_scores, check_model_store
+from .eval import concept_scores, check_model_store, sae_fn, spliced_where, skipped_tokens
 
 # %% auto #0
 __all__ = ['HIST_LO', 'HIST_HI', 'HIST_PER_OCTAVE', 'N_BINS', 'N_OCT', 'N_STACK', 'PALETTE', 'PANEL_NOTES', 'SEQ_SHARD',
            'hist_edges', 'firing_pairs', 'stream_latent_stats', 'weight_stats', 'FeatureStats', 'hist_quantiles',
            'latent_table', 'feature_stats', 'open_feature_stats', 'token_windows', 'codes_at', 'examples_of',
-           'latent_examples', 'search_latents', 'sequence_rows', 'token_latents', 'sequence_latents', 'safe_json',
-           'tokens_html', 'latent_summary', 'latent_figures', 'example_lines', 'examples_html', 'FeatureBrowser',
-           'round_floats', 'site_data', 'site_index', 'write_site', 'site_frame', 'saenb_browser']
+           'latent_examples', 'search_latents', 'sequence_rows', 'token_latents', 'sequence_latents', 'loss_effects',
+           'safe_json', 'tokens_html', 'latent_summary', 'latent_figures', 'example_lines', 'examples_html',
+           'FeatureBrowser', 'round_floats', 'site_data', 'site_index', 'write_site', 'site_frame', 'saenb_browser']
 
 # %% ../nbs/09_browser.ipynb #aad3eafc
 HIST_LO, HIST_HI, HIST_PER_OCTAVE = -16, 16, 8  # log2 range and resolution of the activation histograms
@@ -690,6 +690,45 @@ def sequence_latents(fs:FeatureStats, # the statistics (for the vocabulary)
         b = e
     return out
 
+# %% ../nbs/09_browser.ipynb #e3f95761
+def _contexts(store:ActivationStore, seqs:list, tok) -> tuple:
+    "Model inputs `[n, T]` of the sequences (`<bos>`, then each token at its position; padded) and their lengths."
+    lab = [store.labels(r) for r in sequence_rows(store, seqs)]
+    if any(not len(l['token_id']) for l in lab): raise InputError(f"a sequence of {seqs} is not in {store.path}")
+    n = [int(l['ctx_position'].max()) + 1 for l in lab]
+    ids = torch.full((len(seqs), max(n)), tok.pad_id, dtype=torch.long); ids[:, 0] = tok.bos_id
+    for i, l in enumerate(lab): ids[i, l['ctx_position']] = l['token_id']
+    return ids, torch.tensor(n)
+
+@torch.no_grad()
+def loss_effects(sae:SAE, # the SAE
+                 store:ActivationStore, # its activations (with token labels)
+                 model, # its model (a saenb `TransformerBridge`)
+                 hook:str, # the SAE's hook
+                 latent:int, # the latent zeroed
+                 examples:list, # from `latent_examples`
+                 batch_size:int=64, # sequences per forward pass
+                ) -> list:
+    "Per example, per window token: the rise in next-token loss when `latent` is zeroed at every token (None: last)."
+    tok = getattr(model, 'saenb_tokenizer', None)
+    if tok is None: raise InputError("loss effects rebuild the sequences from the store: pass a saenb model")
+    seqs = sorted({e['seq_id'] for e in examples})
+    ids, n = _contexts(store, seqs, tok)
+    fn, skip, delta = sae_fn(sae, [latent], keep_error=True), skipped_tokens(model), torch.zeros(ids.shape)
+    dev = next(model.parameters()).device
+    for b in range(0, len(ids), batch_size):
+        x = ids[b:b + batch_size].to(dev)
+        ce = lambda lg: torch.nn.functional.cross_entropy(lg[:, :-1].float().transpose(1, 2), x[:, 1:], reduction='none')
+        clean = ce(model(x))
+        with splice(model, {hook: spliced_where(fn, x, skip)}): delta[b:b + len(x), :-1] = (ce(model(x)) - clean).cpu()
+    where = {q: i for i, q in enumerate(seqs)}
+    out = []
+    for e in examples:
+        i = where[e['seq_id']]
+        pos = store.labels(torch.arange(len(e['tokens'])) + e['row'] - e['center'])['ctx_position'].tolist()
+        out.append([float(delta[i, p]) if p < n[i] - 1 else None for p in pos])
+    return out
+
 # %% ../nbs/09_browser.ipynb #f2d86b7f
 def safe_json(o) -> str:
     "JSON that is safe inside an HTML `<script>` element."
@@ -704,6 +743,7 @@ def tokens_html(tokens:list, # token strings
                 center:int=None, # index of the token to underline
                 values:list=None, # a concept's value at each token: colour by it instead of the activation
                 label=str, # value -> its label in the hover title (with `values`)
+                effects:list=None, # the loss effect at each token (from `loss_effects`): shown under it
                ) -> str:
     "Tokens as HTML spans shaded by activation (or coloured by a concept), the value on hover; every token escaped."
     out = []
@@ -712,8 +752,14 @@ def tokens_html(tokens:list, # token strings
             bg, tip = f'rgba(255,96,0,{0 if scale <= 0 else min(1.0, max(0.0, a / scale)):.2f})', f'{a:.3f}'
         else: bg, tip = PALETTE[values[i] % len(PALETTE)] + '99', f'{label(values[i])}; activation {a:.3f}'
         u = 'border-bottom:2px solid #333;' if i == center else ''
-        out.append(f'<span class="tok" title="{html.escape(tip)}" style="background:{bg};{u}'
-                   f'padding:0 2px;margin:0 1px">{html.escape(t)}</span>')
+        body, box = html.escape(t), ''
+        if effects is not None:
+            f, box = effects[i], 'display:inline-block;text-align:center;'
+            tip += '' if f is None else f'; loss effect {f:+.3f}'
+            body += ('<br><small>&nbsp;</small>' if f is None else
+                     f'<br><small style="color:{"#d62728" if f > 0 else "#1f77b4"}">{f:+.2f}</small>')
+        out.append(f'<span class="tok" title="{html.escape(tip)}" style="{box}background:{bg};{u}'
+                   f'padding:0 2px;margin:0 1px">{body}</span>')
     return '<span class="ctx" style="font-family:monospace">' + ''.join(out) + '</span>'
 
 # %% ../nbs/09_browser.ipynb #707f83da
@@ -839,8 +885,8 @@ def example_lines(ex:list, # from `latent_examples`
             head = "top activations" if g == "top" else g
             out.append(f'<div style="margin-top:6px"><b>{html.escape(head)}</b></div>'); grp = g
         vals = e.get('concepts', {}).get(concept) if concept else None
-        out.append((e, f'<div class="example">{e["act"]:.3f} '
-                       f'{tokens_html(e["tokens"], e["acts"], scale, e["center"], vals, label)}</div>'))
+        line = tokens_html(e['tokens'], e['acts'], scale, e['center'], vals, label, e.get('effects'))
+        out.append((e, f'<div class="example">{e["act"]:.3f} {line}</div>'))
     return out
 
 # %% ../nbs/09_browser.ipynb #2c283a07
@@ -879,6 +925,9 @@ class FeatureBrowser:
                                  description='colour by')
         self.context = W.Dropdown(options=[2, 4, 8, 16], value=8, description='context', layout=W.Layout(width='160px'))
         self.more = W.ToggleButton(description='show more', tooltip='every kept top example, 10 per interval')
+        self.effects = W.ToggleButton(description='loss effects', disabled=model is None,
+                                      tooltip='under each token: the change in next-token loss when the latent is '
+                                              'zeroed' if model is not None else 'needs the model')
         self.examples.add_class('examples')
         self.seq = W.Text(placeholder='seq id, or tokens e.g. ( [ ] )', description='tokens', continuous_update=False,
                           layout=W.Layout(width='420px'))
@@ -904,7 +953,7 @@ def _layout(self:FeatureBrowser):
     self.index.observe(lambda ch: self.show(ch['new']), 'value')
     self.query.observe(lambda ch: ch['new'] and self.search(ch['new']), 'value')
     self.seq.observe(lambda ch: ch['new'] and self.show_tokens(ch['new']), 'value')
-    for w in (self.colour, self.context, self.more): w.observe(lambda _: self._draw_examples(), 'value')
+    for w in (self.colour, self.context, self.more, self.effects): w.observe(lambda _: self._draw_examples(), 'value')
     self.stack_by.observe(lambda _: self._draw_panels(latent_summary(self.fs, self.latent)), 'value')
     self.widget = W.VBox([W.HBox([self.index, self.sort, self.pick]), W.HBox([self.query, self.hits]), self.title,
                           self.stack_by,
@@ -913,7 +962,8 @@ def _layout(self:FeatureBrowser):
                                   for k, v in PANEL_NOTES.items()], layout=W.Layout(flex_flow='row wrap')),
                           W.HTML('<b>neighbours</b> (decoder cosine)'), self.neigh,
                           W.HTML('<b>correlated</b> (Pearson r of the activations over tokens)'), self.corr,
-                          W.HBox([W.HTML('<b>examples</b>'), self.colour, self.context, self.more]), self.examples,
+                          W.HBox([W.HTML('<b>examples</b>'), self.colour, self.context, self.more, self.effects]),
+                          self.examples,
                           W.HTML('<b>token view</b> (type a sequence, or click &#9656; beside an example; '
                                  'click a token for its latents)'),
                           self.seq, self.tokbar, W.HBox([self.tokinfo, self.toklat]), self.tokview])
@@ -951,6 +1001,9 @@ def _draw_examples(self:FeatureBrowser):
     ctx, more = self.context.value, self.more.value
     ex = latent_examples(self.fs, self.sae, self.store, self.latent, before=ctx, after=ctx,
                          n_top=self.fs.tensors['top_act'].shape[1] if more else 10, per_group=10 if more else 5)
+    if self.effects.value and ex:   # on demand: two forward passes over the examples' sequences
+        for e, f in zip(ex, loss_effects(self.sae, self.store, self.model, self.fs.meta['hook'], self.latent, ex)):
+            e['effects'] = f
     self.examples.children = self._example_rows(ex, self._max)
 
 # %% ../nbs/09_browser.ipynb #e370a763
@@ -1153,6 +1206,9 @@ function drawExamples(s) {   // grouped lines; extra ones behind "show more"; co
 r"""sp.title = valueName(by, c[i]) + '; activation ' + e.acts[i].toFixed(3); }
       else { const a = Math.max(0, Math.min(1, s.max > 0 ? e.acts[i] / s.max : 0));
         sp.style.background = `rgba(255,96,0,${a.toFixed(2)})`; sp.title = e.acts[i].toFixed(3); }
+      if (e.effects) { const f = e.effects[i], sm = el('small', f === null ? '\u00a0' : (f > 0 ? '+' : '') + f.toFixed(2));
+        sp.style.display = 'inline-block'; sp.style.textAlign = 'center'; sp.appendChild(el('br')); sp.appendChild(sm);
+        if (f !== null) { sm.style.color = f > 0 ? '#d62728' : '#1f77b4'; sp.title += '; loss effect ' + f.toFixed(3); } }
       if (i === e.center) sp.style.borderBottom = '2px solid #333'; row.appendChild(sp); });
     ex.appendChild(row); });
   $('more').style.display = ex.querySelector('.extra') ? '' : 'none';
@@ -1307,21 +1363,32 @@ def write_site(fs:FeatureStats, # the statistics
                shard_size:int=64, # latents per shard file
                block:int=1024, # latents whose examples are read together (memory grows with it)
                n_views:int=5, # top examples per latent whose whole sequence the token view shows
+               model=None, # the SAE's model: loss effects under the examples of the most frequent latents
+               n_effects:int=256, # how many latents get them (with `model`)
+               timings:dict=None, # filled with the seconds of each part: pages, loss effects, token view
               ) -> Path:
     "Write a static feature browser of every latent (or some) to `out`, opening offline; returns `index.html`'s path."
     check_positive(n_latents=n_latents, shard_size=shard_size, block=block)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     order = fs.table.sort_values(['count', 'latent'], ascending=[False, True]).latent
     latents = sorted({int(j) for j in (latents if latents is not None else order.head(n_latents or len(order)))})
-    seqs = set()
+    seqs, tm = set(), {} if timings is None else timings
+    eff = set(order[order.isin(latents)].head(n_effects)) if model is not None else set()
+    tm.update(pages_s=0., effects_s=0., effects_latents=0)
     def pages(js:list) -> dict:   # the latents' data; the top examples' sequences go into the token view
-        d = site_data(fs, sae, store, js)
+        t0 = time.perf_counter(); d = site_data(fs, sae, store, js); t1 = time.perf_counter()
+        for j in (j for j in eff.intersection(js) if d[j]['examples']):   # a latent that never fires has no examples
+            ex = d[j]['examples']; tm['effects_latents'] += 1
+            for e, f in zip(ex, loss_effects(sae, store, model, fs.meta['hook'], j, ex)): e['effects'] = round_floats(f)
+        tm['effects_s'] += time.perf_counter() - t1; tm['pages_s'] += t1 - t0
         for e in (e for j in js for e in [e for e in d[j]['examples'] if e['group'] == 'top'][:n_views]):
             e['view'] = 1; seqs.add(e['seq_id'])
         return d
     _write_sharded(out/'shards', latents, shard_size, block, pages, 'saenbShard', progress and 'pages')
+    t0 = time.perf_counter()
     _write_sharded(out/'seqs', sorted(seqs), SEQ_SHARD, 8 * block,
                    lambda q: round_floats(sequence_latents(fs, sae, store, q)), 'saenbSeq', progress and 'sequences')
+    tm['sequences_s'] = time.perf_counter() - t0
     index = site_index(fs, latents); index.update(shard_size=shard_size, seq_shard_size=SEQ_SHARD)
     write_atomic(out/'latents.js', lambda p: p.write_text(f'saenbIndex({safe_json(index)});\n', encoding='utf-8'))
     browser, index_page = _pages(html.escape(title), int(fs.tensors['n_rows']))
@@ -1387,16 +1454,21 @@ def saenb_browser(sae:str=None, # SAE directory (required)
                   no_concepts:bool=False, # skip the concept scores
                   recompute:bool=False, # recompute saved statistics
                   allow_mismatch:bool=False, # browse on activations or with a model other than the SAE's (recorded)
+                  n_effects:int=256, # latents (most frequent first) whose examples show loss effects (0: none)
                   quiet:bool=False, # no progress bars
                  ):
     "Compute the feature statistics of an SAE (saved beside it) and write a static HTML feature browser."
     with command_errors('saenb_browser'):
         check_positive(n_latents=n_latents, n_rows=n_rows, top_k=top_k)
+        check(n_effects >= 0, f"--n_effects must be 0 (none) or more, got {n_effects}")
         check(not Path(out).exists() or Path(out).is_dir(), f"--out {out} is a file: pass a directory for the pages")
         sd, store, model = _browser_inputs(sae, acts, model, recompute)
         with output_lock(out):  # held for the whole run: a second writer stops at once
             fs = open_feature_stats(sd, store, model, recompute=recompute, n_rows=n_rows, top_k=top_k,
                                     concepts=not no_concepts, progress=not quiet, allow_mismatch=allow_mismatch)
-            index = write_site(fs, load_sae(sd), store, out, n_latents=n_latents, progress=not quiet)
+            mdir = model or store_model(store)   # the loss effects run it: the SAE's own model
+            m, tm = load_model(mdir) if mdir is not None and n_effects else None, {}
+            index = write_site(fs, load_sae(sd), store, out, n_latents=n_latents, progress=not quiet, model=m,
+                               n_effects=n_effects, timings=tm)
     print(json.dumps({'index': str(index), 'browser': str(Path(out)/'browser.html'), 'latents': fs.d_sae,
-                      'seconds': fs.meta.get('seconds')}))
+                      'seconds': fs.meta.get('seconds'), **{k: round(v, 2) for k, v in tm.items()}}))

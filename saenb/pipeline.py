@@ -243,7 +243,7 @@ def _sae_stages(cfg:dict, out:Path, device:str, progress:bool, log, the_model):
             run = yaml.safe_load((d/'config.yaml').read_text())
             fs = open_feature_stats(d/'sae', run['acts'], the_model(), n_rows=b.get('n_rows'), progress=progress)
             write_site(fs, load_sae(d/'sae'), ActivationStore(run['acts']), d/'site', n_latents=b.get('n_latents'),
-                       title=f"{_run_label(run)}: feature browser", progress=progress)
+                       model=the_model(), title=f"{_run_label(run)}: feature browser", progress=progress)
         _stage_done(out, 'browser', cfg)
 
 def _pipeline_stages(cfg:dict, out:Path, device:str, progress:bool, log):

@@ -156,6 +156,9 @@ def test_site_of_4096_latents_in_chromium(pipeline, tmp_path, browser):
     r = cli('--sae', tmp_path/'sae', '--acts', pipeline/'acts'/'0_residpost', '--model', pipeline/'gpt',
             '--out', tmp_path/'site', '--quiet')
     assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res['effects_latents'] == min(256, int((FeatureStats.load(tmp_path/'sae').table['count'] > 0).sum()))
+    assert res['effects_s'] > 0 and res['pages_s'] > 0 and res['sequences_s'] > 0   # each part timed on its own
     site = tmp_path/'site'
     assert len(list((site/'shards').glob('*.js'))) == 4096 // 64
     fs = FeatureStats.load(tmp_path/'sae')
@@ -187,6 +190,8 @@ def test_site_of_4096_latents_in_chromium(pipeline, tmp_path, browser):
         assert page.locator(f'#{panel} .main-svg').count() > 0, panel
     assert page.locator('.note').count() == 6 and page.locator('#examples .example').count() > 0
     assert page.locator('#neighbours button').count() == 10 and page.locator('#correlated button').count() > 0
+    assert page.locator('#examples .tok small').count() > 0   # loss effects under the tokens (a frequent latent)
+    assert 'loss effect' in ' '.join(page.locator('#examples .tok').evaluate_all('ts => ts.map(t => t.title)'))
     page.select_option('#stack_by', 'depth')           # the histogram split by depth: a legend entry per value
     page.wait_for_function('document.querySelector("#stack .gtitle").textContent === "firings by depth"')
     assert all(t.startswith('depth=') for t in page.locator('#stack .legendtext').all_text_contents())
