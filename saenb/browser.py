@@ -154,6 +154,17 @@ class _CoFiring:
         sd = (m2 - m1 ** 2).clamp_min(1e-30).sqrt()
         return (prod / max(self.n, 1) - m1[i] * m1[j]) / (sd[i] * sd[j])
 
+    def result(self, n_top:int=10) -> dict:
+        "The `n_top` latents most correlated with each latent (`corr_idx`, -1 where fewer fire with it) and their r."
+        self._merge()
+        o, rank, pair = self._partners(self.keys, self.sums)
+        i, j = self.keys // self.L, self.keys % self.L
+        src, dst = torch.cat([i, j])[o], torch.cat([j, i])[o]
+        r, m = self.pearson(src, dst, self.sums[pair[o]]).float(), rank < n_top
+        idx, val = torch.full((self.L, n_top), -1, dtype=torch.long), torch.zeros(self.L, n_top)
+        idx[src[m], rank[m]], val[src[m], rank[m]] = dst[m], r[m]
+        return {'corr_idx': idx, 'corr_val': val}
+
 # %% ../nbs/09_browser.ipynb #5fb4e7b5
 @patch
 def _merge(self:_CoFiring):
@@ -174,18 +185,6 @@ def _partners(self:_CoFiring, keys:torch.Tensor, sums:torch.Tensor) -> tuple:
     o, rank = _ranked(torch.cat([i, j]), torch.cat([r, r]))
     return o, rank, torch.arange(len(i)).repeat(2)
 
-@patch
-def result(self:_CoFiring, n_top:int=10) -> dict:
-    "The `n_top` latents most correlated with each latent (`corr_idx`, -1 where fewer fire with it) and their r."
-    self._merge()
-    o, rank, pair = self._partners(self.keys, self.sums)
-    i, j = self.keys // self.L, self.keys % self.L
-    src, dst = torch.cat([i, j])[o], torch.cat([j, i])[o]
-    r = self.pearson(src, dst, self.sums[pair[o]]).float()
-    m = rank < n_top
-    idx, val = torch.full((self.L, n_top), -1, dtype=torch.long), torch.zeros(self.L, n_top)
-    idx[src[m], rank[m]], val[src[m], rank[m]] = dst[m], r[m]
-    return {'corr_idx': idx, 'corr_val': val}
 
 # %% ../nbs/09_browser.ipynb #5fb4e7a3
 @torch.no_grad()

@@ -29,7 +29,7 @@ def pipe(tmp_path_factory):
     model = train_gpt(corpus, d/'gpt', GPTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=32),
                       TrainConfig(steps=150, batch_size=32, warmup_steps=10, lr=1e-2, eval_every=1000, ckpt_every=1000), progress=False)
     store = ActivationStore(cache_activations(model, corpus, HOOK, d/'acts', device='cpu', progress=False)[HOOK])
-    res = train_sae(store, d/'sae', arch='topk', k=4, d_sae=64, n_tokens=60_000, batch_size=512, lr=3e-3, progress=False)
+    res = train_sae(store, d/'sae', arch='topk', k=4, d_sae=64, n_tokens=150_000, batch_size=512, lr=3e-3, progress=False)
     ids = store_sequences(store, corpus.tokenizer.bos_id, corpus.tokenizer.pad_id, 64)
     return dict(dir=d, lang=lang, corpus=corpus, model=model, store=store, sae=res.sae, tok=corpus.tokenizer, ids=ids)
 
