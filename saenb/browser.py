@@ -720,18 +720,18 @@ def loss_effects(sae:SAE, # the SAE
         ce = lambda lg: torch.nn.functional.cross_entropy(lg[:, :-1].float().transpose(1, 2), x[:, 1:], reduction='none')
         clean = ce(model(x))
         with splice(model, {hook: spliced_where(fn, x, skip)}): delta[b:b + len(x), :-1] = (ce(model(x)) - clean).cpu()
-    where = {q: i for i, q in enumerate(seqs)}
-    out = []
+    where, out, k = {q: i for i, q in enumerate(seqs)}, [], 0
+    rows = torch.cat([torch.arange(len(e['tokens'])) + e['row'] - e['center'] for e in examples])
+    pos = store.labels(rows)['ctx_position'].tolist()   # every window's positions in one read
     for e in examples:
-        i = where[e['seq_id']]
-        pos = store.labels(torch.arange(len(e['tokens'])) + e['row'] - e['center'])['ctx_position'].tolist()
-        out.append([float(delta[i, p]) if p < n[i] - 1 else None for p in pos])
+        i, p = where[e['seq_id']], pos[k:k + len(e['tokens'])]; k += len(p)
+        out.append([float(delta[i, q]) if q < n[i] - 1 else None for q in p])
     return out
 
 # %% ../nbs/09_browser.ipynb #f2d86b7f
 def safe_json(o) -> str:
-    "JSON that is safe inside an HTML `<script>` element."
-    return json.dumps(o).replace('<', '\\u003c').replace('>', '\\u003e').replace('&', '\\u0026')
+    "Compact JSON that is safe inside an HTML `<script>` element."
+    return json.dumps(o, separators=(',', ':')).replace('<', '\\u003c').replace('>', '\\u003e').replace('&', '\\u0026')
 
 # %% ../nbs/09_browser.ipynb #25f2defd
 PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac']
@@ -1378,7 +1378,7 @@ def write_site(fs:FeatureStats, # the statistics
         t0 = time.perf_counter(); d = site_data(fs, sae, store, js); t1 = time.perf_counter()
         for j in (j for j in eff.intersection(js) if d[j]['examples']):   # a latent that never fires has no examples
             ex = d[j]['examples']; tm['effects_latents'] += 1
-            for e, f in zip(ex, loss_effects(sae, store, model, fs.meta['hook'], j, ex)): e['effects'] = round_floats(f)
+            for e, f in zip(ex, loss_effects(sae, store, model, fs.meta['hook'], j, ex)): e['effects'] = round_floats(f, 3)
         tm['effects_s'] += time.perf_counter() - t1; tm['pages_s'] += t1 - t0
         for e in (e for j in js for e in [e for e in d[j]['examples'] if e['group'] == 'top'][:n_views]):
             e['view'] = 1; seqs.add(e['seq_id'])
