@@ -99,10 +99,10 @@ class _ConceptStacks:
         self.names = [c for c in store.concepts if c in store.meta_columns]
         self.t = {c: torch.zeros(L * N_STACK * N_OCT, dtype=torch.int32) for c in self.names}
 
-    def update(self, s:int, e:int, r:torch.Tensor, l:torch.Tensor, v:torch.Tensor):
-        "Count the firings `(r, l, v)` of rows `s:e` (`r` relative to `s`)."
+    def update(self, s:int, e:int, r:torch.Tensor, l:torch.Tensor, bins:torch.Tensor):
+        "Count the firings of rows `s:e`: row `r` (from `s`), latent `l`, activation in histogram bin `bins`."
         if not self.names: return
-        lab, o = self.store.labels(torch.arange(s, e)), _bin(v) // HIST_PER_OCTAVE
+        lab, o = self.store.labels(torch.arange(s, e)), bins // HIST_PER_OCTAVE
         for c in self.names:
             val = lab[c][r]; ok = val >= 0   # a token without a label is not counted
             key = (l[ok] * N_STACK + val[ok].clamp_max(N_STACK - 1)) * N_OCT + o[ok]
@@ -216,10 +216,11 @@ def stream_latent_stats(sae:SAE, # the SAE, taking raw activations
         count += torch.bincount(l, minlength=L)
         total += torch.bincount(l, weights=v.double(), minlength=L)
         mx.scatter_reduce_(0, l, v, 'amax')
-        hist += torch.bincount(l * N_BINS + _bin(v), minlength=L * N_BINS)
+        bins = _bin(v)
+        hist += torch.bincount(l * N_BINS + bins, minlength=L * N_BINS)
         top.update(l, v, r + s, v)
         smp.update(l, torch.rand(len(l), generator=g), r + s, v)
-        stacks.update(s, e, r, l, v); co.update(e - s, r, l, v)
+        stacks.update(s, e, r, l, bins); co.update(e - s, r, l, v)
     return {'count': count, 'act_sum': total, 'act_max': mx, 'hist': hist.reshape(L, N_BINS), 'n_rows': torch.tensor(n),
             'top_act': top.act, 'top_row': top.row, 'sample_act': smp.act, 'sample_row': smp.row, **stacks.tensors(),
             **co.result()}
@@ -483,13 +484,13 @@ def token_windows(store:ActivationStore, # the store the rows index
                   before:int=8, # tokens shown before the centre
                   after:int=4, # tokens shown after it
                  ) -> tuple:
-    "Rows `[n, before+1+after]` of the windows (-1 outside the centre's sequence) and their token ids."
+    "Rows `[n, before+1+after]` of the windows (-1 outside the centre's sequence) and their labels (-1 there too)."
     rows = torch.as_tensor(rows).long()
     w = rows[:, None] + torch.arange(-before, after + 1)[None, :]
     ok = (w >= 0) & (w < len(store))
     lab = store.labels(w.clamp(0, len(store) - 1))
     ok &= lab['seq_id'] == lab['seq_id'][:, before:before + 1]
-    return torch.where(ok, w, -1), torch.where(ok, lab['token_id'], -1)
+    return torch.where(ok, w, -1), {c: torch.where(ok, v, -1) for c, v in lab.items()}
 
 # %% ../nbs/09_browser.ipynb #64fa7305
 def _spread(items:list, n:int) -> list:
@@ -561,10 +562,9 @@ def examples_of(fs:FeatureStats, # the statistics
     flat = [(j, *p) for j in latents for p in _example_picks(fs.tensors, j, n_top, groups, n_groups, per_group)]
     out = {j: [] for j in latents}
     if not flat: return out
-    w, ids = token_windows(store, torch.tensor([r for *_, r in flat]), before, after)
-    lat = torch.tensor([j for j, *_ in flat])[:, None].expand_as(w)
+    w, lab = token_windows(store, torch.tensor([r for *_, r in flat]), before, after)
+    lat, ids = torch.tensor([j for j, *_ in flat])[:, None].expand_as(w), lab['token_id']
     acts = codes_at(sae, store, w.flatten(), lat.flatten()).view(w.shape)
-    lab = store.labels(w.clamp_min(0))
     names = [c for c in store.concepts if c in lab]
     for i, (j, grp, a, r) in enumerate(flat):
         ok = w[i] >= 0
@@ -692,12 +692,14 @@ def sequence_latents(fs:FeatureStats, # the statistics (for the vocabulary)
 # %% ../nbs/09_browser.ipynb #e3f95761
 def _contexts(store:ActivationStore, seqs:list, tok) -> tuple:
     "Model inputs `[n, T]` of the sequences (`<bos>`, then each token at its position; padded) and their lengths."
-    lab = [store.labels(r) for r in sequence_rows(store, seqs)]
-    if any(not len(l['token_id']) for l in lab): raise InputError(f"a sequence of {seqs} is not in {store.path}")
-    n = [int(l['ctx_position'].max()) + 1 for l in lab]
-    ids = torch.full((len(seqs), max(n)), tok.pad_id, dtype=torch.long); ids[:, 0] = tok.bos_id
-    for i, l in enumerate(lab): ids[i, l['ctx_position']] = l['token_id']
-    return ids, torch.tensor(n)
+    rows = sequence_rows(store, seqs)
+    if any(not len(r) for r in rows): raise InputError(f"a sequence of {seqs} is not in {store.path}")
+    lab = store.labels(torch.cat(rows))   # one read for every sequence
+    seq = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor([len(r) for r in rows]))
+    n = torch.zeros(len(rows), dtype=torch.long).scatter_reduce_(0, seq, lab['ctx_position'] + 1, 'amax')
+    ids = torch.full((len(seqs), int(n.max())), tok.pad_id, dtype=torch.long); ids[:, 0] = tok.bos_id
+    ids[seq, lab['ctx_position']] = lab['token_id']
+    return ids, n
 
 @torch.no_grad()
 def loss_effects(sae:SAE, # the SAE
