@@ -31,6 +31,7 @@ def build(root:Path, n_tokens:int, d_model:int, d_sae:int, k:int):
     from saenb.grammars import Concept
     from saenb.model import GPTConfig, build_model
     from saenb.sae import make_sae
+    import saenb.sae_io  # noqa: F401  (adds SAE.save)
     n_ctx, vocab = 64, 16
     g = np.random.default_rng(0)
     n_seq = -(-n_tokens // n_ctx)

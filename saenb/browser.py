@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_browser.ipynb #fb1d0b80
 from __future__ import annotations
-import collections, html, itertools, json, math, time, weakref
+import collections, contextlib, html, itertools, json, math, time, weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -19,15 +19,16 @@ from .model import load_model, model_fingerprint
 from .cache import ActivationStore, capture, splice, store_model, check_store_model, store_provenance
 from .sae import SAE
 from .sae_io import load_sae, check_sae_store
-from .eval import concept_scores, check_model_store, sae_fn, spliced_where, skipped_tokens
+from .eval import concept_scores, check_model_store, spliced_where, skipped_tokens
 
 # %% auto #0
 __all__ = ['HIST_LO', 'HIST_HI', 'HIST_PER_OCTAVE', 'N_BINS', 'N_OCT', 'N_STACK', 'PALETTE', 'PANEL_NOTES', 'SEQ_SHARD',
            'hist_edges', 'firing_pairs', 'stream_latent_stats', 'weight_stats', 'FeatureStats', 'hist_quantiles',
            'latent_table', 'feature_stats', 'open_feature_stats', 'token_windows', 'codes_at', 'examples_of',
-           'latent_examples', 'search_latents', 'sequence_rows', 'token_latents', 'sequence_latents', 'loss_effects',
-           'safe_json', 'tokens_html', 'latent_summary', 'latent_figures', 'example_lines', 'examples_html',
-           'FeatureBrowser', 'round_floats', 'site_data', 'site_index', 'write_site', 'site_frame', 'saenb_browser']
+           'latent_examples', 'search_latents', 'sequence_rows', 'token_latents', 'sequence_latents',
+           'batch_loss_effects', 'loss_effects', 'safe_json', 'tokens_html', 'latent_summary', 'latent_figures',
+           'example_lines', 'examples_html', 'FeatureBrowser', 'round_floats', 'site_data', 'site_index', 'write_site',
+           'site_frame', 'saenb_browser']
 
 # %% ../nbs/09_browser.ipynb #aad3eafc
 HIST_LO, HIST_HI, HIST_PER_OCTAVE = -16, 16, 8  # log2 range and resolution of the activation histograms
@@ -130,7 +131,7 @@ def _ranked(group:torch.Tensor, score:torch.Tensor) -> tuple:
 # %% ../nbs/09_browser.ipynb #5fb4e7b4
 class _CoFiring:
     "Sums of products of co-firing latents in a sparse table, kept to the `keep` best partners of each latent."
-    def __init__(self, L:int, keep:int=32, per_row:int=32, buffer:int=4_000_000):
+    def __init__(self, L:int, keep:int=32, per_row:int=16, buffer:int=4_000_000):
         self.L, self.keep, self.per_row, self.buffer = L, keep, per_row, buffer
         self.keys, self.sums = torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)
         self.new, self.n_new, self.n = [], 0, 0
@@ -701,7 +702,63 @@ def _contexts(store:ActivationStore, seqs:list, tok) -> tuple:
     ids[seq, lab['ctx_position']] = lab['token_id']
     return ids, n
 
+def _next_token_losses(model, # a `TransformerBridge`
+                       ids:torch.Tensor, # inputs `[n, T]`
+                       need:torch.Tensor, # tokens of each row the wanted losses depend on (a causal model)
+                       batch_size:int, # rows per forward pass
+                       edit=None, # `edit(rows, x)`: the context (a splice) in which batch `x`, of these rows, runs
+                      ) -> torch.Tensor:
+    "Next-token losses `[n, T]` up to each row's `need`: rows batched by length, each batch cut to its longest."
+    out, order, dev = torch.zeros(ids.shape), torch.argsort(need), next(model.parameters()).device
+    for b in range(0, len(order), batch_size):
+        rows = order[b:b + batch_size]; x = ids[rows, :max(2, int(need[rows].max()))].to(dev)
+        with edit(rows, x) if edit is not None else contextlib.nullcontext(): lg = model(x)[:, :-1].float()
+        out[rows, :x.shape[1] - 1] = torch.nn.functional.cross_entropy(lg.transpose(1, 2), x[:, 1:],
+                                                                        reduction='none').cpu()
+    return out
+
+def _zero_each(sae:SAE, latents:torch.Tensor):
+    "A splice function for a batch whose row `b` has latent `latents[b]` zeroed at every token, the SAE's error kept."
+    def fn(x):
+        xf = x.float(); codes = sae.encode(xf); rec = sae.decode(codes).float()
+        codes = codes.clone(); codes[torch.arange(len(x), device=x.device), :, latents.to(x.device)] = 0.
+        return (sae.decode(codes).float() + xf - rec).to(x.dtype)
+    return fn
+
+# %% ../nbs/09_browser.ipynb #e3f95771
 @torch.no_grad()
+def batch_loss_effects(sae:SAE, # the SAE
+                       store:ActivationStore, # its activations (with token labels)
+                       model, # its model (a saenb `TransformerBridge`)
+                       hook:str, # the SAE's hook
+                       examples:dict, # latent -> its examples (from `latent_examples`)
+                       batch_size:int=64, # sequences per forward pass
+                      ) -> dict:
+    "`loss_effects` of many latents: each sequence's clean loss once, the (latent, sequence) ablations in batches."
+    seqs, tok = sorted({e['seq_id'] for ex in examples.values() for e in ex}), getattr(model, 'saenb_tokenizer', None)
+    if not seqs: return {j: [] for j in examples}
+    if tok is None: raise InputError("loss effects rebuild the sequences from the store: pass a saenb model")
+    ids, n = _contexts(store, seqs, tok)
+    where, flat, pair = {q: i for i, q in enumerate(seqs)}, [(j, e) for j, ex in examples.items() for e in ex], {}
+    ex_pair = torch.tensor([pair.setdefault((j, where[e['seq_id']]), len(pair)) for j, e in flat])
+    lat, seq = torch.tensor(list(pair)).T
+    lens = torch.tensor([len(e['tokens']) for _, e in flat])
+    pos = store.labels(torch.cat([torch.arange(len(e['tokens'])) + e['row'] - e['center'] for _, e in flat]))
+    pos = pos['ctx_position']   # every window's positions in one read
+    need = torch.zeros(len(pair), dtype=torch.long).scatter_reduce_(   # a pair's losses need its windows' tokens
+        0, ex_pair.repeat_interleave(lens), pos + 2, 'amax').minimum(n[seq])
+    clean = _next_token_losses(model, ids, torch.zeros(len(seqs), dtype=torch.long).scatter_reduce_(0, seq, need, 'amax'),
+                               batch_size)
+    skip = skipped_tokens(model)
+    edit = lambda rows, x: splice(model, {hook: spliced_where(_zero_each(sae, lat[rows]), x, skip)})
+    delta = (_next_token_losses(model, ids[seq], need, batch_size, edit) - clean[seq]).tolist()
+    out, k, pos, n = {j: [] for j in examples}, 0, pos.tolist(), n.tolist()
+    for (j, e), r in zip(flat, ex_pair.tolist()):
+        p = pos[k:k + len(e['tokens'])]; k += len(p)
+        out[j].append([delta[r][q] if q < n[seq[r]] - 1 else None for q in p])
+    return out
+
+# %% ../nbs/09_browser.ipynb #e3f95772
 def loss_effects(sae:SAE, # the SAE
                  store:ActivationStore, # its activations (with token labels)
                  model, # its model (a saenb `TransformerBridge`)
@@ -711,24 +768,7 @@ def loss_effects(sae:SAE, # the SAE
                  batch_size:int=64, # sequences per forward pass
                 ) -> list:
     "Per example, per window token: the rise in next-token loss when `latent` is zeroed at every token (None: last)."
-    tok = getattr(model, 'saenb_tokenizer', None)
-    if tok is None: raise InputError("loss effects rebuild the sequences from the store: pass a saenb model")
-    seqs = sorted({e['seq_id'] for e in examples})
-    ids, n = _contexts(store, seqs, tok)
-    fn, skip, delta = sae_fn(sae, [latent], keep_error=True), skipped_tokens(model), torch.zeros(ids.shape)
-    dev = next(model.parameters()).device
-    for b in range(0, len(ids), batch_size):
-        x = ids[b:b + batch_size].to(dev)
-        ce = lambda lg: torch.nn.functional.cross_entropy(lg[:, :-1].float().transpose(1, 2), x[:, 1:], reduction='none')
-        clean = ce(model(x))
-        with splice(model, {hook: spliced_where(fn, x, skip)}): delta[b:b + len(x), :-1] = (ce(model(x)) - clean).cpu()
-    where, out, k = {q: i for i, q in enumerate(seqs)}, [], 0
-    rows = torch.cat([torch.arange(len(e['tokens'])) + e['row'] - e['center'] for e in examples])
-    pos = store.labels(rows)['ctx_position'].tolist()   # every window's positions in one read
-    for e in examples:
-        i, p = where[e['seq_id']], pos[k:k + len(e['tokens'])]; k += len(p)
-        out.append([float(delta[i, q]) if q < n[i] - 1 else None for q in p])
-    return out
+    return batch_loss_effects(sae, store, model, hook, {int(latent): examples}, batch_size)[int(latent)]
 
 # %% ../nbs/09_browser.ipynb #f2d86b7f
 def safe_json(o) -> str:
@@ -1378,9 +1418,10 @@ def write_site(fs:FeatureStats, # the statistics
     tm.update(pages_s=0., effects_s=0., effects_latents=0)
     def pages(js:list) -> dict:   # the latents' data; the top examples' sequences go into the token view
         t0 = time.perf_counter(); d = site_data(fs, sae, store, js); t1 = time.perf_counter()
-        for j in (j for j in eff.intersection(js) if d[j]['examples']):   # a latent that never fires has no examples
-            ex = d[j]['examples']; tm['effects_latents'] += 1
-            for e, f in zip(ex, loss_effects(sae, store, model, fs.meta['hook'], j, ex)): e['effects'] = round_floats(f, 3)
+        todo = {j: d[j]['examples'] for j in eff.intersection(js) if d[j]['examples']}   # a silent latent has none
+        for j, fx in batch_loss_effects(sae, store, model, fs.meta['hook'], todo).items():
+            for e, f in zip(d[j]['examples'], fx): e['effects'] = round_floats(f, 3)
+        tm['effects_latents'] += len(todo)
         tm['effects_s'] += time.perf_counter() - t1; tm['pages_s'] += t1 - t0
         for e in (e for j in js for e in [e for e in d[j]['examples'] if e['group'] == 'top'][:n_views]):
             e['view'] = 1; seqs.add(e['seq_id'])
