@@ -14,7 +14,8 @@ from .utils import check
 
 # %% auto #0
 __all__ = ['pre_activations', 'compile_c', 'kernel_source', 'load_kernels', 'gather_dot', 'scatter_mm', 'sparse_decode',
-           'sparse_encode', 'flat_index', 'keep_latents', 'pack_rows', 'fast_topk', 'nonzeros_per_latent']
+           'sparse_encode', 'flat_index', 'keep_latents', 'pack_tokens', 'pack_rows', 'fast_topk', 'batch_topk_entries',
+           'nonzeros_per_latent']
 
 # %% ../nbs/06a_kernels.ipynb #530bbf28
 def _amp_dtype(t:torch.Tensor, default:torch.dtype) -> torch.dtype:
@@ -154,16 +155,17 @@ def _check_latents(idx, n):
     check(lo >= 0 and hi < n, f"latent indices must lie in [0, {n}), got [{int(lo)}, {int(hi)}]")
 
 # %% ../nbs/06a_kernels.ipynb #86a91e25
-def gather_dot(A, W, idx):
-    "`out[n, j] = A[n] . W[idx[n, j]]` (fp32): the compiled kernel on CPU, else batched products over chunks of tokens."
+def gather_dot(A, W, idx, rows=None):
+    "`out[n, j] = A[rows[n]] . W[idx[n, j]]` (`A[n]` without `rows`; fp32): the compiled kernel on CPU, else batched."
     N, k = idx.shape
     A = A.to(W.dtype).contiguous()
     f = _cpu_kernel('gather_dot', W)
     if f is not None:
         W, idx = W.contiguous(), idx.to(torch.int64).contiguous()
         out = torch.empty(N, k)
-        _call(f, A, W, idx, N, k, W.shape[1], out)
+        _call(f, A, W, idx, 0 if rows is None else rows.to(torch.int64).contiguous(), N, k, W.shape[1], out)
         return out
+    if rows is not None: A = A.index_select(0, rows)
     if W.device.type != 'cpu': return torch.bmm(F.embedding(idx, W), A[:, :, None]).squeeze(-1)
     out = torch.empty(N, k, 1, dtype=W.dtype, device=W.device)
     c = max(1, (1 << 18) // max(1, k * W.shape[1]))
@@ -172,50 +174,61 @@ def gather_dot(A, W, idx):
     return out.squeeze(-1)
 
 # %% ../nbs/06a_kernels.ipynb #d579e0bb
-def scatter_mm(idx, vals, M, n):
-    "`out[idx[t, j]] += vals[t, j] * M[t]` for `n` output rows: sparse-times-dense (the compiled kernel on CPU)."
+def scatter_mm(idx, vals, M, n, rows=None):
+    "`out[idx[t, j]] += vals[t, j] * M[rows[t]]` (`M[t]` without `rows`) for `n` output rows (a kernel on CPU)."
     N, k = idx.shape
     f = _cpu_kernel('scatter_rows', M)
     if f is not None:
         idx, vals, M = idx.to(torch.int64).contiguous(), vals.float().contiguous(), M.contiguous()
         out = torch.empty(n, M.shape[1])
-        _call(f, idx, vals, M, N, k, M.shape[1], out, n)
+        _call(f, idx, vals, M, 0 if rows is None else rows.to(torch.int64).contiguous(), N, k, M.shape[1], out, n)
         return out
-    rows = torch.arange(N, device=idx.device).repeat_interleave(k)
-    C = torch.sparse_coo_tensor(torch.stack([idx.reshape(-1), rows]), vals.reshape(-1).to(M.dtype), (n, N),
+    rows = (torch.arange(N, device=idx.device) if rows is None else rows).repeat_interleave(k)
+    C = torch.sparse_coo_tensor(torch.stack([idx.reshape(-1), rows]), vals.reshape(-1).to(M.dtype), (n, len(M)),
                                 check_invariants=False)
     return torch.sparse.mm(C, M)
 
 # %% ../nbs/06a_kernels.ipynb #b84f2625
+def _bags(rows:torch.Tensor, n_tokens:int, k:int) -> torch.Tensor:
+    "Where each token's entries start among packed rows' entries, `k` a row (`rows`: the token of each row, sorted)."
+    check(n_tokens is not None, "packed codes (rows=...) need n_tokens")
+    check(len(rows) < 2 or bool((rows[1:] >= rows[:-1]).all()), "the rows of packed codes must be in token order")
+    return torch.searchsorted(rows, torch.arange(n_tokens, device=rows.device)) * k
+
+def _bag_sum(idx, W, vals, bags):
+    "`sum_j vals[r, j] * W[idx[r, j]]` per row r of `idx`, or per token with `bags` (each token's first entry)."
+    if bags is None: return F.embedding_bag(idx, W, per_sample_weights=vals, mode='sum')
+    return F.embedding_bag(idx.reshape(-1), W, offsets=bags, per_sample_weights=vals.reshape(-1), mode='sum')
+
 class _SparseDecode(torch.autograd.Function):
-    "`out[t] = sum_j vals[t, j] * W[idx[t, j]]`."
+    "`out[t] = sum_j vals[t, j] * W[idx[t, j]]`; with `rows` (packed codes), summed per token (`bags`)."
     @staticmethod
-    def forward(ctx, idx, vals, W):
-        ctx.save_for_backward(idx, vals, W)
-        return F.embedding_bag(idx, W, per_sample_weights=vals, mode='sum')
+    def forward(ctx, idx, vals, W, rows=None, bags=None):
+        ctx.save_for_backward(idx, vals, W, rows)
+        return _bag_sum(idx, W, vals, bags)
 
     @staticmethod
     def backward(ctx, g):
-        idx, vals, W = ctx.saved_tensors
+        idx, vals, W, rows = ctx.saved_tensors
         g = g.contiguous()
-        gv = gather_dot(g, W, idx) if ctx.needs_input_grad[1] else None
-        gW = scatter_mm(idx, vals, g, W.shape[0]) if ctx.needs_input_grad[2] else None
-        return None, gv, gW
+        gv = gather_dot(g, W, idx, rows) if ctx.needs_input_grad[1] else None
+        gW = scatter_mm(idx, vals, g, W.shape[0], rows) if ctx.needs_input_grad[2] else None
+        return None, gv, gW, None, None
 
 class _SparseEncode(torch.autograd.Function):
-    "`vals[t, j] = x[t] . WT[idx[t, j]]` (WT: the encoder transposed, `[d_sae, d_in]`)."
+    "`vals[t, j] = x[rows[t]] . WT[idx[t, j]]` (`x[t]` without `rows`; WT: the encoder transposed, `[d_sae, d_in]`)."
     @staticmethod
-    def forward(ctx, x, WT, idx):
-        ctx.save_for_backward(x, WT, idx)
-        return gather_dot(x, WT, idx)
+    def forward(ctx, x, WT, idx, rows=None, bags=None):
+        ctx.save_for_backward(x, WT, idx, rows); ctx.bags = bags
+        return gather_dot(x, WT, idx, rows)
 
     @staticmethod
     def backward(ctx, g):
-        x, WT, idx = ctx.saved_tensors
+        x, WT, idx, rows = ctx.saved_tensors
         g = g.contiguous()
-        gx = F.embedding_bag(idx, WT, per_sample_weights=g, mode='sum').to(x.dtype) if ctx.needs_input_grad[0] else None
-        gWT = scatter_mm(idx, g, x.to(WT.dtype), WT.shape[0]) if ctx.needs_input_grad[1] else None
-        return gx, gWT, None
+        gx = _bag_sum(idx, WT, g, ctx.bags).to(x.dtype) if ctx.needs_input_grad[0] else None
+        gWT = scatter_mm(idx, g, x.to(WT.dtype), WT.shape[0], rows) if ctx.needs_input_grad[1] else None
+        return gx, gWT, None, None, None
 
 # %% ../nbs/06a_kernels.ipynb #af9b361d
 def sparse_decode(idx:torch.Tensor, # latent indices `[..., k]` (int64)
@@ -227,20 +240,23 @@ def sparse_decode(idx:torch.Tensor, # latent indices `[..., k]` (int64)
                  ) -> torch.Tensor: # `[..., d_out]` (`[n_tokens, d_out]` with `rows`)
     "`sum_j vals[..., j] * W_dec[idx[..., j]] (+ b_dec)` in fp32 without dense codes; `rows`: a token's rows add up."
     lead, k = idx.shape[:-1], idx.shape[-1]
-    out = _SparseDecode.apply(idx.reshape(-1, k), vals.reshape(-1, k).to(W_dec.dtype), W_dec)
+    bags = None if rows is None else _bags(rows, n_tokens, k)
+    out = _SparseDecode.apply(idx.reshape(-1, k), vals.reshape(-1, k).to(W_dec.dtype), W_dec, rows, bags)
     if rows is None: out = out.reshape(*lead, W_dec.shape[-1])
-    else: out = out.new_zeros(n_tokens, out.shape[-1]).index_add(0, rows, out)
     return out if b_dec is None else out + b_dec
 
 # %% ../nbs/06a_kernels.ipynb #6df4cf4e
 def sparse_encode(x:torch.Tensor, # centred inputs `[..., d_in]`
                   W_enc:torch.Tensor, # encoder `[d_in, d_sae]`
                   idx:torch.Tensor, # chosen latents `[..., k]`
-                  b_enc:torch.Tensor=None) -> torch.Tensor: # encoder bias `[d_sae]`, added if given
+                  b_enc:torch.Tensor=None, # encoder bias `[d_sae]`, added if given
+                  rows:torch.Tensor=None, # for codes packed by `pack_rows` (`idx [R, k]`): the token of each row
+                 ) -> torch.Tensor:
     "Pre-activations of the chosen latents only, `x . W_enc[:, idx] (+ b_enc[idx])`, fp32, with O(k) gradients."
     _check_latents(idx, W_enc.shape[1])
-    k = idx.shape[-1]
-    vals = _SparseEncode.apply(x.reshape(-1, x.shape[-1]), W_enc.t().contiguous(), idx.reshape(-1, k))
+    k, x = idx.shape[-1], x.reshape(-1, x.shape[-1])
+    bags = None if rows is None else _bags(rows, len(x), k)
+    vals = _SparseEncode.apply(x, W_enc.t().contiguous(), idx.reshape(-1, k), rows, bags)
     vals = vals.reshape(idx.shape)
     # index_select: its gradient is an index_add
     return vals if b_enc is None else vals + b_enc.index_select(0, idx.reshape(-1)).view(idx.shape)
@@ -279,23 +295,32 @@ def keep_latents(pre:torch.Tensor, # pre-activations `[N, d_sae]`
     return _KeepLatents.apply(pre, flat_index(idx, rows, pre.shape[-1]).reshape(-1), keep.reshape(-1))
 
 # %% ../nbs/06a_kernels.ipynb #43b7454b
+def pack_tokens(tok:torch.Tensor, # the token of each entry `[c]`, non-decreasing
+                idx:torch.Tensor, # their latent indices `[c]`
+                vals:torch.Tensor, # their values `[c]`
+                N:int, # number of tokens
+                width:int, # entries per packed row
+               ) -> tuple: # `(idx [R, width], vals [R, width], rows [R])`
+    "Entries listed token by token, packed `width` to a row: ceil(c / width) rows for a token with c of them."
+    # a token with none takes no row; its last row is zero after its last entry
+    dev = idx.device
+    cnt = torch.bincount(tok, minlength=N)
+    nrow = (cnt + width - 1) // width
+    pos = torch.arange(len(tok), device=dev) - (cnt.cumsum(0) - cnt)[tok]  # its place among its token's entries
+    at = ((nrow.cumsum(0) - nrow)[tok] + pos // width) * width + pos % width
+    R = int(nrow.sum())
+    out_i = idx.new_zeros(R * width).index_copy_(0, at, idx)
+    out_v = vals.new_zeros(R * width).index_copy_(0, at, vals)
+    return out_i.view(R, width), out_v.view(R, width), torch.arange(N, device=dev).repeat_interleave(nrow)
+
 def pack_rows(idx:torch.Tensor, # latent indices `[N, m]`
               vals:torch.Tensor, # their values `[N, m]`
               keep:torch.Tensor, # bool `[N, m]`: the entries to keep
               width:int, # entries per packed row
              ) -> tuple: # `(idx [R, width], vals [R, width], rows [R])`
     "The kept entries repacked `width` to a row, ceil(c / width) rows for a token with c of them; `rows`: their tokens."
-    # a token with none takes no row; its last row is zero after its last entry
-    N, dev = idx.shape[0], idx.device
-    cnt = keep.sum(-1)
-    nrow = (cnt + width - 1) // width
-    tok = torch.arange(N, device=dev).repeat_interleave(cnt)  # the token of each kept entry, in row-major order
-    pos = torch.arange(len(tok), device=dev) - (cnt.cumsum(0) - cnt)[tok]  # its place among its token's entries
-    at = ((nrow.cumsum(0) - nrow)[tok] + pos // width) * width + pos % width
-    R = int(nrow.sum())
-    out_i = idx.new_zeros(R * width).index_copy_(0, at, idx[keep])
-    out_v = vals.new_zeros(R * width).index_copy_(0, at, vals[keep])
-    return out_i.view(R, width), out_v.view(R, width), torch.arange(N, device=dev).repeat_interleave(nrow)
+    tok = torch.arange(idx.shape[0], device=idx.device).repeat_interleave(keep.sum(-1))   # row-major: in token order
+    return pack_tokens(tok, idx[keep], vals[keep], idx.shape[0], width)
 
 # %% ../nbs/06a_kernels.ipynb #4be884a9
 def fast_topk(x:torch.Tensor, # values `[..., n]`
@@ -311,6 +336,43 @@ def fast_topk(x:torch.Tensor, # values `[..., n]`
     f = fns['topk_f32' if x.dtype == torch.float32 else 'topk_bf16']
     _call(f, rows, rows.stride(0), rows.shape[0], n, k, idx, vals)
     return vals.view(*x.shape[:-1], k), idx.view(*x.shape[:-1], k)
+
+# %% ../nbs/06a_kernels.ipynb #5959d771
+def _batch_topk_torch(pre:torch.Tensor, n:int, m:int) -> tuple:
+    "`batch_topk_entries` in PyTorch."
+    N, S = pre.shape
+    cv, ci = fast_topk(pre, m)
+    tok, cv, ci, more = torch.arange(N, device=pre.device).repeat_interleave(m), cv.reshape(-1), ci.reshape(-1), None
+    if m < S:   # the n-th largest candidate bounds the threshold from below; only positive entries are kept
+        t = fast_topk(cv, n)[0].min().clamp_min(torch.finfo(pre.dtype).tiny)
+        sat = (cv.view(N, m) >= t).all(-1)   # tokens whose other entries may pass it too
+        if sat.any():
+            wide = sat.nonzero().flatten()
+            r, c = (pre[wide] >= t).nonzero(as_tuple=True)   # every entry of those tokens that passes it
+            more, keep = (wide[r], c, pre[wide[r], c]), ~sat.repeat_interleave(m)
+            tok, cv, ci = tok[keep], cv[keep], ci[keep]
+    if more is not None: tok, ci, cv = torch.cat([tok, more[0]]), torch.cat([ci, more[1]]), torch.cat([cv, more[2]])
+    v, j = fast_topk(cv, min(n, len(cv)))
+    j = j[v > 0]
+    j = j[torch.argsort(tok[j] * S + ci[j])]   # token by token, each token's latents in increasing order
+    return tok[j], ci[j], cv[j]
+
+def batch_topk_entries(pre:torch.Tensor, # pre-activations `[N, S]`
+                       n:int, # how many entries to keep over the whole batch
+                       m:int, # candidates per token (at least n / N)
+                      ) -> tuple: # `(tok, idx, vals)`: each kept entry's token, latent and value, in that order
+    "The `n` largest positive entries of `pre` over the whole batch (fewer if fewer are positive), exactly."
+    N, S = pre.shape
+    check(0 < n <= N * m and 0 < m <= S, f"need 0 < n <= N*m and 0 < m <= S, got n={n}, m={m} for {N}x{S}")
+    fns = load_kernels() if pre.device.type == 'cpu' else None
+    if (fns is None or pre.dtype not in (torch.float32, torch.bfloat16) or S >= 2**31
+            or (pre.requires_grad and torch.is_grad_enabled())): return _batch_topk_torch(pre, n, m)
+    x = _row_major(pre)
+    tok, idx, vals = torch.empty(n, dtype=torch.long), torch.empty(n, dtype=torch.long), torch.empty(n, dtype=x.dtype)
+    cnt, f = torch.zeros(1, dtype=torch.long), fns['batch_topk_f32' if x.dtype == torch.float32 else 'batch_topk_bf16']
+    _call(f, x, x.stride(0), N, S, m, n, tok, idx, vals, cnt)
+    c = int(cnt)
+    return tok[:c], idx[:c], vals[:c]
 
 # %% ../nbs/06a_kernels.ipynb #c6be9a9a
 def nonzeros_per_latent(codes:torch.Tensor, # codes `[N, d_sae]`

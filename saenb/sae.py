@@ -12,7 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .utils import check, positive_int, InputError, nearest
-from .kernels import (pre_activations, sparse_encode, sparse_decode, keep_latents, pack_rows, flat_index,
+from .kernels import (pre_activations, sparse_encode, sparse_decode, keep_latents, pack_tokens, flat_index,
+                           batch_topk_entries,
                            fast_topk, nonzeros_per_latent, load_kernels)
 
 # %% auto #0
@@ -677,7 +678,7 @@ class TopKSAE(SAE):
         "The code of centred inputs `xc [N, d_in]` as `(idx, vals, rows)`, `vals` in fp32 with sparse gradients."
         xc = xc.reshape(-1, xc.shape[-1])
         with torch.no_grad(): idx, chosen, rows = self.choose(F.linear(xc, self.W_enc.t(), self.b_enc), k)
-        vals = sparse_encode(xc if rows is None else xc.index_select(0, rows), self.W_enc, idx, self.b_enc)
+        vals = sparse_encode(xc, self.W_enc, idx, self.b_enc, rows)   # packed rows read their token's input
         return idx, (F.relu(vals) * (chosen != 0) if self.relu_codes else vals), rows
 
     def encode(self, x):
@@ -755,30 +756,12 @@ def saelens_settings(cls:TopKSAE, t, cfg, meta):
     return {**kw, 'k': k}
 
 # %% ../nbs/06_sae.ipynb #46e67052
-def batch_top_k(pre:torch.Tensor, # pre-activations `[N, S]`, >= 0
+def batch_top_k(pre:torch.Tensor, # pre-activations `[N, S]`
                 k:int, # latents per token on average
                ) -> tuple: # `(idx, vals, rows)` as `pack_rows` gives them, `k` to a row
-    "The top `k*N` entries of `pre` (exact), packed `k` to a row; candidates: each token's top 2k, more where needed."
+    "The top `k*N` positive entries of `pre`, exactly (`batch_topk_entries`), packed `k` to a row."
     N, S = pre.shape
-    n, kk = k * N, min(S, 2 * k)
-    cv, ci = fast_topk(pre, kk)
-    if kk < S:
-        t = fast_topk(cv.reshape(-1), n)[0].min()  # the (k*N)-th largest candidate
-        sat = (cv >= t).all(-1)  # tokens that may have more than their candidates above it
-        if sat.any():
-            wide = sat.nonzero().flatten()
-            t = fast_topk(torch.cat([cv[~sat].reshape(-1), pre[wide].reshape(-1)]), n)[0].min()
-            width = max(kk, int((pre[wide] >= t).sum(-1).max()))
-            if width > kk:
-                cv2, ci2 = fast_topk(pre[wide], width)
-                # other tokens are padded with index 0 and value -inf: never selected, and dropped by pack_rows
-                cv = torch.cat([cv, cv.new_full((N, width - kk), -math.inf)], 1)
-                ci = torch.cat([ci, ci.new_zeros(N, width - kk)], 1)
-                cv[wide], ci[wide] = cv2, ci2
-    sel = torch.zeros(cv.numel(), dtype=torch.bool, device=pre.device)
-    sel[fast_topk(cv.reshape(-1), n)[1]] = True
-    sel = sel.view(cv.shape) & (cv > 0)
-    return pack_rows(ci, torch.where(sel, cv, 0), sel, k)  # k to a row: most tokens fill one, few need more
+    return pack_tokens(*batch_topk_entries(pre, k * N, min(S, 2 * k)), N, k)  # most tokens fill one row, few more
 
 # %% ../nbs/06_sae.ipynb #e7673c12
 @dataclass
@@ -800,7 +783,7 @@ class BatchTopKSAE(TopKSAE):
     @torch.no_grad()
     def choose(self, pre, k):
         "The batch's top `k*N` positive pre-activations (exact), packed `k` to a row: `(idx, vals, rows)`."
-        return batch_top_k(F.relu(pre), k)
+        return batch_top_k(pre, k)
 
     def encode(self, x):
         if self.training or self.threshold < 0: return super().encode(x)
@@ -1226,20 +1209,28 @@ class MatryoshkaSAE(BatchTopKSAE):
         super().__init__(cfg)
         self.register_buffer('_bounds', torch.tensor(cfg.prefixes, dtype=torch.long), persistent=False)
 
-    def prefix_recons(self, idx, vals, rows=None, n_tokens=None):
-        "Reconstructions `[N, n_prefixes, d_out]` from each prefix (with b_dec), of codes as `sparse_codes` gives them."
-        grp = torch.bucketize(idx, self._bounds, right=True)
-        parts = torch.stack([sparse_decode(idx, vals * (grp == g), self.W_dec, None, rows, n_tokens)
-                             for g in range(len(self.cfg.prefixes))], 1)
-        return parts.cumsum(1) + self.b_dec
+    def prefix_parts(self, idx, vals, rows=None, n_tokens=None):
+        "Each prefix group's share of the reconstruction, `[N, n_groups, d_out]` (no b_dec), in one sparse product."
+        G = len(self.cfg.prefixes)
+        if rows is None: rows, n_tokens = torch.arange(len(idx), device=idx.device), len(idx)
+        keep = vals.detach() != 0   # padding, and codes at 0, add nothing
+        key = (rows[:, None] * G + torch.bucketize(idx, self._bounds, right=True))[keep]   # (token, group)
+        i, v = idx[keep], vals[keep]
+        if len(key) > 1 and not bool((key[1:] >= key[:-1]).all()):   # in order already when each token's latents are
+            o = torch.argsort(key); key, i, v = key[o], i[o], v[o]
+        return sparse_decode(i[:, None], v[:, None], self.W_dec, None, key, n_tokens * G).view(n_tokens, G, -1)
 
     def loss(self, x, target=None, step=0, total_steps=None):
         x, y = self._xy(x, target)
         xc, y = self.center(x).reshape(-1, self.cfg.d_in), y.reshape(-1, self.cfg.d_out)
         idx, vals, rows = self.sparse_codes(xc, self.k_schedule.k_at(step))
-        recons = self.prefix_recons(idx, vals, rows, len(xc))
-        prefix_mse = (recons - y.float()[:, None]).pow(2).sum(-1).mean(0)
-        y_hat = recons[:, -1]
+        parts = self.prefix_parts(idx, vals, rows, len(xc))
+        y_hat = parts.sum(1) + self.b_dec
+        err, mse, parts = y.float() - y_hat, [], parts.unbind(1)   # unbind: one gradient for all the groups
+        for g in reversed(range(len(parts))):   # prefix g's error: the full error plus the groups after g
+            mse.append(err.pow(2).sum(-1).mean())
+            if g: err = err + parts[g]
+        prefix_mse = torch.stack(mse[::-1])
         return self._sparse_out(x, y, y_hat, idx, vals, mse=prefix_mse.mean(), aux=self.aux_loss(xc, y, y_hat),
                                 prefix_mse=prefix_mse.detach(), full_mse=prefix_mse[-1].detach())
 

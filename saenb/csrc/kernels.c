@@ -33,7 +33,7 @@ static int32_t kth_largest(const int32_t *keys, int32_t c, int32_t k, int64_t lo
     return (int32_t)lo;
 }
 
-/* Top k of one row of n keys, indices into out (unordered). Column j falls in group j % G; T0, the k-th largest group
+/* Top k of one row of n keys, indices into out (in increasing order). Column j falls in group j % G; T0, the k-th largest group
    maximum, bounds the k-th largest key from below (k groups hold a key >= T0), so only keys >= T0 are candidates.
    Scratch: gm (2k keys), ck and ci (n each). */
 static void row_topk(const int32_t *key, int32_t n, int32_t k, int64_t *out, int32_t *gm, int32_t *ck, int32_t *ci) {
@@ -50,15 +50,20 @@ static void row_topk(const int32_t *key, int32_t n, int32_t k, int64_t *out, int
     for (; i + 16 <= n; i += 16) {
         __m512i v = _mm512_loadu_si512(key + i);
         __mmask16 m = _mm512_cmpge_epi32_mask(v, t);
-        _mm512_mask_compressstoreu_epi32(ck + c, m, v);
-        _mm512_mask_compressstoreu_epi32(ci + c, m, io);
-        c += __builtin_popcount(m); io = _mm512_add_epi32(io, step);
+        if (m) {  /* compress in a register, then a plain store: a compress to memory is slow on some CPUs (AMD Zen 4);
+                     c <= i, so the 16 stored keys stay inside ck[0..n) and ci[0..n) */
+            _mm512_storeu_si512(ck + c, _mm512_maskz_compress_epi32(m, v));
+            _mm512_storeu_si512(ci + c, _mm512_maskz_compress_epi32(m, io));
+            c += __builtin_popcount(m);
+        }
+        io = _mm512_add_epi32(io, step);
     }
 #endif
     for (; i < n; i++) { ck[c] = key[i]; ci[c] = i; c += key[i] >= T0; }
-    int32_t T = c == k ? T0 : kth_largest(ck, c, k, T0, (int64_t)mx + 1), o = 0;
-    for (int32_t j = 0; j < c; j++) if (ck[j] > T) out[o++] = ci[j];
-    for (int32_t j = 0; j < c && o < k; j++) if (ck[j] == T) out[o++] = ci[j];
+    int32_t T = c == k ? T0 : kth_largest(ck, c, k, T0, (int64_t)mx + 1), o = 0, ties = k;
+    for (int32_t j = 0; j < c; j++) ties -= ck[j] > T;
+    /* one pass in column order, so the indices come out increasing: those above T, and the first ties at T */
+    for (int32_t j = 0; j < c; j++) if (ck[j] > T || (ck[j] == T && ties-- > 0)) out[o++] = ci[j];
 }
 
 /* each row of x [N, n] (row stride ld): indices to out_i [N, k], values to out_v; 0 on success */
@@ -88,6 +93,76 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t n, int64_t k, int64_t *out_i
 TOPK_ROWS(topk_f32, uint32_t, F32_BITS)
 TOPK_ROWS(topk_bf16, uint16_t, BF16_BITS)
 
+/* ---- batch top-k */
+
+/* the k-th largest (1 <= k <= c) of c keys, by two passes of 16-bit histograms (hist: 65536 counters of scratch) */
+static int32_t kth_largest_radix(const int32_t *keys, int64_t c, int64_t k, int64_t *hist) {
+    int64_t need = k, b;
+    memset(hist, 0, sizeof(int64_t) * 65536);
+    for (int64_t i = 0; i < c; i++) hist[((uint32_t)keys[i] ^ 0x80000000u) >> 16]++;
+    for (b = 65535; b > 0 && hist[b] < need; b--) need -= hist[b];
+    uint32_t hi = (uint32_t)b;
+    memset(hist, 0, sizeof(int64_t) * 65536);
+    for (int64_t i = 0; i < c; i++) { uint32_t u = (uint32_t)keys[i] ^ 0x80000000u; if (u >> 16 == hi) hist[u & 0xffff]++; }
+    for (b = 65535; b > 0 && hist[b] < need; b--) need -= hist[b];
+    return (int32_t)(((hi << 16) | (uint32_t)b) ^ 0x80000000u);
+}
+
+/* The n largest positive entries of x [N, S] (row stride ld) over the whole batch, listed token by token: tok, idx and
+   vals (room for n each), their number in *count. Each row's top m are its candidates; T0, the n-th largest candidate
+   (at least the smallest positive key), bounds the batch's n-th largest from below. A row whose m candidates all reach
+   T0 may have more entries that do, so that row alone is scanned whole. The pool (every entry >= T0) is cut at T, its
+   n-th largest; ties at T are taken in token order. Each token's entries come out in increasing latent order. */
+#define BATCH_TOPK(NAME, T, BITS, ROWS) \
+int NAME(const T *x, int64_t ld, int64_t N, int64_t S, int64_t m, int64_t n, int64_t *tok, int64_t *idx, T *vals, int64_t *count) { \
+    int failed = 0; \
+    int64_t *cand = malloc(sizeof(int64_t) * N * m), *off = malloc(sizeof(int64_t) * (N + 1)); \
+    int64_t *hist = malloc(sizeof(int64_t) * 65536), *pool_i = NULL; \
+    int32_t *ckey = malloc(sizeof(int32_t) * N * m), *pool_k = NULL; \
+    T *cval = malloc(sizeof(T) * N * m); \
+    if (!cand || !off || !hist || !ckey || !cval) { failed = 1; goto done; } \
+    if (ROWS(x, ld, N, S, m, cand, cval)) { failed = 1; goto done; } /* each row's top m: the candidates */ \
+    for (int64_t e = 0; e < N * m; e++) ckey[e] = key_of(BITS(cval[e])); \
+    int32_t T0 = kth_largest_radix(ckey, N * m, n, hist); \
+    if (T0 < 1) T0 = 1; /* positive entries only: +0 has key 0, the smallest positive value key 1 or more */ \
+    _Pragma("omp parallel for schedule(static) if (N * m >= 65536)") \
+    for (int64_t r = 0; r < N; r++) { \
+        int64_t a = 0; \
+        for (int64_t j = 0; j < m; j++) a += ckey[r * m + j] >= T0; \
+        if (a == m && m < S) { const T *row = x + r * ld; a = 0; for (int64_t i = 0; i < S; i++) a += key_of(BITS(row[i])) >= T0; } \
+        off[r + 1] = a; \
+    } \
+    off[0] = 0; \
+    for (int64_t r = 0; r < N; r++) off[r + 1] += off[r]; \
+    int64_t P = off[N]; \
+    pool_k = malloc(sizeof(int32_t) * (P ? P : 1)); pool_i = malloc(sizeof(int64_t) * (P ? P : 1)); \
+    if (!pool_k || !pool_i) { failed = 1; goto done; } \
+    _Pragma("omp parallel for schedule(static) if (N * m >= 65536)") \
+    for (int64_t r = 0; r < N; r++) { \
+        int64_t o = off[r], all = m < S; \
+        for (int64_t j = 0; j < m; j++) all &= ckey[r * m + j] >= T0; \
+        if (all) { /* the row scanned whole, as counted */ \
+            const T *row = x + r * ld; \
+            for (int64_t i = 0; i < S; i++) { int32_t kk = key_of(BITS(row[i])); if (kk >= T0) { pool_k[o] = kk; pool_i[o++] = i; } } \
+        } else { \
+            for (int64_t j = 0; j < m; j++) if (ckey[r * m + j] >= T0) { pool_k[o] = ckey[r * m + j]; pool_i[o++] = cand[r * m + j]; } \
+        } \
+    } \
+    int32_t Tc = P > n ? kth_largest_radix(pool_k, P, n, hist) : T0; \
+    int64_t ties = n; \
+    for (int64_t i = 0; i < P; i++) ties -= pool_k[i] > Tc; \
+    int64_t o = 0; \
+    for (int64_t r = 0; r < N; r++) \
+        for (int64_t e = off[r]; e < off[r + 1]; e++) \
+            if (pool_k[e] > Tc || (pool_k[e] == Tc && ties-- > 0)) { tok[o] = r; idx[o] = pool_i[e]; vals[o] = x[r * ld + pool_i[e]]; o++; } \
+    *count = o; \
+done: \
+    free(cand); free(off); free(hist); free(ckey); free(cval); free(pool_k); free(pool_i); \
+    return failed; \
+}
+BATCH_TOPK(batch_topk_f32, uint32_t, F32_BITS, topk_f32)
+BATCH_TOPK(batch_topk_bf16, uint16_t, BF16_BITS, topk_bf16)
+
 /* ---- nonzeros per column: cnt[j] = the rows i of x [N, S] (row stride ld) with x[i, j] != 0 (-0 counts as 0) */
 #define COL_NONZEROS(NAME, T, MASK) \
 int NAME(const T *x, int64_t ld, int64_t N, int64_t S, int64_t *cnt) { \
@@ -112,11 +187,11 @@ COL_NONZEROS(nonzeros_bf16, uint16_t, 0x7fff)
 
 /* ---- sparse products (fp32; W rows of D floats) */
 
-/* out[t, j] = A[t] . W[idx[t, j]] for the N tokens t */
-int gather_dot(const float *A, const float *W, const int64_t *idx, int64_t N, int64_t k, int64_t D, float *out) {
+/* out[t, j] = A[tok[t]] . W[idx[t, j]] for the N rows t (tok NULL: A[t]) */
+int gather_dot(const float *A, const float *W, const int64_t *idx, const int64_t *tok, int64_t N, int64_t k, int64_t D, float *out) {
     _Pragma("omp parallel for schedule(static) if (N * k * D >= 65536)")
     for (int64_t t = 0; t < N; t++) {
-        const float *a = A + t * D;
+        const float *a = A + (tok ? tok[t] : t) * D;
         for (int64_t j = 0; j < k; j++) {
             const float *w = W + idx[t * k + j] * D; float s = 0;
             _Pragma("omp simd reduction(+:s)") for (int64_t d = 0; d < D; d++) s += a[d] * w[d];
@@ -126,9 +201,9 @@ int gather_dot(const float *A, const float *W, const int64_t *idx, int64_t N, in
     return 0;
 }
 
-/* out[r] = sum over (t, j) with idx[t, j] = r of vals[t, j] * M[t], for the R output rows; each thread owns a block of
-   output rows and scans every (t, j) for its own */
-int scatter_rows(const int64_t *idx, const float *vals, const float *M, int64_t N, int64_t k, int64_t D, float *out, int64_t R) {
+/* out[r] = sum over (t, j) with idx[t, j] = r of vals[t, j] * M[tok[t]] (tok NULL: M[t]), for the R output rows; each
+   thread owns a block of output rows and scans every (t, j) for its own */
+int scatter_rows(const int64_t *idx, const float *vals, const float *M, const int64_t *tok, int64_t N, int64_t k, int64_t D, float *out, int64_t R) {
     _Pragma("omp parallel if (N * k * D >= 65536)")
     {
         int64_t nt = 1, id = 0;
@@ -138,7 +213,7 @@ int scatter_rows(const int64_t *idx, const float *vals, const float *M, int64_t 
         int64_t r0 = R * id / nt, r1 = R * (id + 1) / nt;
         memset(out + r0 * D, 0, sizeof(float) * (r1 - r0) * D);
         for (int64_t t = 0; t < N; t++) {
-            const float *m = M + t * D;
+            const float *m = M + (tok ? tok[t] : t) * D;
             for (int64_t j = 0; j < k; j++) {
                 int64_t r = idx[t * k + j];
                 if (r < r0 || r >= r1) continue;
