@@ -19,7 +19,7 @@ from .model import load_model, model_fingerprint
 from .cache import ActivationStore, capture, splice, store_model, check_store_model, store_provenance
 from .sae import SAE
 from .sae_io import load_sae, check_sae_store
-from .eval import concept_scores, check_model_store, spliced_where, skipped_tokens
+from .eval import concept_scores, check_model_store, sae_fn, spliced_where, skipped_tokens
 
 # %% auto #0
 __all__ = ['HIST_LO', 'HIST_HI', 'HIST_PER_OCTAVE', 'N_BINS', 'N_OCT', 'N_STACK', 'PALETTE', 'PANEL_NOTES', 'SEQ_SHARD',
@@ -717,14 +717,6 @@ def _next_token_losses(model, # a `TransformerBridge`
                                                                         reduction='none').cpu()
     return out
 
-def _zero_each(sae:SAE, latents:torch.Tensor):
-    "A splice function for a batch whose row `b` has latent `latents[b]` zeroed at every token, the SAE's error kept."
-    def fn(x):
-        xf = x.float(); codes = sae.encode(xf); rec = sae.decode(codes).float()
-        codes = codes.clone(); codes[torch.arange(len(x), device=x.device), :, latents.to(x.device)] = 0.
-        return (sae.decode(codes).float() + xf - rec).to(x.dtype)
-    return fn
-
 # %% ../nbs/09_browser.ipynb #e3f95771
 @torch.no_grad()
 def batch_loss_effects(sae:SAE, # the SAE
@@ -747,10 +739,11 @@ def batch_loss_effects(sae:SAE, # the SAE
     pos = pos['ctx_position']   # every window's positions in one read
     need = torch.zeros(len(pair), dtype=torch.long).scatter_reduce_(   # a pair's losses need its windows' tokens
         0, ex_pair.repeat_interleave(lens), pos + 2, 'amax').minimum(n[seq])
-    clean = _next_token_losses(model, ids, torch.zeros(len(seqs), dtype=torch.long).scatter_reduce_(0, seq, need, 'amax'),
-                               batch_size)
+    longest = torch.zeros(len(seqs), dtype=torch.long).scatter_reduce_(0, seq, need, 'amax')
+    clean = _next_token_losses(model, ids, longest, batch_size)
     skip = skipped_tokens(model)
-    edit = lambda rows, x: splice(model, {hook: spliced_where(_zero_each(sae, lat[rows]), x, skip)})
+    fn = lambda rows: sae_fn(sae, lat[rows], keep_error=True, per_row=True)   # row b zeroes its own latent
+    edit = lambda rows, x: splice(model, {hook: spliced_where(fn(rows), x, skip)})
     delta = (_next_token_losses(model, ids[seq], need, batch_size, edit) - clean[seq]).tolist()
     out, k, pos, n = {j: [] for j in examples}, 0, pos.tolist(), n.tolist()
     for (j, e), r in zip(flat, ex_pair.tolist()):

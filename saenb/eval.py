@@ -37,6 +37,7 @@ def sae_fn(sae:SAE, # the SAE (taking raw activations)
            mode:str='zero', # 'zero', 'clamp' (set to `value`) or 'add' (add `value`)
            value:float=0., # the clamp value or the amount added
            keep_error:bool=False, # add back the SAE's error `x - sae(x)`, so only the edit changes the activation
+           per_row:bool=False, # `latents[b]` is edited in batch row `b` only (one latent per row)
           ):
     "A `splice` function: the SAE's reconstruction, optionally with `latents` zeroed, clamped or shifted."
     if mode not in ('zero', 'clamp', 'add'): raise InputError(f"mode must be 'zero', 'clamp' or 'add', got {mode!r}")
@@ -47,9 +48,10 @@ def sae_fn(sae:SAE, # the SAE (taking raw activations)
         rec = sae.decode(codes).float()  # fp32 also under autocast: the error `xf - rec` is a small difference
         if idx is None: return rec.to(x.dtype)
         codes = codes.clone()
-        if mode == 'zero': codes[..., idx] = 0.
-        elif mode == 'clamp': codes[..., idx] = float(value)
-        else: codes[..., idx] += float(value)
+        at = (torch.arange(len(x), device=x.device), ..., idx.to(x.device)) if per_row else (..., idx)
+        if mode == 'zero': codes[at] = 0.
+        elif mode == 'clamp': codes[at] = float(value)
+        else: codes[at] += float(value)
         out = sae.decode(codes).float()
         return (out + (xf - rec) if keep_error else out).to(x.dtype)
     return fn
