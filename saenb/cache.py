@@ -16,14 +16,12 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 from fastcore.script import call_parse, store_true
-from transformer_lens.model_bridge import TransformerBridge
-import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_transformers
 from .utils import (write_atomic, write_json, InputError, MissingInput, OutputExists, command_errors, output_lock,
                          path_record, resolve_record, fingerprint, check, check_positive, PRECISIONS,
                          resolve_precision, autocast_args, precision_note)
 from .grammars import Concept
 from .data import Corpus, load_corpus, flat_values, corpus_fingerprint, language_fingerprint
-from .model import load_model, load_language, load_tokenizer, model_fingerprint, check_device
+from .model import load_model, load_language, load_tokenizer, model_fingerprint, check_device, bridge_class
 
 # %% auto #0
 __all__ = ['META', 'DTYPES', 'STORE_FORMAT', 'short_hook_names', 'valid_hooks', 'resolve_hook', 'capture', 'splice', 'Contexts',
@@ -1309,7 +1307,7 @@ def load_any_model(name_or_path:str, # a saenb model directory, a Hugging Face m
         if not p.exists() and str(name_or_path).startswith(('.', '/', '~')):
             raise MissingInput(f"no model at {name_or_path}: pass a saenb model directory "
                                     "(saenb_train_gpt --out), a Hugging Face model directory or a hub name")
-        try: m = TransformerBridge.boot_transformers(str(name_or_path), device=device)
+        try: m = bridge_class().boot_transformers(str(name_or_path), device=device)
         except (OSError, ValueError) as e:
             raise MissingInput(f"could not load {name_or_path!r} as a Hugging Face model "
                                     f"({str(e).splitlines()[0]}); pass a saenb model directory, a local model "

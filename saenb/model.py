@@ -12,18 +12,21 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import save_file, load_file
-from transformer_lens.config import TransformerBridgeConfig
-from transformer_lens.model_bridge import TransformerBridge
-import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_native
-from transformer_lens.model_bridge.sources.native.model import NativeModel
 from .utils import write_atomic, write_json, check, check_keys, InputError, path_record
 from .grammars import language_spec, language_from_spec
 from .data import Tokenizer, language_fingerprint
 
 # %% auto #0
-__all__ = ['ACT_FNS', 'NORMALIZATIONS', 'GPTConfig', 'check_gpt_config', 'build_model', 'check_device', 'core_module',
-           'next_token_loss', 'model_fingerprint', 'save_model', 'load_tokenizer', 'load_language', 'load_gpt_config',
-           'load_model', 'train_flops_per_token']
+__all__ = ['ACT_FNS', 'NORMALIZATIONS', 'bridge_class', 'GPTConfig', 'check_gpt_config', 'build_model', 'check_device',
+           'core_module', 'next_token_loss', 'model_fingerprint', 'save_model', 'load_tokenizer', 'load_language',
+           'load_gpt_config', 'load_model', 'train_flops_per_token']
+
+# %% ../nbs/03_model.ipynb #b7d1c0a2
+def bridge_class() -> type:
+    "TransformerLens's `TransformerBridge`, imported on first use with the sources that register its `boot_*` builders."
+    from transformer_lens.model_bridge import TransformerBridge
+    import transformer_lens.model_bridge.sources  # noqa: F401 (registers boot_native and boot_transformers)
+    return TransformerBridge
 
 # %% ../nbs/03_model.ipynb #38028cd4
 ACT_FNS = ('gelu', 'gelu_new', 'relu', 'silu', 'solu')  # MLP activations TransformerLens's native model builds
@@ -44,8 +47,9 @@ class GPTConfig:
 
     def __post_init__(self): check_gpt_config(self, need_vocab=False)
 
-    def to_bridge_config(self) -> TransformerBridgeConfig:
+    def to_bridge_config(self):
         "The `TransformerBridgeConfig` that `boot_native` builds this model from."
+        from transformer_lens.config import TransformerBridgeConfig  # deferred, as `bridge_class` explains
         check_gpt_config(self)
         return TransformerBridgeConfig(
             n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads, d_head=self.d_model//self.n_heads,
@@ -82,9 +86,9 @@ def check_gpt_config(cfg:GPTConfig, # the config to check
 # %% ../nbs/03_model.ipynb #52e77e3b
 def build_model(cfg:GPTConfig, # architecture, with d_vocab set
                 device:str|torch.device|None=None, # where the weights live (default: CPU)
-               ) -> TransformerBridge:
+               ) -> torch.nn.Module:
     "A freshly initialized `TransformerBridge` for `cfg`."
-    return TransformerBridge.boot_native(cfg.to_bridge_config(), device=device)
+    return bridge_class().boot_native(cfg.to_bridge_config(), device=device)
 
 # %% ../nbs/03_model.ipynb #483a30d1
 def check_device(device, # 'cpu', 'cuda', 'cuda:N' (or a `torch.device`)
@@ -101,9 +105,10 @@ def check_device(device, # 'cpu', 'cuda', 'cuda:N' (or a `torch.device`)
     return dev
 
 # %% ../nbs/03_model.ipynb #ad224191
-def core_module(model:TransformerBridge, # a bridge from `build_model` or `load_model`
+def core_module(model:torch.nn.Module, # a `TransformerBridge` from `build_model` or `load_model`
                ) -> torch.nn.Module:
     "A hook-free `NativeModel` whose parameters are the bridge's own tensors."
+    from transformer_lens.model_bridge.sources.native.model import NativeModel  # deferred, as `bridge_class` explains
     wrapped = model.original_model
     core = NativeModel(copy.deepcopy(wrapped.cfg))
     for name, param in wrapped.named_parameters():
@@ -136,7 +141,7 @@ def model_fingerprint(model) -> str: # a `TransformerBridge` (or any `nn.Module`
     return h.hexdigest()[:16]
 
 # %% ../nbs/03_model.ipynb #5f01409d
-def save_model(model:TransformerBridge, # the model to save
+def save_model(model:torch.nn.Module, # the model to save (a `TransformerBridge`)
                cfg:GPTConfig, # its architecture
                out:str|Path, # directory to write into (created if missing)
                tokenizer=None, # a `saenb.data.Tokenizer`, saved as `tokenizer.json`
@@ -193,7 +198,7 @@ def load_gpt_config(path:str|Path, # a directory written by `save_model`
 # %% ../nbs/03_model.ipynb #fedc7cf7
 def load_model(path:str|Path, # a directory written by `save_model`
                device:str|torch.device|None=None, # where to put the weights
-              ) -> TransformerBridge:
+              ) -> torch.nn.Module:
     "The `TransformerBridge` saved in `path`, in eval mode; `.saenb_tokenizer`, `.saenb_path`, `.saenb_fingerprint` set."
     if device is not None: device = check_device(device)
     path = Path(path); cfg = load_gpt_config(path)

@@ -120,3 +120,9 @@ def test_a_new_architecture_needs_no_other_edit(tmp_path):
                        out=tmp_path/'sweep', sequential=True, progress=False)
         assert len(df) == 2 and set(df.status) == {'finished'}, df
     finally: SAE_REGISTRY.pop('soft_shrink', None)
+
+def test_modules_import_without_transformer_lens():
+    "TransformerLens (2.4 of a console command's 6.2 s start) is imported when a model is first built, not with saenb."
+    code = "import sys, saenb.study; print('transformer_lens' in sys.modules)"  # the last module imports all the others
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip() == 'False', r.stdout + r.stderr[-2000:]
