@@ -15,7 +15,7 @@ from .model import model_fingerprint, check_device
 from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
 from .sae import SAE
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
-                             finish_run, save_run, retain_freed_memory, check_sae_out, _sayer)
+                             finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row)
 
 # %% auto #0
 __all__ = ['SHARED_SETTINGS', 'ensemble_members', 'train_ensemble', 'train_saes_on_model']
@@ -106,6 +106,7 @@ def _train_members(ms:list, batches, n_steps:int, amp:dict, desc:str, progress:b
     retain_freed_memory()
     outer = torch.get_rng_state()
     bar = tqdm(total=n_steps, desc=desc, disable=not progress, dynamic_ncols=True)
+    for m in ms: m.tracker = sae_tracker(m.tc, m.sae, member=_member_name(m.key))  # W&B: one run a member
     t0 = time.perf_counter()
     try:
         for step in range(n_steps):
@@ -117,14 +118,24 @@ def _train_members(ms:list, batches, n_steps:int, amp:dict, desc:str, progress:b
                 torch.set_rng_state(m.rng)
                 o = sae_step(m, mx, my, step, amp)
                 m.steps = step + 1
-                sae_log(m, o, mx[-1], my[-1], step + 1, amp, m.val_x, m.val_y)
+                row = sae_log(m, o, mx[-1], my[-1], step + 1, amp, m.val_x, m.val_y)
+                if row is not None: log_row(m.tracker, row)
                 m.rng = torch.get_rng_state()
                 if m.tc.patience and m.bad_evals >= m.tc.patience: m.stopped = True
             bar.update(1)
             if callback is not None: callback(step + 1, {m.key: m.sae for m in ms})
+    except BaseException:
+        for m in ms: m.tracker.finish(failed=True)
+        raise
     finally:
         bar.close(); torch.set_rng_state(outer)
     return time.perf_counter() - t0
+
+def _save_member(m:_Member, mo:Path, summary:dict, provenance:dict):
+    "Save member `m` to `mo` (as `save_run`) and close its W&B run with its final figures."
+    res = save_run(m, mo, summary, provenance)
+    m.tracker.finish(summary, artifact=mo if m.tc.wandb_artifacts and mo is not None else None, kind='sae')
+    return res
 
 # %% ../nbs/07b_ensemble.ipynb #f5661ec8
 def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` file, or `ActivationStore`
@@ -168,7 +179,7 @@ def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` f
                                  m.steps, secs, m.steps * base.batch_size * base.grad_accum, data.scale, data.tscale,
                                  data.in_sample)
             mo = out/_member_name(m.key) if out is not None else None
-            res[m.key] = save_run(m, mo, {**summary, 'ensemble_size': len(ms)}, data.provenance(mo))
+            res[m.key] = _save_member(m, mo, {**summary, 'ensemble_size': len(ms)}, data.provenance(mo))
     return res
 
 # %% ../nbs/07b_ensemble.ipynb #e607fe30
@@ -295,5 +306,5 @@ def train_saes_on_model(model, # a `TransformerBridge`
             summary.update(**f['extra'], trained_with=len(ms))
             mo = out/str(m.key) if out is not None else None
             prov = {'model': _model_record(model, mo), 'activations': f['activations']}
-            res[m.key] = save_run(m, mo, summary, prov)
+            res[m.key] = _save_member(m, mo, summary, prov)
     return res

@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 from contextlib import ExitStack
 from fastcore.script import call_parse
 from .utils import (write_atomic, write_json, jsonable, InputError, MissingInput, command_errors, resolve_record,
-                         output_lock, check, check_positive, resolve_precision, autocast_args, precision_note)
+                         output_lock, check, check_positive, resolve_precision, autocast_args, precision_note,
+                         import_wandb, Tracker)
 from .model import load_model, load_language
 from .grammars import END
 from .train_gpt import grammaticality
@@ -1192,10 +1193,14 @@ def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (requir
                allow_mismatch:bool=False, # evaluate on activations or a model other than the SAEs' (in eval.json)
                precision:str='auto', # auto, bf16, fp16 (CUDA) or fp32; auto: bf16 where the hardware runs it fast
                quiet:bool=False, # no progress bars
+               wandb_project:str=None, # log each SAE's figures to this W&B project (offline: WANDB_MODE=offline)
+               wandb_run_name:str=None, # the W&B run's name (several SAEs: NAME-{SAE directory name})
+               wandb_tags:str=None, # the W&B runs' tags, comma-separated
               ):
     "Evaluate SAEs; write eval.json and an offline HTML report per SAE (and pareto.html for several)."
     with command_errors('saenb_eval'), ExitStack() as locks:
         _check_counts(n_rows, n_seqs, n_gen)
+        if wandb_project: import_wandb()  # refused before any work if the package is missing
         dirs = _sae_dirs(sae, acts)
         dests = _eval_dests(dirs, out)
         pareto = Path(out or dirs[0].parent)/'pareto.html' if len(dirs) > 1 else None
@@ -1212,8 +1217,13 @@ def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (requir
             best = ({'best_auroc': float(r['concept_summary'].best_auroc.max())}
                     if 'concept_summary' in r and len(r['concept_summary']) else {})
             gt = {k: r[k] for k in ('assignment_score', 'absorption_rate', 'faithfulness') if k in r}
-            print(json.dumps({'sae': str(d), 'out': str(dest), **jsonable(r['reconstruction']),
-                              **jsonable(r.get('downstream', {})), **best, **jsonable(gt)}))
+            figures = {**jsonable(r['reconstruction']), **jsonable(r.get('downstream', {})), **best, **jsonable(gt)}
+            print(json.dumps({'sae': str(d), 'out': str(dest), **figures}))
+            name = wandb_run_name if len(dirs) == 1 else f"{wandb_run_name or 'eval'}-{d.name}"
+            settings = dict(sae=str(d), acts=acts, model=model, n_rows=n_rows, n_seqs=n_seqs, n_gen=n_gen,
+                            probes=not no_probes, precision=used)
+            Tracker(wandb_project, name, wandb_tags.split(',') if wandb_tags else None, job_type='eval',
+                    config=settings).finish(figures)
         if pareto:
             page = pareto_figure(results).to_html(include_plotlyjs=True, full_html=True)
             pareto.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ __all__ = ['ACT_FNS', 'NORMALIZATIONS', 'bridge_class', 'GPTConfig', 'check_gpt_
 # %% ../nbs/03_model.ipynb #b7d1c0a2
 def bridge_class() -> type:
     "TransformerLens's `TransformerBridge`, imported on first use with the sources that register its `boot_*` builders."
-    from transformer_lens.model_bridge import TransformerBridge
+    from transformer_lens.model_bridge import TransformerBridge  # deferred: 2.4 s to import, see above
     import transformer_lens.model_bridge.sources  # noqa: F401 (registers boot_native and boot_transformers)
     return TransformerBridge
 

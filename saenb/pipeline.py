@@ -46,6 +46,8 @@ PIPELINE_DEFAULT = {
                                 'lagrangian': {'target_l0': 8}}},
     'eval': {'n_rows': 50_000, 'n_seqs': 256, 'n_gen': 200, 'probes': True, 'precision': 'auto'}, # `evaluate_sae`
     'browser': {'n_latents': None, 'n_rows': 200_000}, # static feature browser of every SAE (None: all its latents)
+    'wandb_project': None, # log the GPT and every SAE to this Weights & Biases project (see `saenb.utils.Tracker`)
+    'wandb_tags': None, # their W&B tags (the runs are grouped under the output directory's name)
 }
 
 # %% ../nbs/11_pipeline.ipynb #5e245ab5
@@ -146,6 +148,12 @@ def _stage_done(out:Path, name:str, cfg:dict):
                  lambda p: p.write_text(json.dumps(_stage_settings(cfg, name), indent=1, default=str)))
 
 # %% ../nbs/11_pipeline.ipynb #620aefa9
+def _tracking(cfg:dict, out:Path, name:str=None) -> dict:
+    "The W&B settings of a stage's training runs: the pipeline's project and tags, grouped under `out`'s name."
+    if not cfg.get('wandb_project'): return {}
+    return dict(wandb_project=cfg['wandb_project'], wandb_tags=cfg.get('wandb_tags'), wandb_group=out.name,
+                wandb_run_name=name)
+
 def _gpt_configs(cfg:dict):
     g = cfg['gpt']; gf = {f.name for f in fields(GPTConfig)}
     return (GPTConfig(**{'seed': cfg['seed'], **{k: v for k, v in g.items() if k in gf}}),
@@ -201,6 +209,7 @@ def _model_stages(cfg:dict, out:Path, device:str, progress:bool, log, the_model)
         _stage_done(out, 'data', cfg)
     if not _stage(out, 'gpt', cfg, log):
         gc, tc = _gpt_configs(cfg)
+        tc = replace(tc, **_tracking(cfg, out, f'{out.name}-gpt'))
         train_gpt(out/'data', out/'model', gc, tc, device=device, resume=True, progress=progress, live_plot=False)
         _stage_done(out, 'gpt', cfg)
     if not _stage(out, 'check', cfg, log):
@@ -222,6 +231,7 @@ def _sae_stages(cfg:dict, out:Path, device:str, progress:bool, log, the_model):
     ids = _current_ids(cfg, out)  # runs of earlier settings in out/saes are kept, but neither counted nor shown
     if not _stage(out, 'saes', cfg, log):
         base, sweep = _sweep_spec(cfg, out)
+        base = {**base, **_tracking(cfg, out)}  # not part of a run's id (`saenb.sweep.run_id`)
         df = run_sweep(base, sweep, out/'saes', devices=device, sequential=True, ensemble=True, progress=progress)
         df = df[df.id.isin(ids)] if len(df) else df
         bad = df[df.status != 'finished'] if len(df) else df
@@ -421,10 +431,14 @@ def saenb_pipeline(lang:str=None, # language: dyck, expr or english (default: th
                    precision:str=None, # auto, bf16 or fp32 for every stage that computes (default: the config's, auto)
                    tiny:bool=False, # every stage at a tiny size (seconds), for trying things out
                    quiet:bool=False, # no progress bars
+                   wandb_project:str=None, # log the GPT and every SAE to this W&B project (offline: WANDB_MODE=offline)
+                   wandb_tags:str=None, # their W&B tags, comma-separated
                   ):
     "Run (or resume) the whole saenb pipeline: data, GPT, grammaticality, cache, SAE sweep, evaluation, browsers."
     with command_errors('saenb_pipeline', 'run the same command again to resume'):
         over = {**({'lang': lang} if lang else {}), **({'grammar': grammar} if grammar else {})}
+        if wandb_project:
+            over.update(wandb_project=wandb_project, wandb_tags=wandb_tags.split(',') if wandb_tags else None)
         cfg = pipeline_config(config, base=PIPELINE_TINY if tiny else None, **over)
         if precision is not None:  # every stage that computes (checked for training, the strictest use)
             resolve_precision(precision, device, training=True)

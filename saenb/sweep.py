@@ -214,7 +214,8 @@ def expand_sweep(base:dict, # the base run config (as loaded from YAML)
 
 # %% ../nbs/10_sweep.ipynb #ff4c0a97
 def run_id(run:dict) -> str:
-    "A stable id of a run config: the first 10 hex digits of the SHA-1 of its canonical JSON."
+    "A stable id of a run config: the first 10 hex digits of the SHA-1 of its canonical JSON (tracking settings aside)."
+    run = {k: v for k, v in run.items() if not k.startswith('wandb_')}  # where a run is logged is not what it is
     return hashlib.sha1(json.dumps(run, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 # %% ../nbs/10_sweep.ipynb #3343d232
@@ -738,6 +739,8 @@ def run_sweep(base, # base config: a YAML path or a dict
     runs = load_sweep(base, sweep) if isinstance(base, (str, Path)) else expand_sweep(base, sweep)
     check_positive(limit=limit, max_ensemble=max_ensemble)
     out = Path(out)
+    runs = [{**r, 'wandb_group': Path(out).resolve().name} if r.get('wandb_project') and not r.get('wandb_group') else r
+            for r in runs]  # W&B: a sweep groups its runs under its directory's name
     check(not out.exists() or out.is_dir(), f"{out} is a file: the sweep's output must be a directory (out)")
     rank, world, local = _dist_env()
     if world > 1: runs = runs[rank::world]

@@ -21,7 +21,7 @@ from .model import (GPTConfig, build_model, core_module, next_token_loss, save_m
                          load_gpt_config, load_tokenizer, load_language, check_device)
 from .utils import (write_atomic, lr_factor, setup_distributed, check_replicas, in_notebook, LiveLossPlot,
                          check, check_positive, InputError, OutputExists, command_errors, output_lock, PRECISIONS,
-                         resolve_precision, autocast_args, precision_note)
+                         resolve_precision, autocast_args, precision_note, import_wandb, Tracker)
 from .data import load_corpus, pack, language_fingerprint, corpus_fingerprint
 from .grammars import get_language
 
@@ -51,6 +51,11 @@ class TrainConfig:
     ckpt_every:int=500 # steps between checkpoints
     seed:int=0 # seed of the data order
     packed:bool=False # train on packed rows (`saenb.data.pack`) instead of one padded sequence per row
+    wandb_project:str=None # log the run to this Weights & Biases project (None: not logged; see `Tracker`)
+    wandb_run_name:str=None # the W&B run's name (default: W&B's)
+    wandb_tags:list=None # the W&B run's tags
+    wandb_group:str=None # the W&B group of runs
+    wandb_artifacts:bool=False # upload the saved model directory to W&B as an artifact
 
     def __post_init__(self):
         isint, isnum = lambda v: isinstance(v, int) and not isinstance(v, bool), lambda v: isinstance(v, (int, float))
@@ -65,6 +70,9 @@ class TrainConfig:
             check(isnum(v) and not isinstance(v, bool) and 0 <= v <= hi and (v < hi or closed),
                   f"{k} must be a number in [0, {hi}{']' if closed else ')'}, got {v!r}")
         check(isinstance(self.packed, bool), f"packed must be True or False, got {self.packed!r}")
+        check(self.wandb_tags is None or isinstance(self.wandb_tags, (list, tuple)),
+              f"wandb_tags must be a list of tags, got {self.wandb_tags!r}")
+        if self.wandb_project is not None: import_wandb()  # asked for tracking: refused now if wandb is missing
         check(self.bf16 is None or isinstance(self.bf16, bool), f"bf16 must be True or False, got {self.bf16!r}")
         check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.bf16 is not None:  # the old name: fold it into precision
@@ -334,26 +342,34 @@ def _train_gpt(corpus, out:Path, cfg:GPTConfig, tc:TrainConfig, device:str, resu
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not progress or rank != 0, desc='train')
     (ddp or net).train()
     last_val = metrics.val_loss.dropna().iloc[-1] if len(metrics) and metrics.val_loss.notna().any() else float('nan')
-    for step in bar:
-        row = _train_step(step, net, ddp, optimizer, train_rows, pad_id, tc, dev, rank, world, t0)
-        last = step + 1 == tc.steps
-        if (step + 1) % tc.eval_every == 0 or last:
-            row['val_loss'] = validation_loss(net, val_rows, pad_id, batch_size=tc.batch_size // world // tc.grad_accum,
-                                              max_rows=tc.eval_batches * tc.batch_size, precision=tc.precision)
-            last_val = row['val_loss']
-        if (step + 1) % 10 == 0 or last:
-            val = {} if math.isnan(last_val) else {'val': f"{last_val:.4f}"}
-            bar.set_postfix(loss=f"{row['train_loss']:.4f}", **val)
-        rows_log.append(row)
-        if plot is not None and not math.isnan(row['val_loss']): plot.update(pd.DataFrame(rows_log))
-        if (step + 1) % tc.ckpt_every == 0 or last:
-            if rank == 0:
-                save_checkpoint(ckpt_dir, model, cfg, tc, optimizer, step + 1, pd.DataFrame(rows_log), world, tok,
-                                corpus.language)
-            if world > 1: dist.barrier()
-        if on_step is not None: on_step(step + 1, row)
+    tracker = Tracker(tc.wandb_project, tc.wandb_run_name, tc.wandb_tags, tc.wandb_group, job_type='train_gpt',
+                      config={'model': asdict(cfg), 'train': asdict(tc), 'data': data_dir}, rank=rank)
+    try:
+        for step in bar:
+            row = _train_step(step, net, ddp, optimizer, train_rows, pad_id, tc, dev, rank, world, t0)
+            last = step + 1 == tc.steps
+            if (step + 1) % tc.eval_every == 0 or last:
+                row['val_loss'] = validation_loss(net, val_rows, pad_id,
+                                                  batch_size=tc.batch_size // world // tc.grad_accum,
+                                                  max_rows=tc.eval_batches * tc.batch_size, precision=tc.precision)
+                last_val = row['val_loss']
+            if (step + 1) % 10 == 0 or last:
+                val = {} if math.isnan(last_val) else {'val': f"{last_val:.4f}"}
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", **val)
+            rows_log.append(row)
+            if plot is not None and not math.isnan(row['val_loss']): plot.update(pd.DataFrame(rows_log))
+            if (step + 1) % tc.ckpt_every == 0 or last:
+                if rank == 0:
+                    save_checkpoint(ckpt_dir, model, cfg, tc, optimizer, step + 1, pd.DataFrame(rows_log), world, tok,
+                                    corpus.language)
+                if world > 1: dist.barrier()
+            if on_step is not None: on_step(step + 1, row)
+            tracker.log({('loss' if k == 'train_loss' else k): v for k, v in row.items()}, step + 1)
+    except BaseException: tracker.finish(failed=True); raise
     bar.close()
     _finish_run(model, net, cfg, out, corpus, rows_log, rank, world, data_dir)
+    tracker.finish({'train_loss': rows_log[-1]['train_loss'], 'val_loss': last_val, 'steps': tc.steps},
+                   artifact=out if tc.wandb_artifacts else None, kind='model')
     model.saenb_tokenizer = tok
     return model.eval()
 
@@ -531,6 +547,10 @@ def saenb_train_gpt(data:str=None, # corpus directory (from saenb_data)
                     normalization:str='LN', # LN, RMS, LNPre, RMSPre or none
                     device:str='cpu', # cpu, cuda or cuda:N
                     resume:store_true=False, # continue from OUT/checkpoint
+                    wandb_project:str=None, # log the run to this Weights & Biases project (offline: WANDB_MODE=offline)
+                    wandb_run_name:str=None, # the W&B run's name
+                    wandb_tags:str=None, # the W&B run's tags, comma-separated
+                    wandb_artifacts:store_true=False, # upload the saved model to W&B as an artifact
                    ):
     "Train a small GPT on a saenb corpus."
     with command_errors('saenb_train_gpt', 'run the same command with --resume to continue from the last checkpoint'):
@@ -541,7 +561,9 @@ def saenb_train_gpt(data:str=None, # corpus directory (from saenb_data)
                         normalization=None if normalization.lower() == 'none' else normalization, seed=seed)
         tc = TrainConfig(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, min_lr_frac=min_lr_frac,
                          warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip, bf16=bf16 or None,
-                         eval_every=eval_every, ckpt_every=ckpt_every, seed=seed, packed=packed, precision=precision)
+                         eval_every=eval_every, ckpt_every=ckpt_every, seed=seed, packed=packed, precision=precision,
+                         wandb_project=wandb_project, wandb_run_name=wandb_run_name,
+                         wandb_tags=wandb_tags.split(',') if wandb_tags else None, wandb_artifacts=wandb_artifacts)
         _train(data, out, cfg, tc, device, resume, True, False, None, 'saenb_train_gpt')
     if int(os.environ.get('RANK', 0)) == 0:
         m = pd.read_csv(Path(out)/'metrics.csv'); val = m.val_loss.dropna()

@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from fastcore.script import call_parse, Param
 from .utils import (write_atomic, lr_factor, LiveLossPlot, in_notebook, setup_distributed, check_replicas,
                          InputError, MissingInput, OutputExists, command_errors, output_lock, path_record, check,
-                         jsonable, resolve_precision, autocast_args, precision_note)
+                         jsonable, resolve_precision, autocast_args, precision_note, import_wandb, Tracker)
 from .model import load_model, check_device
 from .cache import (ActivationStore, capture, splice, store_sequences, store_provenance, store_model,
                          check_store_model)
@@ -26,8 +26,8 @@ from .sae_io import load_sae
 __all__ = ['SAETrainConfig', 'train_autocast', 'open_activations', 'validation_activations', 'build_sae', 'make_optimizer',
            'retain_freed_memory', 'check_activations', 'RunData', 'save_sae_checkpoint', 'load_sae_checkpoint',
            'SAETrainResult', 'run_config', 'sync_gradients', 'sync_buffers', 'broadcast_state', 'causal_loss',
-           'causal_term', 'SAERun', 'sae_step', 'sae_log', 'finish_run', 'save_run', 'check_sae_out', 'train_sae',
-           'saenb_train_sae']
+           'causal_term', 'SAERun', 'sae_step', 'sae_log', 'finish_run', 'save_run', 'check_sae_out', 'sae_tracker',
+           'log_row', 'train_sae', 'saenb_train_sae']
 
 # %% ../nbs/07_train_sae.ipynb #a8317474
 @dataclass
@@ -63,6 +63,11 @@ class SAETrainConfig:
     causal_rows:int=8 # token rows per step for the causal term
     seed:int=0 # seed of initialization and data order
     device:str='cpu' # 'cpu', 'cuda', 'cuda:N'
+    wandb_project:str=None # log the run to this Weights & Biases project (None: not logged; see `Tracker`)
+    wandb_run_name:str=None # the W&B run's name (default: W&B's)
+    wandb_tags:list=None # the W&B run's tags
+    wandb_group:str=None # the W&B group of runs (a sweep groups its runs under its name)
+    wandb_artifacts:bool=False # upload the saved SAE directory to W&B as an artifact
     sae:dict=field(default_factory=dict) # the architecture's settings, for `make_sae`
 
     def __post_init__(self): self.validate()
@@ -105,6 +110,7 @@ def validate(self:SAETrainConfig):
         check(n not in self.sae, f"{n} comes from the activations' width (acts, target_acts): "
                                  f"remove it from the SAE settings")
     check_sae_settings(self.arch, self.sae, others=[f.name for f in fields(self)])
+    if self.wandb_project is not None: import_wandb()  # asked for tracking: refused now if wandb is missing
 
 # %% ../nbs/07_train_sae.ipynb #5d0c2e7b
 def train_autocast(tc:SAETrainConfig, # the run's settings
@@ -651,9 +657,25 @@ def _start_step(run:SAERun, data:RunData, out:Path, resume:bool) -> tuple:
         step, data.scale, run.history = load_sae_checkpoint(ckpt, run.sae, run.opt, run.tc)
     return ckpt, step
 
+# %% ../nbs/07_train_sae.ipynb #df20394a
+def sae_tracker(tc:SAETrainConfig, # the run's settings (`wandb_*` say where it is logged)
+                sae:SAE, # the SAE being trained
+                out:Path=None, # where it is saved
+                rank:int=0, # this process's rank (only rank 0 logs)
+                member:str=None, # its name in an ensemble: the W&B run is named `{wandb_run_name}-{member}`
+               ) -> Tracker:
+    "The W&B run of one SAE's training (inert without `tc.wandb_project`)."
+    name = tc.wandb_run_name if member is None else f"{tc.wandb_run_name or 'ensemble'}-{member}"
+    return Tracker(tc.wandb_project, name, tc.wandb_tags, tc.wandb_group, job_type='train_sae', rank=rank,
+                   config={**asdict(tc), 'd_in': sae.cfg.d_in, 'd_sae': sae.cfg.d_sae, 'out': out})
+
+def log_row(tracker:Tracker, row:dict):
+    "Log a row of `sae_log` under the names the seeds use (`alive` is `alive_dict_components` there)."
+    tracker.log({('alive_dict_components' if k == 'alive' else k): v for k, v in row.items()}, row['step'])
+
 # %% ../nbs/07_train_sae.ipynb #df20394b
 def _train_steps(run:SAERun, data:RunData, step:int, ckpt:Path, dev:torch.device, rank:int, world:int,
-                 progress:bool, callback) -> tuple:
+                 progress:bool, callback, tracker:Tracker) -> tuple:
     "Train `run` from `step` to the end (or an early stop), logging and checkpointing; `(steps done, seconds)`."
     tc, sae, opt, n_steps = run.tc, run.sae, run.opt, run.tc.n_steps
     batches = data.steps(tc, dev, start=step, rank=rank, world=world)  # exact resume: consumed batches are skipped
@@ -669,6 +691,7 @@ def _train_steps(run:SAERun, data:RunData, step:int, ckpt:Path, dev:torch.device
         step += 1
         row = sae_log(run, o, xs[-1], ys[-1], step, amp, vx, vy)
         if row is not None:
+            log_row(tracker, row)
             bar.set_postfix(loss=f"{row['loss']:.4g}", l0=f"{row['l0']:.1f}", ev=f"{row['explained_variance']:.3f}")
             if plot is not None:
                 plot.update(pd.DataFrame(run.history).rename(columns={'loss': 'train_loss', 'val_mse': 'val_loss'}))
@@ -686,15 +709,20 @@ def _run_and_save(run:SAERun, data:RunData, out:Path, start:tuple, dev, rank:int
     "Train `run` from `start` (`_start_step`), measure it and save it with its provenance."
     tc, sae = run.tc, run.sae
     ckpt, step0 = start
-    step, seconds = _train_steps(run, data, step0, ckpt, dev, rank, world, progress, callback)
-    summary = finish_run(run, data.val_x.to(dev), data.val_y.to(dev) if data.val_y is not None else None, step, seconds,
-                         (step - step0) * tc.batch_size * tc.grad_accum, data.scale, data.tscale, data.in_sample)
-    if world > 1:
-        prints = check_replicas(sae)  # warns if the processes' weights differ
-        summary.update(processes=world, replicas_equal=len(set(prints)) == 1)
-    override = getattr(getattr(run, 'causal', None), 'override', None)
-    if override: summary['provenance_override'] = override
-    res = save_run(run, out if rank == 0 else None, summary, data.provenance(out))
+    tracker = sae_tracker(tc, sae, out, rank)
+    try:
+        step, seconds = _train_steps(run, data, step0, ckpt, dev, rank, world, progress, callback, tracker)
+        summary = finish_run(run, data.val_x.to(dev), data.val_y.to(dev) if data.val_y is not None else None, step,
+                             seconds, (step - step0) * tc.batch_size * tc.grad_accum, data.scale, data.tscale,
+                             data.in_sample)
+        if world > 1:
+            prints = check_replicas(sae)  # warns if the processes' weights differ
+            summary.update(processes=world, replicas_equal=len(set(prints)) == 1)
+        override = getattr(getattr(run, 'causal', None), 'override', None)
+        if override: summary['provenance_override'] = override
+        res = save_run(run, out if rank == 0 else None, summary, data.provenance(out))
+    except BaseException: tracker.finish(failed=True); raise
+    tracker.finish(summary, artifact=out if tc.wandb_artifacts and out is not None else None, kind='sae')
     if world > 1: dist.barrier(); dist.destroy_process_group()
     return res
 
@@ -797,6 +825,10 @@ def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.saf
                     seed:int=0, # seed of initialization and data order
                     resume:bool=False, # continue from OUT/checkpoint (a finished OUT: print its summary, train nothing)
                     quiet:bool=False, # no progress bar
+                    wandb_project:str=None, # log the run to this Weights & Biases project (offline: WANDB_MODE=offline)
+                    wandb_run_name:str=None, # the W&B run's name
+                    wandb_tags:str=None, # the W&B run's tags, comma-separated
+                    wandb_artifacts:bool=False, # upload the saved SAE to W&B as an artifact
                    ):
     "Train an SAE on cached activations; print a JSON summary."
     flags = list(locals())  # the parameters: --sae must not set these
@@ -808,7 +840,9 @@ def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.saf
                         lr_schedule=lr_schedule, warmup_steps=warmup_steps, patience=patience,
                         resample_every=resample_every, checkpoint_every=checkpoint_every, device=device,
                         precision=precision, seed=seed, causal_coeff=causal_coeff, model=model,
-                        allow_mismatch=allow_mismatch, say=say,
+                        allow_mismatch=allow_mismatch, say=say, wandb_project=wandb_project,
+                        wandb_run_name=wandb_run_name, wandb_tags=wandb_tags.split(',') if wandb_tags else None,
+                        wandb_artifacts=wandb_artifacts,
                         **_sae_kwargs(k, sparsity_coeff, target_l0, sparsity, sae, flags))
     if not res.trained: print(f"saenb_train_sae: {res.out} already holds this finished run; nothing was trained",
                               file=sys.stderr)

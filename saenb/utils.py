@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_utils.ipynb #794ef96a
 from __future__ import annotations
-import difflib, functools, hashlib, json, math, os, shutil, socket, sys, tempfile, time, warnings
+import difflib, functools, hashlib, json, math, os, shutil, socket, subprocess, sys, tempfile, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,7 +21,7 @@ __all__ = ['USER_ERRORS', 'PRECISIONS', 'InputError', 'MissingInput', 'OutputExi
            'nearest', 'check_keys', 'write_atomic', 'write_text', 'jsonable', 'write_json', 'read_yaml', 'output_lock',
            'command_errors', 'path_record', 'resolve_record', 'fingerprint', 'cpu_has_fast_bf16', 'resolve_precision',
            'autocast_args', 'precision_note', 'lr_factor', 'in_notebook', 'LiveLossPlot', 'setup_distributed',
-           'weights_fingerprint', 'check_replicas']
+           'weights_fingerprint', 'check_replicas', 'import_wandb', 'Tracker', 'offline_run']
 
 # %% ../nbs/00_utils.ipynb #f0fbe77f
 class InputError(ValueError):
@@ -370,3 +370,79 @@ def check_replicas(net:torch.nn.Module, # this process's model
     if len(set(prints)) > 1: warnings.warn(f"The processes ended with different weights: {prints}")
     if out is not None: write_atomic(Path(out)/'replicas.json', lambda p: p.write_text(json.dumps(prints)))
     return prints
+
+# %% ../nbs/00_utils.ipynb #3a1e0c02
+def import_wandb():
+    "The `wandb` module, or an `InputError` naming the install."
+    try: import wandb  # optional: only runs that ask for tracking import it
+    except ImportError:
+        raise InputError("logging to Weights & Biases needs the wandb package: pip install wandb "
+                         "(or drop --wandb_project)") from None
+    return wandb
+
+def _loggable(d:dict) -> dict:
+    "The numbers of `d` (W&B plots numbers; booleans become 0/1, None and NaN are dropped)."
+    out = {}
+    for k, v in d.items():
+        if torch.is_tensor(v) and v.numel() == 1: v = v.item()
+        if isinstance(v, (bool, np.bool_)): v = int(v)
+        if isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(float(v)): out[k] = v
+    return out
+
+# %% ../nbs/00_utils.ipynb #3a1e0c03
+class Tracker:
+    "A Weights & Biases run logging one training or evaluation run; without `project`, or off rank 0, nothing."
+    def __init__(self, project:str=None, # W&B project (None: no tracking)
+                 run_name:str=None, # the run's name (default: W&B's)
+                 tags:list=None, # the run's tags
+                 group:str=None, # a group of runs, e.g. a sweep's name
+                 config:dict=None, # the run's settings
+                 job_type:str=None, # e.g. 'train_sae', 'train_gpt', 'eval'
+                 rank:int=0): # this process's rank under `torchrun`: only rank 0 logs
+        self.run = None
+        if project is None or rank != 0: return
+        self.wandb = import_wandb()
+        env = {k: os.environ[f'WANDB_{k.upper()}'] for k in ('mode', 'dir') if f'WANDB_{k.upper()}' in os.environ}
+        try:  # the mode and directory as the environment says now (W&B reads it once a process)
+            self.run = self.wandb.init(project=project, name=run_name, tags=list(tags) if tags else None, group=group,
+                                       config=jsonable(config or {}), job_type=job_type, reinit='create_new', **env)
+        except Exception as e:  # e.g. no API key and no network
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise InputError(f"W&B could not start the run ({why}): run `wandb login`, "
+                             "or set WANDB_MODE=offline to log offline and `wandb sync` later") from e
+
+    def log(self, metrics:dict, step:int):
+        "Log the numbers of `metrics` at `step`."
+        if self.run is not None: self.run.log(_loggable(metrics), step=step)
+
+    def finish(self, summary:dict=None, # final figures, written to the run's summary
+               artifact:Path=None, # a saved directory to upload as an artifact
+               kind:str='model', # the artifact's type
+               failed:bool=False): # the run ended with an error
+        "Write `summary`, upload `artifact`, and close the run."
+        if self.run is None: return
+        if summary: self.run.summary.update(_loggable(summary))
+        if artifact is not None:
+            a = self.wandb.Artifact(f"{self.run.name or self.run.id}-{kind}".replace('/', '-'), type=kind)
+            a.add_dir(str(artifact)); self.run.log_artifact(a)
+        self.run.finish(exit_code=1 if failed else 0); self.run = None
+
+# %% ../nbs/00_utils.ipynb #3a1e0c06
+def offline_run(path) -> dict:
+    "The offline W&B run in directory `path`: {'run', 'config', 'history' (rows), 'summary', 'artifacts'}."
+    r = subprocess.run([sys.executable, '-m', 'wandb', 'leet', 'inspect', '--json', str(path)],
+                       capture_output=True, text=True, timeout=120)
+    check(r.returncode == 0, f"W&B could not read {path}: {r.stderr.strip()[-300:]}")
+    out = {'run': {}, 'config': {}, 'history': [], 'summary': {}, 'artifacts': []}
+    for rec in map(json.loads, filter(str.strip, r.stdout.splitlines())):
+        kind = rec.get('type')
+        if kind == 'run':
+            out['run'] = rec['run']; out['config'].update(rec['run'].get('config', {}).get('update', {}))
+        elif kind == 'config': out['config'].update(rec['config'].get('update', {}))
+        elif kind == 'history': out['history'].append(rec['history']['item'])
+        elif kind == 'summary': out['summary'].update(rec['summary'].get('update', {}))
+        elif kind == 'artifact':
+            a = rec['artifact']
+            out['artifacts'].append({'name': a['name'], 'type': a['type'],
+                                     'files': sorted(c['path'] for c in a.get('manifest', {}).get('contents', []))})
+    return out

@@ -228,3 +228,16 @@ def test_sweep_compares_widths_by_concept(pipe, tmp_path):
     assert {'bracket', 'depth', 'open'} <= set(t.concept)
     assert t.n_children.sum() > 0 and all(len(c) == n for c, n in zip(t.children, t.n_children))
     assert s['tree'].count('latent') == len(t)
+
+def test_cli_logs_the_figures_to_weights_and_biases(pipe, tmp_path, monkeypatch):
+    "--wandb_project writes one W&B run per SAE evaluated, its figures as the summary."
+    from saenb.utils import offline_run
+    for k, v in {'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'}.items():
+        monkeypatch.setenv(k, v)
+    r = run('saenb_eval', '--sae', pipe['dir']/'sae', '--acts', pipe['store'].path, '--out', tmp_path/'ev',
+            '--n_rows', '3000', '--n_gen', '0', '--quiet', '--no_probes', '--wandb_project', 'p', '--wandb_run_name', 'ev')
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = json.loads(r.stdout.strip().splitlines()[-1])
+    w = offline_run(next((tmp_path/'wandb').glob('offline-run-*')))
+    assert w['run']['display_name'] == 'ev'
+    assert w['config']['sae'] == str(pipe['dir']/'sae') and abs(w['summary']['fvu'] - line['fvu']) < 1e-6

@@ -5,12 +5,14 @@ from conftest import console
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 
-def pipeline(*args, **kw):
-    return subprocess.run(console('saenb_pipeline') + list(args), env=ENV, capture_output=True, text=True, **kw)
+def pipeline(*args, env=None, **kw):
+    return subprocess.run(console('saenb_pipeline') + list(args), env={**ENV, **(env or {})}, capture_output=True,
+                          text=True, **kw)
 
 def test_tiny_pipeline_end_to_end_and_rerun(tmp_path):
     out = tmp_path/'run'
-    r = pipeline('--tiny', '--out', str(out), '--quiet')
+    wandb = {'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'}
+    r = pipeline('--tiny', '--out', str(out), '--quiet', '--wandb_project', 'p', '--wandb_tags', 'tiny', env=wandb)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'of free generations grammatical' in r.stdout and str(out/'index.html') in r.stdout
     table = pd.read_csv(out/'summary.csv')
@@ -20,7 +22,14 @@ def test_tiny_pipeline_end_to_end_and_rerun(tmp_path):
     for i in table.id:
         assert f'saes/runs/{i}/eval/report.html' in page and (out/'saes'/'runs'/i/'site'/'browser.html').exists()
     assert all((out/'stages'/f'{s}.json').exists() for s in ('data', 'gpt', 'check', 'cache', 'saes', 'eval', 'browser'))
-    # a second run skips every stage and gives the same table
+    # one W&B run (offline) per trained model and SAE, grouped under the run's name
+    from saenb.utils import offline_run
+    runs = [offline_run(d) for d in sorted((tmp_path/'wandb').glob('offline-run-*'))]
+    assert sorted(w['run']['run_group'] for w in runs) == ['run'] * 3 and all(w['run']['tags'] == ['tiny'] for w in runs)
+    gpt = [w for w in runs if w['run']['display_name'] == 'run-gpt']
+    assert len(gpt) == 1 and 'val_loss' in gpt[0]['summary']
+    assert sorted(w['config']['arch'] for w in runs if w is not gpt[0]) == ['relu', 'topk']
+    # a second run (without tracking, which is not a setting of the results) skips every stage: the same table
     before = (out/'model'/'model.safetensors').stat().st_mtime
     r2 = pipeline('--tiny', '--out', str(out))
     assert r2.returncode == 0 and r2.stderr.count('already complete') == 7, r2.stderr[-2000:]

@@ -213,3 +213,22 @@ def test_torchrun_ddp_two_cpu_processes(corpus, tmp_path):
     assert val.iloc[-1] < val.iloc[0]
     assert json.loads((out / 'checkpoint' / 'trainer_state.json').read_text())['world_size'] == 2
     load_model(out)
+
+
+def test_cli_logs_the_gpt_run_to_weights_and_biases(corpus, tmp_path, monkeypatch):
+    "--wandb_project logs the settings, each step's loss and learning rate, the validation losses and the final figures."
+    from saenb.utils import offline_run
+    for k, v in {'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'}.items():
+        monkeypatch.setenv(k, v)
+    save_corpus(corpus, tmp_path / 'data')
+    r = run('saenb_train_gpt', '--data', tmp_path / 'data', '--out', tmp_path / 'm', '--steps', 6, '--batch_size', 8,
+            '--warmup_steps', 1, '--eval_every', 3, '--n_layers', 1, '--d_model', 16, '--n_heads', 2, '--d_mlp', 32,
+            '--n_ctx', 64, '--wandb_project', 'p', '--wandb_run_name', 'gpt', '--wandb_tags', 'dyck')
+    assert r.returncode == 0, r.stderr[-2000:]
+    w = offline_run(next((tmp_path / 'wandb').glob('offline-run-*')))
+    assert (w['run']['display_name'], w['run']['tags'], w['config']['model']['n_layers']) == ('gpt', ['dyck'], 1)
+    assert [h['_step'] for h in w['history']] == [1, 2, 3, 4, 5, 6]
+    assert all('loss' in h and 'lr' in h for h in w['history'])
+    assert [h['_step'] for h in w['history'] if 'val_loss' in h] == [3, 6]
+    metrics = pd.read_csv(tmp_path / 'm' / 'metrics.csv')
+    assert abs(w['summary']['val_loss'] - metrics.val_loss.dropna().iloc[-1]) < 1e-6

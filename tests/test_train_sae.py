@@ -1,5 +1,5 @@
 "End-to-end tests of SAE training from the command line and from Python."
-import json, subprocess
+import json, subprocess, sys
 import numpy as np, pytest, torch
 from safetensors.torch import save_file
 from saenb.train_sae import train_sae
@@ -145,3 +145,48 @@ def test_resume_compares_the_resolved_precision_also_of_old_configs(acts, tmp_pa
     assert r.returncode == 0 and 'already holds this finished run' in r.stderr, r.stderr
     r = run('saenb_train_sae', *_cli_args(acts, tmp_path/'s', '--resume', '--precision', other))
     assert_fails(r, 'saenb_train_sae', f'trained with precision={used!r}, not {other!r}')
+
+def test_cli_logs_to_weights_and_biases_offline(acts, tmp_path):
+    "--wandb_project logs the run (settings, every logged step, final figures, the SAE as an artifact), read back offline."
+    from saenb.utils import offline_run
+    env = {'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'}
+    r = run('saenb_train_sae', '--acts', acts/'train.npy', '--k', 3, '--exp_factor', 2, '--n_tokens', 20_000,
+            '--batch_size', 500, '--out', tmp_path/'sae', '--quiet', '--wandb_project', 'p', '--wandb_run_name', 'k3',
+            '--wandb_tags', 'topk,test', '--wandb_artifacts', env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    w = offline_run(next((tmp_path/'wandb').glob('offline-run-*')))
+    assert (w['run']['project'], w['run']['display_name'], w['run']['tags']) == ('p', 'k3', ['topk', 'test'])
+    assert (w['config']['arch'], w['config']['sae']['k'], w['config']['n_tokens']) == ('topk', 3, 20_000)
+    steps = [h['_step'] for h in w['history']]
+    assert steps == [25, 40] and all('l0' in h and 'explained_variance' in h for h in w['history'])
+    assert abs(w['summary']['fvu'] - summary['fvu']) < 1e-6 and abs(w['summary']['l0'] - summary['l0']) < 1e-6
+    assert w['artifacts'] and w['artifacts'][0]['type'] == 'sae' and 'model.safetensors' in w['artifacts'][0]['files']
+
+def test_wandb_is_optional(acts, tmp_path, monkeypatch):
+    "Without --wandb_project nothing of W&B is imported; asked for without the package, a one-line error names it."
+    code = ("import sys; from saenb.train_sae import train_sae; "
+            f"train_sae('{acts/'train.npy'}', k=3, exp_factor=2, n_tokens=2000, batch_size=500, progress=False); "
+            "print('wandb' in sys.modules)")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip().splitlines()[-1] == 'False', r.stdout + r.stderr[-2000:]
+    monkeypatch.setitem(sys.modules, 'wandb', None)  # as if the package were missing
+    r = run('saenb_train_sae', '--acts', acts/'train.npy', '--k', 3, '--n_tokens', 2000, '--batch_size', 500,
+            '--out', tmp_path/'sae', '--wandb_project', 'p')
+    assert_fails(r, 'saenb_train_sae', 'pip install wandb')
+    assert not (tmp_path/'sae').exists()
+
+def test_ensemble_members_are_logged_as_one_group(acts, tmp_path, monkeypatch):
+    "Each member of an ensemble is its own W&B run, named after the member, in the ensemble's group."
+    from saenb.ensemble import train_ensemble
+    from saenb.utils import offline_run
+    for k, v in {'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'}.items():
+        monkeypatch.setenv(k, v)
+    res = train_ensemble(acts/'train.npy', grid={'k': [2, 3]}, exp_factor=2, n_tokens=5000, batch_size=500,
+                         progress=False, wandb_project='p', wandb_run_name='ens', wandb_group='g')
+    runs = [offline_run(d) for d in sorted((tmp_path/'wandb').glob('offline-run-*'))]
+    got = sorted((w['run']['display_name'], w['run']['run_group'], w['config']['sae']['k']) for w in runs)
+    assert got == [('ens-2', 'g', 2), ('ens-3', 'g', 3)]
+    for w in runs:
+        k = w['config']['sae']['k']
+        assert w['history'] and abs(w['summary']['fvu'] - res[k].summary['fvu']) < 1e-6
