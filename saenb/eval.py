@@ -30,7 +30,7 @@ __all__ = ['sae_fn', 'at_positions', 'skipped_tokens', 'spliced_where', 'reconst
            'assignment', 'assignment_score', 'decoder_matches', 'seed_stability', 'concept_splits', 'split_tree',
            'synthetic_activations', 'recovery_scores', 'intervention_effect', 'causal_faithfulness',
            'faithfulness_summary', 'check_model_store', 'evaluation_split', 'evaluate_sae', 'density_figure',
-           'write_report', 'plot_pareto', 'pareto_figure', 'saenb_eval']
+           'write_report', 'plot_pareto', 'pareto_figure', 'eval_figures', 'saenb_eval']
 
 # %% ../nbs/08_eval.ipynb #0e36500e
 def sae_fn(sae:SAE, # the SAE (taking raw activations)
@@ -1180,6 +1180,15 @@ def _eval_dests(dirs:list, out:str) -> list:
         seen[dest.resolve()] = d
     return dests
 
+# %% ../nbs/08_eval.ipynb #3883fc55
+def eval_figures(res:dict, # a result of `evaluate_sae`
+                ) -> dict:
+    "The headline figures of an evaluation: reconstruction, downstream, best concept AUROC and the ground-truth scores."
+    best = ({'best_auroc': float(res['concept_summary'].best_auroc.max())}
+            if 'concept_summary' in res and len(res['concept_summary']) else {})
+    gt = {k: res[k] for k in ('assignment_score', 'absorption_rate', 'faithfulness') if k in res}
+    return {**jsonable(res['reconstruction']), **jsonable(res.get('downstream', {})), **best, **jsonable(gt)}
+
 # %% ../nbs/08_eval.ipynb #53ed3d34
 @call_parse
 def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (required)
@@ -1214,10 +1223,7 @@ def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (requir
         print(f"saenb_eval: {precision_note(precision, used, dev)}", file=sys.stderr)  # once, when all succeeded
         for d, dest, r in zip(dirs, dests, results):  # written once every SAE is evaluated: all reports, or none
             write_report(r, dest)
-            best = ({'best_auroc': float(r['concept_summary'].best_auroc.max())}
-                    if 'concept_summary' in r and len(r['concept_summary']) else {})
-            gt = {k: r[k] for k in ('assignment_score', 'absorption_rate', 'faithfulness') if k in r}
-            figures = {**jsonable(r['reconstruction']), **jsonable(r.get('downstream', {})), **best, **jsonable(gt)}
+            figures = eval_figures(r)
             print(json.dumps({'sae': str(d), 'out': str(dest), **figures}))
             name = wandb_run_name if len(dirs) == 1 else f"{wandb_run_name or 'eval'}-{d.name}"
             settings = dict(sae=str(d), acts=acts, model=model, n_rows=n_rows, n_seqs=n_seqs, n_gen=n_gen,

@@ -10,14 +10,14 @@ from pathlib import Path
 import pandas as pd, yaml
 from fastcore.script import call_parse
 from .utils import (write_atomic, read_yaml, InputError, command_errors, check_keys, nearest, check_positive,
-                         output_lock, resolve_precision)
+                         output_lock, resolve_precision, Tracker)
 from .grammars import get_language, load_grammar, LANGUAGES, grammar_presets, grammar_file
 from .data import write_corpus, load_corpus, Tokenizer
 from .model import GPTConfig, load_model, build_model
 from .train_gpt import TrainConfig, train_gpt, grammaticality
 from .cache import ActivationStore, cache_activations, resolve_hook
 from .sae_io import load_sae
-from .eval import evaluate_sae, write_report
+from .eval import evaluate_sae, write_report, eval_figures
 from .browser import open_feature_stats, write_site
 from .sweep import run_sweep, run_status, collect_results, write_pareto, expand_sweep, run_id, check_sweep
 
@@ -245,6 +245,8 @@ def _sae_stages(cfg:dict, out:Path, device:str, progress:bool, log, the_model):
             run = yaml.safe_load((d/'config.yaml').read_text())
             res = evaluate_sae(d/'sae', run['acts'], the_model(), progress=progress, **cfg['eval'])
             write_report(res, d/'eval')
+            Tracker(cfg.get('wandb_project'), f"{d.name}-eval", cfg.get('wandb_tags'), out.name, job_type='eval',
+                    config={**run, 'eval': cfg['eval']}).finish(eval_figures(res))  # with --wandb_project
         _stage_done(out, 'eval', cfg)
     if not _stage(out, 'browser', cfg, log):
         b = cfg['browser']

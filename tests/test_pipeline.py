@@ -25,10 +25,13 @@ def test_tiny_pipeline_end_to_end_and_rerun(tmp_path):
     # one W&B run (offline) per trained model and SAE, grouped under the run's name
     from saenb.utils import offline_run
     runs = [offline_run(d) for d in sorted((tmp_path/'wandb').glob('offline-run-*'))]
-    assert sorted(w['run']['run_group'] for w in runs) == ['run'] * 3 and all(w['run']['tags'] == ['tiny'] for w in runs)
+    assert [w['run']['run_group'] for w in runs] == ['run'] * 5 and all(w['run']['tags'] == ['tiny'] for w in runs)
     gpt = [w for w in runs if w['run']['display_name'] == 'run-gpt']
     assert len(gpt) == 1 and 'val_loss' in gpt[0]['summary']
-    assert sorted(w['config']['arch'] for w in runs if w is not gpt[0]) == ['relu', 'topk']
+    evals = {w['run']['display_name'][:-5]: w for w in runs if w['run']['display_name'].endswith('-eval')}
+    assert sorted(evals) == sorted(table.id) and all('loss_recovered' in w['summary'] for w in evals.values())
+    trained = [w for w in runs if w is not gpt[0] and w not in evals.values()]
+    assert sorted(w['config']['arch'] for w in trained) == ['relu', 'topk']
     # a second run (without tracking, which is not a setting of the results) skips every stage: the same table
     before = (out/'model'/'model.safetensors').stat().st_mtime
     r2 = pipeline('--tiny', '--out', str(out))
