@@ -304,7 +304,7 @@ def page(name:str, title:str, desc:str, body:str, secs:list, pages:list) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(title)} – {e(CFG['title'])}</title>
-<style>{CSS}</style><style>{pygments_css()}</style>
+<style>{CSS}</style><style>{PYGMENTS_CSS}</style>
 <script type="text/x-mathjax-config">{MATHJAX_CONFIG}</script>
 <script src="mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"></script>
 </head><body>
@@ -322,6 +322,8 @@ def page(name:str, title:str, desc:str, body:str, secs:list, pages:list) -> str:
 def pygments_css() -> str:
     from pygments.formatters import HtmlFormatter
     return HtmlFormatter(style='default').get_style_defs('.highlight')
+
+PYGMENTS_CSS = pygments_css()  # the same for every page
 
 def build(path:Path) -> dict:
     "Execute and render one notebook (in a worker process): its title, description, body, sections and seconds taken."

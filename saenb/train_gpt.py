@@ -364,7 +364,8 @@ def _train_gpt(corpus, out:Path, cfg:GPTConfig, tc:TrainConfig, device:str, resu
                                     corpus.language)
                 if world > 1: dist.barrier()
             if on_step is not None: on_step(step + 1, row)
-            tracker.log({('loss' if k == 'train_loss' else k): v for k, v in row.items()}, step + 1)
+            if tracker.run is not None:  # nothing built per step without tracking
+                tracker.log({('loss' if k == 'train_loss' else k): v for k, v in row.items()}, step + 1)
     except BaseException: tracker.finish(failed=True); raise
     bar.close()
     _finish_run(model, net, cfg, out, corpus, rows_log, rank, world, data_dir)

@@ -131,3 +131,11 @@ def _stacks_of_a_hung_test():
     faulthandler.dump_traceback_later(600, exit=False)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+def wandb_env(d) -> dict:
+    "Environment that logs W&B runs offline under `d` (read back with `saenb.utils.offline_run`)."
+    return {'WANDB_MODE': 'offline', 'WANDB_DIR': str(d), 'WANDB_SILENT': 'true'}
+
+def wandb_offline(monkeypatch, d) -> None:
+    "Log this process's W&B runs offline under `d`."
+    for k, v in wandb_env(d).items(): monkeypatch.setenv(k, v)

@@ -11,7 +11,7 @@ from saenb.train_sae import train_sae
 from saenb.sae import make_sae
 from saenb.sae_io import load_sae
 from saenb.utils import resolve_precision
-from conftest import run, assert_fails
+from conftest import wandb_offline, run, assert_fails
 from saenb.cache import splice, store_sequences
 from saenb.train_sae import causal_loss
 from saenb.eval import (reconstruction_metrics, downstream_metrics, spliced_grammaticality,
@@ -232,8 +232,7 @@ def test_sweep_compares_widths_by_concept(pipe, tmp_path):
 def test_cli_logs_the_figures_to_weights_and_biases(pipe, tmp_path, monkeypatch):
     "--wandb_project writes one W&B run per SAE evaluated, its figures as the summary."
     from saenb.utils import offline_run
-    for k, v in {'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'}.items():
-        monkeypatch.setenv(k, v)
+    wandb_offline(monkeypatch, tmp_path)
     r = run('saenb_eval', '--sae', pipe['dir']/'sae', '--acts', pipe['store'].path, '--out', tmp_path/'ev',
             '--n_rows', '3000', '--n_gen', '0', '--quiet', '--no_probes', '--wandb_project', 'p', '--wandb_run_name', 'ev')
     assert r.returncode == 0, r.stderr[-2000:]

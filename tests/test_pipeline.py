@@ -1,7 +1,7 @@
 "saenb_pipeline as a user runs it: tiny end to end, the summary, resuming after an interrupt, and refusing to overwrite results."
 import json, os, signal, subprocess, time
 import pandas as pd, yaml
-from conftest import console
+from conftest import console, wandb_env
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 
@@ -11,7 +11,7 @@ def pipeline(*args, env=None, **kw):
 
 def test_tiny_pipeline_end_to_end_and_rerun(tmp_path):
     out = tmp_path/'run'
-    wandb = {'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'}
+    wandb = wandb_env(tmp_path)
     r = pipeline('--tiny', '--out', str(out), '--quiet', '--wandb_project', 'p', '--wandb_tags', 'tiny', env=wandb)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'of free generations grammatical' in r.stdout and str(out/'index.html') in r.stdout

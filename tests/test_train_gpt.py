@@ -11,7 +11,7 @@ from saenb.grammars import get_language
 from saenb.model import GPTConfig, load_model, save_model, build_model
 from saenb.train_gpt import (TrainConfig, train_gpt, sample, grammaticality, saenb_generate, batch_rows)
 from saenb.utils import lr_factor, resolve_precision
-from conftest import run, assert_fails, run_torchrun
+from conftest import wandb_offline, run, assert_fails, run_torchrun
 
 torch.set_num_threads(1)  # tiny models run fastest on one thread
 
@@ -218,8 +218,7 @@ def test_torchrun_ddp_two_cpu_processes(corpus, tmp_path):
 def test_cli_logs_the_gpt_run_to_weights_and_biases(corpus, tmp_path, monkeypatch):
     "--wandb_project logs the settings, each step's loss and learning rate, the validation losses and the final figures."
     from saenb.utils import offline_run
-    for k, v in {'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'}.items():
-        monkeypatch.setenv(k, v)
+    wandb_offline(monkeypatch, tmp_path)
     save_corpus(corpus, tmp_path / 'data')
     r = run('saenb_train_gpt', '--data', tmp_path / 'data', '--out', tmp_path / 'm', '--steps', 6, '--batch_size', 8,
             '--warmup_steps', 1, '--eval_every', 3, '--n_layers', 1, '--d_model', 16, '--n_heads', 2, '--d_mlp', 32,

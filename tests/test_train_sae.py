@@ -4,7 +4,7 @@ import numpy as np, pytest, torch
 from safetensors.torch import save_file
 from saenb.train_sae import train_sae
 from saenb.sae_io import load_sae
-from conftest import console, run, assert_fails, run_torchrun
+from conftest import wandb_env, wandb_offline, console, run, assert_fails, run_torchrun
 
 def sparse_acts(n, d=24, n_feat=48, l0=3, seed=0):
     g = np.random.default_rng(seed)
@@ -149,7 +149,7 @@ def test_resume_compares_the_resolved_precision_also_of_old_configs(acts, tmp_pa
 def test_cli_logs_to_weights_and_biases_offline(acts, tmp_path):
     "--wandb_project logs the run (settings, every logged step, final figures, the SAE as an artifact), read back offline."
     from saenb.utils import offline_run
-    env = {'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'}
+    env = wandb_env(tmp_path)
     r = run('saenb_train_sae', '--acts', acts/'train.npy', '--k', 3, '--exp_factor', 2, '--n_tokens', 20_000,
             '--batch_size', 500, '--out', tmp_path/'sae', '--quiet', '--wandb_project', 'p', '--wandb_run_name', 'k3',
             '--wandb_tags', 'topk,test', '--wandb_artifacts', env=env)
@@ -180,8 +180,7 @@ def test_ensemble_members_are_logged_as_one_group(acts, tmp_path, monkeypatch):
     "Each member of an ensemble is its own W&B run, named after the member, in the ensemble's group."
     from saenb.ensemble import train_ensemble
     from saenb.utils import offline_run
-    for k, v in {'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'}.items():
-        monkeypatch.setenv(k, v)
+    wandb_offline(monkeypatch, tmp_path)
     res = train_ensemble(acts/'train.npy', grid={'k': [2, 3]}, exp_factor=2, n_tokens=5000, batch_size=500,
                          progress=False, wandb_project='p', wandb_run_name='ens', wandb_group='g')
     runs = [offline_run(d) for d in sorted((tmp_path/'wandb').glob('offline-run-*'))]
