@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #b8d4b8c6
 from __future__ import annotations
-import itertools, json
+import collections, hashlib, itertools, json, re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,13 +20,15 @@ from fastcore.script import call_parse, store_true, bool_arg
 from .utils import (write_atomic, write_text, check, InputError, MissingInput, OutputExists, command_errors,
                          output_lock, fingerprint)
 from .grammars import (Concept, Language, PCFGLanguage, get_language, language_spec, language_from_spec,
-                            load_grammar, plot_depth, plot_tree)
+                            load_grammar, plot_depth, plot_tree, TextLanguage, UNK, token_sign, char_labels,
+                            token_labels)
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'CHUNK', 'CORPUS_FORMAT', 'Tokenizer', 'generate_columns', 'corpus_features', 'columns_to_table',
            'Corpus', 'make_corpus', 'save_corpus', 'load_corpus', 'language_fingerprint', 'corpus_fingerprint',
            'flat_values', 'pack', 'pack_labels', 'pad_batch', 'corpus_summary', 'format_summary', 'print_summary',
-           'plot_samples', 'plot_lengths', 'plot_label_counts', 'plot_structure', 'write_corpus', 'saenb_data']
+           'plot_samples', 'plot_lengths', 'plot_label_counts', 'plot_structure', 'read_text', 'hf_tokenizer',
+           'text_pieces', 'text_vocab', 'make_text_corpus', 'write_text_corpus', 'write_corpus', 'saenb_data']
 
 # %% ../nbs/02_data.ipynb #9198ae05
 SPECIAL_TOKENS = ['<pad>', '<bos>', '<eos>']
@@ -416,7 +418,8 @@ def format_summary(s:dict # from `corpus_summary`
              f" ({s['validation_in_train']:,} validation texts also in train)",
              f"  tokens: {s['tokens']:,} (without <bos>/<eos>)",
              f"  length: min {s['length']['min']}, mean {s['length']['mean']:.1f}, max {s['length']['max']}",
-             f"  vocabulary ({s['vocab_size']}): {' '.join(s['vocab'])}",
+             f"  vocabulary ({s['vocab_size']}): {' '.join(s['vocab'][:64])}"
+             + (f" (+{len(s['vocab']) - 64} more)" if len(s['vocab']) > 64 else ""),
              "  labels:"]
     for name, counts in s['labels'].items():
         ints = [k for k in counts if isinstance(k, int)]
@@ -499,6 +502,133 @@ def plot_structure(corpus:Corpus, # the corpus to show
     if 'depth' not in corpus.concepts: raise InputError(f"{lang.name} has no 'depth' concept to plot; use plot_samples")
     return plot_depth(tokens, ex['depth'][1:-1], f"{lang.name} {split}[{i}]: nesting depth")
 
+# %% ../nbs/02_data.ipynb #5e26b270
+def read_text(path # a UTF-8 text file, or a directory of them (read recursively in name order; hidden files skipped)
+             ) -> tuple: # (the text, the files read)
+    "The text of a file, or of a directory's files joined by newlines; one-line errors for what is not UTF-8 text."
+    p = Path(path)
+    if p.is_dir(): files = sorted(f for f in p.rglob('*') if f.is_file() and
+                                  not any(s.startswith('.') for s in f.relative_to(p).parts))
+    elif p.is_file(): files = [p]
+    else: raise MissingInput(f"no text file or directory at {p}: give --text a UTF-8 text file or a directory of them")
+    check(files, f"{p} holds no files: give --text a UTF-8 text file or a directory of them")
+    parts = []
+    for f in files:
+        try: parts.append(f.read_bytes().decode('utf-8'))
+        except UnicodeDecodeError as e:
+            raise InputError(f"{f} is not UTF-8 text (byte {e.start}: {e.reason}): convert it (iconv -t utf-8) "
+                             "or move it out of the directory") from None
+    text = '\n'.join(parts)
+    check(text.strip(), f"{p} holds no text (only whitespace): give --text a file with text in it")
+    return text, files
+
+# %% ../nbs/02_data.ipynb #6c04c3eb
+_WORD_RE = re.compile(r"[^\S\n]*(?:\w+|[^\w\s]|\n)|[^\S\n]+")
+
+def hf_tokenizer(path # a Hugging Face tokenizer directory (holding tokenizer.json), or the file itself
+                ):
+    "The `tokenizers.Tokenizer` saved at `path`, read locally."
+    p = Path(path)
+    f = p/'tokenizer.json' if p.is_dir() else p
+    if not f.is_file():
+        raise MissingInput(f"no Hugging Face tokenizer at {p}: give --tokenizer char, word, or a directory holding "
+                           "tokenizer.json (what a fast tokenizer's save_pretrained writes)")
+    from tokenizers import Tokenizer as HFTokenizer  # deferred: only Hugging Face tokenizers need it
+    try: return HFTokenizer.from_file(str(f))
+    except Exception as e:
+        raise InputError(f"{f} is not a Hugging Face tokenizer ({str(e).splitlines()[0][:120]}): "
+                         "give the directory save_pretrained wrote") from None
+
+def text_pieces(text:str, # the text
+                tokenizer:str='char' # 'char', 'word', or a Hugging Face tokenizer directory
+               ) -> list:
+    "`text` cut into the pieces of text its tokens stand for; they concatenate back to `text`."
+    if tokenizer == 'char': return list(text)
+    if tokenizer == 'word': return _WORD_RE.findall(text)
+    offsets, out, end = hf_tokenizer(tokenizer).encode(text, add_special_tokens=False).offsets, [], 0
+    for _, e in offsets:   # a token runs from the previous one's end: spaces an offset leaves out are kept
+        if e > end: out.append(text[end:e]); end = e
+    if end < len(text):
+        if out: out[-1] += text[end:]
+        else: out.append(text[end:])
+    return out
+
+# %% ../nbs/02_data.ipynb #c45cdf73
+def text_vocab(tokens:list, # the text's tokens (`token_sign` of its pieces)
+               by_frequency:bool=True, # most frequent first (False: in character order, for characters)
+               max_vocab:int=None # keep this many, the most frequent, the last being `<unk>` (None: all)
+              ) -> list:
+    "The vocabulary of a text's tokens."
+    counts = collections.Counter(tokens)
+    order = sorted(counts, key=lambda t: (-counts[t], t))
+    if max_vocab is not None and len(order) > max_vocab: order = order[:max_vocab - 1] + [UNK]
+    return order if by_frequency else sorted(order)
+
+# %% ../nbs/02_data.ipynb #7dba206b
+def _split_sequences(tokens:list, labels:dict, seq_len:int) -> dict:
+    "Columns of `len(tokens) // seq_len` sequences (the remainder dropped)."
+    n = len(tokens) // seq_len
+    check(n >= 2, f"the text has {len(tokens):,} tokens, fewer than two sequences of seq_len={seq_len}: "
+                  "use more text or a smaller --seq_len")
+    cut = lambda v: [v[i * seq_len:(i + 1) * seq_len] for i in range(n)]
+    return {'tokens': cut(tokens), **{k: cut(v) for k, v in labels.items()}}
+
+def _tokenizer_name(tokenizer:str) -> str:
+    if tokenizer in ('char', 'word'): return tokenizer
+    check(isinstance(tokenizer, (str, Path)) and Path(tokenizer).exists(),
+          f"unknown tokenizer {tokenizer!r}: choose char, word, or a Hugging Face tokenizer directory")
+    return f"hf:{Path(tokenizer).resolve().name}"
+
+# %% ../nbs/02_data.ipynb #e64577c9
+def make_text_corpus(text:str, # the text (see `read_text`)
+                     tokenizer:str='char', # 'char', 'word', or a Hugging Face tokenizer directory
+                     seq_len:int=126, # tokens per sequence; with `<bos>` and `<eos>`, 128 = the GPT's n_ctx
+                     val_frac:float=0.1, # the fraction of sequences, from the end of the text, held out
+                     max_vocab:int=None, # keep the most frequent tokens, the rest become `<unk>` (None: all)
+                     source:dict=None # where the text came from, recorded in the corpus
+                    ) -> Corpus:
+    "A labelled corpus of `text`: its tokens in sequences of `seq_len`, labelled with `TextLanguage` concepts."
+    isint = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    check(isint(seq_len) and seq_len >= 1, f"seq_len must be a positive integer, got {seq_len!r}")
+    check(isinstance(val_frac, (int, float)) and 0 < val_frac < 1, f"val_frac must be in (0, 1), got {val_frac!r}")
+    check(max_vocab is None or (isint(max_vocab) and max_vocab >= 2), f"max_vocab must be >= 2, got {max_vocab!r}")
+    name, pieces = _tokenizer_name(tokenizer), text_pieces(text, tokenizer)
+    labels = char_labels(text) if tokenizer == 'char' else token_labels(pieces)
+    tokens = [token_sign(p) for p in pieces]
+    vocab = text_vocab(tokens, by_frequency=tokenizer != 'char', max_vocab=max_vocab)
+    if UNK in vocab: known = set(vocab); tokens = [t if t in known else UNK for t in tokens]
+    lang, tok = TextLanguage(vocab, name), Tokenizer(vocab)
+    cols = _split_sequences(tokens, labels, seq_len)
+    n = len(cols['tokens']); n_val = max(1, int(round(n * val_frac)))
+    features, table = corpus_features(lang), columns_to_table(cols, lang, tok)
+    split = lambda t: Dataset(datasets.table.InMemoryTable(t), info=datasets.DatasetInfo(features=features))
+    splits = DatasetDict(train=split(table.slice(0, n - n_val)), validation=split(table.slice(n - n_val)))
+    meta = {'n_seqs': n, 'seq_len': seq_len, 'val_frac': val_frac, 'tokenizer': str(tokenizer), 'max_vocab': max_vocab,
+            'chars': len(text), 'tokens': len(tokens), 'sha256': hashlib.sha256(text.encode()).hexdigest(),
+            **(source or {})}
+    return Corpus(splits, tok, lang, meta=meta)
+
+# %% ../nbs/02_data.ipynb #e1ede93b
+def write_text_corpus(text, # a UTF-8 text file or a directory of them (`read_text`)
+                      tokenizer:str='char', # 'char', 'word', or a Hugging Face tokenizer directory
+                      seq_len:int=126, # tokens per sequence
+                      out=None, # output directory; `data/{the text's name}` by default
+                      val_frac:float=0.1, # fraction of sequences held out, from the end of the text
+                      max_vocab:int=None, # cap on the vocabulary (the rest become `<unk>`)
+                      overwrite:bool=False # replace a non-empty `out`
+                     ) -> tuple:
+    "Read a text, make its corpus and save it: `(corpus, out_path)`."
+    content, files = read_text(text)
+    out = Path(out if out is not None else f"data/{Path(text).stem}")
+    with output_lock(out):
+        if out.exists() and not out.is_dir(): raise OutputExists(f"{out} is a file: --out takes a directory")
+        if _is_nonempty_dir(out) and not overwrite:
+            raise OutputExists(f"{out} already exists and is not empty: pass --overwrite to replace it, "
+                               "or choose another --out")
+        source = {'text': str(Path(text).resolve()), 'files': len(files)}
+        corpus = make_text_corpus(content, tokenizer, seq_len, val_frac, max_vocab, source=source)
+        return corpus, save_corpus(corpus, out, overwrite=overwrite)
+
 # %% ../nbs/02_data.ipynb #83d9ed86
 def _corpus_language(lang, grammar, hparams:dict) -> Language:
     "The language `write_corpus` writes: a built-in one by name (default 'dyck'), a `Language`, or a grammar file's."
@@ -559,11 +689,24 @@ def saenb_data(lang:str=None, # language: dyck (the default), expr or english
                n_ops:int=None, # expr: operators, the first n_ops of + - * max min
                bracket:bool_arg=None, # expr: wrap operations in ( ) (True/False)
                p_op:float=None, # expr: probability an operand is an operation
-               min_ops:int=None): # expr: fewest operators per expression
-    "Generate a labelled corpus of a formal language and save it as a Hugging Face dataset."
+               min_ops:int=None, # expr: fewest operators per expression
+               text:str=None, # a UTF-8 text file or directory of them: a corpus of that text instead of a language
+               tokenizer:str='char', # --text: char, word, or a Hugging Face tokenizer directory
+               seq_len:int=126, # --text: tokens per sequence (with <bos> and <eos>: 128)
+               max_vocab:int=None): # --text: keep the most frequent tokens, the others become <unk>
+    "Generate a labelled corpus of a formal language (or cut one from a text) and save it as a Hugging Face dataset."
     given = {k: v for k, v in locals().items() if k in _HPARAMS and v is not None}
     with command_errors('saenb_data'):
-        corpus, path = write_corpus(lang, n_seqs, seed, out, val_frac, overwrite, progress=not quiet, grammar=grammar,
-                                    **given)
+        if text is None:
+            check(tokenizer == 'char' and seq_len == 126 and max_vocab is None,
+                  "--tokenizer, --seq_len and --max_vocab apply to --text only")
+            corpus, path = write_corpus(lang, n_seqs, seed, out, val_frac, overwrite, progress=not quiet,
+                                        grammar=grammar, **given)
+        else:
+            check(lang is None and grammar is None and not given, "--text builds a corpus of a text: it takes no "
+                  "--lang, --grammar or language hyperparameters")
+            check(n_seqs == 100_000 and seed == 0, "--n_seqs and --seed do not apply to --text: its corpus is the "
+                  "whole text in sequences of --seq_len tokens")
+            corpus, path = write_text_corpus(text, tokenizer, seq_len, out, val_frac, max_vocab, overwrite)
     if not quiet: print(format_summary(corpus_summary(corpus)))
     print(f"wrote {path}")

@@ -966,7 +966,7 @@ def _model_figures(res:dict, sae:SAE, store:ActivationStore, hook:str, model, id
                                            skip_tokens=skip)
     if n_gen:
         lang = _model_language(model, store)
-        if lang is not None:  # sampled in the evaluation's precision
+        if lang is not None and lang.has_grammar:  # sampled in the evaluation's precision; text has no grammar
             kw = dict(precision=res['precision'], skip_tokens=skip)
             gc = spliced_grammaticality(model, hook, None, lang, n_gen, tok, **kw)
             gs = spliced_grammaticality(model, hook, sae, lang, n_gen, tok, **kw)
@@ -1041,7 +1041,8 @@ def evaluate_sae(sae_dir, # an SAE directory (from `train_sae` / `saenb_train_sa
     if model is not None:
         with torch.autocast(**amp): _model_figures(res, sae, store, hook, model, ids, n_gen)
     if store.concepts: _concept_figures(res, sae, store, n_rows, probes, progress, amp)
-    if model is not None and 'assignment' in res and (lang := _model_language(model, store)) is not None:
+    lang = _model_language(model, store) if model is not None and 'assignment' in res else None
+    if lang is not None and lang.has_grammar:
         latent_of = {c: dict(zip(g.value, g.latent)) for c, g in res['assignment'].groupby('concept')
                      if c != 'position'}   # where a token stands is no state of the grammar's
         cf = causal_faithfulness(model, hook, sae, ids, lang, latent_of)

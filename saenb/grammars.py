@@ -13,11 +13,12 @@ from fastcore.basics import patch
 from .utils import check, check_keys, nearest, read_yaml, InputError, MissingInput
 
 # %% auto #0
-__all__ = ['END', 'LANGUAGES', 'BRACKET_PAIRS', 'EXPR_OPS', 'TREE_CONCEPTS', 'ENGLISH_GRAMMAR', 'GRAMMAR_KEYS', 'Tree', 'PCFG',
-           'sample', 'earley_chart', 'parse', 'accepts', 'viable_next', 'Concept', 'register_language', 'Language',
-           'get_language', 'is_grammatical', 'Dyck', 'Expr', 'check_tree_concepts', 'tree_concept',
-           'tree_concept_values', 'PCFGLanguage', 'English', 'language_spec', 'language_from_spec', 'grammar_presets',
-           'grammar_file', 'load_grammar', 'plot_tree', 'plot_depth']
+__all__ = ['END', 'LANGUAGES', 'BRACKET_PAIRS', 'EXPR_OPS', 'TREE_CONCEPTS', 'ENGLISH_GRAMMAR', 'WHITESPACE_SIGNS', 'UNK',
+           'CHAR_CLASSES', 'TOKEN_CLASSES', 'GRAMMAR_KEYS', 'Tree', 'PCFG', 'sample', 'earley_chart', 'parse',
+           'accepts', 'viable_next', 'Concept', 'register_language', 'Language', 'get_language', 'is_grammatical',
+           'Dyck', 'Expr', 'check_tree_concepts', 'tree_concept', 'tree_concept_values', 'PCFGLanguage', 'English',
+           'token_sign', 'sign_text', 'char_labels', 'token_labels', 'TextLanguage', 'language_spec',
+           'language_from_spec', 'grammar_presets', 'grammar_file', 'load_grammar', 'plot_tree', 'plot_depth']
 
 # %% ../nbs/01_grammars.ipynb #e34070e8
 @dataclass
@@ -283,6 +284,7 @@ _KINDS = {'int': ('an integer', lambda v: isinstance(v, int) and not isinstance(
 class Language:
     "Base class of saenb's languages. Subclasses are dataclasses whose fields are the hyperparameters."
     name = None
+    has_grammar = True # False for text (`TextLanguage`): no grammaticality, no grammar-based checks
     def __post_init__(self): self.check_types(); self.validate()
     def check_types(self):
         "Refuse a hyperparameter of the wrong type (such as a quoted number in a YAML file), naming it."
@@ -818,10 +820,128 @@ class English(PCFGLanguage):
     @property
     def hparams(self): return asdict(self)
 
+# %% ../nbs/01_grammars.ipynb #f26b1abc
+WHITESPACE_SIGNS = {' ': '␣', '\n': '⏎', '\t': '⇥', '\r': '␍'}
+_SIGNED = {v: k for k, v in WHITESPACE_SIGNS.items()}
+UNK = '<unk>'
+
+def token_sign(piece:str # a piece of text: a character, a word, a sub-word with its leading space
+              ) -> str:
+    "`piece` as a saenb token: each whitespace character replaced by its sign in `WHITESPACE_SIGNS` (others by `␣`)."
+    return ''.join(WHITESPACE_SIGNS.get(c, '␣' if c.isspace() else c) for c in piece)
+
+def sign_text(tokens:list # tokens made by `token_sign`
+             ) -> str:
+    "The text `tokens` stand for: signs back to whitespace, joined without separators."
+    return ''.join(_SIGNED.get(c, c) for t in tokens for c in t)
+
+# %% ../nbs/01_grammars.ipynb #9a44cb8e
+CHAR_CLASSES = ['letter', 'digit', 'space', 'punctuation', 'newline']
+TOKEN_CLASSES = ['alphabetic', 'numeric', 'punctuation', 'space', 'newline', 'mixed']
+
+def _char_class(c:str) -> int:
+    if c in '\n\r': return 4
+    return 0 if c.isalpha() else 1 if c.isdigit() else 2 if c.isspace() else 3
+
+def _line_positions(is_newline:np.ndarray) -> np.ndarray:
+    "Each item's place in its line: items since the last newline item (a newline ends its line)."
+    n = len(is_newline)
+    start = np.zeros(n, dtype=np.int64)
+    nl = np.flatnonzero(is_newline[:-1]) + 1 if n else np.zeros(0, dtype=np.int64)
+    start[nl] = nl
+    return np.arange(n) - np.maximum.accumulate(start) if n else start
+
+def char_labels(text:str # raw text, one label per character
+               ) -> dict:
+    "Character-level labels of `text`: `char_class`, `word_position`, `word_length`, `line_position`."
+    table = {c: _char_class(c) for c in set(text)}
+    cls = np.fromiter((table[c] for c in text), dtype=np.int64, count=len(text))
+    wpos, wlen = np.full(len(text), -1, dtype=np.int64), np.full(len(text), -1, dtype=np.int64)
+    for m in re.finditer(r'[^\W_]+', text):
+        s, e = m.span(); wpos[s:e] = np.arange(e - s); wlen[s:e] = e - s
+    return {'char_class': cls, 'word_position': wpos, 'word_length': wlen, 'line_position': _line_positions(cls == 4)}
+
+# %% ../nbs/01_grammars.ipynb #e7ff2ff7
+def _token_class(piece:str) -> int:
+    if '\n' in piece or '\r' in piece: return 4
+    core = piece.strip()
+    if not core: return 3
+    if core.isalpha(): return 0
+    if core.isdigit(): return 1
+    return 2 if not any(c.isalnum() for c in core) else 5
+
+def token_labels(pieces:list # the raw text of each token (whitespace as in the text, not signed)
+                ) -> dict:
+    "Token-level labels: `token_class`, `starts_word` (0/1), `word_position`, `line_position`."
+    cls = np.fromiter(map(_token_class, pieces), dtype=np.int64, count=len(pieces))
+    starts, wpos, prev = np.zeros(len(pieces), dtype=np.int64), np.full(len(pieces), -1, dtype=np.int64), ''
+    for i, p in enumerate(pieces):
+        core = p.lstrip()
+        if core[:1].isalnum():
+            starts[i] = len(core) < len(p) or not prev[-1:].isalnum()
+            wpos[i] = 0 if starts[i] or wpos[i - 1] < 0 else wpos[i - 1] + 1
+        prev = p
+    return {'token_class': cls, 'starts_word': starts, 'word_position': wpos, 'line_position': _line_positions(cls == 4)}
+
+# %% ../nbs/01_grammars.ipynb #535b0e6c
+class TextLanguage(Language):
+    "Text cut into tokens, labelled with what text has (class, place in word and line); it has no grammar."
+    name, has_grammar = 'text', False
+    def __init__(self,
+                 vocab:list, # the tokens (`token_sign` of each piece of text), in the tokenizer's order
+                 tokenizer:str='char'): # 'char', 'word', or 'hf:NAME' (a Hugging Face tokenizer)
+        check(isinstance(tokenizer, str) and (tokenizer in ('char', 'word') or tokenizer.startswith('hf:')),
+              f"tokenizer must be 'char', 'word' or 'hf:NAME', got {tokenizer!r}")
+        check(isinstance(vocab, list) and len(vocab) > 0 and all(isinstance(t, str) and t for t in vocab),
+              "a text language needs its vocabulary: a non-empty list of tokens")
+        self._vocab, self.tokenizer = list(vocab), tokenizer
+    @property
+    def level(self) -> str: return 'char' if self.tokenizer == 'char' else 'token'
+    @property
+    def vocab(self): return self._vocab
+    @property
+    def hparams(self): return {'tokenizer': self.tokenizer, 'vocab_size': len(self._vocab)}
+    def __eq__(self, other): return isinstance(other, TextLanguage) and (self.vocab, self.tokenizer) == (
+        other.vocab, other.tokenizer)
+    def __repr__(self): return f"TextLanguage(tokenizer={self.tokenizer!r}, {len(self._vocab)} tokens)"
+    @property
+    def concepts(self):
+        if self.level == 'char':
+            return {'char_class': Concept('char_class', 'categorical', 'what kind of character it is', CHAR_CLASSES),
+                    'word_position': Concept('word_position', 'ordinal', 'place in its word, from 0 (-1: no word)'),
+                    'word_length': Concept('word_length', 'ordinal', 'length of its word (-1: no word)'),
+                    'line_position': Concept('line_position', 'ordinal', 'column in its line, from 0')}
+        return {'token_class': Concept('token_class', 'categorical', 'what kind of token it is', TOKEN_CLASSES),
+                'starts_word': Concept('starts_word', 'categorical', 'whether it begins a word', ['no', 'yes']),
+                'word_position': Concept('word_position', 'ordinal', 'tokens since its word began (-1: no word)'),
+                'line_position': Concept('line_position', 'ordinal', 'tokens since its line began')}
+
+# %% ../nbs/01_grammars.ipynb #db1e60fe
+@patch
+def labels(self:TextLanguage, tokens:list) -> dict:
+    "Labels of `tokens` (read as one stretch of text from the start of a line), as lists."
+    if self.level == 'char':
+        text = ''.join(_SIGNED.get(t, t) if len(t) == 1 else ' ' for t in tokens)   # '<unk>' counts as a space
+        return {k: v.tolist() for k, v in char_labels(text).items()}
+    return {k: v.tolist() for k, v in token_labels([sign_text([t]) for t in tokens]).items()}
+
+@patch
+def generate(self:TextLanguage, n:int, seed:int=0) -> dict:
+    raise InputError("text is not generated: build a corpus from a text file with saenb_data --text FILE "
+                     "(saenb.data.make_text_corpus)")
+
+@patch
+def diagnose(self:TextLanguage, tokens:list) -> dict:
+    raise InputError("text has no grammar to check sequences against: grammaticality applies to formal languages")
+
+@patch(as_prop=True)
+def pcfg(self:TextLanguage): raise InputError("text has no grammar (no PCFG): choose a formal language for this")
+
 # %% ../nbs/01_grammars.ipynb #962536bc
 def language_spec(lang:Language) -> dict:
     "What rebuilds `lang` in another process: its name and hyperparameters (and a user PCFG's grammar), as JSON."
     spec = {'name': lang.name, 'hparams': lang.hparams}
+    if isinstance(lang, TextLanguage): spec['text'] = {'vocab': lang.vocab, 'tokenizer': lang.tokenizer}
     if isinstance(lang, PCFGLanguage) and LANGUAGES.get(lang.name) is not type(lang):
         spec['grammar'] = {'pcfg': lang.pcfg.to_string(), 'start': lang.pcfg.start}
         if lang.concept_specs: spec['grammar']['concepts'] = lang.concept_specs
@@ -833,6 +953,10 @@ def language_from_spec(spec:dict) -> Language:
         raise InputError(f"not a language description (no 'name'): {str(spec)[:80]}")
     name, hp, g = spec['name'], spec.get('hparams') or {}, spec.get('grammar')
     check(isinstance(hp, dict), f"the hyperparameters of language {name!r} must be a mapping, got {hp!r}")
+    if 'text' in spec:
+        t = spec['text']
+        check(isinstance(t, dict) and set(t) <= {'vocab', 'tokenizer'}, f"not a text language description: {t!r}")
+        return TextLanguage(**t)
     if g is None:
         check(name in LANGUAGES, f"unknown language {name!r}, and no grammar is stored with it: choose one of "
                                  f"{', '.join(LANGUAGES)}, or build the data from a grammar file (--grammar)")

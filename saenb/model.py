@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import save_file, load_file
-from .utils import write_atomic, write_json, check, check_keys, InputError, path_record
+from .utils import write_atomic, write_json, check, check_keys, nearest, InputError, path_record
 from .grammars import language_spec, language_from_spec
 from .data import Tokenizer, language_fingerprint
 
 # %% auto #0
-__all__ = ['ACT_FNS', 'NORMALIZATIONS', 'bridge_class', 'GPTConfig', 'check_gpt_config', 'build_model', 'check_device',
-           'core_module', 'next_token_loss', 'model_fingerprint', 'save_model', 'load_tokenizer', 'load_language',
-           'load_gpt_config', 'load_model', 'train_flops_per_token']
+__all__ = ['ACT_FNS', 'NORMALIZATIONS', 'GPT_PRESETS', 'bridge_class', 'GPTConfig', 'check_gpt_config', 'gpt_preset',
+           'build_model', 'check_device', 'core_module', 'next_token_loss', 'model_fingerprint', 'save_model',
+           'load_tokenizer', 'load_language', 'load_gpt_config', 'load_model', 'train_flops_per_token']
 
 # %% ../nbs/03_model.ipynb #b7d1c0a2
 def bridge_class() -> type:
@@ -82,6 +82,21 @@ def check_gpt_config(cfg:GPTConfig, # the config to check
         raise InputError(f"d_model={cfg.d_model} is not divisible by n_heads={cfg.n_heads}; "
                          "pick n_heads that divides d_model.")
     if need_vocab and cfg.d_vocab < 1: raise InputError("GPTConfig.d_vocab is not set; set it to tokenizer.vocab_size.")
+
+# %% ../nbs/03_model.ipynb #fb2f8bd7
+GPT_PRESETS = {
+    'shakespeare_64x4': {'model': dict(n_layers=4, d_model=64, n_heads=4, d_mlp=256, n_ctx=128),
+                         'train': dict(batch_size=128, lr=1e-3, min_lr_frac=0.1, warmup_steps=750, steps=7500)},
+    'shakespeare_128x6': {'model': dict(n_layers=6, d_model=128, n_heads=4, d_mlp=512, n_ctx=128),
+                          'train': dict(batch_size=128, lr=1e-3, min_lr_frac=0.1, warmup_steps=750, steps=7500)},
+}
+
+def gpt_preset(name:str, # a key of `GPT_PRESETS`
+               **changes) -> GPTConfig: # `GPTConfig` settings replacing the preset's
+    "The `GPTConfig` of the named configuration `name`."
+    check(name in GPT_PRESETS, f"unknown GPT preset {name!r}{nearest(name, GPT_PRESETS)}: choose one of "
+                               f"{', '.join(GPT_PRESETS)}")
+    return GPTConfig.from_dict({**GPT_PRESETS[name]['model'], **changes})
 
 # %% ../nbs/03_model.ipynb #52e77e3b
 def build_model(cfg:GPTConfig, # architecture, with d_vocab set

@@ -4,15 +4,15 @@
 
 # %% ../nbs/11_pipeline.ipynb #2d27e6bd
 from __future__ import annotations
-import html, json, sys, time
+import hashlib, html, json, sys, time
 from dataclasses import fields, replace
 from pathlib import Path
 import pandas as pd, yaml
 from fastcore.script import call_parse
-from .utils import (write_atomic, read_yaml, InputError, command_errors, check_keys, nearest, check_positive,
-                         output_lock, resolve_precision, Tracker)
+from .utils import (write_atomic, read_yaml, InputError, command_errors, check, check_keys, nearest,
+                         check_positive, output_lock, resolve_precision, Tracker)
 from .grammars import get_language, load_grammar, LANGUAGES, grammar_presets, grammar_file
-from .data import write_corpus, load_corpus, Tokenizer
+from .data import write_corpus, load_corpus, Tokenizer, read_text, make_text_corpus, write_text_corpus
 from .model import GPTConfig, load_model, build_model
 from .train_gpt import TrainConfig, train_gpt, grammaticality
 from .cache import ActivationStore, cache_activations, resolve_hook
@@ -22,7 +22,7 @@ from .browser import open_feature_stats, write_site
 from .sweep import run_sweep, run_status, collect_results, write_pareto, expand_sweep, run_id, check_sweep
 
 # %% auto #0
-__all__ = ['PIPELINE_DEFAULT', 'PIPELINE_TINY', 'PIPELINE_STAGES', 'HEADLINE', 'pipeline_config', 'check_pipeline',
+__all__ = ['PIPELINE_DEFAULT', 'PIPELINE_TINY', 'PIPELINE_STAGES', 'TEXT_DATA', 'HEADLINE', 'pipeline_config', 'check_pipeline',
            'concept_coverage', 'pipeline_summary', 'headline_table', 'write_pipeline_index', 'run_pipeline',
            'format_pipeline_summary', 'saenb_pipeline']
 
@@ -30,6 +30,7 @@ __all__ = ['PIPELINE_DEFAULT', 'PIPELINE_TINY', 'PIPELINE_STAGES', 'HEADLINE', '
 PIPELINE_DEFAULT = {
     'lang': 'dyck', # language: dyck, expr or english
     'grammar': None, # or a grammar file (`saenb.grammars.load_grammar`) instead of `lang`; relative to the YAML
+    'text': None, # or a UTF-8 text file or directory: a corpus of that text (`saenb.data.write_text_corpus`)
     'seed': 0, # seeds the corpus, the GPT and the SAEs
     'data': {'n_seqs': 20_000}, # `write_corpus` settings; other keys are language hyperparameters (e.g. n_brackets)
     # `GPTConfig` fields, then `TrainConfig` fields
@@ -78,6 +79,7 @@ def _merge(base:dict, over:dict, where:str='') -> dict:
 # %% ../nbs/11_pipeline.ipynb #2ad6d2a9
 _OPEN_SECTIONS = ('data', 'saes', 'sweep')  # data: language hyperparameters; saes/sweep: checked by the sweep itself
 _DATA_KEYS = ('n_seqs', 'val_frac')  # `write_corpus` settings; the other data keys are the language's hyperparameters
+TEXT_DATA = {'tokenizer': 'char', 'seq_len': None, 'max_vocab': None, 'val_frac': 0.1}  # None: the GPT's n_ctx - 2
 
 def _check_sections(over:dict, where:str):
     "Refuse unknown sections, and unknown settings of the closed ones, each with its nearest valid spelling."
@@ -93,9 +95,22 @@ def _check_sections(over:dict, where:str):
 
 def _for_language(base:dict, lang:str) -> dict:
     "`base` (e.g. `PIPELINE_TINY`) without data settings language `lang` lacks (None: a grammar file's)."
+    if lang == 'text': return {**base, 'data': {}} if base else base  # a text's data settings are `TEXT_DATA`
     if not base or 'data' not in base or (lang not in LANGUAGES and lang is not None): return base
     own = {'max_depth', 'max_len'} if lang is None else {f.name for f in fields(LANGUAGES[lang])}  # None: a grammar
     return {**base, 'data': {k: v for k, v in base['data'].items() if k in _DATA_KEYS or k in own}}
+
+# %% ../nbs/11_pipeline.ipynb #c5af2796
+def _text_config(cfg:dict, text, other):
+    "Make `cfg` a text pipeline's: `text` as an absolute path, `lang` 'text', data settings those of `TEXT_DATA`."
+    if other and other != 'text': raise InputError(f"give either text ({text}) or a language or grammar ({other}), not both")
+    check_keys(cfg['data'], TEXT_DATA, "the data settings of a text")
+    cfg['text'], cfg['lang'] = str(Path(text).absolute()), 'text'
+
+def _text_settings(cfg:dict) -> dict:
+    "`write_text_corpus`'s settings of a text pipeline (the sequence length fills the GPT's context)."
+    d = {**TEXT_DATA, **cfg['data']}
+    return {**d, 'seq_len': d['seq_len'] or cfg['gpt'].get('n_ctx', 128) - 2}
 
 # %% ../nbs/11_pipeline.ipynb #a887b597
 def pipeline_config(config=None, # a YAML file, or a dict, overriding parts of `PIPELINE_DEFAULT`
@@ -108,12 +123,15 @@ def pipeline_config(config=None, # a YAML file, or a dict, overriding parts of `
         path, config = Path(config), read_yaml(config, 'pipeline config')
         if config.get('grammar') and config['grammar'] not in grammar_presets():  # a file: beside the YAML
             config['grammar'] = str((path.parent/config['grammar']).absolute())
+        if config.get('text'): config['text'] = str((path.parent/config['text']).absolute())
     for over, w in ((config, where), (overrides, 'the pipeline settings')): _check_sections(over or {}, w)
-    grammar = overrides.get('grammar') or (config or {}).get('grammar')
-    lang = None if grammar else (overrides.get('lang') or (config or {}).get('lang') or (base or {}).get('lang')
-                                 or PIPELINE_DEFAULT['lang'])
-    cfg = _merge(PIPELINE_DEFAULT, _for_language(base, lang)) if base is not None else dict(PIPELINE_DEFAULT)
+    grammar, text = (overrides.get(k) or (config or {}).get(k) for k in ('grammar', 'text'))
+    lang = 'text' if text else None if grammar else (overrides.get('lang') or (config or {}).get('lang')
+                                                     or (base or {}).get('lang') or PIPELINE_DEFAULT['lang'])
+    start = {**PIPELINE_DEFAULT, 'data': dict(TEXT_DATA)} if text else PIPELINE_DEFAULT
+    cfg = _merge(start, _for_language(base, lang)) if base is not None else dict(start)
     for over in (config, overrides): cfg = _merge(cfg, over)
+    if text: _text_config(cfg, text, grammar or overrides.get('lang') or (config or {}).get('lang'))
     if grammar:
         name, given = load_grammar(grammar).name, overrides.get('lang') or (config or {}).get('lang')
         if given and given != name: raise InputError(f"give either lang ({given}) or grammar ({grammar}), not both")
@@ -123,13 +141,17 @@ def pipeline_config(config=None, # a YAML file, or a dict, overriding parts of `
     return cfg
 
 # %% ../nbs/11_pipeline.ipynb #f9d4c040
-_STAGE_KEYS = {'data': ('lang', 'grammar', 'seed', 'data'), 'gpt': ('gpt',), 'check': ('check',), 'cache': ('cache',),
-               'saes': ('saes', 'sweep'), 'eval': ('eval',), 'browser': ('browser',), 'summary': ()}
+_STAGE_KEYS = {'data': ('lang', 'grammar', 'text', 'seed', 'data'), 'gpt': ('gpt',), 'check': ('check',),
+               'cache': ('cache',), 'saes': ('saes', 'sweep'), 'eval': ('eval',), 'browser': ('browser',),
+               'summary': ()}
 
 def _stage_settings(cfg:dict, name:str) -> dict:
     "The settings that determine stage `name`'s results: its own and those of every stage before it."
     upto = PIPELINE_STAGES[:PIPELINE_STAGES.index(name) + 1]
-    return {k: cfg[k] for s in upto for k in _STAGE_KEYS[s]}
+    out = {k: cfg[k] for s in upto for k in _STAGE_KEYS[s] if k != 'text' or cfg.get(k)}  # as before text existed
+    if cfg.get('text'):  # a text is its content: an edited file is other data
+        out['text_sha256'] = hashlib.sha256(read_text(cfg['text'])[0].encode()).hexdigest()
+    return out
 
 # %% ../nbs/11_pipeline.ipynb #b3fc090b
 def _stage(out:Path, name:str, cfg:dict, log) -> bool:
@@ -179,13 +201,17 @@ def _finished_runs(out:Path, ids:set=None) -> list:
 # %% ../nbs/11_pipeline.ipynb #c497bbfc
 def check_pipeline(cfg:dict): # a configuration from `pipeline_config`
     "Refuse settings a later stage would fail on, before any stage runs: language, GPT, hooks, sweep and counts."
-    hp = {k: v for k, v in cfg['data'].items() if k not in _DATA_KEYS}
-    lang = load_grammar(cfg['grammar'], **hp) if cfg.get('grammar') else get_language(cfg['lang'], **hp)
-    check_positive(**{f'{s}.{k}': cfg[s].get(k) for s, k in (('data', 'n_seqs'), ('check', 'n'), ('eval', 'n_rows'),
-                                                             ('eval', 'n_seqs'), ('browser', 'n_latents'),
-                                                             ('browser', 'n_rows'), ('cache', 'batch_size'))})
+    counts = [('check', 'n'), ('eval', 'n_rows'), ('eval', 'n_seqs'), ('browser', 'n_latents'), ('browser', 'n_rows'),
+              ('cache', 'batch_size')] + ([] if cfg.get('text') else [('data', 'n_seqs')])
+    check_positive(**{f'{s}.{k}': cfg[s].get(k) for s, k in counts})
     gc, _ = _gpt_configs(cfg)
-    model = build_model(replace(gc, d_vocab=Tokenizer.for_language(lang).vocab_size))
+    if cfg.get('text'):  # the text is read and cut as the data stage will, for its vocabulary
+        tok = make_text_corpus(read_text(cfg['text'])[0], **_text_settings(cfg)).tokenizer
+    else:
+        hp = {k: v for k, v in cfg['data'].items() if k not in _DATA_KEYS}
+        tok = Tokenizer.for_language(load_grammar(cfg['grammar'], **hp) if cfg.get('grammar')
+                                     else get_language(cfg['lang'], **hp))
+    model = build_model(replace(gc, d_vocab=tok.vocab_size))
     for h in cfg['cache']['hooks']: resolve_hook(model, h)
     check_sweep(*_sweep_spec(cfg, Path('.')), names=("the pipeline's saes section", "the pipeline's sweep section"))
 
@@ -203,9 +229,10 @@ def _model_stages(cfg:dict, out:Path, device:str, progress:bool, log, the_model)
     "The stages data, gpt, check and cache, each unless already complete."
     hp = {k: v for k, v in cfg['data'].items() if k not in ('n_seqs', 'val_frac')}
     if not _stage(out, 'data', cfg, log):
-        write_corpus(None if cfg.get('grammar') else cfg['lang'], n_seqs=cfg['data'].get('n_seqs', 20_000),
-                     seed=cfg['seed'], out=out/'data', val_frac=cfg['data'].get('val_frac', 0.1), overwrite=True,
-                     progress=progress, grammar=cfg.get('grammar'), **hp)
+        if cfg.get('text'): write_text_corpus(cfg['text'], out=out/'data', overwrite=True, **_text_settings(cfg))
+        else: write_corpus(None if cfg.get('grammar') else cfg['lang'], n_seqs=cfg['data'].get('n_seqs', 20_000),
+                           seed=cfg['seed'], out=out/'data', val_frac=cfg['data'].get('val_frac', 0.1),
+                           overwrite=True, progress=progress, grammar=cfg.get('grammar'), **hp)
         _stage_done(out, 'data', cfg)
     if not _stage(out, 'gpt', cfg, log):
         gc, tc = _gpt_configs(cfg)
@@ -213,10 +240,13 @@ def _model_stages(cfg:dict, out:Path, device:str, progress:bool, log, the_model)
         train_gpt(out/'data', out/'model', gc, tc, device=device, resume=True, progress=progress, live_plot=False)
         _stage_done(out, 'gpt', cfg)
     if not _stage(out, 'check', cfg, log):
-        g = grammaticality(the_model(), load_corpus(out/'data').language, n=cfg['check']['n'], seed=cfg['seed'])
-        write_atomic(out/'grammaticality.json',
-                     lambda p: p.write_text(json.dumps({'grammatical': g.fraction, 'n': cfg['check']['n']})))
-        log(f"[check] {g.fraction:.1%} of {cfg['check']['n']} free generations are grammatical")
+        lang = load_corpus(out/'data').language
+        if not lang.has_grammar: log("[check] a text has no grammar: no grammaticality")
+        else:
+            g = grammaticality(the_model(), lang, n=cfg['check']['n'], seed=cfg['seed'])
+            write_atomic(out/'grammaticality.json',
+                         lambda p: p.write_text(json.dumps({'grammatical': g.fraction, 'n': cfg['check']['n']})))
+            log(f"[check] {g.fraction:.1%} of {cfg['check']['n']} free generations are grammatical")
         _stage_done(out, 'check', cfg)
     if not _stage(out, 'cache', cfg, log):
         c = cfg['cache']
@@ -341,11 +371,11 @@ HEADLINE = ('sae', 'fvu', 'l0', 'dead_frac', 'loss_recovered', 'grammatical', 'a
 def headline_table(table:pd.DataFrame, # from `pipeline_summary`
                    columns=HEADLINE, # the figures shown before the concepts' coverage
                   ) -> pd.DataFrame:
-    "The summary's headline: `columns`, then per concept 'covered (median AUROC)' of each SAE, e.g. '0.67 (0.93)'."
+    "The summary's headline: `columns` (those with a figure), then per concept 'covered (median AUROC)' of each SAE."
     concepts = [c[:-len('_covered')] for c in table if c.endswith('_covered')]
     cells = lambda c: [f"{a:.2f} ({m:.2f})" if pd.notna(a) else '-'
                        for a, m in zip(table[f'{c}_covered'], table[f'{c}_median_auroc'])]
-    return pd.concat([table[[c for c in columns if c in table]],
+    return pd.concat([table[[c for c in columns if c in table and (c == 'sae' or table[c].notna().any())]],
                       pd.DataFrame({c: cells(c) for c in concepts}, index=table.index)], axis=1)
 
 # %% ../nbs/11_pipeline.ipynb #240f211f
@@ -427,6 +457,8 @@ def format_pipeline_summary(table:pd.DataFrame, # from `pipeline_summary`
 @call_parse
 def saenb_pipeline(lang:str=None, # language: dyck, expr or english (default: the config's, else dyck)
                    grammar:str=None, # or a grammar file (YAML: name and pcfg, see saenb_data --grammar) instead of --lang
+                   text:str=None, # or a UTF-8 text file or directory: a toy GPT on that text (see saenb_data --text)
+                   tokenizer:str=None, # with --text: char (the default), word, or a Hugging Face tokenizer directory
                    config:str=None, # YAML file overriding parts of the default configuration
                    out:str=None, # output directory (default: runs/{lang})
                    device:str='cpu', # cpu, cuda or cuda:N
@@ -438,14 +470,16 @@ def saenb_pipeline(lang:str=None, # language: dyck, expr or english (default: th
                   ):
     "Run (or resume) the whole saenb pipeline: data, GPT, grammaticality, cache, SAE sweep, evaluation, browsers."
     with command_errors('saenb_pipeline', 'run the same command again to resume'):
-        over = {**({'lang': lang} if lang else {}), **({'grammar': grammar} if grammar else {})}
+        over = {**({'lang': lang} if lang else {}), **({'grammar': grammar} if grammar else {}),
+                **({'text': text} if text else {}), **({'data': {'tokenizer': tokenizer}} if tokenizer else {})}
+        check(text or not tokenizer, "--tokenizer applies to --text only")
         if wandb_project:
             over.update(wandb_project=wandb_project, wandb_tags=wandb_tags.split(',') if wandb_tags else None)
         cfg = pipeline_config(config, base=PIPELINE_TINY if tiny else None, **over)
         if precision is not None:  # every stage that computes (checked for training, the strictest use)
             resolve_precision(precision, device, training=True)
             cfg = {**cfg, **{s: {**cfg[s], 'precision': precision} for s in ('gpt', 'cache', 'saes', 'eval')}}
-        out = Path(out or f"runs/{cfg['lang']}")
+        out = Path(out or f"runs/{Path(cfg['text']).stem if cfg.get('text') else cfg['lang']}")
         # cfg is complete: merging it over the default changes nothing
         table = run_pipeline(cfg, out, device=device, progress=not quiet)
     print(format_pipeline_summary(table, out))

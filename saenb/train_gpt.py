@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_train_gpt.ipynb #3d7dc30d
 from __future__ import annotations
-import json, math, numbers, os, sys, time, warnings
+import inspect, json, math, numbers, os, sys, time, warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, asdict, replace
 from functools import lru_cache
@@ -18,17 +18,17 @@ from tqdm.auto import tqdm
 from fastcore.script import call_parse, store_true
 
 from .model import (GPTConfig, build_model, core_module, next_token_loss, save_model, load_model,
-                         load_gpt_config, load_tokenizer, load_language, check_device)
+                         load_gpt_config, load_tokenizer, load_language, check_device, GPT_PRESETS, gpt_preset)
 from .utils import (write_atomic, lr_factor, setup_distributed, check_replicas, in_notebook, LiveLossPlot,
                          check, check_positive, InputError, OutputExists, command_errors, output_lock, PRECISIONS,
                          resolve_precision, autocast_args, precision_note, import_wandb, Tracker)
 from .data import load_corpus, pack, language_fingerprint, corpus_fingerprint
-from .grammars import get_language
+from .grammars import get_language, sign_text
 
 # %% auto #0
 __all__ = ['TrainConfig', 'padded_rows', 'trim_padding', 'batch_rows', 'validation_loss', 'save_checkpoint', 'load_checkpoint',
            'train_gpt', 'check_sampling', 'sample', 'GrammaticalityReport', 'score_generation', 'grammaticality',
-           'saenb_train_gpt', 'write_jsonl', 'saenb_generate']
+           'saenb_train_gpt', 'write_jsonl', 'text_samples', 'saenb_generate']
 
 # %% ../nbs/04_train_gpt.ipynb #9d2b77b3
 @dataclass
@@ -343,7 +343,8 @@ def _train_gpt(corpus, out:Path, cfg:GPTConfig, tc:TrainConfig, device:str, resu
     (ddp or net).train()
     last_val = metrics.val_loss.dropna().iloc[-1] if len(metrics) and metrics.val_loss.notna().any() else float('nan')
     tracker = Tracker(tc.wandb_project, tc.wandb_run_name, tc.wandb_tags, tc.wandb_group, job_type='train_gpt',
-                      config={'model': asdict(cfg), 'train': asdict(tc), 'data': data_dir}, rank=rank)
+                      config={'model': asdict(cfg), 'train': asdict(tc), 'data': data_dir}, rank=rank,
+                      state=out/'wandb_run.json', resume=start > 0)  # resumed from a checkpoint: the same W&B run
     try:
         for step in bar:
             row = _train_step(step, net, ddp, optimizer, train_rows, pad_id, tc, dev, rank, world, t0)
@@ -513,6 +514,8 @@ def grammaticality(model, # a TransformerBridge
     "Fraction of `n` free generations that `lang` accepts, with per-generation diagnostics."
     check(_isint(n) and n >= 1, f"n must be a positive integer, got {n!r}")
     if isinstance(lang, str): lang = get_language(lang)
+    check(getattr(lang, 'has_grammar', True),
+          f"{lang.name} has no grammar to judge generations by: sample them with saenb.train_gpt.sample")
     tokenizer = tokenizer or getattr(model, 'saenb_tokenizer', None)
     if tokenizer is None:
         raise InputError("No tokenizer: pass tokenizer=corpus.tokenizer, or load the model with load_model(dir).")
@@ -520,6 +523,18 @@ def grammaticality(model, # a TransformerBridge
                   progress=progress, precision=precision)
     table = pd.DataFrame([score_generation(s, tokenizer, lang) for s in seqs])
     return GrammaticalityReport(float(table.grammatical.mean()), table)
+
+# %% ../nbs/04_train_gpt.ipynb #1d17e5e4
+_PRESET_FLAGS = ('n_layers', 'd_model', 'n_heads', 'd_mlp', 'n_ctx', 'steps', 'batch_size', 'lr', 'min_lr_frac',
+                 'warmup_steps')
+
+def _preset_flags(preset:str|None, # a name in `saenb.model.GPT_PRESETS`, or None
+                  flags:dict) -> dict: # `saenb_train_gpt`'s values of `_PRESET_FLAGS`
+    "`flags` with the preset's settings wherever a flag was left at its default."
+    if not preset: return flags
+    p, default = gpt_preset(preset) and GPT_PRESETS[preset], inspect.signature(saenb_train_gpt).parameters
+    settings = {**p['model'], **p['train']}
+    return {k: v if v != default[k].default else settings.get(k, v) for k, v in flags.items()}
 
 # %% ../nbs/04_train_gpt.ipynb #2a2ac965
 @call_parse
@@ -552,23 +567,25 @@ def saenb_train_gpt(data:str=None, # corpus directory (from saenb_data)
                     wandb_run_name:str=None, # the W&B run's name
                     wandb_tags:str=None, # the W&B run's tags, comma-separated
                     wandb_artifacts:store_true=False, # upload the saved model to W&B as an artifact
+                    preset:str=None, # a named configuration (saenb.model.GPT_PRESETS), e.g. shakespeare_64x4
                    ):
     "Train a small GPT on a saenb corpus."
     with command_errors('saenb_train_gpt', 'run the same command with --resume to continue from the last checkpoint'):
         if not data or not out: raise InputError("--data DIR (a corpus from saenb_data) and --out DIR are required")
         check(not bf16 or precision in ('auto', 'bf16'), f"--bf16 (an alias of --precision bf16) contradicts "
                                                          f"--precision {precision}: pass --precision alone")
-        cfg = GPTConfig(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp, n_ctx=n_ctx, act_fn=act_fn,
+        f = _preset_flags(preset, {k: v for k, v in locals().items() if k in _PRESET_FLAGS})
+        cfg = GPTConfig(**{k: f[k] for k in ('n_layers', 'd_model', 'n_heads', 'd_mlp', 'n_ctx')}, act_fn=act_fn,
                         normalization=None if normalization.lower() == 'none' else normalization, seed=seed)
-        tc = TrainConfig(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, min_lr_frac=min_lr_frac,
-                         warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip, bf16=bf16 or None,
+        tc = TrainConfig(**{k: f[k] for k in ('steps', 'batch_size', 'lr', 'min_lr_frac', 'warmup_steps')},
+                         grad_accum=grad_accum, weight_decay=weight_decay, grad_clip=grad_clip, bf16=bf16 or None,
                          eval_every=eval_every, ckpt_every=ckpt_every, seed=seed, packed=packed, precision=precision,
                          wandb_project=wandb_project, wandb_run_name=wandb_run_name,
                          wandb_tags=wandb_tags.split(',') if wandb_tags else None, wandb_artifacts=wandb_artifacts)
         _train(data, out, cfg, tc, device, resume, True, False, None, 'saenb_train_gpt')
     if int(os.environ.get('RANK', 0)) == 0:
         m = pd.read_csv(Path(out)/'metrics.csv'); val = m.val_loss.dropna()
-        print(f"trained {steps} steps: train loss {m.train_loss.iloc[-1]:.4f}, validation loss "
+        print(f"trained {f['steps']} steps: train loss {m.train_loss.iloc[-1]:.4f}, validation loss "
               + (f"{val.iloc[-1]:.4f}" if len(val) else "n/a (no validation split)") + f"; model in {out}")
 
 # %% ../nbs/04_train_gpt.ipynb #cc1cb59a
@@ -584,6 +601,18 @@ def write_jsonl(table:pd.DataFrame, # one row per record
     if path.is_dir(): raise OutputExists(f"{path} is a directory: give a file name, such as {path/'generations.jsonl'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda p: table.to_json(p, orient='records', lines=True))
+
+# %% ../nbs/04_train_gpt.ipynb #7925747a
+def text_samples(model, # a TransformerBridge trained on a text corpus
+                 tokenizer, # its tokenizer
+                 n:int, # generations
+                 **kwargs) -> pd.DataFrame: # `sample`'s settings (temperature, top_k, seed, ...)
+    "`n` free generations of a text model: their text, token count and whether each ended with `<eos>`."
+    specials = {tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id}
+    seqs = sample(model, tokenizer, n, **kwargs)
+    return pd.DataFrame({'text': [sign_text([tokenizer.vocab[i] for i in s if i not in specials]) for s in seqs],
+                         'n_tokens': [sum(i not in specials for i in s) for s in seqs],
+                         'ended_with_eos': [len(s) > 1 and s[-1] == tokenizer.eos_id for s in seqs]})
 
 # %% ../nbs/04_train_gpt.ipynb #ea1f8bf9
 @call_parse
@@ -607,7 +636,13 @@ def saenb_generate(model:str=None, # model directory (from saenb_train_gpt)
         with output_lock(out) if out else nullcontext():
             m, lang, tok = load_model(model, device=device), load_language(model), load_tokenizer(model)
             print(f"saenb_generate: {precision_note(precision, used, device)}", file=sys.stderr)
-            report = grammaticality(m, lang, n, tok, temperature=temperature, top_k=top_k or None, seed=seed,
-                                    batch_size=batch_size, progress=True, precision=used)
+            kw = dict(temperature=temperature, top_k=top_k or None, seed=seed, batch_size=batch_size, progress=True,
+                      precision=used)
+            if not lang.has_grammar:  # a text: the samples, with nothing to score them by
+                gens = text_samples(m, tok, n, **kw)
+                if out: write_jsonl(gens, out)
+                print('\n---\n'.join(gens.text.head(3)))
+                return
+            report = grammaticality(m, lang, n, tok, **kw)
             if out: write_jsonl(report.generations, out)
     print(f"grammatical: {report.fraction:.4f} ({int(report.generations.grammatical.sum())}/{n})")

@@ -608,7 +608,8 @@ def check_sae_out(out, # where an SAE (or, with `whole=False`, a directory of SA
     p = next((q for q in [out, *out.parents] if q.exists()), None)
     check(p is None or p.is_dir(), f"--out {out}: {p} is a file, not a directory: choose another --out")
     if not whole or not out.is_dir(): return out
-    stray = sorted(q.name for q in out.iterdir() if not q.name.startswith('.checkpoint.'))  # ours: half-written
+    stray = sorted(q.name for q in out.iterdir()  # ours: half-written, and an unfinished run's W&B id (`sae_tracker`)
+                   if not q.name.startswith(('.checkpoint.', '.wandb_run.json.')) and q.name != 'wandb_run.json')
     if stray and not (_is_sae(out) or _is_sae(out/'checkpoint')):
         raise OutputExists(f"--out {out} is a directory holding something other than an SAE ({', '.join(stray[:3])}"
                            f"{', ...' if len(stray) > 3 else ''}), which saving would replace: choose a new --out")
@@ -660,16 +661,21 @@ def _start_step(run:SAERun, data:RunData, out:Path, resume:bool) -> tuple:
 # %% ../nbs/07_train_sae.ipynb #df20394a
 def sae_tracker(tc:SAETrainConfig, # the run's settings (`wandb_*` say where it is logged)
                 sae:SAE, # the SAE being trained
-                out:Path=None, # where it is saved
+                out:Path=None, # where it is saved (until then, `out/wandb_run.json` keeps the W&B run's id)
                 rank:int=0, # this process's rank (only rank 0 logs)
                 member:str=None, # its name in an ensemble: the W&B run is named `{wandb_run_name}-{member}`
+                resume:bool=False, # continue the W&B run `out/wandb_run.json` records (the run resumes a checkpoint)
                ) -> Tracker:
     "The W&B run of one SAE's training (inert without `tc.wandb_project`)."
     name = tc.wandb_run_name if member is None else f"{tc.wandb_run_name or 'ensemble'}-{member}"
     return Tracker(tc.wandb_project, name, tc.wandb_tags, tc.wandb_group, job_type='train_sae', rank=rank,
-                   config={**asdict(tc), 'd_in': sae.cfg.d_in, 'd_sae': sae.cfg.d_sae, 'out': out})
+                   config={**asdict(tc), 'd_in': sae.cfg.d_in, 'd_sae': sae.cfg.d_sae, 'out': out},
+                   state=out/'wandb_run.json' if out is not None else None, resume=resume)
 
-def log_row(tracker:Tracker, row:dict):
+# %% ../nbs/07_train_sae.ipynb #3ddb4930
+def log_row(tracker:Tracker, # the run's tracker (`sae_tracker`)
+            row:dict, # a row of `sae_log`, with its `step`
+           ):
     "Log a row of `sae_log` under the names the seeds use (`alive` is `alive_dict_components` there)."
     tracker.log({('alive_dict_components' if k == 'alive' else k): v for k, v in row.items()}, row['step'])
 
@@ -709,7 +715,7 @@ def _run_and_save(run:SAERun, data:RunData, out:Path, start:tuple, dev, rank:int
     "Train `run` from `start` (`_start_step`), measure it and save it with its provenance."
     tc, sae = run.tc, run.sae
     ckpt, step0 = start
-    tracker = sae_tracker(tc, sae, out, rank)
+    tracker = sae_tracker(tc, sae, out, rank, resume=step0 > 0)  # resumed from a checkpoint: the same W&B run
     try:
         step, seconds = _train_steps(run, data, step0, ckpt, dev, rank, world, progress, callback, tracker)
         summary = finish_run(run, data.val_x.to(dev), data.val_y.to(dev) if data.val_y is not None else None, step,

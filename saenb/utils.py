@@ -389,6 +389,26 @@ def _loggable(d:dict) -> dict:
         if isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(float(v)): out[k] = v
     return out
 
+# %% ../nbs/00_utils.ipynb #0a0d39fb
+def _tracked_run(state, # `Tracker`'s JSON file (None: none)
+                 project:str, # the project the run logs to
+                ) -> dict:
+    "The W&B run `state` records in `project` (`{'id', 'project', 'step'}`), or `{}` if none."
+    if state is None or not Path(state).exists(): return {}
+    try: rec = json.loads(Path(state).read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{state} cannot be read ({e}): delete it to log the resumed run as a new W&B run") from None
+    return rec if isinstance(rec, dict) and rec.get('id') and rec.get('project') == project else {}
+
+def _init_run(wandb, **kwargs):
+    "`wandb.init(**kwargs)` in the mode and directory the environment says now (W&B reads it once a process)."
+    env = {k: os.environ[f'WANDB_{k.upper()}'] for k in ('mode', 'dir') if f'WANDB_{k.upper()}' in os.environ}
+    try: return wandb.init(reinit='create_new', **kwargs, **env)
+    except Exception as e:  # e.g. no API key and no network
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"W&B could not start the run ({why}): run `wandb login`, "
+                         "or set WANDB_MODE=offline to log offline and `wandb sync` later") from e
+
 # %% ../nbs/00_utils.ipynb #3a1e0c03
 class Tracker:
     "A Weights & Biases run logging one training or evaluation run; without `project`, or off rank 0, nothing."
@@ -398,29 +418,35 @@ class Tracker:
                  group:str=None, # a group of runs, e.g. a sweep's name
                  config:dict=None, # the run's settings
                  job_type:str=None, # e.g. 'train_sae', 'train_gpt', 'eval'
-                 rank:int=0): # this process's rank under `torchrun`: only rank 0 logs
-        self.run = None
+                 rank:int=0, # this process's rank under `torchrun`: only rank 0 logs
+                 state:Path=None, # JSON file of the run's id and last logged step (see above; None: not kept)
+                 resume:bool=False): # continue the W&B run `state` records, logging only the steps after its last
+        self.run, self.state, self.project = None, state, project
         if project is None or rank != 0: return
         self.wandb = import_wandb()
-        env = {k: os.environ[f'WANDB_{k.upper()}'] for k in ('mode', 'dir') if f'WANDB_{k.upper()}' in os.environ}
-        try:  # the mode and directory as the environment says now (W&B reads it once a process)
-            self.run = self.wandb.init(project=project, name=run_name, tags=list(tags) if tags else None, group=group,
-                                       config=jsonable(config or {}), job_type=job_type, reinit='create_new', **env)
-        except Exception as e:  # e.g. no API key and no network
-            why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise InputError(f"W&B could not start the run ({why}): run `wandb login`, "
-                             "or set WANDB_MODE=offline to log offline and `wandb sync` later") from e
+        rec = _tracked_run(state, project) if resume else {}
+        self.run = _init_run(self.wandb, project=project, name=run_name, tags=list(tags) if tags else None,
+                             group=group, config=jsonable(config or {}), job_type=job_type,
+                             **(dict(id=rec['id'], resume='allow') if rec else {}))
+        self.skip = self.logged = max(int(rec.get('step', -1)), self.run.starting_step - 1)  # steps W&B holds
+        self._keep()
+
+    def _keep(self):
+        "Write `state`: the run's id, project and last logged step."
+        if self.state is not None: write_json(self.state, dict(id=self.run.id, project=self.project, step=self.logged))
 
     def log(self, metrics:dict, step:int):
-        "Log the numbers of `metrics` at `step`."
-        if self.run is not None: self.run.log(_loggable(metrics), step=step)
+        "Log the numbers of `metrics` at `step` (a resumed run skips the steps logged before it)."
+        if self.run is None or step <= self.skip: return
+        self.run.log(_loggable(metrics), step=step); self.logged = max(self.logged, step)
 
     def finish(self, summary:dict=None, # final figures, written to the run's summary
                artifact:Path=None, # a saved directory to upload as an artifact
                kind:str='model', # the artifact's type
                failed:bool=False): # the run ended with an error
-        "Write `summary`, upload `artifact`, and close the run."
+        "Write `summary`, upload `artifact`, and close the run (failed: first record its last step in `state`)."
         if self.run is None: return
+        if failed: self._keep()  # where a resumed run continues
         if summary: self.run.summary.update(_loggable(summary))
         if artifact is not None:
             a = self.wandb.Artifact(f"{self.run.name or self.run.id}-{kind}".replace('/', '-'), type=kind)

@@ -231,3 +231,37 @@ def test_cli_logs_the_gpt_run_to_weights_and_biases(corpus, tmp_path, monkeypatc
     assert [h['_step'] for h in w['history'] if 'val_loss' in h] == [3, 6]
     metrics = pd.read_csv(tmp_path / 'm' / 'metrics.csv')
     assert abs(w['summary']['val_loss'] - metrics.val_loss.dropna().iloc[-1]) < 1e-6
+
+
+def test_resumed_gpt_run_continues_its_wandb_run(corpus, tmp_path, monkeypatch):
+    "Interrupted after a checkpoint and resumed with --resume, the GPT run logs to the same W&B run, each step once."
+    from saenb.utils import offline_run
+    wandb_offline(monkeypatch, tmp_path)
+    save_corpus(corpus, tmp_path / 'data')
+    cfg = GPTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, n_ctx=64)
+    tc = TrainConfig(steps=8, batch_size=8, warmup_steps=1, eval_every=4, ckpt_every=4, wandb_project='p',
+                     wandb_run_name='gpt')
+    def crash(step, row):
+        if step == 6: raise KeyboardInterrupt  # before step 6 is logged; the checkpoint is at step 4
+    with pytest.raises(KeyboardInterrupt):
+        train_gpt(tmp_path / 'data', tmp_path / 'm', cfg, tc, progress=False, live_plot=False, on_step=crash)
+    kept = json.loads((tmp_path / 'm' / 'wandb_run.json').read_text())
+    assert (kept['project'], kept['step']) == ('p', 5)
+    r = run('saenb_train_gpt', '--data', tmp_path / 'data', '--out', tmp_path / 'm', '--steps', 8, '--batch_size', 8,
+            '--warmup_steps', 1, '--eval_every', 4, '--ckpt_every', 4, '--n_layers', 1, '--d_model', 16,
+            '--n_heads', 2, '--d_mlp', 32, '--n_ctx', 64, '--resume', '--wandb_project', 'p', '--wandb_run_name', 'gpt')
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = sorted((offline_run(d) for d in (tmp_path / 'wandb').glob('offline-run-*')),
+                  key=lambda w: w['run']['start_time'])
+    assert [(w['run']['run_id'], w['run'].get('resume', False)) for w in runs] == [(kept['id'], False),
+                                                                                    (kept['id'], True)]
+    assert [[h['_step'] for h in w['history']] for w in runs] == [[1, 2, 3, 4, 5], [6, 7, 8]]
+    assert [h['_step'] for w in runs for h in w['history'] if 'val_loss' in h] == [4, 8]
+
+
+def test_grammaticality_refuses_a_language_without_grammar(trained):
+    "A language with `has_grammar = False` (plain text) cannot judge generations: a one-line error says to sample."
+    from types import SimpleNamespace
+    from saenb.utils import InputError
+    with pytest.raises(InputError, match='text has no grammar to judge generations by: sample them with saenb'):
+        grammaticality(trained[0], SimpleNamespace(name='text', has_grammar=False), n=1)

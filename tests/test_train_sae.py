@@ -189,3 +189,26 @@ def test_ensemble_members_are_logged_as_one_group(acts, tmp_path, monkeypatch):
     for w in runs:
         k = w['config']['sae']['k']
         assert w['history'] and abs(w['summary']['fvu'] - res[k].summary['fvu']) < 1e-6
+
+def test_resumed_run_continues_its_wandb_run(acts, tmp_path, monkeypatch):
+    "Interrupted after a checkpoint and resumed with --resume, the run logs to the same W&B run, each step once."
+    from saenb.utils import offline_run
+    wandb_offline(monkeypatch, tmp_path)
+    def crash_at_27(step, sae):
+        if step == 27: raise KeyboardInterrupt  # after the log at step 25; the checkpoint is at step 20
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(acts/'train.npy', tmp_path/'sae', k=3, exp_factor=2, n_tokens=20_000, batch_size=500, log_every=5,
+                  checkpoint_every=10, progress=False, callback=crash_at_27, wandb_project='p', wandb_run_name='r')
+    kept = json.loads((tmp_path/'sae'/'wandb_run.json').read_text())
+    assert (kept['project'], kept['step']) == ('p', 25)
+    r = run('saenb_train_sae', '--acts', acts/'train.npy', '--out', tmp_path/'sae', '--k', 3, '--exp_factor', 2,
+            '--n_tokens', 20_000, '--batch_size', 500, '--checkpoint_every', 10, '--sae', '{"log_every": 5}',
+            '--quiet', '--resume', '--wandb_project', 'p', '--wandb_run_name', 'r')
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = sorted((offline_run(d) for d in (tmp_path/'wandb').glob('offline-run-*')),
+                  key=lambda w: w['run']['start_time'])
+    assert [(w['run']['run_id'], w['run']['display_name'], w['run'].get('resume', False)) for w in runs] == \
+        [(kept['id'], 'r', False), (kept['id'], 'r', True)]
+    assert [[h['_step'] for h in w['history']] for w in runs] == [[5, 10, 15, 20, 25], [30, 35, 40]]
+    assert abs(runs[1]['summary']['fvu'] - json.loads(r.stdout.strip().splitlines()[-1])['fvu']) < 1e-6
+    assert not (tmp_path/'sae'/'wandb_run.json').exists()  # the saved SAE replaced the unfinished run's files
