@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_pipeline.ipynb #2d27e6bd
 from __future__ import annotations
-import hashlib, html, json, sys, time
+import hashlib, html, json, os, sys, time
 from dataclasses import fields, replace
 from pathlib import Path
 import pandas as pd, yaml
@@ -17,7 +17,8 @@ from .model import GPTConfig, load_model, build_model
 from .train_gpt import TrainConfig, train_gpt, grammaticality
 from .cache import ActivationStore, cache_activations, resolve_hook
 from .sae_io import load_sae
-from .eval import evaluate_sae, write_report, eval_figures
+from .eval import evaluate_sae, write_report, eval_figures, evaluation_split
+from .circuits import find_circuit, write_circuit
 from .browser import open_feature_stats, write_site
 from .sweep import run_sweep, run_status, collect_results, write_pareto, expand_sweep, run_id, check_sweep
 
@@ -38,7 +39,7 @@ PIPELINE_DEFAULT = {
             'steps': 1500, 'batch_size': 128, 'lr': 1e-3, 'warmup_steps': 150, 'precision': 'auto', 'ckpt_every': 250},
     'check': {'n': 500}, # free generations scored for grammaticality
     # `cache_activations` settings (n_tokens None: the whole corpus)
-    'cache': {'hooks': ['0_residpost'], 'n_tokens': None, 'dtype': 'fp32', 'batch_size': 64, 'precision': 'auto'},
+    'cache': {'hooks': ['0_residpost', '1_residpost'], 'n_tokens': None, 'dtype': 'fp32', 'batch_size': 64, 'precision': 'auto'},
     # the base run of the sweep (`SAETrainConfig` fields, SAE settings under saes:)
     'saes': {'n_tokens': 1_000_000, 'batch_size': 1024, 'lr': 1e-3, 'precision': 'auto', 'saes': {'exp_factor': 1}},
     # the sweep over it (several hooks add an `acts` axis)
@@ -47,6 +48,9 @@ PIPELINE_DEFAULT = {
                                 'lagrangian': {'target_l0': 8}}},
     'eval': {'n_rows': 50_000, 'n_seqs': 256, 'n_gen': 200, 'probes': True, 'precision': 'auto'}, # `evaluate_sae`
     'browser': {'n_latents': None, 'n_rows': 200_000}, # static feature browser of every SAE (None: all its latents)
+    # `saenb.circuits.find_circuit` settings: a circuit per architecture when SAEs are trained at several hooks
+    'circuits': {'n_seqs': 256, 'n_down': 64, 'n_edges': 256, 'n_check': 32, 'n_curve': 256, 'kind': 'logprob',
+                 'batch_size': 64},
     'wandb_project': None, # log the GPT and every SAE to this Weights & Biases project (see `saenb.utils.Tracker`)
     'wandb_tags': None, # their W&B tags (the runs are grouped under the output directory's name)
 }
@@ -61,9 +65,11 @@ PIPELINE_TINY = {
     'sweep': {'saes': {'arch': ['topk', 'relu']}, 'arch_specific': {'topk': {'k': 4}, 'relu': {'sparsity_coeff': 0.1}}},
     'eval': {'n_rows': 2000, 'n_seqs': 16, 'n_gen': 10, 'probes': True},
     'browser': {'n_latents': 5, 'n_rows': 2000},
+    'cache': {'hooks': ['0_residpre', '0_residpost']},  # the tiny GPT's one layer: a circuit across it
+    'circuits': {'n_seqs': 16, 'n_down': 8},
 }
 
-PIPELINE_STAGES = ('data', 'gpt', 'check', 'cache', 'saes', 'eval', 'browser', 'summary')
+PIPELINE_STAGES = ('data', 'gpt', 'check', 'cache', 'saes', 'eval', 'browser', 'circuits', 'summary')
 
 # %% ../nbs/11_pipeline.ipynb #d14ca934
 def _merge(base:dict, over:dict, where:str='') -> dict:
@@ -143,7 +149,7 @@ def pipeline_config(config=None, # a YAML file, or a dict, overriding parts of `
 # %% ../nbs/11_pipeline.ipynb #f9d4c040
 _STAGE_KEYS = {'data': ('lang', 'grammar', 'text', 'seed', 'data'), 'gpt': ('gpt',), 'check': ('check',),
                'cache': ('cache',), 'saes': ('saes', 'sweep'), 'eval': ('eval',), 'browser': ('browser',),
-               'summary': ()}
+               'circuits': ('circuits',), 'summary': ()}
 
 def _stage_settings(cfg:dict, name:str) -> dict:
     "The settings that determine stage `name`'s results: its own and those of every stage before it."
@@ -293,6 +299,41 @@ def _pipeline_stages(cfg:dict, out:Path, device:str, progress:bool, log):
     the_model = _model_loader(out)
     _model_stages(cfg, out, device, progress, log, the_model)
     _sae_stages(cfg, out, device, progress, log, the_model)
+    _circuit_stage(cfg, out, progress, log, the_model)
+
+# %% ../nbs/11_pipeline.ipynb #966c8ef0
+def _circuit_groups(cfg:dict, out:Path, ids:set) -> dict:
+    "Finished runs that differ only in their hook, by name: `{name: {hook: run directory}}` for two or more hooks."
+    hooks, groups = cfg['cache']['hooks'], {}
+    for d in _finished_runs(out, ids):
+        run = yaml.safe_load((d/'config.yaml').read_text())
+        key = json.dumps({k: v for k, v in run.items() if k != 'acts' and not k.startswith('wandb_')}, sort_keys=True,
+                         default=str)
+        groups.setdefault(key, {})[Path(run['acts']).name] = d
+    named = {}
+    for g in groups.values():
+        if len(g) < 2: continue
+        run = yaml.safe_load((next(iter(g.values()))/'config.yaml').read_text())
+        name = _run_label({**run, 'acts': ''}).replace(' ', '_').replace('=', '')
+        named[name if name not in named else f"{name}_{min(d.name for d in g.values())}"] = {
+            h: g[h] for h in hooks if h in g}
+    return named
+
+def _circuit_stage(cfg:dict, out:Path, progress:bool, log, the_model):
+    "The stage circuits: a circuit per group of SAEs at two or more hooks (none with one hook)."
+    if _stage(out, 'circuits', cfg, log): return
+    groups = _circuit_groups(cfg, out, _current_ids(cfg, out))
+    if not groups: log("[circuits] SAEs at one hook: no circuit")
+    for name, runs in groups.items():
+        dest = out/'circuits'/name
+        if (dest/'circuit.html').exists(): continue  # written before an interruption
+        first = yaml.safe_load((next(iter(runs.values()))/'config.yaml').read_text())
+        store = evaluation_split(ActivationStore(first['acts']))  # held-out contexts, as the evaluation reads
+        res = find_circuit(the_model(), {h: load_sae(d/'sae') for h, d in runs.items()}, store, progress=progress,
+                           **cfg['circuits'])
+        links = {h: os.path.relpath(d/'site'/'browser.html', dest) for h, d in runs.items()}
+        write_circuit(res, dest, links=links)
+    _stage_done(out, 'circuits', cfg)
 
 # %% ../nbs/11_pipeline.ipynb #d3a8d51d
 def _run_label(run:dict) -> str:
@@ -386,6 +427,7 @@ def write_pipeline_index(out, # the pipeline's output directory
     out = Path(out); table = pipeline_summary(out) if table is None else table
     write_atomic(out/'summary.csv', lambda p: table.to_csv(p, index=False))
     g = json.loads((out/'grammaticality.json').read_text()) if (out/'grammaticality.json').exists() else {}
+    circuits = sorted((out/'circuits').glob('*/circuit.html'))
     t = headline_table(table)
     if len(t):
         t['links'] = [' · '.join(f'<a href="saes/runs/{i}/{p}">{n}</a>'
@@ -398,7 +440,10 @@ def write_pipeline_index(out, # the pipeline's output directory
             + (t.to_html(index=False, escape=False, border=0, float_format=lambda v: f'{v:.4g}', na_rep='')
                + _COVERAGE_NOTE if len(t) else '<p>No SAE has finished yet.</p>')
             + ('<p><a href="pareto.html">L0 against explained variance and loss recovered</a></p>'
-               if (out/'pareto.html').exists() else ''))
+               if (out/'pareto.html').exists() else '')
+            + ('<p>Feature circuits: ' + ' · '.join(f'<a href="circuits/{p.parent.name}/circuit.html">'
+                                                    f'{html.escape(p.parent.name)}</a>' for p in circuits) + '</p>'
+               if circuits else ''))
     style = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
              "td,th{padding:3px 8px;text-align:right}tr:nth-child(even){background:#f4f4f4}</style>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>saenb pipeline</title>{style}</head>"
@@ -484,4 +529,5 @@ def saenb_pipeline(lang:str=None, # language: dyck, expr or english (default: th
         table = run_pipeline(cfg, out, device=device, progress=not quiet)
     print(format_pipeline_summary(table, out))
     print(f"\nindex:   {out/'index.html'}\nreports: {out}/saes/runs/*/eval/report.html\n"
-          f"browser: {out}/saes/runs/*/site/index.html")
+          f"browser: {out}/saes/runs/*/site/index.html"
+          + (f"\ncircuit: {out}/circuits/*/circuit.html" if any((out/'circuits').glob('*/circuit.html')) else ''))

@@ -10,7 +10,7 @@ import numpy as np, pandas as pd
 from fastcore.script import call_parse
 from .utils import write_atomic, write_json, InputError, check, command_errors, nearest
 from .train_sae import train_sae, SAETrainConfig
-from .pipeline import run_pipeline, pipeline_summary, format_pipeline_summary, PIPELINE_TINY
+from .pipeline import run_pipeline, pipeline_summary, format_pipeline_summary, PIPELINE_TINY, PIPELINE_STAGES
 
 # %% auto #0
 __all__ = ['STUDY_LANGS', 'STUDY_GRID', 'STUDY_PIPELINE', 'STUDY_TINY', 'study_sweep', 'study_config', 'calibrate_l1',
@@ -37,7 +37,8 @@ STUDY_PIPELINE = {
 
 STUDY_TINY = {'grid': {'k': [2, 4], 'exp_factor': [1, 2], 'l0': 4, 'exp_factor_others': 2, 'l1_decades': 1.0,
                        'n_l1': 2, 'causal_coeff': 0.5, 'calibration_tokens': 8192},
-              'pipeline': {'data': {'n_seqs': 400, 'max_len': 16}}}  # over `PIPELINE_TINY`
+              'pipeline': {'data': {'n_seqs': 400, 'max_len': 16},  # over `PIPELINE_TINY`
+                           'cache': {'hooks': ['0_residpost']}}}  # the study's one hook, as at full size
 
 # %% ../nbs/12_study.ipynb #b1313b22
 def study_sweep(phase:str, # 'main', 'causal' or 'l1'
@@ -146,7 +147,7 @@ def study_table(out, # a study directory (from `run_study`)
 
 def _next_phase(out:Path):
     "Let the pipeline's SAE stages run again with the next phase's sweep (finished runs and their outputs are kept)."
-    for name in ('saes', 'eval', 'browser'): (out/'stages'/f'{name}.json').unlink(missing_ok=True)
+    for name in PIPELINE_STAGES[PIPELINE_STAGES.index('saes'):]: (out/'stages'/f'{name}.json').unlink(missing_ok=True)
 
 def run_study(lang:str, # a key of `STUDY_LANGS`
               out=None, # the study's directory (default runs/study/{lang})

@@ -16,26 +16,35 @@ def test_tiny_pipeline_end_to_end_and_rerun(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'of free generations grammatical' in r.stdout and str(out/'index.html') in r.stdout
     table = pd.read_csv(out/'summary.csv')
-    assert sorted(table.arch) == ['relu', 'topk'] and table[['fvu', 'l0', 'loss_recovered', 'depth_covered', 'bracket_median_auroc']].notna().all().all()
+    assert sorted(table.arch) == ['relu', 'relu', 'topk', 'topk'] and table[['fvu', 'l0', 'loss_recovered', 'depth_covered', 'bracket_median_auroc']].notna().all().all()
     assert ((table.l0 - 4).abs() < 1e-6).any()  # the TopK SAE keeps k=4 latents per token
     page = (out/'index.html').read_text()
     for i in table.id:
         assert f'saes/runs/{i}/eval/report.html' in page and (out/'saes'/'runs'/i/'site'/'browser.html').exists()
-    assert all((out/'stages'/f'{s}.json').exists() for s in ('data', 'gpt', 'check', 'cache', 'saes', 'eval', 'browser'))
+    assert all((out/'stages'/f'{s}.json').exists() for s in ('data', 'gpt', 'check', 'cache', 'saes', 'eval', 'browser',
+                                                                'circuits'))
+    # SAEs at 0_residpre and 0_residpost: a circuit across the tiny GPT's layer, per architecture, linked from the index
+    for name in ('topk_k4', 'relu_sparsity_coeff0.1'):
+        assert all((out/'circuits'/name/f).exists() for f in ('edges.parquet', 'validation.json', 'circuit.html'))
+        assert f'circuits/{name}/circuit.html' in page
+        assert '../../saes/runs/' in (out/'circuits'/name/'circuit.html').read_text()   # latents link to browsers
+    edges = pd.read_parquet(out/'circuits'/'topk_k4'/'edges.parquet')
+    assert {'0_residpre', '0_residpost'} <= set(edges.up_hook) and len(edges) > 0
+    assert 'circuit: ' in r.stdout
     # one W&B run (offline) per trained model and SAE, grouped under the run's name
     from saenb.utils import offline_run
     runs = [offline_run(d) for d in sorted((tmp_path/'wandb').glob('offline-run-*'))]
-    assert [w['run']['run_group'] for w in runs] == ['run'] * 5 and all(w['run']['tags'] == ['tiny'] for w in runs)
+    assert [w['run']['run_group'] for w in runs] == ['run'] * 9 and all(w['run']['tags'] == ['tiny'] for w in runs)
     gpt = [w for w in runs if w['run']['display_name'] == 'run-gpt']
     assert len(gpt) == 1 and 'val_loss' in gpt[0]['summary']
     evals = {w['run']['display_name'][:-5]: w for w in runs if w['run']['display_name'].endswith('-eval')}
     assert sorted(evals) == sorted(table.id) and all('loss_recovered' in w['summary'] for w in evals.values())
     trained = [w for w in runs if w is not gpt[0] and w not in evals.values()]
-    assert sorted(w['config']['arch'] for w in trained) == ['relu', 'topk']
+    assert sorted(w['config']['arch'] for w in trained) == ['relu', 'relu', 'topk', 'topk']
     # a second run (without tracking, which is not a setting of the results) skips every stage: the same table
     before = (out/'model'/'model.safetensors').stat().st_mtime
     r2 = pipeline('--tiny', '--out', str(out))
-    assert r2.returncode == 0 and r2.stderr.count('already complete') == 7, r2.stderr[-2000:]
+    assert r2.returncode == 0 and r2.stderr.count('already complete') == 8, r2.stderr[-2000:]
     assert (out/'model'/'model.safetensors').stat().st_mtime == before
     pd.testing.assert_frame_equal(pd.read_csv(out/'summary.csv'), table)
     # other settings for a finished stage: refused, results kept

@@ -1,5 +1,5 @@
 "Toy GPTs on text: saenb_data --text with each tokenizer, its labels and errors, and saenb_pipeline --tiny --text."
-import subprocess
+import json, subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -105,16 +105,18 @@ def test_tiny_pipeline_on_text(text_file, tmp_path):
     assert 'grammatical' not in r.stdout.split('\n')[0] and str(out/'index.html') in r.stdout
     assert not (out/'grammaticality.json').exists() and load_corpus(out/'data').language.name == 'text'
     table = pd.read_csv(out/'summary.csv')
-    assert sorted(table.arch) == ['relu', 'topk'] and table.grammatical.isna().all()
+    assert sorted(table.arch) == ['relu', 'relu', 'topk', 'topk'] and table.grammatical.isna().all()
     for c in ('char_class_covered', 'char_class_median_auroc', 'word_length_median_auroc', 'fvu', 'loss_recovered'):
         assert table[c].notna().all(), c
     assert (table.char_class_median_auroc > 0.6).all()   # even a 30-step GPT separates letters from spaces
     for i in table.id:
         assert (out/'saes'/'runs'/i/'site'/'browser.html').exists()
         assert 'char_class' in (out/'saes'/'runs'/i/'eval'/'report.html').read_text()
+    v = json.loads((out/'circuits'/'topk_k4'/'validation.json').read_text())   # a circuit, with no grammar to judge
+    assert (out/'circuits'/'topk_k4'/'circuit.html').exists() and not any(v['judgement'].values())
     r2 = subprocess.run(console('saenb_pipeline') + ['--tiny', '--text', str(text_file), '--out', str(out)],
                         capture_output=True, text=True)
-    assert r2.returncode == 0 and r2.stderr.count('already complete') == 7, r2.stderr[-2000:]
+    assert r2.returncode == 0 and r2.stderr.count('already complete') == 8, r2.stderr[-2000:]
 
 
 def test_preset_gpt_on_a_text_corpus(text_file, tmp_path):
