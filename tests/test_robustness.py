@@ -1147,10 +1147,11 @@ def test_bad_settings_fail_before_any_stage(tmp_path):
 def test_failed_sae_stage_can_be_fixed(tmp_path):
     "Case 3: after the SAE stage fails, the same command with corrected settings finishes; the failed runs are kept aside."
     out = tmp_path/'run'
-    bad = {'sweep': {'saes': {'arch': ['topk']}, 'arch_specific': {'topk': {'k': 1000}}}}   # k larger than the dictionary
+    one = {'cache': {'hooks': ['0_residpost']}}   # one hook: one SAE per setting
+    bad = {**one, 'sweep': {'saes': {'arch': ['topk']}, 'arch_specific': {'topk': {'k': 1000}}}}   # k > the dictionary
     r = run('saenb_pipeline', '--tiny', '--out', out, '--config', config(tmp_path, **bad), '--quiet')
     assert_fails(r, 'saenb_pipeline', 'SAE run(s) failed', 'k=1000')
-    good = {'sweep': {'saes': {'arch': ['topk']}, 'arch_specific': {'topk': {'k': 4}}}}
+    good = {**one, 'sweep': {'saes': {'arch': ['topk']}, 'arch_specific': {'topk': {'k': 4}}}}
     r = run('saenb_pipeline', '--tiny', '--out', out, '--config', config(tmp_path, **good), '--quiet')
     assert r.returncode == 0, r.stderr[-3000:]
     table = pd.read_csv(out/'summary.csv')
