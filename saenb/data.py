@@ -609,6 +609,17 @@ def make_text_corpus(text:str, # the text (see `read_text`)
     return Corpus(splits, tok, lang, meta=meta)
 
 # %% ../nbs/02_data.ipynb #e1ede93b
+def _write_locked(out, overwrite:bool, make) -> tuple:
+    "`(corpus, path)`: `make()`'s corpus saved to `out`, which is locked, and refused if it holds something else."
+    out = Path(out)
+    with output_lock(out):
+        if out.exists() and not out.is_dir(): raise OutputExists(f"{out} is a file: --out takes a directory")
+        if _is_nonempty_dir(out) and not overwrite:
+            raise OutputExists(f"{out} already exists and is not empty: pass --overwrite to replace it, "
+                               "or choose another --out")
+        corpus = make()
+        return corpus, save_corpus(corpus, out, overwrite=overwrite)
+
 def write_text_corpus(text, # a UTF-8 text file or a directory of them (`read_text`)
                       tokenizer:str='char', # 'char', 'word', or a Hugging Face tokenizer directory
                       seq_len:int=126, # tokens per sequence
@@ -619,15 +630,9 @@ def write_text_corpus(text, # a UTF-8 text file or a directory of them (`read_te
                      ) -> tuple:
     "Read a text, make its corpus and save it: `(corpus, out_path)`."
     content, files = read_text(text)
-    out = Path(out if out is not None else f"data/{Path(text).stem}")
-    with output_lock(out):
-        if out.exists() and not out.is_dir(): raise OutputExists(f"{out} is a file: --out takes a directory")
-        if _is_nonempty_dir(out) and not overwrite:
-            raise OutputExists(f"{out} already exists and is not empty: pass --overwrite to replace it, "
-                               "or choose another --out")
-        source = {'text': str(Path(text).resolve()), 'files': len(files)}
-        corpus = make_text_corpus(content, tokenizer, seq_len, val_frac, max_vocab, source=source)
-        return corpus, save_corpus(corpus, out, overwrite=overwrite)
+    source = {'text': str(Path(text).resolve()), 'files': len(files)}
+    return _write_locked(out if out is not None else f"data/{Path(text).stem}", overwrite,
+                         lambda: make_text_corpus(content, tokenizer, seq_len, val_frac, max_vocab, source=source))
 
 # %% ../nbs/02_data.ipynb #83d9ed86
 def _corpus_language(lang, grammar, hparams:dict) -> Language:
@@ -657,14 +662,8 @@ def write_corpus(lang=None, # a language name (default 'dyck') or a `Language`
     check(isint(n_seqs) and n_seqs >= 1, f"n_seqs must be a positive integer, got {n_seqs!r}")
     check(isint(seed) and seed >= 0, f"seed must be a non-negative integer, got {seed!r}")
     check(isinstance(val_frac, (int, float)) and 0 <= val_frac < 1, f"val_frac must be in [0, 1), got {val_frac!r}")
-    out = Path(out if out is not None else f"data/{lang.name}")
-    with output_lock(out):
-        if out.exists() and not out.is_dir(): raise OutputExists(f"{out} is a file: --out takes a directory")
-        if _is_nonempty_dir(out) and not overwrite:
-            raise OutputExists(f"{out} already exists and is not empty: pass --overwrite to replace it, "
-                               "or choose another --out")
-        corpus = make_corpus(lang, n_seqs, seed=seed, val_frac=val_frac, progress=progress)
-        return corpus, save_corpus(corpus, out, overwrite=overwrite)
+    return _write_locked(out if out is not None else f"data/{lang.name}", overwrite,
+                         lambda: make_corpus(lang, n_seqs, seed=seed, val_frac=val_frac, progress=progress))
 
 # %% ../nbs/02_data.ipynb #b115a014
 _HPARAMS = ['n_brackets', 'min_len', 'max_len', 'max_depth', 'length_dist', 'mean_len', 'n_digits', 'n_ops', 'bracket',

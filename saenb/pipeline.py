@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_pipeline.ipynb #2d27e6bd
 from __future__ import annotations
-import hashlib, html, json, os, sys, time
+import functools, hashlib, html, json, os, sys, time
 from dataclasses import fields, replace
 from pathlib import Path
 import pandas as pd, yaml
@@ -155,9 +155,16 @@ def _stage_settings(cfg:dict, name:str) -> dict:
     "The settings that determine stage `name`'s results: its own and those of every stage before it."
     upto = PIPELINE_STAGES[:PIPELINE_STAGES.index(name) + 1]
     out = {k: cfg[k] for s in upto for k in _STAGE_KEYS[s] if k != 'text' or cfg.get(k)}  # as before text existed
-    if cfg.get('text'):  # a text is its content: an edited file is other data
-        out['text_sha256'] = hashlib.sha256(read_text(cfg['text'])[0].encode()).hexdigest()
+    if cfg.get('text'): out['text_sha256'] = _text_sha256(cfg['text'])  # a text is its content: edited, other data
     return out
+
+def _text_sha256(path) -> str:
+    "The SHA-256 of a text's content, read once while its files are unchanged (every stage's check asks for it)."
+    files = [Path(path)] if Path(path).is_file() else sorted(Path(path).rglob('*'))
+    return _sha_of(str(path), tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.is_file()))
+
+@functools.lru_cache(maxsize=8)
+def _sha_of(path:str, stamps:tuple) -> str: return hashlib.sha256(read_text(path)[0].encode()).hexdigest()
 
 # %% ../nbs/11_pipeline.ipynb #b3fc090b
 def _stage(out:Path, name:str, cfg:dict, log) -> bool:

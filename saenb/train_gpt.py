@@ -532,8 +532,9 @@ def _preset_flags(preset:str|None, # a name in `saenb.model.GPT_PRESETS`, or Non
                   flags:dict) -> dict: # `saenb_train_gpt`'s values of `_PRESET_FLAGS`
     "`flags` with the preset's settings wherever a flag was left at its default."
     if not preset: return flags
-    p, default = gpt_preset(preset) and GPT_PRESETS[preset], inspect.signature(saenb_train_gpt).parameters
-    settings = {**p['model'], **p['train']}
+    gpt_preset(preset)  # an unknown name: the error names the nearest preset
+    settings, default = {**GPT_PRESETS[preset]['model'], **GPT_PRESETS[preset]['train']}, inspect.signature(
+        saenb_train_gpt).parameters
     return {k: v if v != default[k].default else settings.get(k, v) for k, v in flags.items()}
 
 # %% ../nbs/04_train_gpt.ipynb #2a2ac965
