@@ -6,14 +6,19 @@
 from __future__ import annotations
 import itertools, math, time
 from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 import numpy as np, torch
+import torch.nn.functional as F
+from torch import nn
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .utils import (InputError, OutputExists, output_lock, path_record, check, resolve_precision, autocast_args,
-                         precision_note)
+                         precision_note, lr_factor)
 from .model import model_fingerprint, check_device
 from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
-from .sae import SAE
+from .kernels import fast_topk, sparse_encode, sparse_decode
+from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_loss
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row)
 
@@ -95,11 +100,198 @@ def _refuse_taken(out:Path, names:list):
 class _Member(SAERun):
     "One SAE of an ensemble: a `train_sae` run plus its key, random state, progress and view of the shared batches."
     def __init__(self, key, tc:SAETrainConfig, sae:SAE, rng:torch.Tensor, view=None, val=(None, None),
-                 norms=(1.0, None)):
+                 norms=(1.0, None), view_key='shared'):
         super().__init__(tc, sae, make_optimizer(sae, tc, *norms))
         self.key, self.rng, self.stopped, self.steps = key, rng, False, 0
         self.view = view or (lambda xs, ys: (xs, ys))  # shared micro-batches -> this member's (inputs, targets)
+        self.view_key = view_key  # members with equal view keys see equal inputs (and may train as one stack)
         self.val_x, self.val_y = val  # this member's scaled validation inputs and targets
+
+def _save_member(m:_Member, mo:Path, summary:dict, provenance:dict):
+    "Save member `m` to `mo` (as `save_run`) and close its W&B run with its final figures."
+    res = save_run(m, mo, summary, provenance)
+    m.tracker.finish(summary, artifact=mo if m.tc.wandb_artifacts and mo is not None else None, kind='sae')
+    return res
+
+class _Alone:
+    "A member that takes its own step (`sae_step`), with its own random state swapped in around it."
+    def __init__(self, m:_Member): self.members = [m]
+
+    def step(self, xs:list, ys:list, step:int, amp:dict) -> list:
+        "One optimizer step on the shared micro-batches: `[(member, loss dict, its inputs, its targets)]`."
+        m = self.members[0]
+        mx, my = m.view(xs, ys)
+        torch.set_rng_state(m.rng)
+        o = sae_step(m, mx, my, step, amp)
+        m.rng = torch.get_rng_state()
+        return [(m, o, mx, my)]
+
+    def release(self): pass
+
+# %% ../nbs/07b_ensemble.ipynb #8e5b21c3
+_STACK_PARAMS = ('W_enc', 'b_enc', 'W_dec', 'b_dec')
+_OWN_RUN = ('exp_factor', 'd_sae', 'sae', 'wandb_run_name', 'wandb_tags')  # may differ within a stack
+_OWN_SAE = ('k', 'd_sae', 'seed')
+
+def _stack_key(m:_Member) -> str|None:
+    "Members with equal keys train as one `_TopKStack`; None: member `m` trains alone."
+    s, tc = m.sae, m.tc
+    if type(s) is not TopKSAE or s.transcodes or s.dense_train is not None or s.cfg.k_start is not None: return None
+    if tc.resample_every or tc.patience or tc.causal_coeff or m.world > 1: return None
+    with torch.autocast(**autocast_args(tc.precision, s.W_enc.device)):
+        if s.use_dense(s.W_enc[:0]): return None   # the stack takes the sparse path only
+    names = {id(p): n for n, p in s.named_parameters()}
+    lr_mults = sorted((names[id(p)], g.get('lr_mult', 1.0)) for g in m.opt.param_groups for p in g['params'])
+    return repr((m.view_key, {f: v for f, v in asdict(tc).items() if f not in _OWN_RUN},
+                 {f: v for f, v in asdict(s.cfg).items() if f not in _OWN_SAE}, lr_mults))
+
+# %% ../nbs/07b_ensemble.ipynb #1f0b6e47
+class _TopKStack:
+    "TopK members over the same inputs trained as one: parameters side by side, one backward pass and one Adam step."
+    def __init__(self, ms:list):
+        ms = sorted(ms, key=lambda m: m.sae.cfg.d_sae)   # members of one size side by side: one batched product
+        self.members, saes = ms, [m.sae for m in ms]
+        self.n = [s.cfg.d_sae for s in saes]
+        self.offs = [0, *itertools.accumulate(self.n)]   # member i's latents: offs[i]:offs[i] + n[i]
+        self.sizes, first = [], 0   # (first member, members, d_sae) of each size
+        for n, same in itertools.groupby(self.n):
+            c = len(list(same)); self.sizes.append((first, c, n)); first += c
+        with torch.no_grad():
+            self.W_enc = nn.Parameter(torch.cat([s.W_enc for s in saes], 1))
+            self.b_enc = nn.Parameter(torch.cat([s.b_enc for s in saes]))
+            self.W_dec = nn.Parameter(torch.cat([s.W_dec for s in saes]))
+            self.b_dec = nn.Parameter(torch.stack([s.b_dec for s in saes]))
+        dev = self.W_enc.device
+        self.dead = DeadLatentTracker(sum(self.n)).to(dev)
+        self.dead.tokens_since_fired.copy_(torch.cat([s.dead.tokens_since_fired for s in saes]))
+        self.member = torch.arange(len(ms), device=dev).repeat_interleave(torch.tensor(self.n, device=dev))
+        self.cfg, self.tc, self._rows = saes[0].cfg, ms[0].tc, {}
+        names = {id(p): n for n, p in saes[0].named_parameters()}  # the first member's groups (lr_mult), on the stack
+        groups = [{'params': [getattr(self, names[id(p)]) for p in g['params']], 'lr_mult': g.get('lr_mult', 1.0)}
+                  for g in ms[0].opt.param_groups]
+        self.opt = torch.optim.Adam(groups, lr=self.tc.lr, betas=(self.tc.beta1, self.tc.beta2),
+                                    **({'fused': True} if dev.type in ('cpu', 'cuda') else {}))
+        for i, (m, o, n) in enumerate(zip(ms, self.offs, self.n)):   # each member's tensors become views of the stack's
+            s, m.opt = m.sae, self.opt   # the stack's optimizer (its lr is what the member's log shows)
+            for p, v in zip(_STACK_PARAMS, (self.W_enc[:, o:o + n], self.b_enc[o:o + n], self.W_dec[o:o + n],
+                                           self.b_dec[i])): getattr(s, p).data = v.detach()
+            s.dead.tokens_since_fired = self.dead.tokens_since_fired[o:o + n]
+
+    def release(self):
+        "Give each member its own memory again: a copy of its part of the stack, as `train_sae` leaves an SAE."
+        for s in (m.sae for m in self.members):
+            for p in _STACK_PARAMS: getattr(s, p).data = getattr(s, p).data.clone()
+            s.dead.tokens_since_fired = s.dead.tokens_since_fired.clone()
+
+    def rows(self, B:int, counts:tuple, g:int) -> tuple:
+        "For `(member i, n entries a token)` in `counts`, packed `g` to a row: each row's `(member, token)`, member."
+        key = (B, counts, g)
+        if key not in self._rows:
+            if len(self._rows) > 16: self._rows.clear()   # AuxK's counts change as latents die and revive
+            t = torch.arange(B, device=self.W_enc.device)
+            r = torch.cat([(i * B + t).repeat_interleave(n // g) for i, n in counts])
+            self._rows[key] = r, r // B
+        return self._rows[key]
+
+# %% ../nbs/07b_ensemble.ipynb #0d7c52a8
+@patch
+def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
+    "`(summed loss, mse [M], aux [M], l0 [M], fired [sum of d_sae])` of the members on inputs `x [B, d_in]`."
+    saes, M, B = [m.sae for m in self.members], len(self.members), len(x)
+    ks = [s.k_schedule.k_at(step) for s in saes]
+    g = math.gcd(*ks)
+    xc = x[None] - self.b_dec[:, None]   # each member's centred input [M, B, d_in]
+    with torch.no_grad():   # each member's own selection, as `TopKSAE.sparse_codes` makes it
+        pre = self.pre_acts(xc)
+        chosen = [s.choose(p, k) for s, p, k in zip(saes, pre, ks)]
+        idx = torch.cat([(j + o).view(-1, g) for (j, _, _), o in zip(chosen, self.offs)])
+        kept = torch.cat([v.reshape(-1, g) for _, v, _ in chosen]) != 0
+    rows, of = self.rows(B, tuple(enumerate(ks)), g)
+    xs = xc.view(M * B, -1)
+    vals = sparse_encode(xs, self.W_enc, idx, self.b_enc, rows)
+    if self.cfg.relu_after_topk: vals = F.relu(vals) * kept
+    y_hat = sparse_decode(idx, vals, self.W_dec, None, rows, M * B).view(M, B, -1) + self.b_dec[:, None]
+    mse = (y_hat.float() - x.float()).pow(2).sum(-1).mean(-1)   # `_mse` of each member
+    aux = self.aux(xs, pre, x, y_hat)
+    nz = vals.detach() != 0
+    cnt = torch.zeros(sum(self.n), dtype=torch.int32, device=x.device).index_add_(0, idx.view(-1), nz.view(-1).int())
+    l0 = torch.zeros(M, device=x.device).index_add_(0, of, nz.sum(1).float()) / B
+    return mse.sum() + aux.sum(), mse, aux, l0, cnt > 0
+
+@patch
+def pre_acts(self:_TopKStack, xc:torch.Tensor) -> list:
+    "Each member's pre-activations `[B, d_sae]` of its centred inputs `xc [M, B, d_in]`: one product per size."
+    out, d = [], xc.shape[-1]
+    for a, c, n in self.sizes:
+        o = self.offs[a]
+        W, b = self.W_enc[:, o:o + c * n], self.b_enc[o:o + c * n]
+        if c == 1: out.append(F.linear(xc[a], W.t(), b))
+        else: out += torch.baddbmm(b.view(c, 1, n), xc[a:a + c], W.view(d, c, n).transpose(0, 1)).unbind(0)
+    return out
+
+@patch
+def aux(self:_TopKStack, xs:torch.Tensor, pre:list, x:torch.Tensor, y_hat:torch.Tensor) -> torch.Tensor:
+    "AuxK of every member with dead latents in one sparse encode and decode, as `TopKSAE.aux_loss`; `[M]`."
+    parts, M, B = [], len(self.members), len(x)   # the dead latents' pre-activations are the main product's columns
+    with torch.no_grad():
+        for i, s in enumerate(m.sae for m in self.members):
+            if (dead := s.auxk_latents()) is None: continue
+            d, n = dead
+            parts.append((i, d[fast_topk(pre[i][:, d], n)[1]] + self.offs[i]))
+    out = x.new_zeros(M, dtype=torch.float32)
+    if not parts: return out
+    g, who = math.gcd(*(j.shape[1] for _, j in parts)), torch.tensor([i for i, _ in parts], device=x.device)
+    rows, _ = self.rows(B, tuple((i, j.shape[1]) for i, j in parts), g)   # rows read their member's centred input
+    idx = torch.cat([j.reshape(-1, g) for _, j in parts])
+    vals = F.relu(sparse_encode(xs, self.W_enc, idx, self.b_enc, rows))
+    e_hat = sparse_decode(idx, vals, self.W_dec, None, rows, M * B).view(M, B, -1)[who]
+    c = self.cfg
+    return out.index_put((who,), c.aux_coeff * auxk_loss(e_hat, (x - y_hat[who]).detach(), c.aux_norm))
+
+# %% ../nbs/07b_ensemble.ipynb #5a3f0c19
+@patch
+@torch.no_grad()
+def clip(self:_TopKStack, max_norm:float):
+    "Scale each member's gradient to norm at most `max_norm`, as `clip_grad_norm_` does to a single run's."
+    gE, gb, gD, gd = (p.grad for p in (self.W_enc, self.b_enc, self.W_dec, self.b_dec))
+    per_latent = gE.pow(2).sum(0) + gb.pow(2) + gD.pow(2).sum(1)
+    sq = torch.zeros(len(self.n), device=gE.device).index_add_(0, self.member, per_latent) + gd.pow(2).sum(1)
+    coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+    c = coef[self.member]
+    gE.mul_(c); gb.mul_(c); gD.mul_(c[:, None]); gd.mul_(coef[:, None])
+
+@patch
+def step(self:_TopKStack, xs:list, ys:list, step:int, amp:dict) -> list:
+    "One optimizer step of every member, as `sae_step` takes it: `[(member, loss dict, its inputs, its targets)]`."
+    ms, tc = self.members, self.tc
+    f = lr_factor(step, tc.n_steps, tc.lr_schedule, tc.warmup_steps, tc.decay_frac, tc.min_lr_frac)
+    for gr in self.opt.param_groups: gr['lr'] = tc.lr * gr['lr_mult'] * f
+    mx, my = ms[0].view(xs, ys)
+    fired, n_tok = None, 0
+    for x in mx:
+        x = x.reshape(-1, x.shape[-1])
+        with torch.autocast(**amp): total, mse, aux, l0, fx = self.loss(x, step)
+        if step == 0 and not torch.isfinite(total):
+            raise InputError(f"the first training loss is {float(total)}: the activations, as scaled for training, "
+                             "overflow or hold inf/nan; keep normalize=True, or check them")
+        (total / tc.grad_accum).backward()
+        fired, n_tok = fx if fired is None else fired | fx, n_tok + len(x)
+    SAE.before_step(self)   # row-wise on the decoder: the members' rows are the stack's
+    if tc.max_grad_norm: self.clip(tc.max_grad_norm)
+    self.opt.step(); self.opt.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        self.dead.update(fired, n_tok)
+        if self.cfg.normalize_decoder: SAE.normalize_decoder_(self)
+    mse, aux, zero = mse.detach(), aux.detach(), mse.new_zeros(())
+    return [(m, dict(loss=mse[i] + aux[i], mse_loss=mse[i], sparsity_loss=zero, aux_loss=aux[i], l0=l0[i],
+                     fired=fired[o:o + n], n_tokens=n_tok), mx, my) for i, (m, o, n) in enumerate(zip(ms, self.offs, self.n))]
+
+# %% ../nbs/07b_ensemble.ipynb #6a2f4c88
+def _step_groups(ms:list) -> list:
+    "Members as `_TopKStack`s (those that share a `_stack_key`) and `_Alone`s, in order of their first member."
+    groups = {}
+    for i, m in enumerate(ms): groups.setdefault(_stack_key(m) or i, []).append(m)
+    return [_TopKStack(g) if len(g) > 1 else _Alone(g[0]) for g in groups.values()]
 
 def _train_members(ms:list, batches, n_steps:int, amp:dict, desc:str, progress:bool, callback) -> float:
     "The ensemble loop: each step, every live member steps on its view of the shared batch; returns the seconds taken."
@@ -107,35 +299,28 @@ def _train_members(ms:list, batches, n_steps:int, amp:dict, desc:str, progress:b
     outer = torch.get_rng_state()
     bar = tqdm(total=n_steps, desc=desc, disable=not progress, dynamic_ncols=True)
     for m in ms: m.tracker = sae_tracker(m.tc, m.sae, member=_member_name(m.key))  # W&B: one run a member
+    groups = _step_groups(ms)
     t0 = time.perf_counter()
     try:
         for step in range(n_steps):
-            live = [m for m in ms if not m.stopped]
+            live = [u for u in groups if not all(m.stopped for m in u.members)]  # stacked members never stop early
             if not live: break
             xs, ys = next(batches)
-            for m in live:
-                mx, my = m.view(xs, ys)
-                torch.set_rng_state(m.rng)
-                o = sae_step(m, mx, my, step, amp)
-                m.steps = step + 1
-                row = sae_log(m, o, mx[-1], my[-1], step + 1, amp, m.val_x, m.val_y)
-                if row is not None: log_row(m.tracker, row)
-                m.rng = torch.get_rng_state()
-                if m.tc.patience and m.bad_evals >= m.tc.patience: m.stopped = True
+            for u in live:
+                for m, o, mx, my in u.step(xs, ys, step, amp):
+                    m.steps = step + 1
+                    row = sae_log(m, o, mx[-1], my[-1], step + 1, amp, m.val_x, m.val_y)
+                    if row is not None: log_row(m.tracker, row)
+                    if m.tc.patience and m.bad_evals >= m.tc.patience: m.stopped = True
             bar.update(1)
             if callback is not None: callback(step + 1, {m.key: m.sae for m in ms})
     except BaseException:
         for m in ms: m.tracker.finish(failed=True)
         raise
     finally:
+        for u in groups: u.release()
         bar.close(); torch.set_rng_state(outer)
     return time.perf_counter() - t0
-
-def _save_member(m:_Member, mo:Path, summary:dict, provenance:dict):
-    "Save member `m` to `mo` (as `save_run`) and close its W&B run with its final figures."
-    res = save_run(m, mo, summary, provenance)
-    m.tracker.finish(summary, artifact=mo if m.tc.wandb_artifacts and mo is not None else None, kind='sae')
-    return res
 
 # %% ../nbs/07b_ensemble.ipynb #f5661ec8
 def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` file, or `ActivationStore`
@@ -251,7 +436,8 @@ def _hook_member(name, s:dict, base:SAETrainConfig, src, x0:torch.Tensor, norms:
     in_norm = scale * raw_norm
     m = _Member(name, tc, sae, torch.get_rng_state(), view=view,
                 val=(rx * scale, ry * tscale if ry is not None else None),
-                norms=(in_norm, tscale * norms[target] if target else in_norm))
+                norms=(in_norm, tscale * norms[target] if target else in_norm),
+                view_key=(tuple(hooks), target, stacked, scale, tscale))  # SAEs at one hook may share a stack
     extra = {'hook': hooks if stacked else hooks[0], **({'target': target} if target else {})}
     point = None if stacked else resolve_hook(src.model, hooks[0])
     acts = activations_fingerprint(model_fingerprint(src.model), point, d[0]) if point else None

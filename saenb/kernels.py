@@ -189,11 +189,18 @@ def scatter_mm(idx, vals, M, n, rows=None):
     return torch.sparse.mm(C, M)
 
 # %% ../nbs/06a_kernels.ipynb #b84f2625
+_BAGS = {}  # id(rows) -> (rows, its version, n_tokens, k, bags): rows reused step after step (a stack's) cut once
+
 def _bags(rows:torch.Tensor, n_tokens:int, k:int) -> torch.Tensor:
     "Where each token's entries start among packed rows' entries, `k` a row (`rows`: the token of each row, sorted)."
+    hit = _BAGS.get(id(rows))
+    if hit is not None and hit[0] is rows and hit[1:4] == (rows._version, n_tokens, k): return hit[4]
     check(n_tokens is not None, "packed codes (rows=...) need n_tokens")
     check(len(rows) < 2 or bool((rows[1:] >= rows[:-1]).all()), "the rows of packed codes must be in token order")
-    return torch.searchsorted(rows, torch.arange(n_tokens, device=rows.device)) * k
+    bags = torch.searchsorted(rows, torch.arange(n_tokens, device=rows.device)) * k
+    if len(_BAGS) >= 8: _BAGS.clear()   # the entry holds `rows`, so its id is not reused while it is here
+    _BAGS[id(rows)] = (rows, rows._version, n_tokens, k, bags)
+    return bags
 
 def _bag_sum(idx, W, vals, bags):
     "`sum_j vals[r, j] * W[idx[r, j]]` per row r of `idx`, or per token with `bags` (each token's first entry)."

@@ -626,15 +626,15 @@ class TopKConfig(AuxKConfig):
 
 
 # %% ../nbs/06_sae.ipynb #bf2d2042
-def auxk_loss(e_hat:torch.Tensor, # the dead latents' reconstruction of the residual `[N, d_out]`
-              residual:torch.Tensor, # `y - y_hat` `[N, d_out]` (detached)
+def auxk_loss(e_hat:torch.Tensor, # the dead latents' reconstruction of the residual `[..., N, d_out]`
+              residual:torch.Tensor, # `y - y_hat` `[..., N, d_out]` (detached)
               norm:str='residual_power') -> torch.Tensor: # see `AUX_NORMS`
-    "The AuxK error (Gao et al. 2024) under normalisation `norm`, fp32."
+    "The AuxK error (Gao et al. 2024) under normalisation `norm`, fp32; one per leading index (several SAEs at once)."
     e = residual.float()
-    err = (e_hat.float() - e).pow(2).sum(-1)
-    if norm == 'residual_power': return err.mean() / e.pow(2).sum(-1).mean().clamp_min(1e-8)
-    if norm == 'residual_var': return err.mean() / (e - e.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
-    if norm == 'none': return err.mean()
+    err = (e_hat.float() - e).pow(2).sum(-1).mean(-1)
+    if norm == 'residual_power': return err / e.pow(2).sum(-1).mean(-1).clamp_min(1e-8)
+    if norm == 'residual_var': return err / (e - e.mean(-2, keepdim=True)).pow(2).sum(-1).mean(-1).clamp_min(1e-8)
+    if norm == 'none': return err
     raise InputError(f"aux_norm={norm!r}: choose one of {AUX_NORMS}")
 
 @patch
