@@ -1,24 +1,56 @@
 """Train one SAELens SAE on an activation file and print one JSON line (run inside SAELens's own virtual environment).
 
 Called by `sae_vs_saelens.py`; not part of saenb. Usage:
-    python _saelens_worker.py ACTS.npy VAL.npy ARCH D_SAE K_OR_L1 BATCH N_TOKENS LR AUTOCAST SEED
+    python _saelens_worker.py ACTS.npy VAL.npy ARCH D_SAE KNOB BATCH N_TOKENS LR AUTOCAST SEED [WIDTHS [CFG_JSON]]
+
+ARCH is a SAELens training architecture: standard, topk, batchtopk, jumprelu, gated or matryoshka (SAELens's
+MatryoshkaBatchTopKTrainingSAE, its nested widths WIDTHS: comma-separated, increasing, ending at D_SAE). KNOB is k for
+topk, batchtopk and matryoshka, the L1 coefficient for standard and gated, the L0 coefficient for jumprelu (its default
+"step" L0 loss). Every other setting is SAELens's default, unless CFG_JSON (a JSON object of training-config fields)
+says otherwise.
+
+Validation is done as SAELens's users see the SAE: it is saved in its inference layout (`save_inference_model`) and
+loaded back (`SAE.load_from_disk`), so BatchTopK and Matryoshka SAEs are evaluated as the JumpReLU SAEs SAELens turns
+them into (one learned threshold, the EMA of each batch's smallest kept activation, for every latent; the codes then
+vary in number per token), and the L0 printed is that of the very codes the FVU is computed with. Prints
+`train_seconds`, `tokens_per_s`, `fvu` and `l0` on VAL, and `eval_arch` (the inference architecture it was evaluated
+as); for BatchTopK and Matryoshka also `batch_fvu` and `batch_l0`, those of the training-mode codes (the top k*BATCH of
+each batch of BATCH validation rows, L0 = k), and the learned `topk_threshold`.
 """
-import json, sys, time
+import json, sys, tempfile, time
 import numpy as np, torch
-from sae_lens import SAETrainer
+from sae_lens import SAE, SAETrainer
 from sae_lens.config import SAETrainerConfig, LoggingConfig
 from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
+from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig
+from sae_lens.saes.gated_sae import GatedTrainingSAE, GatedTrainingSAEConfig
+from sae_lens.saes.matryoshka_batchtopk_sae import MatryoshkaBatchTopKTrainingSAE, MatryoshkaBatchTopKTrainingSAEConfig
 
-acts_path, val_path, arch, d_sae, k_or_l1, batch, n_tokens, lr, autocast, seed = sys.argv[1:11]
+acts_path, val_path, arch, d_sae, knob, batch, n_tokens, lr, autocast, seed = sys.argv[1:11]
+widths = [int(w) for w in sys.argv[11].split(',')] if len(sys.argv) > 11 and sys.argv[11] not in ('', '-') else None
+extra = json.loads(sys.argv[12]) if len(sys.argv) > 12 else {}
 d_sae, batch, n_tokens, seed = int(d_sae), int(batch), int(n_tokens), int(seed)
 torch.manual_seed(seed)
-torch.set_num_threads(torch.get_num_threads())
 acts = torch.from_numpy(np.array(np.load(acts_path, mmap_mode='r'))).float()
 val = torch.from_numpy(np.load(val_path)).float()
 d_in = acts.shape[1]
-if arch == 'topk': sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=int(k_or_l1)))
-else: sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=d_in, d_sae=d_sae, l1_coefficient=float(k_or_l1)))
+
+def make_sae():
+    common = dict(d_in=d_in, d_sae=d_sae, **extra)
+    if arch == 'standard': return StandardTrainingSAE(StandardTrainingSAEConfig(**common, l1_coefficient=float(knob)))
+    if arch == 'topk': return TopKTrainingSAE(TopKTrainingSAEConfig(**common, k=int(float(knob))))
+    if arch == 'batchtopk': return BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(**common, k=float(knob)))
+    if arch == 'matryoshka':
+        assert widths and widths[-1] == d_sae, f"matryoshka needs WIDTHS ending at d_sae={d_sae}, got {widths}"
+        return MatryoshkaBatchTopKTrainingSAE(MatryoshkaBatchTopKTrainingSAEConfig(**common, k=float(knob),
+                                                                                   matryoshka_widths=list(widths)))
+    if arch == 'jumprelu': return JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(**common, l0_coefficient=float(knob)))
+    if arch == 'gated': return GatedTrainingSAE(GatedTrainingSAEConfig(**common, l1_coefficient=float(knob)))
+    raise SystemExit(f"unknown architecture {arch!r}: standard, topk, batchtopk, jumprelu, gated or matryoshka")
+
+sae = make_sae()
 
 def provider():
     g = torch.Generator().manual_seed(seed)
@@ -30,8 +62,19 @@ cfg = SAETrainerConfig(total_training_samples=n_tokens, train_batch_size_samples
                        autocast=autocast == '1', logger=LoggingConfig(log_to_wandb=False), device='cpu')
 trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=provider())
 t0 = time.perf_counter(); sae = trainer.fit(); dt = time.perf_counter() - t0
+with tempfile.TemporaryDirectory() as d:   # the inference SAE SAELens saves (BatchTopK, Matryoshka: JumpReLU)
+    sae.save_inference_model(d)
+    inf = SAE.load_from_disk(d, device='cpu').eval()
 with torch.no_grad():
-    feats = sae.encode(val); rec = sae.decode(feats)
+    feats = inf.encode(val); rec = inf.decode(feats)
     fvu = ((rec - val) ** 2).sum() / ((val - val.mean(0)) ** 2).sum()
     l0 = (feats != 0).float().sum(-1).mean()
-print(json.dumps({'train_seconds': dt, 'tokens_per_s': n_tokens / dt, 'fvu': fvu.item(), 'l0': l0.item()}))
+    out = {'train_seconds': dt, 'tokens_per_s': n_tokens / dt, 'fvu': fvu.item(), 'l0': l0.item(),
+           'eval_arch': inf.cfg.architecture()}
+    if arch in ('batchtopk', 'matryoshka'):   # also the training-mode codes: top k*B of each validation batch of BATCH
+        sae.eval()
+        feats = torch.cat([sae.encode(v) for v in val.split(batch)]); rec = sae.decode(feats)
+        out['batch_fvu'] = (((rec - val) ** 2).sum() / ((val - val.mean(0)) ** 2).sum()).item()
+        out['batch_l0'] = (feats != 0).float().sum(-1).mean().item()
+        out['topk_threshold'] = float(sae.topk_threshold)
+print(json.dumps(out))

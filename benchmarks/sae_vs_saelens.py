@@ -1,36 +1,100 @@
-"""saenb against SAELens: the same activation file, architecture, width, k (or L1 coefficient), batch size and token budget,
-trained side by side in the same run. Prints one JSON line: tokens/s of each and their ratio, validation FVU and L0 of each,
-and achieved FLOP/s (the products a step needs, counted the same for both tools) as a fraction of this machine's measured
-fp32 and bf16 matmul peaks.
+"""saenb against SAELens, every architecture SAELens trains: the same activation file, architecture, width, k (or L0
+target), batch size and token budget, trained side by side in the same run. Prints one JSON line: for each architecture
+tokens/s of each tool and their ratio, validation FVU and L0 of each, the learning rate each was best at, and achieved
+FLOP/s (the products a step needs, counted the same for both tools) as a fraction of this machine's measured fp32 and
+bf16 matmul peaks; and a `summary` of every architecture's `speedup`, `speedup_vs_saelens_bf16` and `fvu_ratio` (saenb
+FVU / SAELens FVU; below 1: saenb reconstructs better).
 
-The two tools parametrise the decoder differently (saenb: unit-norm rows; SAELens: rows at norm 0.1 with activations rescaled
-by the norm), so one learning rate means different effective step sizes. Each tool is therefore trained at every learning rate
-of `--lrs` and its best validation FVU reported (with the learning rate that gave it): reconstruction is compared at each tool's
-own best setting, speed (tokens/s, the median over the runs) does not depend on it.
+Architectures (`--archs`, a comma list, or `all` = relu,topk,batchtopk,jumprelu,gated,matryoshka), saenb name
+(SAELens's):
 
-For relu/standard the L1 coefficient means different sparsity in the two tools (their loss scales differ), so each tool's
-coefficient is searched (geometric bisection, at `--relu_lr`) until its L0 brackets `--relu_l0`, and the FVU of each is
-interpolated (in log L0) at that L0: reconstruction at matched sparsity.
+- k-based, compared at the same `--k`: `topk`, `batchtopk`, `matryoshka` (SAELens's `MatryoshkaBatchTopKTrainingSAE`;
+  both tools get the same nested widths, d_sae/8, d_sae/4, d_sae/2, d_sae: saenb's `prefixes`, SAELens's
+  `matryoshka_widths`). The two tools parametrise the decoder differently (saenb: unit-norm rows; SAELens: rows at norm
+  0.1 with activations rescaled by the norm), so one learning rate means different effective step sizes: each tool is
+  trained at every learning rate of `--lrs` and its best validation FVU reported (with the learning rate that gave it).
+- coefficient-based, compared at the same L0 (`--coef_l0`, default k): `relu` (SAELens's `standard`: L1), `jumprelu` (L0
+  penalty; SAELens's default "step" loss) and `gated` (L1 on the gate). A coefficient means different sparsity in the
+  two tools (their loss scales and input scaling differ), so each tool's coefficient is searched separately
+  (`_match_l0`, at `--coef_lr`, from a per-architecture start measured at the default sizes, `COEF_START`, or
+  `--coef_start`; at most `--max_search_runs` runs) until its L0 brackets the target, and the FVU of each is
+  interpolated (in log L0) at it: reconstruction at matched sparsity. `*_matched` says whether the search reached the
+  target (bracketed it, or a run within 2%); if not (the search stops when L0 does not answer to the coefficient), the
+  run nearest to it is reported, and `l0_matched` is false. saenb's JumpReLU starts from thresholds calibrated on the
+  first batch to the target L0 (its `calibrate`, on when `target_l0` is given; the coefficient stays fixed); SAELens's
+  from its default 0.01, and they move at most ~lr a step, so in a short run its L0 hardly answers to the coefficient
+  (at the default sizes L0 90-97 for l0_coefficient 10 to 100, target 32): its JumpReLU is then compared off target.
+  `--saelens_cfg` sets other SAELens training-config fields, e.g. '{"jumprelu": {"jumprelu_init_threshold": 0.3}}' (at
+  the tiny sizes 0.1 gave L0 39, 0.3 gave 13; not searched).
 
-SAELens trains in fp32 unless asked for autocast; it is also run once with its bf16 autocast at its best setting, and saenb's
-speed against that is reported too (`speedup_vs_saelens_bf16`).
+Validation: saenb's FVU and L0 are its eval-mode codes'; SAELens's those of the inference SAE it saves
+(`_saelens_worker.py`): BatchTopK and Matryoshka become JumpReLU SAEs with one learned threshold, as in SAELens, and the
+L0 reported is that of the codes the FVU is computed with. SAELens's threshold is an EMA (rate 0.01 per step, from 0) of
+each batch's smallest kept activation, so on short runs it is still low and its inference L0 above k (at the default
+sizes, 128 steps: 42 for BatchTopK, 67 for Matryoshka, k = 32); the FVU of its training-mode codes (the top k*B of each
+validation batch, L0 = k) is reported beside it (`saelens_batch_fvu`, `_l0`), and `saelens_l0_off_target` flags an L0
+more than 25% from the target (either tool: `*_l0_off_target`).
+
+Speed is the median tokens/s over each tool's runs (it does not depend on the learning rate or coefficient). SAELens
+trains in fp32 unless asked for autocast; it is also run once with its bf16 autocast at its best setting, and saenb's
+speed against that is reported too (`speedup_vs_saelens_bf16`). FLOPs per token, both tools: the encoder's forward and
+weight gradient, 4*d_in*d_sae (twice for gated: its gate and magnitude products), plus the decoder's forward and both
+gradients, 6*k*d_in for the k-based (sparse) architectures and 6*d_sae*d_in for the dense ones (relu, jumprelu, gated;
+gated's auxiliary reconstruction through the gate is not counted).
+
+`--archs all` trains each tool at 3 learning rates (`LRS_ALL`: 1.4e-3, 2.8e-3, 5.6e-3, x2 apart, centred on saenb's
+default) instead of `--lrs`'s 7, and stops each coefficient search after 5 runs instead of 7, so that the whole
+comparison fits in an hour on a 2-core CPU at the default sizes: about 40-46 minutes, estimated from single runs at
+those sizes on an otherwise idle machine (seconds a run, SAELens / saenb: topk 50 / 12, batchtopk 91 / 15, matryoshka
+103 / 21, standard (relu) 55 / 21, jumprelu 85 / 33, gated 90 / 28; 4 SAELens and 3 saenb runs for each k-based
+architecture, 3-6 and 3-5 for each coefficient-based one). The record's `lrs` says which grid ran, `lrs_reduced` whether
+it was the reduced one, and `*_best_lr_at_edge` flags a best learning rate at an end of the grid. Pass `--lrs` to choose
+the grid yourself.
+
+Activations (`--acts`): synthetic by default (sparse nonnegative combinations of 4*d_in random directions, k/2 active
+per row); or an `.npy` [N, d] file (its last 8192 rows for validation); or an activation store directory written by
+`saenb_cache` (a store, or a one-hook cache), read with `saenb.cache.ActivationStore`: at most `--n_tokens` rows of its
+`train` split for training, its `validation` split for validation (at most `--val_rows`), or, if it has none, the last
+8192 rows of the training split. Both tools then read the same two `.npy` files.
 
 SAELens pins transformer-lens below 4, so it runs in its own virtual environment: `$SAENB_SAELENS_PYTHON` if set, else
-`~/.cache/saenb/saelens-venv-<torch version>`, built on first use (about 1.5 minutes, from the package index, with torch pinned
-to saenb's) and shared with tests/test_sae_interop.py (`_common.saelens_python`); nothing is downloaded at training time.
+`~/.cache/saenb/saelens-venv-<torch version>`, built on first use (about 1.5 minutes, from the package index, with torch
+pinned to saenb's) and shared with tests/test_sae_interop.py (`_common.saelens_python`); nothing is downloaded at
+training time.
 
-    python benchmarks/sae_vs_saelens.py [--archs topk,relu] [--d_in 256] [--exp_factor 8] [--k 32] [--n_tokens 524288] [--lrs 1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3]
+    python benchmarks/sae_vs_saelens.py [--archs topk,relu | all] [--d_in 256] [--exp_factor 8] [--k 32]
+        [--n_tokens 524288] [--batch_size 4096] [--lrs 1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3]
+        [--coef_l0 K] [--coef_lr 4e-3] [--coef_start '{"gated": {"saenb": 2, "saelens": 1}}'] [--max_search_runs 7]
+        [--saelens_cfg '{"jumprelu": {...}}'] [--acts FILE.npy | STORE_DIR] [--val_rows 65536]
+
+Progress (one line per training run) goes to stderr; the JSON line to stdout.
 """
-import argparse, json, subprocess, sys, tempfile
+import argparse, json, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import device_name, matmul_peak, emit, saelens_python
 
 HERE = Path(__file__).parent
+ALL_ARCHS = ('relu', 'topk', 'batchtopk', 'jumprelu', 'gated', 'matryoshka')
+K_ARCHS = ('topk', 'batchtopk', 'matryoshka')   # compared at the same k, each tool at its best learning rate
+COEF_ARCHS = ('relu', 'jumprelu', 'gated')   # compared at the same L0, each tool's coefficient searched
+SAELENS_ARCH = {'relu': 'standard', 'topk': 'topk', 'batchtopk': 'batchtopk', 'jumprelu': 'jumprelu', 'gated': 'gated',
+                'matryoshka': 'matryoshka'}   # the worker's names (SAELens's training architectures)
+LRS = '1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3'
+LRS_ALL = '1.4e-3,2.8e-3,5.6e-3'   # `--archs all`: 3 rates, x2 apart, centred on saenb's default 2.83e-3
+# where each tool's coefficient search starts (saenb: --sparsity_coeff; SAELens: l1_coefficient, l0_coefficient for
+# jumprelu): for L0 = 32 at the default sizes (lr 4e-3), interpolated in log-log from single runs there: saenb relu
+# 1.25 -> L0 38, 5 -> 8.6; jumprelu (thresholds calibrated to the target first) 0.1 -> 46, 1 -> 14; gated 1 -> 330,
+# 4 -> 11.5. SAELens standard 1 -> 14.5, 5 -> 0.3; gated 0.5 -> 160, 0.8 -> 59, 1 -> 20; jumprelu 10 -> 90, 100 -> 97
+# (its L0 hardly answers to the coefficient in 128 steps: its default, 1.0)
+COEF_START = {'relu': {'saenb': 1.5, 'saelens': 0.7}, 'jumprelu': {'saenb': 0.25, 'saelens': 1.0},
+              'gated': {'saenb': 2.5, 'saelens': 0.8}}
+VAL_ROWS = 8192
 
 def synthetic_activations(n:int, d:int, n_feat:int, l0:float, seed:int) -> np.ndarray:
-    "Sparse nonnegative combinations of `n_feat` random unit directions (about `l0` active per row), plus a little noise."
+    """Sparse nonnegative combinations of `n_feat` random unit directions (about `l0` active per row), plus a little
+    noise."""
     g = np.random.default_rng(seed)
     D = g.standard_normal((n_feat, d)).astype(np.float32); D /= np.linalg.norm(D, axis=1, keepdims=True)
     out = np.empty((n, d), np.float32)
@@ -43,21 +107,41 @@ def synthetic_activations(n:int, d:int, n_feat:int, l0:float, seed:int) -> np.nd
 def run_json(cmd:list, env=None) -> dict:
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [l for l in r.stdout.splitlines() if l.startswith('{')]
-    if r.returncode or not lines: raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    if r.returncode or not lines:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
     return json.loads(lines[-1])
 
 def _match_l0(run, c0:float, target:float, max_runs:int=7) -> list:
-    "Runs at L1 coefficients searched geometrically from `c0` until two of them bracket L0 = `target`, then bisected (at most `max_runs`) until the bracket is tight."
-    runs = [run(c0)]
+    """Runs at sparsity coefficients searched from `c0` until two of them bracket L0 = `target`, then narrowed until the
+    bracket is tight, at most `max_runs` in all. Outside a bracket each step is x4 (or /4), or, once two runs give L0's
+    slope against the coefficient (log-log), the step that slope says lands a little past the target (x1.5 to x16);
+    inside, the secant in log coefficient against log L0, kept within the bracket's middle 70%. Stops early when an
+    8-fold change of the coefficient over the last three runs moved L0 by less than 25%: L0 does not answer to the
+    coefficient in a run this long (the target is out of its reach), or when a run lands within 2% of the target."""
+    ll = lambda r: float(np.log(max(r['l0'], 1e-3)))
+    lc = lambda r: float(np.log(r['knob']))
+    go = lambda c: run(float(f'{c:.4g}'))   # coefficients to 4 significant digits
+    runs, lt = [go(c0)], float(np.log(target))
     while len(runs) < max_runs:
+        if abs(ll(runs[-1]) - lt) < 0.02: break  # on the target (2%): nothing left to narrow
         lo = [r for r in runs if r['l0'] <= target]; hi = [r for r in runs if r['l0'] > target]
         if lo and hi:
             a, b = max(lo, key=lambda r: r['l0']), min(hi, key=lambda r: r['l0'])
-            gaps = sorted(abs(np.log(r['l0'] / target)) for r in (a, b))
+            gaps = sorted(abs(ll(r) - lt) for r in (a, b))
             if gaps[0] < 0.1 and gaps[1] < 0.25: break  # a tight bracket: the interpolation's error is small
-            runs.append(run(float(np.sqrt(a['knob'] * b['knob'])))); continue
-        c = runs[-1]['knob'] * (4 if not lo else 0.25)  # L0 too high: more L1; too low: less
-        runs.append(run(c))
+            t = (lt - ll(a)) / (ll(b) - ll(a)) if ll(b) != ll(a) else 0.5
+            t = float(np.clip(t, 0.15, 0.85))
+            runs.append(go(np.exp(lc(a) + t * (lc(b) - lc(a))))); continue
+        if len(runs) >= 3 and abs(lc(runs[-1]) - lc(runs[-3])) >= np.log(8) - 1e-9 \
+                and abs(ll(runs[-1]) - ll(runs[-3])) < np.log(1.25): break  # L0 deaf to the coefficient
+        up = not lo  # L0 too high: a larger coefficient; too low: a smaller one
+        step = np.log(4)
+        if len(runs) >= 2 and lc(runs[-1]) != lc(runs[-2]):
+            p = -(ll(runs[-1]) - ll(runs[-2])) / (lc(runs[-1]) - lc(runs[-2]))   # L0 ~ c^-p
+            if p > 0.1:
+                aim = lt + (np.log(0.8) if up else np.log(1.25))   # a little past the target: a bracket, close to it
+                step = float(np.clip(abs(ll(runs[-1]) - aim) / p, np.log(1.5), np.log(16)))
+        runs.append(go(np.exp(lc(runs[-1]) + (step if up else -step))))
     return runs
 
 def _at_l0(runs:list, target:float) -> dict:
@@ -68,65 +152,191 @@ def _at_l0(runs:list, target:float) -> dict:
     w = np.log(target / max(a['l0'], 1e-9)) / np.log(b['l0'] / max(a['l0'], 1e-9))
     return {**a, 'fvu': float(a['fvu'] + w * (b['fvu'] - a['fvu'])), 'l0': target, 'knob': (a['knob'], b['knob'])}
 
+def write_acts(acts:str|None, tmp:Path, a) -> tuple:
+    "`(train.npy, val.npy, source)` in `tmp`: synthetic rows, an `.npy` file's, or a store's (see the docstring)."
+    train, val = tmp/'train.npy', tmp/'val.npy'
+    if acts is None:
+        x = synthetic_activations(max(a.n_tokens // 2, 65536) + VAL_ROWS, a.d_in, a.d_in * 4, a.k / 2, a.seed)
+        np.save(train, x[:-VAL_ROWS]); np.save(val, x[-VAL_ROWS:])
+        return train, val, {'kind': 'synthetic', 'train_rows': len(x) - VAL_ROWS, 'val_rows': VAL_ROWS}
+    p = Path(acts)
+    if p.is_file() and p.suffix == '.npy':
+        x = np.load(p, mmap_mode='r')
+        np.save(train, np.asarray(x[:-VAL_ROWS])); np.save(val, np.asarray(x[-VAL_ROWS:]))
+        return train, val, {'kind': 'npy', 'path': str(p), 'train_rows': len(x) - VAL_ROWS, 'val_rows': VAL_ROWS}
+    if not p.is_dir(): raise SystemExit(f"--acts {p}: neither an .npy file nor an activation store directory")
+    from saenb.cache import ActivationStore
+    tr = ActivationStore(p, 'train')
+    has_val = tr.manifest['rows'].get('validation', 0) > 0
+    n_val = 0 if has_val else VAL_ROWS
+    if not has_val and len(tr) <= n_val: raise SystemExit(f"--acts {p}: {len(tr)} rows, too few to hold out {VAL_ROWS}")
+    n_train = min(len(tr) - n_val, a.n_tokens)
+    def copy(store, lo, hi, out):
+        m = np.lib.format.open_memmap(out, 'w+', np.float32, (hi - lo, store.d))
+        for i in range(lo, hi, 65536): m[i - lo:min(i + 65536, hi) - lo] = store[i:min(i + 65536, hi)].numpy()
+        m.flush(); del m
+    copy(tr, 0, n_train, train)
+    if has_val:
+        va = ActivationStore(p, 'validation'); n_val = min(len(va), a.val_rows); copy(va, 0, n_val, val)
+    else: copy(tr, len(tr) - n_val, len(tr), val)
+    return train, val, {'kind': 'store', 'path': str(tr.path), 'train_rows': n_train, 'val_rows': n_val,
+                        'val_split': 'validation' if has_val else f'last {VAL_ROWS} rows of train'}
+
+def flops_per_token(arch:str, d_in:int, d_sae:int, k:int) -> int:
+    """The products one training token needs, counted the same for both tools: the encoder's forward and weight
+    gradient (its input gradient is not needed), twice for gated (gate and magnitude), and the decoder's forward and
+    both gradients, over the k active rows for the k-based architectures, dense for the others."""
+    enc = 4 * d_in * d_sae * (2 if arch == 'gated' else 1)
+    return enc + 6 * (k if arch in K_ARCHS else d_sae) * d_in
+
+def log(*m): print(*m, file=sys.stderr, flush=True)
+
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--archs', default='topk,relu'); ap.add_argument('--d_in', type=int, default=256)
+    t_start = time.perf_counter()
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--archs', default='topk,relu', help=f"comma list of {', '.join(ALL_ARCHS)}, or all")
+    ap.add_argument('--d_in', type=int, default=256, help='width of the synthetic activations')
     ap.add_argument('--exp_factor', type=int, default=8); ap.add_argument('--k', type=int, default=32)
-    ap.add_argument('--l1', type=float, default=5.0, help='starting L1 coefficient of the relu/standard search')
-    ap.add_argument('--relu_l0', type=float, default=None, help='L0 at which relu/standard are compared (default: k)')
-    ap.add_argument('--relu_lr', type=float, default=4e-3, help='learning rate of the relu/standard runs')
+    ap.add_argument('--coef_l0', '--relu_l0', type=float, default=None,
+                    help='L0 at which relu, jumprelu and gated are compared (default: k)')
+    ap.add_argument('--coef_lr', '--relu_lr', type=float, default=4e-3,
+                    help='learning rate of the coefficient searches')
+    ap.add_argument('--coef_start', default=None,
+                    help='JSON {arch: {"saenb": c, "saelens": c}} overriding where the coefficient searches start')
+    ap.add_argument('--l1', type=float, default=None, help="start of relu's search for both tools (old flag)")
+    ap.add_argument('--max_search_runs', type=int, default=None,
+                    help='most runs of one coefficient search (default 7; with --archs all 5)')
+    ap.add_argument('--saelens_cfg', default=None,
+                    help='JSON {arch: {field: value}}: SAELens training-config fields other than its defaults, e.g. '
+                         '\'{"jumprelu": {"jumprelu_init_threshold": 0.1}}\' (recorded)')
     ap.add_argument('--batch_size', type=int, default=4096); ap.add_argument('--n_tokens', type=int, default=524288)
-    ap.add_argument('--lrs', default='1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3', help='learning rates tried for each tool (the best FVU of each is reported)'); ap.add_argument('--acts', default=None, help='an .npy [N, d] file to use instead of synthetic activations')
+    ap.add_argument('--lrs', default=None,
+                    help=f'learning rates tried for each tool, the best FVU of each reported (default {LRS}; '
+                         f'with --archs all {LRS_ALL})')
+    ap.add_argument('--acts', default=None, help='an .npy [N, d] file, or a saenb_cache store directory, instead of '
+                                                 'synthetic activations')
+    ap.add_argument('--val_rows', type=int, default=65536, help="at most this many rows of a store's validation split")
     ap.add_argument('--seed', type=int, default=0)
     a = ap.parse_args()
-    if a.relu_l0 is None: a.relu_l0 = float(a.k)
-    tmp = Path(tempfile.mkdtemp())
-    if a.acts: acts = np.load(a.acts, mmap_mode='r')
-    else: acts = synthetic_activations(max(a.n_tokens // 2, 65536) + 8192, a.d_in, a.d_in * 4, a.k / 2, a.seed)
-    np.save(tmp/'train.npy', np.asarray(acts[:-8192])); np.save(tmp/'val.npy', np.asarray(acts[-8192:]))
-    d_in, d_sae = acts.shape[1], acts.shape[1] * a.exp_factor
+    archs = list(ALL_ARCHS) if a.archs == 'all' else [s.strip() for s in a.archs.split(',') if s.strip()]
+    bad = [x for x in archs if x not in ALL_ARCHS]
+    if bad: ap.error(f"unknown architecture(s) {', '.join(bad)}: choose from {', '.join(ALL_ARCHS)}, or all")
+    if a.coef_l0 is None: a.coef_l0 = float(a.k)
+    starts = {arch: dict(v) for arch, v in COEF_START.items()}
+    if a.l1 is not None: starts['relu'] = {'saenb': a.l1, 'saelens': a.l1}
+    for arch, v in json.loads(a.coef_start or '{}').items(): starts.setdefault(arch, {}).update(v)
+    lrs_reduced = a.lrs is None and a.archs == 'all'
+    lrs = [float(v) for v in (a.lrs or (LRS_ALL if lrs_reduced else LRS)).split(',')]
+    max_runs = a.max_search_runs or (5 if a.archs == 'all' else 7)
+    saelens_cfg = json.loads(a.saelens_cfg or '{}')
+    tmp = Path(tempfile.mkdtemp(prefix='sae_vs_saelens_'))
+    try: return _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start)
+    finally: shutil.rmtree(tmp, ignore_errors=True)   # the activations' copies and saenb's SAEs
+
+def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start):
+    train, val, source = write_acts(a.acts, tmp, a)
+    d_in = int(np.load(val, mmap_mode='r').shape[1]); d_sae = d_in * a.exp_factor
+    widths = sorted({max(1, d_sae // 8), max(1, d_sae // 4), max(1, d_sae // 2), d_sae})   # saenb's default prefixes
     py = saelens_python()
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
-    record = {'bench': 'sae_vs_saelens', 'device': device_name(), 'd_in': d_in, 'd_sae': d_sae, 'k': a.k, 'batch_size': a.batch_size,
-              'n_tokens': a.n_tokens, 'peak_fp32_flops': peak32, 'peak_bf16_flops': peak16}
-    lrs = [float(v) for v in a.lrs.split(',')]
-    record['lrs'] = lrs
+    record = {'bench': 'sae_vs_saelens', 'device': device_name(), 'd_in': d_in, 'd_sae': d_sae, 'k': a.k,
+              'coef_l0': a.coef_l0, 'batch_size': a.batch_size, 'n_tokens': a.n_tokens, 'acts': source,
+              'archs': archs, 'lrs': lrs, 'lrs_reduced': lrs_reduced, 'coef_lr': a.coef_lr, 'max_search_runs': max_runs,
+              'coef_start': {x: starts[x] for x in archs if x in COEF_ARCHS}, 'saelens_cfg': saelens_cfg,
+              'matryoshka_widths': widths if 'matryoshka' in archs else None,
+              'peak_fp32_flops': peak32, 'peak_bf16_flops': peak16}
+
     def saelens(arch, knob, lr, autocast=False):
-        return {**run_json([py, str(HERE/'_saelens_worker.py'), str(tmp/'train.npy'), str(tmp/'val.npy'), 'topk' if arch != 'relu' else 'standard',
-                            str(d_sae), str(knob), str(a.batch_size), str(a.n_tokens), str(lr), str(int(autocast)), str(a.seed)]), 'lr': lr, 'knob': knob}
+        t0 = time.perf_counter()
+        r = run_json([py, str(HERE/'_saelens_worker.py'), str(train), str(val), SAELENS_ARCH[arch], str(d_sae),
+                      str(knob), str(a.batch_size), str(a.n_tokens), str(lr), str(int(autocast)), str(a.seed),
+                      ','.join(map(str, widths)) if arch == 'matryoshka' else '-',
+                      json.dumps(saelens_cfg.get(arch, {}))])
+        log(f"saelens {arch}{' bf16' if autocast else ''} knob={knob:.4g} lr={lr:g}: fvu {r['fvu']:.4f} "
+            f"l0 {r['l0']:.2f} {r['tokens_per_s']:,.0f} tok/s ({time.perf_counter() - t0:.0f} s)")
+        return {**r, 'lr': lr, 'knob': knob}
+
     def saenb(arch, knob, lr):
-        sae_args = ['--k', str(knob)] if arch != 'relu' else ['--sparsity_coeff', str(knob)]
-        return {**run_json(['saenb_train_sae', '--acts', str(tmp/'train.npy'), '--val_acts', str(tmp/'val.npy'), '--arch', arch, *sae_args,
-                            '--exp_factor', str(a.exp_factor), '--n_tokens', str(a.n_tokens), '--batch_size', str(a.batch_size),
-                            '--lr', str(lr), '--seed', str(a.seed), '--out', str(tmp/f'saenb_{arch}_{lr}_{knob}'), '--quiet']), 'lr': lr, 'knob': knob}
-    for arch in a.archs.split(','):
-        if arch == 'relu':
-            sls, ourss = _match_l0(lambda c: saelens(arch, c, a.relu_lr), a.l1, a.relu_l0), _match_l0(lambda c: saenb(arch, c, a.relu_lr), a.l1, a.relu_l0)
-            sl, ours = _at_l0(sls, a.relu_l0), _at_l0(ourss, a.relu_l0)
-        else:
+        t0 = time.perf_counter()
+        flags = ['--k', str(knob)] if arch in K_ARCHS else ['--sparsity_coeff', str(knob)]
+        if arch == 'matryoshka': flags += ['--sae', json.dumps({'prefixes': widths})]
+        # saenb's JumpReLU starts from thresholds calibrated on the first batch to the target L0 (its `calibrate`, on
+        # when target_l0 is set; the coefficient stays 'fixed'): without, they move too little in a short run
+        if arch == 'jumprelu': flags += ['--target_l0', str(a.coef_l0)]
+        r = run_json(['saenb_train_sae', '--acts', str(train), '--val_acts', str(val), '--arch', arch, *flags,
+                      '--exp_factor', str(a.exp_factor), '--n_tokens', str(a.n_tokens), '--batch_size',
+                      str(a.batch_size), '--lr', str(lr), '--seed', str(a.seed),
+                      '--out', str(tmp/f'saenb_{arch}_{lr}_{knob}'), '--quiet'])
+        log(f"saenb   {arch} knob={knob:.4g} lr={lr:g}: fvu {r['fvu']:.4f} l0 {r['l0']:.2f}"
+            f" {r['tokens_per_s']:,.0f} tok/s ({time.perf_counter() - t0:.0f} s)")
+        return {**r, 'lr': lr, 'knob': knob}
+
+    def runs_of(rs):
+        return [{k: (round(r[k], 6) if isinstance(r[k], float) else r[k]) for k in ('lr', 'knob', 'fvu', 'l0')}
+                for r in rs]
+
+    def compare(arch) -> dict:
+        target = float(a.k) if arch in K_ARCHS else a.coef_l0
+        if arch in K_ARCHS:
             sls, ourss = [saelens(arch, a.k, lr) for lr in lrs], [saenb(arch, a.k, lr) for lr in lrs]
             sl, ours = min(sls, key=lambda r: r['fvu']), min(ourss, key=lambda r: r['fvu'])
+            near = sl
+        else:
+            c_sl, c_ours = starts[arch]['saelens'], starts[arch]['saenb']
+            sls = _match_l0(lambda c: saelens(arch, c, a.coef_lr), c_sl, target, max_runs)
+            ourss = _match_l0(lambda c: saenb(arch, c, a.coef_lr), c_ours, target, max_runs)
+            sl, ours = _at_l0(sls, target), _at_l0(ourss, target)
+            near = min(sls, key=lambda r: abs(np.log(max(r['l0'], 1e-9) / target)))
         sl['tokens_per_s'] = float(np.median([r['tokens_per_s'] for r in sls]))
         ours['tokens_per_s'] = float(np.median([r['tokens_per_s'] for r in ourss]))
         # SAELens with its own bf16 autocast (off by default there), once, at its best setting: speed at equal precision
-        near = min(sls, key=lambda r: abs(np.log(max(r['l0'], 1e-9) / a.relu_l0))) if arch == 'relu' else sl
         sl16 = saelens(arch, near['knob'], near['lr'], autocast=True)
-        # the work a step needs, per token, counted the same for both tools: the encoder's forward and weight gradient
-        # (the input gradient is not needed), and the decoder's forward and both gradients, dense for relu, over the
-        # k active rows for topk
-        enc = 4 * d_in * d_sae
-        dec = 6 * (a.k if arch in ('topk', 'batchtopk') else d_sae) * d_in
-        ours_flops, sl_flops = (enc + dec) * ours['tokens_per_s'], (enc + dec) * sl['tokens_per_s']
-        record[arch] = {'saenb_tokens_per_s': ours['tokens_per_s'], 'saelens_tokens_per_s': sl['tokens_per_s'],
-                        'speedup': ours['tokens_per_s'] / sl['tokens_per_s'],
-                        'saelens_bf16_tokens_per_s': sl16['tokens_per_s'], 'speedup_vs_saelens_bf16': ours['tokens_per_s'] / sl16['tokens_per_s'],
-                        'saelens_bf16_fvu': sl16['fvu'], 'saelens_bf16_l0': sl16['l0'],
-                        'saenb_fvu': ours['fvu'], 'saelens_fvu': sl['fvu'], 'saenb_l0': ours['l0'], 'saelens_l0': sl['l0'],
-                        'saenb_best_lr': ours['lr'], 'saelens_best_lr': sl['lr'],
-                        'saenb_runs': [{k: round(r[k], 4) for k in ('lr', 'knob', 'fvu', 'l0')} for r in ourss],
-                        'saelens_runs': [{k: round(r[k], 4) for k in ('lr', 'knob', 'fvu', 'l0')} for r in sls],
-                        'saenb_flops_frac_fp32_peak': ours_flops / peak32, 'saenb_flops_frac_bf16_peak': ours_flops / peak16,
-                        'saelens_flops_frac_fp32_peak': sl_flops / peak32, 'saelens_flops_frac_bf16_peak': sl_flops / peak16}
+        f = flops_per_token(arch, d_in, d_sae, a.k)
+        ours_flops, sl_flops = f * ours['tokens_per_s'], f * sl['tokens_per_s']
+        off = lambda l0: bool(abs(np.log(max(l0, 1e-9) / target)) > np.log(1.25))
+        rec = {'saelens_arch': SAELENS_ARCH[arch], 'compared_at': 'k' if arch in K_ARCHS else 'l0', 'target_l0': target,
+               'saenb_tokens_per_s': ours['tokens_per_s'], 'saelens_tokens_per_s': sl['tokens_per_s'],
+               'speedup': ours['tokens_per_s'] / sl['tokens_per_s'],
+               'saelens_bf16_tokens_per_s': sl16['tokens_per_s'],
+               'speedup_vs_saelens_bf16': ours['tokens_per_s'] / sl16['tokens_per_s'],
+               'saelens_bf16_fvu': sl16['fvu'], 'saelens_bf16_l0': sl16['l0'],
+               'saenb_fvu': ours['fvu'], 'saelens_fvu': sl['fvu'], 'saenb_l0': ours['l0'], 'saelens_l0': sl['l0'],
+               'fvu_ratio': ours['fvu'] / sl['fvu'],
+               'saenb_l0_off_target': off(ours['l0']), 'saelens_l0_off_target': off(sl['l0']),
+               'saenb_best_lr': ours['lr'], 'saelens_best_lr': sl['lr'],
+               'saenb_knob': ours['knob'], 'saelens_knob': sl['knob'],
+               'saelens_eval_arch': sl.get('eval_arch'),
+               'flops_per_token': f,
+               'saenb_flops_frac_fp32_peak': ours_flops / peak32, 'saenb_flops_frac_bf16_peak': ours_flops / peak16,
+               'saelens_flops_frac_fp32_peak': sl_flops / peak32, 'saelens_flops_frac_bf16_peak': sl_flops / peak16,
+               'saenb_runs': runs_of(ourss), 'saelens_runs': runs_of(sls)}
+        if arch in K_ARCHS:
+            edge = lambda lr: len(lrs) > 1 and lr in (min(lrs), max(lrs))
+            rec.update(saenb_best_lr_at_edge=edge(ours['lr']), saelens_best_lr_at_edge=edge(sl['lr']))
+            if 'batch_fvu' in sl: rec.update(saelens_batch_fvu=sl['batch_fvu'], saelens_batch_l0=sl['batch_l0'])
+        else:
+            reached = lambda rs: (any(r['l0'] <= target for r in rs) and any(r['l0'] > target for r in rs)) or \
+                any(abs(np.log(max(r['l0'], 1e-9) / target)) < 0.02 for r in rs)
+            rec.update(saenb_best_lr=a.coef_lr, saelens_best_lr=a.coef_lr,
+                       saenb_matched=reached(ourss), saelens_matched=reached(sls))
+        return rec
+
+    failed = []
+    for arch in archs:
+        t0 = time.perf_counter()
+        try: record[arch] = compare(arch)
+        except Exception as e:   # one architecture's failure does not lose the others' hour
+            failed.append(arch); record[arch] = {'error': str(e)[-3000:]}; log(f"{arch} failed: {e}")
+        record[arch]['seconds'] = round(time.perf_counter() - t0, 1)
+    record['summary'] = {arch: ({**{k: record[arch][k] for k in ('speedup', 'speedup_vs_saelens_bf16', 'fvu_ratio')},
+                                 'l0': [record[arch]['saenb_l0'], record[arch]['saelens_l0']],
+                                 'l0_matched': not (record[arch]['saenb_l0_off_target'] or
+                                                    record[arch]['saelens_l0_off_target'])}
+                                if arch not in failed else {'error': True}) for arch in archs}
+    record['wall_seconds'] = round(time.perf_counter() - t_start, 1)
     emit(record)
+    if failed: sys.exit(1)
+
 
 if __name__ == '__main__': main()
