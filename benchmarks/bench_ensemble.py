@@ -13,8 +13,8 @@ wander):
 - `max_weight_diff`, `max_fvu_diff`, `max_l0_diff`: how far the members are from the single runs (float rounding
   only, until a near-tie in some token's top k goes the other way);
 - `flops_per_s`, `bf16_peak_frac`: the model FLOPs of training (per token and member: the dense encoder product
-  2 d S, and 12 d k for the sparse encode, decode and their gradients) over the time, against the machine's measured bf16
-  matrix-multiply peak, for the single runs and the ensemble.
+  2 d S, and 12 d k for the sparse encode, decode and their gradients) over the time, against the machine's
+  measured bf16 matrix-multiply peak, for the single runs and the ensemble.
 With `--cli` (the headline sweep only) it also times eight `saenb_train_sae` processes one after another (what a shell
 loop does: each pays for Python/torch start-up, opening the data and building its validation set).
 Prints ONE JSON line. Usage: OMP_NUM_THREADS=2 python benchmarks/bench_ensemble.py [--quick] [--cli] [--threads N]
@@ -63,7 +63,8 @@ def sweep(acts, grid, kw, reps, peak):
             'steps': steps, 'ensemble_s': round(e, 2), 'inproc_s': round(o, 2), 'inproc_over_ensemble': round(o / e, 2),
             'ensemble_s_all': [round(t, 2) for t in t_ens], 'inproc_s_all': [round(t, 2) for t in t_one],
             'max_weight_diff': w, 'max_fvu_diff': round(f, 6), 'max_l0_diff': round(l0, 4),
-            'flops_per_s': {'inproc': round(flops / o / 1e9, 2), 'ensemble': round(flops / e / 1e9, 2), 'unit': 'GFLOP/s'},
+            'flops_per_s': {'inproc': round(flops / o / 1e9, 2), 'ensemble': round(flops / e / 1e9, 2),
+                            'unit': 'GFLOP/s'},
             'bf16_peak_frac': {'inproc': round(flops / o / peak, 4), 'ensemble': round(flops / e / peak, 4)}}
 
 def cli_time(acts, grid, kw, tmp, threads):
@@ -71,7 +72,8 @@ def cli_time(acts, grid, kw, tmp, threads):
     from saenb.ensemble import ensemble_members
     env, t0 = {**os.environ, 'OMP_NUM_THREADS': str(threads)}, time.perf_counter()
     for i, s in enumerate(ensemble_members(grid).values()):
-        cmd = ['saenb_train_sae', '--acts', str(acts), '--out', str(tmp/f'cli_{i}'), '--arch', 'topk', '--k', str(s['k']),
+        cmd = ['saenb_train_sae', '--acts', str(acts), '--out', str(tmp/f'cli_{i}'), '--arch', 'topk',
+               '--k', str(s['k']),
                '--exp_factor', str(s['exp_factor']), '--n_tokens', str(kw['n_tokens']), '--batch_size',
                str(kw['batch_size']), '--lr', str(kw['lr']), '--quiet', '--sae', '{}']
         subprocess.run(cmd, env=env, check=True, capture_output=True)

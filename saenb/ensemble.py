@@ -20,7 +20,8 @@ from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
 from .kernels import fast_topk, sparse_encode, sparse_decode
 from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_loss
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
-                             finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row)
+                             finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row,
+                             check_first_loss)
 
 # %% auto #0
 __all__ = ['SHARED_SETTINGS', 'ensemble_members', 'train_ensemble', 'train_saes_on_model']
@@ -271,9 +272,7 @@ def step(self:_TopKStack, xs:list, ys:list, step:int, amp:dict) -> list:
     for x in mx:
         x = x.reshape(-1, x.shape[-1])
         with torch.autocast(**amp): total, mse, aux, l0, fx = self.loss(x, step)
-        if step == 0 and not torch.isfinite(total):
-            raise InputError(f"the first training loss is {float(total)}: the activations, as scaled for training, "
-                             "overflow or hold inf/nan; keep normalize=True, or check them")
+        if step == 0: check_first_loss(total)
         (total / tc.grad_accum).backward()
         fired, n_tok = fx if fired is None else fired | fx, n_tok + len(x)
     SAE.before_step(self)   # row-wise on the decoder: the members' rows are the stack's
@@ -284,7 +283,8 @@ def step(self:_TopKStack, xs:list, ys:list, step:int, amp:dict) -> list:
         if self.cfg.normalize_decoder: SAE.normalize_decoder_(self)
     mse, aux, zero = mse.detach(), aux.detach(), mse.new_zeros(())
     return [(m, dict(loss=mse[i] + aux[i], mse_loss=mse[i], sparsity_loss=zero, aux_loss=aux[i], l0=l0[i],
-                     fired=fired[o:o + n], n_tokens=n_tok), mx, my) for i, (m, o, n) in enumerate(zip(ms, self.offs, self.n))]
+                     fired=fired[o:o + n], n_tokens=n_tok), mx, my)
+            for i, (m, o, n) in enumerate(zip(ms, self.offs, self.n))]
 
 # %% ../nbs/07b_ensemble.ipynb #6a2f4c88
 def _step_groups(ms:list) -> list:

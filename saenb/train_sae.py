@@ -26,8 +26,8 @@ from .sae_io import load_sae
 __all__ = ['SAETrainConfig', 'train_autocast', 'open_activations', 'validation_activations', 'build_sae', 'make_optimizer',
            'retain_freed_memory', 'check_activations', 'RunData', 'save_sae_checkpoint', 'load_sae_checkpoint',
            'SAETrainResult', 'run_config', 'sync_gradients', 'sync_buffers', 'broadcast_state', 'causal_loss',
-           'causal_term', 'SAERun', 'sae_step', 'sae_log', 'finish_run', 'save_run', 'check_sae_out', 'sae_tracker',
-           'log_row', 'train_sae', 'saenb_train_sae']
+           'causal_term', 'SAERun', 'check_first_loss', 'sae_step', 'sae_log', 'finish_run', 'save_run',
+           'check_sae_out', 'sae_tracker', 'log_row', 'train_sae', 'saenb_train_sae']
 
 # %% ../nbs/07_train_sae.ipynb #a8317474
 @dataclass
@@ -494,6 +494,12 @@ class SAERun:
     def __post_init__(self): self.sae.dead.window = self.dead_tokens  # AuxK's default: this run's window
 
 # %% ../nbs/07_train_sae.ipynb #78f058ed
+def check_first_loss(loss:torch.Tensor): # the first step's training loss
+    "Refuse a first training loss that is inf or nan: the inputs, as scaled for training, overflow or are broken."
+    if not torch.isfinite(loss):
+        raise InputError(f"the first training loss is {float(loss)}: the activations, as scaled for training, "
+                         "overflow or hold inf/nan; keep normalize=True, or check them")
+
 def sae_step(r:SAERun, # the run
              xs:list, # the step's micro-batches (already scaled)
              ys:list, # their targets (None for plain SAEs)
@@ -507,9 +513,7 @@ def sae_step(r:SAERun, # the run
     fired, n_tok = None, 0
     for x, y in zip(xs, ys):
         with torch.autocast(**amp): o = sae.loss(x, target=y, step=step, total_steps=tc.n_steps)
-        if step == 0 and not torch.isfinite(o['loss']):
-            raise InputError(f"the first training loss is {float(o['loss'])}: the activations, as scaled for training, "
-                             "overflow or hold inf/nan; keep normalize=True, or check them")
+        if step == 0: check_first_loss(o['loss'])
         (o['loss'] / tc.grad_accum).backward()
         fired, n_tok = o['fired'] if fired is None else fired | o['fired'], n_tok + o['n_tokens']
     o = {**o, 'fired': fired, 'n_tokens': n_tok}  # dead-latent counters see every micro-batch
