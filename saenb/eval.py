@@ -458,6 +458,33 @@ def probe_ceilings(store:ActivationStore, # a store with concept labels
                          'probe_accuracy': acc})
     return pd.DataFrame(rows)
 
+# %% ../nbs/08_eval.ipynb #e4e02d4a
+def _newton_probes(x:torch.Tensor, # inputs `[P, n, d]` of `P` probes (zero columns allowed)
+                   t:torch.Tensor, # binary targets `[n]`, shared by the probes
+                   l2:float, # penalty: the loss is the mean log-loss plus `l2 / 2 * |w|^2`
+                   iters:int=50, # Newton steps at most
+                   tol:float=1e-6) -> tuple: # stop when no weight moves by more than this
+    "`(w [P, d], b [P])` of `P` binary logistic probes fit at once by Newton's method, with step halving."
+    P, n, d = x.shape
+    X = torch.cat([x.float(), x.new_ones(P, n, 1, dtype=torch.float32)], -1)   # the bias as a last column
+    Xt, y = X.transpose(1, 2).contiguous(), t.float()
+    reg = torch.full((d + 1,), float(l2)); reg[-1] = 0
+    th = X.new_zeros(P, d + 1)
+    def loss(th): z = (X * th[:, None]).sum(-1); return (F.softplus(z) - y * z).mean(-1) + 0.5 * (reg * th * th).sum(-1)
+    f = loss(th)
+    for _ in range(iters):
+        p = torch.sigmoid((X * th[:, None]).sum(-1))   # a product with a vector: cheaper than bmm at these shapes
+        g = (Xt * (p - y)[:, None]).sum(-1) / n + reg * th
+        H = torch.bmm(Xt * (p * (1 - p))[:, None], X) / n + torch.diag(reg + 1e-9)
+        step, a = torch.linalg.solve(H.double(), g.double()).float(), torch.ones(P, 1)
+        if step.abs().max() < tol: break
+        for _ in range(20):   # halve the step of each probe whose loss would rise (beyond fp32 rounding)
+            bad = loss(th - a * step) > f + 1e-6 * f.abs()
+            if not bad.any(): break
+            a[bad] /= 2
+        th = th - a * step; f = loss(th)
+    return th[:, :d], th[:, d]
+
 # %% ../nbs/08_eval.ipynb #1ff3b8ce
 def _balanced_task(y:torch.Tensor, # one concept's labels (-1: none)
                    v:int, # the value to detect
@@ -472,14 +499,29 @@ def _balanced_task(y:torch.Tensor, # one concept's labels (-1: none)
     perm = torch.randperm(2 * n, generator=g)
     return idx[perm], t[perm]
 
-def _binary_probe(x:torch.Tensor, t:torch.Tensor, ntr:int, l2:float, steps:int) -> tuple:
-    "`(auroc, accuracy, (probe, scale))`: a logistic probe fit on `x[:ntr]` (standardised), scored on the rest."
-    mu, sd = x[:ntr].mean(0), x[:ntr].std(0).clamp_min(1e-6)
-    xs = (x - mu) / sd
-    lin = _train_probe(xs[:ntr], t[:ntr], 2, l2, steps)
-    with torch.no_grad(): score = (lambda o: o[:, 1] - o[:, 0])(lin(xs[ntr:]))
-    acc = ((score > 0).long() == t[ntr:]).float().mean().item()
-    return _auroc_exact(score, t[ntr:] == 1), acc, (lin, sd)
+_NEWTON_MAX_D = 64  # probes this narrow are fit by `_newton_probes`; wider ones by L-BFGS (faster at width 128)
+
+def _binary_probes(xs:list, # inputs `[n, d_i]` of the probes, rows aligned with `t`
+                   t:torch.Tensor, # binary targets `[n]`
+                   ntr:int, # the first `ntr` rows are fit, the rest scored
+                   l2:float, steps:int) -> list:
+    "`[(auroc, accuracy, (w, scale))]`: a logistic probe per `x` fit on `x[:ntr]` (standardised), scored on the rest."
+    sds = [x[:ntr].std(0).clamp_min(1e-6) for x in xs]
+    std = [(x - x[:ntr].mean(0)) / sd for x, sd in zip(xs, sds)]
+    fits, narrow = [None] * len(xs), [i for i, x in enumerate(xs) if x.shape[1] <= _NEWTON_MAX_D]
+    if narrow:   # one batched exact fit, narrower inputs padded with zero columns (their weights stay 0)
+        d = max(xs[i].shape[1] for i in narrow)
+        w, b = _newton_probes(torch.stack([F.pad(std[i][:ntr], (0, d - xs[i].shape[1])) for i in narrow]), t[:ntr], l2)
+        for j, i in enumerate(narrow): fits[i] = w[j, :xs[i].shape[1]], b[j]
+    for i in (i for i, f in enumerate(fits) if f is None):
+        lin = _train_probe(std[i][:ntr], t[:ntr], 2, l2, steps)
+        fits[i] = (lin.weight[1] - lin.weight[0]).detach(), (lin.bias[1] - lin.bias[0]).detach()
+    out = []
+    for x, sd, (w, b) in zip(std, sds, fits):
+        score = x[ntr:] @ w + b
+        acc = ((score > 0).long() == t[ntr:]).float().mean().item()
+        out.append((_auroc_exact(score, t[ntr:] == 1), acc, (w, sd)))
+    return out
 
 # %% ../nbs/08_eval.ipynb #5b0c4c11
 def sparse_probing_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
@@ -491,7 +533,7 @@ def sparse_probing_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
                           max_per_class:int=2000, # rows of each class per task, at most
                           train_frac:float=0.8, # share of a task's rows the probes are fit on
                           l2:float=1e-3, # weight decay of the probes
-                          steps:int=100, # L-BFGS iterations
+                          steps:int=100, # L-BFGS iterations (probes wider than `_NEWTON_MAX_D` inputs)
                           seed:int=0) -> pd.DataFrame:
     "Held-out AUROC and accuracy of probes on the top-k latents per concept value, on all latents and on `acts`."
     codes, acts, rows = codes.float(), acts.float(), []
@@ -504,13 +546,12 @@ def sparse_probing_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
             diff = z[:ntr][tt[:ntr] == 1].mean(0) - z[:ntr][tt[:ntr] == 0].mean(0)
             order = diff.argsort(descending=True)
             base = {'concept': c, 'value': v, 'value_name': names[c][i] if names else str(v), 'n_rows': len(idx)}
-            for k in [k for k in ks if k <= z.shape[1]]:
-                au, acc, _ = _binary_probe(z[:, order[:k]], tt, ntr, l2, steps)
-                rows.append({**base, 'probe': 'sparse', 'k': k, 'auroc': au, 'accuracy': acc,
-                             'latents': order[:k].tolist()})
-            for probe, x in (('latents', z), ('residual', acts[idx])):
-                au, acc, _ = _binary_probe(x, tt, ntr, l2, steps)
-                rows.append({**base, 'probe': probe, 'k': x.shape[1], 'auroc': au, 'accuracy': acc, 'latents': None})
+            kk = [k for k in ks if k <= z.shape[1]]
+            xs = [z[:, order[:k]] for k in kk] + [z, acts[idx]]
+            for k, probe, (au, acc, _) in zip(kk + [z.shape[1], acts.shape[1]], ['sparse'] * len(kk)
+                                              + ['latents', 'residual'], _binary_probes(xs, tt, ntr, l2, steps)):
+                rows.append({**base, 'probe': probe, 'k': k, 'auroc': au, 'accuracy': acc,
+                             'latents': order[:k].tolist() if probe == 'sparse' else None})
     cols = ['concept', 'value', 'value_name', 'n_rows', 'probe', 'k', 'auroc', 'accuracy', 'latents']
     return pd.DataFrame(rows, columns=cols)
 
@@ -610,8 +651,8 @@ def absorption_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
             if (c, v) not in main.index or not main.loc[(c, v), 'auroc'] >= min_auroc: continue
             m = main.loc[(c, v), 'latents'][0]
             idx, t = _balanced_task(labels[c], v, max_per_class, seed)
-            _, _, (lin, sd) = _binary_probe(acts[idx], t, int(train_frac * len(idx)), l2, steps)
-            w = (lin.weight[1] - lin.weight[0]).detach() / sd             # in the activations' own units
+            (_, _, (w, sd)), = _binary_probes([acts[idx]], t, int(train_frac * len(idx)), l2, steps)
+            w = w / sd                                                      # in the activations' own units
             absorbed, cand = _absorbed(codes[pos], W_dec, w / w.norm().clamp_min(1e-12), m, min_cos, min_share)
             if absorbed is None: continue                                   # main latent points away from the probe
             counts = cand[absorbed].sum(0)

@@ -79,8 +79,10 @@ tg.train_gpt = train_gpt
 
 def test_interrupted_pipeline_resumes(tmp_path):
     out = tmp_path/'run'
-    # a GPT stage checkpointing every 20 steps, held at step 50 (deterministic: no race with the interrupt)
-    (tmp_path/'long.yaml').write_text(yaml.safe_dump({'gpt': {'steps': 400, 'ckpt_every': 20}}))
+    # a GPT stage checkpointing every 20 steps, held at step 50 (deterministic: no race with the interrupt); one hook
+    # and one SAE after it: what is tested is the resumed GPT stage
+    one = {'cache': {'hooks': ['0_residpost']}, 'sweep': {'saes': {'arch': ['topk']}, 'arch_specific': {'topk': {'k': 4}}}}
+    (tmp_path/'long.yaml').write_text(yaml.safe_dump({'gpt': {'steps': 80, 'ckpt_every': 20}, **one}))
     args = ['--tiny', '--out', str(out), '--config', str(tmp_path/'long.yaml'), '--quiet']
     (tmp_path/'hold').mkdir(); (tmp_path/'hold'/'sitecustomize.py').write_text(PAUSE)
     env = {**ENV, 'PYTHONPATH': os.pathsep.join([str(tmp_path/'hold'), os.environ.get('PYTHONPATH', '')]),
@@ -105,5 +107,5 @@ def test_interrupted_pipeline_resumes(tmp_path):
     r = pipeline(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out/'data'/'language.json').stat().st_mtime == data_mtime  # the corpus was not regenerated
-    assert pd.read_csv(out/'model'/'metrics.csv').step.tolist() == list(range(1, 401))  # resumed from the checkpoint: every step once
+    assert pd.read_csv(out/'model'/'metrics.csv').step.tolist() == list(range(1, 81))  # resumed from the checkpoint: every step once
     assert (out/'index.html').exists()

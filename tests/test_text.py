@@ -98,13 +98,14 @@ def test_text_errors(tmp_path, args, msg):
 def test_tiny_pipeline_on_text(text_file, tmp_path):
     "The whole chain on a text: corpus, GPT, cache, SAEs, evaluation with the character concepts, browsers."
     out = tmp_path/'run'
-    r = subprocess.run(console('saenb_pipeline') + ['--tiny', '--text', str(text_file), '--out', str(out), '--quiet'],
-                       capture_output=True, text=True)
+    (tmp_path/'topk.yaml').write_text('sweep: {saes: {arch: [topk]}, arch_specific: {topk: {k: 4}}}\n')   # at both hooks
+    args = ['--tiny', '--text', str(text_file), '--out', str(out), '--config', str(tmp_path/'topk.yaml')]
+    r = subprocess.run(console('saenb_pipeline') + args + ['--quiet'], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'grammatical' not in r.stdout.split('\n')[0] and str(out/'index.html') in r.stdout
     assert not (out/'grammaticality.json').exists() and load_corpus(out/'data').language.name == 'text'
     table = pd.read_csv(out/'summary.csv')
-    assert sorted(table.arch) == ['relu', 'relu', 'topk', 'topk'] and table.grammatical.isna().all()
+    assert sorted(table.arch) == ['topk', 'topk'] and table.grammatical.isna().all()
     for c in ('char_class_covered', 'char_class_median_auroc', 'word_length_median_auroc', 'fvu', 'loss_recovered'):
         assert table[c].notna().all(), c
     assert (table.char_class_median_auroc > 0.6).all()   # even a 30-step GPT separates letters from spaces
@@ -113,8 +114,7 @@ def test_tiny_pipeline_on_text(text_file, tmp_path):
         assert 'char_class' in (out/'saes'/'runs'/i/'eval'/'report.html').read_text()
     v = json.loads((out/'circuits'/'topk_k4'/'validation.json').read_text())   # a circuit, with no grammar to judge
     assert (out/'circuits'/'topk_k4'/'circuit.html').exists() and not any(v['judgement'].values())
-    r2 = subprocess.run(console('saenb_pipeline') + ['--tiny', '--text', str(text_file), '--out', str(out)],
-                        capture_output=True, text=True)
+    r2 = subprocess.run(console('saenb_pipeline') + args, capture_output=True, text=True)
     assert r2.returncode == 0 and r2.stderr.count('already complete') == 8, r2.stderr[-2000:]
 
 
