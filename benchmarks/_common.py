@@ -21,6 +21,13 @@ def matmul_peak(dtype=torch.float32, device:str='cpu', n:int=2048, seconds:float
         sync(); best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0))
     return best
 
+def saenb_command(name:str) -> str:
+    "Path of saenb's console command `name`: the one beside this Python (its venv need not be activated), else on PATH."
+    here = Path(sys.executable).parent/name
+    if here.exists(): return str(here)
+    if found := shutil.which(name): return found
+    raise SystemExit(f"{name} is neither beside {sys.executable} nor on PATH: pip install -e . in this environment")
+
 def emit(record:dict):
     "Print the benchmark's one JSON line."
     print(json.dumps(record), flush=True)

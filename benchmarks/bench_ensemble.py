@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np, torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import device_name, emit, matmul_peak
+from _common import device_name, emit, matmul_peak, saenb_command
 
 SAME_WIDTH = {'k': [4, 8, 12, 16, 20, 24, 28, 32], 'exp_factor': [8]}
 SWEEPS = {'same_width': (SAME_WIDTH, 1), 'same_width_small_batches': (SAME_WIDTH, 4),   # (grid, batch divisor)
@@ -72,7 +72,7 @@ def cli_time(acts, grid, kw, tmp, threads):
     from saenb.ensemble import ensemble_members
     env, t0 = {**os.environ, 'OMP_NUM_THREADS': str(threads)}, time.perf_counter()
     for i, s in enumerate(ensemble_members(grid).values()):
-        cmd = ['saenb_train_sae', '--acts', str(acts), '--out', str(tmp/f'cli_{i}'), '--arch', 'topk',
+        cmd = [saenb_command('saenb_train_sae'), '--acts', str(acts), '--out', str(tmp/f'cli_{i}'), '--arch', 'topk',
                '--k', str(s['k']),
                '--exp_factor', str(s['exp_factor']), '--n_tokens', str(kw['n_tokens']), '--batch_size',
                str(kw['batch_size']), '--lr', str(kw['lr']), '--quiet', '--sae', '{}']
