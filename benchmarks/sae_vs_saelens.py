@@ -47,9 +47,9 @@ default) instead of `--lrs`'s 7, and stops each coefficient search after 5 runs 
 comparison fits in an hour on a 2-core CPU at the default sizes: 46 minutes (2,757 s) measured on a 2-core AMD EPYC
 without AMX (seconds a run, SAELens / saenb: topk 61 / 15, batchtopk 102 / 17, matryoshka 118 / 20, standard (relu)
 66 / 21, jumprelu 83 / 35, gated 110 / 29; 4 SAELens and 3 saenb runs for each k-based architecture, 3-6 and 3-5 for
-each coefficient-based one; `benchmarks/results/sae_vs_saelens_all.json`). The record's `lrs` says which grid ran, `lrs_reduced` whether
-it was the reduced one, and `*_best_lr_at_edge` flags a best learning rate at an end of the grid. Pass `--lrs` to choose
-the grid yourself.
+each coefficient-based one; `benchmarks/results/sae_vs_saelens_all.json`). The record's `lrs` says which grid ran,
+`lrs_reduced` whether it was the reduced one, and `*_best_lr_at_edge` flags a best learning rate at an end of the grid.
+Pass `--lrs` to choose the grid yourself.
 
 Activations (`--acts`): synthetic by default (sparse nonnegative combinations of 4*d_in random directions, k/2 active
 per row); or an `.npy` [N, d] file (its last 8192 rows for validation); or an activation store directory written by
@@ -264,7 +264,8 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
         # saenb's JumpReLU starts from thresholds calibrated on the first batch to the target L0 (its `calibrate`, on
         # when target_l0 is set; the coefficient stays 'fixed'): without, they move too little in a short run
         if arch == 'jumprelu': flags += ['--target_l0', str(a.coef_l0)]
-        r = run_json([saenb_command('saenb_train_sae'), '--acts', str(train), '--val_acts', str(val), '--arch', arch, *flags,
+        r = run_json([saenb_command('saenb_train_sae'), '--acts', str(train), '--val_acts', str(val), '--arch', arch,
+                      *flags,
                       '--exp_factor', str(a.exp_factor), '--n_tokens', str(a.n_tokens), '--batch_size',
                       str(a.batch_size), '--lr', str(lr), '--seed', str(a.seed),
                       '--out', str(tmp/f'saenb_{arch}_{lr}_{knob}'), '--quiet'])

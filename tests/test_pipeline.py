@@ -81,7 +81,8 @@ def test_interrupted_pipeline_resumes(tmp_path):
     out = tmp_path/'run'
     # a GPT stage checkpointing every 20 steps, held at step 50 (deterministic: no race with the interrupt); one hook
     # and one SAE after it: what is tested is the resumed GPT stage
-    one = {'cache': {'hooks': ['0_residpost']}, 'sweep': {'saes': {'arch': ['topk']}, 'arch_specific': {'topk': {'k': 4}}}}
+    one = {'cache': {'hooks': ['0_residpost']},
+           'sweep': {'saes': {'arch': ['topk']}, 'arch_specific': {'topk': {'k': 4}}}}
     (tmp_path/'long.yaml').write_text(yaml.safe_dump({'gpt': {'steps': 80, 'ckpt_every': 20}, **one}))
     args = ['--tiny', '--out', str(out), '--config', str(tmp_path/'long.yaml'), '--quiet']
     (tmp_path/'hold').mkdir(); (tmp_path/'hold'/'sitecustomize.py').write_text(PAUSE)

@@ -98,7 +98,8 @@ def test_text_errors(tmp_path, args, msg):
 def test_tiny_pipeline_on_text(text_file, tmp_path):
     "The whole chain on a text: corpus, GPT, cache, SAEs, evaluation with the character concepts, browsers."
     out = tmp_path/'run'
-    (tmp_path/'topk.yaml').write_text('sweep: {saes: {arch: [topk]}, arch_specific: {topk: {k: 4}}}\n')   # at both hooks
+    # TopK at both hooks: a circuit across the layer
+    (tmp_path/'topk.yaml').write_text('sweep: {saes: {arch: [topk]}, arch_specific: {topk: {k: 4}}}\n')
     args = ['--tiny', '--text', str(text_file), '--out', str(out), '--config', str(tmp_path/'topk.yaml')]
     r = subprocess.run(console('saenb_pipeline') + args + ['--quiet'], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
