@@ -470,19 +470,20 @@ def _newton_probes(x:torch.Tensor, # inputs `[P, n, d]` of `P` probes (zero colu
     Xt, y = X.transpose(1, 2).contiguous(), t.float()
     reg = torch.full((d + 1,), float(l2)); reg[-1] = 0
     th = X.new_zeros(P, d + 1)
-    def loss(th): z = (X * th[:, None]).sum(-1); return (F.softplus(z) - y * z).mean(-1) + 0.5 * (reg * th * th).sum(-1)
-    f = loss(th)
+    def loss(th):   # `(loss [P], logits [P, n])`; a product with a vector: cheaper than bmm at these shapes
+        z = (X * th[:, None]).sum(-1); return (F.softplus(z) - y * z).mean(-1) + 0.5 * (reg * th * th).sum(-1), z
+    f, z = loss(th)
     for _ in range(iters):
-        p = torch.sigmoid((X * th[:, None]).sum(-1))   # a product with a vector: cheaper than bmm at these shapes
+        p = torch.sigmoid(z)
         g = (Xt * (p - y)[:, None]).sum(-1) / n + reg * th
         H = torch.bmm(Xt * (p * (1 - p))[:, None], X) / n + torch.diag(reg + 1e-9)
         step, a = torch.linalg.solve(H.double(), g.double()).float(), torch.ones(P, 1)
         if step.abs().max() < tol: break
         for _ in range(20):   # halve the step of each probe whose loss would rise (beyond fp32 rounding)
-            bad = loss(th - a * step) > f + 1e-6 * f.abs()
+            bad = loss(th - a * step)[0] > f + 1e-6 * f.abs()
             if not bad.any(): break
             a[bad] /= 2
-        th = th - a * step; f = loss(th)
+        th = th - a * step; f, z = loss(th)
     return th[:, :d], th[:, d]
 
 # %% ../nbs/08_eval.ipynb #1ff3b8ce
