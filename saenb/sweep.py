@@ -14,8 +14,8 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 from fastcore.script import call_parse
-from .utils import (write_atomic, in_notebook, read_yaml, InputError, OutputExists, command_errors, check,
-                         check_keys, check_positive, nearest, output_lock, write_json)
+from .utils import (join_process_group, write_atomic, in_notebook, read_yaml, InputError, OutputExists,
+                         command_errors, check, check_keys, check_positive, nearest, output_lock, write_json)
 from .sae import SAE_REGISTRY
 from .train_sae import SAETrainConfig, train_sae
 from .ensemble import SHARED_SETTINGS, train_ensemble
@@ -670,7 +670,7 @@ def _dist_env() -> tuple:
 def _all_ranks_done(rank:int) -> bool:
     "Under torchrun: wait for every rank to finish its share; True on rank 0."
     own = not dist.is_initialized()
-    if own: dist.init_process_group('gloo', timeout=datetime.timedelta(days=30))
+    if own: join_process_group('gloo', timeout=datetime.timedelta(days=30))
     dist.barrier()
     if own: dist.destroy_process_group()
     return rank == 0

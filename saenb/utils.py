@@ -20,8 +20,8 @@ except ImportError: fcntl = None
 __all__ = ['USER_ERRORS', 'PRECISIONS', 'InputError', 'MissingInput', 'OutputExists', 'check', 'positive_int', 'check_positive',
            'nearest', 'check_keys', 'write_atomic', 'write_text', 'jsonable', 'write_json', 'read_yaml', 'output_lock',
            'command_errors', 'path_record', 'resolve_record', 'fingerprint', 'cpu_has_fast_bf16', 'resolve_precision',
-           'autocast_args', 'precision_note', 'lr_factor', 'in_notebook', 'LiveLossPlot', 'setup_distributed',
-           'weights_fingerprint', 'check_replicas', 'import_wandb', 'Tracker', 'offline_run']
+           'autocast_args', 'precision_note', 'lr_factor', 'in_notebook', 'LiveLossPlot', 'join_process_group',
+           'setup_distributed', 'weights_fingerprint', 'check_replicas', 'import_wandb', 'Tracker', 'offline_run']
 
 # %% ../nbs/00_utils.ipynb #f0fbe77f
 class InputError(ValueError):
@@ -339,6 +339,14 @@ class LiveLossPlot:
         if self.handle is None: self.handle = display(bundle, raw=True, display_id=True)
         else: self.handle.update(bundle, raw=True)
 
+# %% ../nbs/00_utils.ipynb #0d589fb2
+def join_process_group(backend:str, # 'gloo' (CPU) or 'nccl' (GPU)
+                       **kwargs, # more arguments of `torch.distributed.init_process_group` (timeout, init_method, ...)
+                      ):
+    "`torch.distributed.init_process_group`, so that `destroy_process_group` really ends the group's threads."
+    import torch._dynamo  # noqa: F401 imported after the group exists (torch.optim does), it keeps the group alive
+    dist.init_process_group(backend, **kwargs)
+
 # %% ../nbs/00_utils.ipynb #12d61bde
 def setup_distributed(device:str='cpu', # 'cpu', 'cuda' or 'cuda:N'
                      ) -> tuple[int, int, torch.device]:
@@ -349,7 +357,7 @@ def setup_distributed(device:str='cpu', # 'cpu', 'cuda' or 'cuda:N'
     if device.startswith('cuda'):
         torch.cuda.set_device(local_rank); dev, backend = torch.device('cuda', local_rank), 'nccl'
     else: dev, backend = torch.device(device), 'gloo'
-    if not dist.is_initialized(): dist.init_process_group(backend)
+    if not dist.is_initialized(): join_process_group(backend)
     return rank, world, dev
 
 # %% ../nbs/00_utils.ipynb #4209b458
