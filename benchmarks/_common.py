@@ -21,6 +21,12 @@ def matmul_peak(dtype=torch.float32, device:str='cpu', n:int=2048, seconds:float
         sync(); best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0))
     return best
 
+def training_precision(device:str='cpu') -> tuple:
+    "`(name, dtype)` of the precision saenb's training picks here (`precision='auto'`): bf16 only where it runs fast."
+    from saenb.utils import resolve_precision
+    name = resolve_precision('auto', torch.device(device), training=True)
+    return name, torch.bfloat16 if name == 'bf16' else torch.float32
+
 def saenb_command(name:str) -> str:
     "Path of saenb's console command `name`: the one beside this Python (its venv need not be activated), else on PATH."
     here = Path(sys.executable).parent/name

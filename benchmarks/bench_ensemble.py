@@ -12,9 +12,10 @@ wander):
 - `inproc_over_ensemble`: the speed-up (above 1: the ensemble is faster; the issue asks for at least 2);
 - `max_weight_diff`, `max_fvu_diff`, `max_l0_diff`: how far the members are from the single runs (float rounding
   only, until a near-tie in some token's top k goes the other way);
-- `flops_per_s`, `bf16_peak_frac`: the model FLOPs of training (per token and member: the dense encoder product
+- `flops_per_s`, `peak_frac`: the model FLOPs of training (per token and member: the dense encoder product
   2 d S, and 12 d k for the sparse encode, decode and their gradients) over the time, against the machine's
-  measured bf16 matrix-multiply peak, for the single runs and the ensemble.
+  measured matrix-multiply peak in the precision training uses here (`precision`: bf16 where the CPU has bf16 matrix
+  units, else fp32), for the single runs and the ensemble.
 With `--cli` (the headline sweep only) it also times eight `saenb_train_sae` processes one after another (what a shell
 loop does: each pays for Python/torch start-up, opening the data and building its validation set).
 Prints ONE JSON line. Usage: OMP_NUM_THREADS=2 python benchmarks/bench_ensemble.py [--quick] [--cli] [--threads N]
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np, torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import device_name, emit, matmul_peak, saenb_command
+from _common import device_name, emit, matmul_peak, saenb_command, training_precision
 
 SAME_WIDTH = {'k': [4, 8, 12, 16, 20, 24, 28, 32], 'exp_factor': [8]}
 SWEEPS = {'same_width': (SAME_WIDTH, 1), 'same_width_small_batches': (SAME_WIDTH, 4),   # (grid, batch divisor)
@@ -65,7 +66,7 @@ def sweep(acts, grid, kw, reps, peak):
             'max_weight_diff': w, 'max_fvu_diff': round(f, 6), 'max_l0_diff': round(l0, 4),
             'flops_per_s': {'inproc': round(flops / o / 1e9, 2), 'ensemble': round(flops / e / 1e9, 2),
                             'unit': 'GFLOP/s'},
-            'bf16_peak_frac': {'inproc': round(flops / o / peak, 4), 'ensemble': round(flops / e / peak, 4)}}
+            'peak_frac': {'inproc': round(flops / o / peak, 4), 'ensemble': round(flops / e / peak, 4)}}
 
 def cli_time(acts, grid, kw, tmp, threads):
     "Seconds for eight `saenb_train_sae` processes, one after another."
@@ -97,9 +98,10 @@ def main():
     np.save(acts, sparse_acts(100_000, args.d_in, 8 * args.d_in, 16 / (8 * args.d_in)))
     from saenb.train_sae import train_sae
     train_sae(acts, progress=False, **{**kw, 'n_tokens': 5 * args.batch_size})   # kernels compiled, caches warm
-    peak = matmul_peak(torch.bfloat16)
+    precision, dtype = training_precision()
+    peak = matmul_peak(dtype)
     rec = {'benchmark': 'ensemble', 'device': device_name('cpu'), 'n_saes': 8, 'd_in': args.d_in,
-           'batch_size': args.batch_size, 'reps': reps, 'bf16_peak_gflops': round(peak / 1e9, 1)}
+           'batch_size': args.batch_size, 'reps': reps, 'precision': precision, 'peak_gflops': round(peak / 1e9, 1)}
     for name, (grid, div) in SWEEPS.items():
         b = args.batch_size // div
         rec[name] = {'batch_size': b, **sweep(acts, grid, {**kw, 'batch_size': b}, reps, peak)}

@@ -537,7 +537,7 @@ def sparse_probing_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
                           steps:int=100, # L-BFGS iterations (probes wider than `_NEWTON_MAX_D` inputs)
                           seed:int=0) -> pd.DataFrame:
     "Held-out AUROC and accuracy of probes on the top-k latents per concept value, on all latents and on `acts`."
-    codes, acts, rows = codes.float(), acts.float(), []
+    codes, acts, rows, directions = codes.float(), acts.float(), [], {}
     for c, vals in values.items():
         for i, v in enumerate(torch.as_tensor(vals).tolist()):
             idx, t = _balanced_task(labels[c], v, max_per_class, seed)
@@ -549,12 +549,15 @@ def sparse_probing_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
             base = {'concept': c, 'value': v, 'value_name': names[c][i] if names else str(v), 'n_rows': len(idx)}
             kk = [k for k in ks if k <= z.shape[1]]
             xs = [z[:, order[:k]] for k in kk] + [z, acts[idx]]
-            for k, probe, (au, acc, _) in zip(kk + [z.shape[1], acts.shape[1]], ['sparse'] * len(kk)
-                                              + ['latents', 'residual'], _binary_probes(xs, tt, ntr, l2, steps)):
+            for k, probe, (au, acc, (w, sd)) in zip(kk + [z.shape[1], acts.shape[1]], ['sparse'] * len(kk)
+                                                    + ['latents', 'residual'], _binary_probes(xs, tt, ntr, l2, steps)):
                 rows.append({**base, 'probe': probe, 'k': k, 'auroc': au, 'accuracy': acc,
                              'latents': order[:k].tolist() if probe == 'sparse' else None})
+            directions[(c, v)] = w / sd   # the residual probe's weights in the activations' units, for absorption
     cols = ['concept', 'value', 'value_name', 'n_rows', 'probe', 'k', 'auroc', 'accuracy', 'latents']
-    return pd.DataFrame(rows, columns=cols)
+    out = pd.DataFrame(rows, columns=cols)
+    out.attrs.update(residual_directions=directions, residual_task=(max_per_class, train_frac, l2, steps, seed))
+    return out
 
 # %% ../nbs/08_eval.ipynb #72caa231
 @torch.no_grad()
@@ -642,6 +645,8 @@ def absorption_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
     if sp is None: sp = sparse_probing_scores(codes, acts, labels, values, names, (1,), max_per_class, train_frac,
                                               l2, steps, seed)
     main = sp.query("probe == 'sparse' and k == 1").set_index(['concept', 'value'])
+    same = sp.attrs.get('residual_task') == (max_per_class, train_frac, l2, steps, seed)
+    fitted = sp.attrs.get('residual_directions', {}) if same else {}
     for c, vals in values.items():
         for i, v in enumerate(torch.as_tensor(vals).tolist()):
             pos = (labels[c] == v).nonzero().flatten()
@@ -651,9 +656,11 @@ def absorption_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
             rows.append(r)
             if (c, v) not in main.index or not main.loc[(c, v), 'auroc'] >= min_auroc: continue
             m = main.loc[(c, v), 'latents'][0]
-            idx, t = _balanced_task(labels[c], v, max_per_class, seed)
-            (_, _, (w, sd)), = _binary_probes([acts[idx]], t, int(train_frac * len(idx)), l2, steps)
-            w = w / sd                                                      # in the activations' own units
+            w = fitted.get((c, v))   # the residual probe `sp` fit on this very task, else fit here
+            if w is None:
+                idx, t = _balanced_task(labels[c], v, max_per_class, seed)
+                (_, _, (w, sd)), = _binary_probes([acts[idx]], t, int(train_frac * len(idx)), l2, steps)
+                w = w / sd                                                  # in the activations' own units
             absorbed, cand = _absorbed(codes[pos], W_dec, w / w.norm().clamp_min(1e-12), m, min_cos, min_share)
             if absorbed is None: continue                                   # main latent points away from the probe
             counts = cand[absorbed].sum(0)
@@ -1014,6 +1021,18 @@ def _model_figures(res:dict, sae:SAE, store:ActivationStore, hook:str, model, id
             gs = spliced_grammaticality(model, hook, sae, lang, n_gen, tok, **kw)
             res['grammaticality'] = {'clean': gc.fraction, 'sae': gs.fraction, 'language': lang.name}
 
+# %% ../nbs/08_eval.ipynb #1e4acd10
+_CEILINGS = {}  # probe ceilings of the stores evaluated in this process, by the state of their files
+
+def _store_ceilings(store:ActivationStore, n_rows:int) -> pd.DataFrame:
+    "`probe_ceilings(store, n_rows)`, fit once per store: they depend on its activations, not on the SAE evaluated."
+    files = [store.path] if store.path.is_file() else sorted(f for f in store.path.rglob('*') if f.is_file())
+    key = (str(store.path.resolve()), store.split, n_rows,
+           tuple((str(f), st.st_ino, st.st_mtime_ns, st.st_size) for f in files for st in [f.stat()]))
+    if key not in _CEILINGS:
+        while len(_CEILINGS) >= 8: _CEILINGS.pop(next(iter(_CEILINGS)))   # the oldest first
+        _CEILINGS[key] = probe_ceilings(store, n_rows)
+    return _CEILINGS[key].copy()
 
 # %% ../nbs/08_eval.ipynb #4d08983c
 def _concept_figures(res:dict, sae:SAE, store:ActivationStore, n_rows:int, probes:bool, progress:bool, amp:dict):
@@ -1027,7 +1046,7 @@ def _concept_figures(res:dict, sae:SAE, store:ActivationStore, n_rows:int, probe
     if 0 < n_values <= sae.cfg.d_sae:  # a one-to-one matching needs a latent per value
         res['assignment'] = assignment(cs); res['assignment_score'] = float(res['assignment'].auroc.mean())
     if probes:
-        pc = probe_ceilings(store, min(n_rows, 20_000))
+        pc = _store_ceilings(store, min(n_rows, 20_000))
         res['probe_ceilings'] = pc
         if len(pc):
             res['best_latents'] = res['best_latents'].merge(pc, on=['concept', 'value', 'value_name'], how='left')
@@ -1277,4 +1296,3 @@ def saenb_eval(sae:str=None, # SAE directory, or several comma-separated (requir
             page = pareto_figure(results).to_html(include_plotlyjs=True, full_html=True)
             pareto.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(pareto, lambda p: p.write_text(page))
-

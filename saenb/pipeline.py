@@ -377,7 +377,7 @@ def concept_coverage(best:pd.DataFrame, # an evaluation's `best_latents`: concep
 def pipeline_summary(out, # the pipeline's output directory
                      ids:set=None, # the runs of its current sweep (default: those of `out/config.yaml`, else all)
                     ) -> pd.DataFrame:
-    "One row per trained SAE in `out`: FVU, L0, dead fraction, loss recovered, grammaticality, concept coverage."
+    "A row per trained SAE in `out`, by hook and name: FVU, L0, dead share, loss recovered, grammaticality, concepts."
     out, rows = Path(out), []
     if ids is None and (Path(out)/'config.yaml').exists():
         ids = _current_ids(yaml.safe_load((Path(out)/'config.yaml').read_text()), Path(out))
@@ -404,7 +404,8 @@ def pipeline_summary(out, # the pipeline's output directory
                 concept = b.value_name if '=' in str(b.value_name) else f"{b.concept}={b.value_name}"
                 row.update(best_auroc=b.auroc, best_concept=concept, best_latent=int(b.latent))
         rows.append(row)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)   # ordered by hook and name, not by run id (a hash that moves with the paths)
+    return df.sort_values(['hook', 'sae', 'id'], ignore_index=True) if len(df) else df
 
 # %% ../nbs/11_pipeline.ipynb #8c1d2e06
 _COVERAGE_NOTE = ("<p>assignment: mean AUROC of a one-to-one matching of concept values to latents; absorption: mean "
