@@ -217,7 +217,8 @@ def main():
             r = json.loads((out/'lr_sweep_run.json').read_text())
             if r.get('code') == code: return r   # else trained by other saenb code: trained again
         shutil.rmtree(out, ignore_errors=True)  # an interrupted run, or one of other code
-        s = run_json([saenb_command('saenb_train_sae'), '--acts', str(tr), *(['--val_acts', str(va)] if va else []), '--arch', c['arch'],
+        s = run_json([saenb_command('saenb_train_sae'), '--acts', str(tr), *(['--val_acts', str(va)] if va else []),
+                      '--arch', c['arch'],
                       f"--{c['knob']}", str(c['k']), '--exp_factor', str(c['exp_factor']), '--n_tokens', str(c['n_tokens']),
                       '--batch_size', str(a.batch_size), '--lr', str(lr), '--seed', str(seed), '--device', a.device,
                       '--out', str(out), '--quiet'], env)

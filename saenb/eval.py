@@ -535,9 +535,11 @@ def sparse_probing_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
                           train_frac:float=0.8, # share of a task's rows the probes are fit on
                           l2:float=1e-3, # weight decay of the probes
                           steps:int=100, # L-BFGS iterations (probes wider than `_NEWTON_MAX_D` inputs)
-                          seed:int=0) -> pd.DataFrame:
+                          seed:int=0,
+                          directions:dict=None, # if given, filled: (concept, value) -> residual probe, in acts' units
+                         ) -> pd.DataFrame:
     "Held-out AUROC and accuracy of probes on the top-k latents per concept value, on all latents and on `acts`."
-    codes, acts, rows, directions = codes.float(), acts.float(), [], {}
+    codes, acts, rows = codes.float(), acts.float(), []
     for c, vals in values.items():
         for i, v in enumerate(torch.as_tensor(vals).tolist()):
             idx, t = _balanced_task(labels[c], v, max_per_class, seed)
@@ -553,11 +555,9 @@ def sparse_probing_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
                                                     + ['latents', 'residual'], _binary_probes(xs, tt, ntr, l2, steps)):
                 rows.append({**base, 'probe': probe, 'k': k, 'auroc': au, 'accuracy': acc,
                              'latents': order[:k].tolist() if probe == 'sparse' else None})
-            directions[(c, v)] = w / sd   # the residual probe's weights in the activations' units, for absorption
+            if directions is not None: directions[(c, v)] = w / sd   # the last probe fit is the residual one
     cols = ['concept', 'value', 'value_name', 'n_rows', 'probe', 'k', 'auroc', 'accuracy', 'latents']
-    out = pd.DataFrame(rows, columns=cols)
-    out.attrs.update(residual_directions=directions, residual_task=(max_per_class, train_frac, l2, steps, seed))
-    return out
+    return pd.DataFrame(rows, columns=cols)
 
 # %% ../nbs/08_eval.ipynb #72caa231
 @torch.no_grad()
@@ -634,6 +634,7 @@ def absorption_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
                       values:dict, # concept name -> the values to test
                       names:dict=None, # concept name -> display name of each value
                       sp:pd.DataFrame=None, # `sparse_probing_scores` of these codes (its k=1 rows give main latents)
+                      directions:dict=None, # what that call filled in as `directions` (same task settings as here)
                       min_auroc:float=0.8, # a main latent's 1-sparse probe reaches at least this AUROC
                       min_cos:float=0.2, # an absorbing latent's decoder cosine with the probe direction
                       min_share:float=0.5, # ... and its contribution along it, as a share of the main latent's
@@ -642,11 +643,11 @@ def absorption_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
     "Per concept value: its main latent, where that latent is silent, and which latents absorb the value there."
     codes, acts, rows = codes.float(), acts.float(), []
     names = names or {c: [str(v) for v in torch.as_tensor(vals).tolist()] for c, vals in values.items()}
-    if sp is None: sp = sparse_probing_scores(codes, acts, labels, values, names, (1,), max_per_class, train_frac,
-                                              l2, steps, seed)
-    main = sp.query("probe == 'sparse' and k == 1").set_index(['concept', 'value'])
-    same = sp.attrs.get('residual_task') == (max_per_class, train_frac, l2, steps, seed)
-    fitted = sp.attrs.get('residual_directions', {}) if same else {}
+    if sp is None:
+        directions = {}
+        sp = sparse_probing_scores(codes, acts, labels, values, names, (1,), max_per_class, train_frac, l2, steps,
+                                   seed, directions)
+    main, fitted = sp.query("probe == 'sparse' and k == 1").set_index(['concept', 'value']), directions or {}
     for c, vals in values.items():
         for i, v in enumerate(torch.as_tensor(vals).tolist()):
             pos = (labels[c] == v).nonzero().flatten()
@@ -656,7 +657,7 @@ def absorption_scores(codes:torch.Tensor, # SAE codes `[n, d_sae]`
             rows.append(r)
             if (c, v) not in main.index or not main.loc[(c, v), 'auroc'] >= min_auroc: continue
             m = main.loc[(c, v), 'latents'][0]
-            w = fitted.get((c, v))   # the residual probe `sp` fit on this very task, else fit here
+            w = fitted.get((c, v))   # the residual probe fit with `sp`, else fit here
             if w is None:
                 idx, t = _balanced_task(labels[c], v, max_per_class, seed)
                 (_, _, (w, sd)), = _binary_probes([acts[idx]], t, int(train_frac * len(idx)), l2, steps)
@@ -1052,8 +1053,9 @@ def _concept_figures(res:dict, sae:SAE, store:ActivationStore, n_rows:int, probe
             res['best_latents'] = res['best_latents'].merge(pc, on=['concept', 'value', 'value_name'], how='left')
         x, labels, values, names = _concept_data(store, min(n_rows, 20_000), None, 16)   # rows read and encoded once
         codes = _codes(sae, x)   # fp32: the probes' fits need it
-        sp = sparse_probing_scores(codes, x, labels, values, names)
-        ab = absorption_scores(codes, sae.W_dec.detach(), x, labels, values, names, sp=sp)
+        directions = {}   # the residual probes, fit once for both
+        sp = sparse_probing_scores(codes, x, labels, values, names, directions=directions)
+        ab = absorption_scores(codes, sae.W_dec.detach(), x, labels, values, names, sp=sp, directions=directions)
         res.update(sparse_probing=sp, sparse_probing_summary=sparse_probing_summary(sp).reset_index(),
                    absorption=ab, absorption_rate=float(ab.absorption_rate.mean()) if len(ab) else float('nan'))
 
