@@ -1,5 +1,5 @@
 """Shared pieces of the benchmark scripts (and of tests/test_sae_interop.py): machine description, measured
-matrix-multiply peaks, and SAELens's virtual environment."""
+matrix-multiply peaks, and the virtual environments of the peers saenb is measured against (SAELens, sparsify)."""
 import fcntl, json, os, platform, re, shutil, subprocess, sys, time
 from pathlib import Path
 import torch
@@ -10,15 +10,21 @@ def device_name(device:str='cpu') -> str:
     return f"{platform.processor() or platform.machine()} x{os.cpu_count()} (torch threads {torch.get_num_threads()})"
 
 def matmul_peak(dtype=torch.float32, device:str='cpu', n:int=2048, seconds:float=0.7, trials:int=3) -> float:
-    "Best measured FLOP/s of square matrix multiplies of size `n` in `dtype`, over `trials` windows: the practical peak figures are compared to."
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3): a @ b
+    """Best measured FLOP/s of square matrix multiplies of size `n` in `dtype` (smaller where one product would take
+    over `seconds`/8), over `trials` windows: the practical peak figures are compared to."""
     sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
+    m = min(n, 256)
+    while True:   # up to n, short of it where one product takes long (bf16 without bf16 units: 57 s at 2048 on AVX2)
+        a, b = torch.randn(m, m, device=device, dtype=dtype), torch.randn(m, m, device=device, dtype=dtype)
+        sync(); t0 = time.perf_counter(); a @ b; sync()
+        if m >= n or time.perf_counter() - t0 > seconds / 8: break
+        m = min(2 * m, n)
+    for _ in range(2): a @ b
     best = 0.0
     for _ in range(trials):
         sync(); t0, reps = time.perf_counter(), 0
         while time.perf_counter() - t0 < seconds: a @ b; reps += 1
-        sync(); best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0))
+        sync(); best = max(best, 2 * m ** 3 * reps / (time.perf_counter() - t0))
     return best
 
 def training_precision(device:str='cpu') -> tuple:
@@ -45,10 +51,14 @@ def save_record(record:dict, out, omit=('runs',)):
     tmp.write_text(json.dumps(record, indent=1) + '\n'); os.replace(tmp, out)
     emit({k: v for k, v in record.items() if k not in omit})
 
-# ---- SAELens's virtual environment
+# ---- the peers' virtual environments
 
 TORCH_VERSION = torch.__version__.split('+')[0]   # the project's torch: the local build here, not a multi-GB download
-SAELENS_REQUIREMENTS = [f'torch=={TORCH_VERSION}', 'sae-lens>=6,<7']   # SAELens 6: the layout saenb writes and reads
+# The peers share one environment: sparsify adds three small packages to SAELens's (eai-sparsify, natsort,
+# schedulefree, by pip --dry-run); built together in 179 s on a 2-core machine, SAELens's alone in 145, sparsify's 131
+SAELENS_REQUIREMENTS = [f'torch=={TORCH_VERSION}', 'sae-lens>=6,<7',   # SAELens 6: the layout saenb writes and reads
+                        'eai-sparsify>=1.3,<2']   # sparsify 1.3: the SparseCoder that _sparsify_worker.py drives
+PEERS = {'saelens': ('SAENB_SAELENS_PYTHON', 'sae-lens'), 'sparsify': ('SAENB_SPARSIFY_PYTHON', 'eai-sparsify')}
 # pip's words for an index it cannot reach, most telling first: the one reason a build is skipped rather than failed
 NO_NETWORK = ('Failed to establish a new connection', 'Temporary failure in name resolution',
               'Name or service not known', 'Network is unreachable', 'No route to host', 'Connection refused',
@@ -63,27 +73,43 @@ def _no_network(pip_output:str):
             return (l.replace('ERROR: ', '') if m.startswith('(') else re.split('[\'"]', l[l.index(m):])[0]).strip()
 
 class SAELensUnavailable(RuntimeError):
-    "SAELens's virtual environment cannot be built here, for a reason outside the project: no package index."
+    "A peer's virtual environment cannot be built here, for a reason outside the project: no package index."
 
-def saelens_python(log=sys.stderr) -> str:
-    """The Python of an environment with SAELens (which pins transformer-lens below 4, so it cannot share saenb's):
-    `$SAENB_SAELENS_PYTHON` if set, else `~/.cache/saenb/saelens-venv-<torch version>`, built on first use."""
-    py = os.environ.get('SAENB_SAELENS_PYTHON')
+def peer_python(peer:str='saelens', log=sys.stderr) -> str:
+    """The Python of an environment with `peer` (a key of `PEERS`; SAELens pins transformer-lens below 4, so it cannot
+    share saenb's): `$SAENB_<PEER>_PYTHON` if set, else the peers' `~/.cache/saenb/saelens-venv-<torch version>`,
+    built on first use."""
+    var, package = PEERS[peer]
+    py = os.environ.get(var)
     if py:
         if not (Path(py).is_file() and os.access(py, os.X_OK)):
-            raise RuntimeError(f"SAENB_SAELENS_PYTHON={py} is not an executable file: point it at the python of a "
-                               f"virtual environment with sae-lens, or unset it to build one under ~/.cache/saenb")
+            raise RuntimeError(f"{var}={py} is not an executable file: point it at the python of a virtual environment "
+                               f"with {package}, or unset it to build one under ~/.cache/saenb")
         return py
     return str(saelens_venv(log=log)/'bin'/'python')
 
+def saelens_python(log=sys.stderr) -> str:
+    "The Python of an environment with SAELens: `peer_python('saelens')`."
+    return peer_python('saelens', log)
+
+def sparsify_python(log=sys.stderr) -> str:
+    "The Python of an environment with EleutherAI's sparsify: `peer_python('sparsify')`."
+    return peer_python('sparsify', log)
+
+def _built(final:Path, requirements:list) -> bool:
+    "Whether `final` is a usable environment: its Python exists and, where saenb built it, with `requirements`."
+    if not (final/'bin'/'python').exists(): return False
+    rec = final/'saenb-build.json'   # absent: made by hand or by an older saenb; kept as it is
+    return not rec.exists() or json.loads(rec.read_text()).get('requirements') == list(requirements)
+
 def saelens_venv(root=None, requirements=SAELENS_REQUIREMENTS, log=sys.stderr) -> Path:
-    """`root/saelens-venv-<torch version>` (`root`: ~/.cache/saenb), built once with `requirements`: in a temporary
-    directory renamed into place when complete, so an interrupted build is never taken for a finished one, and under a
-    file lock, so two processes that both need it build it once. Raises `SAELensUnavailable` when pip cannot reach the
-    package index."""
+    """`root/saelens-venv-<torch version>` (`root`: ~/.cache/saenb), built once with `requirements` (SAELens's and
+    sparsify's): in a temporary directory renamed into place when complete, so an interrupted build is never taken for a
+    finished one, and under a file lock, so two processes that both need it build it once; one saenb built with other
+    requirements is built again. Raises `SAELensUnavailable` when pip cannot reach the package index."""
     root = Path(root or Path.home()/'.cache'/'saenb'); root.mkdir(parents=True, exist_ok=True)
     final = root/f'saelens-venv-{TORCH_VERSION}'
-    if (final/'bin'/'python').exists(): return final
+    if _built(final, requirements): return final
     with open(root/f'{final.name}.lock', 'a+') as lock:
         try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -92,12 +118,13 @@ def saelens_venv(root=None, requirements=SAELENS_REQUIREMENTS, log=sys.stderr) -
             print(f"waiting for process {holder}, which is building {final}...", file=log, flush=True)
             fcntl.flock(lock, fcntl.LOCK_EX)
         lock.seek(0); lock.truncate(); lock.write(str(os.getpid())); lock.flush()
-        if (final/'bin'/'python').exists(): return final   # built by the process we waited for
-        for old in [final, *root.glob(f'{final.name}.tmp*')]:   # broken, or a build that was interrupted
+        if _built(final, requirements): return final   # built by the process we waited for
+        for old in [final, *root.glob(f'{final.name}.tmp*')]:   # broken, stale, or a build that was interrupted
             shutil.rmtree(old, ignore_errors=True)
         tmp = root/f'{final.name}.tmp{os.getpid()}'
         t0 = time.time()
-        print(f"building SAELens's virtual environment in {final} (once; a few minutes)...", file=log, flush=True)
+        print(f"building SAELens's and sparsify's virtual environment in {final} (once; a few minutes)...", file=log,
+              flush=True)
         try:
             _build_venv(tmp, final, requirements, root/f'{final.name}.log')
             os.rename(tmp, final)
@@ -118,20 +145,22 @@ def _build_venv(tmp:Path, final:Path, requirements:list, log:Path):
     out = log.read_text()
     if r.returncode:
         net = _no_network(out)
-        if net: raise SAELensUnavailable(f"cannot build SAELens's virtual environment: no network to the package index "
-                                         f"(pip: {net}); build it where there is one, or set SAENB_SAELENS_PYTHON")
+        if net: raise SAELensUnavailable(f"cannot build {final.name}: no network to the package index (pip: {net}); "
+                                         f"build it where there is one, or set its SAENB_<PEER>_PYTHON")
         raise RuntimeError(f"pip could not install {' '.join(requirements)} into {final} (log: {log}):\n{out[-3000:]}")
-    mods = [m for m in ('torch', 'sae_lens') if any(q.startswith(m.replace('_', '-')) for q in requirements)]
+    mods = [m for m in ('torch', 'sae_lens', 'sparsify')
+            if any(q.replace('eai-', '').startswith(m.replace('_', '-')) for q in requirements)]
     r = subprocess.run([str(py), '-c', f"import json, {', '.join(['sys', *mods])}; "
                         f"print(json.dumps({{m: sys.modules[m].__dict__.get('__version__') for m in {mods!r}}}))"],
                        capture_output=True, text=True)
     if r.returncode:
-        raise RuntimeError(f"the new SAELens environment cannot import {mods} (log: {log}):\n{r.stderr[-3000:]}")
+        raise RuntimeError(f"the new environment {final.name} cannot import {mods} (log: {log}):\n{r.stderr[-3000:]}")
     for f in [*(tmp/'bin').iterdir(), tmp/'pyvenv.cfg']:   # scripts (pip, activate) name where they were built
         if f.is_file() and not f.is_symlink():
             try: text = f.read_text()
             except UnicodeDecodeError: continue
             if str(tmp) in text: f.write_text(text.replace(str(tmp), str(final)))
-    (tmp/'saenb-build.json').write_text(json.dumps({'requirements': requirements, 'versions': json.loads(r.stdout),
+    versions = json.loads(r.stdout.strip().splitlines()[-1])   # the last line: sparsify prints a note on import
+    (tmp/'saenb-build.json').write_text(json.dumps({'requirements': requirements, 'versions': versions,
                                                     'python': sys.version.split()[0],
                                                     'seconds': round(time.time() - t0)}))

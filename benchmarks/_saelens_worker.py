@@ -1,13 +1,14 @@
 """Train one SAELens SAE on an activation file and print one JSON line (run inside SAELens's own virtual environment).
 
 Called by `sae_vs_saelens.py`; not part of saenb. Usage:
-    python _saelens_worker.py ACTS.npy VAL.npy ARCH D_SAE KNOB BATCH N_TOKENS LR AUTOCAST SEED [WIDTHS [CFG_JSON]]
+    python _saelens_worker.py ACTS.npy VAL.npy ARCH D_SAE KNOB BATCH N_TOKENS LR AUTOCAST SEED
+        [WIDTHS [CFG_JSON [DEVICE]]]
 
 ARCH is a SAELens training architecture: standard, topk, batchtopk, jumprelu, gated or matryoshka (SAELens's
 MatryoshkaBatchTopKTrainingSAE, its nested widths WIDTHS: comma-separated, increasing, ending at D_SAE). KNOB is k for
 topk, batchtopk and matryoshka, the L1 coefficient for standard and gated, the L0 coefficient for jumprelu (its default
 "step" L0 loss). Every other setting is SAELens's default, unless CFG_JSON (a JSON object of training-config fields)
-says otherwise.
+says otherwise. DEVICE (default cpu; cuda or cuda:N) is where it trains and is evaluated.
 
 Validation is done as SAELens's users see the SAE: it is saved in its inference layout (`save_inference_model`) and
 loaded back (`SAE.load_from_disk`), so BatchTopK and Matryoshka SAEs are evaluated as the JumpReLU SAEs SAELens turns
@@ -31,14 +32,15 @@ from sae_lens.saes.matryoshka_batchtopk_sae import MatryoshkaBatchTopKTrainingSA
 acts_path, val_path, arch, d_sae, knob, batch, n_tokens, lr, autocast, seed = sys.argv[1:11]
 widths = [int(w) for w in sys.argv[11].split(',')] if len(sys.argv) > 11 and sys.argv[11] not in ('', '-') else None
 extra = json.loads(sys.argv[12]) if len(sys.argv) > 12 else {}
+device = sys.argv[13] if len(sys.argv) > 13 else 'cpu'   # cpu, cuda or cuda:N
 d_sae, batch, n_tokens, seed = int(d_sae), int(batch), int(n_tokens), int(seed)
 torch.manual_seed(seed)
 acts = torch.from_numpy(np.array(np.load(acts_path, mmap_mode='r'))).float()
-val = torch.from_numpy(np.load(val_path)).float()
+val = torch.from_numpy(np.load(val_path)).float().to(device)
 d_in = acts.shape[1]
 
 def make_sae():
-    common = dict(d_in=d_in, d_sae=d_sae, **extra)
+    common = dict(d_in=d_in, d_sae=d_sae, device=device, **extra)
     if arch == 'standard': return StandardTrainingSAE(StandardTrainingSAEConfig(**common, l1_coefficient=float(knob)))
     if arch == 'topk': return TopKTrainingSAE(TopKTrainingSAEConfig(**common, k=int(float(knob))))
     if arch == 'batchtopk': return BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(**common, k=float(knob)))
@@ -56,15 +58,16 @@ def provider():
     g = torch.Generator().manual_seed(seed)
     while True:
         for idx in torch.randperm(len(acts), generator=g).split(batch):
-            if len(idx) == batch: yield acts[idx]
+            if len(idx) == batch: yield acts[idx].to(device)
 
 cfg = SAETrainerConfig(total_training_samples=n_tokens, train_batch_size_samples=batch, lr=float(lr), lr_end=float(lr),
-                       autocast=autocast == '1', logger=LoggingConfig(log_to_wandb=False), device='cpu')
+                       autocast=autocast == '1', logger=LoggingConfig(log_to_wandb=False), device=device)
 trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=provider())
-t0 = time.perf_counter(); sae = trainer.fit(); dt = time.perf_counter() - t0
+sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
+sync(); t0 = time.perf_counter(); sae = trainer.fit(); sync(); dt = time.perf_counter() - t0
 with tempfile.TemporaryDirectory() as d:   # the inference SAE SAELens saves (BatchTopK, Matryoshka: JumpReLU)
     sae.save_inference_model(d)
-    inf = SAE.load_from_disk(d, device='cpu').eval()
+    inf = SAE.load_from_disk(d, device=device).eval()
 with torch.no_grad():
     feats = inf.encode(val); rec = inf.decode(feats)
     fvu = ((rec - val) ** 2).sum() / ((val - val.mean(0)) ** 2).sum()

@@ -37,7 +37,10 @@ more than 25% from the target (either tool: `*_l0_off_target`).
 
 Speed is the median tokens/s over each tool's runs (it does not depend on the learning rate or coefficient). SAELens
 trains in fp32 unless asked for autocast; it is also run once with its bf16 autocast at its best setting, and saenb's
-speed against that is reported too (`speedup_vs_saelens_bf16`). FLOPs per token, both tools: the encoder's forward and
+speed against that is reported too (`speedup_vs_saelens_bf16`). That run is left out (its fields null, and
+`saelens_bf16: "skipped: ..."` says why) on a CPU without bf16 matrix units, where saenb trains in fp32 too and bf16
+products run 70x slower than fp32 ones (measured on a 2-core AMD EPYC with AVX2 only: 1 against 68 GFLOP/s), so the
+run would take hours; `--saelens_bf16 on` runs it anyway. FLOPs per token, both tools: the encoder's forward and
 weight gradient, 4*d_in*d_sae (twice for gated: its gate and magnitude products), plus the decoder's forward and both
 gradients, 6*k*d_in for the k-based (sparse) architectures and 6*d_sae*d_in for the dense ones (relu, jumprelu, gated;
 gated's auxiliary reconstruction through the gate is not counted).
@@ -57,15 +60,28 @@ per row); or an `.npy` [N, d] file (its last 8192 rows for validation); or an ac
 `train` split for training, its `validation` split for validation (at most `--val_rows`), or, if it has none, the last
 8192 rows of the training split. Both tools then read the same two `.npy` files.
 
+A second peer for TopK: EleutherAI's sparsify (`eai-sparsify`, `_sparsify_worker.py`), trained on the same two files at
+the same width, k, batch size and token budget, at every learning rate of the grid (its best validation FVU reported),
+with the inner step of its trainer: FVU loss, its fused TopK encoder and `embedding_bag` decoder, the decoder gradient
+made orthogonal to its unit-norm rows, Adam (`--sparsify_optimizer signum`: its default schedule-free sign descent) at a
+constant learning rate. The `topk` record then also holds `sparsify_tokens_per_s`, `speedup_vs_sparsify`,
+`sparsify_fvu` and `fvu_ratio_vs_sparsify`, and the summary the two ratios. `--no_sparsify` leaves it out.
+
 SAELens pins transformer-lens below 4, so it runs in its own virtual environment: `$SAENB_SAELENS_PYTHON` if set, else
 `~/.cache/saenb/saelens-venv-<torch version>`, built on first use (about 1.5 minutes, from the package index, with torch
-pinned to saenb's) and shared with tests/test_sae_interop.py (`_common.saelens_python`); nothing is downloaded at
+pinned to saenb's) and shared with tests/test_sae_interop.py (`_common.saelens_python`). sparsify is installed in the
+same environment (three more small packages) unless `$SAENB_SPARSIFY_PYTHON` names another; nothing is downloaded at
 training time.
 
     python benchmarks/sae_vs_saelens.py [--archs topk,relu | all] [--d_in 256] [--exp_factor 8] [--k 32]
         [--n_tokens 524288] [--batch_size 4096] [--lrs 1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3]
         [--coef_l0 K] [--coef_lr 4e-3] [--coef_start '{"gated": {"saenb": 2, "saelens": 1}}'] [--max_search_runs 7]
         [--saelens_cfg '{"jumprelu": {...}}'] [--acts FILE.npy | STORE_DIR] [--val_rows 65536]
+        [--no_sparsify] [--sparsify_optimizer adam|signum] [--saelens_bf16 auto|on|off] [--device cpu|cuda[:N]]
+
+`--device cuda` (or `cuda:N`) trains all three tools on that GPU: saenb with `saenb_train_sae --device`, SAELens with
+its trainer's `device`, sparsify with its Triton decoder where Triton is installed, and the peaks are measured there;
+one command gives the GPU table: `python benchmarks/sae_vs_saelens.py --device cuda --archs all`.
 
 Progress (one line per training run) goes to stderr; the JSON line to stdout.
 """
@@ -73,7 +89,7 @@ import argparse, json, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import device_name, matmul_peak, emit, saelens_python, saenb_command
+from _common import device_name, matmul_peak, emit, saelens_python, sparsify_python, saenb_command, training_precision
 
 HERE = Path(__file__).parent
 ALL_ARCHS = ('relu', 'topk', 'batchtopk', 'jumprelu', 'gated', 'matryoshka')
@@ -191,6 +207,18 @@ def flops_per_token(arch:str, d_in:int, d_sae:int, k:int) -> int:
 
 def log(*m): print(*m, file=sys.stderr, flush=True)
 
+def _versus_sparsify(ours:dict, lrs:list, sparsify, flops:int, peak32:float, edge) -> dict:
+    "sparsify's TopK at every learning rate of `lrs`: its best FVU, median speed, and saenb's ratios to both."
+    sps = [sparsify(lr) for lr in lrs]
+    sp = min(sps, key=lambda r: r['fvu'])
+    tps = float(np.median([r['tokens_per_s'] for r in sps]))
+    return {'sparsify_tokens_per_s': tps, 'speedup_vs_sparsify': ours['tokens_per_s'] / tps,
+            'sparsify_fvu': sp['fvu'], 'sparsify_l0': sp['l0'], 'fvu_ratio_vs_sparsify': ours['fvu'] / sp['fvu'],
+            'sparsify_best_lr': sp['lr'], 'sparsify_best_lr_at_edge': edge(sp['lr']),
+            'sparsify_flops_frac_fp32_peak': flops * tps / peak32,
+            'sparsify_runs': [{k: (round(r[k], 6) if isinstance(r[k], float) else r[k]) for k in ('lr', 'fvu', 'l0')}
+                              for r in sps]}
+
 def main():
     t_start = time.perf_counter()
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
@@ -218,7 +246,14 @@ def main():
                                                  'synthetic activations')
     ap.add_argument('--val_rows', type=int, default=65536, help="at most this many rows of a store's validation split")
     ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--device', default='cpu', help="cpu, cuda or cuda:N: where every tool trains")
+    ap.add_argument('--saelens_bf16', default='auto', choices=('auto', 'on', 'off'),
+                    help="also run SAELens with its bf16 autocast (auto: where the CPU has bf16 matrix units)")
+    ap.add_argument('--no_sparsify', action='store_true', help="leave sparsify out of the topk comparison")
+    ap.add_argument('--sparsify_optimizer', default='adam', choices=('adam', 'signum'),
+                    help="sparsify's optimizer: adam, or its default schedule-free sign descent (signum)")
     a = ap.parse_args()
+    if a.device.startswith('cuda') and not torch.cuda.is_available(): ap.error(f"--device {a.device}: no GPU here")
     archs = list(ALL_ARCHS) if a.archs == 'all' else [s.strip() for s in a.archs.split(',') if s.strip()]
     bad = [x for x in archs if x not in ALL_ARCHS]
     if bad: ap.error(f"unknown architecture(s) {', '.join(bad)}: choose from {', '.join(ALL_ARCHS)}, or all")
@@ -239,23 +274,38 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
     d_in = int(np.load(val, mmap_mode='r').shape[1]); d_sae = d_in * a.exp_factor
     widths = sorted({max(1, d_sae // 8), max(1, d_sae // 4), max(1, d_sae // 2), d_sae})   # saenb's default prefixes
     py = saelens_python()
-    peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
-    record = {'bench': 'sae_vs_saelens', 'device': device_name(), 'd_in': d_in, 'd_sae': d_sae, 'k': a.k,
+    sp_py = sparsify_python() if 'topk' in archs and not a.no_sparsify else None
+    bf16_fast = training_precision(a.device)[0] == 'bf16'
+    sl16_on = a.saelens_bf16 == 'on' or (a.saelens_bf16 == 'auto' and bf16_fast)
+    peak32, peak16 = matmul_peak(torch.float32, a.device), matmul_peak(torch.bfloat16, a.device)
+    record = {'bench': 'sae_vs_saelens', 'device': device_name(a.device), 'd_in': d_in, 'd_sae': d_sae, 'k': a.k,
               'coef_l0': a.coef_l0, 'batch_size': a.batch_size, 'n_tokens': a.n_tokens, 'acts': source,
               'archs': archs, 'lrs': lrs, 'lrs_reduced': lrs_reduced, 'coef_lr': a.coef_lr, 'max_search_runs': max_runs,
               'coef_start': {x: starts[x] for x in archs if x in COEF_ARCHS}, 'saelens_cfg': saelens_cfg,
               'matryoshka_widths': widths if 'matryoshka' in archs else None,
-              'peak_fp32_flops': peak32, 'peak_bf16_flops': peak16}
+              'sparsify_optimizer': a.sparsify_optimizer if sp_py else None,
+              'peak_fp32_flops': peak32, 'peak_bf16_flops': peak16,
+              'saelens_bf16': 'run' if sl16_on else 'skipped: ' + (
+                  '--saelens_bf16 off' if a.saelens_bf16 == 'off' else
+                  f'no bf16 matrix units (bf16 {peak16 / 1e9:.1f} GFLOP/s against fp32 {peak32 / 1e9:.1f})')}
 
     def saelens(arch, knob, lr, autocast=False):
         t0 = time.perf_counter()
         r = run_json([py, str(HERE/'_saelens_worker.py'), str(train), str(val), SAELENS_ARCH[arch], str(d_sae),
                       str(knob), str(a.batch_size), str(a.n_tokens), str(lr), str(int(autocast)), str(a.seed),
                       ','.join(map(str, widths)) if arch == 'matryoshka' else '-',
-                      json.dumps(saelens_cfg.get(arch, {}))])
+                      json.dumps(saelens_cfg.get(arch, {})), a.device])
         log(f"saelens {arch}{' bf16' if autocast else ''} knob={knob:.4g} lr={lr:g}: fvu {r['fvu']:.4f} "
             f"l0 {r['l0']:.2f} {r['tokens_per_s']:,.0f} tok/s ({time.perf_counter() - t0:.0f} s)")
         return {**r, 'lr': lr, 'knob': knob}
+
+    def sparsify(lr):
+        t0 = time.perf_counter()
+        r = run_json([sp_py, str(HERE/'_sparsify_worker.py'), str(train), str(val), str(d_sae), str(a.k),
+                      str(a.batch_size), str(a.n_tokens), str(lr), str(a.seed), a.sparsify_optimizer, a.device])
+        log(f"sparsify topk k={a.k} lr={lr:g}: fvu {r['fvu']:.4f} l0 {r['l0']:.2f} {r['tokens_per_s']:,.0f} tok/s "
+            f"({time.perf_counter() - t0:.0f} s)")
+        return {**r, 'lr': lr, 'knob': a.k}
 
     def saenb(arch, knob, lr):
         t0 = time.perf_counter()
@@ -268,7 +318,7 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
                       *flags,
                       '--exp_factor', str(a.exp_factor), '--n_tokens', str(a.n_tokens), '--batch_size',
                       str(a.batch_size), '--lr', str(lr), '--seed', str(a.seed),
-                      '--out', str(tmp/f'saenb_{arch}_{lr}_{knob}'), '--quiet'])
+                      '--device', a.device, '--out', str(tmp/f'saenb_{arch}_{lr}_{knob}'), '--quiet'])
         log(f"saenb   {arch} knob={knob:.4g} lr={lr:g}: fvu {r['fvu']:.4f} l0 {r['l0']:.2f}"
             f" {r['tokens_per_s']:,.0f} tok/s ({time.perf_counter() - t0:.0f} s)")
         return {**r, 'lr': lr, 'knob': knob}
@@ -292,7 +342,8 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
         sl['tokens_per_s'] = float(np.median([r['tokens_per_s'] for r in sls]))
         ours['tokens_per_s'] = float(np.median([r['tokens_per_s'] for r in ourss]))
         # SAELens with its own bf16 autocast (off by default there), once, at its best setting: speed at equal precision
-        sl16 = saelens(arch, near['knob'], near['lr'], autocast=True)
+        sl16 = saelens(arch, near['knob'], near['lr'], autocast=True) if sl16_on else \
+            {'tokens_per_s': None, 'fvu': None, 'l0': None}
         f = flops_per_token(arch, d_in, d_sae, a.k)
         ours_flops, sl_flops = f * ours['tokens_per_s'], f * sl['tokens_per_s']
         off = lambda l0: bool(abs(np.log(max(l0, 1e-9) / target)) > np.log(1.25))
@@ -300,7 +351,7 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
                'saenb_tokens_per_s': ours['tokens_per_s'], 'saelens_tokens_per_s': sl['tokens_per_s'],
                'speedup': ours['tokens_per_s'] / sl['tokens_per_s'],
                'saelens_bf16_tokens_per_s': sl16['tokens_per_s'],
-               'speedup_vs_saelens_bf16': ours['tokens_per_s'] / sl16['tokens_per_s'],
+               'speedup_vs_saelens_bf16': ours['tokens_per_s'] / sl16['tokens_per_s'] if sl16_on else None,
                'saelens_bf16_fvu': sl16['fvu'], 'saelens_bf16_l0': sl16['l0'],
                'saenb_fvu': ours['fvu'], 'saelens_fvu': sl['fvu'], 'saenb_l0': ours['l0'], 'saelens_l0': sl['l0'],
                'fvu_ratio': ours['fvu'] / sl['fvu'],
@@ -316,6 +367,7 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
             edge = lambda lr: len(lrs) > 1 and lr in (min(lrs), max(lrs))
             rec.update(saenb_best_lr_at_edge=edge(ours['lr']), saelens_best_lr_at_edge=edge(sl['lr']))
             if 'batch_fvu' in sl: rec.update(saelens_batch_fvu=sl['batch_fvu'], saelens_batch_l0=sl['batch_l0'])
+            if arch == 'topk' and sp_py: rec.update(_versus_sparsify(ours, lrs, sparsify, f, peak32, edge))
         else:
             reached = lambda rs: (any(r['l0'] <= target for r in rs) and any(r['l0'] > target for r in rs)) or \
                 any(abs(np.log(max(r['l0'], 1e-9) / target)) < 0.02 for r in rs)
@@ -331,6 +383,8 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
             failed.append(arch); record[arch] = {'error': str(e)[-3000:]}; log(f"{arch} failed: {e}")
         record[arch]['seconds'] = round(time.perf_counter() - t0, 1)
     record['summary'] = {arch: ({**{k: record[arch][k] for k in ('speedup', 'speedup_vs_saelens_bf16', 'fvu_ratio')},
+                                 **{k: record[arch][k] for k in ('speedup_vs_sparsify', 'fvu_ratio_vs_sparsify')
+                                    if k in record[arch]},
                                  'l0': [record[arch]['saenb_l0'], record[arch]['saelens_l0']],
                                  'l0_matched': not (record[arch]['saenb_l0_off_target'] or
                                                     record[arch]['saelens_l0_off_target'])}

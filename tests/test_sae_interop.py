@@ -13,7 +13,7 @@ from saenb.sae_io import load_sae, export_saelens, saelens_archs
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO/'benchmarks'))   # SAELens's virtual environment is found or built where the benchmark's is
 import _common
-from _common import saelens_python, saelens_venv, SAELensUnavailable
+from _common import saelens_python, sparsify_python, saelens_venv, SAELensUnavailable
 SAELENS_ARCHS = saelens_archs()   # every registered architecture SAELens has, read from the registry
 KW = {a: SAE_REGISTRY[a].example for a in SAELENS_ARCHS}
 VARIANTS = [(a, KW[a]) for a in KW] + [('relu', dict(sparsity_coeff=0.1, weighted_l1=True))]
@@ -255,6 +255,27 @@ def test_saelens_written_dirs_load(tmp_path, saelens_py):
         np.testing.assert_allclose(o['codes'], codes, atol=1e-4, rtol=1e-5, err_msg=name)
         np.testing.assert_allclose(o['fwd'], recon, atol=1e-4, rtol=1e-5, err_msg=name)
 
+# ---- sparsify itself: the benchmark's worker runs its trainer's inner step, and what it saves loads here
+
+def test_sparsify_worker_trains_and_its_save_loads(tmp_path):
+    """benchmarks/_sparsify_worker.py trains sparsify's own TopK SAE (in the peers' environment, which SAELens shares);
+    the directory sparsify's `save_to_disk` writes loads into saenb and reconstructs what sparsify reconstructs."""
+    try: py = sparsify_python()
+    except SAELensUnavailable as e: pytest.skip(str(e))   # no network to the package index
+    x = synthetic_sparse_data(5096, 16, 32, seed=1).numpy()
+    np.save(tmp_path/'tr.npy', x[:4096]); np.save(tmp_path/'va.npy', x[4096:])
+    r = subprocess.run([py, REPO/'benchmarks'/'_sparsify_worker.py', tmp_path/'tr.npy', tmp_path/'va.npy', '64', '4',
+                        '256', str(256 * 60), '4e-3', '0', 'adam', 'cpu', tmp_path/'sp'],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out['steps'] == 60 and out['l0'] <= 4 and out['tokens_per_s'] > 0, out
+    assert out['last_train_fvu'] < 0.6 * out['first_train_fvu'] and out['fvu'] < 0.6 * out['first_train_fvu'], out
+    sae = load_sae(tmp_path/'sp').eval()
+    assert (sae.arch, sae.cfg.d_sae, sae.cfg.k) == ('topk', 64, 4)
+    recon = sae(torch.from_numpy(x[4096:])).detach().numpy()
+    np.testing.assert_allclose(recon, np.load(tmp_path/'sp'/'val_recon.npy'), atol=1e-4, rtol=1e-4)
+
 # ---- SAELens's virtual environment: built once, atomically, by one process at a time
 
 def test_saelens_venv_interrupted_build(tmp_path, monkeypatch):
@@ -295,9 +316,26 @@ def test_saelens_venv_one_builder(tmp_path):
     assert p.returncode == 0 and out.strip() == str(final) and err == '', err
     assert not (final/'saenb-build.json').exists()   # not built a second time
 
+def test_stale_venv_rebuilt(tmp_path):
+    "An environment saenb built with other requirements (SAELens alone, before sparsify joined it) is built again."
+    final = tmp_path/f'saelens-venv-{_common.TORCH_VERSION}'
+    (final/'bin').mkdir(parents=True); (final/'bin'/'python').symlink_to(sys.executable)
+    (final/'saenb-build.json').write_text(json.dumps({'requirements': ['sae-lens>=6,<7']}))
+    log = tmp_path/'log.txt'
+    with open(log, 'w') as f: assert saelens_venv(tmp_path, requirements=[], log=f) == final
+    assert 'building' in log.read_text()
+    assert json.loads((final/'saenb-build.json').read_text())['requirements'] == []
+    (final/'saenb-build.json').unlink()   # made by hand (no record): used as it is
+    with open(log, 'w') as f: assert saelens_venv(tmp_path, requirements=['x'], log=f) == final
+    assert log.read_text() == ''
+
 def test_saelens_python_env_var(monkeypatch, tmp_path):
     "SAENB_SAELENS_PYTHON names the interpreter to use; one that does not exist is an error, not a silent rebuild."
     monkeypatch.setenv('SAENB_SAELENS_PYTHON', sys.executable)
     assert saelens_python() == sys.executable
     monkeypatch.setenv('SAENB_SAELENS_PYTHON', str(tmp_path/'nope'))
     with pytest.raises(RuntimeError, match='is not an executable file: point it at the python'): saelens_python()
+    monkeypatch.setenv('SAENB_SPARSIFY_PYTHON', sys.executable)   # sparsify's, likewise
+    assert sparsify_python() == sys.executable
+    monkeypatch.setenv('SAENB_SPARSIFY_PYTHON', str(tmp_path/'nope'))
+    with pytest.raises(RuntimeError, match='SAENB_SPARSIFY_PYTHON=.* with eai-sparsify'): sparsify_python()
