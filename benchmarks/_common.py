@@ -55,10 +55,12 @@ def save_record(record:dict, out, omit=('runs',)):
 
 TORCH_VERSION = torch.__version__.split('+')[0]   # the project's torch: the local build here, not a multi-GB download
 # The peers share one environment: sparsify adds three small packages to SAELens's (eai-sparsify, natsort,
-# schedulefree, by pip --dry-run); built together in 179 s on a 2-core machine, SAELens's alone in 145, sparsify's 131
+# schedulefree, by pip --dry-run); built together in 179 s on a 2-core AVX2 machine, sparsify's alone in 131
 SAELENS_REQUIREMENTS = [f'torch=={TORCH_VERSION}', 'sae-lens>=6,<7',   # SAELens 6: the layout saenb writes and reads
                         'eai-sparsify>=1.3,<2']   # sparsify 1.3: the SparseCoder that _sparsify_worker.py drives
-PEERS = {'saelens': ('SAENB_SAELENS_PYTHON', 'sae-lens'), 'sparsify': ('SAENB_SPARSIFY_PYTHON', 'eai-sparsify')}
+# peer: (variable naming another Python for it, its pip package, its module)
+PEERS = {'saelens': ('SAENB_SAELENS_PYTHON', 'sae-lens', 'sae_lens'),
+         'sparsify': ('SAENB_SPARSIFY_PYTHON', 'eai-sparsify', 'sparsify')}
 # pip's words for an index it cannot reach, most telling first: the one reason a build is skipped rather than failed
 NO_NETWORK = ('Failed to establish a new connection', 'Temporary failure in name resolution',
               'Name or service not known', 'Network is unreachable', 'No route to host', 'Connection refused',
@@ -79,7 +81,7 @@ def peer_python(peer:str='saelens', log=sys.stderr) -> str:
     """The Python of an environment with `peer` (a key of `PEERS`; SAELens pins transformer-lens below 4, so it cannot
     share saenb's): `$SAENB_<PEER>_PYTHON` if set, else the peers' `~/.cache/saenb/saelens-venv-<torch version>`,
     built on first use."""
-    var, package = PEERS[peer]
+    var, package, _ = PEERS[peer]
     py = os.environ.get(var)
     if py:
         if not (Path(py).is_file() and os.access(py, os.X_OK)):
@@ -148,8 +150,8 @@ def _build_venv(tmp:Path, final:Path, requirements:list, log:Path):
         if net: raise SAELensUnavailable(f"cannot build {final.name}: no network to the package index (pip: {net}); "
                                          f"build it where there is one, or set its SAENB_<PEER>_PYTHON")
         raise RuntimeError(f"pip could not install {' '.join(requirements)} into {final} (log: {log}):\n{out[-3000:]}")
-    mods = [m for m in ('torch', 'sae_lens', 'sparsify')
-            if any(q.replace('eai-', '').startswith(m.replace('_', '-')) for q in requirements)]
+    mods = [m for pkg, m in [('torch', 'torch'), *(v[1:] for v in PEERS.values())]
+            if any(re.match(rf'{re.escape(pkg)}\b(?!-)', q) for q in requirements)]
     r = subprocess.run([str(py), '-c', f"import json, {', '.join(['sys', *mods])}; "
                         f"print(json.dumps({{m: sys.modules[m].__dict__.get('__version__') for m in {mods!r}}}))"],
                        capture_output=True, text=True)

@@ -19,7 +19,8 @@ as); for BatchTopK and Matryoshka also `batch_fvu` and `batch_l0`, those of the 
 each batch of BATCH validation rows, L0 = k), and the learned `topk_threshold`.
 """
 import json, sys, tempfile, time
-import numpy as np, torch
+import torch
+from _peer_data import load, batches, fvu
 from sae_lens import SAE, SAETrainer
 from sae_lens.config import SAETrainerConfig, LoggingConfig
 from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
@@ -35,8 +36,7 @@ extra = json.loads(sys.argv[12]) if len(sys.argv) > 12 else {}
 device = sys.argv[13] if len(sys.argv) > 13 else 'cpu'   # cpu, cuda or cuda:N
 d_sae, batch, n_tokens, seed = int(d_sae), int(batch), int(n_tokens), int(seed)
 torch.manual_seed(seed)
-acts = torch.from_numpy(np.array(np.load(acts_path, mmap_mode='r'))).float()
-val = torch.from_numpy(np.load(val_path)).float().to(device)
+acts, val = load(acts_path, val_path, device)
 d_in = acts.shape[1]
 
 def make_sae():
@@ -54,15 +54,9 @@ def make_sae():
 
 sae = make_sae()
 
-def provider():
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        for idx in torch.randperm(len(acts), generator=g).split(batch):
-            if len(idx) == batch: yield acts[idx].to(device)
-
 cfg = SAETrainerConfig(total_training_samples=n_tokens, train_batch_size_samples=batch, lr=float(lr), lr_end=float(lr),
                        autocast=autocast == '1', logger=LoggingConfig(log_to_wandb=False), device=device)
-trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=provider())
+trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=batches(acts, batch, seed, device))
 sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
 sync(); t0 = time.perf_counter(); sae = trainer.fit(); sync(); dt = time.perf_counter() - t0
 with tempfile.TemporaryDirectory() as d:   # the inference SAE SAELens saves (BatchTopK, Matryoshka: JumpReLU)
@@ -70,14 +64,13 @@ with tempfile.TemporaryDirectory() as d:   # the inference SAE SAELens saves (Ba
     inf = SAE.load_from_disk(d, device=device).eval()
 with torch.no_grad():
     feats = inf.encode(val); rec = inf.decode(feats)
-    fvu = ((rec - val) ** 2).sum() / ((val - val.mean(0)) ** 2).sum()
     l0 = (feats != 0).float().sum(-1).mean()
-    out = {'train_seconds': dt, 'tokens_per_s': n_tokens / dt, 'fvu': fvu.item(), 'l0': l0.item(),
+    out = {'train_seconds': dt, 'tokens_per_s': n_tokens / dt, 'fvu': fvu(rec, val), 'l0': l0.item(),
            'eval_arch': inf.cfg.architecture()}
     if arch in ('batchtopk', 'matryoshka'):   # also the training-mode codes: top k*B of each validation batch of BATCH
         sae.eval()
         feats = torch.cat([sae.encode(v) for v in val.split(batch)]); rec = sae.decode(feats)
-        out['batch_fvu'] = (((rec - val) ** 2).sum() / ((val - val.mean(0)) ** 2).sum()).item()
+        out['batch_fvu'] = fvu(rec, val)
         out['batch_l0'] = (feats != 0).float().sum(-1).mean().item()
         out['topk_threshold'] = float(sae.topk_threshold)
 print(json.dumps(out))

@@ -18,6 +18,7 @@ by its own `save_to_disk`, beside `val_recon.npy`, its reconstruction of VAL (te
 """
 import json, os, sys, time
 import numpy as np, torch
+from _peer_data import load, batches, fvu
 
 acts_path, val_path, d_sae, k, batch, n_tokens, lr, seed = sys.argv[1:9]
 optimizer = sys.argv[9] if len(sys.argv) > 9 else 'adam'
@@ -29,8 +30,7 @@ from sparsify import SparseCoder, SparseCoderConfig
 
 d_sae, k, batch, n_tokens, lr, seed = int(d_sae), int(float(k)), int(batch), int(n_tokens), float(lr), int(seed)
 torch.manual_seed(seed)
-acts = torch.from_numpy(np.array(np.load(acts_path, mmap_mode='r'))).float().to(device)
-val = torch.from_numpy(np.load(val_path)).float().to(device)
+acts, val = load(acts_path, val_path, device)
 d_in = acts.shape[1]
 sae = SparseCoder(d_in, SparseCoderConfig(num_latents=d_sae, k=k), device=device, dtype=torch.float32)
 if optimizer == 'adam': opt = torch.optim.Adam(sae.parameters(), lr=lr)
@@ -40,18 +40,13 @@ elif optimizer == 'signum':
     opt = ScheduleFreeWrapper(SignSGD(sae.parameters(), lr=lr), momentum=0.95); opt.train()
 else: raise SystemExit(f"unknown optimizer {optimizer!r}: adam or signum")
 
-def batches():
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        for idx in torch.randperm(len(acts), generator=g).split(batch):
-            if len(idx) == batch: yield acts[idx.to(device)]
-
 n_steps = n_tokens // batch
 since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
 did_fire = torch.zeros(d_sae, dtype=torch.bool, device=device)
 sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
 sync(); t0 = time.perf_counter()
-for step, x in zip(range(n_steps), batches()):
+AUXK_ALPHA = 0.0   # its TrainConfig's default: no AuxK
+for step, x in zip(range(n_steps), batches(acts, batch, seed, device)):
     if step == 0: sae.b_dec.data = x.mean(0)
     sae.set_decoder_norm_to_unit_norm()
     total_variance = (x - x.mean(0)).pow(2).sum()
@@ -59,7 +54,7 @@ for step, x in zip(range(n_steps), batches()):
     did_fire[out.latent_indices.flatten()] = True
     fvu_step = float(out.fvu.detach())   # the trainer's running average reads it every step
     if step == 0: first_fvu = fvu_step
-    (out.fvu + 0.0 * out.auxk_loss + out.multi_topk_fvu / 8).backward()
+    (out.fvu + AUXK_ALPHA * out.auxk_loss + out.multi_topk_fvu / 8).backward()   # its trainer's loss
     sae.remove_gradient_parallel_to_decoder_directions()
     opt.step(); opt.zero_grad()
     with torch.no_grad():
@@ -74,9 +69,8 @@ with torch.no_grad():
         enc = sae.encode(v)
         rec.append(sae.decode(enc.top_acts, enc.top_indices)); l0.append((enc.top_acts > 0).sum(-1).float())
     rec = torch.cat(rec)
-    fvu = ((rec - val) ** 2).sum() / ((val - val.mean(0)) ** 2).sum()
 if save_dir:
     sae.save_to_disk(save_dir); np.save(f'{save_dir}/val_recon.npy', rec.cpu().numpy())
-print(json.dumps({'train_seconds': dt, 'tokens_per_s': n_steps * batch / dt, 'fvu': fvu.item(),
+print(json.dumps({'train_seconds': dt, 'tokens_per_s': n_steps * batch / dt, 'fvu': fvu(rec, val),
                   'l0': torch.cat(l0).mean().item(), 'optimizer': optimizer, 'steps': n_steps,
                   'first_train_fvu': first_fvu, 'last_train_fvu': fvu_step}))

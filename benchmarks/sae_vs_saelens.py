@@ -275,8 +275,7 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
     widths = sorted({max(1, d_sae // 8), max(1, d_sae // 4), max(1, d_sae // 2), d_sae})   # saenb's default prefixes
     py = saelens_python()
     sp_py = sparsify_python() if 'topk' in archs and not a.no_sparsify else None
-    bf16_fast = training_precision(a.device)[0] == 'bf16'
-    sl16_on = a.saelens_bf16 == 'on' or (a.saelens_bf16 == 'auto' and bf16_fast)
+    sl16_on = a.saelens_bf16 == 'on' or (a.saelens_bf16 == 'auto' and training_precision(a.device)[0] == 'bf16')
     peak32, peak16 = matmul_peak(torch.float32, a.device), matmul_peak(torch.bfloat16, a.device)
     record = {'bench': 'sae_vs_saelens', 'device': device_name(a.device), 'd_in': d_in, 'd_sae': d_sae, 'k': a.k,
               'coef_l0': a.coef_l0, 'batch_size': a.batch_size, 'n_tokens': a.n_tokens, 'acts': source,
