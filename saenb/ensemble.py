@@ -17,7 +17,7 @@ from .utils import (InputError, OutputExists, output_lock, path_record, check, r
                          precision_note, lr_factor)
 from .model import model_fingerprint, check_device
 from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
-from .kernels import fast_topk, sparse_encode, sparse_decode
+from .kernels import sparse_encode, sparse_decode
 from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_loss
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row,
@@ -188,7 +188,7 @@ class _TopKStack:
         "For `(member i, n entries a token)` in `counts`, packed `g` to a row: each row's `(member, token)`, member."
         key = (B, counts, g)
         if key not in self._rows:
-            if len(self._rows) > 16: self._rows.clear()   # AuxK's counts change as latents die and revive
+            if len(self._rows) > 16: self._rows.clear()   # a k schedule changes the counts
             t = torch.arange(B, device=self.W_enc.device)
             r = torch.cat([(i * B + t).repeat_interleave(n // g) for i, n in counts])
             self._rows[key] = r, r // B
@@ -234,16 +234,14 @@ def pre_acts(self:_TopKStack, xc:torch.Tensor) -> list:
 def aux(self:_TopKStack, xs:torch.Tensor, pre:list, x:torch.Tensor, y_hat:torch.Tensor) -> torch.Tensor:
     "AuxK of every member with dead latents in one sparse encode and decode, as `TopKSAE.aux_loss`; `[M]`."
     parts, M, B = [], len(self.members), len(x)   # the dead latents' pre-activations are the main product's columns
-    with torch.no_grad():
-        for i, s in enumerate(m.sae for m in self.members):
-            if (dead := s.auxk_latents()) is None: continue
-            d, n = dead
-            parts.append((i, d[fast_topk(pre[i][:, d], n)[1]] + self.offs[i]))
+    for i, s in enumerate(m.sae for m in self.members):
+        if (dead := s.auxk_latents()) is None: continue
+        j, _, r = s.auxk_entries(pre[i], dead)   # its positive entries, one a row, in token order
+        parts.append((i, j + self.offs[i], r + i * B))   # rows read their member's centred input
     out = x.new_zeros(M, dtype=torch.float32)
     if not parts: return out
-    g, who = math.gcd(*(j.shape[1] for _, j in parts)), torch.tensor([i for i, _ in parts], device=x.device)
-    rows, _ = self.rows(B, tuple((i, j.shape[1]) for i, j in parts), g)   # rows read their member's centred input
-    idx = torch.cat([j.reshape(-1, g) for _, j in parts])
+    who = torch.tensor([i for i, _, _ in parts], device=x.device)
+    idx, rows = torch.cat([j for _, j, _ in parts]), torch.cat([r for _, _, r in parts])
     vals = F.relu(sparse_encode(xs, self.W_enc, idx, self.b_enc, rows))
     e_hat = sparse_decode(idx, vals, self.W_dec, None, rows, M * B).view(M, B, -1)[who]
     c = self.cfg

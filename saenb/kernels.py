@@ -14,8 +14,8 @@ from .utils import check
 
 # %% auto #0
 __all__ = ['pre_activations', 'compile_c', 'kernel_source', 'load_kernels', 'gather_dot', 'scatter_mm', 'sparse_decode',
-           'sparse_encode', 'flat_index', 'keep_latents', 'pack_tokens', 'pack_rows', 'fast_topk', 'batch_topk_entries',
-           'nonzeros_per_latent']
+           'sparse_encode', 'flat_index', 'keep_latents', 'pack_tokens', 'pack_rows', 'fast_topk', 'topk_positive',
+           'batch_topk_entries', 'nonzeros_per_latent']
 
 # %% ../nbs/06a_kernels.ipynb #530bbf28
 def _amp_dtype(t:torch.Tensor, default:torch.dtype) -> torch.dtype:
@@ -343,6 +343,31 @@ def fast_topk(x:torch.Tensor, # values `[..., n]`
     f = fns['topk_f32' if x.dtype == torch.float32 else 'topk_bf16']
     _call(f, rows, rows.stride(0), rows.shape[0], n, k, idx, vals)
     return vals.view(*x.shape[:-1], k), idx.view(*x.shape[:-1], k)
+
+# %% ../nbs/06a_kernels.ipynb #6e60ded8
+def _topk_positive_torch(x, k, cols):
+    xc = x.index_select(1, cols)
+    keep = xc > 0
+    over = (keep.sum(1) > k).nonzero().flatten()   # rows with more than k positive values: cut at the k-th largest
+    if len(over): keep[over] &= xc[over] >= fast_topk(xc[over], k)[0].amin(1, keepdim=True)
+    r, j = keep.nonzero(as_tuple=True)
+    return r, cols[j], xc[r, j]
+
+def topk_positive(x:torch.Tensor, # values `[N, S]`
+                  k:int, # at most this many a row
+                  cols:torch.Tensor=None, # the columns to choose among (default: all)
+                 ) -> tuple: # `(rows, cols, vals)`: each kept entry's row, column and value, row by row
+    "The `k` largest positive values of each row of `x[:, cols]` (all where fewer are positive), as a list of entries."
+    cols = torch.arange(x.shape[1], device=x.device) if cols is None else cols.to(torch.int64)
+    check(k > 0, f"k must be positive, got {k}"); _check_latents(cols, x.shape[1])
+    fns, N = load_kernels() if x.device.type == 'cpu' else None, x.shape[0]
+    if fns is None or x.dtype not in (torch.float32, torch.bfloat16) or (x.requires_grad and torch.is_grad_enabled()):
+        return _topk_positive_torch(x, k, cols)
+    xs, cols, n = _row_major(x), cols.contiguous(), torch.zeros((), dtype=torch.int64)
+    rows, out_c, vals = torch.empty(N * k, dtype=torch.int64), torch.empty(N * k, dtype=torch.int64), x.new_empty(N * k)
+    f = fns['topk_positive_f32' if x.dtype == torch.float32 else 'topk_positive_bf16']
+    _call(f, xs, xs.stride(0), N, cols, len(cols), k, rows, out_c, vals, n)
+    return rows[:n], out_c[:n], vals[:n]
 
 # %% ../nbs/06a_kernels.ipynb #5959d771
 def _batch_topk_torch(pre:torch.Tensor, n:int, m:int) -> tuple:

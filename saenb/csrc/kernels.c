@@ -24,8 +24,16 @@ static inline int32_t count_ge(const int32_t *keys, int32_t c, int32_t t) {
     return cnt;
 }
 
-/* the k-th largest of keys[0..c) by bisection, keeping count(>= lo) >= k and count(>= hi) < k */
+/* the k-th largest (1 <= k <= c) of keys[0..c), all in [lo, hi). Up to 64 keys, by ranking each key by counting
+   (comparisons without data-dependent branches, which made a quickselect slower than this); more, by bisection of
+   [lo, hi), keeping count(>= lo) >= k and count(>= hi) < k */
 static int32_t kth_largest(const int32_t *keys, int32_t c, int32_t k, int64_t lo, int64_t hi) {
+    if (c <= 64)
+        for (int32_t j = 0; j < c; j++) {
+            int32_t gt = 0, ge = 0, v = keys[j];
+            for (int32_t i = 0; i < c; i++) { gt += keys[i] > v; ge += keys[i] >= v; }
+            if (gt < k && ge >= k) return v;
+        }
     while (hi - lo > 1) {
         int32_t mid = (int32_t)(lo + (hi - lo) / 2);
         if (count_ge(keys, c, mid) >= k) lo = mid; else hi = mid;
@@ -33,20 +41,38 @@ static int32_t kth_largest(const int32_t *keys, int32_t c, int32_t k, int64_t lo
     return (int32_t)lo;
 }
 
-/* Top k of one row of n keys, indices into out (in increasing order). Column j falls in group j % G; T0, the k-th largest group
-   maximum, bounds the k-th largest key from below (k groups hold a key >= T0), so only keys >= T0 are candidates.
+/* The k largest of c candidate keys ck (all of them if c <= k), all in [lo, mx], in their order: their ci to out;
+   returns how many */
+static int32_t take_top(const int32_t *ck, const int32_t *ci, int32_t c, int32_t k, int32_t lo, int32_t mx, int64_t *out) {
+    int32_t o = 0;
+    if (c <= k) { for (int32_t j = 0; j < c; j++) out[j] = ci[j]; return c; }
+    int32_t T = kth_largest(ck, c, k, lo, (int64_t)mx + 1), ties = k;
+    for (int32_t j = 0; j < c; j++) ties -= ck[j] > T;
+    /* one pass in column order, so the indices come out increasing: those above T, and the first ties at T */
+    for (int32_t j = 0; j < c; j++) if (ck[j] > T || (ck[j] == T && ties-- > 0)) out[o++] = ci[j];
+    return o;
+}
+
+/* Top k of one row of n keys, indices into out (in increasing order). Column j falls in group j % G; T0, the k-th
+   largest group maximum, bounds the k-th largest key from below (k groups hold a key >= T0), so only keys >= T0 are
+   candidates. AVX-512 collects them with its compress instruction; otherwise the row is scanned BLK keys at a time,
+   and only a chunk holding a candidate stores any (storing every key behind a data-dependent index cost 2 ns a key on
+   an AVX2 CPU, most of a 4096x512 top-8).
    Scratch: gm (2k keys), ck and ci (n each). */
+#define BLK 16
 static void row_topk(const int32_t *key, int32_t n, int32_t k, int64_t *out, int32_t *gm, int32_t *ck, int32_t *ci) {
     int32_t G = n >= 4 * k ? 2 * k : k, R = n / G;
     for (int32_t g = 0; g < G; g++) gm[g] = key[g];
-    for (int32_t r = 1; r < R; r++) { const int32_t *p = key + r * G; for (int32_t g = 0; g < G; g++) gm[g] = p[g] > gm[g] ? p[g] : gm[g]; }
+    for (int32_t r = 1; r < R; r++) {
+        const int32_t *p = key + r * G;
+        for (int32_t g = 0; g < G; g++) gm[g] = p[g] > gm[g] ? p[g] : gm[g];
+    }
     for (int32_t j = R * G; j < n; j++) gm[j - R * G] = key[j] > gm[j - R * G] ? key[j] : gm[j - R * G];
     int32_t mn = gm[0], mx = gm[0];
     for (int32_t g = 1; g < G; g++) { mn = gm[g] < mn ? gm[g] : mn; mx = gm[g] > mx ? gm[g] : mx; }
-    int32_t T0 = G == k ? mn : kth_largest(gm, G, k, mn, (int64_t)mx + 1);
-    int32_t c = 0, i = 0;
+    int32_t T0 = G == k ? mn : kth_largest(gm, G, k, mn, (int64_t)mx + 1), c = 0, i = 0;
 #if defined(__AVX512F__)
-    __m512i t = _mm512_set1_epi32(T0), io = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), step = _mm512_set1_epi32(16);
+    __m512i t = _mm512_set1_epi32(T0), io = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (; i + 16 <= n; i += 16) {
         __m512i v = _mm512_loadu_si512(key + i);
         __mmask16 m = _mm512_cmpge_epi32_mask(v, t);
@@ -56,14 +82,16 @@ static void row_topk(const int32_t *key, int32_t n, int32_t k, int64_t *out, int
             _mm512_storeu_si512(ci + c, _mm512_maskz_compress_epi32(m, io));
             c += __builtin_popcount(m);
         }
-        io = _mm512_add_epi32(io, step);
+        io = _mm512_add_epi32(io, _mm512_set1_epi32(16));
     }
 #endif
+    for (; i + BLK <= n; i += BLK) {   /* without AVX-512 */
+        int32_t any = 0;
+        for (int32_t j = 0; j < BLK; j++) any |= key[i + j] >= T0;
+        if (any) for (int32_t j = i; j < i + BLK; j++) { ck[c] = key[j]; ci[c] = j; c += key[j] >= T0; }
+    }
     for (; i < n; i++) { ck[c] = key[i]; ci[c] = i; c += key[i] >= T0; }
-    int32_t T = c == k ? T0 : kth_largest(ck, c, k, T0, (int64_t)mx + 1), o = 0, ties = k;
-    for (int32_t j = 0; j < c; j++) ties -= ck[j] > T;
-    /* one pass in column order, so the indices come out increasing: those above T, and the first ties at T */
-    for (int32_t j = 0; j < c; j++) if (ck[j] > T || (ck[j] == T && ties-- > 0)) out[o++] = ci[j];
+    take_top(ck, ci, c, k, T0, mx, out);
 }
 
 /* each row of x [N, n] (row stride ld): indices to out_i [N, k], values to out_v; 0 on success */
@@ -92,6 +120,50 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t n, int64_t k, int64_t *out_i
 #define BF16_BITS(v) ((uint32_t)(v) << 16)
 TOPK_ROWS(topk_f32, uint32_t, F32_BITS)
 TOPK_ROWS(topk_bf16, uint16_t, BF16_BITS)
+
+/* each row of x [N, *] (row stride ld), among its columns cols[0..nc): the k largest positive values (all of them where
+   fewer are positive), listed row by row and in column order within a row: rows to out_r, columns to out_c, values to
+   out_v (room for N k each), how many to *total */
+#define TOPK_POSITIVE(NAME, T, BITS) \
+int NAME(const T *x, int64_t ld, int64_t N, const int64_t *cols, int64_t nc, int64_t k, int64_t *out_r, int64_t *out_c, \
+         T *out_v, int64_t *total) { \
+    int64_t *pos = malloc(sizeof(int64_t) * (N * k + N + 1)), *off = pos ? pos + N * k : NULL; \
+    int failed = !pos; \
+    if (!failed) off[0] = 0; \
+    _Pragma("omp parallel if (N * nc >= 65536)") \
+    { \
+        /* every thread meets every worksharing loop, with or without its scratch memory */ \
+        int32_t *ck = pos ? malloc(sizeof(int32_t) * (2 * nc + 1)) : NULL, *ci = ck ? ck + nc : NULL; \
+        if (!ck) failed = 1; \
+        _Pragma("omp for schedule(static)") \
+        for (int64_t r = 0; r < N; r++) { \
+            if (!ck) continue; \
+            const T *row = x + r * ld; \
+            int32_t c = 0, mx = 1; \
+            for (int64_t j = 0; j < nc; j++) { \
+                int32_t key = key_of(BITS(row[cols[j]])); \
+                ck[c] = key; ci[c] = (int32_t)j; c += key > 0; mx = key > mx ? key : mx; \
+            } \
+            off[r + 1] = take_top(ck, ci, c, (int32_t)k, 1, mx, pos + r * k); \
+        } \
+        free(ck); \
+        _Pragma("omp single") \
+        if (!failed) for (int64_t r = 0; r < N; r++) off[r + 1] += off[r]; \
+        _Pragma("omp for schedule(static)") \
+        for (int64_t r = 0; r < N; r++) { \
+            if (failed) continue; \
+            for (int64_t e = off[r]; e < off[r + 1]; e++) { \
+                int64_t c = cols[pos[r * k + e - off[r]]]; \
+                out_r[e] = r; out_c[e] = c; out_v[e] = x[r * ld + c]; \
+            } \
+        } \
+    } \
+    if (!failed) *total = off[N]; \
+    free(pos); \
+    return failed; \
+}
+TOPK_POSITIVE(topk_positive_f32, uint32_t, F32_BITS)
+TOPK_POSITIVE(topk_positive_bf16, uint16_t, BF16_BITS)
 
 /* ---- batch top-k */
 
@@ -187,19 +259,34 @@ COL_NONZEROS(nonzeros_bf16, uint16_t, 0x7fff)
 
 /* ---- sparse products (fp32; W rows of D floats) */
 
-/* out[t, j] = A[tok[t]] . W[idx[t, j]] for the N rows t (tok NULL: A[t]) */
+/* out[t, j] = A[tok[t]] . W[idx[t, j]] for the N rows t (tok NULL: A[t]), over the N k entries in blocks of 64. Four
+   entries that read the same A row go at once, in four chains of additions rather than one latency-bound chain (1.7x
+   at k = 64 on an AVX2 CPU); with tok, consecutive rows of one token count as one row (AuxK's entries, one a row) */
+#define SAME_A(e0, e1) (tok ? tok[(e0) / k] == tok[(e1) / k] : (e0) / k == (e1) / k)
 int gather_dot(const float *A, const float *W, const int64_t *idx, const int64_t *tok, int64_t N, int64_t k, int64_t D, float *out) {
-    _Pragma("omp parallel for schedule(static) if (N * k * D >= 65536)")
-    for (int64_t t = 0; t < N; t++) {
-        const float *a = A + (tok ? tok[t] : t) * D;
-        for (int64_t j = 0; j < k; j++) {
-            const float *w = W + idx[t * k + j] * D; float s = 0;
-            _Pragma("omp simd reduction(+:s)") for (int64_t d = 0; d < D; d++) s += a[d] * w[d];
-            out[t * k + j] = s;
+    int64_t E = N * k;
+    _Pragma("omp parallel for schedule(static) if (E * D >= 65536)")
+    for (int64_t blk = 0; blk < (E + 63) / 64; blk++) {
+        int64_t e = blk * 64, end = e + 64 < E ? e + 64 : E;
+        while (e < end) {
+            const float *a = A + (tok ? tok[e / k] : e / k) * D;
+            if (e + 4 <= end && SAME_A(e, e + 3)) {
+                const float *w0 = W + idx[e] * D, *w1 = W + idx[e + 1] * D, *w2 = W + idx[e + 2] * D, *w3 = W + idx[e + 3] * D;
+                float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+                _Pragma("omp simd reduction(+:s0,s1,s2,s3)")
+                for (int64_t d = 0; d < D; d++) { s0 += a[d] * w0[d]; s1 += a[d] * w1[d]; s2 += a[d] * w2[d]; s3 += a[d] * w3[d]; }
+                out[e] = s0; out[e + 1] = s1; out[e + 2] = s2; out[e + 3] = s3;
+                e += 4;
+            } else {
+                const float *w = W + idx[e] * D; float s = 0;
+                _Pragma("omp simd reduction(+:s)") for (int64_t d = 0; d < D; d++) s += a[d] * w[d];
+                out[e++] = s;
+            }
         }
     }
     return 0;
 }
+#undef SAME_A
 
 /* out[r] = sum over (t, j) with idx[t, j] = r of vals[t, j] * M[tok[t]] (tok NULL: M[t]), for the R output rows; each
    thread owns a block of output rows and scans every (t, j) for its own */
