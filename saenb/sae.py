@@ -684,11 +684,15 @@ class TopKSAE(SAE):
         vals, idx = fast_topk(pre, k)
         return idx, (F.relu(vals) if self.relu_codes else vals), None
 
+    @torch.no_grad()
+    def centred_pre(self, xc):
+        "Pre-activations of centred inputs `xc [N, d_in]`, without gradient: what `choose` and AuxK select from."
+        return F.linear(xc, self.W_enc.t(), self.b_enc)
+
     def sparse_codes(self, xc, k, pre=None):
         "The code of centred inputs `xc [N, d_in]` as `(idx, vals, rows)`, `vals` in fp32 with sparse gradients."
-        xc = xc.reshape(-1, xc.shape[-1])   # `pre`: their pre-activations, if at hand
-        with torch.no_grad():
-            idx, chosen, rows = self.choose(F.linear(xc, self.W_enc.t(), self.b_enc) if pre is None else pre, k)
+        xc = xc.reshape(-1, xc.shape[-1])   # `pre`: their `centred_pre`, if at hand
+        idx, chosen, rows = self.choose(self.centred_pre(xc) if pre is None else pre, k)
         vals = sparse_encode(xc, self.W_enc, idx, self.b_enc, rows)   # packed rows read their token's input
         return idx, (F.relu(vals) * (chosen != 0) if self.relu_codes else vals), rows
 
@@ -708,11 +712,9 @@ def use_dense(self:TopKSAE, x) -> bool:
     return torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16
 
 @patch
-def aux_loss(self:TopKSAE, xc, y, y_hat, pre=None):
+def aux_loss(self:TopKSAE, xc, y, y_hat, pre):
     "AuxK: the top `aux_k` dead latents by pre-activation `pre` reconstruct the residual; None if none is dead."
     if (dead := self.auxk_latents()) is None: return None
-    if pre is None:
-        with torch.no_grad(): pre = F.linear(xc, self.W_enc.t(), self.b_enc)
     idx, _, rows = self.auxk_entries(pre, dead)
     return self.auxk(idx, F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc, rows)), y - y_hat, rows)
 
@@ -741,7 +743,7 @@ def loss(self:TopKSAE, x, target=None, step=0, total_steps=None):
         y_hat = F.linear(keep_latents(pre, idx, vals != 0, rows), self.W_dec.t(), self.b_dec)
         vals = vals.float()
     else:
-        with torch.no_grad(): pre = F.linear(xc, self.W_enc.t(), self.b_enc)
+        pre = self.centred_pre(xc)
         idx, vals, rows = self.sparse_codes(xc, k, pre)
         y_hat = sparse_decode(idx, vals, self.W_dec, self.b_dec, rows, len(xc))
     return self._sparse_out(x, y, y_hat, idx, vals, aux=self.aux_loss(xc, y, y_hat, pre.detach()))
@@ -1235,7 +1237,7 @@ class MatryoshkaSAE(BatchTopKSAE):
     def loss(self, x, target=None, step=0, total_steps=None):
         x, y = self._xy(x, target)
         xc, y = self.center(x).reshape(-1, self.cfg.d_in), y.reshape(-1, self.cfg.d_out)
-        with torch.no_grad(): pre = F.linear(xc, self.W_enc.t(), self.b_enc)
+        pre = self.centred_pre(xc)
         idx, vals, rows = self.sparse_codes(xc, self.k_schedule.k_at(step), pre)
         parts = self.prefix_parts(idx, vals, rows, len(xc))
         y_hat = parts.sum(1) + self.b_dec
