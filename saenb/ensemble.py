@@ -201,7 +201,7 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
     saes, M, B = [m.sae for m in self.members], len(self.members), len(x)
     ks = [s.k_schedule.k_at(step) for s in saes]
     g = math.gcd(*ks)
-    xc = x[None] - self.b_dec[:, None]   # each member's centred input [M, B, d_in]
+    with torch.no_grad(): xc = x[None] - self.b_dec[:, None]   # each member's centred input [M, B, d_in]
     with torch.no_grad():   # each member's own selection, as `TopKSAE.sparse_codes` makes it
         pre = self.pre_acts(xc)
         chosen = [s.choose(p, k) for s, p, k in zip(saes, pre, ks)]
@@ -209,7 +209,7 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
         kept = torch.cat([v.reshape(-1, g) for _, v, _ in chosen]) != 0
     rows, of = self.rows(B, tuple(enumerate(ks)), g)
     xs = xc.view(M * B, -1)
-    vals = sparse_encode(xs, self.W_enc, idx, self.b_enc, rows)
+    vals = sparse_encode(xs, self.W_enc, idx, self.b_enc, rows, self.b_dec, self.member)   # b_dec[i]: member i's
     if self.cfg.relu_after_topk: vals = F.relu(vals) * kept
     y_hat = sparse_decode(idx, vals, self.W_dec, None, rows, M * B).view(M, B, -1) + self.b_dec[:, None]
     mse = (y_hat.float() - x.float()).pow(2).sum(-1).mean(-1)   # `_mse` of each member
@@ -242,7 +242,7 @@ def aux(self:_TopKStack, xs:torch.Tensor, pre:list, x:torch.Tensor, y_hat:torch.
     if not parts: return out
     who = torch.tensor([i for i, _, _ in parts], device=x.device)
     idx, rows = torch.cat([j for _, j, _ in parts]), torch.cat([r for _, _, r in parts])
-    vals = F.relu(sparse_encode(xs, self.W_enc, idx, self.b_enc, rows))
+    vals = F.relu(sparse_encode(xs, self.W_enc, idx, self.b_enc, rows, self.b_dec, self.member))
     e_hat = sparse_decode(idx, vals, self.W_dec, None, rows, M * B).view(M, B, -1)[who]
     c = self.cfg
     return out.index_put((who,), c.aux_coeff * auxk_loss(e_hat, (x - y_hat[who]).detach(), c.aux_norm))

@@ -222,20 +222,28 @@ class _SparseDecode(torch.autograd.Function):
         gW = scatter_mm(idx, vals, g, W.shape[0], rows) if ctx.needs_input_grad[2] else None
         return None, gv, gW, None, None
 
+def _centre_grad(idx, g, WT, centre, of):
+    "The gradient of `centre [G, d_in]` (or `[d_in]`) that `x - centre` passes on: -sum_l s_l WT[l] into row of[l]."
+    s = g.new_zeros(WT.shape[0]).index_add_(0, idx.reshape(-1), g.reshape(-1))   # each latent's summed gradient
+    if of is None: of = torch.zeros(WT.shape[0], dtype=torch.long, device=WT.device)
+    G = centre.shape[0] if centre.ndim == 2 else 1
+    return -g.new_zeros(G, WT.shape[1]).index_add_(0, of, s[:, None] * WT.to(s.dtype)).view(centre.shape)
+
 class _SparseEncode(torch.autograd.Function):
     "`vals[t, j] = x[rows[t]] . WT[idx[t, j]]` (`x[t]` without `rows`; WT: the encoder transposed, `[d_sae, d_in]`)."
     @staticmethod
-    def forward(ctx, x, WT, idx, rows=None, bags=None):
-        ctx.save_for_backward(x, WT, idx, rows); ctx.bags = bags
+    def forward(ctx, x, WT, idx, rows=None, bags=None, centre=None, of=None):
+        ctx.save_for_backward(x, WT, idx, rows, centre, of); ctx.bags = bags
         return gather_dot(x, WT, idx, rows)
 
     @staticmethod
     def backward(ctx, g):
-        x, WT, idx, rows = ctx.saved_tensors
+        x, WT, idx, rows, centre, of = ctx.saved_tensors
         g = g.contiguous()
         gx = _bag_sum(idx, WT, g, ctx.bags).to(x.dtype) if ctx.needs_input_grad[0] else None
         gWT = scatter_mm(idx, g, x.to(WT.dtype), WT.shape[0], rows) if ctx.needs_input_grad[1] else None
-        return gx, gWT, None, None, None
+        gc = _centre_grad(idx, g, WT, centre, of).to(centre.dtype) if ctx.needs_input_grad[5] else None
+        return gx, gWT, None, None, None, gc, None
 
 # %% ../nbs/06a_kernels.ipynb #af9b361d
 def sparse_decode(idx:torch.Tensor, # latent indices `[..., k]` (int64)
@@ -258,12 +266,14 @@ def sparse_encode(x:torch.Tensor, # centred inputs `[..., d_in]`
                   idx:torch.Tensor, # chosen latents `[..., k]`
                   b_enc:torch.Tensor=None, # encoder bias `[d_sae]`, added if given
                   rows:torch.Tensor=None, # for codes packed by `pack_rows` (`idx [R, k]`): the token of each row
+                  centre:torch.Tensor=None, # what `x` was centred by (`[d_in]`, or `[G, d_in]` with `centre_of`)
+                  centre_of:torch.Tensor=None, # `[d_sae]`: which row of `centre` each latent's inputs were centred by
                  ) -> torch.Tensor:
     "Pre-activations of the chosen latents only, `x . W_enc[:, idx] (+ b_enc[idx])`, fp32, with O(k) gradients."
-    _check_latents(idx, W_enc.shape[1])
+    _check_latents(idx, W_enc.shape[1])   # `centre`: its gradient through the centring, without `x`'s
     k, x = idx.shape[-1], x.reshape(-1, x.shape[-1])
     bags = None if rows is None else _bags(rows, len(x), k)
-    vals = _SparseEncode.apply(x, W_enc.t().contiguous(), idx.reshape(-1, k), rows, bags)
+    vals = _SparseEncode.apply(x, W_enc.t().contiguous(), idx.reshape(-1, k), rows, bags, centre, centre_of)
     vals = vals.reshape(idx.shape)
     # index_select: its gradient is an index_add
     return vals if b_enc is None else vals + b_enc.index_select(0, idx.reshape(-1)).view(idx.shape)

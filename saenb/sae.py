@@ -676,6 +676,15 @@ class TopKSAE(SAE):
         "Inputs as the encoder sees them: `x - b_dec` (just `x` for transcoders)."
         return x - self.b_dec if self.centers_input else x
 
+    def centred(self, x):
+        "`center(x)` as rows `[N, d_in]`, without gradient where `x` has none: `sparse_encode` gives `b_dec` its own."
+        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+            return self.center(x).reshape(-1, self.cfg.d_in)
+
+    def _centre(self, xc):
+        "Where `sparse_encode` sends the centring's gradient: `b_dec`, when inputs `xc` carry none themselves."
+        return self.b_dec if self.centers_input and not xc.requires_grad else None
+
     relu_codes = property(lambda self: self.cfg.relu_after_topk)  # negative pre-activations among the chosen dropped
 
     @torch.no_grad()
@@ -693,7 +702,7 @@ class TopKSAE(SAE):
         "The code of centred inputs `xc [N, d_in]` as `(idx, vals, rows)`, `vals` in fp32 with sparse gradients."
         xc = xc.reshape(-1, xc.shape[-1])   # `pre`: their `centred_pre`, if at hand
         idx, chosen, rows = self.choose(self.centred_pre(xc) if pre is None else pre, k)
-        vals = sparse_encode(xc, self.W_enc, idx, self.b_enc, rows)   # packed rows read their token's input
+        vals = sparse_encode(xc, self.W_enc, idx, self.b_enc, rows, self._centre(xc))   # rows read their token's input
         return idx, (F.relu(vals) * (chosen != 0) if self.relu_codes else vals), rows
 
     def encode(self, x):
@@ -716,7 +725,8 @@ def aux_loss(self:TopKSAE, xc, y, y_hat, pre):
     "AuxK: the top `aux_k` dead latents by pre-activation `pre` reconstruct the residual; None if none is dead."
     if (dead := self.auxk_latents()) is None: return None
     idx, _, rows = self.auxk_entries(pre, dead)
-    return self.auxk(idx, F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc, rows)), y - y_hat, rows)
+    vals = F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc, rows, self._centre(xc)))
+    return self.auxk(idx, vals, y - y_hat, rows)
 
 # %% ../nbs/06_sae.ipynb #c757cc9b
 @patch
@@ -735,7 +745,7 @@ def _sparse_out(self:TopKSAE, x, y, y_hat, idx, vals, mse=None, **extra):
 @patch
 def loss(self:TopKSAE, x, target=None, step=0, total_steps=None):
     x, y = self._xy(x, target)
-    xc, y = self.center(x).reshape(-1, self.cfg.d_in), y.reshape(-1, self.cfg.d_out)
+    xc, y = self.centred(x), y.reshape(-1, self.cfg.d_out)
     k = self.k_schedule.k_at(step)
     if self.use_dense(x):
         pre = self.pre_acts(x.reshape(-1, self.cfg.d_in))
@@ -1236,7 +1246,7 @@ class MatryoshkaSAE(BatchTopKSAE):
 
     def loss(self, x, target=None, step=0, total_steps=None):
         x, y = self._xy(x, target)
-        xc, y = self.center(x).reshape(-1, self.cfg.d_in), y.reshape(-1, self.cfg.d_out)
+        xc, y = self.centred(x), y.reshape(-1, self.cfg.d_out)
         pre = self.centred_pre(xc)
         idx, vals, rows = self.sparse_codes(xc, self.k_schedule.k_at(step), pre)
         parts = self.prefix_parts(idx, vals, rows, len(xc))
