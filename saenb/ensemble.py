@@ -201,8 +201,8 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
     saes, M, B = [m.sae for m in self.members], len(self.members), len(x)
     ks = [s.k_schedule.k_at(step) for s in saes]
     g = math.gcd(*ks)
-    with torch.no_grad(): xc = x[None] - self.b_dec[:, None]   # each member's centred input [M, B, d_in]
     with torch.no_grad():   # each member's own selection, as `TopKSAE.sparse_codes` makes it
+        xc = x[None] - self.b_dec[:, None]   # member i's centred input [M, B, d_in]; b_dec's gradient: sparse_encode
         pre = self.pre_acts(xc)
         chosen = [s.choose(p, k) for s, p, k in zip(saes, pre, ks)]
         idx = torch.cat([(j + o).view(-1, g) for (j, _, _), o in zip(chosen, self.offs)])

@@ -270,7 +270,7 @@ def sparse_encode(x:torch.Tensor, # centred inputs `[..., d_in]`
                   centre_of:torch.Tensor=None, # `[d_sae]`: which row of `centre` each latent's inputs were centred by
                  ) -> torch.Tensor:
     "Pre-activations of the chosen latents only, `x . W_enc[:, idx] (+ b_enc[idx])`, fp32, with O(k) gradients."
-    _check_latents(idx, W_enc.shape[1])   # `centre`: its gradient through the centring, without `x`'s
+    _check_latents(idx, W_enc.shape[1])
     k, x = idx.shape[-1], x.reshape(-1, x.shape[-1])
     bags = None if rows is None else _bags(rows, len(x), k)
     vals = _SparseEncode.apply(x, W_enc.t().contiguous(), idx.reshape(-1, k), rows, bags, centre, centre_of)
