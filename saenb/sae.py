@@ -648,9 +648,7 @@ def auxk_latents(self:SAE):
 @torch.no_grad()
 def auxk_entries(self:SAE, pre, dead):
     "AuxK's entries `(idx [c, 1], vals [c, 1], rows [c])`: each token's top dead latents (`dead`) by `pre`, if positive."
-    # only positive ones pass the ReLU: the rest add nothing and get no gradient. On the Dyck GPT's 0_residpost (512
-    # latents, k 8) at lr 4e-3, after the first hundred steps 87% of the top 64 are not, and AuxK's sparse products
-    # shrink 7x; at lr 1e-3 nearly all stay positive
+    # only positive ones pass the ReLU: the rest add nothing and get no gradient (how many survive: see below)
     rows, idx, vals = topk_positive(pre.reshape(-1, pre.shape[-1]), dead[1], dead[0])
     return idx[:, None], vals[:, None], rows
 
