@@ -356,6 +356,7 @@ def fast_topk(x:torch.Tensor, # values `[..., n]`
 
 # %% ../nbs/06a_kernels.ipynb #6e60ded8
 def _topk_positive_torch(x, k, cols):
+    cols = cols.unique()   # distinct and increasing, as the kernel lists them
     xc = x.index_select(1, cols)
     keep = xc > 0
     over = (keep.sum(1) > k).nonzero().flatten()   # rows with more than k positive values: cut at the k-th largest
@@ -366,7 +367,7 @@ def _topk_positive_torch(x, k, cols):
 def topk_positive(x:torch.Tensor, # values `[N, S]`
                   k:int, # at most this many a row
                   cols:torch.Tensor=None, # the columns to choose among (default: all)
-                 ) -> tuple: # `(rows, cols, vals)`: each kept entry's row, column and value, row by row
+                 ) -> tuple: # `(rows, cols, vals)`: each kept entry's row, column and value, in row and column order
     "The `k` largest positive values of each row of `x[:, cols]` (all where fewer are positive), as a list of entries."
     cols = torch.arange(x.shape[1], device=x.device) if cols is None else cols.to(torch.int64)
     check(k > 0, f"k must be positive, got {k}"); _check_latents(cols, x.shape[1])
@@ -376,7 +377,7 @@ def topk_positive(x:torch.Tensor, # values `[N, S]`
     xs, cols, n = _row_major(x), cols.contiguous(), torch.zeros((), dtype=torch.int64)
     rows, out_c, vals = torch.empty(N * k, dtype=torch.int64), torch.empty(N * k, dtype=torch.int64), x.new_empty(N * k)
     f = fns['topk_positive_f32' if x.dtype == torch.float32 else 'topk_positive_bf16']
-    _call(f, xs, xs.stride(0), N, cols, len(cols), k, rows, out_c, vals, n)
+    _call(f, xs, xs.stride(0), N, x.shape[1], cols, len(cols), k, rows, out_c, vals, n)
     return rows[:n], out_c[:n], vals[:n]
 
 # %% ../nbs/06a_kernels.ipynb #5959d771
