@@ -425,20 +425,27 @@ def init_from_data(self:SAE, x:torch.Tensor, target:torch.Tensor=None):
 def metrics(self:SAE, x:torch.Tensor, target:torch.Tensor=None) -> dict:
     "Metrics of a batch, in eval mode: fvu, explained_variance, mse (per element), l0, l1, cosine."
     x, y = self._xy(x, target)
+    y = y.float().reshape(-1, y.shape[-1])
     was = self.training
     self.eval()
-    try:
-        codes = self.encode(x)
-        x_hat = self.decode(codes)
+    try:   # codes as entries where the architecture has them (no [N, d_sae] matrix), else dense
+        if (ent := self.code_entries(x)) is not None:
+            x_hat, vals = sparse_decode(ent[0], ent[1], self.W_dec, self.b_dec, ent[2], len(y)), ent[1]
+        else: vals = self.encode(x); x_hat = self.decode(vals)
     finally: self.train(was)
-    y = y.float().reshape(-1, y.shape[-1]); x_hat = x_hat.float().reshape(-1, y.shape[-1])
-    codes = codes.float().reshape(-1, codes.shape[-1])
+    x_hat, vals = x_hat.float().reshape(-1, y.shape[-1]), vals.float().reshape(-1, vals.shape[-1])
     err = (x_hat - y).pow(2).sum()
     total = (y - y.mean(0)).pow(2).sum().clamp_min(1e-12)
     fvu = (err / total).item()
-    return dict(fvu=fvu, explained_variance=1 - fvu, mse=(err / y.numel()).item(),
-                l0=(codes != 0).sum(-1).float().mean().item(), l1=codes.abs().sum(-1).mean().item(),
+    return dict(fvu=fvu, explained_variance=1 - fvu, mse=(err / y.numel()).item(),   # l0, l1: one pass each
+                l0=(torch.count_nonzero(vals) / len(y)).item(),
+                l1=(torch.linalg.vector_norm(vals, 1, -1).sum() / len(y)).item(),
                 cosine=F.cosine_similarity(x_hat, y, dim=-1).mean().item())
+
+@patch
+def code_entries(self:SAE, x:torch.Tensor) -> tuple|None:
+    "Eval-mode codes of `x` as entries `(idx, vals, rows)` (see `sparse_decode`) where the architecture has them; None."
+    return None
 
 # %% ../nbs/06_sae.ipynb #c7ec8c37
 @patch
@@ -703,10 +710,14 @@ class TopKSAE(SAE):
         vals = sparse_encode(xc, self.W_enc, idx, self.b_enc, rows, self._centre(xc))   # rows read their token's input
         return idx, (F.relu(vals) * (chosen != 0) if self.relu_codes else vals), rows
 
+    def code_entries(self, x):
+        "`encode`'s codes as `sparse_codes` gives them; None for a subclass with an `encode` of its own."
+        return self.sparse_codes(self.center(x), self.cfg.k) if type(self).encode is TopKSAE.encode else None
+
     def encode(self, x):
         idx, vals, rows = self.sparse_codes(self.center(x), self.cfg.k)
         N, S = x.numel() // x.shape[-1], self.cfg.d_sae
-        codes = vals.new_zeros(N * S).index_add(0, flat_index(idx, rows, S).reshape(-1), vals.reshape(-1))
+        codes = vals.new_zeros(N * S).index_add_(0, flat_index(idx, rows, S).reshape(-1), vals.reshape(-1))
         return codes.view(*x.shape[:-1], S)
 
 # %% ../nbs/06_sae.ipynb #b3ffecdd
