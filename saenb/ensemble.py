@@ -208,12 +208,12 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
         idx = torch.cat([(j + o).view(-1, g) for (j, _, _), o in zip(chosen, self.offs)])
         kept = torch.cat([v.reshape(-1, g) for _, v, _ in chosen]) != 0
     rows, of = self.rows(B, tuple(enumerate(ks)), g)
-    xs = xc.view(M * B, -1)
-    vals = sparse_encode(xs, self.W_enc, idx, self.b_enc, rows, self.b_dec, self.member)   # b_dec[i]: member i's
+    xs, W = xc.view(M * B, -1), self.W_enc.t().contiguous().t()   # W: the rows sparse_encode reads, copied once a step
+    vals = sparse_encode(xs, W, idx, self.b_enc, rows, self.b_dec, self.member)   # b_dec[i]: member i's
     if self.cfg.relu_after_topk: vals = F.relu(vals) * kept
     y_hat = sparse_decode(idx, vals, self.W_dec, None, rows, M * B).view(M, B, -1) + self.b_dec[:, None]
     mse = (y_hat.float() - x.float()).pow(2).sum(-1).mean(-1)   # `_mse` of each member
-    aux = self.aux(xs, pre, x, y_hat)
+    aux = self.aux(xs, pre, x, y_hat, W)
     nz = vals.detach() != 0
     cnt = torch.zeros(sum(self.n), dtype=torch.int32, device=x.device).index_add_(0, idx.view(-1), nz.view(-1).int())
     l0 = torch.zeros(M, device=x.device).index_add_(0, of, nz.sum(1).float()) / B
@@ -231,8 +231,8 @@ def pre_acts(self:_TopKStack, xc:torch.Tensor) -> list:
     return out
 
 @patch
-def aux(self:_TopKStack, xs:torch.Tensor, pre:list, x:torch.Tensor, y_hat:torch.Tensor) -> torch.Tensor:
-    "AuxK of every member with dead latents in one sparse encode and decode, as `TopKSAE.aux_loss`; `[M]`."
+def aux(self:_TopKStack, xs:torch.Tensor, pre:list, x:torch.Tensor, y_hat:torch.Tensor, W:torch.Tensor) -> torch.Tensor:
+    "AuxK of every member with dead latents, as `TopKSAE.aux_loss`: one sparse encode (encoder `W`) and decode; `[M]`."
     parts, M, B = [], len(self.members), len(x)   # the dead latents' pre-activations are the main product's columns
     for i, s in enumerate(m.sae for m in self.members):
         if (dead := s.auxk_latents()) is None: continue
@@ -242,7 +242,7 @@ def aux(self:_TopKStack, xs:torch.Tensor, pre:list, x:torch.Tensor, y_hat:torch.
     if not parts: return out
     who = torch.tensor([i for i, _, _ in parts], device=x.device)
     idx, rows = torch.cat([j for _, j, _ in parts]), torch.cat([r for _, _, r in parts])
-    vals = F.relu(sparse_encode(xs, self.W_enc, idx, self.b_enc, rows, self.b_dec, self.member))
+    vals = F.relu(sparse_encode(xs, W, idx, self.b_enc, rows, self.b_dec, self.member))
     e_hat = sparse_decode(idx, vals, self.W_dec, None, rows, M * B).view(M, B, -1)[who]
     c = self.cfg
     return out.index_put((who,), c.aux_coeff * auxk_loss(e_hat, (x - y_hat[who]).detach(), c.aux_norm))
