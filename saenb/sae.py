@@ -711,8 +711,9 @@ class TopKSAE(SAE):
         return idx, (F.relu(vals) * (chosen != 0) if self.relu_codes else vals), rows
 
     def code_entries(self, x):
-        "`encode`'s codes as `sparse_codes` gives them; None for a subclass with an `encode` of its own."
-        return self.sparse_codes(self.center(x), self.cfg.k) if type(self).encode is TopKSAE.encode else None
+        "`encode`'s codes as `sparse_codes` gives them; None for a subclass with an `encode` or `decode` of its own."
+        own = type(self).encode is not TopKSAE.encode or type(self).decode is not SAE.decode
+        return None if own else self.sparse_codes(self.center(x), self.cfg.k)
 
     def encode(self, x):
         idx, vals, rows = self.sparse_codes(self.center(x), self.cfg.k)
