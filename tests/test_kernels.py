@@ -33,6 +33,31 @@ def test_topk_kernel_on_training_shapes():
     rv, _ = pre.topk(32, dim=-1)
     assert torch.equal(v.float().sort(-1, descending=True)[0], rv.float()) and torch.equal(pre.gather(-1, i), v)
 
+@pytest.mark.skipif(not HAS_CC, reason='no C compiler on PATH')
+@pytest.mark.parametrize('flags', [['-mavx2', '-mfma', '-fopenmp'], ['-fopenmp']], ids=['avx2', 'plain'])
+def test_selection_agrees_with_torch_on_every_instruction_set(flags, monkeypatch, tmp_path):
+    "The selection kernels built for AVX2 and for plain C, paths a CPU with AVX-512 never runs, agree with PyTorch."
+    import platform, saenb.kernels as K
+    if flags[0] == '-mavx2' and platform.machine() not in ('x86_64', 'AMD64'): pytest.skip('AVX2 is x86 only')
+    monkeypatch.setenv('SAENB_KERNEL_DIR', str(tmp_path)); monkeypatch.setattr(K, '_C_FLAGS', (flags,))
+    K.load_kernels.cache_clear()
+    try:
+        if K.load_kernels() is None: pytest.skip(f'the kernels do not build with {flags}')
+        g = torch.Generator().manual_seed(0)
+        for S in (7, 37, 300, 1000):
+            for shift in (-2.0, 0.5):   # few positive values a row, and many
+                x = torch.randn(64, S, generator=g) + shift
+                cols = torch.randperm(S, generator=g)[:max(1, S // 2)]
+                for k in (1, 5, 16, 24, 33, 64):
+                    for got, want in zip(K.topk_positive(x, k, cols), K._topk_positive_torch(x, k, cols)):
+                        assert torch.equal(got, want), (S, k)
+                    if k > S: continue
+                    for xd in (x, x.bfloat16()):
+                        v, i = K.fast_topk(xd, k)
+                        assert torch.equal(v.float().sort(-1).values, xd.float().topk(k, -1).values.sort(-1).values)
+                        assert torch.equal(xd.gather(-1, i), v), (S, k, xd.dtype)
+    finally: K.load_kernels.cache_clear()   # the next test builds (or finds) the kernels with this machine's flags
+
 @needs_kernels
 @pytest.mark.parametrize('threads', [1, 2])
 def test_nonzero_counts_match_torch(threads):

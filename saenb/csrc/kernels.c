@@ -43,7 +43,8 @@ static inline int32_t count_ge(const int32_t *keys, int32_t c, int32_t t) {
    count(>= lo) >= k and count(>= hi) < k */
 static int32_t kth_largest(const int32_t *keys, int32_t c, int32_t k, int64_t lo, int64_t hi) {
 #if defined(__AVX512F__)
-    if (c <= 32) {   /* two registers (masked loads read nothing past c) */
+    if (c <= 32) {   /* two registers (masked loads read nothing past c); one masked four-register loop for every
+                        c <= 64 was 1.3x slower at top-16 */
         __mmask16 m0 = c >= 16 ? 0xffff : (__mmask16)((1u << c) - 1);
         __mmask16 m1 = c > 16 ? (__mmask16)((1u << (c - 16)) - 1) : 0;
         __m512i a0 = _mm512_maskz_loadu_epi32(m0, keys), a1 = _mm512_maskz_loadu_epi32(m1, keys + 16);
