@@ -14,8 +14,8 @@ from .utils import check
 
 # %% auto #0
 __all__ = ['pre_activations', 'compile_c', 'kernel_source', 'load_kernels', 'gather_dot', 'scatter_mm', 'sparse_decode',
-           'sparse_encode', 'flat_index', 'keep_latents', 'pack_tokens', 'pack_rows', 'fast_topk', 'topk_positive',
-           'batch_topk_entries', 'nonzeros_per_latent']
+           'sparse_encode', 'sparse_sq_error', 'flat_index', 'keep_latents', 'pack_tokens', 'pack_rows', 'fast_topk',
+           'topk_positive', 'batch_topk_entries', 'nonzeros_per_latent']
 
 # %% ../nbs/06a_kernels.ipynb #530bbf28
 def _amp_dtype(t:torch.Tensor, default:torch.dtype) -> torch.dtype:
@@ -277,6 +277,82 @@ def sparse_encode(x:torch.Tensor, # centred inputs `[..., d_in]`
     vals = vals.reshape(idx.shape)
     # index_select: its gradient is an index_add
     return vals if b_enc is None else vals + b_enc.index_select(0, idx.reshape(-1)).view(idx.shape)
+
+# %% ../nbs/06a_kernels.ipynb #8ad97edf
+class _SparseSqError(torch.autograd.Function):
+    "The kernel `sparse_sq_error`: the loss and its gradients in the forward pass; the backward pass scales them."
+    @staticmethod
+    def forward(ctx, x, WT, b_enc, W_dec, y, b_out, centre, idx, rows, keep, bounds, w, relu, grad):
+        N, (S, Do), k = len(x), W_dec.shape, idx.shape[1]
+        T = (y - b_out if b_out is not None else y).float().contiguous()
+        err, vals, sq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(len(bounds))
+        gs = (torch.empty(S, x.shape[1]), torch.empty(S), torch.empty(S, Do), torch.empty(Do)) if grad else (0,) * 4
+        opt = lambda t: 0 if t is None else t   # a NULL pointer for the kernel
+        _call(load_kernels()['sparse_sq_error'], x, WT, opt(b_enc), W_dec, T, idx, opt(rows), opt(keep), bounds, w,
+              N, len(idx), k, x.shape[1], Do, S, len(bounds), int(relu), err, vals, sq, *gs)
+        ctx.grads, ctx.centre_shape = (*gs, WT), None if centre is None else centre.shape
+        ctx.mark_non_differentiable(err, vals, sq)
+        return (w * sq).sum(), err, vals, sq
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g, *_):
+        gWT, gb, gW, gT, WT = ctx.grads
+        n = ctx.needs_input_grad
+        gc = -(gb @ WT).view(ctx.centre_shape) * g if n[6] else None   # the centring's: -sum_l dL/db_enc[l] W_enc[:, l]
+        return (None, gWT * g if n[1] else None, gb * g if n[2] else None, gW * g if n[3] else None, None,
+                gT * g if n[5] else None, gc) + (None,) * 7
+
+def _sq_error_torch(x, W_enc, b_enc, W_dec, y, idx, rows, b_out, centre, keep, relu, bounds, w):
+    "`sparse_sq_error` in PyTorch: codes by `sparse_encode`, each group's part by one `sparse_decode` into N*G bags."
+    vals = sparse_encode(x, W_enc, idx, b_enc, rows, centre)
+    if relu: vals = F.relu(vals)
+    if keep is not None: vals = vals * keep
+    N, G = len(x), len(bounds)
+    r = torch.arange(len(idx), device=idx.device) if rows is None else rows
+    nz = vals.detach() != 0   # padding, and codes at 0, add nothing
+    key = (r[:, None] * G + torch.bucketize(idx, bounds, right=True))[nz]   # (token, group)
+    i, v = idx[nz], vals[nz]
+    if len(key) > 1 and not bool((key[1:] >= key[:-1]).all()):   # in order already when each token's latents are
+        o = torch.argsort(key); key, i, v = key[o], i[o], v[o]
+    parts = sparse_decode(i[:, None], v[:, None], W_dec, None, key, N * G).view(N, G, -1)
+    err = parts.cumsum(1) - (y if b_out is None else y - b_out)[:, None].float()   # r_g for every prefix g
+    sq = err.pow(2).sum((0, 2))
+    return (w * sq).sum(), err[:, -1].detach(), vals.detach(), sq.detach()
+
+# %% ../nbs/06a_kernels.ipynb #12299217
+def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradient (`centre` takes the centring's)
+                    W_enc:torch.Tensor, # encoder `[d_in, d_sae]`
+                    b_enc:torch.Tensor, # encoder bias `[d_sae]`, or None
+                    W_dec:torch.Tensor, # decoder `[d_sae, d_out]`
+                    y:torch.Tensor, # targets `[N, d_out]`
+                    idx:torch.Tensor, # chosen latents `[R, k]`
+                    rows:torch.Tensor=None, # for packed codes (`pack_rows`): the token of each row of `idx`, sorted
+                    b_out:torch.Tensor=None, # output bias `[d_out]`, in every prefix's reconstruction
+                    centre:torch.Tensor=None, # what `x` was centred by (`[d_in]`): gets the centring's gradient
+                    keep:torch.Tensor=None, # `[R, k]`: False for entries to leave out (padding, codes dropped)
+                    relu:bool=True, # ReLU on the codes
+                    bounds:torch.Tensor=None, # where the nested prefixes end, increasing, the last d_sae (default: one)
+                    weights:torch.Tensor=None, # each prefix's weight `[G]` in the loss (default `1/N`)
+                   ) -> tuple: # `(loss, err [N, d_out], codes [R, k], sq [G])`, `err` (reconstruction - y) detached
+    "`sum_g weights[g] * sum_n |r_g[n]|^2` for prefix errors `r_g`, the codes recomputed in fp32 as in `sparse_encode`."
+    S, k = W_dec.shape[0], idx.shape[-1]
+    _check_latents(idx, S)
+    bounds = torch.tensor([S], device=idx.device) if bounds is None else bounds.to(torch.int64)
+    check(int(bounds[-1]) == S and bool((bounds[1:] > bounds[:-1]).all()),
+          f"bounds must increase and end at d_sae={S}, got {bounds.tolist()}")
+    w = torch.full((len(bounds),), 1 / len(x), device=x.device) if weights is None else weights.float().reshape(-1)
+    idx, keep = idx.reshape(-1, k), None if keep is None else keep.reshape(-1, k)
+    kern = _cpu_kernel('sparse_sq_error', x, W_enc, W_dec, y, *([] if b_enc is None else [b_enc]))
+    if kern is None or x.requires_grad:   # the kernel gives no gradient to x itself
+        return _sq_error_torch(x, W_enc, b_enc, W_dec, y, idx, rows, b_out, centre, keep, relu, bounds, w)
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                           for t in (W_enc, b_enc, W_dec, b_out, centre))
+    loss, err, vals, sq = _SparseSqError.apply(
+        x.contiguous(), W_enc.t().contiguous(), b_enc, W_dec.contiguous(), y, b_out, centre, idx.contiguous(),
+        None if rows is None else rows.contiguous(), None if keep is None else keep.float().contiguous(),
+        bounds.contiguous(), w.contiguous(), relu, grad)
+    return loss, err, vals.view(idx.shape), sq
 
 # %% ../nbs/06a_kernels.ipynb #c32e3ee3
 def flat_index(idx:torch.Tensor, # latent indices `[R, k]`

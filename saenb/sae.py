@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .utils import check, positive_int, InputError, nearest
 from .kernels import (pre_activations, sparse_encode, sparse_decode, keep_latents, pack_tokens, flat_index,
-                           batch_topk_entries, topk_positive,
+                           batch_topk_entries, topk_positive, sparse_sq_error,
                            fast_topk, nonzeros_per_latent, load_kernels)
 
 # %% auto #0
@@ -1243,31 +1243,20 @@ class MatryoshkaSAE(BatchTopKSAE):
         super().__init__(cfg)
         self.register_buffer('_bounds', torch.tensor(cfg.prefixes, dtype=torch.long), persistent=False)
 
-    def prefix_parts(self, idx, vals, rows=None, n_tokens=None):
-        "Each prefix group's share of the reconstruction, `[N, n_groups, d_out]` (no b_dec), in one sparse product."
-        G = len(self.cfg.prefixes)
-        if rows is None: rows, n_tokens = torch.arange(len(idx), device=idx.device), len(idx)
-        keep = vals.detach() != 0   # padding, and codes at 0, add nothing
-        key = (rows[:, None] * G + torch.bucketize(idx, self._bounds, right=True))[keep]   # (token, group)
-        i, v = idx[keep], vals[keep]
-        if len(key) > 1 and not bool((key[1:] >= key[:-1]).all()):   # in order already when each token's latents are
-            o = torch.argsort(key); key, i, v = key[o], i[o], v[o]
-        return sparse_decode(i[:, None], v[:, None], self.W_dec, None, key, n_tokens * G).view(n_tokens, G, -1)
-
     def loss(self, x, target=None, step=0, total_steps=None):
         x, y = self._xy(x, target)
         xc, y = self.centred(x), y.reshape(-1, self.cfg.d_out)
         pre = self.centred_pre(xc)
-        idx, vals, rows = self.sparse_codes(xc, self.k_schedule.k_at(step), pre)
-        parts = self.prefix_parts(idx, vals, rows, len(xc))
-        y_hat = parts.sum(1) + self.b_dec
-        err, mse, parts = y.float() - y_hat, [], parts.unbind(1)   # unbind: one gradient for all the groups
-        for g in reversed(range(len(parts))):   # prefix g's error: the full error plus the groups after g
-            mse.append(err.pow(2).sum(-1).mean())
-            if g: err = err + parts[g]
-        prefix_mse = torch.stack(mse[::-1])
-        return self._sparse_out(x, y, y_hat, idx, vals, mse=prefix_mse.mean(), aux=self.aux_loss(xc, y, y_hat, pre),
-                                prefix_mse=prefix_mse.detach(), full_mse=prefix_mse[-1].detach())
+        idx, chosen, rows = self.choose(pre, self.k_schedule.k_at(step))
+        N, G = len(xc), len(self.cfg.prefixes)
+        # every prefix's error and the mean of their squares, with all the gradients, in one pass (see sparse_sq_error)
+        mse, err, vals, sq = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, y, idx, rows, self.b_dec,
+                                             self._centre(xc), chosen != 0, self.relu_codes, self._bounds,
+                                             torch.full((G,), 1 / (G * N), device=xc.device))
+        prefix_mse, y_hat = sq / N, y.float() + err   # y_hat without gradient: AuxK's residual is detached anyway
+        return self._sparse_out(x, y, y_hat, idx, vals, mse=mse, aux=self.aux_loss(xc, y, y_hat, pre),
+                                prefix_mse=prefix_mse, full_mse=prefix_mse[-1])
+
 
 # %% ../nbs/06_sae.ipynb #1779878b
 @patch

@@ -58,6 +58,39 @@ def test_selection_agrees_with_torch_on_every_instruction_set(flags, monkeypatch
                         assert torch.equal(xd.gather(-1, i), v), (S, k, xd.dtype)
     finally: K.load_kernels.cache_clear()   # the next test builds (or finds) the kernels with this machine's flags
 
+@pytest.mark.skipif(not HAS_CC, reason='no C compiler on PATH')
+@pytest.mark.parametrize('flags', [None, ['-mavx2', '-mfma', '-fopenmp'], ['-fopenmp']], ids=['native', 'avx2', 'plain'])
+def test_sparse_sq_error_kernel_matches_torch(flags, monkeypatch, tmp_path):
+    """`sparse_sq_error`'s kernel (on two threads: its token and latent passes) against its PyTorch version: widths with
+    and without a remainder of 64 columns, one group and nested prefixes, packed rows with tokens that have none."""
+    import platform, saenb.kernels as K
+    if flags is not None:
+        if flags[0] == '-mavx2' and platform.machine() not in ('x86_64', 'AMD64'): pytest.skip('AVX2 is x86 only')
+        monkeypatch.setenv('SAENB_KERNEL_DIR', str(tmp_path)); monkeypatch.setattr(K, '_C_FLAGS', (flags,))
+    K.load_kernels.cache_clear()
+    n = torch.get_num_threads(); torch.set_num_threads(2)
+    try:
+        if K.load_kernels() is None: pytest.skip(f'the kernels do not build with {flags}')
+        g = torch.Generator().manual_seed(0)
+        for N, d, S, k, packed, bounds, relu in ((700, 128, 512, 8, False, [512], True),
+                                                 (600, 70, 256, 12, True, [32, 64, 128, 256], True),
+                                                 (500, 200, 300, 5, True, [300], False)):
+            We = torch.randn(d, S, generator=g, requires_grad=True)
+            Wd = torch.randn(S, d, generator=g, requires_grad=True)
+            be, bd = torch.randn(S, generator=g, requires_grad=True), torch.randn(d, generator=g, requires_grad=True)
+            x = torch.randn(N, d, generator=g)
+            idx = torch.stack([torch.randperm(S, generator=g)[:k] for _ in range(N)])
+            rows = torch.randint(0, N, (N,), generator=g).sort().values if packed else None
+            keep, w = torch.rand(idx.shape, generator=g) > 0.2, torch.rand(len(bounds), generator=g)
+            args = (x - bd.detach(), We, be, Wd, x, idx, rows, bd, bd, keep, relu, torch.tensor(bounds), w)
+            got, want = K.sparse_sq_error(*args), K._sq_error_torch(*args[:-2], torch.tensor(bounds), w)
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3 * float(b.detach().abs().max()))
+            for a, b in zip(torch.autograd.grad(got[0], (We, be, Wd, bd)), torch.autograd.grad(want[0], (We, be, Wd, bd))):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    finally:
+        torch.set_num_threads(n); K.load_kernels.cache_clear()
+
 @needs_kernels
 @pytest.mark.parametrize('threads', [1, 2])
 def test_nonzero_counts_match_torch(threads):

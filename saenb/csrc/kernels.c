@@ -413,3 +413,165 @@ int scatter_rows(const int64_t *idx, const float *vals, const float *M, const in
     }
     return 0;
 }
+
+/* ---- a sparse reconstruction's squared error, with its gradients, in one pass */
+
+static inline float dot_f(const float *a, const float *b, int64_t D) {
+    float s = 0;
+    _Pragma("omp simd reduction(+:s)") for (int64_t d = 0; d < D; d++) s += a[d] * b[d];
+    return s;
+}
+/* four dot products against one vector at once: four independent chains of additions, not one latency-bound chain */
+static inline void dot4_f(const float *a, const float *w0, const float *w1, const float *w2, const float *w3, int64_t D,
+                          float *out) {
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    _Pragma("omp simd reduction(+:s0,s1,s2,s3)")
+    for (int64_t d = 0; d < D; d++) { s0 += a[d] * w0[d]; s1 += a[d] * w1[d]; s2 += a[d] * w2[d]; s3 += a[d] * w3[d]; }
+    out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;
+}
+static inline void axpy_f(float *y, float a, const float *x, int64_t D) {
+    _Pragma("omp simd") for (int64_t d = 0; d < D; d++) y[d] += a * x[d];
+}
+/* the group of latent l: the first g with l < bounds[g] (nested dictionary prefixes; one group: bounds = {S}) */
+static inline int64_t group_of(const int64_t *bounds, int64_t G, int64_t l) {
+    int64_t g = 0; while (g < G - 1 && l >= bounds[g]) g++; return g;
+}
+/* p = sum over the c entries with latents in [lo, hi) of v[j] Wd[idx[j]], 64 columns at a time in registers (not c
+   read-modify-writes of p in memory, which ran 2x slower than PyTorch's embedding_bag) */
+static void decode_block(float *p, const float *Wd, const int64_t *idx, const float *v, int64_t c, int64_t Do,
+                         int64_t lo, int64_t hi) {
+    int64_t d0 = 0;
+#if defined(__AVX512F__)
+    for (; d0 + 64 <= Do; d0 += 64) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (int64_t j = 0; j < c; j++) {
+            if (v[j] == 0 || idx[j] < lo || idx[j] >= hi) continue;
+            const float *w = Wd + idx[j] * Do + d0; __m512 s = _mm512_set1_ps(v[j]);
+            a0 = _mm512_fmadd_ps(s, _mm512_loadu_ps(w), a0); a1 = _mm512_fmadd_ps(s, _mm512_loadu_ps(w + 16), a1);
+            a2 = _mm512_fmadd_ps(s, _mm512_loadu_ps(w + 32), a2); a3 = _mm512_fmadd_ps(s, _mm512_loadu_ps(w + 48), a3);
+        }
+        _mm512_storeu_ps(p + d0, a0); _mm512_storeu_ps(p + d0 + 16, a1);
+        _mm512_storeu_ps(p + d0 + 32, a2); _mm512_storeu_ps(p + d0 + 48, a3);
+    }
+#endif
+    for (; d0 < Do; d0 += 64) {
+        int64_t m = Do - d0 < 64 ? Do - d0 : 64;
+        float acc[64] = {0};
+        for (int64_t j = 0; j < c; j++) {
+            if (v[j] == 0 || idx[j] < lo || idx[j] >= hi) continue;
+            const float *w = Wd + idx[j] * Do + d0; float a = v[j];
+            if (m == 64) { _Pragma("omp simd") for (int64_t d = 0; d < 64; d++) acc[d] += a * w[d]; }
+            else { _Pragma("omp simd") for (int64_t d = 0; d < m; d++) acc[d] += a * w[d]; }
+        }
+        memcpy(p + d0, acc, sizeof(float) * m);
+    }
+}
+/* first row r of the R rows with tok[r] >= n (tok non-decreasing) */
+static int64_t first_row(const int64_t *tok, int64_t R, int64_t n) {
+    int64_t lo = 0, hi = R;
+    while (lo < hi) { int64_t m = (lo + hi) / 2; if (tok[m] < n) lo = m + 1; else hi = m; }
+    return lo;
+}
+
+/* Token n's entries e (rows of k entries; row r belongs to token tok[r], non-decreasing; tok NULL: row n to token n)
+   have codes v_e = X[n] . WeT[l] + be[l] for latent l = idx[e] (be may be NULL), set to 0 where sel[e] == 0 (sel may
+   be NULL) and, with relu, where negative. Group g's error r_g = sum over entries of groups <= g of v_e Wd[l] - T[n];
+   sq[g] = sum_n |r_g|^2, Rout[n] = r_{G-1} (the whole error), V = the codes. With gWeT (not NULL) also the gradients
+   of L = sum_g w[g] sq[g]: gWeT [S, Di], gbe [S], gWd [S, Do], and gT [Do] = dL/d(a bias added to every prefix's
+   reconstruction) = sum_n q_0(n), where q_h = sum_{g >= h} 2 w[g] r_g is what an entry of group h sees.
+   Two passes: threads take blocks of tokens (codes, errors, each token's q and each entry's gradient dL/dv_e), then
+   blocks of latents, each thread scanning every entry for its own latents' rows of the weight gradients (as in
+   scatter_rows: no thread writes another's rows, and no private copies of the gradients to sum). */
+int sparse_sq_error(const float *X, const float *WeT, const float *be, const float *Wd, const float *T,
+                    const int64_t *idx, const int64_t *tok, const float *sel, const int64_t *bounds, const float *w,
+                    int64_t N, int64_t R, int64_t k, int64_t Di, int64_t Do, int64_t S, int64_t G, int64_t relu,
+                    float *Rout, float *V, float *sq, float *gWeT, float *gbe, float *gWd, float *gT) {
+    int grad = gWeT != NULL, nt = 1, fail = 0;
+    int64_t E = R * k;
+#if defined(_OPENMP)
+    if ((E + N) * (Di + Do) >= 65536) nt = omp_get_max_threads();
+#endif
+    float *Qs = NULL, *GV = NULL, *gTs = NULL;   /* q of every (token, group), dL/dv of every entry, per-thread gT */
+    if (grad && (!(Qs = malloc(sizeof(float) * N * G * Do)) || !(GV = malloc(sizeof(float) * (E ? E : 1)))
+                 || !(gTs = calloc((size_t)nt * Do, sizeof(float))))) { free(Qs); free(GV); return 1; }
+    memset(sq, 0, sizeof(float) * G);
+    _Pragma("omp parallel num_threads(nt)")
+    {
+        int64_t id = 0, n_th = 1;
+#if defined(_OPENMP)
+        id = omp_get_thread_num(); n_th = omp_get_num_threads();
+#endif
+        float *P = malloc(sizeof(float) * G * Do); double *acc = calloc(G, sizeof(double));
+        if (!P || !acc) {
+            _Pragma("omp atomic write") fail = 1;
+        } else {
+            int64_t n0 = N * id / n_th, n1 = N * (id + 1) / n_th;
+            int64_t r = tok ? first_row(tok, R, n0) : n0;
+            for (int64_t n = n0; n < n1; n++) {
+                int64_t re = r;
+                while (re < R && (tok ? tok[re] == n : re == n)) re++;
+                const float *x = X + n * Di, *t = T + n * Do;
+                int64_t e = r * k, e1 = re * k;
+                for (; e + 4 <= e1; e += 4)
+                    dot4_f(x, WeT + idx[e] * Di, WeT + idx[e + 1] * Di, WeT + idx[e + 2] * Di, WeT + idx[e + 3] * Di,
+                           Di, V + e);
+                for (; e < e1; e++) V[e] = dot_f(x, WeT + idx[e] * Di, Di);
+                for (e = r * k; e < e1; e++) {
+                    int64_t l = idx[e]; float v = V[e] + (be ? be[l] : 0);
+                    if ((sel && sel[e] == 0) || (relu && v < 0)) v = 0;
+                    V[e] = v;
+                }
+                for (int64_t g = 0; g < G; g++)   /* group g: latents [bounds[g - 1], bounds[g]), the last to S */
+                    decode_block(P + g * Do, Wd, idx + r * k, V + r * k, e1 - r * k, Do, g ? bounds[g - 1] : 0,
+                                 g < G - 1 ? bounds[g] : S);
+                for (int64_t g = 0; g < G; g++) {   /* P[g] becomes r_g */
+                    float *p = P + g * Do, s = 0;
+                    const float *prev = g ? P + (g - 1) * Do : t, sign = g ? 1 : -1;
+                    _Pragma("omp simd reduction(+:s)")
+                    for (int64_t d = 0; d < Do; d++) { p[d] += sign * prev[d]; s += p[d] * p[d]; }
+                    acc[g] += s;
+                }
+                memcpy(Rout + n * Do, P + (G - 1) * Do, sizeof(float) * Do);
+                if (grad) {
+                    float *Q = Qs + n * G * Do;
+                    for (int64_t g = G - 1; g >= 0; g--) {
+                        float *q = Q + g * Do, c = 2 * w[g]; const float *p = P + g * Do;
+                        const float *nx = q + Do;   /* q_{g+1} */
+                        if (g < G - 1) { _Pragma("omp simd") for (int64_t d = 0; d < Do; d++) q[d] = c * p[d] + nx[d]; }
+                        else { _Pragma("omp simd") for (int64_t d = 0; d < Do; d++) q[d] = c * p[d]; }
+                    }
+                    axpy_f(gTs + id * Do, 1, Q, Do);
+                    for (e = r * k; e < e1; e++) {
+                        int64_t l = idx[e];
+                        GV[e] = ((sel && sel[e] == 0) || (relu && V[e] <= 0)) ? 0
+                              : dot_f(Q + group_of(bounds, G, l) * Do, Wd + l * Do, Do);
+                    }
+                }
+                r = re;
+            }
+            for (int64_t g = 0; g < G; g++) { float a = (float)acc[g]; _Pragma("omp atomic") sq[g] += a; }
+        }
+        free(P); free(acc);
+        _Pragma("omp barrier")
+        if (grad && !fail) {
+            int64_t s0 = S * id / n_th, s1 = S * (id + 1) / n_th;
+            memset(gWeT + s0 * Di, 0, sizeof(float) * (s1 - s0) * Di);
+            memset(gWd + s0 * Do, 0, sizeof(float) * (s1 - s0) * Do);
+            memset(gbe + s0, 0, sizeof(float) * (s1 - s0));
+            for (int64_t e = 0; e < E; e++) {
+                int64_t l = idx[e];
+                if (l < s0 || l >= s1 || (GV[e] == 0 && V[e] == 0)) continue;
+                int64_t n = tok ? tok[e / k] : e / k;
+                axpy_f(gWd + l * Do, V[e], Qs + (n * G + group_of(bounds, G, l)) * Do, Do);
+                axpy_f(gWeT + l * Di, GV[e], X + n * Di, Di);
+                gbe[l] += GV[e];
+            }
+        }
+    }
+    if (grad) {
+        memset(gT, 0, sizeof(float) * Do);
+        for (int64_t th = 0; th < nt; th++) axpy_f(gT, 1, gTs + th * Do, Do);
+    }
+    free(Qs); free(GV); free(gTs);
+    return fail;
+}
