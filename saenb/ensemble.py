@@ -17,8 +17,8 @@ from .utils import (InputError, OutputExists, output_lock, path_record, check, r
                          precision_note, lr_factor)
 from .model import model_fingerprint, check_device
 from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
-from .kernels import sparse_encode, sparse_decode
-from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_loss
+from .kernels import sparse_sq_error
+from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_norm
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row,
                              check_first_loss)
@@ -197,27 +197,29 @@ class _TopKStack:
 # %% ../nbs/07b_ensemble.ipynb #0d7c52a8
 @patch
 def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
-    "`(summed loss, mse [M], aux [M], l0 [M], fired [sum of d_sae])` of the members on inputs `x [B, d_in]`."
+    "`(summed loss, mse [M], aux [M], l0 [M], fired [sum of d_sae])` on inputs `x [B, d_in]`, the `[M]` ones detached."
     saes, M, B = [m.sae for m in self.members], len(self.members), len(x)
     ks = [s.k_schedule.k_at(step) for s in saes]
     g = math.gcd(*ks)
     with torch.no_grad():   # each member's own selection, as `TopKSAE.sparse_codes` makes it
-        xc = x[None] - self.b_dec[:, None]   # member i's centred input [M, B, d_in]; b_dec's gradient: sparse_encode
+        xc = x[None] - self.b_dec[:, None]   # member i's centred input [M, B, d_in]; b_dec's gradient: sparse_sq_error
         pre = self.pre_acts(xc)
         chosen = [s.choose(p, k) for s, p, k in zip(saes, pre, ks)]
         idx = torch.cat([(j + o).view(-1, g) for (j, _, _), o in zip(chosen, self.offs)])
         kept = torch.cat([v.reshape(-1, g) for _, v, _ in chosen]) != 0
     rows, of = self.rows(B, tuple(enumerate(ks)), g)
-    xs, W = xc.view(M * B, -1), self.W_enc.t().contiguous().t()   # W: the rows sparse_encode reads, copied once a step
-    vals = sparse_encode(xs, W, idx, self.b_enc, rows, self.b_dec, self.member)   # b_dec[i]: member i's
-    if self.cfg.relu_after_topk: vals = F.relu(vals) * kept
-    y_hat = sparse_decode(idx, vals, self.W_dec, None, rows, M * B).view(M, B, -1) + self.b_dec[:, None]
-    mse = (y_hat.float() - x.float()).pow(2).sum(-1).mean(-1)   # `_mse` of each member
-    aux = self.aux(xs, pre, x, y_hat, W)
-    nz = vals.detach() != 0
+    xs, W = xc.view(M * B, -1), self.W_enc.t().contiguous().t()   # W: the rows the kernels read, copied once a step
+    y, relu = x.float().repeat(M, 1), self.cfg.relu_after_topk   # member i's tokens: block i of M*B
+    # every member's codes, squared error (`_mse` each: weight 1/B) and gradients in one pass; b_dec[i]: member i's
+    main, err, vals, sq = sparse_sq_error(xs, W, self.b_enc, self.W_dec, y, idx, rows, self.b_dec, self.b_dec,
+                                          kept if relu else None, relu, weights=x.new_full((M, 1), 1 / B,
+                                          dtype=torch.float32), blocks=M, centre_of=self.member)
+    aux_total, aux = self.aux(xs, pre, -err, W)   # each member's residual y - y_hat: AuxK's target
+    mse = sq.view(M) / B
+    nz = vals != 0
     cnt = torch.zeros(sum(self.n), dtype=torch.int32, device=x.device).index_add_(0, idx.view(-1), nz.view(-1).int())
     l0 = torch.zeros(M, device=x.device).index_add_(0, of, nz.sum(1).float()) / B
-    return mse.sum() + aux.sum(), mse, aux, l0, cnt > 0
+    return main + aux_total, mse, aux, l0, cnt > 0
 
 @patch
 def pre_acts(self:_TopKStack, xc:torch.Tensor) -> list:
@@ -231,21 +233,22 @@ def pre_acts(self:_TopKStack, xc:torch.Tensor) -> list:
     return out
 
 @patch
-def aux(self:_TopKStack, xs:torch.Tensor, pre:list, x:torch.Tensor, y_hat:torch.Tensor, W:torch.Tensor) -> torch.Tensor:
-    "AuxK of every member with dead latents, as `TopKSAE.aux_loss`: one sparse encode (encoder `W`) and decode; `[M]`."
-    parts, M, B = [], len(self.members), len(x)   # the dead latents' pre-activations are the main product's columns
+def aux(self:_TopKStack, xs:torch.Tensor, pre:list, e:torch.Tensor, W:torch.Tensor) -> tuple:
+    "AuxK of the members with dead latents, as `TopKSAE.aux_loss`, in one `sparse_sq_error`: `(summed, [M] detached)`."
+    parts, M, B = [], len(self.members), len(e) // len(self.members)   # e: the residuals [M * B, d], member by member
     for i, s in enumerate(m.sae for m in self.members):
         if (dead := s.auxk_latents()) is None: continue
         j, _, r = s.auxk_entries(pre[i], dead)   # its positive entries, one a row, in token order
         parts.append((i, j + self.offs[i], r + i * B))   # rows read their member's centred input
-    out = x.new_zeros(M, dtype=torch.float32)
-    if not parts: return out
-    who = torch.tensor([i for i, _, _ in parts], device=x.device)
+    w = e.new_zeros(M, 1)   # members without dead latents weigh 0; the dead latents' pre-activations: `pre`'s columns
+    if not parts: return w.sum(), w.view(M)
+    who = torch.tensor([i for i, _, _ in parts], device=e.device)
     idx, rows = torch.cat([j for _, j, _ in parts]), torch.cat([r for _, _, r in parts])
-    vals = F.relu(sparse_encode(xs, W, idx, self.b_enc, rows, self.b_dec, self.member))
-    e_hat = sparse_decode(idx, vals, self.W_dec, None, rows, M * B).view(M, B, -1)[who]
     c = self.cfg
-    return out.index_put((who,), c.aux_coeff * auxk_loss(e_hat, (x - y_hat[who]).detach(), c.aux_norm))
+    w[who] = c.aux_coeff / (B * auxk_norm(e.view(M, B, -1)[who], c.aux_norm))[:, None]
+    loss, _, _, sq = sparse_sq_error(xs, W, self.b_enc, self.W_dec, e, idx, rows, centre=self.b_dec, weights=w,
+                                     blocks=M, centre_of=self.member)
+    return loss, (w * sq).view(M)
 
 # %% ../nbs/07b_ensemble.ipynb #5a3f0c19
 @patch

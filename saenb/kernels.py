@@ -282,15 +282,15 @@ def sparse_encode(x:torch.Tensor, # centred inputs `[..., d_in]`
 class _SparseSqError(torch.autograd.Function):
     "The kernel `sparse_sq_error`: the loss and its gradients in the forward pass; the backward pass scales them."
     @staticmethod
-    def forward(ctx, x, WT, b_enc, W_dec, y, b_out, centre, idx, rows, keep, bounds, w, relu, grad):
-        N, (S, Do), k = len(x), W_dec.shape, idx.shape[1]
-        T = (y - b_out if b_out is not None else y).float().contiguous()
-        err, vals, sq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(len(bounds))
-        gs = (torch.empty(S, x.shape[1]), torch.empty(S), torch.empty(S, Do), torch.empty(Do)) if grad else (0,) * 4
+    def forward(ctx, x, WT, b_enc, W_dec, T, b_out, centre, idx, rows, keep, bounds, w, relu, grad, centre_of):
+        N, (S, Do), k, nb = len(x), W_dec.shape, idx.shape[1], w.shape[0]
+        err, vals, sq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(w.shape)
+        gs = (torch.empty(S, x.shape[1]), torch.empty(S), torch.empty(S, Do), torch.empty(nb, Do)) if grad else (0,) * 4
         opt = lambda t: 0 if t is None else t   # a NULL pointer for the kernel
         _call(load_kernels()['sparse_sq_error'], x, WT, opt(b_enc), W_dec, T, idx, opt(rows), opt(keep), bounds, w,
-              N, len(idx), k, x.shape[1], Do, S, len(bounds), int(relu), err, vals, sq, *gs)
-        ctx.grads, ctx.centre_shape = (*gs, WT), None if centre is None else centre.shape
+              N, len(idx), k, x.shape[1], Do, S, len(bounds), nb, int(relu), err, vals, sq, *gs)
+        ctx.grads, ctx.centre = (*gs, WT), (None if centre is None else centre.shape, centre_of)
+        ctx.b_out_shape = None if b_out is None else b_out.shape
         ctx.mark_non_differentiable(err, vals, sq)
         return (w * sq).sum(), err, vals, sq
 
@@ -298,17 +298,22 @@ class _SparseSqError(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g, *_):
         gWT, gb, gW, gT, WT = ctx.grads
-        n = ctx.needs_input_grad
-        gc = -(gb @ WT).view(ctx.centre_shape) * g if n[6] else None   # the centring's: -sum_l dL/db_enc[l] W_enc[:, l]
+        n, (shape, of) = ctx.needs_input_grad, ctx.centre
+        gc = -_centre_grad_of(gb, WT, shape, of) * g if n[6] else None   # the centring's gradient
         return (None, gWT * g if n[1] else None, gb * g if n[2] else None, gW * g if n[3] else None, None,
-                gT * g if n[5] else None, gc) + (None,) * 7
+                gT.view(ctx.b_out_shape) * g if n[5] else None, gc) + (None,) * 8
 
-def _sq_error_torch(x, W_enc, b_enc, W_dec, y, idx, rows, b_out, centre, keep, relu, bounds, w):
+def _centre_grad_of(s, WT, shape, of):
+    "`sum_l s[l] WT[l]` into row `of[l]` of a `[G, d_in]` centre (or the `[d_in]` one, `of` None), as `shape`."
+    if of is None: return (s @ WT).view(shape)
+    return s.new_zeros(shape[0], WT.shape[1]).index_add_(0, of, s[:, None] * WT).view(shape)
+
+def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, relu, bounds, w, centre_of):
     "`sparse_sq_error` in PyTorch: codes by `sparse_encode`, each group's part by one `sparse_decode` into N*G bags."
-    vals = sparse_encode(x, W_enc, idx, b_enc, rows, centre)
+    vals = sparse_encode(x, W_enc, idx, b_enc, rows, centre, centre_of)
     if relu: vals = F.relu(vals)
     if keep is not None: vals = vals * keep
-    N, G = len(x), len(bounds)
+    N, G, nb = len(x), len(bounds), len(w)
     r = torch.arange(len(idx), device=idx.device) if rows is None else rows
     nz = vals.detach() != 0   # padding, and codes at 0, add nothing
     key = (r[:, None] * G + torch.bucketize(idx, bounds, right=True))[nz]   # (token, group)
@@ -316,8 +321,8 @@ def _sq_error_torch(x, W_enc, b_enc, W_dec, y, idx, rows, b_out, centre, keep, r
     if len(key) > 1 and not bool((key[1:] >= key[:-1]).all()):   # in order already when each token's latents are
         o = torch.argsort(key); key, i, v = key[o], i[o], v[o]
     parts = sparse_decode(i[:, None], v[:, None], W_dec, None, key, N * G).view(N, G, -1)
-    err = parts.cumsum(1) - (y if b_out is None else y - b_out)[:, None].float()   # r_g for every prefix g
-    sq = err.pow(2).sum((0, 2))
+    err = parts.cumsum(1) - T[:, None].float()   # r_g for every prefix g
+    sq = err.pow(2).sum(-1).view(nb, N // nb, G).sum(1)
     return (w * sq).sum(), err[:, -1].detach(), vals.detach(), sq.detach()
 
 # %% ../nbs/06a_kernels.ipynb #12299217
@@ -328,31 +333,38 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
                     y:torch.Tensor, # targets `[N, d_out]`
                     idx:torch.Tensor, # chosen latents `[R, k]`
                     rows:torch.Tensor=None, # for packed codes (`pack_rows`): the token of each row of `idx`, sorted
-                    b_out:torch.Tensor=None, # output bias `[d_out]`, in every prefix's reconstruction
+                    b_out:torch.Tensor=None, # output bias `[d_out]` (`[blocks, d_out]`), in every prefix's output
                     centre:torch.Tensor=None, # what `x` was centred by (`[d_in]`): gets the centring's gradient
                     keep:torch.Tensor=None, # `[R, k]`: False for entries to leave out (padding, codes dropped)
                     relu:bool=True, # ReLU on the codes
                     bounds:torch.Tensor=None, # where the nested prefixes end, increasing, the last d_sae (default: one)
-                    weights:torch.Tensor=None, # each prefix's weight `[G]` in the loss (default `1/N`)
-                   ) -> tuple: # `(loss, err [N, d_out], codes [R, k], sq [G])`, `err` (reconstruction - y) detached
-    "`sum_g weights[g] * sum_n |r_g[n]|^2` for prefix errors `r_g`, the codes recomputed in fp32 as in `sparse_encode`."
-    S, k = W_dec.shape[0], idx.shape[-1]
+                    weights:torch.Tensor=None, # each prefix's weight `[G]` (`[blocks, G]`) in the loss (default `1/N`)
+                    blocks:int=1, # the tokens form this many equal blocks in turn (an ensemble's members)
+                    centre_of:torch.Tensor=None, # `[d_sae]`: which row of a `[G, d_in]` `centre` each latent reads
+                   ) -> tuple: # `(loss, err [N, d_out], codes [R, k], sq [blocks, G] or [G])`, err = reconstruction - y
+    "`sum weights * sq` for prefix errors `r_g` (squared, summed per block), codes recomputed as in `sparse_encode`."
+    S, k, N = W_dec.shape[0], idx.shape[-1], len(x)
     _check_latents(idx, S)
     bounds = torch.tensor([S], device=idx.device) if bounds is None else bounds.to(torch.int64)
     check(int(bounds[-1]) == S and bool((bounds[1:] > bounds[:-1]).all()),
           f"bounds must increase and end at d_sae={S}, got {bounds.tolist()}")
-    w = torch.full((len(bounds),), 1 / len(x), device=x.device) if weights is None else weights.float().reshape(-1)
+    check(N % blocks == 0, f"{N} tokens do not form {blocks} equal blocks")
+    w = (torch.full((len(bounds),), 1 / N, device=x.device) if weights is None else weights).float()
+    w = w.expand(blocks, len(bounds)).contiguous()
+    T = y if b_out is None else (y.view(blocks, N // blocks, -1) - b_out.view(-1, 1, y.shape[-1])).view(N, -1)
     idx, keep = idx.reshape(-1, k), None if keep is None else keep.reshape(-1, k)
-    kern = _cpu_kernel('sparse_sq_error', x, W_enc, W_dec, y, *([] if b_enc is None else [b_enc]))
-    if kern is None or x.requires_grad:   # the kernel gives no gradient to x itself
-        return _sq_error_torch(x, W_enc, b_enc, W_dec, y, idx, rows, b_out, centre, keep, relu, bounds, w)
-    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                           for t in (W_enc, b_enc, W_dec, b_out, centre))
-    loss, err, vals, sq = _SparseSqError.apply(
-        x.contiguous(), W_enc.t().contiguous(), b_enc, W_dec.contiguous(), y, b_out, centre, idx.contiguous(),
-        None if rows is None else rows.contiguous(), None if keep is None else keep.float().contiguous(),
-        bounds.contiguous(), w.contiguous(), relu, grad)
-    return loss, err, vals.view(idx.shape), sq
+    kern = _cpu_kernel('sparse_sq_error', x, W_enc, W_dec, *([] if b_enc is None else [b_enc]))
+    if kern is None or x.requires_grad or y.requires_grad:   # the kernel gives no gradient to x or y themselves
+        out = _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, relu, bounds, w, centre_of)
+    else:
+        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                               for t in (W_enc, b_enc, W_dec, b_out, centre))
+        out = _SparseSqError.apply(
+            x.contiguous(), W_enc.t().contiguous(), b_enc, W_dec.contiguous(), T.detach().float().contiguous(), b_out,
+            centre, idx.contiguous(), None if rows is None else rows.contiguous(),
+            None if keep is None else keep.float().contiguous(), bounds.contiguous(), w, relu, grad, centre_of)
+    loss, err, vals, sq = out
+    return loss, err, vals.view(idx.shape), sq.view(len(bounds)) if weights is None or weights.ndim < 2 else sq
 
 # %% ../nbs/06a_kernels.ipynb #c32e3ee3
 def flat_index(idx:torch.Tensor, # latent indices `[R, k]`

@@ -21,11 +21,11 @@ __all__ = ['SPARSITY_MODES', 'SAE_REGISTRY', 'AUX_NORMS', 'HC_L', 'HC_R', 'check
            'register_sae', 'check_sae_settings', 'make_sae', 'geometric_median', 'DeadLatentTracker',
            'SparsityController', 'FixedCoeff', 'TargetL0Quadratic', 'DualAscent', 'KDecay', 'make_controller', 'SAE',
            'synthetic_sparse_data', 'quick_train', 'ReLUConfig', 'ReLUSAE', 'AuxKConfig', 'TopKConfig', 'auxk_loss',
-           'TopKSAE', 'batch_top_k', 'BatchTopKConfig', 'BatchTopKSAE', 'JumpReLUFn', 'StepFn', 'JumpReLUConfig',
-           'JumpReLUSAE', 'LagrangianConfig', 'LagrangianSAE', 'GatedConfig', 'GatedSAE', 'hard_concrete_gate',
-           'expected_l0', 'HardConcreteConfig', 'HardConcreteSAE', 'GatedHardConcreteSAE', 'MatryoshkaConfig',
-           'MatryoshkaSAE', 'StaircaseConfig', 'StaircaseSAE', 'NoShareSAE', 'TranscoderConfig', 'TranscoderSAE',
-           'resample_dead_latents']
+           'auxk_norm', 'TopKSAE', 'batch_top_k', 'BatchTopKConfig', 'BatchTopKSAE', 'JumpReLUFn', 'StepFn',
+           'JumpReLUConfig', 'JumpReLUSAE', 'LagrangianConfig', 'LagrangianSAE', 'GatedConfig', 'GatedSAE',
+           'hard_concrete_gate', 'expected_l0', 'HardConcreteConfig', 'HardConcreteSAE', 'GatedHardConcreteSAE',
+           'MatryoshkaConfig', 'MatryoshkaSAE', 'StaircaseConfig', 'StaircaseSAE', 'NoShareSAE', 'TranscoderConfig',
+           'TranscoderSAE', 'resample_dead_latents']
 
 # %% ../nbs/06_sae.ipynb #615ddf05
 _TYPE_CHECKS = {'int': (numbers.Integral, 'an integer'), 'float': (numbers.Real, 'a number'), 'str': (str, 'a string'),
@@ -637,10 +637,15 @@ def auxk_loss(e_hat:torch.Tensor, # the dead latents' reconstruction of the resi
               norm:str='residual_power') -> torch.Tensor: # see `AUX_NORMS`
     "The AuxK error (Gao et al. 2024) under normalisation `norm`, fp32; one per leading index (several SAEs at once)."
     e = residual.float()
-    err = (e_hat.float() - e).pow(2).sum(-1).mean(-1)
-    if norm == 'residual_power': return err / e.pow(2).sum(-1).mean(-1).clamp_min(1e-8)
-    if norm == 'residual_var': return err / (e - e.mean(-2, keepdim=True)).pow(2).sum(-1).mean(-1).clamp_min(1e-8)
-    if norm == 'none': return err
+    return (e_hat.float() - e).pow(2).sum(-1).mean(-1) / auxk_norm(e, norm)
+
+def auxk_norm(residual:torch.Tensor, # `y - y_hat` `[..., N, d_out]` (detached)
+              norm:str='residual_power') -> torch.Tensor: # see `AUX_NORMS`
+    "What `auxk_loss` divides the mean squared error by: the residual's mean power or variance, or 1."
+    e = residual.float()
+    if norm == 'residual_power': return e.pow(2).sum(-1).mean(-1).clamp_min(1e-8)
+    if norm == 'residual_var': return (e - e.mean(-2, keepdim=True)).pow(2).sum(-1).mean(-1).clamp_min(1e-8)
+    if norm == 'none': return e.new_ones(e.shape[:-2])
     raise InputError(f"aux_norm={norm!r}: choose one of {AUX_NORMS}")
 
 @patch
@@ -735,8 +740,9 @@ def aux_loss(self:TopKSAE, xc, y, y_hat, pre):
     "AuxK: the top `aux_k` dead latents by pre-activation `pre` reconstruct the residual; None if none is dead."
     if (dead := self.auxk_latents()) is None: return None
     idx, _, rows = self.auxk_entries(pre, dead)
-    vals = F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc, rows, self._centre(xc)))
-    return self.auxk(idx, vals, y - y_hat, rows)
+    e, c = (y.float() - y_hat).detach(), self.cfg   # `auxk`'s loss, codes and gradients in one pass
+    w = c.aux_coeff / (len(e) * auxk_norm(e, c.aux_norm))
+    return sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, e, idx, rows, centre=self._centre(xc), weights=w)[0]
 
 # %% ../nbs/06_sae.ipynb #c757cc9b
 @patch
@@ -762,10 +768,13 @@ def loss(self:TopKSAE, x, target=None, step=0, total_steps=None):
         idx, vals, rows = self.choose(pre, k)
         y_hat = F.linear(keep_latents(pre, idx, vals != 0, rows), self.W_dec.t(), self.b_dec)
         vals = vals.float()
-    else:
+    else:   # the codes, the squared error and its gradients in one pass (`sparse_sq_error`)
         pre = self.centred_pre(xc)
-        idx, vals, rows = self.sparse_codes(xc, k, pre)
-        y_hat = sparse_decode(idx, vals, self.W_dec, self.b_dec, rows, len(xc))
+        idx, chosen, rows = self.choose(pre, k)
+        mse, err, vals, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, y, idx, rows, self.b_dec,
+                                            self._centre(xc), chosen != 0 if self.relu_codes else None, self.relu_codes)
+        y_hat = y.float() + err   # without gradient: AuxK's residual is detached anyway
+        return self._sparse_out(x, y, y_hat, idx, vals, mse=mse, aux=self.aux_loss(xc, y, y_hat, pre))
     return self._sparse_out(x, y, y_hat, idx, vals, aux=self.aux_loss(xc, y, y_hat, pre.detach()))
 
 # %% ../nbs/06_sae.ipynb #3a19006d

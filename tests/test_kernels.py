@@ -83,11 +83,30 @@ def test_sparse_sq_error_kernel_matches_torch(flags, monkeypatch, tmp_path):
             rows = torch.randint(0, N, (N,), generator=g).sort().values if packed else None
             keep, w = torch.rand(idx.shape, generator=g) > 0.2, torch.rand(len(bounds), generator=g)
             args = (x - bd.detach(), We, be, Wd, x, idx, rows, bd, bd, keep, relu, torch.tensor(bounds), w)
-            got, want = K.sparse_sq_error(*args), K._sq_error_torch(*args[:-2], torch.tensor(bounds), w)
+            got = K.sparse_sq_error(*args)
+            with monkeypatch.context() as m:
+                m.setattr(K, '_cpu_kernel', lambda *a: None); want = K.sparse_sq_error(*args)   # PyTorch's
             for a, b in zip(got, want):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3 * float(b.detach().abs().max()))
             for a, b in zip(torch.autograd.grad(got[0], (We, be, Wd, bd)), torch.autograd.grad(want[0], (We, be, Wd, bd))):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+        # an ensemble's members: 3 blocks of tokens, each with its own output bias, weights and centre
+        M, B, d, S, k = 3, 400, 72, 96, 6
+        We = torch.randn(d, M * S, generator=g, requires_grad=True)
+        Wd = torch.randn(M * S, d, generator=g, requires_grad=True)
+        be, bd = torch.randn(M * S, generator=g, requires_grad=True), torch.randn(M, d, generator=g, requires_grad=True)
+        x, member = torch.randn(B, d, generator=g), torch.arange(M).repeat_interleave(S)
+        idx = torch.cat([torch.stack([torch.randperm(S, generator=g)[:k] + i * S for _ in range(B)]) for i in range(M)])
+        xs = (x[None] - bd.detach()[:, None]).reshape(M * B, d)
+        args = (xs, We, be, Wd, x.repeat(M, 1), idx)
+        kw = dict(b_out=bd, centre=bd, weights=torch.rand(M, 1, generator=g), blocks=M, centre_of=member)
+        got = K.sparse_sq_error(*args, **kw)
+        with monkeypatch.context() as m:
+            m.setattr(K, '_cpu_kernel', lambda *a: None); want = K.sparse_sq_error(*args, **kw)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3 * float(b.detach().abs().max()))
+        for a, b in zip(torch.autograd.grad(got[0], (We, be, Wd, bd)), torch.autograd.grad(want[0], (We, be, Wd, bd))):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
     finally:
         torch.set_num_threads(n); K.load_kernels.cache_clear()
 

@@ -476,16 +476,18 @@ static int64_t first_row(const int64_t *tok, int64_t R, int64_t n) {
 /* Token n's entries e (rows of k entries; row r belongs to token tok[r], non-decreasing; tok NULL: row n to token n)
    have codes v_e = X[n] . WeT[l] + be[l] for latent l = idx[e] (be may be NULL), set to 0 where sel[e] == 0 (sel may
    be NULL) and, with relu, where negative. Group g's error r_g = sum over entries of groups <= g of v_e Wd[l] - T[n];
-   sq[g] = sum_n |r_g|^2, Rout[n] = r_{G-1} (the whole error), V = the codes. With gWeT (not NULL) also the gradients
-   of L = sum_g w[g] sq[g]: gWeT [S, Di], gbe [S], gWd [S, Do], and gT [Do] = dL/d(a bias added to every prefix's
-   reconstruction) = sum_n q_0(n), where q_h = sum_{g >= h} 2 w[g] r_g is what an entry of group h sees.
+   The tokens form nb equal blocks (an ensemble's members; nb = 1 for one SAE), b = n / (N / nb): sq[b, g] = sum over
+   block b's tokens of |r_g|^2, Rout[n] = r_{G-1} (the whole error), V = the codes. With gWeT (not NULL) also the
+   gradients of L = sum_{b,g} w[b, g] sq[b, g]: gWeT [S, Di], gbe [S], gWd [S, Do], and gT [nb, Do] = dL/d(a bias added
+   to every prefix's reconstruction of block b) = sum_n q_0(n), where q_h = sum_{g >= h} 2 w[b, g] r_g is what an entry
+   of group h sees.
    Two passes: threads take blocks of tokens (codes, errors, each token's q and each entry's gradient dL/dv_e), then
    blocks of latents, each thread scanning every entry for its own latents' rows of the weight gradients (as in
    scatter_rows: no thread writes another's rows, and no private copies of the gradients to sum). */
 int sparse_sq_error(const float *X, const float *WeT, const float *be, const float *Wd, const float *T,
                     const int64_t *idx, const int64_t *tok, const float *sel, const int64_t *bounds, const float *w,
-                    int64_t N, int64_t R, int64_t k, int64_t Di, int64_t Do, int64_t S, int64_t G, int64_t relu,
-                    float *Rout, float *V, float *sq, float *gWeT, float *gbe, float *gWd, float *gT) {
+                    int64_t N, int64_t R, int64_t k, int64_t Di, int64_t Do, int64_t S, int64_t G, int64_t nb,
+                    int64_t relu, float *Rout, float *V, float *sq, float *gWeT, float *gbe, float *gWd, float *gT) {
     int grad = gWeT != NULL, nt = 1, fail = 0;
     int64_t E = R * k;
 #if defined(_OPENMP)
@@ -493,15 +495,16 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
 #endif
     float *Qs = NULL, *GV = NULL, *gTs = NULL;   /* q of every (token, group), dL/dv of every entry, per-thread gT */
     if (grad && (!(Qs = malloc(sizeof(float) * N * G * Do)) || !(GV = malloc(sizeof(float) * (E ? E : 1)))
-                 || !(gTs = calloc((size_t)nt * Do, sizeof(float))))) { free(Qs); free(GV); return 1; }
-    memset(sq, 0, sizeof(float) * G);
+                 || !(gTs = calloc((size_t)nt * nb * Do, sizeof(float))))) { free(Qs); free(GV); return 1; }
+    memset(sq, 0, sizeof(float) * nb * G);
+    int64_t seg = N / nb;   /* tokens a block */
     _Pragma("omp parallel num_threads(nt)")
     {
         int64_t id = 0, n_th = 1;
 #if defined(_OPENMP)
         id = omp_get_thread_num(); n_th = omp_get_num_threads();
 #endif
-        float *P = malloc(sizeof(float) * G * Do); double *acc = calloc(G, sizeof(double));
+        float *P = malloc(sizeof(float) * G * Do); double *acc = calloc(nb * G, sizeof(double));
         if (!P || !acc) {
             _Pragma("omp atomic write") fail = 1;
         } else {
@@ -510,7 +513,7 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
             for (int64_t n = n0; n < n1; n++) {
                 int64_t re = r;
                 while (re < R && (tok ? tok[re] == n : re == n)) re++;
-                const float *x = X + n * Di, *t = T + n * Do;
+                const float *x = X + n * Di, *t = T + n * Do, *wb = w + n / seg * G;
                 int64_t e = r * k, e1 = re * k;
                 for (; e + 4 <= e1; e += 4)
                     dot4_f(x, WeT + idx[e] * Di, WeT + idx[e + 1] * Di, WeT + idx[e + 2] * Di, WeT + idx[e + 3] * Di,
@@ -529,27 +532,33 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                     const float *prev = g ? P + (g - 1) * Do : t, sign = g ? 1 : -1;
                     _Pragma("omp simd reduction(+:s)")
                     for (int64_t d = 0; d < Do; d++) { p[d] += sign * prev[d]; s += p[d] * p[d]; }
-                    acc[g] += s;
+                    acc[n / seg * G + g] += s;
                 }
                 memcpy(Rout + n * Do, P + (G - 1) * Do, sizeof(float) * Do);
                 if (grad) {
                     float *Q = Qs + n * G * Do;
                     for (int64_t g = G - 1; g >= 0; g--) {
-                        float *q = Q + g * Do, c = 2 * w[g]; const float *p = P + g * Do;
+                        float *q = Q + g * Do, c = 2 * wb[g]; const float *p = P + g * Do;
                         const float *nx = q + Do;   /* q_{g+1} */
                         if (g < G - 1) { _Pragma("omp simd") for (int64_t d = 0; d < Do; d++) q[d] = c * p[d] + nx[d]; }
                         else { _Pragma("omp simd") for (int64_t d = 0; d < Do; d++) q[d] = c * p[d]; }
                     }
-                    axpy_f(gTs + id * Do, 1, Q, Do);
-                    for (e = r * k; e < e1; e++) {
-                        int64_t l = idx[e];
-                        GV[e] = ((sel && sel[e] == 0) || (relu && V[e] <= 0)) ? 0
-                              : dot_f(Q + group_of(bounds, G, l) * Do, Wd + l * Do, Do);
+                    axpy_f(gTs + (id * nb + n / seg) * Do, 1, Q, Do);
+                    for (e = r * k; e < e1; e++) {   /* dL/dv, four entries of one group at once where they can */
+                        int64_t h = group_of(bounds, G, idx[e]); const float *q = Q + h * Do;
+                        if (e + 4 <= e1 && (G == 1 || (group_of(bounds, G, idx[e + 1]) == h
+                                                       && group_of(bounds, G, idx[e + 2]) == h
+                                                       && group_of(bounds, G, idx[e + 3]) == h))) {
+                            dot4_f(q, Wd + idx[e] * Do, Wd + idx[e + 1] * Do, Wd + idx[e + 2] * Do,
+                                   Wd + idx[e + 3] * Do, Do, GV + e);
+                            e += 3;
+                        } else GV[e] = dot_f(q, Wd + idx[e] * Do, Do);
                     }
+                    for (e = r * k; e < e1; e++) if ((sel && sel[e] == 0) || (relu && V[e] <= 0)) GV[e] = 0;
                 }
                 r = re;
             }
-            for (int64_t g = 0; g < G; g++) { float a = (float)acc[g]; _Pragma("omp atomic") sq[g] += a; }
+            for (int64_t g = 0; g < nb * G; g++) { float a = (float)acc[g]; _Pragma("omp atomic") sq[g] += a; }
         }
         free(P); free(acc);
         _Pragma("omp barrier")
@@ -558,19 +567,21 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
             memset(gWeT + s0 * Di, 0, sizeof(float) * (s1 - s0) * Di);
             memset(gWd + s0 * Do, 0, sizeof(float) * (s1 - s0) * Do);
             memset(gbe + s0, 0, sizeof(float) * (s1 - s0));
-            for (int64_t e = 0; e < E; e++) {
-                int64_t l = idx[e];
-                if (l < s0 || l >= s1 || (GV[e] == 0 && V[e] == 0)) continue;
-                int64_t n = tok ? tok[e / k] : e / k;
-                axpy_f(gWd + l * Do, V[e], Qs + (n * G + group_of(bounds, G, l)) * Do, Do);
-                axpy_f(gWeT + l * Di, GV[e], X + n * Di, Di);
-                gbe[l] += GV[e];
+            for (int64_t rr = 0; rr < R; rr++) {
+                int64_t n = tok ? tok[rr] : rr;
+                for (int64_t e = rr * k; e < (rr + 1) * k; e++) {
+                    int64_t l = idx[e];
+                    if (l < s0 || l >= s1 || (GV[e] == 0 && V[e] == 0)) continue;
+                    axpy_f(gWd + l * Do, V[e], Qs + (n * G + group_of(bounds, G, l)) * Do, Do);
+                    axpy_f(gWeT + l * Di, GV[e], X + n * Di, Di);
+                    gbe[l] += GV[e];
+                }
             }
         }
     }
     if (grad) {
-        memset(gT, 0, sizeof(float) * Do);
-        for (int64_t th = 0; th < nt; th++) axpy_f(gT, 1, gTs + th * Do, Do);
+        memset(gT, 0, sizeof(float) * nb * Do);
+        for (int64_t th = 0; th < nt; th++) axpy_f(gT, 1, gTs + th * nb * Do, nb * Do);
     }
     free(Qs); free(GV); free(gTs);
     return fail;
