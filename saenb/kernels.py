@@ -349,7 +349,11 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
     check(int(bounds[-1]) == S and bool((bounds[1:] > bounds[:-1]).all()),
           f"bounds must increase and end at d_sae={S}, got {bounds.tolist()}")
     check(N % blocks == 0, f"{N} tokens do not form {blocks} equal blocks")
-    w = (torch.full((len(bounds),), 1 / N, device=x.device) if weights is None else weights).float()
+    if rows is not None:   # the kernel walks each token's rows in turn
+        check(len(rows) == idx.numel() // k, f"rows has {len(rows)} entries for {idx.numel() // k} rows of idx")
+        check(len(rows) == 0 or (bool((rows[1:] >= rows[:-1]).all()) and 0 <= int(rows[0]) and int(rows[-1]) < N),
+              f"the rows of packed codes must be tokens in [0, {N}), in order")
+    w = (torch.full((len(bounds),), 1 / max(N, 1), device=x.device) if weights is None else weights).float()
     w = w.expand(blocks, len(bounds)).contiguous()
     T = y if b_out is None else (y.view(blocks, N // blocks, -1) - b_out.view(-1, 1, y.shape[-1])).view(N, -1)
     idx, keep = idx.reshape(-1, k), None if keep is None else keep.reshape(-1, k)

@@ -541,7 +541,7 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
     if ((E + N) * (Di + Do) >= 65536) nt = omp_get_max_threads();
 #endif
     float *Qs = NULL, *GV = NULL, *gTs = NULL;   /* q of every (token, group), dL/dv of every entry, per-thread gT */
-    if (grad && (!(Qs = malloc(sizeof(float) * N * G * Do)) || !(GV = malloc(sizeof(float) * (E ? E : 1)))
+    if (grad && (!(Qs = malloc(sizeof(float) * (N ? N : 1) * G * Do)) || !(GV = malloc(sizeof(float) * (E ? E : 1)))
                  || !(gTs = calloc((size_t)nt * nb * Do, sizeof(float))))) { free(Qs); free(GV); return 1; }
     memset(sq, 0, sizeof(float) * nb * G);
     int64_t seg = N / nb;   /* tokens a block */
