@@ -363,12 +363,14 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
     else:
         grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                for t in (W_enc, b_enc, W_dec, b_out, centre))
+        as_long = lambda t: None if t is None else t.to(torch.int64).contiguous()   # the kernel reads int64
         out = _SparseSqError.apply(
-            x.contiguous(), W_enc.t().contiguous(), b_enc, W_dec.contiguous(), T.detach().float().contiguous(), b_out,
-            centre, idx.contiguous(), None if rows is None else rows.contiguous(),
+            x.contiguous(), W_enc.t().contiguous(), None if b_enc is None else b_enc.contiguous(), W_dec.contiguous(),
+            T.detach().float().contiguous(), b_out, centre, as_long(idx), as_long(rows),
             None if keep is None else keep.float().contiguous(), bounds.contiguous(), w, relu, grad, centre_of)
     loss, err, vals, sq = out
-    return loss, err, vals.view(idx.shape), sq.view(len(bounds)) if weights is None or weights.ndim < 2 else sq
+    per_block = blocks > 1 or (weights is not None and weights.ndim == 2)
+    return loss, err, vals.view(idx.shape), sq if per_block else sq.view(len(bounds))
 
 # %% ../nbs/06a_kernels.ipynb #c32e3ee3
 def flat_index(idx:torch.Tensor, # latent indices `[R, k]`
