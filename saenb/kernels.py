@@ -222,12 +222,16 @@ class _SparseDecode(torch.autograd.Function):
         gW = scatter_mm(idx, vals, g, W.shape[0], rows) if ctx.needs_input_grad[2] else None
         return None, gv, gW, None, None
 
+def _centring_grad(s, WT, shape, of=None):
+    "What `x - centre` passes to `centre` (`[G, d_in]` or `[d_in]`) from latent gradients s: -s_l WT[l] into row of[l]"
+    WT = WT.to(s.dtype)
+    if of is None: return -(s @ WT).view(shape)
+    return -s.new_zeros(shape[0], WT.shape[1]).index_add_(0, of, s[:, None] * WT).view(shape)
+
 def _centre_grad(idx, g, WT, centre, of):
-    "The gradient of `centre [G, d_in]` (or `[d_in]`) that `x - centre` passes on: -sum_l s_l WT[l] into row of[l]."
+    "The gradient of `centre [G, d_in]` (or `[d_in]`) from the chosen entries' gradients `g` (latents `idx`)."
     s = g.new_zeros(WT.shape[0]).index_add_(0, idx.reshape(-1), g.reshape(-1))   # each latent's summed gradient
-    if of is None: of = torch.zeros(WT.shape[0], dtype=torch.long, device=WT.device)
-    G = centre.shape[0] if centre.ndim == 2 else 1
-    return -g.new_zeros(G, WT.shape[1]).index_add_(0, of, s[:, None] * WT.to(s.dtype)).view(centre.shape)
+    return _centring_grad(s, WT, centre.shape, of)
 
 class _SparseEncode(torch.autograd.Function):
     "`vals[t, j] = x[rows[t]] . WT[idx[t, j]]` (`x[t]` without `rows`; WT: the encoder transposed, `[d_sae, d_in]`)."
@@ -299,14 +303,9 @@ class _SparseSqError(torch.autograd.Function):
     def backward(ctx, g, *_):
         gWT, gb, gW, gT, WT = ctx.grads
         n, (shape, of) = ctx.needs_input_grad, ctx.centre
-        gc = -_centre_grad_of(gb, WT, shape, of) * g if n[6] else None   # the centring's gradient
+        gc = _centring_grad(gb, WT, shape, of) * g if n[6] else None   # dL/db_enc[l] is latent l's summed gradient
         return (None, gWT * g if n[1] else None, gb * g if n[2] else None, gW * g if n[3] else None, None,
                 gT.view(ctx.b_out_shape) * g if n[5] else None, gc) + (None,) * 8
-
-def _centre_grad_of(s, WT, shape, of):
-    "`sum_l s[l] WT[l]` into row `of[l]` of a `[G, d_in]` centre (or the `[d_in]` one, `of` None), as `shape`."
-    if of is None: return (s @ WT).view(shape)
-    return s.new_zeros(shape[0], WT.shape[1]).index_add_(0, of, s[:, None] * WT).view(shape)
 
 def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, relu, bounds, w, centre_of):
     "`sparse_sq_error` in PyTorch: codes by `sparse_encode`, each group's part by one `sparse_decode` into N*G bags."

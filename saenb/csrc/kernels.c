@@ -361,61 +361,6 @@ COL_NONZEROS(nonzeros_bf16, uint16_t, 0x7fff)
 
 /* ---- sparse products (fp32; W rows of D floats) */
 
-/* out[t, j] = A[tok[t]] . W[idx[t, j]] for the N rows t (tok NULL: A[t]), over the N k entries in blocks of 64. Four
-   entries that read the same A row go at once, in four chains of additions rather than one latency-bound chain (1.7x
-   at k = 64 on an AVX2 CPU); with tok, consecutive rows of one token count as one row (AuxK's entries, one a row) */
-#define SAME_A(e0, e1) (tok ? tok[(e0) / k] == tok[(e1) / k] : (e0) / k == (e1) / k)
-int gather_dot(const float *A, const float *W, const int64_t *idx, const int64_t *tok, int64_t N, int64_t k, int64_t D, float *out) {
-    int64_t E = N * k;
-    _Pragma("omp parallel for schedule(static) if (E * D >= 65536)")
-    for (int64_t blk = 0; blk < (E + 63) / 64; blk++) {
-        int64_t e = blk * 64, end = e + 64 < E ? e + 64 : E;
-        while (e < end) {
-            const float *a = A + (tok ? tok[e / k] : e / k) * D;
-            if (e + 4 <= end && SAME_A(e, e + 3)) {
-                const float *w0 = W + idx[e] * D, *w1 = W + idx[e + 1] * D, *w2 = W + idx[e + 2] * D, *w3 = W + idx[e + 3] * D;
-                float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-                _Pragma("omp simd reduction(+:s0,s1,s2,s3)")
-                for (int64_t d = 0; d < D; d++) { s0 += a[d] * w0[d]; s1 += a[d] * w1[d]; s2 += a[d] * w2[d]; s3 += a[d] * w3[d]; }
-                out[e] = s0; out[e + 1] = s1; out[e + 2] = s2; out[e + 3] = s3;
-                e += 4;
-            } else {
-                const float *w = W + idx[e] * D; float s = 0;
-                _Pragma("omp simd reduction(+:s)") for (int64_t d = 0; d < D; d++) s += a[d] * w[d];
-                out[e++] = s;
-            }
-        }
-    }
-    return 0;
-}
-#undef SAME_A
-
-/* out[r] = sum over (t, j) with idx[t, j] = r of vals[t, j] * M[tok[t]] (tok NULL: M[t]), for the R output rows; each
-   thread owns a block of output rows and scans every (t, j) for its own */
-int scatter_rows(const int64_t *idx, const float *vals, const float *M, const int64_t *tok, int64_t N, int64_t k, int64_t D, float *out, int64_t R) {
-    _Pragma("omp parallel if (N * k * D >= 65536)")
-    {
-        int64_t nt = 1, id = 0;
-#if defined(_OPENMP)
-        nt = omp_get_num_threads(); id = omp_get_thread_num();
-#endif
-        int64_t r0 = R * id / nt, r1 = R * (id + 1) / nt;
-        memset(out + r0 * D, 0, sizeof(float) * (r1 - r0) * D);
-        for (int64_t t = 0; t < N; t++) {
-            const float *m = M + (tok ? tok[t] : t) * D;
-            for (int64_t j = 0; j < k; j++) {
-                int64_t r = idx[t * k + j];
-                if (r < r0 || r >= r1) continue;
-                float *o = out + r * D; float v = vals[t * k + j];
-                _Pragma("omp simd") for (int64_t d = 0; d < D; d++) o[d] += v * m[d];
-            }
-        }
-    }
-    return 0;
-}
-
-/* ---- a sparse reconstruction's squared error, with its gradients, in one pass */
-
 #if defined(__AVX512F__)
 /* AVX-512: fused multiply-adds, the tail masked, and four sums reduced together (at 64 columns the four separate
    horizontal sums cost as much as the products) */
@@ -479,6 +424,53 @@ static inline void axpy_f(float *y, float a, const float *x, int64_t D) {
     _Pragma("omp simd") for (int64_t d = 0; d < D; d++) y[d] += a * x[d];
 }
 #endif
+
+/* out[t, j] = A[tok[t]] . W[idx[t, j]] for the N rows t (tok NULL: A[t]), over the N k entries in blocks of 64. Four
+   entries that read the same A row go at once, in four chains of additions rather than one latency-bound chain (1.7x
+   at k = 64 on an AVX2 CPU); with tok, consecutive rows of one token count as one row (AuxK's entries, one a row) */
+#define SAME_A(e0, e1) (tok ? tok[(e0) / k] == tok[(e1) / k] : (e0) / k == (e1) / k)
+int gather_dot(const float *A, const float *W, const int64_t *idx, const int64_t *tok, int64_t N, int64_t k, int64_t D, float *out) {
+    int64_t E = N * k;
+    _Pragma("omp parallel for schedule(static) if (E * D >= 65536)")
+    for (int64_t blk = 0; blk < (E + 63) / 64; blk++) {
+        int64_t e = blk * 64, end = e + 64 < E ? e + 64 : E;
+        while (e < end) {
+            const float *a = A + (tok ? tok[e / k] : e / k) * D;
+            if (e + 4 <= end && SAME_A(e, e + 3)) {
+                dot4_f(a, W + idx[e] * D, W + idx[e + 1] * D, W + idx[e + 2] * D, W + idx[e + 3] * D, D, out + e);
+                e += 4;
+            } else { out[e] = dot_f(a, W + idx[e] * D, D); e++; }
+        }
+    }
+    return 0;
+}
+#undef SAME_A
+
+/* out[r] = sum over (t, j) with idx[t, j] = r of vals[t, j] * M[tok[t]] (tok NULL: M[t]), for the R output rows; each
+   thread owns a block of output rows and scans every (t, j) for its own */
+int scatter_rows(const int64_t *idx, const float *vals, const float *M, const int64_t *tok, int64_t N, int64_t k, int64_t D, float *out, int64_t R) {
+    _Pragma("omp parallel if (N * k * D >= 65536)")
+    {
+        int64_t nt = 1, id = 0;
+#if defined(_OPENMP)
+        nt = omp_get_num_threads(); id = omp_get_thread_num();
+#endif
+        int64_t r0 = R * id / nt, r1 = R * (id + 1) / nt;
+        memset(out + r0 * D, 0, sizeof(float) * (r1 - r0) * D);
+        for (int64_t t = 0; t < N; t++) {
+            const float *m = M + (tok ? tok[t] : t) * D;
+            for (int64_t j = 0; j < k; j++) {
+                int64_t r = idx[t * k + j];
+                if (r < r0 || r >= r1) continue;
+                axpy_f(out + r * D, vals[t * k + j], m, D);
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- a sparse reconstruction's squared error, with its gradients, in one pass */
+
 /* the group of latent l: the first g with l < bounds[g] (nested dictionary prefixes; one group: bounds = {S}) */
 static inline int64_t group_of(const int64_t *bounds, int64_t G, int64_t l) {
     int64_t g = 0; while (g < G - 1 && l >= bounds[g]) g++; return g;
