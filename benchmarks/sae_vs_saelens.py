@@ -35,7 +35,10 @@ sizes, 128 steps: 42 for BatchTopK, 67 for Matryoshka, k = 32); the FVU of its t
 validation batch, L0 = k) is reported beside it (`saelens_batch_fvu`, `_l0`), and `saelens_l0_off_target` flags an L0
 more than 25% from the target (either tool: `*_l0_off_target`).
 
-Speed is the median tokens/s over each tool's runs (it does not depend on the learning rate or coefficient). SAELens
+Speed is the median tokens/s over each tool's runs (it does not depend on the learning rate or coefficient). Each
+tool's clock starts with its first batch in memory: the peers load the whole file before theirs; saenb streams it
+from disk in shuffle buffers, and its clock starts once the first buffer is read (`first_batch_seconds`, reported
+beside it; the later buffers are read while it trains, on the clock). SAELens
 trains in fp32 unless asked for autocast; it is also run once with its bf16 autocast at its best setting, and saenb's
 speed against that is reported too (`speedup_vs_saelens_bf16`). That run is left out (its fields null, and
 `saelens_bf16: "skipped: ..."` says why) on a CPU without bf16 matrix units, where saenb trains in fp32 too and bf16
@@ -348,6 +351,7 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
         off = lambda l0: bool(abs(np.log(max(l0, 1e-9) / target)) > np.log(1.25))
         rec = {'saelens_arch': SAELENS_ARCH[arch], 'compared_at': 'k' if arch in K_ARCHS else 'l0', 'target_l0': target,
                'saenb_tokens_per_s': ours['tokens_per_s'], 'saelens_tokens_per_s': sl['tokens_per_s'],
+               'saenb_first_batch_seconds': float(np.median([r.get('first_batch_seconds', 0.0) for r in ourss])),
                'speedup': ours['tokens_per_s'] / sl['tokens_per_s'],
                'saelens_bf16_tokens_per_s': sl16['tokens_per_s'],
                'speedup_vs_saelens_bf16': ours['tokens_per_s'] / sl16['tokens_per_s'] if sl16_on else None,

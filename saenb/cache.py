@@ -1066,6 +1066,13 @@ def _emit(buffers, batch_size:int, rng, drop_last:bool, device, release=None):
 # %% ../nbs/05_cache.ipynb #80539ea0
 _DONE = object()
 
+def _lower_priority(by:int=10):
+    "Raise the calling thread's nice value by `by` (Linux, where a thread's nice value is its own); else nothing."
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except (AttributeError, OSError): pass
+
 def _prefetch(items, stop:threading.Event):
     "Iterate generator `items` in a thread, one item ahead; closing this iterator sets `stop`, which `items` watches."
     out = queue.Queue(maxsize=1)
@@ -1075,6 +1082,7 @@ def _prefetch(items, stop:threading.Event):
             except queue.Full: pass
         return False
     def work():
+        _lower_priority()   # the reader need only keep one item ahead: the consumer's threads run first
         try:
             for x in items:
                 if not put(x): return

@@ -303,6 +303,9 @@ def _train_members(ms:list, batches, n_steps:int, amp:dict, desc:str, progress:b
     groups = _step_groups(ms)
     t0 = time.perf_counter()
     try:
+        if n_steps > 0: batches = itertools.chain([next(batches)], batches)   # as `train_sae`'s, the clock starts
+        for m in ms: m.first_batch_seconds = time.perf_counter() - t0        # with the first batch in memory
+        t0 = time.perf_counter()
         for step in range(n_steps):
             live = [u for u in groups if not all(m.stopped for m in u.members)]  # stacked members never stop early
             if not live: break

@@ -15,7 +15,7 @@ from .utils import check
 # %% auto #0
 __all__ = ['pre_activations', 'compile_c', 'kernel_source', 'load_kernels', 'gather_dot', 'scatter_mm', 'sparse_decode',
            'sparse_encode', 'sparse_sq_error', 'flat_index', 'keep_latents', 'pack_tokens', 'pack_rows', 'fast_topk',
-           'topk_positive', 'batch_topk_entries', 'nonzeros_per_latent']
+           'topk_positive', 'threshold_entries', 'batch_topk_entries', 'nonzeros_per_latent']
 
 # %% ../nbs/06a_kernels.ipynb #530bbf28
 def _amp_dtype(t:torch.Tensor, default:torch.dtype) -> torch.dtype:
@@ -472,6 +472,32 @@ def topk_positive(x:torch.Tensor, # values `[N, S]`
     f = fns['topk_positive_f32' if x.dtype == torch.float32 else 'topk_positive_bf16']
     _call(f, xs, xs.stride(0), N, x.shape[1], cols, len(cols), k, rows, out_c, vals, n)
     return rows[:n], out_c[:n], vals[:n]
+
+# %% ../nbs/06a_kernels.ipynb #56c9ba26
+def _threshold_entries_torch(z, th, lo, hi):
+    zf = z.float()
+    a, n = (zf > th).nonzero(as_tuple=True), ((zf > lo) & (zf < hi)).nonzero(as_tuple=True)
+    return a[0], a[1], n[0], n[1]
+
+def threshold_entries(z:torch.Tensor, # values `[N, S]` (pre-activations)
+                      theta:torch.Tensor, # each column's threshold `[S]` (fp32)
+                      eps:float, # the window's width: entries strictly within `eps / 2` of the threshold
+                     ) -> tuple: # `(rows, cols, near_rows, near_cols)`, each in row and column order
+    "Entries of `z` above their column's `theta` (`z > theta`), and those near it (`|z - theta| < eps / 2`)."
+    N, S = z.shape
+    th = theta.detach().float().contiguous()
+    lo, hi = th - eps / 2, th + eps / 2   # as PyTorch computes the window in fp32
+    fns = load_kernels() if z.device.type == 'cpu' else None
+    if fns is None or z.dtype not in (torch.float32, torch.bfloat16) or (z.requires_grad and torch.is_grad_enabled()):
+        return _threshold_entries_torch(z, th, lo, hi)
+    zs, t = _row_major(z), 'f32' if z.dtype == torch.float32 else 'bf16'
+    cnt = torch.empty(N, 2, dtype=torch.int64)
+    _call(fns[f'threshold_count_{t}'], zs, zs.stride(0), N, S, th, lo, hi, cnt)
+    off = torch.cat([cnt.new_zeros(1, 2), cnt.cumsum(0)])
+    a, n = (int(v) for v in off[-1])
+    out = [torch.empty(m, dtype=torch.int64) for m in (a, a, n, n)]
+    _call(fns[f'threshold_fill_{t}'], zs, zs.stride(0), N, S, th, lo, hi, off, *out)
+    return tuple(out)
 
 # %% ../nbs/06a_kernels.ipynb #5959d771
 def _batch_topk_torch(pre:torch.Tensor, n:int, m:int) -> tuple:

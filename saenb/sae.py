@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .utils import check, positive_int, InputError, nearest
 from .kernels import (pre_activations, sparse_encode, sparse_decode, keep_latents, pack_tokens, flat_index,
-                           batch_topk_entries, topk_positive, sparse_sq_error,
+                           batch_topk_entries, topk_positive, sparse_sq_error, threshold_entries, gather_dot,
                            fast_topk, nonzeros_per_latent, load_kernels)
 
 # %% auto #0
@@ -671,6 +671,38 @@ def auxk(self:SAE, idx, vals, residual, rows=None):
     e_hat = sparse_decode(idx, vals, self.W_dec, None, rows, n_tokens)
     return self.cfg.aux_coeff * auxk_loss(e_hat, residual.detach().reshape(e_hat.shape), self.cfg.aux_norm)
 
+# %% ../nbs/06_sae.ipynb #49b43c25
+@patch
+def center(self:SAE, x):
+    "Inputs as the encoder sees them: `x - b_dec` (just `x` for transcoders)."
+    return x - self.b_dec if self.centers_input else x
+
+@patch
+def centred(self:SAE, x):
+    "`center(x)` as rows `[N, d_in]`, without gradient where `x` has none: `sparse_encode` gives `b_dec` its own."
+    with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+        return self.center(x).reshape(-1, self.cfg.d_in)
+
+@patch
+def _centre(self:SAE, xc):
+    "Where `sparse_encode` sends the centring's gradient: `b_dec`, when inputs `xc` carry none themselves."
+    return self.b_dec if self.centers_input and not xc.requires_grad else None
+
+@patch
+@torch.no_grad()
+def centred_pre(self:SAE, xc):
+    "Pre-activations of centred inputs `xc [N, d_in]`, without gradient: what `choose` and AuxK select from."
+    return F.linear(xc, self.W_enc.t(), self.b_enc)
+
+@patch
+def sparse_auxk(self:SAE, xc, e, pre):
+    "`auxk` of the top `aux_k` dead latents by `pre` against residual `e` (detached), on entries; None if none is dead."
+    if (dead := self.auxk_latents()) is None: return None
+    idx, _, rows = self.auxk_entries(pre, dead)
+    c = self.cfg
+    w = c.aux_coeff / (len(e) * auxk_norm(e, c.aux_norm))
+    return sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, e, idx, rows, centre=self._centre(xc), weights=w)[0]
+
 # %% ../nbs/06_sae.ipynb #top0a001
 @register_sae
 class TopKSAE(SAE):
@@ -682,19 +714,6 @@ class TopKSAE(SAE):
         super().__init__(cfg)
         self.k_schedule = KDecay(cfg.k_start or cfg.k, cfg.k, cfg.k_decay_steps)
 
-    def center(self, x):
-        "Inputs as the encoder sees them: `x - b_dec` (just `x` for transcoders)."
-        return x - self.b_dec if self.centers_input else x
-
-    def centred(self, x):
-        "`center(x)` as rows `[N, d_in]`, without gradient where `x` has none: `sparse_encode` gives `b_dec` its own."
-        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
-            return self.center(x).reshape(-1, self.cfg.d_in)
-
-    def _centre(self, xc):
-        "Where `sparse_encode` sends the centring's gradient: `b_dec`, when inputs `xc` carry none themselves."
-        return self.b_dec if self.centers_input and not xc.requires_grad else None
-
     relu_codes = property(lambda self: self.cfg.relu_after_topk)  # negative pre-activations among the chosen dropped
 
     @torch.no_grad()
@@ -702,11 +721,6 @@ class TopKSAE(SAE):
         "Latents kept from `pre [N, d_sae]`: `(idx [R, k'], vals [R, k'], rows)`, row r of token `rows[r]` (None: r)."
         vals, idx = fast_topk(pre, k)
         return idx, (F.relu(vals) if self.relu_codes else vals), None
-
-    @torch.no_grad()
-    def centred_pre(self, xc):
-        "Pre-activations of centred inputs `xc [N, d_in]`, without gradient: what `choose` and AuxK select from."
-        return F.linear(xc, self.W_enc.t(), self.b_enc)
 
     def sparse_codes(self, xc, k, pre=None):
         "The code of centred inputs `xc [N, d_in]` as `(idx, vals, rows)`, `vals` in fp32 with sparse gradients."
@@ -728,9 +742,9 @@ class TopKSAE(SAE):
 
 # %% ../nbs/06_sae.ipynb #b3ffecdd
 @patch
-def use_dense(self:TopKSAE, x) -> bool:
+def use_dense(self:SAE, x) -> bool:
     "Whether `loss` takes the dense path: under bf16 autocast, but not on CPUs with the kernels (or per `dense_train`)."
-    if self.dense_train is not None: return self.dense_train
+    if getattr(self, 'dense_train', None) is not None: return self.dense_train
     dev = x.device.type
     if dev == 'cpu' and load_kernels() is not None: return False
     return torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16
@@ -738,11 +752,7 @@ def use_dense(self:TopKSAE, x) -> bool:
 @patch
 def aux_loss(self:TopKSAE, xc, y, y_hat, pre):
     "AuxK: the top `aux_k` dead latents by pre-activation `pre` reconstruct the residual; None if none is dead."
-    if (dead := self.auxk_latents()) is None: return None
-    idx, _, rows = self.auxk_entries(pre, dead)
-    e, c = (y.float() - y_hat).detach(), self.cfg   # `auxk`'s loss, codes and gradients in one pass
-    w = c.aux_coeff / (len(e) * auxk_norm(e, c.aux_norm))
-    return sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, e, idx, rows, centre=self._centre(xc), weights=w)[0]
+    return self.sparse_auxk(xc, (y.float() - y_hat).detach(), pre)
 
 # %% ../nbs/06_sae.ipynb #c757cc9b
 @patch
@@ -973,6 +983,7 @@ class JumpReLUSAE(SAE):
     arch, config_class, saelens_arch, saelens_tensors = 'jumprelu', JumpReLUConfig, 'jumprelu', ('b_enc', 'threshold')
     example = dict(sparsity_coeff=0.05, bandwidth=0.05, init_threshold=0.1)
     _latent_axes = {**SAE._latent_axes, 'log_threshold': 0}
+    dense_train = None  # True/False forces the dense or sparse training path; None: see `use_dense`
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -990,6 +1001,7 @@ class JumpReLUSAE(SAE):
 @patch
 def loss(self:JumpReLUSAE, x, target=None, step=0, total_steps=None):
     x, y = self._xy(x, target)
+    if not self.use_dense(x): return self.sparse_loss(x, y, step, total_steps)
     z = self.pre_acts(x)
     codes, n, fired = _JumpReLUL0.apply(z, self.threshold, self.cfg.bandwidth)
     l0 = n / (z.numel() // z.shape[-1])
@@ -1004,6 +1016,26 @@ def aux_loss(self:JumpReLUSAE, z, y, y_hat):
     z = z.reshape(-1, z.shape[-1])
     idx, _, rows = self.auxk_entries(z.detach(), dead)
     return self.auxk(idx, F.relu(z[rows[:, None], idx]), y - y_hat, rows)
+
+# %% ../nbs/06_sae.ipynb #eb5ea1fb
+@patch
+def sparse_loss(self:JumpReLUSAE, x, y, step=0, total_steps=None):
+    "`loss` on entries: the codes above threshold and the pre-activations in the thresholds' window (see above)."
+    c, xc = self.cfg, self.centred(x)
+    y, z, theta, S = y.reshape(-1, c.d_out), self.centred_pre(xc), self.threshold, c.d_sae
+    N, eps = len(xc), c.bandwidth
+    rows, cols, nr, nc = threshold_entries(z, theta, eps)
+    mse, err, _, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, y, cols[:, None], rows, self.b_dec,
+                                     self._centre(xc), relu=False)
+    with torch.no_grad():   # over each threshold's window: the code gradients of the error, and the entries' count
+        g_mse = theta.new_zeros(S).index_add_(0, nc, gather_dot(err, self.W_dec, nc[:, None], nr).view(-1) * (2 / N))
+        g_n = torch.bincount(nc, minlength=S).float()
+    step_in = (theta - theta.detach()) / eps   # 0, with gradient 1 / eps to each threshold
+    mse = mse - (step_in * theta.detach() * g_mse).sum()
+    l0 = (len(rows) - (step_in * g_n).sum()) / N
+    fired = torch.zeros(S, dtype=torch.bool, device=x.device).index_fill_(0, cols, True)
+    return self._out(x, mse, l0=l0, fired=fired, aux=self.sparse_auxk(xc, -err, z),
+                     sparsity=self.sparsity_ctl.penalty(l0, l0, step, total_steps))
 
 # %% ../nbs/06_sae.ipynb #658703e9
 @patch

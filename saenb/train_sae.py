@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train_sae.ipynb #63f2ff12
 from __future__ import annotations
-import ctypes, functools, json, math, os, sys, time
+import ctypes, functools, itertools, json, math, os, sys, time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
@@ -481,6 +481,7 @@ class SAERun:
     bad_evals:int=0 # validations since the best one
     world:int=1 # processes training this SAE together (data parallel, under `torchrun`)
     causal:object=None # the causal term, `causal(sae, step) -> loss` (see `causal_term`), weighted by `tc.causal_coeff`
+    first_batch_seconds:float=0.0 # waiting for the first batch (its shuffle buffer read): not in `train_seconds`
 
     @property
     def dead_tokens(self) -> int:
@@ -578,7 +579,8 @@ def finish_run(r:SAERun, # the run
     with torch.no_grad(), torch.autocast(**train_autocast(tc, val_x.device)): fm = sae.metrics(val_x, target=val_y)
     return {'arch': tc.arch, 'd_in': sae.cfg.d_in, 'd_sae': sae.cfg.d_sae, 'steps': steps,
             'tokens': steps * tc.batch_size * tc.grad_accum, 'train_seconds': seconds,
-            'tokens_per_s': tokens / max(seconds, 1e-9), **{k: float(v) for k, v in fm.items()},
+            'tokens_per_s': tokens / max(seconds, 1e-9), 'first_batch_seconds': r.first_batch_seconds,
+            **{k: float(v) for k, v in fm.items()},
             'dead_frac': sae.dead.dead_fraction(r.dead_tokens), 'val_in_sample': in_sample,
             'stopped_early': steps < tc.n_steps, 'input_scale': scale,
             'precision': resolve_precision(tc.precision, val_x.device, training=True)}
@@ -694,7 +696,9 @@ def _train_steps(run:SAERun, data:RunData, step:int, ckpt:Path, dev:torch.device
     plot = LiveLossPlot('SAE loss') if progress and in_notebook() else None
     bar = tqdm(total=n_steps, initial=step, desc=f"train {tc.arch} SAE", disable=not progress, dynamic_ncols=True)
     amp = train_autocast(tc, dev)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()   # the clock starts with the first batch in memory (its buffer read), as peers' do
+    if step < n_steps: batches = itertools.chain([next(batches)], batches)
+    run.first_batch_seconds, t0 = time.perf_counter() - t0, time.perf_counter()
     while step < n_steps:
         xs, ys = next(batches)
         o = sae_step(run, xs, ys, step, amp)

@@ -267,6 +267,51 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int6
 TOPK_POSITIVE(topk_positive_f32, uint32_t, F32_BITS)
 TOPK_POSITIVE(topk_positive_bf16, uint16_t, BF16_BITS)
 
+/* ---- thresholded entries (JumpReLU): where each row of x [N, S] (row stride ld) is above its column's threshold
+   th[j] (the codes that fire), and where it lies strictly between lo[j] and hi[j] (the window of the thresholds'
+   straight-through gradient). Compared in fp32, bf16 values widened exactly, so the entries are those PyTorch's
+   `z > th` and `(z > lo) & (z < hi)` give. threshold_count writes each row's two counts to cnt [N, 2];
+   threshold_fill lists the entries row by row, in increasing column order within a row, from off [N + 1, 2] (the
+   counts' exclusive prefix sums): rows to a_r, n_r, columns to a_c, n_c. Every value is written at its row's list's
+   end while the row has room there, and kept only if it belongs: a branch on the value, mispredicted as often as not
+   in the window, took 10.5 ms for 4096 x 2048 bf16 (236 window entries a token) against 8.4 ms. */
+static inline float f32_of(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
+#define THRESHOLD_COUNT(NAME, T, BITS) \
+int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const float *th, const float *lo, const float *hi, \
+         int64_t *cnt) { \
+    _Pragma("omp parallel for schedule(static) if (N * S >= 65536)") \
+    for (int64_t r = 0; r < N; r++) { \
+        const T *row = x + r * ld; \
+        int64_t a = 0, n = 0; \
+        for (int64_t j = 0; j < S; j++) { \
+            float v = f32_of(BITS(row[j])); \
+            a += v > th[j]; n += (v > lo[j]) & (v < hi[j]); \
+        } \
+        cnt[2 * r] = a; cnt[2 * r + 1] = n; \
+    } \
+    return 0; \
+}
+#define THRESHOLD_FILL(NAME, T, BITS) \
+int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const float *th, const float *lo, const float *hi, \
+         const int64_t *off, int64_t *a_r, int64_t *a_c, int64_t *n_r, int64_t *n_c) { \
+    _Pragma("omp parallel for schedule(static) if (N * S >= 65536)") \
+    for (int64_t r = 0; r < N; r++) { \
+        const T *row = x + r * ld; \
+        int64_t a = off[2 * r], n = off[2 * r + 1], a_end = off[2 * r + 2], n_end = off[2 * r + 3]; \
+        for (int64_t j = 0; j < S; j++) { \
+            float v = f32_of(BITS(row[j])); \
+            if (a < a_end) { a_r[a] = r; a_c[a] = j; }   /* written always, kept if it passes */ \
+            if (n < n_end) { n_r[n] = r; n_c[n] = j; } \
+            a += v > th[j]; n += (v > lo[j]) & (v < hi[j]); \
+        } \
+    } \
+    return 0; \
+}
+THRESHOLD_COUNT(threshold_count_f32, uint32_t, F32_BITS)
+THRESHOLD_COUNT(threshold_count_bf16, uint16_t, BF16_BITS)
+THRESHOLD_FILL(threshold_fill_f32, uint32_t, F32_BITS)
+THRESHOLD_FILL(threshold_fill_bf16, uint16_t, BF16_BITS)
+
 /* ---- batch top-k */
 
 /* the k-th largest (1 <= k <= c) of c keys, by two passes of 16-bit histograms (hist: 65536 counters of scratch) */
