@@ -573,10 +573,12 @@ class ReLUSAE(SAE):
     "ReLU SAE with L1 penalty (Bricken et al. 2023); `weighted_l1` weights it by decoder norms (Conerly et al. 2024)."
     arch, config_class, sparsity_modes = 'relu', ReLUConfig, ('fixed',)
     example, saelens_arch = dict(sparsity_coeff=0.1), 'standard'
+    dense_train = None  # True/False forces the dense or sparse training path; None: see `loss` below
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.sparsity_ctl = make_controller(cfg)
+        self.last_l0 = torch.tensor(math.inf)  # the last training step's L0: decides the next one's path
 
     def encode(self, x): return F.relu(self.pre_acts(x))
 
@@ -585,12 +587,18 @@ class ReLUSAE(SAE):
         per_latent = codes.reshape(-1, codes.shape[-1]).sum(0).float() / (codes.numel() // codes.shape[-1])
         return per_latent @ self.W_dec.norm(dim=-1) if self.cfg.weighted_l1 else per_latent.sum()
 
-    def loss(self, x, target=None, step=0, total_steps=None):
-        x, y = self._xy(x, target)
+    def dense_loss(self, x, y, step=0, total_steps=None):
+        "`loss` with dense codes and products."
         codes = self.encode(x)
         l1 = self.l1(codes)
-        return self._out(x, _mse(self.decode(codes), y), codes,
-                         sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps))
+        out = self._out(x, _mse(self.decode(codes), y), codes,
+                        sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps))
+        self.last_l0 = out['l0']
+        return out
+
+    def loss(self, x, target=None, step=0, total_steps=None):
+        x, y = self._xy(x, target)
+        return self.dense_loss(x, y, step, total_steps)
 
 # %% ../nbs/06_sae.ipynb #283231b4
 AUX_NORMS = ('residual_power', 'residual_var', 'none')
@@ -1036,6 +1044,30 @@ def sparse_loss(self:JumpReLUSAE, x, y, step=0, total_steps=None):
     fired = torch.zeros(S, dtype=torch.bool, device=x.device).index_fill_(0, cols, True)
     return self._out(x, mse, l0=l0, fired=fired, aux=self.sparse_auxk(xc, -err, z),
                      sparsity=self.sparsity_ctl.penalty(l0, l0, step, total_steps))
+
+# %% ../nbs/06_sae.ipynb #dbc0d1a7
+@patch
+def sparse_loss(self:ReLUSAE, x, y, step=0, total_steps=None):
+    "`loss` on entries: the positive pre-activations (see above)."
+    c, xc = self.cfg, self.centred(x)
+    y, z, N = y.reshape(-1, c.d_out), self.centred_pre(xc), len(xc)
+    rows, cols, _, _ = threshold_entries(z, torch.zeros(c.d_sae, device=z.device), 0.0)
+    idx, centre = cols[:, None], self._centre(xc)
+    mse, _, vals, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, y, idx, rows, self.b_dec, centre)
+    codes = F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc, rows, centre)).view(-1)   # with gradients: the L1's
+    l1 = (codes @ self.W_dec.norm(dim=-1)[cols] if c.weighted_l1 else codes.sum()) / N
+    on = vals.view(-1) != 0
+    out = self._out(x, mse, l0=on.sum() / N, fired=torch.zeros(c.d_sae, dtype=torch.bool, device=x.device)
+                    .index_fill_(0, cols[on], True), sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps))
+    self.last_l0 = out['l0']
+    return out
+
+@patch
+def loss(self:ReLUSAE, x, target=None, step=0, total_steps=None):
+    x, y = self._xy(x, target)
+    dense = self.dense_train
+    if dense is None: dense = self.use_dense(x) or float(self.last_l0) > self.cfg.d_sae / 16   # measured above
+    return (self.dense_loss if dense else self.sparse_loss)(x, y, step, total_steps)
 
 # %% ../nbs/06_sae.ipynb #658703e9
 @patch
