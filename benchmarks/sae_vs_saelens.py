@@ -51,9 +51,9 @@ its L0 entries on CPU, so its share of the peak in these FLOPs is an effective r
 
 `--archs all` trains each tool at 3 learning rates (`LRS_ALL`: 1.4e-3, 2.8e-3, 5.6e-3, x2 apart, centred on saenb's
 default) instead of `--lrs`'s 7, and stops each coefficient search after 5 runs instead of 7, so that the whole
-comparison fits in an hour on a 2-core CPU at the default sizes: 46 minutes (2,757 s) measured on a 2-core AMD EPYC
-without AMX (seconds a run, SAELens / saenb: topk 61 / 15, batchtopk 102 / 17, matryoshka 118 / 20, standard (relu)
-66 / 21, jumprelu 83 / 35, gated 110 / 29; 4 SAELens and 3 saenb runs for each k-based architecture, 3-6 and 3-5 for
+comparison fits in an hour on a 2-core CPU at the default sizes: 37 minutes (2,230 s) measured on a 2-core AMD EPYC
+without AMX (seconds a run, SAELens / saenb: topk 48 / 10, batchtopk 80 / 12, matryoshka 95 / 13, standard (relu)
+50 / 15, jumprelu 68 / 14, gated 90 / 23; 4 SAELens and 3 saenb runs for each k-based architecture, 3-6 and 3-5 for
 each coefficient-based one; `benchmarks/results/sae_vs_saelens_all.json`). The record's `lrs` says which grid ran,
 `lrs_reduced` whether it was the reduced one, and `*_best_lr_at_edge` flags a best learning rate at an end of the grid.
 Pass `--lrs` to choose the grid yourself.
