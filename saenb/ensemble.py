@@ -21,7 +21,7 @@ from .kernels import sparse_sq_error
 from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_norm
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row,
-                             check_first_loss)
+                             check_first_loss, first_batch)
 
 # %% auto #0
 __all__ = ['SHARED_SETTINGS', 'ensemble_members', 'train_ensemble', 'train_saes_on_model']
@@ -301,10 +301,9 @@ def _train_members(ms:list, batches, n_steps:int, amp:dict, desc:str, progress:b
     bar = tqdm(total=n_steps, desc=desc, disable=not progress, dynamic_ncols=True)
     for m in ms: m.tracker = sae_tracker(m.tc, m.sae, member=_member_name(m.key))  # W&B: one run a member
     groups = _step_groups(ms)
-    t0 = time.perf_counter()
     try:
-        if n_steps > 0: batches = itertools.chain([next(batches)], batches)   # as `train_sae`'s, the clock starts
-        for m in ms: m.first_batch_seconds = time.perf_counter() - t0        # with the first batch in memory
+        batches, waited = first_batch(batches) if n_steps > 0 else (batches, 0.0)   # `train_sae`'s clock
+        for m in ms: m.first_batch_seconds = waited
         t0 = time.perf_counter()
         for step in range(n_steps):
             live = [u for u in groups if not all(m.stopped for m in u.members)]  # stacked members never stop early

@@ -27,7 +27,7 @@ __all__ = ['SAETrainConfig', 'train_autocast', 'open_activations', 'validation_a
            'retain_freed_memory', 'check_activations', 'RunData', 'save_sae_checkpoint', 'load_sae_checkpoint',
            'SAETrainResult', 'run_config', 'sync_gradients', 'sync_buffers', 'broadcast_state', 'causal_loss',
            'causal_term', 'SAERun', 'check_first_loss', 'sae_step', 'sae_log', 'finish_run', 'save_run',
-           'check_sae_out', 'sae_tracker', 'log_row', 'train_sae', 'saenb_train_sae']
+           'check_sae_out', 'sae_tracker', 'log_row', 'first_batch', 'train_sae', 'saenb_train_sae']
 
 # %% ../nbs/07_train_sae.ipynb #a8317474
 @dataclass
@@ -686,6 +686,12 @@ def log_row(tracker:Tracker, # the run's tracker (`sae_tracker`)
     tracker.log({('alive_dict_components' if k == 'alive' else k): v for k, v in row.items()}, row['step'])
 
 # %% ../nbs/07_train_sae.ipynb #df20394b
+def first_batch(batches) -> tuple:
+    "`(batches, seconds)`: the same stream, its first batch already read, and the seconds that took (its buffer's read)."
+    t0 = time.perf_counter()
+    first = next(batches)
+    return itertools.chain([first], batches), time.perf_counter() - t0
+
 def _train_steps(run:SAERun, data:RunData, step:int, ckpt:Path, dev:torch.device, rank:int, world:int,
                  progress:bool, callback, tracker:Tracker) -> tuple:
     "Train `run` from `step` to the end (or an early stop), logging and checkpointing; `(steps done, seconds)`."
@@ -696,9 +702,8 @@ def _train_steps(run:SAERun, data:RunData, step:int, ckpt:Path, dev:torch.device
     plot = LiveLossPlot('SAE loss') if progress and in_notebook() else None
     bar = tqdm(total=n_steps, initial=step, desc=f"train {tc.arch} SAE", disable=not progress, dynamic_ncols=True)
     amp = train_autocast(tc, dev)
-    t0 = time.perf_counter()   # the clock starts with the first batch in memory (its buffer read), as peers' do
-    if step < n_steps: batches = itertools.chain([next(batches)], batches)
-    run.first_batch_seconds, t0 = time.perf_counter() - t0, time.perf_counter()
+    batches, run.first_batch_seconds = first_batch(batches) if step < n_steps else (batches, 0.0)
+    t0 = time.perf_counter()   # the clock starts with the first batch in memory, as the peers' do
     while step < n_steps:
         xs, ys = next(batches)
         o = sae_step(run, xs, ys, step, amp)
