@@ -46,8 +46,9 @@ products run 70x slower than fp32 ones (measured on a 2-core AMD EPYC with AVX2 
 run would take hours; `--saelens_bf16 on` runs it anyway. FLOPs per token, both tools: the encoder's forward and
 weight gradient, 4*d_in*d_sae (twice for gated: its gate and magnitude products), plus the decoder's forward and both
 gradients, 6*k*d_in for the k-based (sparse) architectures and 6*d_sae*d_in for the dense ones (relu, jumprelu, gated;
-gated's auxiliary reconstruction through the gate is not counted); saenb's JumpReLU decodes and takes the encoder's gradient on
-its L0 entries on CPU, so its share of the peak in these FLOPs is an effective rate, above what the hardware runs).
+gated's auxiliary reconstruction through the gate is not counted); on CPU saenb's JumpReLU, ReLU and Gated decode and
+take the encoder's gradient on their entries (above threshold, positive, open gates; ReLU and Gated once few enough
+are), so their shares of the peak in these FLOPs are effective rates, above what the hardware runs).
 
 `--archs all` trains each tool at 3 learning rates (`LRS_ALL`: 1.4e-3, 2.8e-3, 5.6e-3, x2 apart, centred on saenb's
 default) instead of `--lrs`'s 7, and stops each coefficient search after 5 runs instead of 7, so that the whole

@@ -758,6 +758,12 @@ def use_dense(self:SAE, x) -> bool:
     return torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16
 
 @patch
+def dense_now(self:SAE, x, entries) -> bool:
+    "`use_dense`, or (unless `dense_train` forces a path) more than `d_sae / 16` `entries` a token on the last step."
+    if self.use_dense(x): return True   # the cut-off: where ReLU's and Gated's two paths cost the same (measured below)
+    return getattr(self, 'dense_train', None) is None and float(entries) > self.cfg.d_sae / 16
+
+@patch
 def aux_loss(self:TopKSAE, xc, y, y_hat, pre):
     "AuxK: the top `aux_k` dead latents by pre-activation `pre` reconstruct the residual; None if none is dead."
     return self.sparse_auxk(xc, (y.float() - y_hat).detach(), pre)
@@ -1065,9 +1071,7 @@ def sparse_loss(self:ReLUSAE, x, y, step=0, total_steps=None):
 @patch
 def loss(self:ReLUSAE, x, target=None, step=0, total_steps=None):
     x, y = self._xy(x, target)
-    dense = self.dense_train
-    if dense is None: dense = self.use_dense(x) or float(self.last_l0) > self.cfg.d_sae / 16   # measured above
-    return (self.dense_loss if dense else self.sparse_loss)(x, y, step, total_steps)
+    return (self.dense_loss if self.dense_now(x, self.last_l0) else self.sparse_loss)(x, y, step, total_steps)
 
 # %% ../nbs/06_sae.ipynb #658703e9
 @patch
@@ -1127,6 +1131,7 @@ class GatedConfig(PenaltyConfig):
     "Config of `gated` SAEs."
     sparsity_coeff:float=1.0 # L1 coefficient on ReLU(pi_gate)
     aux_coeff:float=1.0 # weight of the auxiliary reconstruction through the gate
+    frozen_aux_decoder:bool=True # the auxiliary reconstruction decodes through a frozen copy (the paper; False: SAELens)
 
 class _GatedBase(SAE):
     _latent_axes = {'W_enc': 1, 'b_gate': 0, 'b_mag': 0, 'r_mag': 0, 'W_dec': 0}
@@ -1148,9 +1153,15 @@ class _GatedBase(SAE):
     @property
     def b_enc(self): return self.b_mag
 
+    def aux_decoder(self):
+        "`(W_dec, b_dec)` of the auxiliary reconstruction: detached, unless `frozen_aux_decoder=False`."
+        frozen = getattr(self.cfg, 'frozen_aux_decoder', True)   # gated_hard_concrete's is always frozen
+        return (self.W_dec.detach(), self.b_dec.detach()) if frozen else (self.W_dec, self.b_dec)
+
     def gate_aux(self, act_gate, y):
-        "Reconstruction of `y` from `act_gate` through the frozen decoder."
-        return _mse(act_gate @ self.W_dec.detach() + self.b_dec.detach(), y)
+        "Reconstruction of `y` from `act_gate` through `aux_decoder`."
+        W_dec, b_dec = self.aux_decoder()
+        return _mse(act_gate @ W_dec + b_dec, y)
 
 # %% ../nbs/06_sae.ipynb #3c8d5363
 @register_sae
@@ -1158,6 +1169,8 @@ class GatedSAE(_GatedBase):
     "Gated SAE (Rajamanoharan et al. 2024): shared-weight gate and magnitude paths, gate L1 and auxiliary loss."
     arch, config_class, sparsity_modes, example = 'gated', GatedConfig, ('fixed',), dict(sparsity_coeff=0.1)
     saelens_arch, saelens_tensors = 'gated', ('b_gate', 'b_mag', 'r_mag')
+    dense_train = None  # True/False forces the dense or sparse training path; None: see `dense_now`
+    last_open = math.inf  # gates open per token on the last training step: picks the next step's path
 
     def encode(self, x):
         pi_gate, pi_mag = self.gate_mag(x)
@@ -1165,13 +1178,38 @@ class GatedSAE(_GatedBase):
 
     def loss(self, x, target=None, step=0, total_steps=None):
         x, y = self._xy(x, target)
+        return (self.dense_loss if self.dense_now(x, self.last_open) else self.sparse_loss)(x, y, step, total_steps)
+
+    def dense_loss(self, x, y, step=0, total_steps=None):
+        "`loss` with dense codes and products."
         pi_gate, pi_mag = self.gate_mag(x)
         codes = torch.where(pi_gate > 0, F.relu(pi_mag), 0)
         act_gate = F.relu(pi_gate)
-        l1 = act_gate.reshape(-1, act_gate.shape[-1]).sum(0).float().sum() / (act_gate.numel() // act_gate.shape[-1])
+        N = act_gate.numel() // act_gate.shape[-1]
+        self.last_open = (pi_gate.detach() > 0).sum() / N
+        l1 = act_gate.reshape(-1, act_gate.shape[-1]).sum(0).float().sum() / N
         return self._out(x, _mse(self.decode(codes), y), codes,
                          sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps),
                          aux=self.cfg.aux_coeff * self.gate_aux(act_gate, y))
+
+# %% ../nbs/06_sae.ipynb #d5007fab
+@patch
+def sparse_loss(self:GatedSAE, x, y, step=0, total_steps=None):
+    "`loss` on entries: the gate's open entries (see above)."
+    c, xc = self.cfg, self.centred(x)
+    y, N, centre = y.reshape(-1, c.d_out), len(xc), self._centre(xc)
+    with torch.no_grad(): pi_gate = F.linear(xc, self.W_enc.t(), self.b_gate)
+    rows, cols, _, _ = threshold_entries(pi_gate, torch.zeros(c.d_sae, device=xc.device), 0.0)
+    idx, self.last_open = cols[:, None], len(rows) / max(N, 1)
+    W_mag = self.W_enc * self.r_mag.exp().to(self.W_enc.dtype)
+    mse, _, vals, _ = sparse_sq_error(xc, W_mag, self.b_mag, self.W_dec, y, idx, rows, self.b_dec, centre)
+    l1 = F.relu(sparse_encode(xc, self.W_enc, idx, self.b_gate, rows, centre)).sum() / N
+    w, (W_aux, b_aux) = torch.full((1,), c.aux_coeff / max(N, 1), device=xc.device), self.aux_decoder()
+    aux = sparse_sq_error(xc, self.W_enc, self.b_gate, W_aux, y, idx, rows, b_aux, centre, weights=w)[0]
+    on = vals.view(-1) != 0
+    fired = torch.zeros(c.d_sae, dtype=torch.bool, device=x.device).index_fill_(0, cols[on], True)
+    return self._out(x, mse, l0=on.sum() / N, fired=fired, aux=aux,
+                     sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps))
 
 # %% ../nbs/06_sae.ipynb #797ba61c
 @patch(cls_method=True)
