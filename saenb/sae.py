@@ -1183,10 +1183,11 @@ class GatedSAE(_GatedBase):
     def dense_loss(self, x, y, step=0, total_steps=None):
         "`loss` with dense codes and products."
         pi_gate, pi_mag = self.gate_mag(x)
-        codes = torch.where(pi_gate > 0, F.relu(pi_mag), 0)
+        is_open = pi_gate.detach() > 0
+        codes = torch.where(is_open, F.relu(pi_mag), 0)
         act_gate = F.relu(pi_gate)
         N = act_gate.numel() // act_gate.shape[-1]
-        self.last_open = (pi_gate.detach() > 0).sum() / N
+        self.last_open = is_open.sum() / N
         l1 = act_gate.reshape(-1, act_gate.shape[-1]).sum(0).float().sum() / N
         return self._out(x, _mse(self.decode(codes), y), codes,
                          sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps),
