@@ -606,10 +606,16 @@ AUX_NORMS = ('residual_power', 'residual_var', 'none')
 @dataclass
 class AuxKConfig(SAEConfig):
     "AuxK settings (Gao et al. 2024), shared by every architecture that revives dead latents with it."
-    aux_k:int=None # latents in the AuxK reconstruction (default d_in // 2)
+    aux_k:int=None # latents in the AuxK reconstruction (default `d_in // aux_k_div`: see `n_aux`)
     aux_coeff:float=1/32 # AuxK weight (0: off)
     aux_norm:str='residual_power' # AuxK normalisation: 'residual_power', 'residual_var' or 'none'
     dead_tokens:int=None # a latent silent for this many tokens is dead, for AuxK (None: `sae.dead.window`)
+    aux_k_div = 2   # default aux_k = d_in // 2 (Gao et al.; SAELens), where the AuxK weights were measured with it
+
+    @property
+    def n_aux(self) -> int:
+        "Latents in the AuxK reconstruction: `aux_k`, or `d_in // aux_k_div` (at least 1)."
+        return self.aux_k or max(1, self.d_in // self.aux_k_div)
 
     def validate(self):
         super().validate()
@@ -629,6 +635,7 @@ class TopKConfig(AuxKConfig):
     relu_after_topk:bool=True # zero negative values among the k kept (so a code can have fewer than k nonzeros)
     k_start:int=None # if set, k decays linearly from k_start to k ...
     k_decay_steps:int=0 # ... over this many steps
+    aux_k_div = 4   # default aux_k = d_in // 4 (TopK, BatchTopK): measured, see *The default aux_k* below
 
     def validate(self):
         super().validate()
@@ -662,7 +669,7 @@ def auxk_latents(self:SAE):
     c = self.cfg
     if not getattr(c, 'aux_coeff', 0): return None
     dead = self.dead.dead_mask(c.dead_tokens or self.dead.window).nonzero().flatten()
-    return (dead, min(c.aux_k or max(1, c.d_in // 2), len(dead))) if len(dead) else None
+    return (dead, min(c.n_aux, len(dead))) if len(dead) else None
 
 @patch
 @torch.no_grad()
@@ -1336,6 +1343,8 @@ class GatedHardConcreteSAE(_HardConcreteMixin, _GatedBase):
 class MatryoshkaConfig(BatchTopKConfig):
     "Config of `matryoshka` SAEs."
     prefixes:list=None # nested widths, increasing, ending at d_sae (default: d_sae/8, d_sae/4, d_sae/2, d_sae)
+    aux_k_div = 2   # default aux_k = d_in // 2: d_in // 4 reconstructs worse here (see *The default aux_k*)
+
     def validate(self):
         super().validate()
         if self.prefixes is None:
@@ -1483,7 +1492,7 @@ def aux_loss(self:StaircaseSAE, xc, y, y_hat, pre):
     dead = self.dead.dead_mask(c.dead_tokens or self.dead.window)
     dead = (dead if dead.ndim == 2 else dead[None]) & ~self._mask   # [n_layers, d_sae]: what each layer may use
     if not dead.any(): return None
-    n = min(c.aux_k or max(1, c.d_in // 2), int(dead.sum(-1).max()))
+    n = min(c.n_aux, int(dead.sum(-1).max()))
     with torch.no_grad(): top, idx = fast_topk(pre.masked_fill(~dead, float('-inf')), n)
     vals = F.relu(self._vals(xc, idx)) * torch.isfinite(top)   # a layer with fewer than n dead pads with zeros
     e_hat = self._decode_sparse(idx, vals) - self.b_dec
