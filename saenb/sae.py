@@ -610,7 +610,7 @@ class AuxKConfig(SAEConfig):
     aux_coeff:float=1/32 # AuxK weight (0: off)
     aux_norm:str='residual_power' # AuxK normalisation: 'residual_power', 'residual_var' or 'none'
     dead_tokens:int=None # a latent silent for this many tokens is dead, for AuxK (None: `sae.dead.window`)
-    aux_k_div = 2   # default aux_k = d_in // 2 (Gao et al.; SAELens), where the AuxK weights were measured with it
+    aux_k_div = 2   # default aux_k = d_in // 2 (SAELens's, after Gao et al.), at which the AuxK weights were measured
 
     @property
     def n_aux(self) -> int:
