@@ -765,6 +765,11 @@ def use_dense(self:SAE, x) -> bool:
     return torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16
 
 @patch
+def fired_latents(self:SAE, cols):
+    "The `fired` mask `[d_sae]` of `loss` on entries: the latents among `cols` (the entries' latents with a nonzero code)."
+    return torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=cols.device).index_fill_(0, cols, True)
+
+@patch
 def dense_now(self:SAE, x, entries) -> bool:
     "`use_dense`, or (unless `dense_train` forces a path) more than `d_sae / 16` `entries` a token on the last step."
     if self.use_dense(x): return True   # the cut-off: where ReLU's and Gated's two paths cost the same (measured below)
@@ -1054,8 +1059,7 @@ def sparse_loss(self:JumpReLUSAE, x, y, step=0, total_steps=None):
     step_in = (theta - theta.detach()) / eps   # 0, with gradient 1 / eps to each threshold
     mse = mse - (step_in * theta.detach() * g_mse).sum()
     l0 = (len(rows) - (step_in * g_n).sum()) / N
-    fired = torch.zeros(S, dtype=torch.bool, device=x.device).index_fill_(0, cols, True)
-    return self._out(x, mse, l0=l0, fired=fired, aux=self.sparse_auxk(xc, -err, z),
+    return self._out(x, mse, l0=l0, fired=self.fired_latents(cols), aux=self.sparse_auxk(xc, -err, z),
                      sparsity=self.sparsity_ctl.penalty(l0, l0, step, total_steps))
 
 # %% ../nbs/06_sae.ipynb #dbc0d1a7
@@ -1070,8 +1074,8 @@ def sparse_loss(self:ReLUSAE, x, y, step=0, total_steps=None):
     codes = F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc, rows, centre)).view(-1)   # with gradients: the L1's
     l1 = (codes @ self.W_dec.norm(dim=-1)[cols] if c.weighted_l1 else codes.sum()) / N
     on = vals.view(-1) != 0
-    out = self._out(x, mse, l0=on.sum() / N, fired=torch.zeros(c.d_sae, dtype=torch.bool, device=x.device)
-                    .index_fill_(0, cols[on], True), sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps))
+    out = self._out(x, mse, l0=on.sum() / N, fired=self.fired_latents(cols[on]),
+                    sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps))
     self.last_l0 = out['l0']
     return out
 
@@ -1215,8 +1219,7 @@ def sparse_loss(self:GatedSAE, x, y, step=0, total_steps=None):
     w, (W_aux, b_aux) = torch.full((1,), c.aux_coeff / max(N, 1), device=xc.device), self.aux_decoder()
     aux = sparse_sq_error(xc, self.W_enc, self.b_gate, W_aux, y, idx, rows, b_aux, centre, weights=w)[0]
     on = vals.view(-1) != 0
-    fired = torch.zeros(c.d_sae, dtype=torch.bool, device=x.device).index_fill_(0, cols[on], True)
-    return self._out(x, mse, l0=on.sum() / N, fired=fired, aux=aux,
+    return self._out(x, mse, l0=on.sum() / N, fired=self.fired_latents(cols[on]), aux=aux,
                      sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps))
 
 # %% ../nbs/06_sae.ipynb #797ba61c

@@ -685,13 +685,14 @@ def log_row(tracker:Tracker, # the run's tracker (`sae_tracker`)
     "Log a row of `sae_log` under the names the seeds use (`alive` is `alive_dict_components` there)."
     tracker.log({('alive_dict_components' if k == 'alive' else k): v for k, v in row.items()}, row['step'])
 
-# %% ../nbs/07_train_sae.ipynb #df20394b
+# %% ../nbs/07_train_sae.ipynb #e92e6f28
 def first_batch(batches) -> tuple:
     "`(batches, seconds)`: the same stream, its first batch already read, and the seconds that took (its buffer's read)."
     t0 = time.perf_counter()
     first = next(batches)
     return itertools.chain([first], batches), time.perf_counter() - t0
 
+# %% ../nbs/07_train_sae.ipynb #df20394b
 def _train_steps(run:SAERun, data:RunData, step:int, ckpt:Path, dev:torch.device, rank:int, world:int,
                  progress:bool, callback, tracker:Tracker) -> tuple:
     "Train `run` from `step` to the end (or an early stop), logging and checkpointing; `(steps done, seconds)`."
