@@ -286,17 +286,17 @@ def sparse_encode(x:torch.Tensor, # centred inputs `[..., d_in]`
 class _SparseSqError(torch.autograd.Function):
     "The kernel `sparse_sq_error`: the loss and its gradients in the forward pass; the backward pass scales them."
     @staticmethod
-    def forward(ctx, x, WT, b_enc, W_dec, T, b_out, centre, idx, rows, keep, bounds, w, relu, grad, centre_of):
+    def forward(ctx, x, WT, b_enc, W_dec, T, b_out, centre, idx, rows, keep, bounds, w, relu, grad, centre_of, l1w):
         N, (S, Do), k, nb = len(x), W_dec.shape, idx.shape[1], w.shape[0]
         err, vals, sq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(w.shape)
         gs = (torch.empty(S, x.shape[1]), torch.empty(S), torch.empty(S, Do), torch.empty(nb, Do)) if grad else (0,) * 4
         opt = lambda t: 0 if t is None else t   # a NULL pointer for the kernel
         _call(load_kernels()['sparse_sq_error'], x, WT, opt(b_enc), W_dec, T, idx, opt(rows), opt(keep), bounds, w,
-              N, len(idx), k, x.shape[1], Do, S, len(bounds), nb, int(relu), err, vals, sq, *gs)
+              opt(l1w), N, len(idx), k, x.shape[1], Do, S, len(bounds), nb, int(relu), err, vals, sq, *gs)
         ctx.grads, ctx.centre = (*gs, WT), (None if centre is None else centre.shape, centre_of)
         ctx.b_out_shape = None if b_out is None else b_out.shape
         ctx.mark_non_differentiable(err, vals, sq)
-        return (w * sq).sum(), err, vals, sq
+        return (w * sq).sum() + _l1_term(l1w, vals, rows, N), err, vals, sq
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -305,9 +305,16 @@ class _SparseSqError(torch.autograd.Function):
         n, (shape, of) = ctx.needs_input_grad, ctx.centre
         gc = _centring_grad(gb, WT, shape, of) * g if n[6] else None   # dL/db_enc[l] is latent l's summed gradient
         return (None, gWT * g if n[1] else None, gb * g if n[2] else None, gW * g if n[3] else None, None,
-                gT.view(ctx.b_out_shape) * g if n[5] else None, gc) + (None,) * 8
+                gT.view(ctx.b_out_shape) * g if n[5] else None, gc) + (None,) * 9
 
-def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, relu, bounds, w, centre_of):
+def _l1_term(l1w, vals, rows, N):
+    "`sum_b l1w[b] * (the sum of block b's codes vals [R, k])`, row r of `vals` a code of token `rows[r]`; 0 if no `l1w`."
+    if l1w is None or not len(vals): return 0.
+    if len(l1w) == 1: return l1w[0] * vals.sum()
+    tok = torch.arange(len(vals), device=vals.device) if rows is None else rows
+    return (l1w * l1w.new_zeros(len(l1w)).index_add_(0, tok // (N // len(l1w)), vals.sum(1))).sum()
+
+def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, relu, bounds, w, centre_of, l1w):
     "`sparse_sq_error` in PyTorch: codes by `sparse_encode`, each group's part by one `sparse_decode` into N*G bags."
     vals = sparse_encode(x, W_enc, idx, b_enc, rows, centre, centre_of)
     if relu: vals = F.relu(vals)
@@ -322,7 +329,7 @@ def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, relu, bo
     parts = sparse_decode(i[:, None], v[:, None], W_dec, None, key, N * G).view(N, G, -1)
     err = parts.cumsum(1) - T[:, None].float()   # r_g for every prefix g
     sq = err.pow(2).sum(-1).view(nb, N // nb, G).sum(1)
-    return (w * sq).sum(), err[:, -1].detach(), vals.detach(), sq.detach()
+    return (w * sq).sum() + _l1_term(l1w, vals, rows, N), err[:, -1].detach(), vals.detach(), sq.detach()
 
 # %% ../nbs/06a_kernels.ipynb #12299217
 def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradient (`centre` takes the centring's)
@@ -340,8 +347,9 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
                     weights:torch.Tensor=None, # each prefix's weight `[G]` (`[blocks, G]`) in the loss (default `1/N`)
                     blocks:int=1, # the tokens form this many equal blocks in turn (an ensemble's members)
                     centre_of:torch.Tensor=None, # `[d_sae]`: which row of a `[G, d_in]` `centre` each latent reads
+                    l1:float|torch.Tensor=None, # the codes' sum (`[blocks]`: each block's) enters the loss at this weight
                    ) -> tuple: # `(loss, err [N, d_out], codes [R, k], sq [blocks, G] or [G])`, err = reconstruction - y
-    "`sum weights * sq` for prefix errors `r_g` (squared, summed per block), codes recomputed as in `sparse_encode`."
+    "`sum weights * sq` (+ `l1` * the codes' sum) for prefix errors `r_g`, codes recomputed as in `sparse_encode`."
     S, k, N = W_dec.shape[0], idx.shape[-1], len(x)
     _check_latents(idx, S)
     bounds = torch.tensor([S], device=idx.device) if bounds is None else bounds.to(torch.int64)
@@ -356,9 +364,10 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
     w = w.expand(blocks, len(bounds)).contiguous()
     T = y if b_out is None else (y.view(blocks, N // blocks, -1) - b_out.view(-1, 1, y.shape[-1])).view(N, -1)
     idx, keep = idx.reshape(-1, k), None if keep is None else keep.reshape(-1, k)
+    l1w = None if l1 is None else torch.as_tensor(l1, device=x.device).float().expand(blocks).contiguous()
     kern = _cpu_kernel('sparse_sq_error', x, W_enc, W_dec, *([] if b_enc is None else [b_enc]))
     if kern is None or x.requires_grad or y.requires_grad:   # the kernel gives no gradient to x or y themselves
-        out = _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, relu, bounds, w, centre_of)
+        out = _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, relu, bounds, w, centre_of, l1w)
     else:
         grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                for t in (W_enc, b_enc, W_dec, b_out, centre))
@@ -366,7 +375,7 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
         out = _SparseSqError.apply(
             x.contiguous(), W_enc.t().contiguous(), None if b_enc is None else b_enc.contiguous(), W_dec.contiguous(),
             T.detach().float().contiguous(), b_out, centre, as_long(idx), as_long(rows),
-            None if keep is None else keep.float().contiguous(), bounds.contiguous(), w, relu, grad, centre_of)
+            None if keep is None else keep.float().contiguous(), bounds.contiguous(), w, relu, grad, centre_of, l1w)
     loss, err, vals, sq = out
     per_block = blocks > 1 or (weights is not None and weights.ndim == 2)
     return loss, err, vals.view(idx.shape), sq if per_block else sq.view(len(bounds))

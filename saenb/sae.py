@@ -770,10 +770,16 @@ def fired_latents(self:SAE, cols):
     return torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=cols.device).index_fill_(0, cols, True)
 
 @patch
+def split_penalty(self:SAE, total, codes, coef:float) -> tuple:
+    "`sparse_sq_error`'s `total` with `l1=coef` as `(error, penalty)`: the penalty's value apart, all gradients in `error`."
+    penalty = coef * codes.detach().float().sum()
+    return total - penalty, penalty
+
+@patch
 def dense_now(self:SAE, x, entries) -> bool:
-    "`use_dense`, or (unless `dense_train` forces a path) more than `d_sae / 16` `entries` a token on the last step."
+    "`use_dense`, or (unless `dense_train` forces a path) more than `d_sae / 10` `entries` a token on the last step."
     if self.use_dense(x): return True   # the cut-off: where ReLU's and Gated's two paths cost the same (measured below)
-    return getattr(self, 'dense_train', None) is None and float(entries) > self.cfg.d_sae / 16
+    return getattr(self, 'dense_train', None) is None and float(entries) > self.cfg.d_sae / 10
 
 @patch
 def aux_loss(self:TopKSAE, xc, y, y_hat, pre):
@@ -1069,13 +1075,15 @@ def sparse_loss(self:ReLUSAE, x, y, step=0, total_steps=None):
     c, xc = self.cfg, self.centred(x)
     y, z, N = y.reshape(-1, c.d_out), self.centred_pre(xc), len(xc)
     rows, cols, _, _ = threshold_entries(z, torch.zeros(c.d_sae, device=z.device), 0.0)
-    idx, centre = cols[:, None], self._centre(xc)
-    mse, _, vals, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, y, idx, rows, self.b_dec, centre)
-    codes = F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc, rows, centre)).view(-1)   # with gradients: the L1's
-    l1 = (codes @ self.W_dec.norm(dim=-1)[cols] if c.weighted_l1 else codes.sum()) / N
+    idx, centre, coef = cols[:, None], self._centre(xc), self.sparsity_ctl.coeff_at(step, total_steps) / max(N, 1)
+    mse, _, vals, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, y, idx, rows, self.b_dec, centre,
+                                      l1=None if c.weighted_l1 else coef)   # the L1 in the error's pass (no cost)
+    if c.weighted_l1:   # weighted by decoder norms, its gradient reaches the decoder: apart, from the codes again
+        codes = F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc, rows, centre)).view(-1)
+        penalty = coef * (codes @ self.W_dec.norm(dim=-1)[cols])
+    else: mse, penalty = self.split_penalty(mse, vals, coef)
     on = vals.view(-1) != 0
-    out = self._out(x, mse, l0=on.sum() / N, fired=self.fired_latents(cols[on]),
-                    sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps))
+    out = self._out(x, mse, l0=on.sum() / N, fired=self.fired_latents(cols[on]), sparsity=penalty)
     self.last_l0 = out['l0']
     return out
 
@@ -1215,12 +1223,13 @@ def sparse_loss(self:GatedSAE, x, y, step=0, total_steps=None):
     idx, self.last_open = cols[:, None], len(rows) / max(N, 1)
     W_mag = self.W_enc * self.r_mag.exp().to(self.W_enc.dtype)
     mse, _, vals, _ = sparse_sq_error(xc, W_mag, self.b_mag, self.W_dec, y, idx, rows, self.b_dec, centre)
-    l1 = F.relu(sparse_encode(xc, self.W_enc, idx, self.b_gate, rows, centre)).sum() / N
     w, (W_aux, b_aux) = torch.full((1,), c.aux_coeff / max(N, 1), device=xc.device), self.aux_decoder()
-    aux = sparse_sq_error(xc, self.W_enc, self.b_gate, W_aux, y, idx, rows, b_aux, centre, weights=w)[0]
+    coef = self.sparsity_ctl.coeff_at(step, total_steps) / max(N, 1)   # the L1 of the gate's ReLU: in the aux's pass
+    aux, _, gate, _ = sparse_sq_error(xc, self.W_enc, self.b_gate, W_aux, y, idx, rows, b_aux, centre, weights=w,
+                                      l1=coef)
+    aux, penalty = self.split_penalty(aux, gate, coef)
     on = vals.view(-1) != 0
-    return self._out(x, mse, l0=on.sum() / N, fired=self.fired_latents(cols[on]), aux=aux,
-                     sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps))
+    return self._out(x, mse, l0=on.sum() / N, fired=self.fired_latents(cols[on]), aux=aux, sparsity=penalty)
 
 # %% ../nbs/06_sae.ipynb #797ba61c
 @patch(cls_method=True)

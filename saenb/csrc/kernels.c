@@ -564,13 +564,14 @@ static int64_t first_row(const int64_t *tok, int64_t R, int64_t n) {
    block b's tokens of |r_g|^2, Rout[n] = r_{G-1} (the whole error), V = the codes. With gWeT (not NULL) also the
    gradients of L = sum_{b,g} w[b, g] sq[b, g]: gWeT [S, Di], gbe [S], gWd [S, Do], and gT [nb, Do] = dL/d(a bias added
    to every prefix's reconstruction of block b) = sum_n q_0(n), where q_h = sum_{g >= h} 2 w[b, g] r_g is what an entry
-   of group h sees.
+   of group h sees. With l1w (not NULL), L also has the term sum_b l1w[b] (sum of block b's codes), an L1 penalty on
+   them: each kept code's dL/dv gains l1w[b], so the penalty's gradients cost nothing beyond the error's.
    Two passes: threads take blocks of tokens (codes, errors, each token's q and each entry's gradient dL/dv_e), then
    blocks of latents, each thread scanning every entry for its own latents' rows of the weight gradients (as in
    scatter_rows: no thread writes another's rows, and no private copies of the gradients to sum). */
 int sparse_sq_error(const float *X, const float *WeT, const float *be, const float *Wd, const float *T,
                     const int64_t *idx, const int64_t *tok, const float *sel, const int64_t *bounds, const float *w,
-                    int64_t N, int64_t R, int64_t k, int64_t Di, int64_t Do, int64_t S, int64_t G, int64_t nb,
+                    const float *l1w, int64_t N, int64_t R, int64_t k, int64_t Di, int64_t Do, int64_t S, int64_t G, int64_t nb,
                     int64_t relu, float *Rout, float *V, float *sq, float *gWeT, float *gbe, float *gWd, float *gT) {
     int grad = gWeT != NULL, nt = 1, fail = 0;
     int64_t E = R * k;
@@ -638,7 +639,9 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                             e += 3;
                         } else GV[e] = dot_f(q, Wd + idx[e] * Do, Do);
                     }
-                    for (e = r * k; e < e1; e++) if ((sel && sel[e] == 0) || (relu && V[e] <= 0)) GV[e] = 0;
+                    float l1 = l1w ? l1w[n / seg] : 0;
+                    for (e = r * k; e < e1; e++)
+                        GV[e] = (sel && sel[e] == 0) || (relu && V[e] <= 0) ? 0 : GV[e] + l1;
                 }
                 r = re;
             }
