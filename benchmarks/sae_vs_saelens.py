@@ -5,8 +5,8 @@ FLOP/s (the products a step needs, counted the same for both tools) as a fractio
 bf16 matmul peaks; and a `summary` of every architecture's `speedup`, `speedup_vs_saelens_bf16` and `fvu_ratio` (saenb
 FVU / SAELens FVU; below 1: saenb reconstructs better).
 
-Architectures (`--archs`, a comma list, or `all` = relu,topk,batchtopk,jumprelu,gated,matryoshka), saenb name
-(SAELens's):
+Architectures (`--archs`, a comma list, or `all` = relu,topk,batchtopk,jumprelu,gated,gated_saelens,matryoshka), saenb
+name (SAELens's):
 
 - k-based, compared at the same `--k`: `topk`, `batchtopk`, `matryoshka` (SAELens's `MatryoshkaBatchTopKTrainingSAE`;
   both tools get the same nested widths, d_sae/8, d_sae/4, d_sae/2, d_sae: saenb's `prefixes`, SAELens's
@@ -24,6 +24,9 @@ Architectures (`--archs`, a comma list, or `all` = relu,topk,batchtopk,jumprelu,
   first batch to the target L0 (its `calibrate`, on when `target_l0` is given; the coefficient stays fixed); SAELens's
   from its default 0.01, and they move at most ~lr a step, so in a short run its L0 hardly answers to the coefficient
   (at the default sizes L0 90-97 for l0_coefficient 10 to 100, target 32): its JumpReLU is then compared off target.
+  `gated_saelens` is saenb's Gated with SAELens's auxiliary reconstruction (`frozen_aux_decoder=False`: it trains the
+  decoder too; saenb's default, the paper's, decodes it through a frozen copy), against the same SAELens runs as `gated`
+  (each SAELens run is made once and reused): the same algorithm in both tools, where `gated` compares the defaults.
   `--saelens_cfg` sets other SAELens training-config fields, e.g. '{"jumprelu": {"jumprelu_init_threshold": 0.3}}' (at
   the tiny sizes 0.1 gave L0 39, 0.3 gave 13; not searched).
 
@@ -97,11 +100,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import device_name, matmul_peak, emit, saelens_python, sparsify_python, saenb_command, training_precision
 
 HERE = Path(__file__).parent
-ALL_ARCHS = ('relu', 'topk', 'batchtopk', 'jumprelu', 'gated', 'matryoshka')
+ALL_ARCHS = ('relu', 'topk', 'batchtopk', 'jumprelu', 'gated', 'gated_saelens', 'matryoshka')
 K_ARCHS = ('topk', 'batchtopk', 'matryoshka')   # compared at the same k, each tool at its best learning rate
-COEF_ARCHS = ('relu', 'jumprelu', 'gated')   # compared at the same L0, each tool's coefficient searched
+COEF_ARCHS = ('relu', 'jumprelu', 'gated', 'gated_saelens')   # compared at the same L0, each tool's coefficient searched
 SAELENS_ARCH = {'relu': 'standard', 'topk': 'topk', 'batchtopk': 'batchtopk', 'jumprelu': 'jumprelu', 'gated': 'gated',
-                'matryoshka': 'matryoshka'}   # the worker's names (SAELens's training architectures)
+                'gated_saelens': 'gated', 'matryoshka': 'matryoshka'}   # the worker's names (SAELens's architectures)
+# a variant: saenb's architecture, with settings of its own (`--sae`), against the same SAELens runs as that architecture
+VARIANTS = {'gated_saelens': ('gated', {'frozen_aux_decoder': False})}   # Gated with SAELens's auxiliary reconstruction
+def saenb_arch(arch:str) -> str: return VARIANTS[arch][0] if arch in VARIANTS else arch
 LRS = '1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3'
 LRS_ALL = '1.4e-3,2.8e-3,5.6e-3'   # `--archs all`: 3 rates, x2 apart, centred on saenb's default 2.83e-3
 # where each tool's coefficient search starts (saenb: --sparsity_coeff; SAELens: l1_coefficient, l0_coefficient for
@@ -110,7 +116,7 @@ LRS_ALL = '1.4e-3,2.8e-3,5.6e-3'   # `--archs all`: 3 rates, x2 apart, centred o
 # 4 -> 11.5. SAELens standard 1 -> 14.5, 5 -> 0.3; gated 0.5 -> 160, 0.8 -> 59, 1 -> 20; jumprelu 10 -> 90, 100 -> 97
 # (its L0 hardly answers to the coefficient in 128 steps: its default, 1.0)
 COEF_START = {'relu': {'saenb': 1.5, 'saelens': 0.7}, 'jumprelu': {'saenb': 0.25, 'saelens': 1.0},
-              'gated': {'saenb': 2.5, 'saelens': 0.8}}
+              'gated': {'saenb': 2.5, 'saelens': 0.8}, 'gated_saelens': {'saenb': 2.5, 'saelens': 0.8}}
 VAL_ROWS = 8192
 
 def synthetic_activations(n:int, d:int, n_feat:int, l0:float, seed:int) -> np.ndarray:
@@ -207,7 +213,7 @@ def flops_per_token(arch:str, d_in:int, d_sae:int, k:int) -> int:
     """The products one training token needs, counted the same for both tools: the encoder's forward and weight
     gradient (its input gradient is not needed), twice for gated (gate and magnitude), and the decoder's forward and
     both gradients, over the k active rows for the k-based architectures, dense for the others."""
-    enc = 4 * d_in * d_sae * (2 if arch == 'gated' else 1)
+    enc = 4 * d_in * d_sae * (2 if saenb_arch(arch) == 'gated' else 1)
     return enc + 6 * (k if arch in K_ARCHS else d_sae) * d_in
 
 def log(*m): print(*m, file=sys.stderr, flush=True)
@@ -293,12 +299,18 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
                   '--saelens_bf16 off' if a.saelens_bf16 == 'off' else
                   f'no bf16 matrix units (bf16 {peak16 / 1e9:.1f} GFLOP/s against fp32 {peak32 / 1e9:.1f})')}
 
+    done = {}   # SAELens's runs by (its architecture, knob, lr, autocast): a variant's search repeats its architecture's
     def saelens(arch, knob, lr, autocast=False):
+        key = (SAELENS_ARCH[arch], float(knob), lr, autocast)
+        if key not in done: done[key] = _saelens(arch, knob, lr, autocast)
+        return dict(done[key])
+
+    def _saelens(arch, knob, lr, autocast):
         t0 = time.perf_counter()
         r = run_json([py, str(HERE/'_saelens_worker.py'), str(train), str(val), SAELENS_ARCH[arch], str(d_sae),
                       str(knob), str(a.batch_size), str(a.n_tokens), str(lr), str(int(autocast)), str(a.seed),
                       ','.join(map(str, widths)) if arch == 'matryoshka' else '-',
-                      json.dumps(saelens_cfg.get(arch, {})), a.device])
+                      json.dumps(saelens_cfg.get(saenb_arch(arch), {})), a.device])
         log(f"saelens {arch}{' bf16' if autocast else ''} knob={knob:.4g} lr={lr:g}: fvu {r['fvu']:.4f} "
             f"l0 {r['l0']:.2f} {r['tokens_per_s']:,.0f} tok/s ({time.perf_counter() - t0:.0f} s)")
         return {**r, 'lr': lr, 'knob': knob}
@@ -315,10 +327,12 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
         t0 = time.perf_counter()
         flags = ['--k', str(knob)] if arch in K_ARCHS else ['--sparsity_coeff', str(knob)]
         if arch == 'matryoshka': flags += ['--sae', json.dumps({'prefixes': widths})]
+        if arch in VARIANTS: flags += ['--sae', json.dumps(VARIANTS[arch][1])]
         # saenb's JumpReLU starts from thresholds calibrated on the first batch to the target L0 (its `calibrate`, on
         # when target_l0 is set; the coefficient stays 'fixed'): without, they move too little in a short run
         if arch == 'jumprelu': flags += ['--target_l0', str(a.coef_l0)]
-        r = run_json([saenb_command('saenb_train_sae'), '--acts', str(train), '--val_acts', str(val), '--arch', arch,
+        r = run_json([saenb_command('saenb_train_sae'), '--acts', str(train), '--val_acts', str(val), '--arch',
+                      saenb_arch(arch),
                       *flags,
                       '--exp_factor', str(a.exp_factor), '--n_tokens', str(a.n_tokens), '--batch_size',
                       str(a.batch_size), '--lr', str(lr), '--seed', str(a.seed),
