@@ -14,8 +14,8 @@ from .utils import check
 
 # %% auto #0
 __all__ = ['pre_activations', 'compile_c', 'kernel_source', 'load_kernels', 'gather_dot', 'scatter_mm', 'sparse_decode',
-           'sparse_encode', 'sparse_sq_error', 'flat_index', 'keep_latents', 'pack_tokens', 'pack_rows', 'fast_topk',
-           'topk_positive', 'threshold_entries', 'batch_topk_entries', 'nonzeros_per_latent']
+           'sparse_encode', 'sparse_sq_error', 'gated_sq_error', 'flat_index', 'keep_latents', 'pack_tokens',
+           'pack_rows', 'fast_topk', 'topk_positive', 'threshold_entries', 'batch_topk_entries', 'nonzeros_per_latent']
 
 # %% ../nbs/06a_kernels.ipynb #530bbf28
 def _amp_dtype(t:torch.Tensor, default:torch.dtype) -> torch.dtype:
@@ -379,6 +379,66 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
     loss, err, vals, sq = out
     per_block = blocks > 1 or (weights is not None and weights.ndim == 2)
     return loss, err, vals.view(idx.shape), sq if per_block else sq.view(len(bounds))
+
+# %% ../nbs/06a_kernels.ipynb #835a134f
+class _GatedSqError(torch.autograd.Function):
+    "The kernel `gated_sq_error`: the losses and their gradients in the forward pass; the backward pass scales them."
+    @staticmethod
+    def forward(ctx, x, W_enc, b_gate, b_mag, r_mag, W_dec, b_dec, y, idx, rows, c, centred, aux_decoder):
+        (S, Do), E, WT, er = W_dec.shape, len(idx), W_enc.t().contiguous(), r_mag.detach().exp().contiguous()
+        M, A, sq = torch.empty(E), torch.empty(E), torch.empty(3)
+        gs = [torch.empty(S, x.shape[1]), *(torch.empty(S) for _ in range(4)), torch.empty(S, Do), torch.empty(Do),
+              torch.empty(Do)]
+        T = (y.float() - b_dec.detach()).contiguous()
+        _call(load_kernels()['gated_sq_error'], x, WT, b_gate.contiguous(), b_mag.contiguous(), er, W_dec.contiguous(),
+              T, idx, rows, c, len(x), E, x.shape[1], Do, S, int(aux_decoder), M, A, sq, *gs)
+        ctx.grads, ctx.WT, ctx.centred, ctx.aux_decoder = gs, WT, centred, aux_decoder
+        ctx.mark_non_differentiable(M, A, sq)
+        return (c * sq).sum(), M, A, sq
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g, *_):
+        gWT, gbg, gbm, gr, gh, gWd, gT, gTa = ctx.grads
+        gbd = gT + gTa if ctx.aux_decoder else gT   # b_dec in each reconstruction (the frozen one's is a copy)
+        if ctx.centred: gbd = gbd + _centring_grad(gh, ctx.WT, gT.shape)   # and in the centring x - b_dec
+        return (None, gWT.t() * g, gbg * g, gbm * g, gr * g, gWd * g, gbd * g) + (None,) * 6
+
+def _gated_torch(x, W_enc, b_gate, b_mag, r_mag, W_dec, b_dec, y, idx, rows, c, centred, aux_decoder):
+    "`gated_sq_error` as two `sparse_sq_error` calls: the magnitudes' reconstruction, then the gate's with its L1."
+    centre, idx = b_dec if centred else None, idx[:, None]
+    mse, _, M, sqm = sparse_sq_error(x, W_enc * r_mag.exp(), b_mag, W_dec, y, idx, rows, b_dec, centre, weights=c[:1])
+    W_aux, b_aux = (W_dec, b_dec) if aux_decoder else (W_dec.detach(), b_dec.detach())
+    aux, _, A, sqa = sparse_sq_error(x, W_enc, b_gate, W_aux, y, idx, rows, b_aux, centre, weights=c[1:2], l1=c[2])
+    return mse + aux, M.view(-1), A.view(-1), torch.cat([sqm, sqa, A.sum().view(1)])
+
+
+# %% ../nbs/06a_kernels.ipynb #a67d5e9e
+def gated_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradient
+                   W_enc:torch.Tensor, # encoder `[d_in, d_sae]`
+                   b_gate:torch.Tensor, # the gate's bias `[d_sae]`
+                   b_mag:torch.Tensor, # the magnitude's bias `[d_sae]`
+                   r_mag:torch.Tensor, # the magnitude's log scale `[d_sae]`
+                   W_dec:torch.Tensor, # decoder `[d_sae, d_out]`
+                   b_dec:torch.Tensor, # decoder bias `[d_out]`, in both reconstructions
+                   y:torch.Tensor, # targets `[N, d_out]`
+                   idx:torch.Tensor, # the open gates' latents `[E]`
+                   rows:torch.Tensor, # their tokens `[E]`, non-decreasing
+                   weights:torch.Tensor, # `[3]`: of the magnitudes' squared error, the gate's and the gate's L1 (sum)
+                   centred:bool=True, # `x` is the inputs less `b_dec`, so `b_dec` gets the centring's gradient too
+                   aux_decoder:bool=False, # the gate's reconstruction trains the decoder (False: reads it frozen)
+                  ) -> tuple: # `(loss, magnitudes [E], gate codes [E], sq [3])`: sq = both squared errors, the L1
+    "Gated's loss on its open gates: `weights . sq`, with the gradients of every parameter, in one pass on CPU."
+    check(len(idx) == len(rows), f"idx has {len(idx)} entries and rows {len(rows)}")
+    _check_latents(idx, W_dec.shape[0])
+    c = weights.float().contiguous()
+    kern = _cpu_kernel('gated_sq_error', x, W_enc, W_dec, b_gate, b_mag, r_mag)
+    if kern is None or x.requires_grad or y.requires_grad:
+        return _gated_torch(x, W_enc, b_gate, b_mag, r_mag, W_dec, b_dec, y, idx, rows, c, centred, aux_decoder)
+    as_long = lambda t: t.to(torch.int64).contiguous()
+    return _GatedSqError.apply(x.contiguous(), W_enc, b_gate, b_mag, r_mag, W_dec, b_dec, y, as_long(idx),
+                               as_long(rows), c, centred, aux_decoder)
+
 
 # %% ../nbs/06a_kernels.ipynb #c32e3ee3
 def flat_index(idx:torch.Tensor, # latent indices `[R, k]`

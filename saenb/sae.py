@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .utils import check, positive_int, InputError, nearest
 from .kernels import (pre_activations, sparse_encode, sparse_decode, keep_latents, pack_tokens, flat_index,
-                           batch_topk_entries, topk_positive, sparse_sq_error, threshold_entries, gather_dot,
-                           fast_topk, nonzeros_per_latent, load_kernels)
+                           batch_topk_entries, topk_positive, sparse_sq_error, gated_sq_error, threshold_entries,
+                           gather_dot, fast_topk, nonzeros_per_latent, load_kernels)
 
 # %% auto #0
 __all__ = ['SPARSITY_MODES', 'SAE_REGISTRY', 'AUX_NORMS', 'HC_L', 'HC_R', 'check_types', 'SAEConfig', 'PenaltyConfig',
@@ -775,11 +775,13 @@ def split_penalty(self:SAE, total, codes, coef:float) -> tuple:
     penalty = coef * codes.detach().float().sum()
     return total - penalty, penalty
 
+SAE.dense_cut = 10   # `dense_now`: dense above d_sae / dense_cut entries a token, where the two paths cost the same
+                     # (measured below: 10 for ReLU, 6 for Gated)
 @patch
 def dense_now(self:SAE, x, entries) -> bool:
-    "`use_dense`, or (unless `dense_train` forces a path) more than `d_sae / 10` `entries` a token on the last step."
-    if self.use_dense(x): return True   # the cut-off: where ReLU's and Gated's two paths cost the same (measured below)
-    return getattr(self, 'dense_train', None) is None and float(entries) > self.cfg.d_sae / 10
+    "`use_dense`, or (unless `dense_train` forces a path) more than `d_sae / dense_cut` `entries` a token last step."
+    if self.use_dense(x): return True
+    return getattr(self, 'dense_train', None) is None and float(entries) > self.cfg.d_sae / self.dense_cut
 
 @patch
 def aux_loss(self:TopKSAE, xc, y, y_hat, pre):
@@ -1172,10 +1174,11 @@ class _GatedBase(SAE):
     @property
     def b_enc(self): return self.b_mag
 
+    frozen_aux = property(lambda self: getattr(self.cfg, 'frozen_aux_decoder', True))  # gated_hard_concrete's: frozen
+
     def aux_decoder(self):
         "`(W_dec, b_dec)` of the auxiliary reconstruction: detached, unless `frozen_aux_decoder=False`."
-        frozen = getattr(self.cfg, 'frozen_aux_decoder', True)   # gated_hard_concrete's is always frozen
-        return (self.W_dec.detach(), self.b_dec.detach()) if frozen else (self.W_dec, self.b_dec)
+        return (self.W_dec.detach(), self.b_dec.detach()) if self.frozen_aux else (self.W_dec, self.b_dec)
 
     def gate_aux(self, act_gate, y):
         "Reconstruction of `y` from `act_gate` through `aux_decoder`."
@@ -1190,6 +1193,7 @@ class GatedSAE(_GatedBase):
     saelens_arch, saelens_tensors = 'gated', ('b_gate', 'b_mag', 'r_mag')
     dense_train = None  # True/False forces the dense or sparse training path; None: see `dense_now`
     last_open = math.inf  # gates open per token on the last training step: picks the next step's path
+    dense_cut = 6  # dense while more than d_sae / 6 gates are open a token (measured below)
 
     def encode(self, x):
         pi_gate, pi_mag = self.gate_mag(x)
@@ -1217,19 +1221,18 @@ class GatedSAE(_GatedBase):
 def sparse_loss(self:GatedSAE, x, y, step=0, total_steps=None):
     "`loss` on entries: the gate's open entries (see above)."
     c, xc = self.cfg, self.centred(x)
-    y, N, centre = y.reshape(-1, c.d_out), len(xc), self._centre(xc)
+    y, N = y.reshape(-1, c.d_out), len(xc)
     with torch.no_grad(): pi_gate = F.linear(xc, self.W_enc.t(), self.b_gate)
     rows, cols, _, _ = threshold_entries(pi_gate, torch.zeros(c.d_sae, device=xc.device), 0.0)
-    idx, self.last_open = cols[:, None], len(rows) / max(N, 1)
-    W_mag = self.W_enc * self.r_mag.exp().to(self.W_enc.dtype)
-    mse, _, vals, _ = sparse_sq_error(xc, W_mag, self.b_mag, self.W_dec, y, idx, rows, self.b_dec, centre)
-    w, (W_aux, b_aux) = torch.full((1,), c.aux_coeff / max(N, 1), device=xc.device), self.aux_decoder()
-    coef = self.sparsity_ctl.coeff_at(step, total_steps) / max(N, 1)   # the L1 of the gate's ReLU: in the aux's pass
-    aux, _, gate, _ = sparse_sq_error(xc, self.W_enc, self.b_gate, W_aux, y, idx, rows, b_aux, centre, weights=w,
-                                      l1=coef)
-    aux, penalty = self.split_penalty(aux, gate, coef)
-    on = vals.view(-1) != 0
-    return self._out(x, mse, l0=on.sum() / N, fired=self.fired_latents(cols[on]), aux=aux, sparsity=penalty)
+    self.last_open = len(rows) / max(N, 1)
+    coef = self.sparsity_ctl.coeff_at(step, total_steps)   # the weights of the error, the auxiliary error and the L1
+    w = torch.tensor([1.0, c.aux_coeff, coef], device=xc.device) / max(N, 1)
+    loss, mags, _, sq = gated_sq_error(xc, self.W_enc, self.b_gate, self.b_mag, self.r_mag, self.W_dec, self.b_dec,
+                                       y, cols, rows, w, self._centre(xc) is not None, not self.frozen_aux)
+    aux, penalty = (w[1:] * sq[1:]).unbind()   # their values; the gradients are all in `loss`
+    on = mags != 0
+    return self._out(x, loss - aux - penalty, l0=on.sum() / N, fired=self.fired_latents(cols[on]), aux=aux,
+                     sparsity=penalty)
 
 # %% ../nbs/06_sae.ipynb #797ba61c
 @patch(cls_method=True)

@@ -673,3 +673,98 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
     free(Qs); free(GV); free(gTs);
     return fail;
 }
+
+/* ---- Gated's losses on its open gates, in one pass */
+
+/* Gated SAEs (Rajamanoharan et al. 2024) on entries: entry e (token tok[e], non-decreasing; latent l = idx[e]) has
+   h = X[tok[e]] . WeT[l], the gate's code A[e] = max(h + bg[l], 0) and the magnitude's M[e] = max(er[l] h + bm[l], 0)
+   (er = exp(r_mag)). Token n's reconstructions, through the same decoder values, err r = sum_e M[e] Wd[l] - T[n] and
+   ra = sum_e A[e] Wd[l] - T[n]; L = c[0] sum_n |r|^2 + c[1] sum_n |ra|^2 + c[2] sum_e A[e], and sq = {sum_n |r|^2,
+   sum_n |ra|^2, sum_e A[e]}. The gradients of L: gWeT [S, Di] (through h: dL/dM er + dL/dA), gbg, gbm, gr (of r_mag),
+   gh (each latent's summed dL/dh: the centring's), gWd [S, Do] (from r, and with aux_dec from ra too), and gT, gTa [Do]
+   (of a bias added to every reconstruction r, ra). Each entry's encoder and decoder rows are read in one pass for both
+   reconstructions and each gradient row is updated once, where two sparse_sq_error passes (and the magnitude encoder
+   W_enc exp(r_mag) built apart) moved each twice. Two passes, as in sparse_sq_error: blocks of tokens, then of latents. */
+int gated_sq_error(const float *X, const float *WeT, const float *bg, const float *bm, const float *er,
+                   const float *Wd, const float *T, const int64_t *idx, const int64_t *tok, const float *c,
+                   int64_t N, int64_t E, int64_t Di, int64_t Do, int64_t S, int64_t aux_dec,
+                   float *M, float *A, float *sq, float *gWeT, float *gbg, float *gbm, float *gr, float *gh,
+                   float *gWd, float *gT, float *gTa) {
+    int nt = 1, fail = 0;
+#if defined(_OPENMP)
+    if ((E + N) * (Di + Do) >= 65536) nt = omp_get_max_threads();
+#endif
+    float *Q = malloc(sizeof(float) * (N ? N : 1) * 2 * Do);   /* each token's 2 c[0] r, then 2 c[1] ra */
+    float *GM = malloc(sizeof(float) * (E ? E : 1) * 3), *GA = GM + E, *H = GA + E;   /* dL/dM, dL/dA and h a entry */
+    float *gTs = calloc((size_t)nt * 2 * Do, sizeof(float));
+    if (!Q || !GM || !gTs) { free(Q); free(GM); free(gTs); return 1; }
+    memset(sq, 0, sizeof(float) * 3);
+    _Pragma("omp parallel num_threads(nt)")
+    {
+        int64_t id = 0, n_th = 1;
+#if defined(_OPENMP)
+        id = omp_get_thread_num(); n_th = omp_get_num_threads();
+#endif
+        float *P = malloc(sizeof(float) * 2 * Do); double acc[3] = {0, 0, 0};
+        if (!P) {
+            _Pragma("omp atomic write") fail = 1;
+        } else {
+            int64_t n0 = N * id / n_th, n1 = N * (id + 1) / n_th, e0 = first_row(tok, E, n0);
+            float *gt = gTs + id * 2 * Do;
+            for (int64_t n = n0; n < n1; n++) {
+                int64_t e1 = e0, e;
+                while (e1 < E && tok[e1] == n) e1++;
+                const float *x = X + n * Di, *t = T + n * Do;
+                for (e = e0; e + 4 <= e1; e += 4)
+                    dot4_f(x, WeT + idx[e] * Di, WeT + idx[e + 1] * Di, WeT + idx[e + 2] * Di, WeT + idx[e + 3] * Di,
+                           Di, H + e);
+                for (; e < e1; e++) H[e] = dot_f(x, WeT + idx[e] * Di, Di);
+                for (e = e0; e < e1; e++) {
+                    int64_t l = idx[e]; float a = H[e] + bg[l], m = er[l] * H[e] + bm[l];
+                    A[e] = a > 0 ? a : 0; M[e] = m > 0 ? m : 0; acc[2] += A[e];
+                }
+                decode_block(P, Wd, idx + e0, M + e0, e1 - e0, Do, 0, S);
+                decode_block(P + Do, Wd, idx + e0, A + e0, e1 - e0, Do, 0, S);
+                float *q = Q + n * 2 * Do, *qa = q + Do, sm = 0, sa = 0, cm = 2 * c[0], ca = 2 * c[1];
+                _Pragma("omp simd reduction(+:sm,sa)")
+                for (int64_t d = 0; d < Do; d++) {
+                    float r = P[d] - t[d], ra = P[Do + d] - t[d];
+                    sm += r * r; sa += ra * ra; q[d] = cm * r; qa[d] = ca * ra;
+                }
+                acc[0] += sm; acc[1] += sa;
+                axpy_f(gt, 1, q, 2 * Do);   /* q and qa side by side */
+                for (e = e0; e < e1; e++) {
+                    const float *w = Wd + idx[e] * Do;
+                    GM[e] = M[e] > 0 ? dot_f(q, w, Do) : 0;
+                    GA[e] = A[e] > 0 ? dot_f(qa, w, Do) + c[2] : 0;
+                }
+                e0 = e1;
+            }
+            for (int g = 0; g < 3; g++) { float a = (float)acc[g]; _Pragma("omp atomic") sq[g] += a; }
+        }
+        free(P);
+        _Pragma("omp barrier")
+        if (!fail) {
+            int64_t s0 = S * id / n_th, s1 = S * (id + 1) / n_th;
+            memset(gWeT + s0 * Di, 0, sizeof(float) * (s1 - s0) * Di);
+            memset(gWd + s0 * Do, 0, sizeof(float) * (s1 - s0) * Do);
+            for (int64_t l = s0; l < s1; l++) gbg[l] = gbm[l] = gr[l] = gh[l] = 0;
+            for (int64_t e = 0; e < E; e++) {
+                int64_t l = idx[e];
+                if (l < s0 || l >= s1) continue;
+                const float *q = Q + tok[e] * 2 * Do;
+                float gm = GM[e], ga = GA[e], dh = gm * er[l] + ga;
+                if (M[e] != 0) axpy_f(gWd + l * Do, M[e], q, Do);
+                if (aux_dec && A[e] != 0) axpy_f(gWd + l * Do, A[e], q + Do, Do);
+                if (dh != 0) axpy_f(gWeT + l * Di, dh, X + tok[e] * Di, Di);
+                gbm[l] += gm; gbg[l] += ga; gh[l] += dh; gr[l] += gm * er[l] * H[e];
+            }
+        }
+    }
+    memset(gT, 0, sizeof(float) * Do); memset(gTa, 0, sizeof(float) * Do);
+    for (int64_t th = 0; th < nt; th++) {
+        axpy_f(gT, 1, gTs + th * 2 * Do, Do); axpy_f(gTa, 1, gTs + th * 2 * Do + Do, Do);
+    }
+    free(Q); free(GM); free(gTs);
+    return fail;
+}
