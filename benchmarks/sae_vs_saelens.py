@@ -55,10 +55,11 @@ are), so their shares of the peak in these FLOPs are effective rates, above what
 
 `--archs all` trains each tool at 3 learning rates (`LRS_ALL`: 1.4e-3, 2.8e-3, 5.6e-3, x2 apart, centred on saenb's
 default) instead of `--lrs`'s 7, and stops each coefficient search after 5 runs instead of 7, so that the whole
-comparison fits in an hour on a 2-core CPU at the default sizes: 37 minutes (2,230 s) measured on a 2-core AMD EPYC
-without AMX (seconds a run, SAELens / saenb: topk 48 / 10, batchtopk 80 / 12, matryoshka 95 / 13, standard (relu)
-50 / 15, jumprelu 68 / 14, gated 90 / 23; 4 SAELens and 3 saenb runs for each k-based architecture, 3-6 and 3-5 for
-each coefficient-based one; `benchmarks/results/sae_vs_saelens_all.json`). The record's `lrs` says which grid ran,
+comparison fits in an hour on a 2-core CPU at the default sizes: 36 minutes (2,175 s) measured on a 2-core AMD EPYC
+without AMX (seconds a run, SAELens / saenb: topk 60 / 12, batchtopk 74 / 11, matryoshka 86 / 12, standard (relu)
+49 / 16, jumprelu 61 / 13, gated 78 / 15, gated_saelens - / 17 (SAELens's gated runs reused); 4 SAELens and 3 saenb
+runs for each k-based architecture, 4-6 and 3-5 for each coefficient-based one, and 3 sparsify runs of 30 s;
+`benchmarks/results/sae_vs_saelens_all.json`). The record's `lrs` says which grid ran,
 `lrs_reduced` whether it was the reduced one, and `*_best_lr_at_edge` flags a best learning rate at an end of the grid.
 Pass `--lrs` to choose the grid yourself.
 
