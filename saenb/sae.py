@@ -769,12 +769,6 @@ def fired_latents(self:SAE, cols):
     "The `fired` mask `[d_sae]` of `loss` on entries: the latents among `cols` (the entries' latents with a nonzero code)."
     return torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=cols.device).index_fill_(0, cols, True)
 
-@patch
-def split_penalty(self:SAE, total, codes, coef:float) -> tuple:
-    "`sparse_sq_error`'s `total` with `l1=coef` as `(error, penalty)`: the penalty's value apart, all gradients in `error`."
-    penalty = coef * codes.detach().float().sum()
-    return total - penalty, penalty
-
 SAE.dense_cut = 10   # `dense_now`: dense above d_sae / dense_cut entries a token, where the two paths cost the same
                      # (measured below: 10 for ReLU, 6 for Gated)
 @patch
@@ -1083,7 +1077,7 @@ def sparse_loss(self:ReLUSAE, x, y, step=0, total_steps=None):
     if c.weighted_l1:   # weighted by decoder norms, its gradient reaches the decoder: apart, from the codes again
         codes = F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc, rows, centre)).view(-1)
         penalty = coef * (codes @ self.W_dec.norm(dim=-1)[cols])
-    else: mse, penalty = self.split_penalty(mse, vals, coef)
+    else: penalty = coef * vals.sum(); mse = mse - penalty   # the kernel's loss holds both: the error's value apart
     on = vals.view(-1) != 0
     out = self._out(x, mse, l0=on.sum() / N, fired=self.fired_latents(cols[on]), sparsity=penalty)
     self.last_l0 = out['l0']
