@@ -103,8 +103,8 @@ static int32_t take_top(const int32_t *ck, const int32_t *ci, int32_t c, int32_t
 
 /* The keys of key[0..n) that are >= t and, where allow is given, whose column's bit is set in it (bit j % 8 of byte
    j / 8 for column j): their keys to ck and columns to ci, in column order; returns how many. AVX-512 collects them
-   with its compress instruction, AVX2 with a left-pack table, 8 keys a step and without a branch; otherwise the row is
-   scanned BLK keys at a time, and only a chunk holding one stores any. ck and ci have room for n. */
+   16 keys a step with its compress instruction, AVX2 8 with a left-pack table, both without a branch; otherwise the
+   row is scanned BLK keys at a time, and only a chunk holding one stores any. ck and ci have room for n. */
 #define BLK 16
 #define ALLOWED(a, j) (!(a) || ((a)[(j) >> 3] >> ((j) & 7) & 1))
 static inline __attribute__((always_inline))
@@ -116,12 +116,13 @@ int32_t collect_ge(const int32_t *key, int32_t n, int32_t t, const uint8_t *allo
         __m512i v = _mm512_loadu_si512(key + i);
         __mmask16 m = _mm512_cmpge_epi32_mask(v, tv);
         if (allow) { uint16_t a; memcpy(&a, allow + i / 8, 2); m &= a; }
-        if (m) {  /* compress in a register, then a plain store: a compress to memory is slow on some CPUs (AMD Zen 4);
-                     c <= i, so the 16 stored keys stay inside ck[0..n) and ci[0..n) */
-            _mm512_storeu_si512(ck + c, _mm512_maskz_compress_epi32(m, v));
-            _mm512_storeu_si512(ci + c, _mm512_maskz_compress_epi32(m, io));
-            c += __builtin_popcount(m);
-        }
+        /* compress in a register, then a plain store: a compress to memory is slow on some CPUs (AMD Zen 4); c <= i,
+           so the 16 stored keys stay inside ck[0..n) and ci[0..n). Stored whether or not any key passed: a branch on
+           m mispredicts on real pre-activations (fast_topk 15-35% faster without it on a 2-core AVX-512 EPYC, from
+           [1024, 512] to [4096, 2048] and k from 4 to 64; topk_positive at [4096, 512] 19%) */
+        _mm512_storeu_si512(ck + c, _mm512_maskz_compress_epi32(m, v));
+        _mm512_storeu_si512(ci + c, _mm512_maskz_compress_epi32(m, io));
+        c += __builtin_popcount(m);
         io = _mm512_add_epi32(io, _mm512_set1_epi32(16));
     }
 #endif
