@@ -12,6 +12,21 @@
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
+/* OpenMP's thread count and this thread's number, 1 and 0 without OpenMP */
+static inline int max_threads(void) {
+#if defined(_OPENMP)
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+static inline int thread_id(void) {
+#if defined(_OPENMP)
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 #if defined(__AVX2__) && !defined(__AVX512F__)
 /* PACK[m]: the positions of the set bits of the 8-bit mask m, one a byte, lowest first (AVX2's left-pack) */
 static uint64_t PACK[256];
@@ -292,26 +307,66 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const float *th, const fl
     } \
     return 0; \
 }
-#define THRESHOLD_FILL(NAME, T, BITS) \
-int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const float *th, const float *lo, const float *hi, \
-         const int64_t *off, int64_t *a_r, int64_t *a_c, int64_t *n_r, int64_t *n_c) { \
-    _Pragma("omp parallel for schedule(static) if (N * S >= 65536)") \
-    for (int64_t r = 0; r < N; r++) { \
-        const T *row = x + r * ld; \
-        int64_t a = off[2 * r], n = off[2 * r + 1], a_end = off[2 * r + 2], n_end = off[2 * r + 3]; \
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+/* With AVX-512, 16 columns a step and without a branch: the passing columns compressed in a register and stored to
+   the thread's scratch row (sc), then copied out with their row (4096 x 2048 bf16 on a 2-core AVX-512 EPYC: 7.4 ->
+   2.3-2.7 ms at ReLU's 31-205 entries a token, 8.8 -> 2.9 ms with JumpReLU's window). Masked stores straight into the
+   lists took 57 ms for ReLU's, probably because a masked store that writes nothing still needs a slow assist on AMD's
+   Zen 4 where its address lies past the end of the (there empty) window list. */
+static inline __m512 load16_f32(const uint32_t *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, (const float *)p); }
+static inline __m512 load16_bf16(const uint16_t *p, __mmask16 m) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+#define FILL_ROW(BITS, LOAD) \
+        int32_t *sa = sc, *sn = sc + S + 16; \
+        int64_t ca = 0, cn = 0; \
+        __m512i io = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); \
+        for (int64_t j = 0; j < S; j += 16) { \
+            __mmask16 m = S - j >= 16 ? 0xffff : (__mmask16)((1u << (S - j)) - 1); \
+            __m512 v = LOAD(row + j, m); \
+            __mmask16 ma = _mm512_mask_cmp_ps_mask(m, v, _mm512_maskz_loadu_ps(m, th + j), _CMP_GT_OQ); \
+            __mmask16 mn = _mm512_mask_cmp_ps_mask(m, v, _mm512_maskz_loadu_ps(m, lo + j), _CMP_GT_OQ) \
+                         & _mm512_mask_cmp_ps_mask(m, v, _mm512_maskz_loadu_ps(m, hi + j), _CMP_LT_OQ); \
+            __m512i cols = _mm512_add_epi32(io, _mm512_set1_epi32((int32_t)j)); \
+            _mm512_storeu_si512(sa + ca, _mm512_maskz_compress_epi32(ma, cols)); ca += __builtin_popcount(ma); \
+            _mm512_storeu_si512(sn + cn, _mm512_maskz_compress_epi32(mn, cols)); cn += __builtin_popcount(mn); \
+        } \
+        for (int64_t e = 0; e < ca; e++) { a_r[a + e] = r; a_c[a + e] = sa[e]; } \
+        for (int64_t e = 0; e < cn; e++) { n_r[n + e] = r; n_c[n + e] = sn[e]; }
+#else
+#define FILL_ROW(BITS, LOAD) \
         for (int64_t j = 0; j < S; j++) { \
             float v = f32_of(BITS(row[j])); \
             if (a < a_end) { a_r[a] = r; a_c[a] = j; }   /* written always, kept if it passes */ \
             if (n < n_end) { n_r[n] = r; n_c[n] = j; } \
             a += v > th[j]; n += (v > lo[j]) & (v < hi[j]); \
+        }
+#endif
+#define THRESHOLD_FILL(NAME, T, BITS, LOAD) \
+int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const float *th, const float *lo, const float *hi, \
+         const int64_t *off, int64_t *a_r, int64_t *a_c, int64_t *n_r, int64_t *n_c) { \
+    int nt = 1; \
+    if (N * S >= 65536) nt = max_threads(); \
+    int32_t *scr = malloc(sizeof(int32_t) * nt * 2 * (S + 16));   /* each thread's scratch row (AVX-512) */ \
+    if (!scr) return 1; \
+    _Pragma("omp parallel num_threads(nt)") \
+    { \
+        int32_t *sc = scr + thread_id() * 2 * (S + 16); (void)sc; \
+        _Pragma("omp for schedule(static)") \
+        for (int64_t r = 0; r < N; r++) { \
+            const T *row = x + r * ld; \
+            int64_t a = off[2 * r], n = off[2 * r + 1], a_end = off[2 * r + 2], n_end = off[2 * r + 3]; \
+            (void)a_end; (void)n_end; \
+            FILL_ROW(BITS, LOAD) \
         } \
     } \
+    free(scr); \
     return 0; \
 }
 THRESHOLD_COUNT(threshold_count_f32, uint32_t, F32_BITS)
 THRESHOLD_COUNT(threshold_count_bf16, uint16_t, BF16_BITS)
-THRESHOLD_FILL(threshold_fill_f32, uint32_t, F32_BITS)
-THRESHOLD_FILL(threshold_fill_bf16, uint16_t, BF16_BITS)
+THRESHOLD_FILL(threshold_fill_f32, uint32_t, F32_BITS, load16_f32)
+THRESHOLD_FILL(threshold_fill_bf16, uint16_t, BF16_BITS, load16_bf16)
 
 /* ---- batch top-k */
 
