@@ -38,7 +38,11 @@ sizes, 128 steps: 42 for BatchTopK, 67 for Matryoshka, k = 32); the FVU of its t
 validation batch, L0 = k) is reported beside it (`saelens_batch_fvu`, `_l0`), and `saelens_l0_off_target` flags an L0
 more than 25% from the target (either tool: `*_l0_off_target`).
 
-Speed is the median tokens/s over each tool's runs (it does not depend on the learning rate or coefficient). Each
+Speed is taken where FVU is: for the architectures whose L0 is matched by searching a coefficient, each tool's tokens/s
+interpolated in log L0 at the target between the two runs that bracket it, as its FVU is (saenb's ReLU, JumpReLU and
+Gated train on entries once their L0 is low, so their speed depends on the coefficient: a search probe at L0 500 runs
+dense, and the median over all runs, reported as `*_tokens_per_s_all_runs`, mixed such probes in); for the k-based
+ones, whose speed does not depend on the learning rate, the median over the learning rates. Each
 tool's clock starts with its first batch in memory: the peers load the whole file before theirs; saenb streams it
 from disk in shuffle buffers, and its clock starts once the first buffer is read (`first_batch_seconds`, reported
 beside it; the later buffers are read while it trains, on the clock). SAELens
@@ -173,12 +177,13 @@ def _match_l0(run, c0:float, target:float, max_runs:int=7) -> list:
     return runs
 
 def _at_l0(runs:list, target:float) -> dict:
-    "FVU interpolated in log L0 at `target` between the two runs that bracket it (else the closest run)."
+    "FVU and tokens/s interpolated in log L0 at `target` between the two runs that bracket it (else the closest run)."
     lo = [r for r in runs if r['l0'] <= target]; hi = [r for r in runs if r['l0'] > target]
     if not (lo and hi): return dict(min(runs, key=lambda r: abs(np.log(max(r['l0'], 1e-9) / target))))
     a, b = max(lo, key=lambda r: r['l0']), min(hi, key=lambda r: r['l0'])
     w = np.log(target / max(a['l0'], 1e-9)) / np.log(b['l0'] / max(a['l0'], 1e-9))
-    return {**a, 'fvu': float(a['fvu'] + w * (b['fvu'] - a['fvu'])), 'l0': target, 'knob': (a['knob'], b['knob'])}
+    at = lambda f: float(a[f] + w * (b[f] - a[f]))
+    return {**a, 'fvu': at('fvu'), 'tokens_per_s': at('tokens_per_s'), 'l0': target, 'knob': (a['knob'], b['knob'])}
 
 def write_acts(acts:str|None, tmp:Path, a) -> tuple:
     "`(train.npy, val.npy, source)` in `tmp`: synthetic rows, an `.npy` file's, or a store's (see the docstring)."
@@ -343,8 +348,8 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
         return {**r, 'lr': lr, 'knob': knob}
 
     def runs_of(rs):
-        return [{k: (round(r[k], 6) if isinstance(r[k], float) else r[k]) for k in ('lr', 'knob', 'fvu', 'l0')}
-                for r in rs]
+        return [{k: (round(r[k], 6) if isinstance(r[k], float) else r[k])
+                 for k in ('lr', 'knob', 'fvu', 'l0', 'tokens_per_s')} for r in rs]
 
     def compare(arch) -> dict:
         target = float(a.k) if arch in K_ARCHS else a.coef_l0
@@ -358,8 +363,8 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
             ourss = _match_l0(lambda c: saenb(arch, c, a.coef_lr), c_ours, target, max_runs)
             sl, ours = _at_l0(sls, target), _at_l0(ourss, target)
             near = min(sls, key=lambda r: abs(np.log(max(r['l0'], 1e-9) / target)))
-        sl['tokens_per_s'] = float(np.median([r['tokens_per_s'] for r in sls]))
-        ours['tokens_per_s'] = float(np.median([r['tokens_per_s'] for r in ourss]))
+        all_sl, all_ours = (float(np.median([r['tokens_per_s'] for r in rs])) for rs in (sls, ourss))
+        if arch in K_ARCHS: sl['tokens_per_s'], ours['tokens_per_s'] = all_sl, all_ours   # else: at the matched L0
         # SAELens with its own bf16 autocast (off by default there), once, at its best setting: speed at equal precision
         sl16 = saelens(arch, near['knob'], near['lr'], autocast=True) if sl16_on else \
             {'tokens_per_s': None, 'fvu': None, 'l0': None}
@@ -368,6 +373,7 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
         off = lambda l0: bool(abs(np.log(max(l0, 1e-9) / target)) > np.log(1.25))
         rec = {'saelens_arch': SAELENS_ARCH[arch], 'compared_at': 'k' if arch in K_ARCHS else 'l0', 'target_l0': target,
                'saenb_tokens_per_s': ours['tokens_per_s'], 'saelens_tokens_per_s': sl['tokens_per_s'],
+               'saenb_tokens_per_s_all_runs': all_ours, 'saelens_tokens_per_s_all_runs': all_sl,
                'saenb_first_batch_seconds': float(np.median([r.get('first_batch_seconds', 0.0) for r in ourss])),
                'speedup': ours['tokens_per_s'] / sl['tokens_per_s'],
                'saelens_bf16_tokens_per_s': sl16['tokens_per_s'],
