@@ -12,21 +12,17 @@
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
-/* OpenMP's thread count and this thread's number, 1 and 0 without OpenMP */
-static inline int max_threads(void) {
+/* OpenMP's threads a parallel region may have, this thread's number and its team's size (1, 0, 1 without OpenMP):
+   usable inside the macros that define kernels, where #if is not */
 #if defined(_OPENMP)
-    return omp_get_max_threads();
+static inline int max_threads(void) { return omp_get_max_threads(); }
+static inline int thread_id(void) { return omp_get_thread_num(); }
+static inline int team_size(void) { return omp_get_num_threads(); }
 #else
-    return 1;
+static inline int max_threads(void) { return 1; }
+static inline int thread_id(void) { return 0; }
+static inline int team_size(void) { return 1; }
 #endif
-}
-static inline int thread_id(void) {
-#if defined(_OPENMP)
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 #if defined(__AVX2__) && !defined(__AVX512F__)
 /* PACK[m]: the positions of the set bits of the 8-bit mask m, one a byte, lowest first (AVX2's left-pack) */
 static uint64_t PACK[256];
@@ -317,6 +313,7 @@ static inline __m512 load16_f32(const uint32_t *p, __mmask16 m) { return _mm512_
 static inline __m512 load16_bf16(const uint16_t *p, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
+#define FILL_SCRATCH(S) (2 * ((S) + 16))   /* each thread's scratch row: columns that pass, then the window's */
 #define FILL_ROW(BITS, LOAD) \
         int32_t *sa = sc, *sn = sc + S + 16; \
         int64_t ca = 0, cn = 0; \
@@ -334,6 +331,7 @@ static inline __m512 load16_bf16(const uint16_t *p, __mmask16 m) {
         for (int64_t e = 0; e < ca; e++) { a_r[a + e] = r; a_c[a + e] = sa[e]; } \
         for (int64_t e = 0; e < cn; e++) { n_r[n + e] = r; n_c[n + e] = sn[e]; }
 #else
+#define FILL_SCRATCH(S) 1
 #define FILL_ROW(BITS, LOAD) \
         for (int64_t j = 0; j < S; j++) { \
             float v = f32_of(BITS(row[j])); \
@@ -347,11 +345,11 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const float *th, const fl
          const int64_t *off, int64_t *a_r, int64_t *a_c, int64_t *n_r, int64_t *n_c) { \
     int nt = 1; \
     if (N * S >= 65536) nt = max_threads(); \
-    int32_t *scr = malloc(sizeof(int32_t) * nt * 2 * (S + 16));   /* each thread's scratch row (AVX-512) */ \
+    int32_t *scr = malloc(sizeof(int32_t) * nt * FILL_SCRATCH(S)); \
     if (!scr) return 1; \
     _Pragma("omp parallel num_threads(nt)") \
     { \
-        int32_t *sc = scr + thread_id() * 2 * (S + 16); (void)sc; \
+        int32_t *sc = scr + thread_id() * FILL_SCRATCH(S); (void)sc; \
         _Pragma("omp for schedule(static)") \
         for (int64_t r = 0; r < N; r++) { \
             const T *row = x + r * ld; \
@@ -553,9 +551,7 @@ int scatter_rows(const int64_t *idx, const float *vals, const float *M, const in
     _Pragma("omp parallel if (N * k * D >= 65536)")
     {
         int64_t nt = 1, id = 0;
-#if defined(_OPENMP)
-        nt = omp_get_num_threads(); id = omp_get_thread_num();
-#endif
+        nt = team_size(); id = thread_id();
         int64_t r0 = R * id / nt, r1 = R * (id + 1) / nt;
         memset(out + r0 * D, 0, sizeof(float) * (r1 - r0) * D);
         for (int64_t t = 0; t < N; t++) {
@@ -631,9 +627,7 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                     int64_t relu, float *Rout, float *V, float *sq, float *gWeT, float *gbe, float *gWd, float *gT) {
     int grad = gWeT != NULL, nt = 1, fail = 0;
     int64_t E = R * k;
-#if defined(_OPENMP)
-    if ((E + N) * (Di + Do) >= 65536) nt = omp_get_max_threads();
-#endif
+    if ((E + N) * (Di + Do) >= 65536) nt = max_threads();
     float *Qs = NULL, *GV = NULL, *gTs = NULL;   /* q of every (token, group), dL/dv of every entry, per-thread gT */
     if (grad && (!(Qs = malloc(sizeof(float) * (N ? N : 1) * G * Do)) || !(GV = malloc(sizeof(float) * (E ? E : 1)))
                  || !(gTs = calloc((size_t)nt * nb * Do, sizeof(float))))) { free(Qs); free(GV); return 1; }
@@ -642,9 +636,7 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
     _Pragma("omp parallel num_threads(nt)")
     {
         int64_t id = 0, n_th = 1;
-#if defined(_OPENMP)
-        id = omp_get_thread_num(); n_th = omp_get_num_threads();
-#endif
+        id = thread_id(); n_th = team_size();
         float *P = malloc(sizeof(float) * G * Do); double *acc = calloc(nb * G, sizeof(double));
         if (!P || !acc) {
             _Pragma("omp atomic write") fail = 1;
@@ -747,9 +739,7 @@ int gated_sq_error(const float *X, const float *WeT, const float *bg, const floa
                    float *M, float *A, float *sq, float *gWeT, float *gbg, float *gbm, float *gr, float *gh,
                    float *gWd, float *gT, float *gTa) {
     int nt = 1, fail = 0;
-#if defined(_OPENMP)
-    if ((E + N) * (Di + Do) >= 65536) nt = omp_get_max_threads();
-#endif
+    if ((E + N) * (Di + Do) >= 65536) nt = max_threads();
     float *Q = malloc(sizeof(float) * (N ? N : 1) * 2 * Do);   /* each token's 2 c[0] r, then 2 c[1] ra */
     float *GM = malloc(sizeof(float) * (E ? E : 1) * 3), *GA = GM + E, *H = GA + E;   /* dL/dM, dL/dA and h a entry */
     float *gTs = calloc((size_t)nt * 2 * Do, sizeof(float));
@@ -758,9 +748,7 @@ int gated_sq_error(const float *X, const float *WeT, const float *bg, const floa
     _Pragma("omp parallel num_threads(nt)")
     {
         int64_t id = 0, n_th = 1;
-#if defined(_OPENMP)
-        id = omp_get_thread_num(); n_th = omp_get_num_threads();
-#endif
+        id = thread_id(); n_th = team_size();
         float *P = malloc(sizeof(float) * 2 * Do); double acc[3] = {0, 0, 0};
         if (!P) {
             _Pragma("omp atomic write") fail = 1;
