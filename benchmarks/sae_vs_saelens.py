@@ -32,7 +32,10 @@ name (SAELens's):
 
 Validation: saenb's FVU and L0 are its eval-mode codes'; SAELens's those of the inference SAE it saves
 (`_saelens_worker.py`): BatchTopK and Matryoshka become JumpReLU SAEs with one learned threshold, as in SAELens, and the
-L0 reported is that of the codes the FVU is computed with. SAELens's threshold is an EMA (rate 0.01 per step, from 0) of
+L0 reported is that of the codes the FVU is computed with; for both tools also the FVU of their training-mode codes
+(`*_batch_fvu`, the top k*B of each validation batch of B rows, L0 = k exactly; each tool's best run over the
+learning rates) and their ratio, `fvu_ratio_batch`: the like-for-like comparison where SAELens's inference L0 is off
+target. SAELens's threshold is an EMA (rate 0.01 per step, from 0) of
 each batch's smallest kept activation, so on short runs it is still low and its inference L0 above k (at the default
 sizes, 128 steps: 42 for BatchTopK, 67 for Matryoshka, k = 32); the FVU of its training-mode codes (the top k*B of each
 validation batch, L0 = k) is reported beside it (`saelens_batch_fvu`, `_l0`), and `saelens_l0_off_target` flags an L0
@@ -107,6 +110,7 @@ from _common import device_name, matmul_peak, emit, saelens_python, sparsify_pyt
 HERE = Path(__file__).parent
 ALL_ARCHS = ('relu', 'topk', 'batchtopk', 'jumprelu', 'gated', 'gated_saelens', 'matryoshka')
 K_ARCHS = ('topk', 'batchtopk', 'matryoshka')   # compared at the same k, each tool at its best learning rate
+BATCH_ARCHS = ('batchtopk', 'matryoshka')   # a batch-level top k in training, a learned threshold at inference
 COEF_ARCHS = ('relu', 'jumprelu', 'gated', 'gated_saelens')   # compared at the same L0, each tool's coefficient searched
 SAELENS_ARCH = {'relu': 'standard', 'topk': 'topk', 'batchtopk': 'batchtopk', 'jumprelu': 'jumprelu', 'gated': 'gated',
                 'gated_saelens': 'gated', 'matryoshka': 'matryoshka'}   # the worker's names (SAELens's architectures)
@@ -214,6 +218,16 @@ def write_acts(acts:str|None, tmp:Path, a) -> tuple:
     else: copy(tr, len(tr) - n_val, len(tr), val)
     return train, val, {'kind': 'store', 'path': str(tr.path), 'train_rows': n_train, 'val_rows': n_val,
                         'val_split': 'validation' if has_val else f'last {VAL_ROWS} rows of train'}
+
+def batch_codes(sae_dir:Path, val:Path, batch:int) -> dict:
+    """`batch_fvu` and `batch_l0` of the saved BatchTopK-family SAE in `sae_dir`: its training-mode codes (the top
+    k*`batch` of each batch of `batch` validation rows, L0 = k), as `_saelens_worker.py` reports SAELens's."""
+    from saenb.sae_io import load_sae
+    from _peer_data import fvu
+    sae, v = load_sae(sae_dir).train(), torch.from_numpy(np.load(val)).float()
+    with torch.no_grad():
+        codes = torch.cat([sae.encode(b) for b in v.split(batch)])
+        return {'batch_fvu': fvu(sae.decode(codes), v), 'batch_l0': (codes != 0).float().sum(-1).mean().item()}
 
 def flops_per_token(arch:str, d_in:int, d_sae:int, k:int) -> int:
     """The products one training token needs, counted the same for both tools: the encoder's forward and weight
@@ -343,6 +357,7 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
                       '--exp_factor', str(a.exp_factor), '--n_tokens', str(a.n_tokens), '--batch_size',
                       str(a.batch_size), '--lr', str(lr), '--seed', str(a.seed),
                       '--device', a.device, '--out', str(tmp/f'saenb_{arch}_{lr}_{knob}'), '--quiet'])
+        if arch in BATCH_ARCHS: r.update(batch_codes(tmp/f'saenb_{arch}_{lr}_{knob}', val, a.batch_size))
         log(f"saenb   {arch} knob={knob:.4g} lr={lr:g}: fvu {r['fvu']:.4f} l0 {r['l0']:.2f}"
             f" {r['tokens_per_s']:,.0f} tok/s ({time.perf_counter() - t0:.0f} s)")
         return {**r, 'lr': lr, 'knob': knob}
@@ -392,7 +407,11 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
         if arch in K_ARCHS:
             edge = lambda lr: len(lrs) > 1 and lr in (min(lrs), max(lrs))
             rec.update(saenb_best_lr_at_edge=edge(ours['lr']), saelens_best_lr_at_edge=edge(sl['lr']))
-            if 'batch_fvu' in sl: rec.update(saelens_batch_fvu=sl['batch_fvu'], saelens_batch_l0=sl['batch_l0'])
+            if arch in BATCH_ARCHS:   # both tools' training-mode codes, at L0 = k exactly: each tool's best run
+                sb, ob = (min(rs, key=lambda r: r['batch_fvu']) for rs in (sls, ourss))
+                rec.update(saelens_batch_fvu=sb['batch_fvu'], saelens_batch_l0=sb['batch_l0'], saelens_batch_lr=sb['lr'],
+                           saenb_batch_fvu=ob['batch_fvu'], saenb_batch_l0=ob['batch_l0'], saenb_batch_lr=ob['lr'],
+                           fvu_ratio_batch=ob['batch_fvu'] / sb['batch_fvu'])
             if arch == 'topk' and sp_py: rec.update(_versus_sparsify(ours, lrs, sparsify, f, peak32, edge))
         else:
             reached = lambda rs: (any(r['l0'] <= target for r in rs) and any(r['l0'] > target for r in rs)) or \
@@ -409,7 +428,8 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
             failed.append(arch); record[arch] = {'error': str(e)[-3000:]}; log(f"{arch} failed: {e}")
         record[arch]['seconds'] = round(time.perf_counter() - t0, 1)
     record['summary'] = {arch: ({**{k: record[arch][k] for k in ('speedup', 'speedup_vs_saelens_bf16', 'fvu_ratio')},
-                                 **{k: record[arch][k] for k in ('speedup_vs_sparsify', 'fvu_ratio_vs_sparsify')
+                                 **{k: record[arch][k] for k in ('fvu_ratio_batch', 'speedup_vs_sparsify',
+                                                                 'fvu_ratio_vs_sparsify')
                                     if k in record[arch]},
                                  'l0': [record[arch]['saenb_l0'], record[arch]['saelens_l0']],
                                  'l0_matched': not (record[arch]['saenb_l0_off_target'] or
