@@ -110,6 +110,41 @@ def test_sparse_sq_error_kernel_matches_torch(flags, monkeypatch, tmp_path):
     finally:
         torch.set_num_threads(n); K.load_kernels.cache_clear()
 
+@pytest.mark.skipif(not HAS_CC, reason='no C compiler on PATH')
+@pytest.mark.parametrize('flags', [None, ['-mavx2', '-mfma', '-fopenmp'], ['-fopenmp']], ids=['native', 'avx2', 'plain'])
+def test_gated_sq_error_kernel_matches_torch(flags, monkeypatch, tmp_path):
+    """`gated_sq_error`'s kernel (two threads) against its PyTorch version, two `sparse_sq_error` passes: output widths
+    with and without a remainder of 64 columns (its two decodes at once), a token with no open gate, an odd number of
+    open gates a token (its dot products two rows at once), the auxiliary decoder frozen and trained."""
+    import platform, saenb.kernels as K
+    if flags is not None:
+        if flags[0] == '-mavx2' and platform.machine() not in ('x86_64', 'AMD64'): pytest.skip('AVX2 is x86 only')
+        monkeypatch.setenv('SAENB_KERNEL_DIR', str(tmp_path)); monkeypatch.setattr(K, '_C_FLAGS', (flags,))
+    K.load_kernels.cache_clear()
+    n = torch.get_num_threads(); torch.set_num_threads(2)
+    try:
+        if K.load_kernels() is None: pytest.skip(f'the kernels do not build with {flags}')
+        g = torch.Generator().manual_seed(0)
+        for N, d, S, aux in ((300, 128, 256, True), (257, 72, 100, False), (200, 200, 300, True)):
+            W_enc, W_dec = torch.randn(d, S, generator=g) / d ** 0.5, torch.randn(S, d, generator=g) / d ** 0.5
+            b_gate, b_mag, r_mag = (torch.randn(S, generator=g) * 0.1 for _ in range(3))
+            b_dec, x = torch.randn(d, generator=g) * 0.1, torch.randn(N, d, generator=g)
+            ps = [t.requires_grad_() for t in (W_enc, b_gate, b_mag, r_mag, W_dec, b_dec)]
+            xc = x - b_dec.detach()
+            open_ = (xc @ W_enc.detach() + b_gate.detach() > 0); open_[5] = False   # token 5: no open gate
+            rows, idx = open_.nonzero(as_tuple=True)
+            w = torch.tensor([1.0, 0.5, 0.01]) / N
+            args = (xc, W_enc, b_gate, b_mag, r_mag, W_dec, b_dec, x, idx, rows, w, True, aux)
+            got = K.gated_sq_error(*args)
+            with monkeypatch.context() as m:
+                m.setattr(K, '_cpu_kernel', lambda *a: None); want = K.gated_sq_error(*args)   # PyTorch's
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.detach().abs().max()))
+            for a, b in zip(torch.autograd.grad(got[0], ps), torch.autograd.grad(want[0], ps)):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    finally:
+        torch.set_num_threads(n); K.load_kernels.cache_clear()
+
 @needs_kernels
 @pytest.mark.parametrize('threads', [1, 2])
 def test_nonzero_counts_match_torch(threads):

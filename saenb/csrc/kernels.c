@@ -476,24 +476,38 @@ static inline float dot_f(const float *a, const float *b, int64_t D) {
 static inline __m256 halves(__m512 v) {   /* the sum of v's two 256-bit halves */
     return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
-static inline void dot4_f(const float *a, const float *w0, const float *w1, const float *w2, const float *w3, int64_t D,
-                          float *out) {
+/* out[i] = a_i . w_i, four dot products at once (where some a_i are one row, the compiler loads it once) */
+static inline void dot4x_f(const float *a0, const float *a1, const float *a2, const float *a3, const float *w0,
+                           const float *w1, const float *w2, const float *w3, int64_t D, float *out) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
     int64_t d = 0;
     for (; d + 16 <= D; d += 16) {
-        __m512 x = _mm512_loadu_ps(a + d);
-        s0 = _mm512_fmadd_ps(x, _mm512_loadu_ps(w0 + d), s0); s1 = _mm512_fmadd_ps(x, _mm512_loadu_ps(w1 + d), s1);
-        s2 = _mm512_fmadd_ps(x, _mm512_loadu_ps(w2 + d), s2); s3 = _mm512_fmadd_ps(x, _mm512_loadu_ps(w3 + d), s3);
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a0 + d), _mm512_loadu_ps(w0 + d), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a1 + d), _mm512_loadu_ps(w1 + d), s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a2 + d), _mm512_loadu_ps(w2 + d), s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a3 + d), _mm512_loadu_ps(w3 + d), s3);
     }
     if (d < D) {
-        __mmask16 m = tail_mask(D - d); __m512 x = _mm512_maskz_loadu_ps(m, a + d);
-        s0 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, w0 + d), s0);
-        s1 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, w1 + d), s1);
-        s2 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, w2 + d), s2);
-        s3 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, w3 + d), s3);
+        __mmask16 m = tail_mask(D - d);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a0 + d), _mm512_maskz_loadu_ps(m, w0 + d), s0);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a1 + d), _mm512_maskz_loadu_ps(m, w1 + d), s1);
+        s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a2 + d), _mm512_maskz_loadu_ps(m, w2 + d), s2);
+        s3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a3 + d), _mm512_maskz_loadu_ps(m, w3 + d), s3);
     }
     __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(halves(s0), halves(s1)), _mm256_hadd_ps(halves(s2), halves(s3)));
     _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+/* y += a x + b x2, y read and written once */
+static inline void axpy2_f(float *y, float a, const float *x, float b, const float *x2, int64_t D) {
+    __m512 s = _mm512_set1_ps(a), t = _mm512_set1_ps(b); int64_t d = 0;
+    for (; d + 16 <= D; d += 16)
+        _mm512_storeu_ps(y + d, _mm512_fmadd_ps(t, _mm512_loadu_ps(x2 + d),
+                                                _mm512_fmadd_ps(s, _mm512_loadu_ps(x + d), _mm512_loadu_ps(y + d))));
+    if (d < D) {
+        __mmask16 m = tail_mask(D - d);
+        __m512 r = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m, x + d), _mm512_maskz_loadu_ps(m, y + d));
+        _mm512_mask_storeu_ps(y + d, m, _mm512_fmadd_ps(t, _mm512_maskz_loadu_ps(m, x2 + d), r));
+    }
 }
 static inline void axpy_f(float *y, float a, const float *x, int64_t D) {
     __m512 s = _mm512_set1_ps(a); int64_t d = 0;
@@ -511,18 +525,26 @@ static inline float dot_f(const float *a, const float *b, int64_t D) {
     _Pragma("omp simd reduction(+:s)") for (int64_t d = 0; d < D; d++) s += a[d] * b[d];
     return s;
 }
-/* four dot products against one vector at once: four independent chains of additions, not one latency-bound chain */
-static inline void dot4_f(const float *a, const float *w0, const float *w1, const float *w2, const float *w3, int64_t D,
-                          float *out) {
+/* four dot products at once: four independent chains of additions, not one latency-bound chain */
+static inline void dot4x_f(const float *a0, const float *a1, const float *a2, const float *a3, const float *w0,
+                           const float *w1, const float *w2, const float *w3, int64_t D, float *out) {
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     _Pragma("omp simd reduction(+:s0,s1,s2,s3)")
-    for (int64_t d = 0; d < D; d++) { s0 += a[d] * w0[d]; s1 += a[d] * w1[d]; s2 += a[d] * w2[d]; s3 += a[d] * w3[d]; }
+    for (int64_t d = 0; d < D; d++) {
+        s0 += a0[d] * w0[d]; s1 += a1[d] * w1[d]; s2 += a2[d] * w2[d]; s3 += a3[d] * w3[d];
+    }
     out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;
+}
+static inline void axpy2_f(float *y, float a, const float *x, float b, const float *x2, int64_t D) {
+    _Pragma("omp simd") for (int64_t d = 0; d < D; d++) y[d] += a * x[d] + b * x2[d];
 }
 static inline void axpy_f(float *y, float a, const float *x, int64_t D) {
     _Pragma("omp simd") for (int64_t d = 0; d < D; d++) y[d] += a * x[d];
 }
 #endif
+/* four dot products against one vector */
+static inline void dot4_f(const float *a, const float *w0, const float *w1, const float *w2, const float *w3, int64_t D,
+                          float *out) { dot4x_f(a, a, a, a, w0, w1, w2, w3, D, out); }
 
 /* out[t, j] = A[tok[t]] . W[idx[t, j]] for the N rows t (tok NULL: A[t]), over the N k entries in blocks of 64. Four
    entries that read the same A row go at once, in four chains of additions rather than one latency-bound chain (1.7x
@@ -600,6 +622,37 @@ static void decode_block(float *p, const float *Wd, const int64_t *idx, const fl
             else { _Pragma("omp simd") for (int64_t d = 0; d < m; d++) acc[d] += a * w[d]; }
         }
         memcpy(p + d0, acc, sizeof(float) * m);
+    }
+}
+/* decode_block's two decodes of the same latents at once (p: values v, p2: values v2), each row read once */
+static void decode2_block(float *p, float *p2, const float *Wd, const int64_t *idx, const float *v, const float *v2,
+                          int64_t c, int64_t Do) {
+    int64_t d0 = 0;
+#if defined(__AVX512F__)
+    for (; d0 + 64 <= Do; d0 += 64) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
+        for (int64_t j = 0; j < c; j++) {
+            const float *w = Wd + idx[j] * Do + d0;
+            __m512 s = _mm512_set1_ps(v[j]), t = _mm512_set1_ps(v2[j]), w0 = _mm512_loadu_ps(w),
+                   w1 = _mm512_loadu_ps(w + 16), w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
+            a0 = _mm512_fmadd_ps(s, w0, a0); a1 = _mm512_fmadd_ps(s, w1, a1);
+            a2 = _mm512_fmadd_ps(s, w2, a2); a3 = _mm512_fmadd_ps(s, w3, a3);
+            b0 = _mm512_fmadd_ps(t, w0, b0); b1 = _mm512_fmadd_ps(t, w1, b1);
+            b2 = _mm512_fmadd_ps(t, w2, b2); b3 = _mm512_fmadd_ps(t, w3, b3);
+        }
+        _mm512_storeu_ps(p + d0, a0); _mm512_storeu_ps(p + d0 + 16, a1);
+        _mm512_storeu_ps(p + d0 + 32, a2); _mm512_storeu_ps(p + d0 + 48, a3);
+        _mm512_storeu_ps(p2 + d0, b0); _mm512_storeu_ps(p2 + d0 + 16, b1);
+        _mm512_storeu_ps(p2 + d0 + 32, b2); _mm512_storeu_ps(p2 + d0 + 48, b3);
+    }
+#else
+    decode_block(p, Wd, idx, v, c, Do, 0, INT64_MAX); decode_block(p2, Wd, idx, v2, c, Do, 0, INT64_MAX); d0 = Do;
+#endif
+    for (; d0 < Do; d0++) {   /* AVX-512: the last Do % 64 columns, one at a time */
+        float a = 0, b = 0;
+        for (int64_t j = 0; j < c; j++) { float w = Wd[idx[j] * Do + d0]; a += v[j] * w; b += v2[j] * w; }
+        p[d0] = a; p2[d0] = b;
     }
 }
 /* first row r of the R rows with tok[r] >= n (tok non-decreasing) */
@@ -767,8 +820,7 @@ int gated_sq_error(const float *X, const float *WeT, const float *bg, const floa
                     int64_t l = idx[e]; float a = H[e] + bg[l], m = er[l] * H[e] + bm[l];
                     A[e] = a > 0 ? a : 0; M[e] = m > 0 ? m : 0; acc[2] += A[e];
                 }
-                decode_block(P, Wd, idx + e0, M + e0, e1 - e0, Do, 0, S);
-                decode_block(P + Do, Wd, idx + e0, A + e0, e1 - e0, Do, 0, S);
+                decode2_block(P, P + Do, Wd, idx + e0, M + e0, A + e0, e1 - e0, Do);
                 float *q = Q + n * 2 * Do, *qa = q + Do, sm = 0, sa = 0, cm = 2 * c[0], ca = 2 * c[1];
                 _Pragma("omp simd reduction(+:sm,sa)")
                 for (int64_t d = 0; d < Do; d++) {
@@ -777,10 +829,14 @@ int gated_sq_error(const float *X, const float *WeT, const float *bg, const floa
                 }
                 acc[0] += sm; acc[1] += sa;
                 axpy_f(gt, 1, q, 2 * Do);   /* q and qa side by side */
-                for (e = e0; e < e1; e++) {
-                    const float *w = Wd + idx[e] * Do;
-                    GM[e] = M[e] > 0 ? dot_f(q, w, Do) : 0;
-                    GA[e] = A[e] > 0 ? dot_f(qa, w, Do) + c[2] : 0;
+                for (e = e0; e < e1; e += 2) {   /* both errors' dot products with each row, two rows at once */
+                    const float *w = Wd + idx[e] * Do, *w1 = e + 1 < e1 ? Wd + idx[e + 1] * Do : w;
+                    float g[4];
+                    dot4x_f(q, qa, q, qa, w, w, w1, w1, Do, g);
+                    for (int64_t i = 0; i < 2 && e + i < e1; i++) {
+                        GM[e + i] = M[e + i] > 0 ? g[2 * i] : 0;
+                        GA[e + i] = A[e + i] > 0 ? g[2 * i + 1] + c[2] : 0;
+                    }
                 }
                 e0 = e1;
             }
@@ -798,8 +854,8 @@ int gated_sq_error(const float *X, const float *WeT, const float *bg, const floa
                 if (l < s0 || l >= s1) continue;
                 const float *q = Q + tok[e] * 2 * Do;
                 float gm = GM[e], ga = GA[e], dh = gm * er[l] + ga;
-                if (M[e] != 0) axpy_f(gWd + l * Do, M[e], q, Do);
-                if (aux_dec && A[e] != 0) axpy_f(gWd + l * Do, A[e], q + Do, Do);
+                if (aux_dec) axpy2_f(gWd + l * Do, M[e], q, A[e], q + Do, Do);   /* both reconstructions' */
+                else if (M[e] != 0) axpy_f(gWd + l * Do, M[e], q, Do);
                 if (dh != 0) axpy_f(gWeT + l * Di, dh, X + tok[e] * Di, Di);
                 gbm[l] += gm; gbg[l] += ga; gh[l] += dh; gr[l] += gm * er[l] * H[e];
             }
