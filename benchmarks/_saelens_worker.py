@@ -14,8 +14,8 @@ Validation is done as SAELens's users see the SAE: it is saved in its inference 
 loaded back (`SAE.load_from_disk`), so BatchTopK and Matryoshka SAEs are evaluated as the JumpReLU SAEs SAELens turns
 them into (one learned threshold, the EMA of each batch's smallest kept activation, for every latent; the codes then
 vary in number per token), and the L0 printed is that of the very codes the FVU is computed with. Prints
-`train_seconds`, `tokens_per_s`, `fvu` and `l0` on VAL, and `eval_arch` (the inference architecture it was evaluated
-as); for BatchTopK and Matryoshka also `batch_fvu` and `batch_l0`, those of the training-mode codes (the top k*BATCH of
+`train_seconds`, `tokens_per_s`, `fvu` and `l0` on VAL, `eval_arch` (the inference architecture it was evaluated
+as) and `dead_feature_window` (the trainer's, in steps: a latent silent that long is dead, for the TopK family's AuxK); for BatchTopK and Matryoshka also `batch_fvu` and `batch_l0`, those of the training-mode codes (the top k*BATCH of
 each batch of BATCH validation rows, L0 = k), and the learned `topk_threshold`.
 """
 import json, sys, tempfile, time
@@ -66,7 +66,7 @@ with torch.no_grad():
     feats = inf.encode(val); rec = inf.decode(feats)
     l0 = (feats != 0).float().sum(-1).mean()
     out = {'train_seconds': dt, 'tokens_per_s': n_tokens / dt, 'fvu': fvu(rec, val), 'l0': l0.item(),
-           'eval_arch': inf.cfg.architecture()}
+           'eval_arch': inf.cfg.architecture(), 'dead_feature_window': cfg.dead_feature_window}
     if arch in ('batchtopk', 'matryoshka'):   # also the training-mode codes: top k*B of each validation batch of BATCH
         sae.eval()
         feats = torch.cat([sae.encode(v) for v in val.split(batch)]); rec = sae.decode(feats)

@@ -5,8 +5,8 @@ FLOP/s (the products a step needs, counted the same for both tools) as a fractio
 bf16 matmul peaks; and a `summary` of every architecture's `speedup`, `speedup_vs_saelens_bf16` and `fvu_ratio` (saenb
 FVU / SAELens FVU; below 1: saenb reconstructs better).
 
-Architectures (`--archs`, a comma list, or `all` = relu,topk,batchtopk,jumprelu,gated,gated_saelens,matryoshka), saenb
-name (SAELens's):
+Architectures (`--archs`, a comma list, or `all` = relu,topk,topk_saelens,batchtopk,jumprelu,gated,gated_saelens,
+matryoshka), saenb name (SAELens's):
 
 - k-based, compared at the same `--k`: `topk`, `batchtopk`, `matryoshka` (SAELens's `MatryoshkaBatchTopKTrainingSAE`;
   both tools get the same nested widths, d_sae/8, d_sae/4, d_sae/2, d_sae: saenb's `prefixes`, SAELens's
@@ -27,6 +27,11 @@ name (SAELens's):
   `gated_saelens` is saenb's Gated with SAELens's auxiliary reconstruction (`frozen_aux_decoder=False`: it trains the
   decoder too; saenb's default, the paper's, decodes it through a frozen copy), against the same SAELens runs as `gated`
   (each SAELens run is made once and reused): the same algorithm in both tools, where `gated` compares the defaults.
+  `topk_saelens` is saenb's TopK with SAELens's dead-latent window (`dead_tokens` = its trainer's `dead_feature_window`,
+  1,000 steps by default, times the batch: AuxK only for latents silent that long), against the same SAELens and
+  sparsify runs as `topk`: the algorithm SAELens and sparsify train in runs shorter than that window (no AuxK at all:
+  SAELens's never starts, sparsify has none), where `topk` compares the defaults (saenb's window is a tenth of the
+  run's tokens, so its AuxK runs from there on). The record's `saenb_settings` gives a variant's settings.
   `--saelens_cfg` sets other SAELens training-config fields, e.g. '{"jumprelu": {"jumprelu_init_threshold": 0.3}}' (at
   the tiny sizes 0.1 gave L0 39, 0.3 gave 13; not searched).
 
@@ -108,14 +113,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import device_name, matmul_peak, emit, saelens_python, sparsify_python, saenb_command, training_precision
 
 HERE = Path(__file__).parent
-ALL_ARCHS = ('relu', 'topk', 'batchtopk', 'jumprelu', 'gated', 'gated_saelens', 'matryoshka')
-K_ARCHS = ('topk', 'batchtopk', 'matryoshka')   # compared at the same k, each tool at its best learning rate
+ALL_ARCHS = ('relu', 'topk', 'topk_saelens', 'batchtopk', 'jumprelu', 'gated', 'gated_saelens', 'matryoshka')
+K_ARCHS = ('topk', 'topk_saelens', 'batchtopk', 'matryoshka')   # compared at the same k, each at its best learning rate
 BATCH_ARCHS = ('batchtopk', 'matryoshka')   # a batch-level top k in training, a learned threshold at inference
 COEF_ARCHS = ('relu', 'jumprelu', 'gated', 'gated_saelens')   # compared at the same L0, each tool's coefficient searched
-SAELENS_ARCH = {'relu': 'standard', 'topk': 'topk', 'batchtopk': 'batchtopk', 'jumprelu': 'jumprelu', 'gated': 'gated',
+SAELENS_ARCH = {'relu': 'standard', 'topk': 'topk', 'topk_saelens': 'topk', 'batchtopk': 'batchtopk', 'jumprelu': 'jumprelu', 'gated': 'gated',
                 'gated_saelens': 'gated', 'matryoshka': 'matryoshka'}   # the worker's names (SAELens's architectures)
 # a variant: saenb's architecture, with settings of its own (`--sae`), against the same SAELens runs as that architecture
-VARIANTS = {'gated_saelens': ('gated', {'frozen_aux_decoder': False})}   # Gated with SAELens's auxiliary reconstruction
+# Gated with SAELens's auxiliary reconstruction; TopK with SAELens's dead-latent window, `dead_steps` (its trainer's
+# `dead_feature_window`, in steps, 1000 by default, which the worker reports) of batches: AuxK only for latents silent
+# that long, which in runs shorter than that is never (saenb's default: a tenth of the run's tokens)
+VARIANTS = {'gated_saelens': ('gated', lambda dead_steps, batch: {'frozen_aux_decoder': False}),
+            'topk_saelens': ('topk', lambda dead_steps, batch: {'dead_tokens': dead_steps * batch})}
+SAELENS_DEAD_STEPS = 1000   # SAETrainerConfig.dead_feature_window's default, until a SAELens run reports its own
 def saenb_arch(arch:str) -> str: return VARIANTS[arch][0] if arch in VARIANTS else arch
 LRS = '1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3'
 LRS_ALL = '1.4e-3,2.8e-3,5.6e-3'   # `--archs all`: 3 rates, x2 apart, centred on saenb's default 2.83e-3
@@ -305,7 +315,7 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
     d_in = int(np.load(val, mmap_mode='r').shape[1]); d_sae = d_in * a.exp_factor
     widths = sorted({max(1, d_sae // 8), max(1, d_sae // 4), max(1, d_sae // 2), d_sae})   # saenb's default prefixes
     py = saelens_python()
-    sp_py = sparsify_python() if 'topk' in archs and not a.no_sparsify else None
+    sp_py = sparsify_python() if {'topk', 'topk_saelens'} & set(archs) and not a.no_sparsify else None
     sl16_on = a.saelens_bf16 == 'on' or (a.saelens_bf16 == 'auto' and training_precision(a.device)[0] == 'bf16')
     peak32, peak16 = matmul_peak(torch.float32, a.device), matmul_peak(torch.bfloat16, a.device)
     record = {'bench': 'sae_vs_saelens', 'device': device_name(a.device), 'd_in': d_in, 'd_sae': d_sae, 'k': a.k,
@@ -335,7 +345,16 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
             f"l0 {r['l0']:.2f} {r['tokens_per_s']:,.0f} tok/s ({time.perf_counter() - t0:.0f} s)")
         return {**r, 'lr': lr, 'knob': knob}
 
+    def dead_steps():
+        "SAELens's dead-latent window in steps, as its runs report it (its default before any has run)."
+        return next((r['dead_feature_window'] for r in done.values() if 'dead_feature_window' in r), SAELENS_DEAD_STEPS)
+
+    sparsified = {}   # sparsify's runs by learning rate: `topk` and `topk_saelens` compare with the same runs
     def sparsify(lr):
+        if lr not in sparsified: sparsified[lr] = _sparsify(lr)
+        return dict(sparsified[lr])
+
+    def _sparsify(lr):
         t0 = time.perf_counter()
         r = run_json([sp_py, str(HERE/'_sparsify_worker.py'), str(train), str(val), str(d_sae), str(a.k),
                       str(a.batch_size), str(a.n_tokens), str(lr), str(a.seed), a.sparsify_optimizer, a.device])
@@ -347,7 +366,7 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
         t0 = time.perf_counter()
         flags = ['--k', str(knob)] if arch in K_ARCHS else ['--sparsity_coeff', str(knob)]
         if arch == 'matryoshka': flags += ['--sae', json.dumps({'prefixes': widths})]
-        if arch in VARIANTS: flags += ['--sae', json.dumps(VARIANTS[arch][1])]
+        if arch in VARIANTS: flags += ['--sae', json.dumps(VARIANTS[arch][1](dead_steps(), a.batch_size))]
         # saenb's JumpReLU starts from thresholds calibrated on the first batch to the target L0 (its `calibrate`, on
         # when target_l0 is set; the coefficient stays 'fixed'): without, they move too little in a short run
         if arch == 'jumprelu': flags += ['--target_l0', str(a.coef_l0)]
@@ -412,12 +431,13 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
                 rec.update(saelens_batch_fvu=sb['batch_fvu'], saelens_batch_l0=sb['batch_l0'], saelens_batch_lr=sb['lr'],
                            saenb_batch_fvu=ob['batch_fvu'], saenb_batch_l0=ob['batch_l0'], saenb_batch_lr=ob['lr'],
                            fvu_ratio_batch=ob['batch_fvu'] / sb['batch_fvu'])
-            if arch == 'topk' and sp_py: rec.update(_versus_sparsify(ours, lrs, sparsify, f, peak32, edge))
+            if saenb_arch(arch) == 'topk' and sp_py: rec.update(_versus_sparsify(ours, lrs, sparsify, f, peak32, edge))
         else:
             reached = lambda rs: (any(r['l0'] <= target for r in rs) and any(r['l0'] > target for r in rs)) or \
                 any(abs(np.log(max(r['l0'], 1e-9) / target)) < 0.02 for r in rs)
             rec.update(saenb_best_lr=a.coef_lr, saelens_best_lr=a.coef_lr,
                        saenb_matched=reached(ourss), saelens_matched=reached(sls))
+        if arch in VARIANTS: rec['saenb_settings'] = VARIANTS[arch][1](dead_steps(), a.batch_size)
         return rec
 
     failed = []

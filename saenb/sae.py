@@ -711,8 +711,9 @@ def centred_pre(self:SAE, xc):
 
 @patch
 def sparse_auxk(self:SAE, xc, e, pre):
-    "`auxk` of the top `aux_k` dead latents by `pre` against residual `e` (detached), on entries; None if none is dead."
+    "`auxk` of the top `aux_k` dead latents by `pre` against residual `e`, on entries; None if none is dead."
     if (dead := self.auxk_latents()) is None: return None
+    e = e() if callable(e) else e   # the residual (detached), or what makes it: made only when a latent is dead
     idx, _, rows = self.auxk_entries(pre, dead)
     c = self.cfg
     w = c.aux_coeff / (len(e) * auxk_norm(e, c.aux_norm))
@@ -811,8 +812,8 @@ def loss(self:TopKSAE, x, target=None, step=0, total_steps=None):
         idx, chosen, rows = self.choose(pre, k)
         mse, err, vals, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, y, idx, rows, self.b_dec,
                                             self._centre(xc), chosen != 0 if self.relu_codes else None, self.relu_codes)
-        y_hat = y.float() + err   # without gradient: AuxK's residual is detached anyway
-        return self._sparse_out(x, y, y_hat, idx, vals, mse=mse, aux=self.aux_loss(xc, y, y_hat, pre))
+        # AuxK's residual y - y_hat is -err (detached), made only when a latent is dead (0.35 ms a step at 4096 x 128)
+        return self._sparse_out(x, y, None, idx, vals, mse=mse, aux=self.sparse_auxk(xc, err.neg, pre))
     return self._sparse_out(x, y, y_hat, idx, vals, aux=self.aux_loss(xc, y, y_hat, pre.detach()))
 
 # %% ../nbs/06_sae.ipynb #3a19006d
@@ -1061,7 +1062,7 @@ def sparse_loss(self:JumpReLUSAE, x, y, step=0, total_steps=None):
     step_in = (theta - theta.detach()) / eps   # 0, with gradient 1 / eps to each threshold
     mse = mse - (step_in * theta.detach() * g_mse).sum()
     l0 = (len(rows) - (step_in * g_n).sum()) / N
-    return self._out(x, mse, l0=l0, fired=self.fired_latents(cols), aux=self.sparse_auxk(xc, -err, z),
+    return self._out(x, mse, l0=l0, fired=self.fired_latents(cols), aux=self.sparse_auxk(xc, err.neg, z),
                      sparsity=self.sparsity_ctl.penalty(l0, l0, step, total_steps))
 
 # %% ../nbs/06_sae.ipynb #dbc0d1a7
@@ -1385,8 +1386,8 @@ class MatryoshkaSAE(BatchTopKSAE):
         mse, err, vals, sq = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, y, idx, rows, self.b_dec,
                                              self._centre(xc), chosen != 0, self.relu_codes, self._bounds,
                                              torch.full((G,), 1 / (G * N), device=xc.device))
-        prefix_mse, y_hat = sq / N, y.float() + err   # y_hat without gradient: AuxK's residual is detached anyway
-        return self._sparse_out(x, y, y_hat, idx, vals, mse=mse, aux=self.aux_loss(xc, y, y_hat, pre),
+        prefix_mse = sq / N   # AuxK's residual y - y_hat: -err, without gradient (see TopK's `loss`)
+        return self._sparse_out(x, y, None, idx, vals, mse=mse, aux=self.sparse_auxk(xc, err.neg, pre),
                                 prefix_mse=prefix_mse, full_mse=prefix_mse[-1])
 
 
