@@ -67,11 +67,11 @@ are), so their shares of the peak in these FLOPs are effective rates, above what
 
 `--archs all` trains each tool at 3 learning rates (`LRS_ALL`: 1.4e-3, 2.8e-3, 5.6e-3, x2 apart, centred on saenb's
 default) instead of `--lrs`'s 7, and stops each coefficient search after 5 runs instead of 7, so that the whole
-comparison fits in an hour on a 2-core CPU at the default sizes: 36 minutes (2,175 s) measured on a 2-core AMD EPYC
-without AMX (seconds a run, SAELens / saenb: topk 60 / 12, batchtopk 74 / 11, matryoshka 86 / 12, standard (relu)
-49 / 16, jumprelu 61 / 13, gated 78 / 15, gated_saelens - / 17 (SAELens's gated runs reused); 4 SAELens and 3 saenb
-runs for each k-based architecture, 4-6 and 3-5 for each coefficient-based one, and 3 sparsify runs of 30 s;
-`benchmarks/results/sae_vs_saelens_all.json`). The record's `lrs` says which grid ran,
+comparison fits in an hour on a 2-core CPU at the default sizes: 35 minutes (2,086 s) measured on a 2-core AMD EPYC
+without AMX (seconds a run, SAELens / saenb: topk 49 / 9, topk_saelens - / 10 (SAELens's and sparsify's topk runs
+reused), batchtopk 73 / 11, matryoshka 91 / 11, standard (relu) 44 / 13, jumprelu 59 / 11, gated 78 / 14,
+gated_saelens - / 15 (SAELens's gated runs reused); 4 SAELens and 3 saenb runs for each k-based architecture, 4-6
+and 3-5 for each coefficient-based one, and 3 sparsify runs of 25 s; `benchmarks/results/sae_vs_saelens_all_s44.json`). The record's `lrs` says which grid ran,
 `lrs_reduced` whether it was the reduced one, and `*_best_lr_at_edge` flags a best learning rate at an end of the grid.
 Pass `--lrs` to choose the grid yourself.
 
