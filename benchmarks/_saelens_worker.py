@@ -15,7 +15,8 @@ loaded back (`SAE.load_from_disk`), so BatchTopK and Matryoshka SAEs are evaluat
 them into (one learned threshold, the EMA of each batch's smallest kept activation, for every latent; the codes then
 vary in number per token), and the L0 printed is that of the very codes the FVU is computed with. Prints
 `train_seconds`, `tokens_per_s`, `fvu` and `l0` on VAL, `eval_arch` (the inference architecture it was evaluated
-as) and `dead_feature_window` (the trainer's, in steps: a latent silent that long is dead, for the TopK family's AuxK); for BatchTopK and Matryoshka also `batch_fvu` and `batch_l0`, those of the training-mode codes (the top k*BATCH of
+as) and `dead_feature_window` (the trainer's, in steps: a latent silent that long is dead, for the TopK family's
+AuxK); for BatchTopK and Matryoshka also `batch_fvu` and `batch_l0`, those of the training-mode codes (the top k*BATCH of
 each batch of BATCH validation rows, L0 = k), and the learned `topk_threshold`.
 """
 import json, sys, tempfile, time

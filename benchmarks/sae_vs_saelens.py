@@ -71,7 +71,8 @@ comparison fits in an hour on a 2-core CPU at the default sizes: 35 minutes (2,0
 without AMX (seconds a run, SAELens / saenb: topk 49 / 9, topk_saelens - / 10 (SAELens's and sparsify's topk runs
 reused), batchtopk 73 / 11, matryoshka 91 / 11, standard (relu) 44 / 13, jumprelu 59 / 11, gated 78 / 14,
 gated_saelens - / 15 (SAELens's gated runs reused); 4 SAELens and 3 saenb runs for each k-based architecture, 4-6
-and 3-5 for each coefficient-based one, and 3 sparsify runs of 25 s; `benchmarks/results/sae_vs_saelens_all_s44.json`). The record's `lrs` says which grid ran,
+and 3-5 for each coefficient-based one, and 3 sparsify runs of 25 s; `benchmarks/results/sae_vs_saelens_all_s44.json`).
+The record's `lrs` says which grid ran,
 `lrs_reduced` whether it was the reduced one, and `*_best_lr_at_edge` flags a best learning rate at an end of the grid.
 Pass `--lrs` to choose the grid yourself.
 
@@ -117,7 +118,8 @@ ALL_ARCHS = ('relu', 'topk', 'topk_saelens', 'batchtopk', 'jumprelu', 'gated', '
 K_ARCHS = ('topk', 'topk_saelens', 'batchtopk', 'matryoshka')   # compared at the same k, each at its best learning rate
 BATCH_ARCHS = ('batchtopk', 'matryoshka')   # a batch-level top k in training, a learned threshold at inference
 COEF_ARCHS = ('relu', 'jumprelu', 'gated', 'gated_saelens')   # compared at the same L0, each tool's coefficient searched
-SAELENS_ARCH = {'relu': 'standard', 'topk': 'topk', 'topk_saelens': 'topk', 'batchtopk': 'batchtopk', 'jumprelu': 'jumprelu', 'gated': 'gated',
+SAELENS_ARCH = {'relu': 'standard', 'topk': 'topk', 'topk_saelens': 'topk', 'batchtopk': 'batchtopk',
+                'jumprelu': 'jumprelu', 'gated': 'gated',
                 'gated_saelens': 'gated', 'matryoshka': 'matryoshka'}   # the worker's names (SAELens's architectures)
 # a variant: saenb's architecture, with settings of its own (`--sae`), against the same SAELens runs as that architecture
 # Gated with SAELens's auxiliary reconstruction; TopK with SAELens's dead-latent window, `dead_steps` (its trainer's
@@ -428,9 +430,10 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
             rec.update(saenb_best_lr_at_edge=edge(ours['lr']), saelens_best_lr_at_edge=edge(sl['lr']))
             if arch in BATCH_ARCHS:   # both tools' training-mode codes, at L0 = k exactly: each tool's best run
                 sb, ob = (min(rs, key=lambda r: r['batch_fvu']) for rs in (sls, ourss))
-                rec.update(saelens_batch_fvu=sb['batch_fvu'], saelens_batch_l0=sb['batch_l0'], saelens_batch_lr=sb['lr'],
-                           saenb_batch_fvu=ob['batch_fvu'], saenb_batch_l0=ob['batch_l0'], saenb_batch_lr=ob['lr'],
-                           fvu_ratio_batch=ob['batch_fvu'] / sb['batch_fvu'])
+                for tool, r in (('saelens', sb), ('saenb', ob)):
+                    rec.update({f'{tool}_batch_fvu': r['batch_fvu'], f'{tool}_batch_l0': r['batch_l0'],
+                                f'{tool}_batch_lr': r['lr']})
+                rec['fvu_ratio_batch'] = ob['batch_fvu'] / sb['batch_fvu']
             if saenb_arch(arch) == 'topk' and sp_py: rec.update(_versus_sparsify(ours, lrs, sparsify, f, peak32, edge))
         else:
             reached = lambda rs: (any(r['l0'] <= target for r in rs) and any(r['l0'] > target for r in rs)) or \

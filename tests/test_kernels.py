@@ -1,13 +1,41 @@
 "saenb's compiled CPU kernels: they build where a C compiler exists, agree with PyTorch, and training without them gives the same SAE."
-import json, os, shutil, subprocess, sys
+import contextlib, json, os, platform, shutil, subprocess, sys
 import pytest
 import torch
 import torch.nn.functional as F
 from saenb.kernels import load_kernels, gather_dot, scatter_mm, fast_topk, nonzeros_per_latent, sparse_encode
 from saenb.sae import make_sae
 
+EVERY_BUILD = [None, ['-mavx2', '-mfma', '-fopenmp'], ['-fopenmp']]   # this machine's flags, AVX2, plain C
 HAS_CC = any(shutil.which(c) for c in ('cc', 'gcc', 'clang'))
 needs_kernels = pytest.mark.skipif(load_kernels() is None, reason="saenb's kernels are not built here (no C compiler)")
+
+@contextlib.contextmanager
+def kernels_built_with(flags, monkeypatch, tmp_path, threads=None):
+    """`saenb.kernels` with its kernels built by `flags` (None: this machine's) into `tmp_path`, on `threads` torch
+    threads; skips where they do not build. Afterwards the next test builds (or finds) them with this machine's
+    flags."""
+    import saenb.kernels as K
+    if flags is not None:
+        if flags[0] == '-mavx2' and platform.machine() not in ('x86_64', 'AMD64'): pytest.skip('AVX2 is x86 only')
+        monkeypatch.setenv('SAENB_KERNEL_DIR', str(tmp_path)); monkeypatch.setattr(K, '_C_FLAGS', (flags,))
+    K.load_kernels.cache_clear()
+    n = torch.get_num_threads()
+    if threads: torch.set_num_threads(threads)
+    try:
+        if K.load_kernels() is None: pytest.skip(f'the kernels do not build with {flags}')
+        yield K
+    finally:
+        torch.set_num_threads(n); K.load_kernels.cache_clear()
+
+def assert_kernel_matches_torch(K, fn, args, params, monkeypatch, atol=1e-3, **kw):
+    "`fn(*args, **kw)` with the kernel and with PyTorch (`_cpu_kernel` off): the same outputs and `params`' gradients."
+    got = fn(*args, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(K, '_cpu_kernel', lambda *a: None); want = fn(*args, **kw)
+    for a, b in zip(got, want): torch.testing.assert_close(a, b, rtol=1e-4, atol=atol * float(b.detach().abs().max()))
+    for a, b in zip(torch.autograd.grad(got[0], params), torch.autograd.grad(want[0], params)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
 
 def test_kernels_build_where_a_compiler_exists():
     if not HAS_CC: pytest.skip('no C compiler on PATH')
@@ -37,12 +65,7 @@ def test_topk_kernel_on_training_shapes():
 @pytest.mark.parametrize('flags', [['-mavx2', '-mfma', '-fopenmp'], ['-fopenmp']], ids=['avx2', 'plain'])
 def test_selection_agrees_with_torch_on_every_instruction_set(flags, monkeypatch, tmp_path):
     "The selection kernels built for AVX2 and for plain C, paths a CPU with AVX-512 never runs, agree with PyTorch."
-    import platform, saenb.kernels as K
-    if flags[0] == '-mavx2' and platform.machine() not in ('x86_64', 'AMD64'): pytest.skip('AVX2 is x86 only')
-    monkeypatch.setenv('SAENB_KERNEL_DIR', str(tmp_path)); monkeypatch.setattr(K, '_C_FLAGS', (flags,))
-    K.load_kernels.cache_clear()
-    try:
-        if K.load_kernels() is None: pytest.skip(f'the kernels do not build with {flags}')
+    with kernels_built_with(flags, monkeypatch, tmp_path) as K:
         g = torch.Generator().manual_seed(0)
         for S in (7, 37, 300, 1000):
             for shift in (-2.0, 0.5):   # few positive values a row, and many
@@ -56,21 +79,13 @@ def test_selection_agrees_with_torch_on_every_instruction_set(flags, monkeypatch
                         v, i = K.fast_topk(xd, k)
                         assert torch.equal(v.float().sort(-1).values, xd.float().topk(k, -1).values.sort(-1).values)
                         assert torch.equal(xd.gather(-1, i), v), (S, k, xd.dtype)
-    finally: K.load_kernels.cache_clear()   # the next test builds (or finds) the kernels with this machine's flags
 
 @pytest.mark.skipif(not HAS_CC, reason='no C compiler on PATH')
-@pytest.mark.parametrize('flags', [None, ['-mavx2', '-mfma', '-fopenmp'], ['-fopenmp']], ids=['native', 'avx2', 'plain'])
+@pytest.mark.parametrize('flags', EVERY_BUILD, ids=['native', 'avx2', 'plain'])
 def test_sparse_sq_error_kernel_matches_torch(flags, monkeypatch, tmp_path):
     """`sparse_sq_error`'s kernel (on two threads: its token and latent passes) against its PyTorch version: widths with
     and without a remainder of 64 columns, one group and nested prefixes, packed rows with tokens that have none."""
-    import platform, saenb.kernels as K
-    if flags is not None:
-        if flags[0] == '-mavx2' and platform.machine() not in ('x86_64', 'AMD64'): pytest.skip('AVX2 is x86 only')
-        monkeypatch.setenv('SAENB_KERNEL_DIR', str(tmp_path)); monkeypatch.setattr(K, '_C_FLAGS', (flags,))
-    K.load_kernels.cache_clear()
-    n = torch.get_num_threads(); torch.set_num_threads(2)
-    try:
-        if K.load_kernels() is None: pytest.skip(f'the kernels do not build with {flags}')
+    with kernels_built_with(flags, monkeypatch, tmp_path, threads=2) as K:
         g = torch.Generator().manual_seed(0)
         for N, d, S, k, packed, bounds, relu in ((700, 128, 512, 8, False, [512], True),
                                                  (600, 70, 256, 12, True, [32, 64, 128, 256], True),
@@ -83,13 +98,7 @@ def test_sparse_sq_error_kernel_matches_torch(flags, monkeypatch, tmp_path):
             rows = torch.randint(0, N, (N,), generator=g).sort().values if packed else None
             keep, w = torch.rand(idx.shape, generator=g) > 0.2, torch.rand(len(bounds), generator=g)
             args = (x - bd.detach(), We, be, Wd, x, idx, rows, bd, bd, keep, relu, torch.tensor(bounds), w)
-            got = K.sparse_sq_error(*args)
-            with monkeypatch.context() as m:
-                m.setattr(K, '_cpu_kernel', lambda *a: None); want = K.sparse_sq_error(*args)   # PyTorch's
-            for a, b in zip(got, want):
-                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3 * float(b.detach().abs().max()))
-            for a, b in zip(torch.autograd.grad(got[0], (We, be, Wd, bd)), torch.autograd.grad(want[0], (We, be, Wd, bd))):
-                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+            assert_kernel_matches_torch(K, K.sparse_sq_error, args, (We, be, Wd, bd), monkeypatch)
         # an ensemble's members: 3 blocks of tokens, each with its own output bias, weights and centre
         M, B, d, S, k = 3, 400, 72, 96, 6
         We = torch.randn(d, M * S, generator=g, requires_grad=True)
@@ -100,30 +109,15 @@ def test_sparse_sq_error_kernel_matches_torch(flags, monkeypatch, tmp_path):
         xs = (x[None] - bd.detach()[:, None]).reshape(M * B, d)
         args = (xs, We, be, Wd, x.repeat(M, 1), idx)
         kw = dict(b_out=bd, centre=bd, weights=torch.rand(M, 1, generator=g), blocks=M, centre_of=member)
-        got = K.sparse_sq_error(*args, **kw)
-        with monkeypatch.context() as m:
-            m.setattr(K, '_cpu_kernel', lambda *a: None); want = K.sparse_sq_error(*args, **kw)
-        for a, b in zip(got, want):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3 * float(b.detach().abs().max()))
-        for a, b in zip(torch.autograd.grad(got[0], (We, be, Wd, bd)), torch.autograd.grad(want[0], (We, be, Wd, bd))):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
-    finally:
-        torch.set_num_threads(n); K.load_kernels.cache_clear()
+        assert_kernel_matches_torch(K, K.sparse_sq_error, args, (We, be, Wd, bd), monkeypatch, **kw)
 
 @pytest.mark.skipif(not HAS_CC, reason='no C compiler on PATH')
-@pytest.mark.parametrize('flags', [None, ['-mavx2', '-mfma', '-fopenmp'], ['-fopenmp']], ids=['native', 'avx2', 'plain'])
+@pytest.mark.parametrize('flags', EVERY_BUILD, ids=['native', 'avx2', 'plain'])
 def test_gated_sq_error_kernel_matches_torch(flags, monkeypatch, tmp_path):
     """`gated_sq_error`'s kernel (two threads) against its PyTorch version, two `sparse_sq_error` passes: output widths
     with and without a remainder of 64 columns (its two decodes at once), a token with no open gate, an odd number of
     open gates a token (its dot products two rows at once), the auxiliary decoder frozen and trained."""
-    import platform, saenb.kernels as K
-    if flags is not None:
-        if flags[0] == '-mavx2' and platform.machine() not in ('x86_64', 'AMD64'): pytest.skip('AVX2 is x86 only')
-        monkeypatch.setenv('SAENB_KERNEL_DIR', str(tmp_path)); monkeypatch.setattr(K, '_C_FLAGS', (flags,))
-    K.load_kernels.cache_clear()
-    n = torch.get_num_threads(); torch.set_num_threads(2)
-    try:
-        if K.load_kernels() is None: pytest.skip(f'the kernels do not build with {flags}')
+    with kernels_built_with(flags, monkeypatch, tmp_path, threads=2) as K:
         g = torch.Generator().manual_seed(0)
         for N, d, S, aux in ((300, 128, 256, True), (257, 72, 100, False), (200, 200, 300, True)):
             W_enc, W_dec = torch.randn(d, S, generator=g) / d ** 0.5, torch.randn(S, d, generator=g) / d ** 0.5
@@ -135,15 +129,7 @@ def test_gated_sq_error_kernel_matches_torch(flags, monkeypatch, tmp_path):
             rows, idx = open_.nonzero(as_tuple=True)
             w = torch.tensor([1.0, 0.5, 0.01]) / N
             args = (xc, W_enc, b_gate, b_mag, r_mag, W_dec, b_dec, x, idx, rows, w, True, aux)
-            got = K.gated_sq_error(*args)
-            with monkeypatch.context() as m:
-                m.setattr(K, '_cpu_kernel', lambda *a: None); want = K.gated_sq_error(*args)   # PyTorch's
-            for a, b in zip(got, want):
-                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.detach().abs().max()))
-            for a, b in zip(torch.autograd.grad(got[0], ps), torch.autograd.grad(want[0], ps)):
-                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
-    finally:
-        torch.set_num_threads(n); K.load_kernels.cache_clear()
+            assert_kernel_matches_torch(K, K.gated_sq_error, args, ps, monkeypatch, atol=1e-4)
 
 @needs_kernels
 @pytest.mark.parametrize('threads', [1, 2])

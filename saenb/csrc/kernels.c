@@ -572,8 +572,7 @@ int gather_dot(const float *A, const float *W, const int64_t *idx, const int64_t
 int scatter_rows(const int64_t *idx, const float *vals, const float *M, const int64_t *tok, int64_t N, int64_t k, int64_t D, float *out, int64_t R) {
     _Pragma("omp parallel if (N * k * D >= 65536)")
     {
-        int64_t nt = 1, id = 0;
-        nt = team_size(); id = thread_id();
+        int64_t nt = team_size(), id = thread_id();
         int64_t r0 = R * id / nt, r1 = R * (id + 1) / nt;
         memset(out + r0 * D, 0, sizeof(float) * (r1 - r0) * D);
         for (int64_t t = 0; t < N; t++) {
@@ -688,8 +687,7 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
     int64_t seg = N / nb;   /* tokens a block */
     _Pragma("omp parallel num_threads(nt)")
     {
-        int64_t id = 0, n_th = 1;
-        id = thread_id(); n_th = team_size();
+        int64_t id = thread_id(), n_th = team_size();
         float *P = malloc(sizeof(float) * G * Do); double *acc = calloc(nb * G, sizeof(double));
         if (!P || !acc) {
             _Pragma("omp atomic write") fail = 1;
@@ -800,8 +798,7 @@ int gated_sq_error(const float *X, const float *WeT, const float *bg, const floa
     memset(sq, 0, sizeof(float) * 3);
     _Pragma("omp parallel num_threads(nt)")
     {
-        int64_t id = 0, n_th = 1;
-        id = thread_id(); n_th = team_size();
+        int64_t id = thread_id(), n_th = team_size();
         float *P = malloc(sizeof(float) * 2 * Do); double acc[3] = {0, 0, 0};
         if (!P) {
             _Pragma("omp atomic write") fail = 1;
