@@ -110,6 +110,14 @@ def test_sparse_sq_error_kernel_matches_torch(flags, monkeypatch, tmp_path):
         args = (xs, We, be, Wd, x.repeat(M, 1), idx)
         kw = dict(b_out=bd, centre=bd, weights=torch.rand(M, 1, generator=g), blocks=M, centre_of=member)
         assert_kernel_matches_torch(K, K.sparse_sq_error, args, (We, be, Wd, bd), monkeypatch, **kw)
+        # members of k 2, 4 and 12 in rows of 2 entries, as `_TopKStack` packs them: most entries in the last block,
+        # where the threads' split by entries (not by tokens and latents) falls
+        ks = (2, 4, 12)
+        idx = torch.cat([torch.stack([torch.randperm(S, generator=g)[:kk] + i * S for _ in range(B)]).view(-1, 2)
+                         for i, kk in enumerate(ks)])
+        rows = torch.cat([(i * B + torch.arange(B)).repeat_interleave(kk // 2) for i, kk in enumerate(ks)])
+        args = (xs, We, be, Wd, x.repeat(M, 1), idx, rows)
+        assert_kernel_matches_torch(K, K.sparse_sq_error, args, (We, be, Wd, bd), monkeypatch, **kw)
 
 @pytest.mark.skipif(not HAS_CC, reason='no C compiler on PATH')
 @pytest.mark.parametrize('flags', EVERY_BUILD, ids=['native', 'avx2', 'plain'])
