@@ -22,10 +22,10 @@ __all__ = ['SPARSITY_MODES', 'SAE_REGISTRY', 'AUX_NORMS', 'HC_L', 'HC_R', 'check
            'SparsityController', 'FixedCoeff', 'TargetL0Quadratic', 'DualAscent', 'KDecay', 'make_controller', 'SAE',
            'synthetic_sparse_data', 'quick_train', 'ReLUConfig', 'ReLUSAE', 'AuxKConfig', 'TopKConfig', 'auxk_loss',
            'auxk_norm', 'TopKSAE', 'batch_top_k', 'BatchTopKConfig', 'BatchTopKSAE', 'JumpReLUFn', 'StepFn',
-           'JumpReLUConfig', 'JumpReLUSAE', 'LagrangianConfig', 'LagrangianSAE', 'GatedConfig', 'GatedSAE',
-           'hard_concrete_gate', 'expected_l0', 'HardConcreteConfig', 'HardConcreteSAE', 'GatedHardConcreteSAE',
-           'MatryoshkaConfig', 'MatryoshkaSAE', 'StaircaseConfig', 'StaircaseSAE', 'NoShareSAE', 'TranscoderConfig',
-           'TranscoderSAE', 'resample_dead_latents']
+           'JumpReLUConfig', 'JumpReLUSAE', 'positive_entries', 'LagrangianConfig', 'LagrangianSAE', 'GatedConfig',
+           'GatedSAE', 'hard_concrete_gate', 'expected_l0', 'HardConcreteConfig', 'HardConcreteSAE',
+           'GatedHardConcreteSAE', 'MatryoshkaConfig', 'MatryoshkaSAE', 'StaircaseConfig', 'StaircaseSAE', 'NoShareSAE',
+           'TranscoderConfig', 'TranscoderSAE', 'resample_dead_latents']
 
 # %% ../nbs/06_sae.ipynb #615ddf05
 _TYPE_CHECKS = {'int': (numbers.Integral, 'an integer'), 'float': (numbers.Real, 'a number'), 'str': (str, 'a string'),
@@ -1065,13 +1065,23 @@ def sparse_loss(self:JumpReLUSAE, x, y, step=0, total_steps=None):
     return self._out(x, mse, l0=l0, fired=self.fired_latents(cols), aux=self.sparse_auxk(xc, err.neg, z),
                      sparsity=self.sparsity_ctl.penalty(l0, l0, step, total_steps))
 
+# %% ../nbs/06_sae.ipynb #c761ba47
+def positive_entries(xc:torch.Tensor, # centred inputs `[N, d_in]`
+                     W_enc:torch.Tensor, # the encoder `[d_in, d_sae]`
+                     b:torch.Tensor, # its bias `[d_sae]`
+                    ) -> tuple: # `(rows, cols)` of the entries, in row and column order
+    "The entries where `xc @ W_enc + b` is positive, without gradient: the product compared with `-b`, not added to it."
+    with torch.no_grad(): rows, cols, _, _ = threshold_entries(F.linear(xc, W_enc.t()), -b.detach(), 0.0)
+    return rows, cols
+
+
 # %% ../nbs/06_sae.ipynb #dbc0d1a7
 @patch
 def sparse_loss(self:ReLUSAE, x, y, step=0, total_steps=None):
     "`loss` on entries: the positive pre-activations (see above)."
     c, xc = self.cfg, self.centred(x)
-    y, z, N = y.reshape(-1, c.d_out), self.centred_pre(xc), len(xc)
-    rows, cols, _, _ = threshold_entries(z, torch.zeros(c.d_sae, device=z.device), 0.0)
+    y, N = y.reshape(-1, c.d_out), len(xc)
+    rows, cols = positive_entries(xc, self.W_enc, self.b_enc)
     idx, centre, coef = cols[:, None], self._centre(xc), self.sparsity_ctl.coeff_at(step, total_steps) / max(N, 1)
     mse, _, vals, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, y, idx, rows, self.b_dec, centre,
                                       l1=None if c.weighted_l1 else coef)   # the L1 in the error's pass (no cost)
@@ -1219,8 +1229,7 @@ def sparse_loss(self:GatedSAE, x, y, step=0, total_steps=None):
     "`loss` on entries: the gate's open entries (see above)."
     c, xc = self.cfg, self.centred(x)
     y, N = y.reshape(-1, c.d_out), len(xc)
-    with torch.no_grad(): pi_gate = F.linear(xc, self.W_enc.t(), self.b_gate)
-    rows, cols, _, _ = threshold_entries(pi_gate, torch.zeros(c.d_sae, device=xc.device), 0.0)
+    rows, cols = positive_entries(xc, self.W_enc, self.b_gate)   # the open gates
     self.last_open = len(rows) / max(N, 1)
     coef = self.sparsity_ctl.coeff_at(step, total_steps)   # the weights of the error, the auxiliary error and the L1
     w = torch.tensor([1.0, c.aux_coeff, coef], device=xc.device) / max(N, 1)
