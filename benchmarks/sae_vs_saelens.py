@@ -65,13 +65,14 @@ gated's auxiliary reconstruction through the gate is not counted); on CPU saenb'
 take the encoder's gradient on their entries (above threshold, positive, open gates; ReLU and Gated once few enough
 are), so their shares of the peak in these FLOPs are effective rates, above what the hardware runs).
 
-`--archs all` trains each tool at 3 learning rates (`LRS_ALL`: 1.4e-3, 2.8e-3, 5.6e-3, x2 apart, centred on saenb's
-default) instead of `--lrs`'s 7, and stops each coefficient search after 5 runs instead of 7, so that the whole
-comparison fits in an hour on a 2-core CPU at the default sizes: 35 minutes (2,086 s) measured on a 2-core AMD EPYC
-without AMX (seconds a run, SAELens / saenb: topk 49 / 9, topk_saelens - / 10 (SAELens's and sparsify's topk runs
-reused), batchtopk 73 / 11, matryoshka 91 / 11, standard (relu) 44 / 13, jumprelu 59 / 11, gated 78 / 14,
-gated_saelens - / 15 (SAELens's gated runs reused); 4 SAELens and 3 saenb runs for each k-based architecture, 4-6
-and 3-5 for each coefficient-based one, and 3 sparsify runs of 25 s; `benchmarks/results/sae_vs_saelens_all_s44.json`).
+`--archs all` trains each tool at 5 learning rates (`LRS_ALL`: 2e-3 to 8e-3, x1.41 apart, the upper five of `--lrs`'s
+7: with three rates x2 apart, 1.4e-3 was never an architecture's best and saenb's Matryoshka best fell between two
+rates, `sae_vs_saelens_all_s44.json`), and stops each coefficient search after 5 runs instead of 7, so that the whole
+comparison fits in an hour on a 2-core CPU at the default sizes: 44 minutes (2,611 s) measured on a 2-core AMD EPYC
+without AMX (seconds a run, SAELens / saenb: topk 48 / 8, topk_saelens - / 8 (SAELens's and sparsify's topk runs
+reused), batchtopk 72 / 11, matryoshka 88 / 11, standard (relu) 44 / 12, jumprelu 62 / 11, gated 79 / 14,
+gated_saelens - / 15 (SAELens's gated runs reused); 6 SAELens and 5 saenb runs for each k-based architecture, 4-6
+and 3-5 for each coefficient-based one, and 5 sparsify runs of 25 s; `benchmarks/results/sae_vs_saelens_all_s45.json`).
 The record's `lrs` says which grid ran,
 `lrs_reduced` whether it was the reduced one, and `*_best_lr_at_edge` flags a best learning rate at an end of the grid.
 Pass `--lrs` to choose the grid yourself.
@@ -117,11 +118,11 @@ HERE = Path(__file__).parent
 ALL_ARCHS = ('relu', 'topk', 'topk_saelens', 'batchtopk', 'jumprelu', 'gated', 'gated_saelens', 'matryoshka')
 K_ARCHS = ('topk', 'topk_saelens', 'batchtopk', 'matryoshka')   # compared at the same k, each at its best learning rate
 BATCH_ARCHS = ('batchtopk', 'matryoshka')   # a batch-level top k in training, a learned threshold at inference
-COEF_ARCHS = ('relu', 'jumprelu', 'gated', 'gated_saelens')   # compared at the same L0, each tool's coefficient searched
+COEF_ARCHS = ('relu', 'jumprelu', 'gated', 'gated_saelens')   # compared at one L0, each tool's coefficient searched
 SAELENS_ARCH = {'relu': 'standard', 'topk': 'topk', 'topk_saelens': 'topk', 'batchtopk': 'batchtopk',
                 'jumprelu': 'jumprelu', 'gated': 'gated',
                 'gated_saelens': 'gated', 'matryoshka': 'matryoshka'}   # the worker's names (SAELens's architectures)
-# a variant: saenb's architecture, with settings of its own (`--sae`), against the same SAELens runs as that architecture
+# a variant: saenb's architecture with settings of its own (`--sae`), against the same SAELens runs as that architecture
 # Gated with SAELens's auxiliary reconstruction; TopK with SAELens's dead-latent window, `dead_steps` (its trainer's
 # `dead_feature_window`, in steps, 1000 by default, which the worker reports) of batches: AuxK only for latents silent
 # that long, which in runs shorter than that is never (saenb's default: a tenth of the run's tokens)
@@ -130,7 +131,8 @@ VARIANTS = {'gated_saelens': ('gated', lambda dead_steps, batch: {'frozen_aux_de
 SAELENS_DEAD_STEPS = 1000   # SAETrainerConfig.dead_feature_window's default, until a SAELens run reports its own
 def saenb_arch(arch:str) -> str: return VARIANTS[arch][0] if arch in VARIANTS else arch
 LRS = '1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3'
-LRS_ALL = '1.4e-3,2.8e-3,5.6e-3'   # `--archs all`: 3 rates, x2 apart, centred on saenb's default 2.83e-3
+LRS_ALL = '2e-3,2.8e-3,4e-3,5.6e-3,8e-3'   # `--archs all`: the upper 5 of LRS (x1.41 apart), where every best rate
+                                            # of the k-based architectures fell (see the docstring)
 # where each tool's coefficient search starts (saenb: --sparsity_coeff; SAELens: l1_coefficient, l0_coefficient for
 # jumprelu): for L0 = 32 at the default sizes (lr 4e-3), interpolated in log-log from single runs there: saenb relu
 # 1.25 -> L0 38, 5 -> 8.6; jumprelu (thresholds calibrated to the target first) 0.1 -> 46, 1 -> 14; gated 1 -> 330,
@@ -331,7 +333,7 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
                   '--saelens_bf16 off' if a.saelens_bf16 == 'off' else
                   f'no bf16 matrix units (bf16 {peak16 / 1e9:.1f} GFLOP/s against fp32 {peak32 / 1e9:.1f})')}
 
-    done = {}   # SAELens's runs by (its architecture, knob, lr, autocast): a variant's search repeats its architecture's
+    done = {}   # SAELens's runs by (architecture, knob, lr, autocast): a variant's search repeats its architecture's
     def saelens(arch, knob, lr, autocast=False):
         key = (SAELENS_ARCH[arch], float(knob), lr, autocast)
         if key not in done: done[key] = _saelens(arch, knob, lr, autocast)
