@@ -90,7 +90,7 @@ def tiny_run(tmp_path_factory):
             'sae_topk': root/'sae_topk'}
 
 # ---- multi-process runs (torchrun)
-import signal
+import signal, time
 
 def _descendants(pid:int) -> list:
     "Every process below `pid`, read from /proc: torchrun starts its workers in sessions of their own."
@@ -109,17 +109,22 @@ def _descendants(pid:int) -> list:
 def run_torchrun(*args, timeout:int=240, env:dict=None, nproc:int=2) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc_per_node=nproc *args` with output in files, not pipes (a worker that outlived
     torchrun would hold a pipe open and block the test for ever). Past `timeout` seconds torchrun and every worker are
-    killed and the test fails, so a hung collective costs one test, not the whole run."""
+    killed and the test fails, so a hung collective costs one test, not the whole run. The workers are sent SIGABRT
+    first: their fault handlers write every thread's Python stack to stderr, which the failure shows."""
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', *map(str, args)]
-    env = {**ENV, 'GLOO_SOCKET_IFNAME': 'lo', **(env or {})}  # one machine: gloo talks over loopback, not eth0
+    env = {**ENV, 'GLOO_SOCKET_IFNAME': 'lo', 'PYTHONFAULTHANDLER': '1', **(env or {})}  # gloo over loopback
     with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
         p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, start_new_session=True)
         try: p.wait(timeout)
         except subprocess.TimeoutExpired:
-            for pid in [*_descendants(p.pid), p.pid]:
+            workers = _descendants(p.pid)
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError): os.kill(pid, signal.SIGABRT)
+            time.sleep(3)  # the stacks are written
+            for pid in [*_descendants(p.pid), *workers, p.pid]:
                 with contextlib.suppress(ProcessLookupError): os.kill(pid, signal.SIGKILL)
             p.wait(); err.seek(0)
-            pytest.fail(f"torchrun did not finish in {timeout} s: {' '.join(cmd)}\n{err.read()[-3000:]}")
+            pytest.fail(f"torchrun did not finish in {timeout} s: {' '.join(cmd)}\n{err.read()[-8000:]}")
         out.seek(0); err.seek(0)
         return subprocess.CompletedProcess(cmd, p.returncode, out.read(), err.read())
 

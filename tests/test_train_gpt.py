@@ -215,6 +215,32 @@ def test_torchrun_ddp_two_cpu_processes(corpus, tmp_path):
     load_model(out)
 
 
+DDP_FREED_DRIVER = """
+import gc, sys
+from torch.nn.parallel import DistributedDataParallel
+import saenb.train_gpt as tg
+from saenb.model import GPTConfig
+finish = tg._finish_run
+def checked(*args, **kwargs):
+    alive = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+    assert alive == 0, f'{alive} DDP wrapper(s) still alive when the run ends its process group'
+    return finish(*args, **kwargs)
+tg._finish_run = checked
+tg.train_gpt(sys.argv[1], sys.argv[2], GPTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, n_ctx=64),
+             tg.TrainConfig(steps=2, batch_size=8, warmup_steps=1, eval_every=2, ckpt_every=2), progress=False)
+"""
+
+def test_two_process_run_frees_its_ddp_wrapper_before_ending_the_group(corpus, tmp_path):
+    """DDP's Reducer holds the process group and Python frees it holding the GIL: were it the group's last owner, the
+    group's destructor would join gloo's threads under the GIL while one of them waited for the GIL to free a finished
+    gather's tensors. That hang happened once in CI; it is a race, so this checks its cause, not the hang."""
+    save_corpus(corpus, tmp_path / 'data')
+    (tmp_path / 'driver.py').write_text(DDP_FREED_DRIVER)
+    r = run_torchrun(tmp_path / 'driver.py', tmp_path / 'data', tmp_path / 'out', timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    load_model(tmp_path / 'out')
+
+
 def test_cli_logs_the_gpt_run_to_weights_and_biases(corpus, tmp_path, monkeypatch):
     "--wandb_project logs the settings, each step's loss and learning rate, the validation losses and the final figures."
     from saenb.utils import offline_run
