@@ -369,7 +369,7 @@ def _train_gpt(corpus, out:Path, cfg:GPTConfig, tc:TrainConfig, device:str, resu
                 tracker.log({('loss' if k == 'train_loss' else k): v for k, v in row.items()}, step + 1)
     except BaseException: tracker.finish(failed=True); raise
     bar.close()
-    del ddp  # its Reducer must not outlive the process group: see `_finish_run`
+    del ddp  # while the group is registered: its Reducer must not be the group's last owner (04_train_gpt says why)
     _finish_run(model, net, cfg, out, corpus, rows_log, rank, world, data_dir)
     tracker.finish({'train_loss': rows_log[-1]['train_loss'], 'val_loss': last_val, 'steps': tc.steps},
                    artifact=out if tc.wandb_artifacts else None, kind='model')
