@@ -1395,7 +1395,8 @@ class MatryoshkaSAE(BatchTopKSAE):
         mse, err, vals, sq = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, y, idx, rows, self.b_dec,
                                              self._centre(xc), chosen != 0, self.relu_codes, self._bounds,
                                              torch.full((G,), 1 / (G * N), device=xc.device))
-        prefix_mse = sq / N   # AuxK's residual y - y_hat is -err, without gradient (see TopK's `loss`):
+        prefix_mse = sq / N
+        # AuxK's residual y - y_hat is -err, without gradient (see TopK's `loss`)
         return self._sparse_out(x, y, None, idx, vals, mse=mse, aux=self.sparse_auxk(xc, err.neg, pre),
                                 prefix_mse=prefix_mse, full_mse=prefix_mse[-1])
 

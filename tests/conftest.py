@@ -117,11 +117,11 @@ def run_torchrun(*args, timeout:int=240, env:dict=None, nproc:int=2) -> subproce
         p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, start_new_session=True)
         try: p.wait(timeout)
         except subprocess.TimeoutExpired:
-            workers = _descendants(p.pid)
-            for pid in workers:
+            below = _descendants(p.pid)   # the workers (and anything they started)
+            for pid in below:
                 with contextlib.suppress(ProcessLookupError): os.kill(pid, signal.SIGABRT)
             time.sleep(3)  # the stacks are written
-            for pid in [*_descendants(p.pid), *workers, p.pid]:
+            for pid in [*below, p.pid]:
                 with contextlib.suppress(ProcessLookupError): os.kill(pid, signal.SIGKILL)
             p.wait(); err.seek(0)
             pytest.fail(f"torchrun did not finish in {timeout} s: {' '.join(cmd)}\n{err.read()[-8000:]}")
