@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_cache.ipynb #141eed95
 from __future__ import annotations
-import json, math, os, queue, shutil, struct, sys, threading, time, warnings
+import itertools, json, math, os, queue, shutil, struct, sys, threading, time, warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -1044,24 +1044,24 @@ def _emit(buffers, batch_size:int, rng, drop_last:bool, device, release=None):
     "Batches from an iterator of float32 buffers, each permuted by `rng` (None: in order); leftovers join the next."
     carry = None
     for buf in buffers:
-        perm = rng.permutation(len(buf)) if rng is not None else None
-        # numpy gathers ~8x faster than torch here
-        take = (lambda i, j: np.take(buf, perm[i:j], axis=0)) if perm is not None else (lambda i, j: buf[i:j])
+        t = torch.from_numpy(buf)
+        perm = torch.from_numpy(rng.permutation(len(buf))) if rng is not None else None
+        take = (lambda i, j: torch.index_select(t, 0, perm[i:j])) if perm is not None else (lambda i, j: t[i:j])
         i = 0
         if carry is not None:
             need = batch_size - len(carry)
             if len(buf) < need:
-                carry = np.concatenate([carry, take(0, len(buf))])
+                carry = torch.cat([carry, take(0, len(buf))])
                 if release: release(buf)
                 continue
-            yield torch.from_numpy(np.concatenate([carry, take(0, need)])).to(device, non_blocking=True)
+            yield torch.cat([carry, take(0, need)]).to(device, non_blocking=True)
             i, carry = need, None
         while i + batch_size <= len(buf):
-            yield torch.from_numpy(take(i, i + batch_size)).to(device, non_blocking=True)
+            yield take(i, i + batch_size).to(device, non_blocking=True)
             i += batch_size
-        carry = np.array(take(i, len(buf))) if i < len(buf) else None
+        carry = take(i, len(buf)).clone() if i < len(buf) else None
         if release: release(buf)
-    if carry is not None and len(carry) and not drop_last: yield torch.from_numpy(carry).to(device)
+    if carry is not None and len(carry) and not drop_last: yield carry.to(device)
 
 # %% ../nbs/05_cache.ipynb #80539ea0
 _DONE = object()
@@ -1145,20 +1145,29 @@ def batches(self:_Streamer,
         raise InputError(f"{len(self)} rows over {world} rank(s) give fewer than one batch of {batch_size}: "
                          "lower batch_size")
     lo, hi = rank * per_rank, (rank + 1) * per_rank
-    for epoch in range(epochs):
+    def plan(epoch):   # the epoch's generator, after it has drawn the chunks' order, and the pieces to read
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(len(chunks)) if shuffle else np.arange(len(chunks))
-        segs = _segments(chunks, order, lo, hi)
-        if not shuffle:
-            yield from _emit(self._buffers(segs, buffer_rows), batch_size, None, drop_last, device)
-            continue
-        # two buffers: one read ahead in a thread while batches are drawn from the other; each is reused
-        free = queue.Queue()
-        for _ in range(2 if prefetch else 1): free.put(None)
-        release = lambda b: free.put(b if b.base is None else b.base)
-        stop = threading.Event()
-        bufs = self._buffers(segs, buffer_rows, free, stop)
-        yield from _emit(_prefetch(bufs, stop) if prefetch else bufs, batch_size, rng, drop_last, device, release)
+        return rng, _segments(chunks, order, lo, hi)
+    if not shuffle:
+        for epoch in range(epochs):
+            yield from _emit(self._buffers(plan(epoch)[1], buffer_rows), batch_size, None, drop_last, device)
+        return
+    # two buffers, each reused: one read ahead in a thread, into the next epoch too, while batches come from the other
+    free, stop = queue.Queue(), threading.Event()
+    for _ in range(2 if prefetch else 1): free.put(None)
+    release = lambda b: free.put(b if b.base is None else b.base)
+    def read():   # (epoch, its generator, buffer) for each buffer of each epoch in turn
+        for epoch in range(epochs):
+            rng, segs = plan(epoch)
+            for buf in self._buffers(segs, buffer_rows, free, stop): yield epoch, rng, buf
+    items = _prefetch(read(), stop) if prefetch else read()
+    try:
+        for _, its in itertools.groupby(items, key=lambda t: t[0]):
+            _, rng, buf = next(its)
+            bufs = itertools.chain([buf], (b for _, _, b in its))
+            yield from _emit(bufs, batch_size, rng, drop_last, device, release)
+    finally: items.close()
 
 # %% ../nbs/05_cache.ipynb #41e0578e
 def store_sequences(store:ActivationStore, # a store written by `cache_activations`
