@@ -374,6 +374,9 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
         # saenb's JumpReLU starts from thresholds calibrated on the first batch to the target L0 (its `calibrate`, on
         # when target_l0 is set; the coefficient stays 'fixed'): without, they move too little in a short run
         if arch == 'jumprelu': flags += ['--target_l0', str(a.coef_l0)]
+        # validation once, after the last step: the peers validate nothing while they train (SAELens evaluates only
+        # when it logs to W&B, off here), and saenb's default, ten validations a run, would be on its clock
+        flags += ['--val_every', str(max(1, a.n_tokens // a.batch_size))]
         r = run_json([saenb_command('saenb_train_sae'), '--acts', str(train), '--val_acts', str(val), '--arch',
                       saenb_arch(arch),
                       *flags,

@@ -546,15 +546,16 @@ def sae_log(r:SAERun, # the run
             val_x:torch.Tensor, # validation inputs (scaled)
             val_y:torch.Tensor, # validation targets (scaled; None for plain SAEs)
            ) -> dict:
-    "Every `log_every` steps, log training figures (every `val_every`, validate for early stopping); the row or None."
+    "Log training figures every `log_every` steps, and validate (for early stopping) every `val_every`; the row or None."
     tc, sae = r.tc, r.sae
-    if not (step % tc.log_every == 0 or step == tc.n_steps): return None
+    validate = step % r.val_every == 0 or step == tc.n_steps
+    if not (validate or step % tc.log_every == 0): return None
     with torch.no_grad(), torch.autocast(**amp): x_hat = sae(x).float()
     row = {'step': step, 'tokens': step * tc.batch_size * tc.grad_accum, 'lr': r.opt.param_groups[0]['lr'],
            **{k: _num(o[k]) for k in ('loss', 'mse_loss', 'sparsity_loss', 'aux_loss', 'l0', 'causal_loss') if k in o},
            'explained_variance': _batch_ev(y if y is not None else x, x_hat),
            'alive': int((sae.dead.in_use & ~sae.dead.dead_mask(r.dead_tokens)).sum())}
-    if step % r.val_every == 0 or step == tc.n_steps:
+    if validate:
         with torch.no_grad(), torch.autocast(**amp): vm = sae.metrics(val_x, target=val_y)
         row.update({f'val_{k}': float(v) for k, v in vm.items()})
         if vm['mse'] < r.best - 1e-9: r.best, r.bad_evals = vm['mse'], 0
@@ -833,6 +834,7 @@ def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.saf
                     warmup_steps:int=0, # learning-rate warmup steps
                     val_acts:str=None, # validation activations (default: the store's validation split)
                     target_acts:str=None, # activations to reconstruct, for transcoders
+                    val_every:int=0, # validate every this many steps (0: ten times per run)
                     patience:int=0, # early-stopping patience in validations (0: off)
                     resample_every:int=0, # resample dead latents every this many steps (0: off)
                     checkpoint_every:int=0, # checkpoint every this many steps (0: off)
@@ -857,7 +859,7 @@ def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.saf
         say = lambda m: print(f"saenb_train_sae: {m}", file=sys.stderr)  # under torchrun, rank 0 says it
         res = train_sae(acts, out, val_acts=val_acts, target_acts=target_acts, resume=resume, progress=not quiet,
                         arch=arch, exp_factor=exp_factor, d_sae=d_sae, n_tokens=n_tokens, batch_size=batch_size, lr=lr,
-                        lr_schedule=lr_schedule, warmup_steps=warmup_steps, patience=patience,
+                        lr_schedule=lr_schedule, warmup_steps=warmup_steps, val_every=val_every, patience=patience,
                         resample_every=resample_every, checkpoint_every=checkpoint_every, device=device,
                         precision=precision, seed=seed, causal_coeff=causal_coeff, model=model,
                         allow_mismatch=allow_mismatch, say=say, wandb_project=wandb_project,

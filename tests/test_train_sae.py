@@ -57,9 +57,20 @@ def test_existing_sae_is_never_overwritten(acts, tmp_path):
     assert (tmp_path/'s'/'model.safetensors').read_bytes() == before
 
 def test_early_stopping_with_patience(acts):
+    "Validation every `val_every` steps, whatever `log_every` is: with no progress, patience 2 stops at the third."
     res = train_sae(acts/'train.npy', k=3, exp_factor=2, n_tokens=1_000_000, batch_size=500, lr=1e-12, val_every=5,
                     patience=2, progress=False)
-    assert res.summary['stopped_early'] and res.summary['steps'] < 100
+    assert res.summary['stopped_early'] and res.summary['steps'] == 15
+    assert res.history.dropna(subset=['val_mse']).step.tolist() == [5, 10, 15]
+
+def test_cli_validates_every_val_every_steps(acts, tmp_path):
+    "--val_every sets when --patience's validations come: with no progress, patience 2 stops at the third, step 15."
+    r = cli('--acts', acts/'train.npy', '--val_acts', acts/'val.npy', '--k', 3, '--exp_factor', 2, '--n_tokens',
+            1_000_000, '--batch_size', 500, '--lr', 1e-12, '--val_every', 5, '--patience', 2, '--out', tmp_path/'s',
+            '--quiet')
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary['stopped_early'] and summary['steps'] == 15
 
 def test_resampling_revives_dead_latents(acts):
     "Latents silenced by a huge negative bias are dead; resampling points them at badly reconstructed inputs, where they fire again."
@@ -159,7 +170,8 @@ def test_cli_logs_to_weights_and_biases_offline(acts, tmp_path):
     assert (w['run']['project'], w['run']['display_name'], w['run']['tags']) == ('p', 'k3', ['topk', 'test'])
     assert (w['config']['arch'], w['config']['sae']['k'], w['config']['n_tokens']) == ('topk', 3, 20_000)
     steps = [h['_step'] for h in w['history']]
-    assert steps == [25, 40] and all('l0' in h and 'explained_variance' in h for h in w['history'])
+    assert steps == sorted({25, *range(4, 41, 4)})   # every log_every (25) steps, and each validation (every 4)
+    assert all('l0' in h and 'explained_variance' in h for h in w['history'])
     assert abs(w['summary']['fvu'] - summary['fvu']) < 1e-6 and abs(w['summary']['l0'] - summary['l0']) < 1e-6
     assert w['artifacts'] and w['artifacts'][0]['type'] == 'sae' and 'model.safetensors' in w['artifacts'][0]['files']
 
@@ -209,6 +221,8 @@ def test_resumed_run_continues_its_wandb_run(acts, tmp_path, monkeypatch):
                   key=lambda w: w['run']['start_time'])
     assert [(w['run']['run_id'], w['run']['display_name'], w['run'].get('resume', False)) for w in runs] == \
         [(kept['id'], 'r', False), (kept['id'], 'r', True)]
-    assert [[h['_step'] for h in w['history']] for w in runs] == [[5, 10, 15, 20, 25], [30, 35, 40]]
+    logged = sorted({*range(5, 41, 5), *range(4, 41, 4)})   # every log_every (5) steps, and each validation (every 4)
+    assert [[h['_step'] for h in w['history']] for w in runs] == [[s for s in logged if s <= 25],
+                                                                  [s for s in logged if s > 25]]
     assert abs(runs[1]['summary']['fvu'] - json.loads(r.stdout.strip().splitlines()[-1])['fvu']) < 1e-6
     assert not (tmp_path/'sae'/'wandb_run.json').exists()  # the saved SAE replaced the unfinished run's files
