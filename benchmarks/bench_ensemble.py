@@ -4,6 +4,7 @@ Sweeps of 8 TopK SAEs over the same synthetic activations (d_in = 64, the same s
 - `same_width` (the headline): one dictionary size (512 latents), k in {4, 8, ..., 32}, batches of 1,024;
 - `same_width_small_batches`: the same in batches of 256 (four times the steps), where per-step overhead dominates;
 - `grid`: k in {16, 32} by expansion factor in {2, 4, 8, 16} (128 to 1,024 latents), batches of 1,024.
+Every run validates once, at its end (`val_every` its steps): validation is the same work in both ways of training.
 For each it measures, interleaved and repeated (`--reps`, the best time of each kept, since a shared machine's timings
 wander):
 - `ensemble_s`: `saenb.ensemble.train_ensemble` over one data stream, where the members train as one stack
@@ -76,7 +77,8 @@ def cli_time(acts, grid, kw, tmp, threads):
         cmd = [saenb_command('saenb_train_sae'), '--acts', str(acts), '--out', str(tmp/f'cli_{i}'), '--arch', 'topk',
                '--k', str(s['k']),
                '--exp_factor', str(s['exp_factor']), '--n_tokens', str(kw['n_tokens']), '--batch_size',
-               str(kw['batch_size']), '--lr', str(kw['lr']), '--quiet', '--sae', '{}']
+               str(kw['batch_size']), '--lr', str(kw['lr']), '--val_every', str(kw['n_tokens'] // kw['batch_size']),
+               '--quiet', '--sae', '{}']
         subprocess.run(cmd, env=env, check=True, capture_output=True)
     return time.perf_counter() - t0
 
@@ -104,7 +106,10 @@ def main():
            'batch_size': args.batch_size, 'reps': reps, 'precision': precision, 'peak_gflops': round(peak / 1e9, 1)}
     for name, (grid, div) in SWEEPS.items():
         b = args.batch_size // div
-        rec[name] = {'batch_size': b, **sweep(acts, grid, {**kw, 'batch_size': b}, reps, peak)}
+        # each run validates once, at its end: the same work in the stack and the single runs, which the stack
+        # does not change (at the default ten a run it would add the same seconds to both)
+        rec[name] = {'batch_size': b, **sweep(acts, grid, {**kw, 'batch_size': b, 'val_every': kw['n_tokens'] // b},
+                                              reps, peak)}
     if args.cli:
         c = cli_time(acts, SAME_WIDTH, kw, tmp, args.threads)
         rec['same_width'].update(cli_s=round(c, 2), cli_over_ensemble=round(c / rec['same_width']['ensemble_s'], 2))
