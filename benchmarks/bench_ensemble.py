@@ -106,8 +106,7 @@ def main():
            'batch_size': args.batch_size, 'reps': reps, 'precision': precision, 'peak_gflops': round(peak / 1e9, 1)}
     for name, (grid, div) in SWEEPS.items():
         b = args.batch_size // div
-        # each run validates once, at its end: the same work in the stack and the single runs, which the stack
-        # does not change (at the default ten a run it would add the same seconds to both)
+        # validation once, at each run's end (see above): ten a run would add the same seconds to both
         rec[name] = {'batch_size': b, **sweep(acts, grid, {**kw, 'batch_size': b, 'val_every': kw['n_tokens'] // b},
                                               reps, peak)}
     if args.cli:
