@@ -494,6 +494,11 @@ class SAERun:
 
     def __post_init__(self): self.sae.dead.window = self.dead_tokens  # AuxK's default: this run's window
 
+    def judge(self, mse:float):
+        "Count a validation MSE toward early stopping: a new best (by more than 1e-9) resets `bad_evals`."
+        if mse < self.best - 1e-9: self.best, self.bad_evals = mse, 0
+        else: self.bad_evals += 1
+
 # %% ../nbs/07_train_sae.ipynb #78f058ed
 def check_first_loss(loss:torch.Tensor): # the first step's training loss
     "Refuse a first training loss that is inf or nan: the inputs, as scaled for training, overflow or are broken."
@@ -558,8 +563,7 @@ def sae_log(r:SAERun, # the run
     if validate:
         with torch.no_grad(), torch.autocast(**amp): vm = sae.metrics(val_x, target=val_y)
         row.update({f'val_{k}': float(v) for k, v in vm.items()})
-        if vm['mse'] < r.best - 1e-9: r.best, r.bad_evals = vm['mse'], 0
-        else: r.bad_evals += 1
+        r.judge(vm['mse'])
     r.history.append(row)
     return row
 
@@ -663,6 +667,8 @@ def _start_step(run:SAERun, data:RunData, out:Path, resume:bool) -> tuple:
     step = 0
     if resume and ckpt is not None and ckpt.exists():
         step, data.scale, run.history = load_sae_checkpoint(ckpt, run.sae, run.opt, run.tc)
+        for row in run.history:   # patience goes on counting from the validations before the checkpoint
+            if row.get('val_mse') is not None: run.judge(row['val_mse'])
     return ckpt, step
 
 # %% ../nbs/07_train_sae.ipynb #df20394a
