@@ -4,7 +4,7 @@ Sweeps of 8 TopK SAEs over the same synthetic activations (d_in = 64, the same s
 - `same_width` (the headline): one dictionary size (512 latents), k in {4, 8, ..., 32}, batches of 1,024;
 - `same_width_small_batches`: the same in batches of 256 (four times the steps), where per-step overhead dominates;
 - `grid`: k in {16, 32} by expansion factor in {2, 4, 8, 16} (128 to 1,024 latents), batches of 1,024.
-Every run validates once, at its end (`val_every` its steps): validation is the same work in both ways of training.
+Every run validates once, at its end (`val_every` at least its steps): validation is the same work in both ways.
 For each it measures, interleaved and repeated (`--reps`, the best time of each kept, since a shared machine's timings
 wander):
 - `ensemble_s`: `saenb.ensemble.train_ensemble` over one data stream, where the members train as one stack
@@ -77,7 +77,7 @@ def cli_time(acts, grid, kw, tmp, threads):
         cmd = [saenb_command('saenb_train_sae'), '--acts', str(acts), '--out', str(tmp/f'cli_{i}'), '--arch', 'topk',
                '--k', str(s['k']),
                '--exp_factor', str(s['exp_factor']), '--n_tokens', str(kw['n_tokens']), '--batch_size',
-               str(kw['batch_size']), '--lr', str(kw['lr']), '--val_every', str(kw['n_tokens'] // kw['batch_size']),
+               str(kw['batch_size']), '--lr', str(kw['lr']), '--val_every', str(kw['val_every']),
                '--quiet', '--sae', '{}']
         subprocess.run(cmd, env=env, check=True, capture_output=True)
     return time.perf_counter() - t0
@@ -95,6 +95,7 @@ def main():
     torch.set_num_threads(args.threads)
     steps, reps = args.steps or (40 if args.quick else 150), args.reps or (1 if args.quick else 2)
     kw = dict(arch='topk', n_tokens=steps * args.batch_size, batch_size=args.batch_size, lr=1e-3, seed=0, val_rows=4096)
+    kw['val_every'] = steps * max(div for _, div in SWEEPS.values())   # every run's steps or more: one validation
     tmp = Path(tempfile.mkdtemp())
     acts = tmp/'acts.npy'
     np.save(acts, sparse_acts(100_000, args.d_in, 8 * args.d_in, 16 / (8 * args.d_in)))
@@ -106,9 +107,7 @@ def main():
            'batch_size': args.batch_size, 'reps': reps, 'precision': precision, 'peak_gflops': round(peak / 1e9, 1)}
     for name, (grid, div) in SWEEPS.items():
         b = args.batch_size // div
-        # validation once, at each run's end (see above): ten a run would add the same seconds to both
-        rec[name] = {'batch_size': b, **sweep(acts, grid, {**kw, 'batch_size': b, 'val_every': kw['n_tokens'] // b},
-                                              reps, peak)}
+        rec[name] = {'batch_size': b, **sweep(acts, grid, {**kw, 'batch_size': b}, reps, peak)}
     if args.cli:
         c = cli_time(acts, SAME_WIDTH, kw, tmp, args.threads)
         rec['same_width'].update(cli_s=round(c, 2), cli_over_ensemble=round(c / rec['same_width']['ensemble_s'], 2))
