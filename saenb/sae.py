@@ -21,9 +21,9 @@ __all__ = ['SPARSITY_MODES', 'SAE_REGISTRY', 'AUX_NORMS', 'HC_L', 'HC_R', 'check
            'register_sae', 'check_sae_settings', 'make_sae', 'geometric_median', 'DeadLatentTracker',
            'SparsityController', 'FixedCoeff', 'TargetL0Quadratic', 'DualAscent', 'KDecay', 'make_controller', 'SAE',
            'synthetic_sparse_data', 'quick_train', 'ReLUConfig', 'ReLUSAE', 'AuxKConfig', 'TopKConfig', 'auxk_loss',
-           'auxk_norm', 'TopKSAE', 'batch_top_k', 'BatchTopKConfig', 'BatchTopKSAE', 'JumpReLUFn', 'StepFn',
-           'JumpReLUConfig', 'JumpReLUSAE', 'positive_entries', 'LagrangianConfig', 'LagrangianSAE', 'GatedConfig',
-           'GatedSAE', 'hard_concrete_gate', 'expected_l0', 'HardConcreteConfig', 'HardConcreteSAE',
+           'auxk_norm', 'AuxKMixin', 'TopKSAE', 'batch_top_k', 'BatchTopKConfig', 'BatchTopKSAE', 'JumpReLUFn',
+           'StepFn', 'JumpReLUConfig', 'JumpReLUSAE', 'positive_entries', 'LagrangianConfig', 'LagrangianSAE',
+           'GatedConfig', 'GatedSAE', 'hard_concrete_gate', 'expected_l0', 'HardConcreteConfig', 'HardConcreteSAE',
            'GatedHardConcreteSAE', 'MatryoshkaConfig', 'MatryoshkaSAE', 'StaircaseConfig', 'StaircaseSAE', 'NoShareSAE',
            'TranscoderConfig', 'TranscoderSAE', 'resample_dead_latents']
 
@@ -574,6 +574,7 @@ class ReLUSAE(SAE):
     arch, config_class, sparsity_modes = 'relu', ReLUConfig, ('fixed',)
     example, saelens_arch = dict(sparsity_coeff=0.1), 'standard'
     dense_train = None  # True/False forces the dense or sparse training path; None: see `loss` below
+    dense_cut = 10  # dense while more than d_sae / 10 codes a token were nonzero last step (see `dense_now`)
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -597,6 +598,7 @@ class ReLUSAE(SAE):
         return out
 
     def loss(self, x, target=None, step=0, total_steps=None):
+        "The dense path; the sparse path's cell below replaces this with a `loss` that picks one (`dense_now`)."
         x, y = self._xy(x, target)
         return self.dense_loss(x, y, step, total_steps)
 
@@ -663,24 +665,27 @@ def auxk_norm(residual:torch.Tensor, # `y - y_hat` `[..., N, d_out]` (detached)
     if norm == 'none': return e.new_ones(e.shape[:-2])
     raise InputError(f"aux_norm={norm!r}: choose one of {AUX_NORMS}")
 
+class AuxKMixin:
+    "AuxK (Gao et al. 2024) for an SAE whose config is an `AuxKConfig`: its dead latents reconstruct the residual."
+
 @patch
-def auxk_latents(self:SAE):
+def auxk_latents(self:AuxKMixin):
     "`(dead, n)`: the latents AuxK may use now and how many of them per token; None if AuxK is off or none is dead."
     c = self.cfg
-    if not getattr(c, 'aux_coeff', 0): return None
+    if not c.aux_coeff: return None
     dead = self.dead.dead_mask(c.dead_tokens or self.dead.window).nonzero().flatten()
     return (dead, min(c.n_aux, len(dead))) if len(dead) else None
 
 @patch
 @torch.no_grad()
-def auxk_entries(self:SAE, pre, dead):
+def auxk_entries(self:AuxKMixin, pre, dead):
     "AuxK's entries `(idx [c, 1], vals [c, 1], rows [c])`: each token's top dead latents (`dead`) by `pre`, if positive."
     # only positive ones pass the ReLU: the rest add nothing and get no gradient (how many survive: see below)
     rows, idx, vals = topk_positive(pre.reshape(-1, pre.shape[-1]), dead[1], dead[0])
     return idx[:, None], vals[:, None], rows
 
 @patch
-def auxk(self:SAE, idx, vals, residual, rows=None):
+def auxk(self:AuxKMixin, idx, vals, residual, rows=None):
     "`aux_coeff` times `auxk_loss` for the dead latents' code (`idx`, `vals`, `rows`) against `residual` (detached)."
     n_tokens = residual.numel() // residual.shape[-1]
     e_hat = sparse_decode(idx, vals, self.W_dec, None, rows, n_tokens)
@@ -710,7 +715,7 @@ def centred_pre(self:SAE, xc):
     return F.linear(xc, self.W_enc.t(), self.b_enc)
 
 @patch
-def sparse_auxk(self:SAE, xc, e, pre):
+def sparse_auxk(self:AuxKMixin, xc, e, pre):
     "`auxk` of the top `aux_k` dead latents by `pre` against residual `e`, on entries; None if none is dead."
     if (dead := self.auxk_latents()) is None: return None
     e = e() if callable(e) else e   # the residual (detached), or what makes it: made only when a latent is dead
@@ -721,7 +726,7 @@ def sparse_auxk(self:SAE, xc, e, pre):
 
 # %% ../nbs/06_sae.ipynb #top0a001
 @register_sae
-class TopKSAE(SAE):
+class TopKSAE(AuxKMixin, SAE):
     "TopK SAE with AuxK for dead latents (Gao et al. 2024, *Scaling and evaluating sparse autoencoders*)."
     arch, config_class, example, topk_codes, saelens_arch = 'topk', TopKConfig, dict(k=4), True, 'topk'
     dense_train = None  # True/False forces the dense or sparse training path; None: see `use_dense`
@@ -770,11 +775,10 @@ def fired_latents(self:SAE, cols):
     "The `fired` mask `[d_sae]` of `loss` on entries: the latents among `cols` (the entries' latents with a nonzero code)."
     return torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=cols.device).index_fill_(0, cols, True)
 
-SAE.dense_cut = 10   # `dense_now`: dense above d_sae / dense_cut entries a token, where the two paths cost the same
-                     # (measured below: 10 for ReLU, 6 for Gated)
 @patch
 def dense_now(self:SAE, x, entries) -> bool:
     "`use_dense`, or (unless `dense_train` forces a path) more than `d_sae / dense_cut` `entries` a token last step."
+    # `dense_cut`, the class's: where the two paths cost the same (measured below: 10 for ReLU, 6 for Gated)
     if self.use_dense(x): return True
     return getattr(self, 'dense_train', None) is None and float(entries) > self.cfg.d_sae / self.dense_cut
 
@@ -1007,7 +1011,7 @@ class JumpReLUConfig(AuxKConfig, PenaltyConfig):
               "calibrate=True sets thresholds for an L0 target: set target_l0 too (or calibrate=False)")
 
 @register_sae
-class JumpReLUSAE(SAE):
+class JumpReLUSAE(AuxKMixin, SAE):
     "JumpReLU SAE with STE-trained thresholds and an L0 penalty (Rajamanoharan et al. 2024, *Jumping Ahead*)."
     arch, config_class, saelens_arch, saelens_tensors = 'jumprelu', JumpReLUConfig, 'jumprelu', ('b_enc', 'threshold')
     example = dict(sparsity_coeff=0.05, bandwidth=0.05, init_threshold=0.1)
@@ -1179,7 +1183,7 @@ class _GatedBase(SAE):
     @property
     def b_enc(self): return self.b_mag
 
-    frozen_aux = property(lambda self: getattr(self.cfg, 'frozen_aux_decoder', True))  # gated_hard_concrete's: frozen
+    frozen_aux = True   # the auxiliary reconstruction reads a frozen decoder (the paper); `GatedSAE`: its setting
 
     def aux_decoder(self):
         "`(W_dec, b_dec)` of the auxiliary reconstruction: detached, unless `frozen_aux_decoder=False`."
@@ -1199,6 +1203,7 @@ class GatedSAE(_GatedBase):
     dense_train = None  # True/False forces the dense or sparse training path; None: see `dense_now`
     last_open = math.inf  # gates open per token on the last training step: picks the next step's path
     dense_cut = 6  # dense while more than d_sae / 6 gates are open a token (measured below)
+    frozen_aux = property(lambda self: self.cfg.frozen_aux_decoder)  # False: the auxiliary loss trains W_dec
 
     def encode(self, x):
         pi_gate, pi_mag = self.gate_mag(x)
