@@ -483,20 +483,22 @@ def pack_tokens(tok:torch.Tensor, # the token of each entry `[c]`, non-decreasin
                ) -> tuple: # `(idx [R, width], vals [R, width], rows [R])`
     "Entries listed token by token, packed `width` to a row: ceil(c / width) rows for a token with c of them."
     # a token with none takes no row; its last row is zero after its last entry
-    c = len(tok)   # sorted tokens in [0, N) bound the rows the kernel writes (one partial row a token at most)
-    check(c == 0 or (int(tok[0]) >= 0 and int(tok[-1]) < N and bool((tok[1:] >= tok[:-1]).all())),
-          f"pack_tokens needs the entries' tokens in [0, {N}), in non-decreasing order: list them token by token")
-    fns = load_kernels() if idx.device.type == 'cpu' else None
+    fns, c = load_kernels() if idx.device.type == 'cpu' else None, len(tok)
     f = None if fns is None else {4: fns['pack_tokens_32'], 2: fns['pack_tokens_16']}.get(vals.element_size())
     if (f is None or tok.dtype != torch.int64 or idx.dtype != torch.int64
             or (vals.requires_grad and torch.is_grad_enabled())): return _pack_tokens_torch(tok, idx, vals, N, width)
     R = c // width + min(N, c) + 1   # rows at most: each token with entries ends in at most one partial row
     out_i, out_v, rows = idx.new_empty(R, width), vals.new_empty(R, width), tok.new_empty(R)
-    n = torch.zeros((), dtype=torch.int64)
-    _call(f, tok.contiguous(), idx.contiguous(), vals.contiguous(), c, width, out_i, out_v, rows, n)
+    n = torch.zeros((), dtype=torch.int64)   # the kernel checks the tokens as it goes: -1 if one is out of place
+    _call(f, tok.contiguous(), idx.contiguous(), vals.contiguous(), c, N, width, out_i, out_v, rows, n)
+    _check_tokens(int(n) >= 0, N)
     return out_i[:int(n)], out_v[:int(n)], rows[:int(n)]
 
+def _check_tokens(ok, N):
+    check(ok, f"pack_tokens needs the entries' tokens in [0, {N}), in non-decreasing order: list them token by token")
+
 def _pack_tokens_torch(tok, idx, vals, N, width):
+    _check_tokens(len(tok) == 0 or (int(tok[0]) >= 0 and int(tok[-1]) < N and bool((tok[1:] >= tok[:-1]).all())), N)
     dev = idx.device
     cnt = torch.bincount(tok, minlength=N)
     nrow = (cnt + width - 1) // width
