@@ -17,7 +17,7 @@ from .utils import (InputError, OutputExists, output_lock, path_record, check, r
                          precision_note, lr_factor)
 from .model import model_fingerprint, check_device
 from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
-from .kernels import sparse_sq_error
+from .kernels import sparse_sq_error, fast_topk
 from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_norm
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row,
@@ -189,13 +189,13 @@ class _TopKStack:
             s.dead.tokens_since_fired = s.dead.tokens_since_fired.clone()
 
     def rows(self, B:int, counts:tuple, g:int) -> tuple:
-        "For `(member i, n entries a token)` in `counts`, packed `g` to a row: each row's `(member, token)`, member."
+        "For `(member i, entries a token)` in `counts`, `g` a row: each row's `(member, token)`, member's first latent."
         key = (B, counts, g)
         if key not in self._rows:
             if len(self._rows) > 16: self._rows.clear()   # a k schedule changes the counts
             t = torch.arange(B, device=self.W_encT.device)
             r = torch.cat([(i * B + t).repeat_interleave(n // g) for i, n in counts])
-            self._rows[key] = r, r // B
+            self._rows[key] = r, torch.tensor(self.offs[:-1], device=r.device)[r // B]
         return self._rows[key]
 
 # %% ../nbs/07b_ensemble.ipynb #0d7c52a8
@@ -204,25 +204,27 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
     "`(summed loss, mse [M], aux [M], l0 [M], fired [sum of d_sae])` on inputs `x [B, d_in]`, the `[M]` ones detached."
     saes, M, B = [m.sae for m in self.members], len(self.members), len(x)
     ks = [s.k_schedule.k_at(step) for s in saes]
-    g = math.gcd(*ks)
-    with torch.no_grad():   # each member's own selection, as `TopKSAE.sparse_codes` makes it
+    g, relu, n = math.gcd(*ks), self.cfg.relu_after_topk, B * sum(ks)
+    rows, first = self.rows(B, tuple(enumerate(ks)), g)
+    with torch.no_grad():   # each member's own selection, `TopKSAE.choose`'s top k, written in one list of entries
         xc = x[None] - self.b_dec[:, None]   # member i's centred input [M, B, d_in]; b_dec's gradient: sparse_sq_error
         pre = self.pre_acts(xc)
-        chosen = [s.choose(p, k) for s, p, k in zip(saes, pre, ks)]
-        idx = torch.cat([(j + o).view(-1, g) for (j, _, _), o in zip(chosen, self.offs)])
-        kept = torch.cat([v.reshape(-1, g) for _, v, _ in chosen]) != 0
-    rows, of = self.rows(B, tuple(enumerate(ks)), g)
+        vals, idx = (torch.empty(n, dtype=t, device=x.device) for t in (pre[0].dtype, torch.long))
+        for p, k, a in zip(pre, ks, itertools.accumulate([0, *ks])):   # member i's: B k_i entries from B (k_0 + ... )
+            fast_topk(p, k, out=(vals[a * B:(a + k) * B].view(B, k), idx[a * B:(a + k) * B].view(B, k)))
+        idx = idx.view(-1, g).add_(first[:, None])   # the stack's latents: each member's from its first
+        kept = vals.view(-1, g) > 0 if relu else None   # `choose`'s ReLU: codes at or below 0 left out
     xs, W = xc.view(M * B, -1), self.W_encT.t()   # W [d_in, sum of d_sae]: its transpose is the rows the kernels read
-    y, relu = x.float().repeat(M, 1), self.cfg.relu_after_topk   # member i's tokens: block i of M*B
-    # every member's codes, squared error (`_mse` each: weight 1/B) and gradients in one pass; b_dec[i]: member i's
-    main, err, vals, sq = sparse_sq_error(xs, W, self.b_enc, self.W_dec, y, idx, rows, self.b_dec, self.b_dec,
-                                          kept if relu else None, relu, weights=x.new_full((M, 1), 1 / B,
-                                          dtype=torch.float32), blocks=M, centre_of=self.member)
+    # every member's codes, squared error (`_mse` each: weight 1/B) and gradients in one pass; b_dec[i]: member i's;
+    # member i's tokens are block i of M*B, their targets less b_dec[i] are xs itself (y=None: no copy of them)
+    main, err, vals, sq = sparse_sq_error(xs, W, self.b_enc, self.W_dec, None, idx, rows, self.b_dec, self.b_dec,
+                                          kept, relu, weights=x.new_full((M, 1), 1 / B, dtype=torch.float32),
+                                          blocks=M, centre_of=self.member)
     aux_total, aux = self.aux(xs, pre, -err, W)   # each member's residual y - y_hat: AuxK's target
     mse = sq.view(M) / B
-    nz = vals != 0
-    cnt = torch.zeros(sum(self.n), dtype=torch.int32, device=x.device).index_add_(0, idx.view(-1), nz.view(-1).int())
-    l0 = torch.zeros(M, device=x.device).index_add_(0, of, nz.sum(1).float()) / B
+    cnt = torch.zeros(sum(self.n), dtype=torch.int32, device=x.device).index_add_(0, idx.view(-1),
+                                                                                   (vals != 0).view(-1).int())
+    l0 = torch.zeros(M, device=x.device).index_add_(0, self.member, cnt.float()) / B   # each member's codes a token
     return main + aux_total, mse, aux, l0, cnt > 0
 
 @patch

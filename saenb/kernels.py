@@ -337,7 +337,7 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
                     W_enc:torch.Tensor, # encoder `[d_in, d_sae]`
                     b_enc:torch.Tensor, # encoder bias `[d_sae]`, or None
                     W_dec:torch.Tensor, # decoder `[d_sae, d_out]`
-                    y:torch.Tensor, # targets `[N, d_out]`
+                    y:torch.Tensor, # targets `[N, d_out]`; None: the inputs, `b_out` being `centre` (y - b_out = x)
                     idx:torch.Tensor, # chosen latents `[R, k]`
                     rows:torch.Tensor=None, # for packed codes (`pack_rows`): the token of each row of `idx`, sorted
                     b_out:torch.Tensor=None, # output bias `[d_out]` (`[blocks, d_out]`), in every prefix's output
@@ -363,11 +363,16 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
               f"the rows of packed codes must be tokens in [0, {N}), in order")
     w = (torch.full((len(bounds),), 1 / max(N, 1), device=x.device) if weights is None else weights).float()
     w = w.expand(blocks, len(bounds)).contiguous()
-    T = y if b_out is None else (y.view(blocks, N // blocks, -1) - b_out.view(-1, 1, y.shape[-1])).view(N, -1)
+    if y is None:   # the targets less b_out are x itself: no copy of them (a [4096, 128] subtraction, 0.1 ms a step)
+        check(b_out is not None and b_out is centre, "y=None needs b_out, the same tensor as centre")
+        T = x
+    else: T = y if b_out is None else (y.view(blocks, N // blocks, -1) - b_out.view(-1, 1, y.shape[-1])).view(N, -1)
     idx, keep = idx.reshape(-1, k), None if keep is None else keep.reshape(-1, k)
     l1w = None if l1 is None else torch.as_tensor(l1, device=x.device).float().expand(blocks).contiguous()
     kern = _cpu_kernel('sparse_sq_error', x, W_enc, W_dec, *([] if b_enc is None else [b_enc]))
-    if kern is None or x.requires_grad or y.requires_grad:   # the kernel gives no gradient to x or y themselves
+    if kern is None or x.requires_grad or (y is not None and y.requires_grad):   # the kernel gives x, y no gradient
+        if y is None:   # x exactly, and b_out's gradient through it as through y - b_out
+            T = (x.view(blocks, N // blocks, -1) - (b_out - b_out.detach()).view(blocks, 1, -1)).view(N, -1)
         out = _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, relu, bounds, w, centre_of, l1w)
     else:
         grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
@@ -521,17 +526,21 @@ def pack_rows(idx:torch.Tensor, # latent indices `[N, m]`
 # %% ../nbs/06a_kernels.ipynb #4be884a9
 def fast_topk(x:torch.Tensor, # values `[..., n]`
               k:int, # how many to keep per row
+              out:tuple=None, # `(values, indices)` to write them into, contiguous `[..., k]`, as `torch.topk`'s `out`
              ) -> tuple[torch.Tensor, torch.Tensor]: # (values, indices), each `[..., k]`, in no particular order
     "`x.topk(k, dim=-1, sorted=False)`, with the compiled kernel on CPU for fp32 and bf16 when no gradient is needed."
     fns = load_kernels() if x.device.type == 'cpu' else None
-    n = x.shape[-1]
+    n, shape = x.shape[-1], (*x.shape[:-1], k)
+    if out is not None:
+        check(all(t.shape == shape and t.is_contiguous() for t in out) and out[0].dtype == x.dtype
+              and out[1].dtype == torch.int64, f"out must be contiguous {tuple(shape)} tensors of {x.dtype} and int64")
     if (fns is None or x.dtype not in (torch.float32, torch.bfloat16) or not 0 < k <= n or n >= 2**31 or x.numel() == 0
-            or (x.requires_grad and torch.is_grad_enabled())): return x.topk(k, dim=-1, sorted=False)
+            or (x.requires_grad and torch.is_grad_enabled())): return torch.topk(x, k, dim=-1, sorted=False, out=out)
     rows = _row_major(x.reshape(-1, n))
-    idx, vals = torch.empty(rows.shape[0], k, dtype=torch.int64), torch.empty(rows.shape[0], k, dtype=x.dtype)
+    vals, idx = out or (torch.empty(shape, dtype=x.dtype), torch.empty(shape, dtype=torch.int64))
     f = fns['topk_f32' if x.dtype == torch.float32 else 'topk_bf16']
     _call(f, rows, rows.stride(0), rows.shape[0], n, k, idx, vals)
-    return vals.view(*x.shape[:-1], k), idx.view(*x.shape[:-1], k)
+    return vals, idx
 
 # %% ../nbs/06a_kernels.ipynb #6e60ded8
 def _topk_positive_torch(x, k, cols):

@@ -709,6 +709,12 @@ def _centre(self:SAE, xc):
     return self.b_dec if self.centers_input and not xc.requires_grad else None
 
 @patch
+def _target(self:SAE, x, y, xc):
+    "`sparse_sq_error`'s `y` for targets `y` of inputs `x`: None where `y` is `x` and `xc = x - b_dec` has no gradient."
+    # then the kernel reads xc as the targets less b_out = b_dec: `y - b_dec` took a copy, 0.1 ms a step at 4096 x 128
+    return None if y is x and self._centre(xc) is not None else y.reshape(-1, self.cfg.d_out)
+
+@patch
 @torch.no_grad()
 def centred_pre(self:SAE, xc):
     "Pre-activations of centred inputs `xc [N, d_in]`, without gradient: what `choose` and AuxK select from."
@@ -803,8 +809,8 @@ def _sparse_out(self:TopKSAE, x, y, y_hat, idx, vals, mse=None, **extra):
 
 @patch
 def loss(self:TopKSAE, x, target=None, step=0, total_steps=None):
-    x, y = self._xy(x, target)
-    xc, y = self.centred(x), y.reshape(-1, self.cfg.d_out)
+    x, t = self._xy(x, target)
+    xc, y = self.centred(x), t.reshape(-1, self.cfg.d_out)
     k = self.k_schedule.k_at(step)
     if self.use_dense(x):
         pre = self.pre_acts(x.reshape(-1, self.cfg.d_in))
@@ -814,8 +820,9 @@ def loss(self:TopKSAE, x, target=None, step=0, total_steps=None):
     else:   # the codes, the squared error and its gradients in one pass (`sparse_sq_error`)
         pre = self.centred_pre(xc)
         idx, chosen, rows = self.choose(pre, k)
-        mse, err, vals, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, y, idx, rows, self.b_dec,
-                                            self._centre(xc), chosen != 0 if self.relu_codes else None, self.relu_codes)
+        mse, err, vals, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, t, xc), idx, rows,
+                                            self.b_dec, self._centre(xc), chosen != 0 if self.relu_codes else None,
+                                            self.relu_codes)
         # AuxK's residual y - y_hat is -err (detached), made only when a latent is dead (0.35 ms a step at 4096 x 128)
         return self._sparse_out(x, y, None, idx, vals, mse=mse, aux=self.sparse_auxk(xc, err.neg, pre))
     return self._sparse_out(x, y, y_hat, idx, vals, aux=self.aux_loss(xc, y, y_hat, pre.detach()))
@@ -1055,11 +1062,11 @@ def aux_loss(self:JumpReLUSAE, z, y, y_hat):
 def sparse_loss(self:JumpReLUSAE, x, y, step=0, total_steps=None):
     "`loss` on entries: the codes above threshold and the pre-activations in the thresholds' window (see above)."
     c, xc = self.cfg, self.centred(x)
-    y, z, theta, S = y.reshape(-1, c.d_out), self.centred_pre(xc), self.threshold, c.d_sae
+    z, theta, S = self.centred_pre(xc), self.threshold, c.d_sae
     N, eps = len(xc), c.bandwidth
     rows, cols, nr, nc = threshold_entries(z, theta, eps)
-    mse, err, _, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, y, cols[:, None], rows, self.b_dec,
-                                     self._centre(xc), relu=False)
+    mse, err, _, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, y, xc), cols[:, None],
+                                     rows, self.b_dec, self._centre(xc), relu=False)
     with torch.no_grad():   # over each threshold's window: the code gradients of the error, and the entries' count
         g_mse = theta.new_zeros(S).index_add_(0, nc, gather_dot(err, self.W_dec, nc[:, None], nr).view(-1) * (2 / N))
         g_n = torch.bincount(nc, minlength=S).float()
@@ -1084,11 +1091,11 @@ def positive_entries(xc:torch.Tensor, # centred inputs `[N, d_in]`
 def sparse_loss(self:ReLUSAE, x, y, step=0, total_steps=None):
     "`loss` on entries: the positive pre-activations (see above)."
     c, xc = self.cfg, self.centred(x)
-    y, N = y.reshape(-1, c.d_out), len(xc)
+    N = len(xc)
     rows, cols = positive_entries(xc, self.W_enc, self.b_enc)
     idx, centre, coef = cols[:, None], self._centre(xc), self.sparsity_ctl.coeff_at(step, total_steps) / max(N, 1)
-    mse, _, vals, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, y, idx, rows, self.b_dec, centre,
-                                      l1=None if c.weighted_l1 else coef)   # the L1 in the error's pass (no cost)
+    mse, _, vals, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, y, xc), idx, rows,
+                                      self.b_dec, centre, l1=None if c.weighted_l1 else coef)   # L1 in the same pass
     if c.weighted_l1:   # weighted by decoder norms, its gradient reaches the decoder: apart, from the codes again
         codes = F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc, rows, centre)).view(-1)
         penalty = coef * (codes @ self.W_dec.norm(dim=-1)[cols])
@@ -1391,13 +1398,14 @@ class MatryoshkaSAE(BatchTopKSAE):
         self.register_buffer('_bounds', torch.tensor(cfg.prefixes, dtype=torch.long), persistent=False)
 
     def loss(self, x, target=None, step=0, total_steps=None):
-        x, y = self._xy(x, target)
-        xc, y = self.centred(x), y.reshape(-1, self.cfg.d_out)
+        x, t = self._xy(x, target)
+        xc, y = self.centred(x), t.reshape(-1, self.cfg.d_out)
         pre = self.centred_pre(xc)
         idx, chosen, rows = self.choose(pre, self.k_schedule.k_at(step))
         N, G = len(xc), len(self.cfg.prefixes)
         # every prefix's error and the mean of their squares, with all the gradients, in one pass (see sparse_sq_error)
-        mse, err, vals, sq = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, y, idx, rows, self.b_dec,
+        mse, err, vals, sq = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, t, xc), idx, rows,
+                                             self.b_dec,
                                              self._centre(xc), chosen != 0, self.relu_codes, self._bounds,
                                              torch.full((G,), 1 / (G * N), device=xc.device))
         prefix_mse = sq / N
