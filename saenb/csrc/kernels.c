@@ -695,17 +695,26 @@ static int64_t first_row(const int64_t *tok, int64_t R, int64_t n) {
     return lo;
 }
 
-/* Where thread i of n_th starts, so that each gets about as many entries: in pass 1 the tokens split where the rows
-   split evenly (tok: each row's token; without it, row n is token n), in pass 2 the latents split where the entries
+/* Where thread i of n_th starts, so that each gets about as much work: in pass 1 the tokens split where the cost
+   E(n) + TOKEN_COST * G * n of the tokens before n (E(n): their entries, rows of k; G groups of each token's error and
+   q) splits evenly (tok: each row's token; without it, row n is token n), in pass 2 the latents split where the entries
    (counted per latent by each of nt threads in hist [nt, S]; NULL: latents split evenly) do. An even split of tokens
    and latents gave one thread 2.6x the other's entries in an ensemble of members with k from 4 to 32 (members' tokens
-   and latents side by side, those of small k first). */
-static int64_t token_split(const int64_t *tok, int64_t R, int64_t N, int64_t i, int64_t n_th) {
+   and latents side by side, those of small k first). A token's own work (its error, q and their rows written) costs
+   about what 6 entries do: in an 8-member ensemble's AuxK pass (64 dimensions, 20,604 entries on 2,048 of 8,192
+   tokens, one a row), splitting the rows evenly gave one thread 7,549 tokens and pass 1 0.11 / 0.44 ms on its two
+   threads; with the tokens' cost 0.23 / 0.32 ms at 4 entries a token, 0.40 / 0.30 at 8. */
+#define TOKEN_COST 6
+static int64_t token_split(const int64_t *tok, int64_t R, int64_t N, int64_t k, int64_t G, int64_t i, int64_t n_th) {
     if (i <= 0) return 0;
     if (i >= n_th) return N;
     if (!tok) return N * i / n_th;
-    int64_t r = R * i / n_th;
-    return r < R ? tok[r] : N;
+    int64_t c = TOKEN_COST * G, target = (R * k + c * N) * i / n_th, lo = 0, hi = N;   /* the first n costing that */
+    while (lo < hi) {
+        int64_t m = (lo + hi) / 2;
+        if (first_row(tok, R, m) * k + c * m < target) lo = m + 1; else hi = m;
+    }
+    return lo;
 }
 static int64_t latent_split(const int32_t *hist, int64_t nt, int64_t S, int64_t E, int64_t i, int64_t n_th) {
     if (i <= 0) return 0;
@@ -754,7 +763,7 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
         if (!P || !acc) {
             _Pragma("omp atomic write") fail = 1;
         } else {
-            int64_t n0 = token_split(tok, R, N, id, n_th), n1 = token_split(tok, R, N, id + 1, n_th);
+            int64_t n0 = token_split(tok, R, N, k, G, id, n_th), n1 = token_split(tok, R, N, k, G, id + 1, n_th);
             int64_t r = tok ? first_row(tok, R, n0) : n0;
             int32_t *h = hist ? hist + id * S : NULL;
             for (int64_t n = n0; n < n1; n++) {
