@@ -46,13 +46,26 @@ static inline int32_t count_ge(const int32_t *keys, int32_t c, int32_t t) {
     return cnt;
 }
 
-/* the k-th largest (1 <= k <= c) of keys[0..c), all in [lo, hi). Up to 32 keys (64 with AVX-512), by ranking each key
-   by counting (comparisons without data-dependent branches, which made a quickselect slower than this); with AVX-512
-   the keys sit in two or four registers and a key's rank is a few compares and population counts (fast_topk at
-   1024 x 512 on a 2-core AVX-512 EPYC: top-16 1.3-1.7x, top-24 1.3-1.5x faster than counting one key at a time);
-   more (from 33 keys on, counting took longer than this on an AVX2 CPU), by bisection of [lo, hi), keeping
-   count(>= lo) >= k and count(>= hi) < k */
+/* the k-th largest (1 <= k <= c) of keys[0..c), all in [lo, hi), by bisection of [lo, hi), keeping count(>= lo) >= k
+   and count(>= hi) < k: a count is a few compares over the keys, and it takes log2(hi - lo) of them */
+static int32_t kth_bisect(const int32_t *keys, int32_t c, int32_t k, int64_t lo, int64_t hi) {
+    while (hi - lo > 1) {
+        int32_t mid = (int32_t)(lo + (hi - lo) / 2);
+        if (count_ge(keys, c, mid) >= k) lo = mid; else hi = mid;
+    }
+    return (int32_t)lo;
+}
+
+/* the k-th largest (1 <= k <= c) of keys[0..c), all in [lo, hi). Keys spanning at most 2^16 values (bf16's, see
+   BF16_KEY) and more than 16 of them: by bisection, at most 16 counts (fast_topk, bf16, at 1024 x 512 on a 2-core
+   AVX-512 EPYC: top-16 0.225 -> 0.196 ms, top-24 0.293 -> 0.208, top-32 0.359 -> 0.228; at 4096 x 2048 top-16 1.48 ->
+   1.35, top-32 1.99 -> 1.56; top-8 the same; from 9 keys on, top-8 was 7-11% slower). Otherwise, up to 32 keys (64
+   with AVX-512), by ranking each key by counting (comparisons without data-dependent branches, which made a
+   quickselect slower than this); with AVX-512 the keys sit in two or four registers and a key's rank is a few compares
+   and population counts (top-16 1.3-1.7x, top-24 1.3-1.5x faster than counting one key at a time); more (from 33 keys
+   on, counting took longer than this on an AVX2 CPU), by bisection. */
 static int32_t kth_largest(const int32_t *keys, int32_t c, int32_t k, int64_t lo, int64_t hi) {
+    if (c > 16 && hi - lo <= 65536) return kth_bisect(keys, c, k, lo, hi);
 #if defined(__AVX512F__)
     if (c <= 32) {   /* two registers (masked loads read nothing past c); one masked four-register loop for every
                         c <= 64 was 1.3x slower at top-16 */
@@ -93,11 +106,7 @@ static int32_t kth_largest(const int32_t *keys, int32_t c, int32_t k, int64_t lo
             for (int32_t i = 0; i < c; i++) { gt += keys[i] > v; ge += keys[i] >= v; }
             if (gt < k && ge >= k) return v;
         }
-    while (hi - lo > 1) {
-        int32_t mid = (int32_t)(lo + (hi - lo) / 2);
-        if (count_ge(keys, c, mid) >= k) lo = mid; else hi = mid;
-    }
-    return (int32_t)lo;
+    return kth_bisect(keys, c, k, lo, hi);
 }
 
 /* The k largest of c candidate keys ck (all of them if c <= k), all in [lo, mx], in their order: their ci to out;
@@ -212,7 +221,7 @@ static void row_topk(const int32_t *key, int32_t n, int32_t k, int64_t *out, int
 }
 
 /* each row of x [N, n] (row stride ld): indices to out_i [N, k], values to out_v; 0 on success */
-#define TOPK_ROWS(NAME, T, BITS) \
+#define TOPK_ROWS(NAME, T, KEY) \
 int NAME(const T *x, int64_t ld, int64_t N, int64_t n, int64_t k, int64_t *out_i, T *out_v) { \
     int failed = 0; \
     _Pragma("omp parallel if (N * n >= 65536)") \
@@ -224,7 +233,7 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t n, int64_t k, int64_t *out_i
             _Pragma("omp for schedule(static)") \
             for (int64_t r = 0; r < N; r++) { \
                 const T *row = x + r * ld; \
-                for (int64_t i = 0; i < n; i++) key[i] = key_of(BITS(row[i])); \
+                for (int64_t i = 0; i < n; i++) key[i] = KEY(row[i]); \
                 row_topk(key, (int32_t)n, (int32_t)k, out_i + r * k, gm, ck, ci); \
                 for (int64_t j = 0; j < k; j++) out_v[r * k + j] = row[out_i[r * k + j]]; \
             } \
@@ -235,8 +244,12 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t n, int64_t k, int64_t *out_i
 }
 #define F32_BITS(v) (v)
 #define BF16_BITS(v) ((uint32_t)(v) << 16)
-TOPK_ROWS(topk_f32, uint32_t, F32_BITS)
-TOPK_ROWS(topk_bf16, uint16_t, BF16_BITS)
+/* keys of fp32 values, and of bf16 values in 16 bits (their fp32 key's upper half, an arithmetic shift: the lower half
+   is all zeros or all ones), so that a bf16 row's keys span at most 2^16 values (kth_largest bisects them) */
+#define F32_KEY(v) key_of(v)
+#define BF16_KEY(v) (key_of(BF16_BITS(v)) >> 16)
+TOPK_ROWS(topk_f32, uint32_t, F32_KEY)
+TOPK_ROWS(topk_bf16, uint16_t, BF16_KEY)
 
 /* each row of x [N, S] (row stride ld), among its columns cols[0..nc) (distinct, in any order): the k largest positive
    values (all of them where fewer are positive), listed row by row and in increasing column order within a row: rows
@@ -244,7 +257,7 @@ TOPK_ROWS(topk_bf16, uint16_t, BF16_BITS)
    order, as keys (a positive value's key is its bit pattern), and `collect_ge` lists its positive keys in those
    columns (a bit mask): reading only the columns, one by one, took 0.85-1.1 ms for 4096 rows and 280 of 512 columns
    on a 2-core AVX-512 EPYC. */
-#define TOPK_POSITIVE(NAME, T, BITS) \
+#define TOPK_POSITIVE(NAME, T, KEY) \
 int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int64_t nc, int64_t k, int64_t *out_r, \
          int64_t *out_c, T *out_v, int64_t *total) { \
     int64_t *pos = malloc(sizeof(int64_t) * (N * k + N + 1)), *off = pos ? pos + N * k : NULL; \
@@ -261,7 +274,7 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int6
         for (int64_t r = 0; r < N; r++) { \
             if (!key) continue; \
             const T *row = x + r * ld; \
-            for (int64_t j = 0; j < S; j++) key[j] = key_of(BITS(row[j])); \
+            for (int64_t j = 0; j < S; j++) key[j] = KEY(row[j]); \
             int32_t c = collect_ge(key, (int32_t)S, 1, allow, ck, ci), mx = 1; \
             for (int32_t j = 0; j < c; j++) mx = ck[j] > mx ? ck[j] : mx; \
             off[r + 1] = take_top(ck, ci, c, (int32_t)k, 1, mx, pos + r * k); \
@@ -282,8 +295,8 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int6
     free(pos); free(allow); \
     return failed; \
 }
-TOPK_POSITIVE(topk_positive_f32, uint32_t, F32_BITS)
-TOPK_POSITIVE(topk_positive_bf16, uint16_t, BF16_BITS)
+TOPK_POSITIVE(topk_positive_f32, uint32_t, F32_KEY)
+TOPK_POSITIVE(topk_positive_bf16, uint16_t, BF16_KEY)
 
 /* ---- thresholded entries (JumpReLU): where each row of x [N, S] (row stride ld) is above its column's threshold
    th[j] (the codes that fire), and where it lies strictly between lo[j] and hi[j] (the window of the thresholds'
