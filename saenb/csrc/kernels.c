@@ -838,8 +838,10 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                 int64_t re = r;
                 while (re < R && (tok ? tok[re] == n : re == n)) re++;
                 const float *x = X + n * Di, *t = T + n * Do, *wb = w + n / seg * G;
-                if (h) for (int64_t e = r * k; e < re * k; e++) h[idx[e]]++;
                 int64_t e = r * k, e1 = re * k;
+                /* entries left out at the end of a token's rows (the padding of `pack_tokens`' last row): no work */
+                if (sel) while (e1 > e && sel[e1 - 1] == 0) { e1--; V[e1] = 0; if (grad) GV[e1] = 0; }
+                if (h) for (int64_t j = e; j < e1; j++) h[idx[j]]++;
                 for (; e + 4 <= e1; e += 4)
                     dot4_f(x, WeT + idx[e] * Di, WeT + idx[e + 1] * Di, WeT + idx[e + 2] * Di, WeT + idx[e + 3] * Di,
                            Di, V + e);
