@@ -210,7 +210,7 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
         xc = x[None] - self.b_dec[:, None]   # member i's centred input [M, B, d_in]; b_dec's gradient: sparse_sq_error
         pre = self.pre_acts(xc)
         vals, idx = (torch.empty(n, dtype=t, device=x.device) for t in (pre[0].dtype, torch.long))
-        for p, k, a in zip(pre, ks, itertools.accumulate([0, *ks])):   # member i's: B k_i entries from B (k_0 + ... )
+        for p, k, a in zip(pre, ks, itertools.accumulate([0, *ks])):   # member i's B k_i from B (k_0 + ... + k_i-1)
             fast_topk(p, k, out=(vals[a * B:(a + k) * B].view(B, k), idx[a * B:(a + k) * B].view(B, k)))
         idx = idx.view(-1, g).add_(first[:, None])   # the stack's latents: each member's from its first
         kept = vals.view(-1, g) > 0 if relu else None   # `choose`'s ReLU: codes at or below 0 left out

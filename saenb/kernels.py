@@ -363,7 +363,7 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
               f"the rows of packed codes must be tokens in [0, {N}), in order")
     w = (torch.full((len(bounds),), 1 / max(N, 1), device=x.device) if weights is None else weights).float()
     w = w.expand(blocks, len(bounds)).contiguous()
-    if y is None:   # the targets less b_out are x itself: no copy of them (a [4096, 128] subtraction, 0.1 ms a step)
+    if y is None:   # the targets less b_out are x itself: no copy of them (a [4096, 128] subtraction, 0.035 ms a step)
         check(b_out is not None and b_out is centre, "y=None needs b_out, the same tensor as centre")
         T = x
     else: T = y if b_out is None else (y.view(blocks, N // blocks, -1) - b_out.view(-1, 1, y.shape[-1])).view(N, -1)
