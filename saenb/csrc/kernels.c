@@ -57,13 +57,13 @@ static int32_t kth_bisect(const int32_t *keys, int32_t c, int32_t k, int64_t lo,
 }
 
 /* the k-th largest (1 <= k <= c) of keys[0..c), all in [lo, hi). Keys spanning at most 2^16 values (bf16's, see
-   BF16_KEY) and more than 16 of them: by bisection, at most 16 counts (fast_topk, bf16, at 1024 x 512 on a 2-core
-   AVX-512 EPYC: top-16 0.225 -> 0.196 ms, top-24 0.293 -> 0.208, top-32 0.359 -> 0.228; at 4096 x 2048 top-16 1.48 ->
-   1.35, top-32 1.99 -> 1.56; top-8 the same; from 9 keys on, top-8 was 7-11% slower). Otherwise, up to 32 keys (64
-   with AVX-512), by ranking each key by counting (comparisons without data-dependent branches, which made a
-   quickselect slower than this); with AVX-512 the keys sit in two or four registers and a key's rank is a few compares
-   and population counts (top-16 1.3-1.7x, top-24 1.3-1.5x faster than counting one key at a time); more (from 33 keys
-   on, counting took longer than this on an AVX2 CPU), by bisection. */
+   BF16_KEY) and more than 16 of them: by bisection, at most 16 counts (fast_topk, bf16, on a 2-core AVX-512 EPYC:
+   1024 x 512 top-16 0.196 ms, top-24 0.208, top-32 0.228, against 0.225, 0.293 and 0.359 ranking them; 4096 x 2048
+   top-16 1.35 against 1.48, top-32 1.56 against 1.99; top-8 the same, and 7-11% slower bisecting from 9 keys on).
+   Otherwise, up to 32 keys (64 with AVX-512), by ranking each key by counting (comparisons without data-dependent
+   branches, which made a quickselect slower than this); with AVX-512 the keys sit in two or four registers and a
+   key's rank is a few compares and population counts (top-16 1.3-1.7x, top-24 1.3-1.5x faster than counting one key
+   at a time); more (from 33 keys on, counting took longer than this on an AVX2 CPU), by bisection. */
 static int32_t kth_largest(const int32_t *keys, int32_t c, int32_t k, int64_t lo, int64_t hi) {
     if (c > 16 && hi - lo <= 65536) return kth_bisect(keys, c, k, lo, hi);
 #if defined(__AVX512F__)
@@ -412,9 +412,10 @@ static int32_t kth_largest_radix(const int32_t *keys, int64_t c, int64_t k, int6
    (64k entries or more) they are written out in parallel too, each row's place and share of the ties from a pass
    over the rows' counts (below that the extra pass cost more than it saved). On BatchTopK's training batches
    (4096 x 512, bf16 pre-activations of the speed benchmark's step 80, whose rows often reach T0 with all 16
-   candidates) the scalar, branching scan of such rows and the serial writing out took 0.5 and 0.23 ms; now the call
-   takes 1.70-1.71 ms at k = 8 (1.80-1.84 before), 2.90-2.92 at k = 32 (3.58-3.63), and with many ties (rounded
-   values) 2.02-2.14 (2.85-2.87); on normal rows without such scans it is 2-3% slower (medians of 10 interleaved). */
+   candidates) a call takes 1.70-1.71 ms at k = 8 and 2.90-2.92 at k = 32, against 1.80-1.84 and 3.58-3.63 with a
+   scalar, branching scan of such rows and a serial writing out (0.5 and 0.23 ms of the first); with many ties (rounded
+   values) 2.02-2.14 against 2.85-2.87; on normal rows without such scans it is 2-3% slower (medians of 10
+   interleaved calls, 2-core AVX-512 EPYC). */
 #define BATCH_TOPK(NAME, T, BITS, ROWS) \
 int NAME(const T *x, int64_t ld, int64_t N, int64_t S, int64_t m, int64_t n, int64_t *tok, int64_t *idx, T *vals, int64_t *count) { \
     int failed = 0; \
@@ -466,19 +467,23 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, int64_t m, int64_t n, int
                 int32_t c = collect_ge(kr, (int32_t)S, T0, NULL, ck, ci); \
                 for (int32_t j = 0; j < c; j++) { pool_k[o + j] = ck[j]; pool_i[o + j] = ci[j]; } \
             } else { \
-                for (int64_t j = 0; j < m; j++) if (ckey[r * m + j] >= T0) { pool_k[o] = ckey[r * m + j]; pool_i[o++] = cand[r * m + j]; } \
+                for (int64_t j = 0; j < m; j++) \
+                    if (ckey[r * m + j] >= T0) { pool_k[o] = ckey[r * m + j]; pool_i[o++] = cand[r * m + j]; } \
             } \
         } \
         free(kr); \
     } \
     if (failed) goto done; \
     int32_t Tc = P > n ? kth_largest_radix(pool_k, P, n, hist) : T0; \
-    if (P < 65536) { /* one pass, the ties at Tc to the first rows that have them */ \
+    if (P < 65536) { /* one pass, the ties at Tc to the first rows that have them (the three passes below, on one \
+                        thread, took 4-5% longer at k = 8: 1.33 against 1.27 ms) */ \
         int64_t ties = n, o = 0; \
         for (int64_t i = 0; i < P; i++) ties -= pool_k[i] > Tc; \
         for (int64_t r = 0; r < N; r++) \
             for (int64_t e = off[r]; e < off[r + 1]; e++) \
-                if (pool_k[e] > Tc || (pool_k[e] == Tc && ties-- > 0)) { tok[o] = r; idx[o] = pool_i[e]; vals[o] = x[r * ld + pool_i[e]]; o++; } \
+                if (pool_k[e] > Tc || (pool_k[e] == Tc && ties-- > 0)) { \
+                    tok[o] = r; idx[o] = pool_i[e]; vals[o] = x[r * ld + pool_i[e]]; o++; \
+                } \
         gt[N] = o; \
     } else _Pragma("omp parallel") \
     { /* in parallel: each row's entries above Tc and at it, then its place and share of the ties, then its entries */ \
@@ -502,7 +507,9 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, int64_t m, int64_t n, int
         for (int64_t r = 0; r < N; r++) { \
             int64_t o = gt[r], q = take[r]; \
             for (int64_t e = off[r]; e < off[r + 1]; e++) \
-                if (pool_k[e] > Tc || (pool_k[e] == Tc && q-- > 0)) { tok[o] = r; idx[o] = pool_i[e]; vals[o] = x[r * ld + pool_i[e]]; o++; } \
+                if (pool_k[e] > Tc || (pool_k[e] == Tc && q-- > 0)) { \
+                    tok[o] = r; idx[o] = pool_i[e]; vals[o] = x[r * ld + pool_i[e]]; o++; \
+                } \
         } \
     } \
     *count = gt[N]; \
