@@ -244,16 +244,16 @@ def aux(self:_TopKStack, xs:torch.Tensor, pre:list, e:torch.Tensor, W:torch.Tens
     parts, M, B = [], len(self.members), len(e) // len(self.members)   # e: the residuals [M * B, d], member by member
     for i, s in enumerate(m.sae for m in self.members):
         if (dead := s.auxk_latents()) is None: continue
-        j, _, r = s.auxk_entries(pre[i], dead)   # its positive entries, one a row, in token order
-        parts.append((i, j + self.offs[i], r + i * B))   # rows read their member's centred input
+        j, v, r = s.auxk_entries(pre[i], dead)   # its positive entries, one a row, in token order, and their codes
+        parts.append((i, j + self.offs[i], r + i * B, v))   # rows read their member's centred input
     w = e.new_zeros(M, 1)   # members without dead latents weigh 0; the dead latents' pre-activations: `pre`'s columns
     if not parts: return w.sum(), w.view(M)
-    who = torch.tensor([i for i, _, _ in parts], device=e.device)
-    idx, rows = torch.cat([j for _, j, _ in parts]), torch.cat([r for _, _, r in parts])
+    who = torch.tensor([p[0] for p in parts], device=e.device)
+    idx, rows, codes = (torch.cat([p[i] for p in parts]) for i in (1, 2, 3))
     c = self.cfg
     w[who] = c.aux_coeff / (B * auxk_norm(e.view(M, B, -1)[who], c.aux_norm))[:, None]
     loss, _, _, sq = sparse_sq_error(xs, W, self.b_enc, self.W_dec, e, idx, rows, centre=self.b_dec, weights=w,
-                                     blocks=M, centre_of=self.member)
+                                     blocks=M, centre_of=self.member, codes=codes)
     return loss, (w * sq).view(M)
 
 # %% ../nbs/07b_ensemble.ipynb #5a3f0c19

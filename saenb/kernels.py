@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from .utils import check
+from .utils import InputError, check
 
 # %% auto #0
 __all__ = ['pre_activations', 'compile_c', 'kernel_source', 'load_kernels', 'gather_dot', 'scatter_mm', 'sparse_decode',
@@ -129,9 +129,11 @@ def _row_major(x:torch.Tensor) -> torch.Tensor:
     "`x [N, n]` with unit stride along rows (a copy if needed): kernels read row i at `x.data_ptr() + i * x.stride(0)`."
     return x if x.stride(-1) == 1 and x.stride(0) >= x.shape[1] else x.contiguous()
 
-def _call(f, *args):
-    "Call kernel `f` (tensors passed by address); a nonzero return means it could not allocate its scratch memory."
-    if f(*(a.data_ptr() if torch.is_tensor(a) else a for a in args)): raise MemoryError(f"{f.__name__}: out of memory")
+def _call(f, *args, errors:dict=None):
+    "Call kernel `f` (tensors passed by address); returns 1: out of scratch memory, others: `errors[code]`, bad input."
+    rc = f(*(a.data_ptr() if torch.is_tensor(a) else a for a in args))
+    if rc == 1: raise MemoryError(f"{f.__name__}: out of memory")
+    if rc: raise InputError(errors[rc])
 
 # %% ../nbs/06a_kernels.ipynb #c6328faf
 class _one_thread:
@@ -148,11 +150,14 @@ def _cpu_kernel(name:str, *ts):
     ok = fns is not None and all(t.device.type == 'cpu' and t.dtype == torch.float32 for t in ts)
     return fns[name] if ok else None
 
+def _latents_error(n): return f"latent indices must lie in [0, {n})"
+def _rows_error(N): return f"the rows of packed codes must be tokens in [0, {N}), in order"
+
 def _check_latents(idx, n):
-    "A clear error for latent indices outside `[0, n)` (the kernels do not check)."
+    "A clear error for latent indices outside `[0, n)` (the kernels, but for `sparse_sq_error`, do not check)."
     if idx.numel() == 0: return
     lo, hi = torch.aminmax(idx)
-    check(lo >= 0 and hi < n, f"latent indices must lie in [0, {n}), got [{int(lo)}, {int(hi)}]")
+    check(lo >= 0 and hi < n, f"{_latents_error(n)}, got [{int(lo)}, {int(hi)}]")
 
 # %% ../nbs/06a_kernels.ipynb #86a91e25
 def gather_dot(A, W, idx, rows=None):
@@ -286,13 +291,15 @@ def sparse_encode(x:torch.Tensor, # centred inputs `[..., d_in]`
 class _SparseSqError(torch.autograd.Function):
     "The kernel `sparse_sq_error`: the loss and its gradients in the forward pass; the backward pass scales them."
     @staticmethod
-    def forward(ctx, x, WT, b_enc, W_dec, T, b_out, centre, idx, rows, keep, bounds, w, relu, grad, centre_of, l1w):
+    def forward(ctx, x, WT, b_enc, W_dec, T, b_out, centre, idx, rows, keep, codes, bounds, w, relu, grad, centre_of,
+                l1w):
         N, (S, Do), k, nb = len(x), W_dec.shape, idx.shape[1], w.shape[0]
         err, vals, sq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(w.shape)
         gs = (torch.empty(S, x.shape[1]), torch.empty(S), torch.empty(S, Do), torch.empty(nb, Do)) if grad else (0,) * 4
         opt = lambda t: 0 if t is None else t   # a NULL pointer for the kernel
-        _call(load_kernels()['sparse_sq_error'], x, WT, opt(b_enc), W_dec, T, idx, opt(rows), opt(keep), bounds, w,
-              opt(l1w), N, len(idx), k, x.shape[1], Do, S, len(bounds), nb, int(relu), err, vals, sq, *gs)
+        _call(load_kernels()['sparse_sq_error'], x, WT, opt(b_enc), W_dec, T, idx, opt(rows), opt(keep), opt(codes),
+              bounds, w, opt(l1w), N, len(idx), k, x.shape[1], Do, S, len(bounds), nb, int(relu), err, vals, sq, *gs,
+              errors={2: _latents_error(S), 3: _rows_error(N)})   # the kernel checks both as it walks the entries
         ctx.grads, ctx.centre = (*gs, WT), (None if centre is None else centre.shape, centre_of)
         ctx.b_out_shape = None if b_out is None else b_out.shape
         ctx.mark_non_differentiable(err, vals, sq)
@@ -304,9 +311,11 @@ class _SparseSqError(torch.autograd.Function):
     def backward(ctx, g, *_):
         gWT, gb, gW, gT, WT = ctx.grads
         n, (shape, of) = ctx.needs_input_grad, ctx.centre
-        gc = _centring_grad(gb, WT, shape, of) * g if n[6] else None   # dL/db_enc[l] is latent l's summed gradient
-        return (None, gWT * g if n[1] else None, gb * g if n[2] else None, gW * g if n[3] else None, None,
-                gT.view(ctx.b_out_shape) * g if n[5] else None, gc) + (None,) * 9
+        one = bool(g == 1)   # the loss's own gradient, 1 in training: the stored gradients, not scaled copies
+        sc = lambda t, i: (t if one else t * g) if n[i] else None
+        gc = sc(_centring_grad(gb, WT, shape, of), 6) if n[6] else None   # dL/db_enc[l] is latent l's summed gradient
+        return (None, sc(gWT, 1), sc(gb, 2), sc(gW, 3), None, sc(gT.view(ctx.b_out_shape), 5) if n[5] else None,
+                gc) + (None,) * 10
 
 def _l1_term(l1w, vals, rows, N):
     "`sum_b l1w[b] * (the sum of block b's codes vals [R, k])`, row r of `vals` a code of token `rows[r]`; 0 if no `l1w`."
@@ -315,9 +324,10 @@ def _l1_term(l1w, vals, rows, N):
     tok = torch.arange(len(vals), device=vals.device) if rows is None else rows
     return (l1w * l1w.new_zeros(len(l1w)).index_add_(0, tok // (N // len(l1w)), vals.sum(1))).sum()
 
-def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, relu, bounds, w, centre_of, l1w):
+def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, codes, relu, bounds, w, centre_of, l1w):
     "`sparse_sq_error` in PyTorch: codes by `sparse_encode`, each group's part by one `sparse_decode` into N*G bags."
     vals = sparse_encode(x, W_enc, idx, b_enc, rows, centre, centre_of)
+    if codes is not None: vals = codes.to(vals.dtype) + (vals - vals.detach())   # their values, the encoder's gradients
     if relu: vals = F.relu(vals)
     if keep is not None: vals = vals * keep
     N, G, nb = len(x), len(bounds), len(w)
@@ -349,18 +359,20 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
                     blocks:int=1, # the tokens form this many equal blocks in turn (an ensemble's members)
                     centre_of:torch.Tensor=None, # `[d_sae]`: which row of a `[G, d_in]` `centre` each latent reads
                     l1:float|torch.Tensor=None, # the codes' sum (`[blocks]`: each block's) enters the loss at this weight
+                    codes:torch.Tensor=None, # `[R, k]`: the codes' values where known (AuxK's: its pre-activations)
                    ) -> tuple: # `(loss, err [N, d_out], codes [R, k], sq [blocks, G] or [G])`, err = reconstruction - y
     "`sum weights * sq` (+ `l1` * the codes' sum) for prefix errors `r_g`, codes recomputed as in `sparse_encode`."
     S, k, N = W_dec.shape[0], idx.shape[-1], len(x)
-    _check_latents(idx, S)
-    bounds = torch.tensor([S], device=idx.device) if bounds is None else bounds.to(torch.int64)
-    check(int(bounds[-1]) == S and bool((bounds[1:] > bounds[:-1]).all()),
-          f"bounds must increase and end at d_sae={S}, got {bounds.tolist()}")
+    if bounds is None: bounds = torch.tensor([S], device=idx.device)
+    else:
+        bounds = bounds.to(torch.int64)
+        check(int(bounds[-1]) == S and bool((bounds[1:] > bounds[:-1]).all()),
+              f"bounds must increase and end at d_sae={S}, got {bounds.tolist()}")
     check(N % blocks == 0, f"{N} tokens do not form {blocks} equal blocks")
-    if rows is not None:   # the kernel walks each token's rows in turn
-        check(len(rows) == idx.numel() // k, f"rows has {len(rows)} entries for {idx.numel() // k} rows of idx")
-        check(len(rows) == 0 or (bool((rows[1:] >= rows[:-1]).all()) and 0 <= int(rows[0]) and int(rows[-1]) < N),
-              f"the rows of packed codes must be tokens in [0, {N}), in order")
+    n_rows = idx.numel() // max(k, 1)   # the kernel walks each token's rows in turn
+    if rows is not None: check(len(rows) == n_rows, f"rows has {len(rows)} entries for {n_rows} rows of idx")
+    else: check(n_rows == N, f"idx has {n_rows} rows for {N} tokens: pass rows= for packed codes")
+    check(codes is None or codes.numel() == idx.numel(), f"codes must give one value an entry of idx {tuple(idx.shape)}")
     w = (torch.full((len(bounds),), 1 / max(N, 1), device=x.device) if weights is None else weights).float()
     w = w.expand(blocks, len(bounds)).contiguous()
     if y is None:   # the targets less b_out are x itself: no copy of them (a [4096, 128] subtraction, 0.035 ms a step)
@@ -371,9 +383,13 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
     l1w = None if l1 is None else torch.as_tensor(l1, device=x.device).float().expand(blocks).contiguous()
     kern = _cpu_kernel('sparse_sq_error', x, W_enc, W_dec, *([] if b_enc is None else [b_enc]))
     if kern is None or x.requires_grad or (y is not None and y.requires_grad):   # the kernel gives x, y no gradient
+        _check_latents(idx, S)   # (the kernel checks latents and rows as it goes: 0.05-0.07 ms a call saved)
+        check(rows is None or len(rows) == 0 or (bool((rows[1:] >= rows[:-1]).all()) and 0 <= int(rows[0])
+                                                 and int(rows[-1]) < N), _rows_error(N))
         if y is None:   # x exactly, and b_out's gradient through it as through y - b_out
             T = (x.view(blocks, N // blocks, -1) - (b_out - b_out.detach()).view(blocks, 1, -1)).view(N, -1)
-        out = _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, relu, bounds, w, centre_of, l1w)
+        out = _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep,
+                              None if codes is None else codes.reshape(idx.shape), relu, bounds, w, centre_of, l1w)
     else:
         grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                for t in (W_enc, b_enc, W_dec, b_out, centre))
@@ -381,7 +397,8 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
         out = _SparseSqError.apply(
             x.contiguous(), W_enc.t().contiguous(), None if b_enc is None else b_enc.contiguous(), W_dec.contiguous(),
             T.detach().float().contiguous(), b_out, centre, as_long(idx), as_long(rows),
-            None if keep is None else keep.float().contiguous(), bounds.contiguous(), w, relu, grad, centre_of, l1w)
+            None if keep is None else keep.float().contiguous(), None if codes is None else codes.float().contiguous(),
+            bounds.contiguous(), w, relu, grad, centre_of, l1w)
     loss, err, vals, sq = out
     per_block = blocks > 1 or (weights is not None and weights.ndim == 2)
     return loss, err, vals.view(idx.shape), sq if per_block else sq.view(len(bounds))

@@ -725,10 +725,11 @@ def sparse_auxk(self:AuxKMixin, xc, e, pre):
     "`auxk` of the top `aux_k` dead latents by `pre` against residual `e`, on entries; None if none is dead."
     if (dead := self.auxk_latents()) is None: return None
     e = e() if callable(e) else e   # the residual (detached), or what makes it: made only when a latent is dead
-    idx, _, rows = self.auxk_entries(pre, dead)
+    idx, vals, rows = self.auxk_entries(pre, dead)   # their codes are `pre`'s values: not recomputed (`codes`)
     c = self.cfg
     w = c.aux_coeff / (len(e) * auxk_norm(e, c.aux_norm))
-    return sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, e, idx, rows, centre=self._centre(xc), weights=w)[0]
+    return sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, e, idx, rows, centre=self._centre(xc), weights=w,
+                           codes=vals)[0]
 
 # %% ../nbs/06_sae.ipynb #top0a001
 @register_sae
