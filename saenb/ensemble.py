@@ -217,13 +217,12 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
     xs, W = xc.view(M * B, -1), self.W_encT.t()   # W [d_in, sum of d_sae]: its transpose is the rows the kernels read
     # every member's codes, squared error (`_mse` each: weight 1/B) and gradients in one pass; b_dec[i]: member i's;
     # member i's tokens are block i of M*B, their targets less b_dec[i] are xs itself (y=None: no copy of them)
+    cnt = torch.empty(sum(self.n), dtype=torch.int32, device=x.device)   # each latent's nonzero codes: the kernel's
     main, err, vals, sq = sparse_sq_error(xs, W, self.b_enc, self.W_dec, None, idx, rows, self.b_dec, self.b_dec,
                                           kept, relu, weights=x.new_full((M, 1), 1 / B, dtype=torch.float32),
-                                          blocks=M, centre_of=self.member)
-    aux_total, aux = self.aux(xs, pre, -err, W)   # each member's residual y - y_hat: AuxK's target
+                                          blocks=M, centre_of=self.member, counts=cnt)
+    aux_total, aux = self.aux(xs, pre, err, W)   # each member's residual y - y_hat, -err: AuxK's target
     mse = sq.view(M) / B
-    cnt = torch.zeros(sum(self.n), dtype=torch.int32, device=x.device).index_add_(0, idx.view(-1),
-                                                                                   (vals != 0).view(-1).int())
     l0 = torch.zeros(M, device=x.device).index_add_(0, self.member, cnt.float()) / B   # each member's codes a token
     return main + aux_total, mse, aux, l0, cnt > 0
 
@@ -239,21 +238,21 @@ def pre_acts(self:_TopKStack, xc:torch.Tensor) -> list:
     return out
 
 @patch
-def aux(self:_TopKStack, xs:torch.Tensor, pre:list, e:torch.Tensor, W:torch.Tensor) -> tuple:
+def aux(self:_TopKStack, xs:torch.Tensor, pre:list, err:torch.Tensor, W:torch.Tensor) -> tuple:
     "AuxK of the members with dead latents, as `TopKSAE.aux_loss`, in one `sparse_sq_error`: `(summed, [M] detached)`."
-    parts, M, B = [], len(self.members), len(e) // len(self.members)   # e: the residuals [M * B, d], member by member
+    parts, M, B = [], len(self.members), len(err) // len(self.members)   # err: -(the residuals) [M * B, d], by member
     for i, s in enumerate(m.sae for m in self.members):
         if (dead := s.auxk_latents()) is None: continue
         j, v, r = s.auxk_entries(pre[i], dead)   # its positive entries, one a row, in token order, and their codes
         parts.append((i, j + self.offs[i], r + i * B, v))   # rows read their member's centred input
-    w = e.new_zeros(M, 1)   # members without dead latents weigh 0; the dead latents' pre-activations: `pre`'s columns
+    w = err.new_zeros(M, 1)   # members without dead latents weigh 0; the dead latents' pre-activations: `pre`'s columns
     if not parts: return w.sum(), w.view(M)
-    who = torch.tensor([p[0] for p in parts], device=e.device)
+    who = torch.tensor([p[0] for p in parts], device=err.device)
     idx, rows, codes = (torch.cat([p[i] for p in parts]) for i in (1, 2, 3))
     c = self.cfg
-    w[who] = c.aux_coeff / (B * auxk_norm(e.view(M, B, -1)[who], c.aux_norm))[:, None]
-    loss, _, _, sq = sparse_sq_error(xs, W, self.b_enc, self.W_dec, e, idx, rows, centre=self.b_dec, weights=w,
-                                     blocks=M, centre_of=self.member, codes=codes)
+    w[who] = c.aux_coeff / (B * auxk_norm(err.view(M, B, -1)[who], c.aux_norm))[:, None]   # the same for -err
+    loss, _, _, sq = sparse_sq_error(xs, W, self.b_enc, self.W_dec, err, idx, rows, centre=self.b_dec, weights=w,
+                                     blocks=M, centre_of=self.member, codes=codes, neg_y=True)
     return loss, (w * sq).view(M)
 
 # %% ../nbs/07b_ensemble.ipynb #5a3f0c19

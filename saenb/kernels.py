@@ -292,14 +292,14 @@ class _SparseSqError(torch.autograd.Function):
     "The kernel `sparse_sq_error`: the loss and its gradients in the forward pass; the backward pass scales them."
     @staticmethod
     def forward(ctx, x, WT, b_enc, W_dec, T, b_out, centre, idx, rows, keep, codes, bounds, w, relu, grad, centre_of,
-                l1w):
+                l1w, neg_y, counts):
         N, (S, Do), k, nb = len(x), W_dec.shape, idx.shape[1], w.shape[0]
         err, vals, sq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(w.shape)
         gs = (torch.empty(S, x.shape[1]), torch.empty(S), torch.empty(S, Do), torch.empty(nb, Do)) if grad else (0,) * 4
         opt = lambda t: 0 if t is None else t   # a NULL pointer for the kernel
         _call(load_kernels()['sparse_sq_error'], x, WT, opt(b_enc), W_dec, T, idx, opt(rows), opt(keep), opt(codes),
-              bounds, w, opt(l1w), N, len(idx), k, x.shape[1], Do, S, len(bounds), nb, int(relu), err, vals, sq, *gs,
-              errors={2: _latents_error(S), 3: _rows_error(N)})   # the kernel checks both as it walks the entries
+              bounds, w, opt(l1w), N, len(idx), k, x.shape[1], Do, S, len(bounds), nb, int(relu), int(neg_y), err, vals,
+              sq, opt(counts), *gs, errors={2: _latents_error(S), 3: _rows_error(N)})   # checked as it walks them
         ctx.grads, ctx.centre = (*gs, WT), (None if centre is None else centre.shape, centre_of)
         ctx.b_out_shape = None if b_out is None else b_out.shape
         ctx.mark_non_differentiable(err, vals, sq)
@@ -315,7 +315,7 @@ class _SparseSqError(torch.autograd.Function):
         sc = lambda t, i: (t if one else t * g) if n[i] else None
         gc = sc(_centring_grad(gb, WT, shape, of), 6) if n[6] else None   # dL/db_enc[l] is latent l's summed gradient
         return (None, sc(gWT, 1), sc(gb, 2), sc(gW, 3), None, sc(gT.view(ctx.b_out_shape), 5) if n[5] else None,
-                gc) + (None,) * 10
+                gc) + (None,) * 12
 
 def _l1_term(l1w, vals, rows, N):
     "`sum_b l1w[b] * (the sum of block b's codes vals [R, k])`, row r of `vals` a code of token `rows[r]`; 0 if no `l1w`."
@@ -324,7 +324,7 @@ def _l1_term(l1w, vals, rows, N):
     tok = torch.arange(len(vals), device=vals.device) if rows is None else rows
     return (l1w * l1w.new_zeros(len(l1w)).index_add_(0, tok // (N // len(l1w)), vals.sum(1))).sum()
 
-def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, codes, relu, bounds, w, centre_of, l1w):
+def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, codes, relu, bounds, w, centre_of, l1w, counts):
     "`sparse_sq_error` in PyTorch: codes by `sparse_encode`, each group's part by one `sparse_decode` into N*G bags."
     vals = sparse_encode(x, W_enc, idx, b_enc, rows, centre, centre_of)
     if codes is not None: vals = codes.to(vals.dtype) + (vals - vals.detach())   # their values, the encoder's gradients
@@ -333,6 +333,7 @@ def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, codes, r
     N, G, nb = len(x), len(bounds), len(w)
     r = torch.arange(len(idx), device=idx.device) if rows is None else rows
     nz = vals.detach() != 0   # padding, and codes at 0, add nothing
+    if counts is not None: counts.zero_().index_add_(0, idx[nz], torch.ones_like(idx[nz], dtype=counts.dtype))
     key = (r[:, None] * G + torch.bucketize(idx, bounds, right=True))[nz]   # (token, group)
     i, v = idx[nz], vals[nz]
     if len(key) > 1 and not bool((key[1:] >= key[:-1]).all()):   # in order already when each token's latents are
@@ -341,6 +342,24 @@ def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, codes, r
     err = parts.cumsum(1) - T[:, None].float()   # r_g for every prefix g
     sq = err.pow(2).sum(-1).view(nb, N // nb, G).sum(1)
     return (w * sq).sum() + _l1_term(l1w, vals, rows, N), err[:, -1].detach(), vals.detach(), sq.detach()
+
+# %% ../nbs/06a_kernels.ipynb #a3c5e9d1
+def _sq_error_checks(S, N, idx, rows, bounds, blocks, codes, counts, bad_neg_y) -> torch.Tensor:
+    "`sparse_sq_error`'s checks of its arguments' shapes (the kernel checks latents and rows): `bounds` as int64."
+    if bounds is None: bounds = torch.tensor([S], device=idx.device)
+    else:
+        bounds = bounds.to(torch.int64)
+        check(int(bounds[-1]) == S and bool((bounds[1:] > bounds[:-1]).all()),
+              f"bounds must increase and end at d_sae={S}, got {bounds.tolist()}")
+    check(N % blocks == 0, f"{N} tokens do not form {blocks} equal blocks")
+    n_rows = idx.numel() // max(idx.shape[-1], 1)   # the kernel walks each token's rows in turn
+    if rows is not None: check(len(rows) == n_rows, f"rows has {len(rows)} entries for {n_rows} rows of idx")
+    else: check(n_rows == N, f"idx has {n_rows} rows for {N} tokens: pass rows= for packed codes")
+    check(codes is None or codes.numel() == idx.numel(), f"codes must give each entry of idx {tuple(idx.shape)} a value")
+    check(counts is None or (counts.dtype == torch.int32 and counts.shape == (S,) and counts.is_contiguous()),
+          f"counts must be a contiguous int32 tensor of d_sae={S} counts")
+    check(not bad_neg_y, "neg_y needs y, and no b_out")
+    return bounds
 
 # %% ../nbs/06a_kernels.ipynb #12299217
 def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradient (`centre` takes the centring's)
@@ -360,19 +379,12 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
                     centre_of:torch.Tensor=None, # `[d_sae]`: which row of a `[G, d_in]` `centre` each latent reads
                     l1:float|torch.Tensor=None, # the codes' sum (`[blocks]`: each block's) enters the loss at this weight
                     codes:torch.Tensor=None, # `[R, k]`: the codes' values where known (AuxK's: its pre-activations)
+                    neg_y:bool=False, # the targets are `-y` (AuxK's: the main pass's error; no negated copy of it)
+                    counts:torch.Tensor=None, # int32 `[d_sae]` to fill with each latent's nonzero codes (fired, L0)
                    ) -> tuple: # `(loss, err [N, d_out], codes [R, k], sq [blocks, G] or [G])`, err = reconstruction - y
     "`sum weights * sq` (+ `l1` * the codes' sum) for prefix errors `r_g`, codes recomputed as in `sparse_encode`."
     S, k, N = W_dec.shape[0], idx.shape[-1], len(x)
-    if bounds is None: bounds = torch.tensor([S], device=idx.device)
-    else:
-        bounds = bounds.to(torch.int64)
-        check(int(bounds[-1]) == S and bool((bounds[1:] > bounds[:-1]).all()),
-              f"bounds must increase and end at d_sae={S}, got {bounds.tolist()}")
-    check(N % blocks == 0, f"{N} tokens do not form {blocks} equal blocks")
-    n_rows = idx.numel() // max(k, 1)   # the kernel walks each token's rows in turn
-    if rows is not None: check(len(rows) == n_rows, f"rows has {len(rows)} entries for {n_rows} rows of idx")
-    else: check(n_rows == N, f"idx has {n_rows} rows for {N} tokens: pass rows= for packed codes")
-    check(codes is None or codes.numel() == idx.numel(), f"codes must give one value an entry of idx {tuple(idx.shape)}")
+    bounds = _sq_error_checks(S, N, idx, rows, bounds, blocks, codes, counts, neg_y and (y is None or b_out is not None))
     w = (torch.full((len(bounds),), 1 / max(N, 1), device=x.device) if weights is None else weights).float()
     w = w.expand(blocks, len(bounds)).contiguous()
     if y is None:   # the targets less b_out are x itself: no copy of them (a [4096, 128] subtraction, 0.035 ms a step)
@@ -388,8 +400,9 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
                                                  and int(rows[-1]) < N), _rows_error(N))
         if y is None:   # x exactly, and b_out's gradient through it as through y - b_out
             T = (x.view(blocks, N // blocks, -1) - (b_out - b_out.detach()).view(blocks, 1, -1)).view(N, -1)
-        out = _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep,
-                              None if codes is None else codes.reshape(idx.shape), relu, bounds, w, centre_of, l1w)
+        out = _sq_error_torch(x, W_enc, b_enc, W_dec, -T if neg_y else T, idx, rows, centre, keep,
+                              None if codes is None else codes.reshape(idx.shape), relu, bounds, w, centre_of, l1w,
+                              counts)
     else:
         grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                for t in (W_enc, b_enc, W_dec, b_out, centre))
@@ -398,7 +411,7 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
             x.contiguous(), W_enc.t().contiguous(), None if b_enc is None else b_enc.contiguous(), W_dec.contiguous(),
             T.detach().float().contiguous(), b_out, centre, as_long(idx), as_long(rows),
             None if keep is None else keep.float().contiguous(), None if codes is None else codes.float().contiguous(),
-            bounds.contiguous(), w, relu, grad, centre_of, l1w)
+            bounds.contiguous(), w, relu, grad, centre_of, l1w, neg_y, counts)
     loss, err, vals, sq = out
     per_block = blocks > 1 or (weights is not None and weights.ndim == 2)
     return loss, err, vals.view(idx.shape), sq if per_block else sq.view(len(bounds))

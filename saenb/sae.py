@@ -721,15 +721,14 @@ def centred_pre(self:SAE, xc):
     return F.linear(xc, self.W_enc.t(), self.b_enc)
 
 @patch
-def sparse_auxk(self:AuxKMixin, xc, e, pre):
-    "`auxk` of the top `aux_k` dead latents by `pre` against residual `e`, on entries; None if none is dead."
+def sparse_auxk(self:AuxKMixin, xc, e, pre, neg:bool=False):
+    "`auxk` of the top `aux_k` dead latents by `pre` against residual `e` (`-e`: `neg`), on entries; None if none dead."
     if (dead := self.auxk_latents()) is None: return None
-    e = e() if callable(e) else e   # the residual (detached), or what makes it: made only when a latent is dead
     idx, vals, rows = self.auxk_entries(pre, dead)   # their codes are `pre`'s values: not recomputed (`codes`)
     c = self.cfg
-    w = c.aux_coeff / (len(e) * auxk_norm(e, c.aux_norm))
+    w = c.aux_coeff / (len(e) * auxk_norm(e, c.aux_norm))   # the same for -e
     return sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, e, idx, rows, centre=self._centre(xc), weights=w,
-                           codes=vals)[0]
+                           codes=vals, neg_y=neg)[0]
 
 # %% ../nbs/06_sae.ipynb #top0a001
 @register_sae
@@ -796,11 +795,12 @@ def aux_loss(self:TopKSAE, xc, y, y_hat, pre):
 
 # %% ../nbs/06_sae.ipynb #c757cc9b
 @patch
-def _sparse_out(self:TopKSAE, x, y, y_hat, idx, vals, mse=None, **extra):
+def _sparse_out(self:TopKSAE, x, y, y_hat, idx, vals, mse=None, cnt=None, **extra):
     vd = vals.detach()
     nz = vd != 0
-    cnt = torch.zeros(self.latent_shape, dtype=torch.int32, device=vd.device)  # codes per latent (no compaction)
-    cnt.view(-1).index_add_(0, idx.reshape(-1), nz.reshape(-1).int())
+    if cnt is None:   # codes per latent (no compaction), unless `sparse_sq_error` counted them (`counts`)
+        cnt = torch.zeros(self.latent_shape, dtype=torch.int32, device=vd.device)
+        cnt.view(-1).index_add_(0, idx.reshape(-1), nz.reshape(-1).int())
     fired = cnt > 0
     if vd.numel(): min_kept = vd.float().masked_fill(vd <= 0, math.inf).min()
     else: min_kept = vd.new_full((), math.inf, dtype=torch.float32)
@@ -818,14 +818,15 @@ def loss(self:TopKSAE, x, target=None, step=0, total_steps=None):
         idx, vals, rows = self.choose(pre, k)
         y_hat = F.linear(keep_latents(pre, idx, vals != 0, rows), self.W_dec.t(), self.b_dec)
         vals = vals.float()
-    else:   # the codes, the squared error and its gradients in one pass (`sparse_sq_error`)
+    else:   # the codes, the squared error and its gradients in one pass (`sparse_sq_error`), codes per latent counted
         pre = self.centred_pre(xc)
         idx, chosen, rows = self.choose(pre, k)
+        cnt = torch.empty(self.cfg.d_sae, dtype=torch.int32, device=x.device)
         mse, err, vals, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, t, xc), idx, rows,
                                             self.b_dec, self._centre(xc), chosen != 0 if self.relu_codes else None,
-                                            self.relu_codes)
-        # AuxK's residual y - y_hat is -err (detached), made only when a latent is dead (0.35 ms a step at 4096 x 128)
-        return self._sparse_out(x, y, None, idx, vals, mse=mse, aux=self.sparse_auxk(xc, err.neg, pre))
+                                            self.relu_codes, counts=cnt)
+        # AuxK's residual y - y_hat is -err (detached), which the kernel reads as such (`neg`)
+        return self._sparse_out(x, y, None, idx, vals, mse=mse, cnt=cnt, aux=self.sparse_auxk(xc, err, pre, neg=True))
     return self._sparse_out(x, y, y_hat, idx, vals, aux=self.aux_loss(xc, y, y_hat, pre.detach()))
 
 # %% ../nbs/06_sae.ipynb #3a19006d
@@ -1074,7 +1075,7 @@ def sparse_loss(self:JumpReLUSAE, x, y, step=0, total_steps=None):
     step_in = (theta - theta.detach()) / eps   # 0, with gradient 1 / eps to each threshold
     mse = mse - (step_in * theta.detach() * g_mse).sum()
     l0 = (len(rows) - (step_in * g_n).sum()) / N
-    return self._out(x, mse, l0=l0, fired=self.fired_latents(cols), aux=self.sparse_auxk(xc, err.neg, z),
+    return self._out(x, mse, l0=l0, fired=self.fired_latents(cols), aux=self.sparse_auxk(xc, err, z, neg=True),
                      sparsity=self.sparsity_ctl.penalty(l0, l0, step, total_steps))
 
 # %% ../nbs/06_sae.ipynb #c761ba47
@@ -1405,12 +1406,13 @@ class MatryoshkaSAE(BatchTopKSAE):
         idx, chosen, rows = self.choose(pre, self.k_schedule.k_at(step))
         N, G = len(xc), len(self.cfg.prefixes)
         # every prefix's error and the mean of their squares, with all the gradients, in one pass (see sparse_sq_error)
+        cnt = torch.empty(self.cfg.d_sae, dtype=torch.int32, device=x.device)
         mse, err, vals, sq = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, t, xc), idx, rows,
                                              self.b_dec, self._centre(xc), chosen != 0, self.relu_codes, self._bounds,
-                                             torch.full((G,), 1 / (G * N), device=xc.device))
+                                             torch.full((G,), 1 / (G * N), device=xc.device), counts=cnt)
         prefix_mse = sq / N
         # AuxK's residual y - y_hat is -err, without gradient (see TopK's `loss`)
-        return self._sparse_out(x, y, None, idx, vals, mse=mse, aux=self.sparse_auxk(xc, err.neg, pre),
+        return self._sparse_out(x, y, None, idx, vals, mse=mse, cnt=cnt, aux=self.sparse_auxk(xc, err, pre, neg=True),
                                 prefix_mse=prefix_mse, full_mse=prefix_mse[-1])
 
 

@@ -773,13 +773,14 @@ static int64_t first_row(const int64_t *tok, int64_t R, int64_t n) {
 /* Where thread i of n_th starts, so that each gets about as much work: in pass 1 the tokens split where the cost
    E(n) + TOKEN_COST * G * n of the tokens before n (E(n): their entries, rows of k; G groups of each token's error and
    q) splits evenly (tok: each row's token; without it, row n is token n), in pass 2 the latents split where the entries
-   (counted per latent by each of nt threads in hist [nt, S]; NULL: latents split evenly) do. An even split of tokens
-   and latents gave one thread 2.6x the other's entries in an ensemble of members with k from 4 to 32 (members' tokens
-   and latents side by side, those of small k first). A token's own work (its error, q and their rows written) costs
-   about what 6 entries do: in an 8-member ensemble's AuxK pass (64 dimensions, 20,604 entries on 2,048 of 8,192
-   tokens, one a row), splitting the rows evenly gave one thread 7,549 tokens and pass 1 0.11 / 0.44 ms on its two
-   threads; with the tokens' cost 0.23 / 0.32 ms at 4 entries a token, 0.40 / 0.30 at 8. */
+   with work (nonzero codes, counted per latent by each of nt threads in hist [nt, S]; NULL: an even split) do. An even
+   split of tokens and latents gave one thread 2.6x the other's entries in an ensemble of members with k from 4 to 32
+   (members' tokens and latents side by side, those of small k first). A token's own work (its error, q and their rows
+   written) costs about what 6 entries do: in an 8-member ensemble's AuxK pass (64 dimensions, 20,604 entries on 2,048
+   of 8,192 tokens, one a row), splitting the rows evenly gave one thread 7,549 tokens and pass 1 0.11 / 0.44 ms on its
+   two threads; with the tokens' cost 0.23 / 0.32 ms at 4 entries a token, 0.40 / 0.30 at 8. */
 #define TOKEN_COST 6
+#define PRIV_BYTES (1 << 20)
 static int64_t token_split(const int64_t *tok, int64_t R, int64_t N, int64_t k, int64_t G, int64_t i, int64_t n_th) {
     if (i <= 0) return 0;
     if (i >= n_th) return N;
@@ -791,11 +792,13 @@ static int64_t token_split(const int64_t *tok, int64_t R, int64_t N, int64_t k, 
     }
     return lo;
 }
-static int64_t latent_split(const int32_t *hist, int64_t nt, int64_t S, int64_t E, int64_t i, int64_t n_th) {
+static int64_t latent_split(const int32_t *hist, int64_t nt, int64_t S, int64_t i, int64_t n_th) {
     if (i <= 0) return 0;
     if (i >= n_th) return S;
     if (!hist) return S * i / n_th;
-    int64_t target = E * i / n_th, c = 0;
+    int64_t E = 0, c = 0;
+    for (int64_t j = 0; j < nt * S; j++) E += hist[j];
+    int64_t target = E * i / n_th;
     for (int64_t l = 0; l < S; l++) {
         if (c >= target) return l;
         for (int64_t t = 0; t < nt; t++) c += hist[t * S + l];
@@ -806,7 +809,9 @@ static int64_t latent_split(const int32_t *hist, int64_t nt, int64_t S, int64_t 
 /* Token n's entries e (rows of k entries; row r belongs to token tok[r], non-decreasing; tok NULL: row n to token n)
    have codes v_e = X[n] . WeT[l] + be[l] for latent l = idx[e] (be may be NULL), or v_e = Vin[e] where the caller has
    them (Vin not NULL: AuxK's, from the encoder product it chose them by; 9% of its call saved), set to 0 where
-   sel[e] == 0 (sel may be NULL) and, with relu, where negative. Group g's error r_g = sum over entries of groups <= g of v_e Wd[l] - T[n];
+   sel[e] == 0 (sel may be NULL) and, with relu, where negative. Group g's error r_g = sum over entries of groups <= g
+   of v_e Wd[l] - T[n] (+ T[n] with tneg: AuxK's target is the main pass's error negated, read as it is, not copied);
+   cnt (not NULL) gets each latent's nonzero codes (fired latents and L0 with no pass over the entries of their own).
    The tokens form nb equal blocks (an ensemble's members; nb = 1 for one SAE), b = n / (N / nb): sq[b, g] = sum over
    block b's tokens of |r_g|^2, Rout[n] = r_{G-1} (the whole error), V = the codes. With gWeT (not NULL) also the
    gradients of L = sum_{b,g} w[b, g] sq[b, g]: gWeT [S, Di], gbe [S], gWd [S, Do], and gT [nb, Do] = dL/d(a bias added
@@ -815,25 +820,37 @@ static int64_t latent_split(const int32_t *hist, int64_t nt, int64_t S, int64_t 
    them: each kept code's dL/dv gains l1w[b], so the penalty's gradients cost nothing beyond the error's.
    Two passes: threads take blocks of tokens (codes, errors, each token's q and each entry's gradient dL/dv_e), then
    blocks of latents, each thread scanning every entry for its own latents' rows of the weight gradients (as in
-   scatter_rows: no thread writes another's rows, and no private copies of the gradients to sum).
+   scatter_rows: no thread writes another's rows, and no private copies of the gradients to sum); with nested groups
+   and small weights, one pass into private copies (priv, below).
    Returns 1 out of memory, 2 a latent outside [0, S), 3 rows out of order or out of [0, N) (checked as pass 1 walks
    them, where the caller's checks took 0.05-0.07 ms a call: pass 2 runs only on rows all walked once). */
 int sparse_sq_error(const float *X, const float *WeT, const float *be, const float *Wd, const float *T,
                     const int64_t *idx, const int64_t *tok, const float *sel, const float *Vin, const int64_t *bounds,
                     const float *w, const float *l1w, int64_t N, int64_t R, int64_t k, int64_t Di, int64_t Do,
-                    int64_t S, int64_t G, int64_t nb, int64_t relu, float *Rout, float *V, float *sq, float *gWeT,
-                    float *gbe, float *gWd, float *gT) {
+                    int64_t S, int64_t G, int64_t nb, int64_t relu, int64_t tneg, float *Rout, float *V, float *sq,
+                    int32_t *cnt, float *gWeT, float *gbe, float *gWd, float *gT) {
     int grad = gWeT != NULL, nt = 1, fail = 0;
-    int64_t E = R * k;
+    int64_t E = R * k, W1 = S * (Di + Do + 1);   /* W1: the floats of one copy of the weight gradients */
     if ((E + N) * (Di + Do) >= 65536) nt = max_threads();
-    float *Qs = NULL, *GV = NULL, *gTs = NULL;   /* q of every (token, group), dL/dv of every entry, per-thread gT */
+    /* priv (nested groups, G > 1): each thread adds its entries' gradients to a copy of its own as it goes (thread
+       0's: the outputs), the copies summed at the end, where they fit in L2 (PRIV_BYTES); else pass 2 (threads own
+       latents, q of every token and group kept for it). Pass 2 reads G rows of q a token, which pass 1 wrote: at 4,096
+       tokens, 128 dimensions, 512 latents, k = 8 and G = 4, the copies took a Matryoshka call from 1.88 to 1.48 ms
+       (3.0 to 2.0 ms on a slower hour); with one group they cost more than they save (k = 8: 0.85 against 0.96 ms,
+       k = 32: 2.7 against 3.4), and copies of 4 MB (256 dimensions, 2,048 latents) gave G = 4 nothing (5.9 ms). */
+    int priv = grad && G > 1 && W1 * (int64_t)sizeof(float) <= PRIV_BYTES;
+    float *Qs = NULL, *GV = NULL, *gTs = NULL, *Gp = NULL;   /* q of every (token, group) (priv: of each thread's
+                                                                token), dL/dv of every entry, per-thread gT, copies */
     int32_t *hist = NULL;   /* each thread's entries per latent: where pass 2 splits the latents */
     int64_t *span = NULL;   /* the rows [span[2i], span[2i + 1]) thread i walked: all R, in turn, if tok is in order */
     if (!(span = malloc(sizeof(int64_t) * 2 * nt))
-        || (grad && (!(Qs = malloc(sizeof(float) * (N ? N : 1) * G * Do)) || !(GV = malloc(sizeof(float) * (E ? E : 1)))
+        || (grad && (!(Qs = malloc(sizeof(float) * (priv ? nt : N ? N : 1) * G * Do))
+                     || !(GV = malloc(sizeof(float) * (E ? E : 1)))
                      || !(gTs = calloc((size_t)nt * nb * Do, sizeof(float)))
-                     || (nt > 1 && !(hist = calloc((size_t)nt * S, sizeof(int32_t))))))) {
-        free(span); free(Qs); free(GV); free(gTs); return 1;
+                     || (priv && nt > 1 && !(Gp = calloc((size_t)(nt - 1) * W1, sizeof(float))))
+                     || (nt > 1 && !(hist = calloc((size_t)nt * S, sizeof(int32_t))))))
+        || (cnt && !hist && !(hist = calloc((size_t)nt * S, sizeof(int32_t))))) {
+        free(span); free(Qs); free(GV); free(gTs); free(Gp); return 1;
     }
     memset(sq, 0, sizeof(float) * nb * G);
     int64_t seg = N / nb;   /* tokens a block */
@@ -847,6 +864,9 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
             int64_t n0 = token_split(tok, R, N, k, G, id, n_th), n1 = token_split(tok, R, N, k, G, id + 1, n_th);
             int64_t r = tok ? first_row(tok, R, n0) : n0;
             int32_t *h = hist ? hist + id * S : NULL;
+            float *gE = id ? Gp + (id - 1) * W1 : gWeT, *gD = id ? gE + S * Di : gWd, *gB = id ? gD + S * Do : gbe;
+            if (priv && !id) { memset(gWeT, 0, sizeof(float) * S * Di); memset(gWd, 0, sizeof(float) * S * Do);
+                               memset(gbe, 0, sizeof(float) * S); }
             span[2 * id] = r;
             for (int64_t n = n0; n < n1; n++) {
                 int64_t re = r;
@@ -857,7 +877,6 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                 if (bad) { _Pragma("omp atomic write") fail = 2; break; }
                 /* entries left out at the end of a token's rows (the padding of `pack_tokens`' last row): no work */
                 if (sel) while (e1 > e && sel[e1 - 1] == 0) { e1--; V[e1] = 0; if (grad) GV[e1] = 0; }
-                if (h) for (int64_t j = e; j < e1; j++) h[idx[j]]++;
                 if (Vin) memcpy(V + e, Vin + e, sizeof(float) * (e1 - e));   /* the codes given: not recomputed */
                 else {
                     for (; e + 4 <= e1; e += 4)
@@ -869,20 +888,21 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                     int64_t l = idx[e]; float v = V[e] + (be && !Vin ? be[l] : 0);
                     if ((sel && sel[e] == 0) || (relu && v < 0)) v = 0;
                     V[e] = v;
+                    if (h) h[l] += v != 0;
                 }
                 for (int64_t g = 0; g < G; g++)   /* group g: latents [bounds[g - 1], bounds[g]), the last to S */
                     decode_block(P + g * Do, Wd, idx + r * k, V + r * k, e1 - r * k, Do, g ? bounds[g - 1] : 0,
                                  g < G - 1 ? bounds[g] : S);
                 for (int64_t g = 0; g < G; g++) {   /* P[g] becomes r_g */
                     float *p = P + g * Do, s = 0;
-                    const float *prev = g ? P + (g - 1) * Do : t, sign = g ? 1 : -1;
+                    const float *prev = g ? P + (g - 1) * Do : t, sign = g || tneg ? 1 : -1;
                     _Pragma("omp simd reduction(+:s)")
                     for (int64_t d = 0; d < Do; d++) { p[d] += sign * prev[d]; s += p[d] * p[d]; }
                     acc[n / seg * G + g] += s;
                 }
                 memcpy(Rout + n * Do, P + (G - 1) * Do, sizeof(float) * Do);
                 if (grad) {
-                    float *Q = Qs + n * G * Do;
+                    float *Q = Qs + (priv ? id : n) * G * Do;
                     for (int64_t g = G - 1; g >= 0; g--) {
                         float *q = Q + g * Do, c = 2 * wb[g]; const float *p = P + g * Do;
                         const float *nx = q + Do;   /* q_{g+1} */
@@ -903,6 +923,14 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                     float l1 = l1w ? l1w[n / seg] : 0;
                     for (e = r * k; e < e1; e++)
                         GV[e] = (sel && sel[e] == 0) || (relu && V[e] <= 0) ? 0 : GV[e] + l1;
+                    if (priv)
+                        for (e = r * k; e < e1; e++) {
+                            int64_t l = idx[e];
+                            if (GV[e] == 0 && V[e] == 0) continue;
+                            axpy_f(gD + l * Do, V[e], Q + group_of(bounds, G, l) * Do, Do);
+                            axpy_f(gE + l * Di, GV[e], x, Di);
+                            gB[l] += GV[e];
+                        }
                 }
                 r = re;
             }
@@ -917,8 +945,21 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
             for (int64_t i = 0; i < n_th && at >= 0; i++) at = span[2 * i] == at ? span[2 * i + 1] : -1;
             if (at != R) fail = 3;
         }
-        if (grad && !fail) {
-            int64_t s0 = latent_split(hist, nt, S, E, id, n_th), s1 = latent_split(hist, nt, S, E, id + 1, n_th);
+        int64_t s0 = latent_split(hist, nt, S, id, n_th), s1 = latent_split(hist, nt, S, id + 1, n_th);
+        if (cnt && !fail)
+            for (int64_t l = s0; l < s1; l++) {
+                int32_t c = 0;
+                for (int64_t t = 0; t < n_th; t++) c += hist[t * S + l];
+                cnt[l] = c;
+            }
+        if (priv && !fail)   /* the copies of threads 1.. added to thread 0's, each thread some latents' rows */
+            for (int64_t t = 1; t < n_th; t++) {
+                const float *cE = Gp + (t - 1) * W1, *cD = cE + S * Di, *cB = cD + S * Do;
+                axpy_f(gWeT + s0 * Di, 1, cE + s0 * Di, (s1 - s0) * Di);
+                axpy_f(gWd + s0 * Do, 1, cD + s0 * Do, (s1 - s0) * Do);
+                axpy_f(gbe + s0, 1, cB + s0, s1 - s0);
+            }
+        else if (grad && !fail) {
             memset(gWeT + s0 * Di, 0, sizeof(float) * (s1 - s0) * Di);
             memset(gWd + s0 * Do, 0, sizeof(float) * (s1 - s0) * Do);
             memset(gbe + s0, 0, sizeof(float) * (s1 - s0));
@@ -938,7 +979,7 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
         memset(gT, 0, sizeof(float) * nb * Do);
         for (int64_t th = 0; th < nt; th++) axpy_f(gT, 1, gTs + th * nb * Do, nb * Do);
     }
-    free(span); free(Qs); free(GV); free(gTs); free(hist);
+    free(span); free(Qs); free(GV); free(gTs); free(Gp); free(hist);
     return fail;
 }
 
