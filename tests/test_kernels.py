@@ -118,6 +118,20 @@ def test_sparse_sq_error_kernel_matches_torch(flags, monkeypatch, tmp_path):
         rows = torch.cat([(i * B + torch.arange(B)).repeat_interleave(kk // 2) for i, kk in enumerate(ks)])
         args = (xs, We, be, Wd, x.repeat(M, 1), idx, rows)
         assert_kernel_matches_torch(K, K.sparse_sq_error, args, (We, be, Wd, bd), monkeypatch, **kw)
+        # AuxK's call: its codes given (some at or below 0, which the ReLU drops), its target read negated, and each
+        # latent's nonzero codes counted, on two threads
+        N, d, S, E = 900, 64, 256, 2700
+        We, Wd = torch.randn(d, S, generator=g, requires_grad=True), torch.randn(S, d, generator=g, requires_grad=True)
+        be, x, y = torch.randn(S, generator=g, requires_grad=True), torch.randn(N, d, generator=g), torch.randn(N, d)
+        idx, rows = torch.randint(0, S, (E, 1), generator=g), torch.randint(0, N, (E,), generator=g).sort().values
+        kw = dict(codes=torch.rand(E, 1, generator=g) - 0.1, neg_y=True)
+        args = (x, We, be, Wd, y, idx, rows)
+        assert_kernel_matches_torch(K, K.sparse_sq_error, args, (We, be, Wd), monkeypatch, **kw)
+        counts = [torch.full((S,), -1, dtype=torch.int32) for _ in range(2)]
+        K.sparse_sq_error(*args, counts=counts[0], **kw)
+        with monkeypatch.context() as m:
+            m.setattr(K, '_cpu_kernel', lambda *a: None); K.sparse_sq_error(*args, counts=counts[1], **kw)
+        assert torch.equal(counts[0], counts[1]) and int(counts[0].sum()) == int((kw['codes'] > 0).sum())
 
 @pytest.mark.skipif(not HAS_CC, reason='no C compiler on PATH')
 @pytest.mark.parametrize('flags', EVERY_BUILD, ids=['native', 'avx2', 'plain'])

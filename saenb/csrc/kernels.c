@@ -841,7 +841,7 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
     int priv = grad && G > 1 && W1 * (int64_t)sizeof(float) <= PRIV_BYTES;
     float *Qs = NULL, *GV = NULL, *gTs = NULL, *Gp = NULL;   /* q of every (token, group) (priv: of each thread's
                                                                 token), dL/dv of every entry, per-thread gT, copies */
-    int32_t *hist = NULL;   /* each thread's entries per latent: where pass 2 splits the latents */
+    int32_t *hist = NULL;   /* each thread's nonzero codes per latent: cnt, and where pass 2 splits the latents */
     int64_t *span = NULL;   /* the rows [span[2i], span[2i + 1]) thread i walked: all R, in turn, if tok is in order */
     if (!(span = malloc(sizeof(int64_t) * 2 * nt))
         || (grad && (!(Qs = malloc(sizeof(float) * (priv ? nt : N ? N : 1) * G * Do))
