@@ -17,7 +17,7 @@ from .utils import (InputError, OutputExists, output_lock, path_record, check, r
                          precision_note, lr_factor)
 from .model import model_fingerprint, check_device
 from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
-from .kernels import sparse_sq_error, fast_topk
+from .kernels import sparse_sq_error
 from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_norm
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row,
@@ -206,14 +206,14 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
     ks = [s.k_schedule.k_at(step) for s in saes]
     g, relu, n = math.gcd(*ks), self.cfg.relu_after_topk, B * sum(ks)
     rows, first = self.rows(B, tuple(enumerate(ks)), g)
-    with torch.no_grad():   # each member's own selection, `TopKSAE.choose`'s top k, written in one list of entries
+    with torch.no_grad():   # each member's own selection (`TopKSAE.choose`), written in one list of entries
         xc = x[None] - self.b_dec[:, None]   # member i's centred input [M, B, d_in]; b_dec's gradient: sparse_sq_error
         pre = self.pre_acts(xc)
         vals, idx = (torch.empty(n, dtype=t, device=x.device) for t in (pre[0].dtype, torch.long))
-        for p, k, a in zip(pre, ks, itertools.accumulate([0, *ks])):   # member i's B k_i from B (k_0 + ... + k_i-1)
-            fast_topk(p, k, out=(vals[a * B:(a + k) * B].view(B, k), idx[a * B:(a + k) * B].view(B, k)))
+        for s, p, k, a in zip(saes, pre, ks, itertools.accumulate([0, *ks])):   # member i's B k_i from B (k_0 + ...)
+            s.choose(p, k, out=(vals[a * B:(a + k) * B].view(B, k), idx[a * B:(a + k) * B].view(B, k)))
         idx = idx.view(-1, g).add_(first[:, None])   # the stack's latents: each member's from its first
-        kept = vals.view(-1, g) > 0 if relu else None   # `choose`'s ReLU: codes at or below 0 left out
+        kept = vals.view(-1, g) != 0 if relu else None   # as `TopKSAE.loss`'s: codes the ReLU set to 0 left out
     xs, W = xc.view(M * B, -1), self.W_encT.t()   # W [d_in, sum of d_sae]: its transpose is the rows the kernels read
     # every member's codes, squared error (`_mse` each: weight 1/B) and gradients in one pass; b_dec[i]: member i's;
     # member i's tokens are block i of M*B, their targets less b_dec[i] are xs itself (y=None: no copy of them)

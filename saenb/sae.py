@@ -744,10 +744,10 @@ class TopKSAE(AuxKMixin, SAE):
     relu_codes = property(lambda self: self.cfg.relu_after_topk)  # negative pre-activations among the chosen dropped
 
     @torch.no_grad()
-    def choose(self, pre, k):
+    def choose(self, pre, k, out=None):
         "Latents kept from `pre [N, d_sae]`: `(idx [R, k'], vals [R, k'], rows)`, row r of token `rows[r]` (None: r)."
-        vals, idx = fast_topk(pre, k)
-        return idx, (F.relu(vals) if self.relu_codes else vals), None
+        vals, idx = fast_topk(pre, k, out=out)   # `out`: `(vals, idx)` to write them into (an ensemble's one list)
+        return idx, (vals.clamp_(min=0) if self.relu_codes else vals), None   # in place: the values are new
 
     def sparse_codes(self, xc, k, pre=None):
         "The code of centred inputs `xc [N, d_in]` as `(idx, vals, rows)`, `vals` in fp32 with sparse gradients."
