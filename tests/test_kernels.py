@@ -132,6 +132,10 @@ def test_sparse_sq_error_kernel_matches_torch(flags, monkeypatch, tmp_path):
         with monkeypatch.context() as m:
             m.setattr(K, '_cpu_kernel', lambda *a: None); K.sparse_sq_error(*args, counts=counts[1], **kw)
         assert torch.equal(counts[0], counts[1]) and int(counts[0].sum()) == int((kw['codes'] > 0).sum())
+        # no entries at all (AuxK where no dead latent's pre-activation is positive): empty rows reach the kernel as
+        # NULL, and the loss is the whole error
+        loss = K.sparse_sq_error(x, We, be, Wd, y, idx[:0], rows[:0], codes=kw['codes'][:0], neg_y=True)[0]
+        torch.testing.assert_close(loss, y.pow(2).sum() / N)
 
 @pytest.mark.skipif(not HAS_CC, reason='no C compiler on PATH')
 @pytest.mark.parametrize('flags', EVERY_BUILD, ids=['native', 'avx2', 'plain'])

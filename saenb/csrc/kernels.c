@@ -867,7 +867,7 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
             float *gE = id ? Gp + (id - 1) * W1 : gWeT, *gD = id ? gE + S * Di : gWd, *gB = id ? gD + S * Do : gbe;
             if (priv && !id) { memset(gWeT, 0, sizeof(float) * S * Di); memset(gWd, 0, sizeof(float) * S * Do);
                                memset(gbe, 0, sizeof(float) * S); }
-            span[2 * id] = r;
+            span[2 * id] = r < R ? r : R;   /* (without tok, or with none: row n0 may lie past the last) */
             for (int64_t n = n0; n < n1; n++) {
                 int64_t re = r;
                 while (re < R && (tok ? tok[re] == n : re == n)) re++;
@@ -934,7 +934,7 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                 }
                 r = re;
             }
-            span[2 * id + 1] = r;
+            span[2 * id + 1] = r < R ? r : R;
             for (int64_t g = 0; g < nb * G; g++) { float a = (float)acc[g]; _Pragma("omp atomic") sq[g] += a; }
         }
         free(P); free(acc);
