@@ -797,15 +797,14 @@ def aux_loss(self:TopKSAE, xc, y, y_hat, pre):
 @patch
 def _sparse_out(self:TopKSAE, x, y, y_hat, idx, vals, mse=None, cnt=None, **extra):
     vd = vals.detach()
-    nz = vd != 0
     if cnt is None:   # codes per latent (no compaction), unless `sparse_sq_error` counted them (`counts`)
         cnt = torch.zeros(self.latent_shape, dtype=torch.int32, device=vd.device)
-        cnt.view(-1).index_add_(0, idx.reshape(-1), nz.reshape(-1).int())
+        cnt.view(-1).index_add_(0, idx.reshape(-1), (vd != 0).reshape(-1).int())
     fired = cnt > 0
     if vd.numel(): min_kept = vd.float().masked_fill(vd <= 0, math.inf).min()
     else: min_kept = vd.new_full((), math.inf, dtype=torch.float32)
     if not torch.isfinite(min_kept): min_kept = vd.new_zeros((), dtype=torch.float32)
-    l0 = nz.sum() / (x.numel() // x.shape[-1])
+    l0 = cnt.sum() / (x.numel() // x.shape[-1])   # the nonzero codes, all counted per latent
     return self._out(x, _mse(y_hat, y) if mse is None else mse, l0=l0, fired=fired, min_kept=min_kept, **extra)
 
 @patch
