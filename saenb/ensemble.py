@@ -17,7 +17,7 @@ from .utils import (InputError, OutputExists, output_lock, path_record, check, r
                          precision_note, lr_factor)
 from .model import model_fingerprint, check_device
 from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
-from .kernels import sparse_sq_error
+from .kernels import sparse_sq_error, clip_grads_
 from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_norm
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row,
@@ -221,7 +221,7 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
     main, err, vals, sq = sparse_sq_error(xs, W, self.b_enc, self.W_dec, None, idx, rows, self.b_dec, self.b_dec,
                                           kept, relu, weights=x.new_full((M, 1), 1 / B, dtype=torch.float32),
                                           blocks=M, centre_of=self.member, counts=cnt)
-    aux_total, aux = self.aux(xs, pre, err, W)   # each member's residual y - y_hat, -err: AuxK's target
+    aux_total, aux = self.aux(xs, pre, err, W, sq)   # each member's residual y - y_hat, -err: AuxK's target
     mse = sq.view(M) / B
     l0 = torch.zeros(M, device=x.device).index_add_(0, self.member, cnt.float()) / B   # each member's codes a token
     return main + aux_total, mse, aux, l0, cnt > 0
@@ -238,7 +238,7 @@ def pre_acts(self:_TopKStack, xc:torch.Tensor) -> list:
     return out
 
 @patch
-def aux(self:_TopKStack, xs:torch.Tensor, pre:list, err:torch.Tensor, W:torch.Tensor) -> tuple:
+def aux(self:_TopKStack, xs:torch.Tensor, pre:list, err:torch.Tensor, W:torch.Tensor, sq:torch.Tensor) -> tuple:
     "AuxK of the members with dead latents, as `TopKSAE.aux_loss`, in one `sparse_sq_error`: `(summed, [M] detached)`."
     parts, M, B = [], len(self.members), len(err) // len(self.members)   # err: -(the residuals) [M * B, d], by member
     for i, s in enumerate(m.sae for m in self.members):
@@ -250,7 +250,8 @@ def aux(self:_TopKStack, xs:torch.Tensor, pre:list, err:torch.Tensor, W:torch.Te
     who = torch.tensor([p[0] for p in parts], device=err.device)
     idx, rows, codes = (torch.cat([p[i] for p in parts]) for i in (1, 2, 3))
     c = self.cfg
-    w[who] = c.aux_coeff / (B * auxk_norm(err.view(M, B, -1)[who], c.aux_norm))[:, None]   # the same for -err
+    # the same for -err; its power from its summed squares `sq` (the main pass's), where AuxK's norm is that
+    w[who] = c.aux_coeff / (B * auxk_norm(err.view(M, B, -1), c.aux_norm, sq.view(M))[who])[:, None]
     loss, _, _, sq = sparse_sq_error(xs, W, self.b_enc, self.W_dec, err, idx, rows, centre=self.b_dec, weights=w,
                                      blocks=M, centre_of=self.member, codes=codes, neg_y=True)
     return loss, (w * sq).view(M)
@@ -258,14 +259,13 @@ def aux(self:_TopKStack, xs:torch.Tensor, pre:list, err:torch.Tensor, W:torch.Te
 # %% ../nbs/07b_ensemble.ipynb #5a3f0c19
 @patch
 @torch.no_grad()
-def clip(self:_TopKStack, max_norm:float):
-    "Scale each member's gradient to norm at most `max_norm`, as `clip_grad_norm_` does to a single run's."
-    gE, gb, gD, gd = (p.grad for p in (self.W_encT, self.b_enc, self.W_dec, self.b_dec))
-    per_latent = gE.pow(2).sum(1) + gb.pow(2) + gD.pow(2).sum(1)
-    sq = torch.zeros(len(self.n), device=gE.device).index_add_(0, self.member, per_latent) + gd.pow(2).sum(1)
-    coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
-    c = coef[self.member]
-    gE.mul_(c[:, None]); gb.mul_(c); gD.mul_(c[:, None]); gd.mul_(coef[:, None])
+def before_step(self:_TopKStack, max_norm:float):
+    "Each member's `SAE.before_step(max_norm)`: decoder rows' gradients off the rows, each member's clipped alone."
+    ps, M = (self.W_encT, self.b_enc, self.W_dec, self.b_dec), len(self.members)
+    groups = (self.member, self.member, self.member, torch.arange(M, device=self.member.device))   # b_dec: row i
+    have = [i for i, p in enumerate(ps) if p.grad is not None]
+    dec = (have.index(2), self.W_dec.detach()) if self.cfg.normalize_decoder and 2 in have else None
+    clip_grads_([ps[i].grad for i in have], max_norm, [groups[i] for i in have], M, dec)
 
 @patch
 def step(self:_TopKStack, xs:list, ys:list, step:int, amp:dict) -> list:
@@ -281,8 +281,7 @@ def step(self:_TopKStack, xs:list, ys:list, step:int, amp:dict) -> list:
         if step == 0: check_first_loss(total)
         (total / tc.grad_accum).backward()
         fired, n_tok = fx if fired is None else fired | fx, n_tok + len(x)
-    SAE.before_step(self)   # row-wise on the decoder: the members' rows are the stack's
-    if tc.max_grad_norm: self.clip(tc.max_grad_norm)
+    self.before_step(tc.max_grad_norm)
     self.opt.step(); self.opt.zero_grad(set_to_none=True)
     with torch.no_grad():
         self.dead.update(fired, n_tok)

@@ -15,7 +15,8 @@ from .utils import InputError, check
 # %% auto #0
 __all__ = ['pre_activations', 'compile_c', 'kernel_source', 'load_kernels', 'gather_dot', 'scatter_mm', 'sparse_decode',
            'sparse_encode', 'sparse_sq_error', 'gated_sq_error', 'flat_index', 'keep_latents', 'pack_tokens',
-           'pack_rows', 'fast_topk', 'topk_positive', 'threshold_entries', 'batch_topk_entries', 'nonzeros_per_latent']
+           'pack_rows', 'fast_topk', 'topk_positive', 'threshold_entries', 'batch_topk_entries', 'nonzeros_per_latent',
+           'clip_grads_']
 
 # %% ../nbs/06a_kernels.ipynb #530bbf28
 def _amp_dtype(t:torch.Tensor, default:torch.dtype) -> torch.dtype:
@@ -672,3 +673,58 @@ def nonzeros_per_latent(codes:torch.Tensor, # codes `[N, d_sae]`
     f = fns['nonzeros_f32' if rows.dtype == torch.float32 else 'nonzeros_bf16']
     _call(f, rows, rows.stride(0), *rows.shape, cnt)
     return cnt
+
+# %% ../nbs/06a_kernels.ipynb #2a97d28a
+def _dense_view(t:torch.Tensor) -> torch.Tensor|None:
+    "A contiguous view of `t`'s memory, its dimensions in the order of their strides; None if it has gaps or overlaps."
+    v = t.permute(*sorted(range(t.ndim), key=lambda d: -t.stride(d)))
+    return v if v.is_contiguous() else None
+
+def _clip_grads_torch(gs, max_norm, groups, G, dec):
+    "`clip_grads_` in PyTorch (no input-sized temporaries: the norms of rows, then of groups)."
+    if dec is not None:
+        g, W = gs[dec[0]], dec[1]
+        g.sub_((g * W).sum(-1, keepdim=True) * W / W.pow(2).sum(-1, keepdim=True).clamp_min(1e-12))
+    sq = torch.zeros(G, dtype=torch.float64, device=gs[0].device if gs else None)
+    for g, gr in zip(gs, groups):
+        if torch.is_tensor(gr): sq.index_add_(0, gr, torch.linalg.vector_norm(g.view(len(gr), -1), dim=1).double()**2)
+        else: sq[gr] += torch.linalg.vector_norm(g).double()**2
+    norms = sq.sqrt().float()
+    if max_norm > 0:
+        coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g, gr in zip(gs, groups):
+            if torch.is_tensor(gr): g.view(len(gr), -1).mul_(coef[gr][:, None])
+            else: g.mul_(coef[gr])
+    return norms
+
+def clip_grads_(grads:list, # gradients, scaled in place
+                max_norm:float, # each group's gradient is scaled to norm at most this (0: not clipped)
+                groups:list=None, # each gradient's group (an int) or an int64 tensor of its rows' groups (default 0)
+                n_groups:int=1, # how many groups
+                dec:tuple=None, # `(i, W)`: `grads[i]` is a unit-norm decoder's, rows of `W`, projected off them first
+               ) -> torch.Tensor: # each group's gradient norm `[n_groups]` (after the projection, before clipping)
+    "`SAE.before_step`'s projection, then `clip_grad_norm_` per group: one compiled pass on CPU for fp32 gradients."
+    groups = [0] * len(grads) if groups is None else list(groups)
+    check(len(groups) == len(grads), f"groups has {len(groups)} entries for {len(grads)} gradients: give one each")
+    for g, gr in zip(grads, groups):
+        ok = (0 <= gr < n_groups) if not torch.is_tensor(gr) else (gr.dtype == torch.int64 and gr.ndim == 1 and (
+            g.numel() == len(gr) == 0 or len(gr) and g.numel() % len(gr) == 0 and 0 <= gr.min() <= gr.max() < n_groups))
+        check(ok, f"a group must be in [0, {n_groups}): an int, or an int64 tensor with an entry a row of its gradient")
+    if dec is not None: check(dec[1].shape == grads[dec[0]].shape, "dec's W must have its gradient's shape")
+    fns = load_kernels() if all(g.device.type == 'cpu' for g in grads) else None
+    # rows as the kernel reads them: a whole gradient in any dense layout (an SAE's W_enc is stored transposed)
+    flat = [g if torch.is_tensor(gr) or i == (dec or (None,))[0] else _dense_view(g)
+            for i, (g, gr) in enumerate(zip(grads, groups))]
+    if fns is None or not grads or not all(v is not None and v.dtype == torch.float32 and v.is_contiguous()
+                                           for v in flat) or (
+            dec is not None and not (dec[1].dtype == torch.float32 and dec[1].is_contiguous())):
+        return _clip_grads_torch(grads, max_norm, groups, n_groups, dec)
+    rows = [len(gr) if torch.is_tensor(gr) else v.numel() // v.shape[-1] if v.ndim > 1 else 1
+            for v, gr in zip(flat, groups)]
+    n, T = len(grads), torch.is_tensor   # the kernel's five arrays, one tensor: addresses, rows, widths, groups
+    meta = torch.tensor([*(v.data_ptr() for v in flat), *rows, *(v.numel() // max(r, 1) for v, r in zip(flat, rows)),
+                         *(0 if T(gr) else gr for gr in groups), *(gr.data_ptr() if T(gr) else 0 for gr in groups)])
+    norms = torch.full((max(n_groups, 1),), float(max_norm))   # the kernel reads max_norm here, then writes the norms
+    W, j = (dec[1], dec[0]) if dec is not None else (norms, -1)
+    _call(fns['clip_grads'], n, *meta.view(5, n), n_groups, W, j, norms)
+    return norms[:n_groups]

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from .utils import check, positive_int, InputError, nearest
 from .kernels import (pre_activations, sparse_encode, sparse_decode, keep_latents, pack_tokens, flat_index,
                            batch_topk_entries, topk_positive, sparse_sq_error, gated_sq_error, threshold_entries,
-                           gather_dot, fast_topk, nonzeros_per_latent, load_kernels)
+                           gather_dot, fast_topk, nonzeros_per_latent, clip_grads_, load_kernels)
 
 # %% auto #0
 __all__ = ['SPARSITY_MODES', 'SAE_REGISTRY', 'AUX_NORMS', 'HC_L', 'HC_R', 'check_types', 'SAEConfig', 'PenaltyConfig',
@@ -392,12 +392,11 @@ def normalize_decoder_(self:SAE):
 
 @patch
 @torch.no_grad()
-def before_step(self:SAE):
-    "Before the optimiser step: with a unit-norm decoder, drop each decoder row's gradient along the row."
-    g = self.W_dec.grad
-    if not self.cfg.normalize_decoder or g is None: return
-    W = self.W_dec
-    g.sub_((g * W).sum(-1, keepdim=True) * W / W.pow(2).sum(-1, keepdim=True).clamp_min(1e-12))
+def before_step(self:SAE, max_norm:float=0.) -> torch.Tensor: # clip the gradient to this norm (0: not clipped)
+    "Before the optimiser step: drop decoder rows' gradient along the rows (unit-norm decoders), clip; the norm."
+    ps = [p for p in self.parameters() if p.grad is not None]   # as `clip_grad_norm_` takes them
+    dec = [i for i, p in enumerate(ps) if p is self.W_dec and self.cfg.normalize_decoder]
+    return clip_grads_([p.grad for p in ps], max_norm, dec=(dec[0], self.W_dec.detach()) if dec else None)[0]
 
 @patch
 @torch.no_grad()
@@ -657,8 +656,11 @@ def auxk_loss(e_hat:torch.Tensor, # the dead latents' reconstruction of the resi
     return (e_hat.float() - e).pow(2).sum(-1).mean(-1) / auxk_norm(e, norm)
 
 def auxk_norm(residual:torch.Tensor, # `y - y_hat` `[..., N, d_out]` (detached)
-              norm:str='residual_power') -> torch.Tensor: # see `AUX_NORMS`
+              norm:str='residual_power', # see `AUX_NORMS`
+              sq:torch.Tensor=None, # the residual's summed squares `[...]` where known (`sparse_sq_error`'s `sq`)
+             ) -> torch.Tensor:
     "What `auxk_loss` divides the mean squared error by: the residual's mean power or variance, or 1."
+    if norm == 'residual_power' and sq is not None: return (sq.detach().float() / residual.shape[-2]).clamp_min(1e-8)
     e = residual.float()
     if norm == 'residual_power': return e.pow(2).sum(-1).mean(-1).clamp_min(1e-8)
     if norm == 'residual_var': return (e - e.mean(-2, keepdim=True)).pow(2).sum(-1).mean(-1).clamp_min(1e-8)
@@ -721,12 +723,12 @@ def centred_pre(self:SAE, xc):
     return F.linear(xc, self.W_enc.t(), self.b_enc)
 
 @patch
-def sparse_auxk(self:AuxKMixin, xc, e, pre, neg:bool=False):
+def sparse_auxk(self:AuxKMixin, xc, e, pre, neg:bool=False, sq=None):
     "`auxk` of the top `aux_k` dead latents by `pre` against residual `e` (`-e`: `neg`), on entries; None if none dead."
-    if (dead := self.auxk_latents()) is None: return None
+    if (dead := self.auxk_latents()) is None: return None   # `sq`: `e`'s summed squares, where the main pass gave them
     idx, vals, rows = self.auxk_entries(pre, dead)   # their codes are `pre`'s values: not recomputed (`codes`)
     c = self.cfg
-    w = c.aux_coeff / (len(e) * auxk_norm(e, c.aux_norm))   # the same for -e
+    w = c.aux_coeff / (len(e) * auxk_norm(e, c.aux_norm, sq))   # the same for -e
     return sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, e, idx, rows, centre=self._centre(xc), weights=w,
                            codes=vals, neg_y=neg)[0]
 
@@ -821,11 +823,12 @@ def loss(self:TopKSAE, x, target=None, step=0, total_steps=None):
         pre = self.centred_pre(xc)
         idx, chosen, rows = self.choose(pre, k)
         cnt = torch.empty(self.cfg.d_sae, dtype=torch.int32, device=x.device)
-        mse, err, vals, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, t, xc), idx, rows,
-                                            self.b_dec, self._centre(xc), chosen != 0 if self.relu_codes else None,
-                                            self.relu_codes, counts=cnt)
-        # AuxK's residual y - y_hat is -err (detached), which the kernel reads as such (`neg`)
-        return self._sparse_out(x, y, None, idx, vals, mse=mse, cnt=cnt, aux=self.sparse_auxk(xc, err, pre, neg=True))
+        mse, err, vals, sq = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, t, xc), idx, rows,
+                                             self.b_dec, self._centre(xc), chosen != 0 if self.relu_codes else None,
+                                             self.relu_codes, counts=cnt)
+        # AuxK's residual y - y_hat is -err (detached), which the kernel reads as such (`neg`); its power: sq / N
+        aux = self.sparse_auxk(xc, err, pre, neg=True, sq=sq[-1])
+        return self._sparse_out(x, y, None, idx, vals, mse=mse, cnt=cnt, aux=aux)
     return self._sparse_out(x, y, y_hat, idx, vals, aux=self.aux_loss(xc, y, y_hat, pre.detach()))
 
 # %% ../nbs/06_sae.ipynb #3a19006d
@@ -1066,15 +1069,16 @@ def sparse_loss(self:JumpReLUSAE, x, y, step=0, total_steps=None):
     z, theta, S = self.centred_pre(xc), self.threshold, c.d_sae
     N, eps = len(xc), c.bandwidth
     rows, cols, nr, nc = threshold_entries(z, theta, eps)
-    mse, err, _, _ = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, y, xc), cols[:, None],
-                                     rows, self.b_dec, self._centre(xc), relu=False)
+    mse, err, _, sq = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, y, xc), cols[:, None],
+                                      rows, self.b_dec, self._centre(xc), relu=False)
     with torch.no_grad():   # over each threshold's window: the code gradients of the error, and the entries' count
         g_mse = theta.new_zeros(S).index_add_(0, nc, gather_dot(err, self.W_dec, nc[:, None], nr).view(-1) * (2 / N))
         g_n = torch.bincount(nc, minlength=S).float()
     step_in = (theta - theta.detach()) / eps   # 0, with gradient 1 / eps to each threshold
     mse = mse - (step_in * theta.detach() * g_mse).sum()
     l0 = (len(rows) - (step_in * g_n).sum()) / N
-    return self._out(x, mse, l0=l0, fired=self.fired_latents(cols), aux=self.sparse_auxk(xc, err, z, neg=True),
+    aux = self.sparse_auxk(xc, err, z, neg=True, sq=sq[-1])   # its residual's power from the pass: sq / N
+    return self._out(x, mse, l0=l0, fired=self.fired_latents(cols), aux=aux,
                      sparsity=self.sparsity_ctl.penalty(l0, l0, step, total_steps))
 
 # %% ../nbs/06_sae.ipynb #c761ba47
@@ -1411,8 +1415,9 @@ class MatryoshkaSAE(BatchTopKSAE):
                                              torch.full((G,), 1 / (G * N), device=xc.device), counts=cnt)
         prefix_mse = sq / N
         # AuxK's residual y - y_hat is -err, without gradient (see TopK's `loss`)
-        return self._sparse_out(x, y, None, idx, vals, mse=mse, cnt=cnt, aux=self.sparse_auxk(xc, err, pre, neg=True),
-                                prefix_mse=prefix_mse, full_mse=prefix_mse[-1])
+        aux = self.sparse_auxk(xc, err, pre, neg=True, sq=sq[-1])   # err: the whole dictionary's, the last prefix
+        return self._sparse_out(x, y, None, idx, vals, mse=mse, cnt=cnt, aux=aux, prefix_mse=prefix_mse,
+                                full_mse=prefix_mse[-1])
 
 
 # %% ../nbs/06_sae.ipynb #1779878b

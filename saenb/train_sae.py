@@ -526,8 +526,7 @@ def sae_step(r:SAERun, # the run
     if r.causal is not None and tc.causal_coeff:
         c = r.causal(sae, step); (tc.causal_coeff * c).backward(); o = {**o, 'causal_loss': c.detach()}
     if r.world > 1: o = sync_gradients(sae, o, r.world)
-    sae.before_step()
-    if tc.max_grad_norm: torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.max_grad_norm)
+    sae.before_step(tc.max_grad_norm)   # the decoder's gradient off its rows, clipped: one pass
     opt.step(); opt.zero_grad(set_to_none=True)
     with torch.no_grad(): sae.after_step(o, step)
     if r.world > 1: sync_buffers(sae, r.world)

@@ -157,6 +157,31 @@ def test_gated_sq_error_kernel_matches_torch(flags, monkeypatch, tmp_path):
             args = (xc, W_enc, b_gate, b_mag, r_mag, W_dec, b_dec, x, idx, rows, w, True, aux)
             assert_kernel_matches_torch(K, K.gated_sq_error, args, ps, monkeypatch, atol=1e-4)
 
+@pytest.mark.skipif(not HAS_CC, reason='no C compiler on PATH')
+@pytest.mark.parametrize('flags', EVERY_BUILD, ids=['native', 'avx2', 'plain'])
+def test_clip_grads_kernel_matches_torch(flags, monkeypatch, tmp_path):
+    """`clip_grads_`'s kernel on two threads (each its own sums, then one scaling) against its PyTorch version: an SAE's
+    gradients (W_enc stored transposed, the decoder's projected off its rows) and an ensemble's, clipped by member."""
+    with kernels_built_with(flags, monkeypatch, tmp_path, threads=2) as K:
+        g = torch.Generator().manual_seed(0)
+        Wd = torch.randn(1024, 72, generator=g); Wd /= Wd.norm(dim=-1, keepdim=True)
+        member = torch.arange(4).repeat_interleave(256)
+        cases = [([torch.randn(1024, 72, generator=g).t().contiguous().t(), torch.randn(1024, generator=g),
+                   torch.randn(1024, 72, generator=g), torch.randn(72, generator=g)], None, 1),
+                 ([torch.randn(1024, 72, generator=g), torch.randn(1024, generator=g),
+                   torch.randn(1024, 72, generator=g), torch.randn(4, 72, generator=g)],
+                  [member, member, member, torch.arange(4)], 4)]
+        for grads, groups, G in cases:
+            grads[1][7] *= 50   # one group far above the others
+            for mx in (0.0, 5.0, 1e9):
+                got, want = [t.clone(memory_format=torch.preserve_format) for t in grads], [t.clone() for t in grads]
+                n_want = K._clip_grads_torch(want, mx, groups or [0] * 4, G, (2, Wd))
+                with monkeypatch.context() as m:   # the compiled path, not PyTorch's
+                    m.setattr(K, '_clip_grads_torch', None); n_got = K.clip_grads_(got, mx, groups, G, dec=(2, Wd))
+                torch.testing.assert_close(n_got, n_want, rtol=1e-5, atol=0)
+                for a, b in zip(got, want): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+                if mx == 5.0: assert (n_want > 5.0).any()   # clipping that bites
+
 @needs_kernels
 @pytest.mark.parametrize('threads', [1, 2])
 def test_nonzero_counts_match_torch(threads):

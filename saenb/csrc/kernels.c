@@ -1075,3 +1075,69 @@ int gated_sq_error(const float *X, const float *WeT, const float *bg, const floa
     free(Q); free(GM); free(gTs);
     return fail;
 }
+
+/* ---- gradient clipping */
+
+/* the square root of x >= 0 in double without libm: Newton's method from x's exponent halved (0, inf, NaN: x) */
+static double sqrt_d(double x) {
+    if (!(x > 0) || x > 1.7976931348623157e308) return x;
+    union { double d; uint64_t u; } v = {x};
+    v.u = (v.u >> 1) + ((uint64_t)1023 << 51);   /* within 6% of the root: six steps reach double precision */
+    double r = v.d;
+    for (int i = 0; i < 6; i++) r = 0.5 * (r + x / r);
+    return r;
+}
+
+/* SAE.before_step and clip_grad_norm_ in one call: `nt` fp32 gradients, tensor t at address g[t] with len[t] rows of
+   wid[t] values; row r of tensor t belongs to group rg[t][r] where rg[t] is not 0, else to group grp[t] (of G).
+   Tensor `dec` (-1: none) is a unit-norm decoder's gradient, rows of W: each row first loses its part along its W row,
+   g - (g.w) w / max(|w|^2, 1e-12). norms[0] holds max_norm on entry; then norms[j] = the norm of group j's gradient,
+   and where max_norm > 0 each group is scaled by min(1, max_norm / (norms[j] + 1e-6)) (NaN where that is: as torch
+   clamps it). Returns 1: no memory. */
+int clip_grads(int64_t nt, const int64_t *g, const int64_t *len, const int64_t *wid, const int64_t *grp,
+               const int64_t *rg, int64_t G, const float *W, int64_t dec, float *norms) {
+    const float mx = norms[0];
+    double *tot = calloc(G, sizeof(double)); float *coef = malloc(sizeof(float) * G);
+    int fail = !tot || !coef; int64_t work = 0;
+    for (int64_t t = 0; t < nt; t++) work += len[t] * wid[t];
+    _Pragma("omp parallel if (work >= 32768 && !fail)")
+    {
+        double *acc = fail ? NULL : calloc(G, sizeof(double));   /* this thread's sums of squares */
+        if (!acc) { _Pragma("omp atomic write") fail = 1; }
+        for (int64_t t = 0; t < nt; t++) {
+            float *gt = (float *)g[t]; const int64_t *rt = (const int64_t *)rg[t]; int64_t w = wid[t];
+            _Pragma("omp for schedule(static) nowait")
+            for (int64_t r = 0; r < len[t]; r++) {
+                if (!acc) continue;
+                float *row = gt + r * w;
+                if (t == dec) {
+                    const float *wr = W + r * w; float n2 = dot_f(wr, wr, w);
+                    axpy_f(row, -dot_f(row, wr, w) / (n2 > 1e-12f ? n2 : 1e-12f), wr, w);
+                }
+                acc[rt ? rt[r] : grp[t]] += dot_f(row, row, w);
+            }
+        }
+        if (acc) {
+            _Pragma("omp critical")
+            for (int64_t j = 0; j < G; j++) tot[j] += acc[j];
+        }
+        free(acc);
+        _Pragma("omp barrier")
+        _Pragma("omp single")
+        for (int64_t j = 0; j < G && !fail; j++) {
+            norms[j] = (float)sqrt_d(tot[j]);
+            float c = mx / (norms[j] + 1e-6f);
+            coef[j] = mx > 0 && !(c >= 1) ? c : 1;   /* c NaN: NaN, as torch's clamp(max=1) keeps it */
+        }
+        for (int64_t t = 0; t < nt && !fail; t++) {
+            float *gt = (float *)g[t]; const int64_t *rt = (const int64_t *)rg[t]; int64_t w = wid[t];
+            _Pragma("omp for schedule(static) nowait")
+            for (int64_t r = 0; r < len[t]; r++) {
+                float c = coef[rt ? rt[r] : grp[t]], *row = gt + r * w;
+                if (c != 1) { _Pragma("omp simd") for (int64_t i = 0; i < w; i++) row[i] *= c; }
+            }
+        }
+    }
+    free(tot); free(coef);
+    return fail;
+}
