@@ -275,9 +275,9 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int6
             if (!key) continue; \
             const T *row = x + r * ld; \
             for (int64_t j = 0; j < S; j++) key[j] = KEY(row[j]); \
-            int32_t c = collect_ge(key, (int32_t)S, 1, allow, ck, ci), mx = 1; \
-            for (int32_t j = 0; j < c; j++) mx = ck[j] > mx ? ck[j] : mx; \
-            off[r + 1] = take_top(ck, ci, c, (int32_t)k, 1, mx, pos + r * k); \
+            int32_t c = collect_ge(key, (int32_t)S, 1, allow, ck, ci), mx = 1, mn = INT32_MAX; \
+            for (int32_t j = 0; j < c; j++) { mx = ck[j] > mx ? ck[j] : mx; mn = ck[j] < mn ? ck[j] : mn; } \
+            off[r + 1] = take_top(ck, ci, c, (int32_t)k, c ? mn : 1, mx, pos + r * k); /* bisects [mn, mx] */ \
         } \
         free(key); \
         _Pragma("omp single") \
