@@ -168,6 +168,8 @@ class _TopKStack:
         self.dead = DeadLatentTracker(sum(self.n)).to(dev)
         self.dead.tokens_since_fired.copy_(torch.cat([s.dead.tokens_since_fired for s in saes]))
         self.member = torch.arange(len(ms), device=dev).repeat_interleave(torch.tensor(self.n, device=dev))
+        # each parameter's rows by member, for clipping each member alone (b_dec: row i is member i's)
+        self.groups = (self.member, self.member, self.member, torch.arange(len(ms), device=dev))
         self.cfg, self.tc, self._rows = saes[0].cfg, ms[0].tc, {}
         names = {id(p): n for n, p in saes[0].named_parameters()}  # the first member's groups (lr_mult), on the stack
         own = dict(zip(_STACK_PARAMS, (self.W_encT, self.b_enc, self.W_dec, self.b_dec)))
@@ -261,11 +263,10 @@ def aux(self:_TopKStack, xs:torch.Tensor, pre:list, err:torch.Tensor, W:torch.Te
 @torch.no_grad()
 def before_step(self:_TopKStack, max_norm:float):
     "Each member's `SAE.before_step(max_norm)`: decoder rows' gradients off the rows, each member's clipped alone."
-    ps, M = (self.W_encT, self.b_enc, self.W_dec, self.b_dec), len(self.members)
-    groups = (self.member, self.member, self.member, torch.arange(M, device=self.member.device))   # b_dec: row i
+    ps = (self.W_encT, self.b_enc, self.W_dec, self.b_dec)   # in the order of `self.groups`
     have = [i for i, p in enumerate(ps) if p.grad is not None]
     dec = (have.index(2), self.W_dec.detach()) if self.cfg.normalize_decoder and 2 in have else None
-    clip_grads_([ps[i].grad for i in have], max_norm, [groups[i] for i in have], M, dec)
+    clip_grads_([ps[i].grad for i in have], max_norm, [self.groups[i] for i in have], len(self.members), dec)
 
 @patch
 def step(self:_TopKStack, xs:list, ys:list, step:int, amp:dict) -> list:

@@ -675,6 +675,10 @@ def nonzeros_per_latent(codes:torch.Tensor, # codes `[N, d_sae]`
     return cnt
 
 # %% ../nbs/06a_kernels.ipynb #2a97d28a
+def _in_range(t:torch.Tensor, n:int) -> bool:
+    "Whether every value of `t` lies in `[0, n)` (one pass: `aminmax`)."
+    lo, hi = t.aminmax(); return bool(lo >= 0) and bool(hi < n)
+
 def _dense_view(t:torch.Tensor) -> torch.Tensor|None:
     "A contiguous view of `t`'s memory, its dimensions in the order of their strides; None if it has gaps or overlaps."
     v = t.permute(*sorted(range(t.ndim), key=lambda d: -t.stride(d)))
@@ -708,7 +712,7 @@ def clip_grads_(grads:list, # gradients, scaled in place
     check(len(groups) == len(grads), f"groups has {len(groups)} entries for {len(grads)} gradients: give one each")
     for g, gr in zip(grads, groups):
         ok = (0 <= gr < n_groups) if not torch.is_tensor(gr) else (gr.dtype == torch.int64 and gr.ndim == 1 and (
-            g.numel() == len(gr) == 0 or len(gr) and g.numel() % len(gr) == 0 and 0 <= gr.min() <= gr.max() < n_groups))
+            g.numel() == len(gr) == 0 or len(gr) and g.numel() % len(gr) == 0 and _in_range(gr, n_groups)))
         check(ok, f"a group must be in [0, {n_groups}): an int, or an int64 tensor with an entry a row of its gradient")
     if dec is not None: check(dec[1].shape == grads[dec[0]].shape, "dec's W must have its gradient's shape")
     fns = load_kernels() if all(g.device.type == 'cpu' for g in grads) else None

@@ -723,9 +723,15 @@ def centred_pre(self:SAE, xc):
     return F.linear(xc, self.W_enc.t(), self.b_enc)
 
 @patch
-def sparse_auxk(self:AuxKMixin, xc, e, pre, neg:bool=False, sq=None):
+def sparse_auxk(self:AuxKMixin,
+                xc:torch.Tensor, # centred inputs `[N, d_in]`
+                e:torch.Tensor, # the residual to reconstruct `[N, d_out]` (detached)
+                pre:torch.Tensor, # pre-activations `[N, d_sae]`, which AuxK selects by
+                neg:bool=False, # `e` holds the residual negated (the main pass's error, reconstruction - y)
+                sq:torch.Tensor=None, # `e`'s summed squares where the main pass gave them (`auxk_norm`)
+               ) -> torch.Tensor|None:
     "`auxk` of the top `aux_k` dead latents by `pre` against residual `e` (`-e`: `neg`), on entries; None if none dead."
-    if (dead := self.auxk_latents()) is None: return None   # `sq`: `e`'s summed squares, where the main pass gave them
+    if (dead := self.auxk_latents()) is None: return None
     idx, vals, rows = self.auxk_entries(pre, dead)   # their codes are `pre`'s values: not recomputed (`codes`)
     c = self.cfg
     w = c.aux_coeff / (len(e) * auxk_norm(e, c.aux_norm, sq))   # the same for -e
