@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_cache.ipynb #141eed95
 from __future__ import annotations
-import itertools, json, math, os, queue, shutil, struct, sys, threading, time, warnings
+import itertools, json, math, mmap, os, queue, shutil, struct, sys, threading, time, warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -1082,10 +1082,10 @@ def _prefetch(items, stop:threading.Event):
             except queue.Full: pass
         return False
     def work():
-        _lower_priority()   # the reader need only keep one item ahead: the consumer's threads run first
         try:
-            for x in items:
+            for i, x in enumerate(items):
                 if not put(x): return
+                if i == 0: _lower_priority()   # then it need only keep one item ahead: the consumer's threads first
             put(_DONE)
         except BaseException as e: put(e)
     th = threading.Thread(target=work, daemon=True); th.start()
@@ -1118,6 +1118,15 @@ def _buffers(self:_Streamer, segs:list, buffer_rows:int, free:queue.Queue=None, 
             n += k; s += k
             if n == buffer_rows: yield buf; buf = None
     if buf is not None and n: yield buf[:n]
+
+# %% ../nbs/05_cache.ipynb #80539ea0
+def _faulted_buffer(rows:int, # rows of the buffer
+                    d:int, # its width
+                   ) -> np.ndarray:
+    "An uninitialised float32 `[rows, d]` array whose memory is already mapped: one write to each page."
+    buf = np.empty((rows, d), np.float32)
+    buf.reshape(-1)[::max(1, mmap.PAGESIZE // 4)] = 0
+    return buf
 
 # %% ../nbs/05_cache.ipynb #253f6a07
 @patch
@@ -1154,10 +1163,12 @@ def batches(self:_Streamer,
             yield from _emit(self._buffers(plan(epoch)[1], buffer_rows), batch_size, None, drop_last, device)
         return
     # two buffers, each reused: one read ahead in a thread, into the next epoch too, while batches come from the other
+    buffer_rows = min(buffer_rows, hi - lo)   # (an epoch of fewer rows fills one buffer all the same)
     free, stop = queue.Queue(), threading.Event()
-    for _ in range(2 if prefetch else 1): free.put(None)
+    free.put(None)   # the first buffer: mapped as it is read, while training waits for it
     release = lambda b: free.put(b if b.base is None else b.base)
     def read():   # (epoch, its generator, buffer) for each buffer of each epoch in turn
+        if prefetch: free.put(_faulted_buffer(buffer_rows, self.d))   # the second, mapped before training starts
         for epoch in range(epochs):
             rng, segs = plan(epoch)
             for buf in self._buffers(segs, buffer_rows, free, stop): yield epoch, rng, buf
