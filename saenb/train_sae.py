@@ -483,11 +483,13 @@ class SAERun:
     causal:object=None # the causal term, `causal(sae, step) -> loss` (see `causal_term`), weighted by `tc.causal_coeff`
     first_batch_seconds:float=0.0 # waiting for the first batch (its shuffle buffer read): not in `train_seconds`
 
+    dead_window_div = 10   # a latent silent for a tenth of the run is dead: measured, see *The dead-latent window*
+
     @property
     def dead_tokens(self) -> int:
-        "Tokens without firing after which a latent counts as dead."
+        "Tokens without firing after which a latent counts as dead: `tc.dead_tokens`, else a share of the run."
         tc = self.tc
-        return tc.dead_tokens or max(tc.batch_size, min(10_000_000, tc.n_tokens // 10))
+        return tc.dead_tokens or max(tc.batch_size, min(10_000_000, tc.n_tokens // self.dead_window_div))
 
     @property
     def val_every(self) -> int: return self.tc.val_every or max(1, self.tc.n_steps // 10)
