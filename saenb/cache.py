@@ -1168,7 +1168,8 @@ def batches(self:_Streamer,
     free.put(None)   # the first buffer: mapped as it is read, while training waits for it
     release = lambda b: free.put(b if b.base is None else b.base)
     def read():   # (epoch, its generator, buffer) for each buffer of each epoch in turn
-        if prefetch: free.put(_faulted_buffer(buffer_rows, self.d))   # the second, mapped before training starts
+        if prefetch and epochs * (hi - lo) > buffer_rows:   # the second, where one is needed: mapped before training
+            free.put(_faulted_buffer(buffer_rows, self.d))
         for epoch in range(epochs):
             rng, segs = plan(epoch)
             for buf in self._buffers(segs, buffer_rows, free, stop): yield epoch, rng, buf
