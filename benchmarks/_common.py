@@ -40,6 +40,17 @@ def saenb_command(name:str) -> str:
     if found := shutil.which(name): return found
     raise SystemExit(f"{name} is neither beside {sys.executable} nor on PATH: pip install -e . in this environment")
 
+def train_small(store:str, # activation store
+                arch:str, # SAE architecture
+                seed:int, lr:float, n_tokens:int=1_000_000,
+                **settings) -> dict: # other `train_sae` settings (aux_k, dead_tokens, aux_coeff, ...)
+    """One SAE as the benchmarks that measure a default train it (`aux_k_default.py`, `dead_window_default.py`:
+    exp_factor 4, k 8, batches of 4096, the store's validation split): its FVU, dead fraction and tokens/s."""
+    from saenb.train_sae import train_sae
+    r = train_sae(store, None, arch=arch, k=8, exp_factor=4, n_tokens=n_tokens, batch_size=4096, lr=lr, seed=seed,
+                  progress=False, say=lambda s: None, **settings).summary
+    return dict(fvu=round(r['fvu'], 5), dead_frac=round(r['dead_frac'], 4), tokens_per_s=round(r['tokens_per_s']))
+
 def emit(record:dict):
     "Print the benchmark's one JSON line."
     print(json.dumps(record), flush=True)

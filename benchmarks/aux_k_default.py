@@ -17,18 +17,14 @@ the stores and seeds is within `--tolerance` (1%) of the best divisor's.
 import argparse, json, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import device_name, save_record
+from _common import device_name, save_record, train_small
 
 HERE = Path(__file__).parent
 DIVS = (2, 4, 8)
 
 def train_one(store:str, arch:str, aux:dict, seed:int, lr:float) -> dict:
     "Train one SAE on `store`: its validation FVU, dead fraction and tokens/s."
-    from saenb.train_sae import train_sae
-    r = train_sae(store, None, arch=arch, k=8, exp_factor=4, n_tokens=1_000_000, batch_size=4096, lr=lr, seed=seed,
-                  progress=False, say=lambda s: None, **aux).summary
-    return dict(store=Path(store).name, arch=arch, seed=seed, **aux, fvu=round(r['fvu'], 5),
-                dead_frac=round(r['dead_frac'], 4), tokens_per_s=round(r['tokens_per_s']))
+    return dict(store=Path(store).name, arch=arch, seed=seed, **aux, **train_small(store, arch, seed, lr, **aux))
 
 def recommend(runs:list, tolerance:float) -> dict:
     "Per architecture: the largest divisor whose mean FVU is within `tolerance` of the best divisor's."

@@ -18,19 +18,16 @@ longest window (fewest latents in AuxK, the cheapest) within `--tolerance` (1%) 
 import argparse, json, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import device_name, save_record
+from _common import device_name, save_record, train_small
 
 HERE = Path(__file__).parent
 DIVS = (40, 20, 10, 5, 2.5)   # the window is n_tokens / div
 
 def train_one(store:str, arch:str, n_tokens:int, div, seed:int, lr:float) -> dict:
     "Train one SAE on `store` with window `n_tokens / div` (None: AuxK off): validation FVU, dead fraction, tokens/s."
-    from saenb.train_sae import train_sae
     kw = dict(dead_tokens=int(n_tokens / div)) if div else dict(aux_coeff=0.0)
-    r = train_sae(store, None, arch=arch, k=8, exp_factor=4, n_tokens=n_tokens, batch_size=4096, lr=lr, seed=seed,
-                  progress=False, say=lambda s: None, **kw).summary
     return dict(store=Path(store).name, arch=arch, n_tokens=n_tokens, seed=seed, window_div=div, **kw,
-                fvu=round(r['fvu'], 5), dead_frac=round(r['dead_frac'], 4), tokens_per_s=round(r['tokens_per_s']))
+                **train_small(store, arch, seed, lr, n_tokens, **kw))
 
 def recommend(runs:list, tolerance:float) -> dict:
     "Per run length: the window for every architecture, and each architecture's mean FVU and tokens/s by window."
@@ -48,11 +45,10 @@ def recommend(runs:list, tolerance:float) -> dict:
         mean = {d: sum(v) / len(v) for d, v in rel.items()}
         best = min(mean.values())
         per_arch = {}
-        for arch in dict.fromkeys(r['arch'] for r in rs):
-            by = lambda d, m: [r[m] for r in rs if (r['arch'], r['window_div']) == (arch, d)]
-            per_arch[arch] = {str(d): dict(fvu=round(sum(by(d, 'fvu')) / len(by(d, 'fvu')), 5),
-                                           tokens_per_s=round(sum(by(d, 'tokens_per_s')) / len(by(d, 'fvu'))))
-                              for d in (*DIVS, None) if by(d, 'fvu')}
+        for r in rs: per_arch.setdefault(r['arch'], {}).setdefault(str(r['window_div']), []).append(r)
+        per_arch = {a: {d: dict(fvu=round(sum(r['fvu'] for r in g) / len(g), 5),
+                                tokens_per_s=round(sum(r['tokens_per_s'] for r in g) / len(g))) for d, g in ws.items()}
+                    for a, ws in per_arch.items()}
         out[str(n)] = dict(window_div=min(d for d, m in mean.items() if m <= best * (1 + tolerance)),
                            relative_fvu={str(d): round(m, 4) for d, m in mean.items()}, by_arch=per_arch)
     return out

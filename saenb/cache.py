@@ -1074,7 +1074,7 @@ def _lower_priority(by:int=10):
     except (AttributeError, OSError): pass
 
 def _prefetch(items, stop:threading.Event):
-    "Iterate generator `items` in a thread, one item ahead; closing this iterator sets `stop`, which `items` watches."
+    "Iterate generator `items` in a thread one item ahead, lowered in priority after the first; closing it sets `stop`."
     out = queue.Queue(maxsize=1)
     def put(x) -> bool:  # False once the consumer has gone
         while not stop.is_set():
