@@ -18,7 +18,7 @@ from .utils import (InputError, OutputExists, output_lock, path_record, check, r
 from .model import model_fingerprint, check_device
 from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
 from .kernels import sparse_sq_error, clip_grads_
-from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_norm
+from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_norm, shared_medians
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row,
                              check_first_loss, first_batch)
@@ -355,13 +355,15 @@ def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` f
         data.epochs(base)  # refuses a store smaller than one batch, before any work
         vx = data.val_x.to(dev) * data.scale
         vy = data.val_y.to(dev) * data.tscale if data.val_y is not None else None
-        ms = []
-        for key, tc in tcs.items():  # each member built exactly as train_sae builds it
-            try: sae = data.build_sae(tc, dev)
-            except (ValueError, TypeError) as e:
-                if errors is None: raise InputError(f"ensemble member {key!r}: {e}") from e
-                errors[key] = e; continue
-            ms.append(_Member(key, tc, sae, torch.get_rng_state(), val=(vx, vy), norms=data.norms))
+        ms, samples = [], {}
+        with shared_medians():   # members of one seed: one sample read, one geometric median (0.12 s of 1.9 s)
+            for key, tc in tcs.items():  # each member built exactly as train_sae builds it
+                try: sae = data.build_sae(tc, dev, samples)
+                except (ValueError, TypeError) as e:
+                    if errors is None: raise InputError(f"ensemble member {key!r}: {e}") from e
+                    errors[key] = e; continue
+                ms.append(_Member(key, tc, sae, torch.get_rng_state(), val=(vx, vy), norms=data.norms))
+        del samples
         if not ms: raise InputError("no ensemble member could be built: see the errors")
         _sayer(None, progress, 'train_ensemble')(precision_note(asked, base.precision, dev))
         secs = _train_members(ms, data.steps(base, dev), base.n_steps, autocast_args(base.precision, dev),

@@ -257,12 +257,17 @@ class RunData:
         where = path_record(self.store.path, out) if out is not None else {'abs': str(Path(self.store.path).absolute())}
         return {'acts': where, 'activations': store_provenance(self.store).get('activations')}
 
-    def build_sae(self, tc:SAETrainConfig, dev:torch.device) -> SAE:
+    def build_sae(self, tc:SAETrainConfig, dev:torch.device,
+                  samples:dict=None, # rows already read, by seed: an ensemble's members read them once
+                 ) -> SAE:
         "The run's SAE, built from its seed and initialised on the first 16,384 rows of a seeded permutation."
-        g = torch.Generator().manual_seed(tc.seed)
-        idx = torch.randperm(len(self.store), generator=g)[:min(len(self.store), 16384)]
-        y0 = self.tstore[idx].float() * self.tscale if self.tstore is not None else None
-        return build_sae(tc, self.store[idx].float() * self.scale, y0, dev)
+        samples = {} if samples is None else samples
+        if tc.seed not in samples:
+            g = torch.Generator().manual_seed(tc.seed)
+            idx = torch.randperm(len(self.store), generator=g)[:min(len(self.store), 16384)]
+            samples[tc.seed] = ((self.store[idx].float() * self.scale).to(dev),   # on `dev`: the same tensor each time
+                                (self.tstore[idx].float() * self.tscale).to(dev) if self.tstore is not None else None)
+        return build_sae(tc, *samples[tc.seed], dev)
 
 # %% ../nbs/07_train_sae.ipynb #c56756fd
 @patch
