@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math, numbers, warnings
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, fields, asdict, MISSING
 
 import torch
@@ -162,24 +163,24 @@ def geometric_median(x:torch.Tensor, # points `[N, d]`
                      eps:float=1e-6) -> torch.Tensor: # guard against division by zero distance
     "The point minimising the summed Euclidean distance to the rows of `x` (Weiszfeld's algorithm), in fp32."
     x = x.detach().float().reshape(-1, x.shape[-1])
-    key = (x.data_ptr(), x.shape, x.stride(), x._version, x.device, n_iter, eps)   # the same points, unchanged since
-    if _MEDIANS is not None and key in _MEDIANS: return _MEDIANS[key][1].clone()
+    key, kept = (x.data_ptr(), x.shape, x.stride(), x._version, x.device, n_iter, eps), _MEDIANS.get()
+    if kept is not None and key in kept: return kept[key][1].clone()   # the same points, unchanged since
     m = x.mean(0)
     for _ in range(n_iter):
         w = 1 / (x - m).norm(dim=-1).clamp_min(eps)
         m = (w[:, None] * x).sum(0) / w.sum()
-    if _MEDIANS is not None: _MEDIANS[key] = (x, m.clone())   # `x` held: its memory is not reused while it is a key
+    if kept is not None: kept[key] = (x, m.clone())   # `x` held: its memory is not reused while it is a key
     return m
 
-_MEDIANS = None   # inside `shared_medians()`: {points' memory, shape, version, settings: (points, their median)}
+# inside `shared_medians()`, in this thread: {points' memory, shape, version, settings: (points, their median)}
+_MEDIANS = ContextVar('saenb_shared_medians', default=None)
 
 @contextmanager
 def shared_medians():
     "Inside it, `geometric_median` of the same points (the same memory, unchanged) is computed once and then reused."
-    global _MEDIANS
-    old, _MEDIANS = _MEDIANS, {}
+    token = _MEDIANS.set({})
     try: yield
-    finally: _MEDIANS = old
+    finally: _MEDIANS.reset(token)
 
 # %% ../nbs/06_sae.ipynb #2a2fb581
 class DeadLatentTracker(nn.Module):
@@ -452,7 +453,7 @@ def metrics(self:SAE, x:torch.Tensor, target:torch.Tensor=None) -> dict:
     fvu = (err / total).item()
     return dict(fvu=fvu, explained_variance=1 - fvu, mse=(err / y.numel()).item(),   # l0, l1: one pass each
                 l0=(torch.count_nonzero(vals) / len(y)).item(),
-                l1=(vals.abs().sum() / len(y)).item(),   # each row's L1 norm, summed: vector_norm took 1 ms at 16384 x 8
+                l1=(vals.abs().sum() / len(y)).item(),   # rows' L1 norms, summed (vector_norm: 1 ms at 16384 x 8)
                 cosine=F.cosine_similarity(x_hat, y, dim=-1).mean().item())
 
 @patch
