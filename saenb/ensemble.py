@@ -425,8 +425,8 @@ def _model_batches(src, base:SAETrainConfig, dev:torch.device):
 
 # %% ../nbs/07b_ensemble.ipynb #b7c1ab60
 def _hook_member(name, s:dict, base:SAETrainConfig, src, x0:torch.Tensor, norms:dict, val:torch.Tensor,
-                 dev:torch.device) -> tuple:
-    "SAE `name` of `train_saes_on_model` as a `_Member`, and what its final figures need."
+                 dev:torch.device, samples:dict=None) -> tuple:
+    "SAE `name` of `train_saes_on_model` as a `_Member`, and what its final figures need; `samples`: inputs by view."
     hooks, target = _member_inputs(s)
     tc = _member_config(base, {k: v for k, v in s.items() if k not in ('hook', 'hooks', 'target')}, name)
     if 'hooks' in s: tc.sae.setdefault('n_layers', len(hooks))  # stacked SAEs (staircase, noshare): one layer per hook
@@ -436,8 +436,11 @@ def _hook_member(name, s:dict, base:SAETrainConfig, src, x0:torch.Tensor, norms:
     scale = math.sqrt(d[0]) / raw_norm if tc.normalize else 1.0
     tscale = ((math.sqrt(src.slices[target].stop - src.slices[target].start) / norms[target] if tc.normalize else 1.0)
               if target else scale)
+    key = (tuple(hooks), target, stacked, scale, tscale)   # SAEs with one key see the same inputs
     view = _hook_view(hooks, target, src.slices, scale, tscale, stacked)
-    (ix,), (iy,) = view([x0], [None])
+    samples = {} if samples is None else samples   # SAEs with one view: one copy of their rows (one geometric median)
+    if key not in samples: samples[key] = tuple(t[0] for t in view([x0], [None]))
+    ix, iy = samples[key]
     raw_view = _hook_view(hooks, target, src.slices, 1.0, 1.0, stacked)
     (rx,), (ry,) = raw_view([val], [None])  # raw validation rows, for the final figures
     rx, ry = rx.to(dev), ry.to(dev) if ry is not None else None
@@ -447,7 +450,7 @@ def _hook_member(name, s:dict, base:SAETrainConfig, src, x0:torch.Tensor, norms:
     m = _Member(name, tc, sae, torch.get_rng_state(), view=view,
                 val=(rx * scale, ry * tscale if ry is not None else None),
                 norms=(in_norm, tscale * norms[target] if target else in_norm),
-                view_key=(tuple(hooks), target, stacked, scale, tscale))  # SAEs at one hook may share a stack
+                view_key=key)  # SAEs at one hook may share a stack
     extra = {'hook': hooks if stacked else hooks[0], **({'target': target} if target else {})}
     point = None if stacked else resolve_hook(src.model, hooks[0])
     acts = activations_fingerprint(model_fingerprint(src.model), point, d[0]) if point else None
@@ -488,7 +491,9 @@ def train_saes_on_model(model, # a `TransformerBridge`
         bad = next((h for h, n in norms.items() if not (math.isfinite(n) and n > 0)), None)
         check(bad is None, f"the model's activations at {bad} have mean norm {norms.get(bad)} (inf/nan, too large for "
                            "float32, or all zero): check the model's weights, or train at another hook")
-        built = {name: _hook_member(name, s, base, src, x0, norms, val, dev) for name, s in specs.items()}  # in order
+        with shared_medians():   # in order; SAEs that see the same rows share them and their median
+            samples = {}
+            built = {name: _hook_member(name, s, base, src, x0, norms, val, dev, samples) for name, s in specs.items()}
         ms, finals = [m for m, _ in built.values()], {name: f for name, (_, f) in built.items()}
         batches = _model_batches(src, base, dev)
         _sayer(None, progress, 'train_saes_on_model')(precision_note(asked, base.precision, dev))
