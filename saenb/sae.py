@@ -442,10 +442,7 @@ def metrics(self:SAE, x:torch.Tensor, target:torch.Tensor=None) -> dict:
     y = y.float().reshape(-1, y.shape[-1])
     was = self.training
     self.eval()
-    try:   # codes as entries where the architecture has them (no [N, d_sae] matrix), else dense
-        if (ent := self.code_entries(x)) is not None:
-            x_hat, vals = sparse_decode(ent[0], ent[1], self.W_dec, self.b_dec, ent[2], len(y)), ent[1]
-        else: vals = self.encode(x); x_hat = self.decode(vals)
+    try: x_hat, vals = self.reconstruct(x)   # codes as entries where the architecture has them, else dense
     finally: self.train(was)
     x_hat, vals = x_hat.float().reshape(-1, y.shape[-1]), vals.float().reshape(-1, vals.shape[-1])
     err = (x_hat - y).pow(2).sum()
@@ -460,6 +457,14 @@ def metrics(self:SAE, x:torch.Tensor, target:torch.Tensor=None) -> dict:
 def code_entries(self:SAE, x:torch.Tensor) -> tuple|None:
     "Eval-mode codes of `x` as entries `(idx, vals, rows)` (see `sparse_decode`) where the architecture has them; None."
     return None
+
+@patch
+def reconstruct(self:SAE, x:torch.Tensor) -> tuple:
+    "`(x_hat, codes)` of inputs `x`: decoded from `code_entries` (fp32, `x_hat [N, d_out]`), else `decode(encode(x))`."
+    if (ent := self.code_entries(x)) is not None:   # no [N, d_sae] matrix of codes, nor a dense decode
+        return sparse_decode(ent[0], ent[1], self.W_dec, self.b_dec, ent[2], x.numel() // x.shape[-1]), ent[1]
+    vals = self.encode(x)
+    return self.decode(vals), vals
 
 # %% ../nbs/06_sae.ipynb #c7ec8c37
 @patch
