@@ -50,7 +50,7 @@ static inline int32_t count_ge(const int32_t *keys, int32_t c, int32_t t) {
    and count(>= hi) < k: a count is a few compares over the keys, and it takes log2(hi - lo) of them. With AVX-512 and
    at most 128 keys (a row's group maxima and its candidates, in training), the keys stay in registers and a count is a
    compare and a population count a register, with no sum across lanes: on the pre-activations of an 8-member ensemble
-   (1024 x 512, bf16, k 4 to 32) fast_topk took 1.32-1.38 ms a step for all eight against 1.51-1.58 counting in a loop
+   (1024 x 512, bf16, k 4 to 32) fast_topk took 1.32-1.39 ms a step for all eight against 1.51-1.67 counting in a loop
    (2-core AVX-512 EPYC, interleaved runs), 1024 x 512 top-32 0.148 against 0.158 ms, 4096 x 512 0.67 against 0.84 */
 static int32_t kth_bisect(const int32_t *keys, int32_t c, int32_t k, int64_t lo, int64_t hi) {
 #if defined(__AVX512F__)
