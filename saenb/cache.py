@@ -1119,7 +1119,7 @@ def _buffers(self:_Streamer, segs:list, buffer_rows:int, free:queue.Queue=None, 
             if n == buffer_rows: yield buf; buf = None
     if buf is not None and n: yield buf[:n]
 
-# %% ../nbs/05_cache.ipynb #80539ea0
+# %% ../nbs/05_cache.ipynb #73cbd20a
 def _faulted_buffer(rows:int, # rows of the buffer
                     d:int, # its width
                    ) -> np.ndarray:
