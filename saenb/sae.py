@@ -433,6 +433,20 @@ def init_from_data(self:SAE, x:torch.Tensor, target:torch.Tensor=None):
     y = y.detach().float().reshape(-1, y.shape[-1])
     self.b_dec.copy_(geometric_median(y) if how == 'geometric_median' else y.mean(0))
 
+# %% ../nbs/06_sae.ipynb #d921eec7
+@patch
+def code_entries(self:SAE, x:torch.Tensor) -> tuple|None:
+    "Eval-mode codes of `x` as entries `(idx, vals, rows)` (see `sparse_decode`) where the architecture has them; None."
+    return None
+
+@patch
+def reconstruct(self:SAE, x:torch.Tensor) -> tuple:
+    "`(x_hat, codes)` of inputs `x`: decoded from `code_entries` (fp32, `x_hat [N, d_out]`), else `decode(encode(x))`."
+    if (ent := self.code_entries(x)) is not None:   # no [N, d_sae] matrix of codes, nor a dense decode
+        return sparse_decode(ent[0], ent[1], self.W_dec, self.b_dec, ent[2], x.numel() // x.shape[-1]), ent[1]
+    vals = self.encode(x)
+    return self.decode(vals), vals
+
 # %% ../nbs/06_sae.ipynb #b4f76f0e
 @patch
 @torch.no_grad()
@@ -453,18 +467,6 @@ def metrics(self:SAE, x:torch.Tensor, target:torch.Tensor=None) -> dict:
                 l1=(vals.abs().sum() / len(y)).item(),   # rows' L1 norms, summed (vector_norm: 1 ms at 16384 x 8)
                 cosine=F.cosine_similarity(x_hat, y, dim=-1).mean().item())
 
-@patch
-def code_entries(self:SAE, x:torch.Tensor) -> tuple|None:
-    "Eval-mode codes of `x` as entries `(idx, vals, rows)` (see `sparse_decode`) where the architecture has them; None."
-    return None
-
-@patch
-def reconstruct(self:SAE, x:torch.Tensor) -> tuple:
-    "`(x_hat, codes)` of inputs `x`: decoded from `code_entries` (fp32, `x_hat [N, d_out]`), else `decode(encode(x))`."
-    if (ent := self.code_entries(x)) is not None:   # no [N, d_sae] matrix of codes, nor a dense decode
-        return sparse_decode(ent[0], ent[1], self.W_dec, self.b_dec, ent[2], x.numel() // x.shape[-1]), ent[1]
-    vals = self.encode(x)
-    return self.decode(vals), vals
 
 # %% ../nbs/06_sae.ipynb #c7ec8c37
 @patch
