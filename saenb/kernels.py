@@ -339,7 +339,7 @@ def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, codes, r
     i, v = idx[nz], vals[nz]
     if len(key) > 1 and not bool((key[1:] >= key[:-1]).all()):   # in order already when each token's latents are
         o = torch.argsort(key); key, i, v = key[o], i[o], v[o]
-    parts = sparse_decode(i[:, None], v[:, None], W_dec, None, key, N * G).view(N, G, -1)
+    parts = sparse_decode(i[:, None], v[:, None], W_dec, None, key, N * G).view(N, G, W_dec.shape[1])   # N may be 0
     err = parts.cumsum(1) - T[:, None].float()   # r_g for every prefix g
     sq = err.pow(2).sum(-1).view(nb, N // nb, G).sum(1)
     return (w * sq).sum() + _l1_term(l1w, vals, rows, N), err[:, -1].detach(), vals.detach(), sq.detach()
@@ -579,7 +579,11 @@ def _topk_positive_torch(x, k, cols):
     xc = x.index_select(1, cols)
     keep = xc > 0
     over = (keep.sum(1) > k).nonzero().flatten()   # rows with more than k positive values: cut at the k-th largest
-    if len(over): keep[over] &= xc[over] >= fast_topk(xc[over], k)[0].amin(1, keepdim=True)
+    if len(over):   # those above the cut, then the first ties at it in column order: k in all, as the kernel takes
+        xo = xc[over]
+        t = fast_topk(xo, k)[0].amin(1, keepdim=True)
+        eq = xo == t
+        keep[over] = (xo > t) | (eq & (eq.cumsum(1) <= k - (xo > t).sum(1, keepdim=True)))
     r, j = keep.nonzero(as_tuple=True)
     return r, cols[j], xc[r, j]
 

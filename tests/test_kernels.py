@@ -234,3 +234,28 @@ def test_training_without_kernels_gives_the_same_sae():
         a, b = runs['0'][arch], runs['1'][arch]
         assert abs(a['fvu'] - b['fvu']) < 1e-3, (arch, a['fvu'], b['fvu'])
         assert max(abs(u - v) for u, v in zip(a['W_dec'], b['W_dec'])) < 1e-3, arch
+
+def test_pytorch_path_of_sparse_sq_error_takes_an_empty_batch():
+    "PyTorch's path of `sparse_sq_error` (GPUs, no C compiler, inputs needing a gradient) takes an empty batch."
+    from saenb.kernels import sparse_sq_error
+    We, Wd = torch.randn(16, 64), torch.randn(64, 16, requires_grad=True)
+    x = torch.randn(0, 16, requires_grad=True)   # inputs that need a gradient take PyTorch's path
+    loss, err, vals, sq = sparse_sq_error(x, We, None, Wd, x, torch.zeros(0, 4, dtype=torch.long))
+    assert loss.item() == 0 and err.shape == (0, 16) and vals.shape == (0, 4)
+    loss.backward()
+    assert Wd.grad is not None and float(Wd.grad.abs().sum()) == 0
+
+def test_auxk_entries_agree_with_and_without_the_kernels():
+    "AuxK's entries among tied bf16 values: the kernel and PyTorch's path take the same, never more than aux_k a token."
+    import saenb.kernels as K
+    g = torch.Generator().manual_seed(0)
+    pre = ((torch.randn(256, 96, generator=g) * 4).round() / 4).bfloat16()   # coarse values: ties at most cuts
+    dead = torch.randperm(96, generator=g)[:40]
+    with_k = K.topk_positive(pre, 6, dead)
+    load = K.load_kernels
+    try:
+        K.load_kernels = lambda: None
+        without = K.topk_positive(pre, 6, dead)
+    finally: K.load_kernels = load
+    assert all(torch.equal(a, b) for a, b in zip(with_k, without))
+    assert torch.bincount(without[0], minlength=256).max() == 6

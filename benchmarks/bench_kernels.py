@@ -1,0 +1,161 @@
+"""Benchmark: saenb's CPU kernels on what a training step hands them, each against the same call with the kernels off.
+
+Trains a TopK SAE as `saenb_train_sae` does (bf16 autocast where training picks it) on `--acts` (a cached store, e.g.
+the default pipeline's Dyck `0_residpost`; default: synthetic sparse activations of `--d_in` dimensions) for
+`--n_tokens` tokens in batches of `--batch`, then takes a fresh batch and that SAE, as its last steps saw it (its dead
+latents too), and times the pieces of a step and of a log step on them:
+- `topk`: the step's selection of each token's k latents (`TopKSAE.choose`: `fast_topk`);
+- `auxk_selection`: AuxK's entries, each token's top positive pre-activations among the dead latents (`topk_positive`);
+- `sparse_pass`: the step's squared error, codes and gradients in one pass (`sparse_sq_error`), backward included;
+- `auxk_pass`: AuxK's pass over its entries against that pass's residual (`sparse_sq_error`), backward included;
+- `reconstruct`: a log step's reconstruction from entries (`SAE.reconstruct`); its reference is `sae(x)`, which decodes
+  a dense matrix of codes.
+The reference of the others is the same call with saenb's compiled kernels off: their PyTorch fallbacks (what runs
+without a C compiler, or with SAENB_NO_KERNELS=1), and `agree` says whether the two give the same top-k values and
+AuxK entries, and how far apart their sparse-pass losses are. With `--ensemble`, also the top-k of an 8-member ensemble
+(`bench_ensemble.py`'s headline sweep: 1,024 tokens of 64 dimensions, 512 latents a member, k from 4 to 32, each member
+trained as part of the stack), all eight members' calls of a step together.
+Kernel and reference alternate in `--rounds` rounds of `--reps` calls each, and the median round is kept, so that a busy
+machine slows both alike. Prints ONE JSON line: milliseconds per call of each, and the reference's over the kernel's.
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_kernels.py [--acts runs/dyck/acts/0_residpost] [--ensemble]
+"""
+import argparse, contextlib, statistics, sys, time
+from pathlib import Path
+import numpy as np, torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import device_name, emit, training_precision
+
+
+@contextlib.contextmanager
+def kernels_off():
+    "saenb's compiled kernels off: each function takes its PyTorch fallback, as without a C compiler."
+    import saenb.kernels as K
+    load = K.load_kernels
+    K.load_kernels = lambda: None
+    try: yield
+    finally: K.load_kernels = load
+
+
+def timed(fn, ref, rounds:int, reps:int) -> dict:
+    "Median milliseconds per call of `fn` and of `ref` (None: not timed), alternating round by round."
+    t = {'kernel': [], 'reference': []}
+    fn(); ref is not None and ref()   # warm: the kernels compiled, buffers allocated
+    for _ in range(rounds):
+        for name, f in (('kernel', fn), ('reference', ref)):
+            if f is None: continue
+            t0 = time.perf_counter()
+            for _ in range(reps): f()
+            t[name].append(1000 * (time.perf_counter() - t0) / reps)
+    ms = {k: round(statistics.median(v), 3) for k, v in t.items() if v}
+    if 'reference' in ms: ms['speedup'] = round(ms['reference'] / ms['kernel'], 2)
+    return ms
+
+
+def synthetic(n:int, d:int, seed:int=0) -> np.ndarray:
+    "Sparse nonnegative combinations of 4*d random unit directions, 16 active on average (as `bench_steps.py`)."
+    g = np.random.default_rng(seed)
+    D = g.standard_normal((4 * d, d)); D /= np.linalg.norm(D, axis=1, keepdims=True)
+    return (((g.random((n, 4 * d)) < 16 / (4 * d)) * g.exponential(1.0, (n, 4 * d))) @ D).astype(np.float32)
+
+
+def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
+    "Time a TopK step's kernels on batch `x` of `sae`, each called as `TopKSAE.loss` and `sparse_auxk` call it."
+    from saenb.kernels import sparse_sq_error
+    from saenb.sae import auxk_norm
+    c, xc = sae.cfg, sae.centred(x)   # the step's centred inputs, without gradient
+    with torch.no_grad(), torch.autocast(**amp): pre = sae.centred_pre(xc)   # bf16 where training autocasts
+    idx, chosen, rows = sae.choose(pre, c.k)
+    def main_pass():
+        cnt = torch.empty(c.d_sae, dtype=torch.int32)
+        with torch.autocast(**amp):
+            out = sparse_sq_error(xc, sae.W_enc, sae.b_enc, sae.W_dec, sae._target(x, x, xc), idx, rows, sae.b_dec,
+                                  sae._centre(xc), chosen != 0 if sae.relu_codes else None, sae.relu_codes, counts=cnt)
+        out[0].backward(); sae.zero_grad(set_to_none=True)
+        return [t.detach() for t in out]
+    def both(f):   # kernel, reference
+        def ref():
+            with kernels_off(): return f()
+        return timed(f, ref, rounds, reps)
+    res = {'topk': both(lambda: sae.choose(pre, c.k)), 'sparse_pass': both(main_pass)}
+    loss, err, _, sq = main_pass()
+    with kernels_off():   # the reference gives the same: top-k values, and the loss to float rounding
+        ref_chosen, (ref_loss, *_) = sae.choose(pre, c.k)[1], main_pass()
+    res['agree'] = {'topk_values': bool(torch.equal(chosen.sort(1).values, ref_chosen.sort(1).values)),
+                    'sparse_pass_loss_rel_diff': float((loss - ref_loss).abs() / ref_loss.abs())}
+    dead = sae.auxk_latents()
+    res['dead_latents'] = 0 if dead is None else len(dead[0])
+    if dead is not None:   # AuxK: its entries, then its pass against the main pass's residual (-err), as `sparse_auxk`
+        aidx, avals, arows = sae.auxk_entries(pre, dead)
+        with kernels_off(): ref = sae.auxk_entries(pre, dead)
+        res['agree']['auxk_entries'] = all(torch.equal(a, b) for a, b in zip((aidx, avals, arows), ref))
+        w = c.aux_coeff / (len(err) * auxk_norm(err, c.aux_norm, sq[-1]))
+        def aux_pass():
+            with torch.autocast(**amp):
+                loss = sparse_sq_error(xc, sae.W_enc, sae.b_enc, sae.W_dec, err, aidx, arows, centre=sae._centre(xc),
+                                       weights=w, codes=avals, neg_y=True)[0]
+            loss.backward(); sae.zero_grad(set_to_none=True)
+        res.update(auxk_selection=both(lambda: sae.auxk_entries(pre, dead)), auxk_pass=both(aux_pass),
+                   auxk_entries_per_token=round(len(aidx) / len(x), 2))
+    def log_step(f):
+        def g():
+            with torch.no_grad(), torch.autocast(**amp): return f(x)
+        return g
+    res['reconstruct'] = timed(log_step(lambda v: sae.reconstruct(v)[0]), log_step(sae), rounds, reps)
+    return res
+
+
+def ensemble_topk(amp:dict, rounds:int, reps:int, tmp:Path) -> dict:
+    "Time the eight members' top-k of a step of `bench_ensemble.py`'s headline sweep, trained as one stack."
+    from bench_ensemble import SAME_WIDTH, sparse_acts
+    from saenb.ensemble import train_ensemble
+    d, B = 64, 1024
+    acts = tmp/'ens_acts.npy'
+    np.save(acts, sparse_acts(100_000, d, 8 * d, 16 / (8 * d)))
+    runs = train_ensemble(acts, grid=SAME_WIDTH, arch='topk', n_tokens=150 * B, batch_size=B, lr=1e-3, seed=0,
+                          val_rows=4096, val_every=150, progress=False)
+    x = torch.from_numpy(np.load(acts)[-B:])
+    pres = []
+    for r in runs.values():
+        with torch.no_grad(), torch.autocast(**amp): pres.append((r.sae, r.sae.centred_pre(r.sae.centred(x))))
+    def all_members():
+        for s, p in pres: s.choose(p, s.cfg.k)
+    def ref():
+        with kernels_off(): all_members()
+    return {'members': len(pres), 'tokens': B, 'd_sae': pres[0][0].cfg.d_sae,
+            'k': sorted(s.cfg.k for s, _ in pres), **timed(all_members, ref, rounds, reps)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--acts', default=None, help='activation store to train on (default: synthetic, --d_in wide)')
+    ap.add_argument('--d_in', type=int, default=128); ap.add_argument('--exp_factor', type=int, default=4)
+    ap.add_argument('--k', type=int, default=8); ap.add_argument('--batch', type=int, default=4096)
+    ap.add_argument('--lr', type=float, default=2e-3); ap.add_argument('--n_tokens', type=int, default=1_000_000)
+    ap.add_argument('--rounds', type=int, default=7); ap.add_argument('--reps', type=int, default=20)
+    ap.add_argument('--ensemble', action='store_true', help="also an 8-member ensemble's top-k")
+    a = ap.parse_args()
+    import tempfile
+    from saenb.train_sae import train_sae, retain_freed_memory
+    from saenb.cache import ActivationStore
+    precision, dtype = training_precision()
+    amp = dict(device_type='cpu', dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        if a.acts is None: np.save(acts := tmp/'acts.npy', synthetic(max(a.n_tokens, 4 * a.batch), a.d_in))
+        else: acts = a.acts
+        r = train_sae(acts, arch='topk', k=a.k, exp_factor=a.exp_factor, batch_size=a.batch, n_tokens=a.n_tokens,
+                      lr=a.lr, seed=0, val_every=a.n_tokens, progress=False, say=lambda s: None)
+        retain_freed_memory()   # as training does: no fresh pages for each call's large tensors
+        if a.acts is None: x = torch.from_numpy(np.load(acts)[:a.batch])
+        else: x = next(ActivationStore(a.acts).batches(a.batch, shuffle=True, seed=1))
+        sae = r.sae
+        rec = {'bench': 'kernels', 'device': device_name('cpu'), 'acts': str(a.acts or 'synthetic'),
+               'd_in': sae.cfg.d_in, 'd_sae': sae.cfg.d_sae, 'k': a.k, 'batch': a.batch, 'precision': precision,
+               'rounds': a.rounds, 'reps': a.reps, **step_pieces(sae, x, amp, a.rounds, a.reps)}
+        if a.ensemble: rec['ensemble_topk'] = ensemble_topk(amp, a.rounds, a.reps, tmp)
+    emit(rec)
+
+
+if __name__ == '__main__': main()
