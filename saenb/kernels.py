@@ -4,7 +4,7 @@
 
 # %% ../nbs/06a_kernels.ipynb #2cb56831
 from __future__ import annotations
-import ctypes, functools, hashlib, os, platform, re, shutil, subprocess, sys, sysconfig, tempfile, warnings
+import contextlib, ctypes, functools, hashlib, os, platform, re, shutil, subprocess, sys, sysconfig, tempfile, warnings
 from importlib import resources
 from pathlib import Path
 
@@ -172,7 +172,9 @@ def gather_dot(A, W, idx, rows=None):
         _call(f, A, W, idx, 0 if rows is None else rows.to(torch.int64).contiguous(), N, k, W.shape[1], out)
         return out
     if rows is not None: A = A.index_select(0, rows)
-    if W.device.type != 'cpu': return torch.bmm(F.embedding(idx, W), A[:, :, None]).squeeze(-1)
+    if (dev := W.device.type) != 'cpu':   # in fp32 as on CPU: under autocast the product would run in bf16 (1% off)
+        with torch.autocast(dev, enabled=False) if torch.amp.is_autocast_available(dev) else contextlib.nullcontext():
+            return torch.bmm(F.embedding(idx, W), A[:, :, None]).squeeze(-1)
     out = torch.empty(N, k, 1, dtype=W.dtype, device=W.device)
     c = max(1, (1 << 18) // max(1, k * W.shape[1]))
     with _one_thread():
@@ -644,10 +646,15 @@ def _batch_topk_torch(pre:torch.Tensor, n:int, m:int) -> tuple:
             more, keep = (wide[r], c, pre[wide[r], c]), ~sat.repeat_interleave(m)
             tok, cv, ci = tok[keep], cv[keep], ci[keep]
     if more is not None: tok, ci, cv = torch.cat([tok, more[0]]), torch.cat([ci, more[1]]), torch.cat([cv, more[2]])
-    v, j = fast_topk(cv, min(n, len(cv)))
-    j = j[v > 0]
-    j = j[torch.argsort(tok[j] * S + ci[j])]   # token by token, each token's latents in increasing order
-    return tok[j], ci[j], cv[j]
+    o = torch.argsort(tok * S + ci)   # token by token, each token's latents in increasing order
+    tok, ci, cv = tok[o], ci[o], cv[o]
+    if len(cv) > n:   # the n largest: those above the cut, then the ties at it in that order (as the kernel takes them)
+        t = fast_topk(cv, n)[0].min()
+        eq = cv == t
+        keep = (cv > t) | (eq & (eq.cumsum(0) <= n - (cv > t).sum()))
+        tok, ci, cv = tok[keep], ci[keep], cv[keep]
+    keep = cv > 0   # positive entries only
+    return tok[keep], ci[keep], cv[keep]
 
 def batch_topk_entries(pre:torch.Tensor, # pre-activations `[N, S]`
                        n:int, # how many entries to keep over the whole batch

@@ -259,3 +259,13 @@ def test_auxk_entries_agree_with_and_without_the_kernels():
     finally: K.load_kernels = load
     assert all(torch.equal(a, b) for a, b in zip(with_k, without))
     assert torch.bincount(without[0], minlength=256).max() == 6
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_gather_dot_on_gpu_is_fp32_under_autocast():
+    "On a GPU `gather_dot` (`sparse_encode`'s codes) is the PyTorch product: in fp32 under bf16 autocast, as the kernel."
+    g = torch.Generator().manual_seed(0)
+    A, W = torch.randn(512, 64, generator=g).cuda(), torch.randn(300, 64, generator=g).cuda()
+    idx = torch.randint(0, 300, (512, 8), generator=g).cuda()
+    want = (A.double()[:, None] * W.double()[idx]).sum(-1)
+    with torch.autocast('cuda', dtype=torch.bfloat16): got = gather_dot(A, W, idx)
+    assert got.dtype == torch.float32 and (got.double() - want).abs().max() < 1e-4
