@@ -1,9 +1,9 @@
 """Benchmark: saenb's CPU kernels on what a training step hands them, each against the same call with the kernels off.
 
 Trains a TopK SAE as `saenb_train_sae` does (bf16 autocast where training picks it) on `--acts` (a cached store, e.g.
-the default pipeline's Dyck `0_residpost`; default: synthetic sparse activations of `--d_in` dimensions) for
-`--n_tokens` tokens in batches of `--batch`, then takes a fresh batch and that SAE, as its last steps saw it (its dead
-latents too), and times the pieces of a step and of a log step on them:
+the default pipeline's Dyck `0_residpost`; default: `bench_ensemble.py`'s synthetic sparse activations, `--d_in`
+wide) for `--n_tokens` tokens in batches of `--batch`, then takes a fresh batch and that SAE, as its last steps saw it
+(its dead latents too), and times the pieces of a step and of a log step on them:
 - `topk`: the step's selection of each token's k latents (`TopKSAE.choose`: `fast_topk`);
 - `auxk_selection`: AuxK's entries, each token's top positive pre-activations among the dead latents (`topk_positive`);
 - `sparse_pass`: the step's squared error, codes and gradients in one pass (`sparse_sq_error`), backward included;
@@ -26,6 +26,7 @@ import numpy as np, torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import device_name, emit, training_precision
+from bench_ensemble import SAME_WIDTH, sparse_acts
 
 
 @contextlib.contextmanager
@@ -51,13 +52,6 @@ def timed(fn, ref, rounds:int, reps:int) -> dict:
     ms = {k: round(statistics.median(v), 3) for k, v in t.items() if v}
     if 'reference' in ms: ms['speedup'] = round(ms['reference'] / ms['kernel'], 2)
     return ms
-
-
-def synthetic(n:int, d:int, seed:int=0) -> np.ndarray:
-    "Sparse nonnegative combinations of 4*d random unit directions, 16 active on average (as `bench_steps.py`)."
-    g = np.random.default_rng(seed)
-    D = g.standard_normal((4 * d, d)); D /= np.linalg.norm(D, axis=1, keepdims=True)
-    return (((g.random((n, 4 * d)) < 16 / (4 * d)) * g.exponential(1.0, (n, 4 * d))) @ D).astype(np.float32)
 
 
 def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
@@ -108,7 +102,6 @@ def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
 
 def ensemble_topk(amp:dict, rounds:int, reps:int, tmp:Path) -> dict:
     "Time the eight members' top-k of a step of `bench_ensemble.py`'s headline sweep, trained as one stack."
-    from bench_ensemble import SAME_WIDTH, sparse_acts
     from saenb.ensemble import train_ensemble
     d, B = 64, 1024
     acts = tmp/'ens_acts.npy'
@@ -143,7 +136,8 @@ def main():
     amp = dict(device_type='cpu', dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        if a.acts is None: np.save(acts := tmp/'acts.npy', synthetic(max(a.n_tokens, 4 * a.batch), a.d_in))
+        if a.acts is None:   # 4 d directions, 16 active a row on average
+            d = a.d_in; np.save(acts := tmp/'acts.npy', sparse_acts(max(a.n_tokens, 4 * a.batch), d, 4 * d, 4 / d))
         else: acts = a.acts
         r = train_sae(acts, arch='topk', k=a.k, exp_factor=a.exp_factor, batch_size=a.batch, n_tokens=a.n_tokens,
                       lr=a.lr, seed=0, val_every=a.n_tokens, progress=False, say=lambda s: None)

@@ -646,10 +646,11 @@ def _batch_topk_torch(pre:torch.Tensor, n:int, m:int) -> tuple:
             more, keep = (wide[r], c, pre[wide[r], c]), ~sat.repeat_interleave(m)
             tok, cv, ci = tok[keep], cv[keep], ci[keep]
     if more is not None: tok, ci, cv = torch.cat([tok, more[0]]), torch.cat([ci, more[1]]), torch.cat([cv, more[2]])
+    t = fast_topk(cv, n)[0].min() if len(cv) > n else None   # the cut: the n-th largest
+    if t is not None: keep = cv >= t; tok, ci, cv = tok[keep], ci[keep], cv[keep]
     o = torch.argsort(tok * S + ci)   # token by token, each token's latents in increasing order
     tok, ci, cv = tok[o], ci[o], cv[o]
-    if len(cv) > n:   # the n largest: those above the cut, then the ties at it in that order (as the kernel takes them)
-        t = fast_topk(cv, n)[0].min()
+    if t is not None:   # those above the cut, then the ties at it in that order, n in all (as the kernel takes them)
         eq = cv == t
         keep = (cv > t) | (eq & (eq.cumsum(0) <= n - (cv > t).sum()))
         tok, ci, cv = tok[keep], ci[keep], cv[keep]
