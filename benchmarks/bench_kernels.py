@@ -8,6 +8,8 @@ wide) for `--n_tokens` tokens in batches of `--batch`, then takes a fresh batch 
 - `auxk_selection`: AuxK's entries, each token's top positive pre-activations among the dead latents (`topk_positive`);
 - `sparse_pass`: the step's squared error, codes and gradients in one pass (`sparse_sq_error`), backward included;
 - `auxk_pass`: AuxK's pass over its entries against that pass's residual (`sparse_sq_error`), backward included;
+- `sparse_pass_with_auxk`: the two in one call (`sparse_sq_error`'s `aux`), as a TopK step makes it; its reference
+  without the kernels is the two calls in PyTorch, and `auxk_fused` times it against the two kernel calls apart;
 - `reconstruct`: a log step's reconstruction from entries (`SAE.reconstruct`); its reference is `sae(x)`, which decodes
   a dense matrix of codes.
 The reference of the others is the same call with saenb's compiled kernels off: their PyTorch fallbacks (what runs
@@ -61,12 +63,13 @@ def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
     c, xc = sae.cfg, sae.centred(x)   # the step's centred inputs, without gradient
     with torch.no_grad(), torch.autocast(**amp): pre = sae.centred_pre(xc)   # bf16 where training autocasts
     idx, chosen, rows = sae.choose(pre, c.k)
-    def main_pass():
+    def main_pass(aux=None):   # `aux`: AuxK's entries in the same pass, as `TopKSAE.loss` passes them
         cnt = torch.empty(c.d_sae, dtype=torch.int32)
         with torch.autocast(**amp):
             out = sparse_sq_error(xc, sae.W_enc, sae.b_enc, sae.W_dec, sae._target(x, x, xc), idx, rows, sae.b_dec,
-                                  sae._centre(xc), chosen != 0 if sae.relu_codes else None, sae.relu_codes, counts=cnt)
-        out[0].backward(); sae.zero_grad(set_to_none=True)
+                                  sae._centre(xc), chosen != 0 if sae.relu_codes else None, sae.relu_codes, counts=cnt,
+                                  aux=aux)
+        sum(out[::4]).backward(); sae.zero_grad(set_to_none=True)   # the loss, and AuxK's
         return [t.detach() for t in out]
     def both(f):   # kernel, reference
         def ref():
@@ -90,8 +93,15 @@ def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
                 loss = sparse_sq_error(xc, sae.W_enc, sae.b_enc, sae.W_dec, err, aidx, arows, centre=sae._centre(xc),
                                        weights=w, codes=avals, neg_y=True)[0]
             loss.backward(); sae.zero_grad(set_to_none=True)
+            return loss.detach()
+        aux = sae.auxk_args(pre)   # the same entries, with AuxK's weight
+        fused = lambda: main_pass(aux)
         res.update(auxk_selection=both(lambda: sae.auxk_entries(pre, dead)), auxk_pass=both(aux_pass),
+                   sparse_pass_with_auxk=both(fused),
+                   auxk_fused={k.replace('kernel', 'fused').replace('reference', 'apart'): v for k, v in
+                               timed(fused, lambda: (main_pass(), aux_pass()), rounds, reps).items()},
                    auxk_entries_per_token=round(len(aidx) / len(x), 2))
+        res['agree']['auxk_fused_loss_rel_diff'] = float((fused()[4] - aux_pass()).abs() / aux_pass().abs())
     def log_step(f):
         def g():
             with torch.no_grad(), torch.autocast(**amp): return f(x)

@@ -292,33 +292,44 @@ def sparse_encode(x:torch.Tensor, # centred inputs `[..., d_in]`
 
 # %% ../nbs/06a_kernels.ipynb #8ad97edf
 class _SparseSqError(torch.autograd.Function):
-    "The kernel `sparse_sq_error`: the loss and its gradients in the forward pass; the backward pass scales them."
+    "The kernel `sparse_sq_error`: the losses and their gradients in the forward pass; the backward pass scales them."
     @staticmethod
     def forward(ctx, x, WT, b_enc, W_dec, T, b_out, centre, idx, rows, keep, codes, bounds, w, relu, grad, centre_of,
-                l1w, neg_y, counts):
+                l1w, neg_y, counts, aux):
         N, (S, Do), k, nb = len(x), W_dec.shape, idx.shape[1], w.shape[0]
-        err, vals, sq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(w.shape)
-        gs = (torch.empty(S, x.shape[1]), torch.empty(S), torch.empty(S, Do), torch.empty(nb, Do)) if grad else (0,) * 4
+        err, vals, sq, asq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(w.shape), torch.zeros(1)
+        new = lambda: (torch.empty(S, x.shape[1]), torch.empty(S), torch.empty(S, Do))   # W_enc^T's, b_enc's, W_dec's
+        gs = (*new(), torch.empty(nb, Do)) if grad else (0,) * 4
+        ai, ar, av, weight = aux or (None,) * 4   # AuxK's entries, codes and weight, in the same pass
+        ags = new() if grad and aux else (0,) * 3   # AuxK's own gradients, at weight 1
         opt = lambda t: 0 if t is None else t   # a NULL pointer for the kernel
         _call(load_kernels()['sparse_sq_error'], x, WT, opt(b_enc), W_dec, T, idx, opt(rows), opt(keep), opt(codes),
               bounds, w, opt(l1w), N, len(idx), k, x.shape[1], Do, S, len(bounds), nb, int(relu), int(neg_y), err, vals,
-              sq, opt(counts), *gs, errors={2: _latents_error(S), 3: _rows_error(N)})   # checked as it walks them
-        ctx.grads, ctx.centre = (*gs, WT), (None if centre is None else centre.shape, centre_of)
-        ctx.b_out_shape = None if b_out is None else b_out.shape
-        ctx.mark_non_differentiable(err, vals, sq)
+              sq, opt(counts), *gs, opt(ai), opt(ar), opt(av), *((0, 0) if aux is None else ai.shape), asq, *ags,
+              errors={2: _latents_error(S), 3: _rows_error(N)})   # checked as it walks them
+        aw = asq.new_zeros(()) if aux is None else weight(err, sq.view(-1)[-1]).float()   # AuxK's, from the error
+        ctx.grads, ctx.aux, ctx.centre = (*gs, WT), (*ags, aw), (None if centre is None else centre.shape, centre_of)
+        ctx.b_out_shape, aux_loss = None if b_out is None else b_out.shape, aw * asq[0]
+        ctx.mark_non_differentiable(err, vals, sq, *([] if aux else [aux_loss]))
         ctx.set_materialize_grads(False)   # backward ignores their gradients: zero-filling them took 0.1-0.5 ms a step
-        return (w * sq).sum() + _l1_term(l1w, vals, rows, N), err, vals, sq
+        return (w * sq).sum() + _l1_term(l1w, vals, rows, N), err, vals, sq, aux_loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g, *_):
-        gWT, gb, gW, gT, WT = ctx.grads
+    def backward(ctx, g, _err, _vals, _sq, ga):
+        gT, WT = ctx.grads[3:]
         n, (shape, of) = ctx.needs_input_grad, ctx.centre
-        one = bool(g == 1)   # the loss's own gradient, 1 in training: the stored gradients, not scaled copies
-        sc = lambda t, i: (t if one else t * g) if n[i] else None
-        gc = sc(_centring_grad(gb, WT, shape, of), 6) if n[6] else None   # dL/db_enc[l] is latent l's summed gradient
-        return (None, sc(gWT, 1), sc(gb, 2), sc(gW, 3), None, sc(gT.view(ctx.b_out_shape), 5) if n[5] else None,
-                gc) + (None,) * 12
+        one = g is not None and bool(g == 1)   # 1 in training: the stored gradients, not scaled copies
+        def total(i):   # gradient i (of W_enc^T, b_enc, W_dec): g times the main loss's, plus ga times AuxK's
+            t = None if g is None else ctx.grads[i] if one else ctx.grads[i] * g
+            if ga is None: return t
+            s = ga * ctx.aux[3]   # AuxK's were computed at weight 1
+            return ctx.aux[i] * s if t is None else t.add_(ctx.aux[i], alpha=float(s))
+        gb = total(1) if n[2] or n[6] else None
+        gc = _centring_grad(gb, WT, shape, of) if n[6] else None   # dL/db_enc[l] is latent l's summed gradient
+        gTo = (gT if one else gT * g).view(ctx.b_out_shape) if n[5] and g is not None else None
+        return (None, total(0) if n[1] else None, gb if n[2] else None, total(2) if n[3] else None, None, gTo,
+                gc) + (None,) * 13
 
 def _l1_term(l1w, vals, rows, N):
     "`sum_b l1w[b] * (the sum of block b's codes vals [R, k])`, row r of `vals` a code of token `rows[r]`; 0 if no `l1w`."
@@ -364,6 +375,21 @@ def _sq_error_checks(S, N, idx, rows, bounds, blocks, codes, counts, bad_neg_y) 
     check(not bad_neg_y, "neg_y needs y, and no b_out")
     return bounds
 
+def _aux_checks(aux, blocks, N):
+    "`sparse_sq_error`'s checks of `aux`'s shapes (the kernel checks its latents and rows)."
+    check(len(aux) == 4 and callable(aux[3]), "aux must be (idx, rows, codes, weight), weight a function of (err, sq)")
+    idx, rows, codes, _ = aux
+    check(blocks == 1, "aux (AuxK in the same pass) needs blocks=1")
+    n_rows = N if rows is None else len(rows)
+    check(idx.ndim == 2 and len(idx) == n_rows and codes.shape == idx.shape,
+          f"aux's idx {tuple(idx.shape)}, {n_rows} rows and codes {tuple(codes.shape)} do not match")
+
+def _auxk_apart(x, W_enc, b_enc, W_dec, err, sq, centre, aux):
+    "`aux`'s loss by a `sparse_sq_error` of its own (PyTorch's path): its codes reconstruct the error `err`, negated."
+    idx, rows, codes, weight = aux
+    return sparse_sq_error(x, W_enc, b_enc, W_dec, err, idx, rows, centre=centre, weights=weight(err, sq.view(-1)[-1]),
+                           codes=codes, neg_y=True)[0]
+
 # %% ../nbs/06a_kernels.ipynb #12299217
 def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradient (`centre` takes the centring's)
                     W_enc:torch.Tensor, # encoder `[d_in, d_sae]`
@@ -384,10 +410,13 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
                     codes:torch.Tensor=None, # `[R, k]`: the codes' values where known (AuxK's: its pre-activations)
                     neg_y:bool=False, # the targets are `-y` (AuxK's: the main pass's error; no negated copy of it)
                     counts:torch.Tensor=None, # int32 `[d_sae]` to fill with each latent's nonzero codes (fired, L0)
+                    aux:tuple=None, # AuxK's `(idx [Ra, k'], rows [Ra], codes [Ra, k'], weight)` in the same pass
                    ) -> tuple: # `(loss, err [N, d_out], codes [R, k], sq [blocks, G] or [G])`, err = reconstruction - y
     "`sum weights * sq` (+ `l1` * the codes' sum) for prefix errors `r_g`, codes recomputed as in `sparse_encode`."
+    # `aux` adds AuxK's loss as a fifth value: `weight(err, sq[-1])` times sum |err + aux's decode|^2 (see below)
     S, k, N = W_dec.shape[0], idx.shape[-1], len(x)
     bounds = _sq_error_checks(S, N, idx, rows, bounds, blocks, codes, counts, neg_y and (y is None or b_out is not None))
+    if aux is not None: _aux_checks(aux, blocks, N)
     w = (torch.full((len(bounds),), 1 / max(N, 1), device=x.device) if weights is None else weights).float()
     w = w.expand(blocks, len(bounds)).contiguous()
     if y is None:   # the targets less b_out are x itself: no copy of them (a [4096, 128] subtraction, 0.035 ms a step)
@@ -414,10 +443,13 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
             x.contiguous(), W_enc.t().contiguous(), None if b_enc is None else b_enc.contiguous(), W_dec.contiguous(),
             T.detach().float().contiguous(), b_out, centre, as_long(idx), as_long(rows),
             None if keep is None else keep.float().contiguous(), None if codes is None else codes.float().contiguous(),
-            bounds.contiguous(), w, relu, grad, centre_of, l1w, neg_y, counts)
-    loss, err, vals, sq = out
+            bounds.contiguous(), w, relu, grad, centre_of, l1w, neg_y, counts,
+            None if aux is None else (as_long(aux[0]), as_long(aux[1]), aux[2].float().contiguous(), aux[3]))
+    loss, err, vals, sq, *fused = out
     per_block = blocks > 1 or (weights is not None and weights.ndim == 2)
-    return loss, err, vals.view(idx.shape), sq if per_block else sq.view(len(bounds))
+    main = loss, err, vals.view(idx.shape), sq if per_block else sq.view(len(bounds))
+    if aux is None: return main
+    return *main, fused[0] if fused else _auxk_apart(x, W_enc, b_enc, W_dec, err, sq, centre, aux)
 
 # %% ../nbs/06a_kernels.ipynb #835a134f
 class _GatedSqError(torch.autograd.Function):

@@ -744,6 +744,7 @@ def centred_pre(self:SAE, xc):
     "Pre-activations of centred inputs `xc [N, d_in]`, without gradient: what `choose` and AuxK select from."
     return F.linear(xc, self.W_enc.t(), self.b_enc)
 
+# %% ../nbs/06_sae.ipynb #auxkargs1
 @patch
 def sparse_auxk(self:AuxKMixin,
                 xc:torch.Tensor, # centred inputs `[N, d_in]`
@@ -753,12 +754,18 @@ def sparse_auxk(self:AuxKMixin,
                 sq:torch.Tensor=None, # `e`'s summed squares where the main pass gave them (`auxk_norm`)
                ) -> torch.Tensor|None:
     "`auxk` of the top `aux_k` dead latents by `pre` against residual `e` (`-e`: `neg`), on entries; None if none dead."
+    if (a := self.auxk_args(pre)) is None: return None
+    idx, rows, vals, weight = a
+    return sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, e, idx, rows, centre=self._centre(xc),
+                           weights=weight(e, sq), codes=vals, neg_y=neg)[0]
+
+@patch
+def auxk_args(self:AuxKMixin, pre:torch.Tensor) -> tuple|None: # pre-activations `[N, d_sae]`, which AuxK selects by
+    "`sparse_sq_error`'s `aux`: AuxK's entries by `pre`, their codes and its weight `(e, sq)`; None if none is dead."
     if (dead := self.auxk_latents()) is None: return None
     idx, vals, rows = self.auxk_entries(pre, dead)   # their codes are `pre`'s values: not recomputed (`codes`)
-    c = self.cfg
-    w = c.aux_coeff / (len(e) * auxk_norm(e, c.aux_norm, sq))   # the same for -e
-    return sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, e, idx, rows, centre=self._centre(xc), weights=w,
-                           codes=vals, neg_y=neg)[0]
+    c = self.cfg   # the weight of residual e (its summed squares sq where known), the same for -e
+    return idx, rows, vals, lambda e, sq: c.aux_coeff / (len(e) * auxk_norm(e, c.aux_norm, sq))
 
 # %% ../nbs/06_sae.ipynb #top0a001
 @register_sae
@@ -851,12 +858,12 @@ def loss(self:TopKSAE, x, target=None, step=0, total_steps=None):
         pre = self.centred_pre(xc)
         idx, chosen, rows = self.choose(pre, k)
         cnt = torch.empty(self.cfg.d_sae, dtype=torch.int32, device=x.device)
-        mse, err, vals, sq = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, t, xc), idx, rows,
-                                             self.b_dec, self._centre(xc), chosen != 0 if self.relu_codes else None,
-                                             self.relu_codes, counts=cnt)
-        # AuxK's residual y - y_hat is -err (detached), which the kernel reads as such (`neg`); its power: sq / N
-        aux = self.sparse_auxk(xc, err, pre, neg=True, sq=sq[-1])
-        return self._sparse_out(x, y, None, idx, vals, mse=mse, cnt=cnt, aux=aux)
+        # AuxK in the same pass (`aux`): its residual y - y_hat is -err (detached), its power sq / N
+        mse, err, vals, sq, *aux = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, t, xc), idx,
+                                                   rows, self.b_dec, self._centre(xc),
+                                                   chosen != 0 if self.relu_codes else None, self.relu_codes,
+                                                   counts=cnt, aux=self.auxk_args(pre))
+        return self._sparse_out(x, y, None, idx, vals, mse=mse, cnt=cnt, aux=aux[0] if aux else None)
     return self._sparse_out(x, y, y_hat, idx, vals, aux=self.aux_loss(xc, y, y_hat, pre.detach()))
 
 # %% ../nbs/06_sae.ipynb #3a19006d
@@ -1097,16 +1104,17 @@ def sparse_loss(self:JumpReLUSAE, x, y, step=0, total_steps=None):
     z, theta, S = self.centred_pre(xc), self.threshold, c.d_sae
     N, eps = len(xc), c.bandwidth
     rows, cols, nr, nc = threshold_entries(z, theta, eps)
-    mse, err, _, sq = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, y, xc), cols[:, None],
-                                      rows, self.b_dec, self._centre(xc), relu=False)
+    # AuxK in the same pass, by the pre-activations z (see TopK's `loss`)
+    mse, err, _, sq, *aux = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, y, xc),
+                                            cols[:, None], rows, self.b_dec, self._centre(xc), relu=False,
+                                            aux=self.auxk_args(z))
     with torch.no_grad():   # over each threshold's window: the code gradients of the error, and the entries' count
         g_mse = theta.new_zeros(S).index_add_(0, nc, gather_dot(err, self.W_dec, nc[:, None], nr).view(-1) * (2 / N))
         g_n = torch.bincount(nc, minlength=S).float()
     step_in = (theta - theta.detach()) / eps   # 0, with gradient 1 / eps to each threshold
     mse = mse - (step_in * theta.detach() * g_mse).sum()
     l0 = (len(rows) - (step_in * g_n).sum()) / N
-    aux = self.sparse_auxk(xc, err, z, neg=True, sq=sq[-1])   # its residual's power from the pass: sq / N
-    return self._out(x, mse, l0=l0, fired=self.fired_latents(cols), aux=aux,
+    return self._out(x, mse, l0=l0, fired=self.fired_latents(cols), aux=aux[0] if aux else None,
                      sparsity=self.sparsity_ctl.penalty(l0, l0, step, total_steps))
 
 # %% ../nbs/06_sae.ipynb #c761ba47
@@ -1438,13 +1446,14 @@ class MatryoshkaSAE(BatchTopKSAE):
         N, G = len(xc), len(self.cfg.prefixes)
         # every prefix's error and the mean of their squares, with all the gradients, in one pass (see sparse_sq_error)
         cnt = torch.empty(self.cfg.d_sae, dtype=torch.int32, device=x.device)
-        mse, err, vals, sq = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, t, xc), idx, rows,
-                                             self.b_dec, self._centre(xc), chosen != 0, self.relu_codes, self._bounds,
-                                             torch.full((G,), 1 / (G * N), device=xc.device), counts=cnt)
+        # AuxK in the same pass (see TopK's `loss`), against err: the whole dictionary's, the last prefix
+        mse, err, vals, sq, *aux = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, t, xc), idx,
+                                                   rows, self.b_dec, self._centre(xc), chosen != 0, self.relu_codes,
+                                                   self._bounds, torch.full((G,), 1 / (G * N), device=xc.device),
+                                                   counts=cnt, aux=self.auxk_args(pre))
         prefix_mse = sq / N
-        # AuxK's residual y - y_hat is -err, without gradient (see TopK's `loss`)
-        aux = self.sparse_auxk(xc, err, pre, neg=True, sq=sq[-1])   # err: the whole dictionary's, the last prefix
-        return self._sparse_out(x, y, None, idx, vals, mse=mse, cnt=cnt, aux=aux, prefix_mse=prefix_mse,
+        return self._sparse_out(x, y, None, idx, vals, mse=mse, cnt=cnt, aux=aux[0] if aux else None,
+                                prefix_mse=prefix_mse,
                                 full_mse=prefix_mse[-1])
 
 

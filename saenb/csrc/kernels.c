@@ -801,29 +801,80 @@ static int64_t first_row(const int64_t *tok, int64_t R, int64_t n) {
    two threads; with the tokens' cost 0.23 / 0.32 ms at 4 entries a token, 0.40 / 0.30 at 8. */
 #define TOKEN_COST 6
 #define PRIV_BYTES (1 << 20)
-static int64_t token_split(const int64_t *tok, int64_t R, int64_t N, int64_t k, int64_t G, int64_t i, int64_t n_th) {
+static int64_t token_split(const int64_t *tok, int64_t R, int64_t N, int64_t k, int64_t G, const int64_t *atok,
+                           int64_t aR, int64_t ak, int64_t i, int64_t n_th) {
     if (i <= 0) return 0;
     if (i >= n_th) return N;
-    if (!tok) return N * i / n_th;
-    int64_t c = TOKEN_COST * G, target = (R * k + c * N) * i / n_th, lo = 0, hi = N;   /* the first n costing that */
+    if (!tok && !atok) return N * i / n_th;   /* (atok: a second list of entries, AuxK's, walked beside tok's) */
+    int64_t c = TOKEN_COST * G, target = (R * k + aR * ak + c * N) * i / n_th, lo = 0, hi = N;   /* first n at it */
     while (lo < hi) {
         int64_t m = (lo + hi) / 2;
-        if (first_row(tok, R, m) * k + c * m < target) lo = m + 1; else hi = m;
+        int64_t e = (tok ? first_row(tok, R, m) : m) * k + (aR ? (atok ? first_row(atok, aR, m) : m) * ak : 0);
+        if (e + c * m < target) lo = m + 1; else hi = m;
     }
     return lo;
 }
-static int64_t latent_split(const int32_t *hist, int64_t nt, int64_t S, int64_t i, int64_t n_th) {
+static int64_t latent_split(const int32_t *hist, const int32_t *hist2, int64_t nt, int64_t S, int64_t i,
+                            int64_t n_th) {
     if (i <= 0) return 0;
     if (i >= n_th) return S;
-    if (!hist) return S * i / n_th;
+    if (!hist) return S * i / n_th;   /* (hist2, AuxK's counts, only beside hist) */
     int64_t E = 0, c = 0;
-    for (int64_t j = 0; j < nt * S; j++) E += hist[j];
+    for (int64_t j = 0; j < nt * S; j++) E += hist[j] + (hist2 ? hist2[j] : 0);
     int64_t target = E * i / n_th;
     for (int64_t l = 0; l < S; l++) {
         if (c >= target) return l;
-        for (int64_t t = 0; t < nt; t++) c += hist[t * S + l];
+        for (int64_t t = 0; t < nt; t++) c += hist[t * S + l] + (hist2 ? hist2[t * S + l] : 0);
     }
     return S;
+}
+
+/* sparse_sq_error's AuxK part of token n in pass 1: its rows from *ra on (advanced past them), codes AV (aV with ReLU),
+   r_a = r (the main error) + their decode into pa, |r_a|^2 into *acc; with grad, q_a = 2 r_a and each entry's dL/dv
+   (GVa), ha counting entries per latent. Returns 1 for a latent outside [0, S). */
+static int aux_token(int64_t n, int64_t *ra, const float *Wd, const int64_t *aidx, const int64_t *atok,
+                     const float *aV, int64_t aR, int64_t ak, int64_t S, int64_t Di, int64_t Do, const float *r,
+                     float *pa, float *AV, float *GVa, float *Qa, int32_t *ha, int grad, double *acc) {
+    int64_t r0 = *ra, r1 = r0, bad = 0;
+    while (r1 < aR && (atok ? atok[r1] == n : r1 == n)) r1++;
+    int64_t e0 = r0 * ak, e1 = r1 * ak;
+    for (int64_t e = e0; e < e1; e++) { bad |= (uint64_t)aidx[e] >= (uint64_t)S; AV[e] = aV[e] > 0 ? aV[e] : 0; }
+    if (bad) return 1;
+    decode_block(pa, Wd, aidx + e0, AV + e0, e1 - e0, Do, 0, S);
+    float s = 0;
+    _Pragma("omp simd reduction(+:s)")
+    for (int64_t d = 0; d < Do; d++) { pa[d] += r[d]; s += pa[d] * pa[d]; }
+    *acc += s;
+    if (grad && e1 > e0) {
+        float *q = Qa + n * Do; int64_t e = e0;
+        _Pragma("omp simd")
+        for (int64_t d = 0; d < Do; d++) q[d] = 2 * pa[d];
+        for (; e + 4 <= e1; e += 4)
+            dot4_f(q, Wd + aidx[e] * Do, Wd + aidx[e + 1] * Do, Wd + aidx[e + 2] * Do, Wd + aidx[e + 3] * Do, Do,
+                   GVa + e);
+        for (; e < e1; e++) GVa[e] = dot_f(q, Wd + aidx[e] * Do, Do);
+        for (e = e0; e < e1; e++) { if (AV[e] == 0) GVa[e] = 0; else if (ha) ha[aidx[e]]++; }
+    }
+    *ra = r1;
+    return 0;
+}
+/* sparse_sq_error's AuxK gradients in pass 2: the rows of latents [s0, s1) of agWeT, agbe, agWd, from every entry */
+static void aux_rows_grad(int64_t s0, int64_t s1, const float *X, const int64_t *aidx, const int64_t *atok, int64_t aR,
+                          int64_t ak, int64_t Di, int64_t Do, const float *AV, const float *GVa, const float *Qa,
+                          float *agWeT, float *agbe, float *agWd) {
+    memset(agWeT + s0 * Di, 0, sizeof(float) * (s1 - s0) * Di);
+    memset(agWd + s0 * Do, 0, sizeof(float) * (s1 - s0) * Do);
+    memset(agbe + s0, 0, sizeof(float) * (s1 - s0));
+    for (int64_t rr = 0; rr < aR; rr++) {
+        int64_t n = atok ? atok[rr] : rr;
+        for (int64_t e = rr * ak; e < (rr + 1) * ak; e++) {
+            int64_t l = aidx[e];
+            if (l < s0 || l >= s1 || AV[e] == 0) continue;
+            axpy_f(agWd + l * Do, AV[e], Qa + n * Do, Do);
+            axpy_f(agWeT + l * Di, GVa[e], X + n * Di, Di);
+            agbe[l] += GVa[e];
+        }
+    }
 }
 
 /* Token n's entries e (rows of k entries; row r belongs to token tok[r], non-decreasing; tok NULL: row n to token n)
@@ -842,16 +893,25 @@ static int64_t latent_split(const int32_t *hist, int64_t nt, int64_t S, int64_t 
    blocks of latents, each thread scanning every entry for its own latents' rows of the weight gradients (as in
    scatter_rows: no thread writes another's rows, and no private copies of the gradients to sum); with nested groups
    and small weights, one pass into private copies (priv, below).
+   With aidx (not NULL), AuxK's pass rides along (Gao et al. 2024: dead latents reconstruct the residual y - y_hat =
+   -r_{G-1}): entries aidx [aR, ak] (row r of token atok[r], non-decreasing; atok NULL: row n of token n) with codes
+   aV (the pre-activations they were chosen by, ReLU applied) give token n's AuxK error r_a = r_{G-1} + sum_e aV[e]
+   Wd[aidx[e]] from the main error still in registers, asq[0] = sum_n |r_a|^2 (nb = 1), and with agWeT the gradients
+   of asq alone (unit weight: the caller scales them by AuxK's weight, which needs sq; r_{G-1} is detached, as the
+   residual is) into agWeT, agbe, agWd. Its own call read T and wrote an error and q for every token, and cost
+   0.5-0.65 ms a step with no entries at all, of a 9 ms small-dictionary step.
    Returns 1 out of memory, 2 a latent outside [0, S), 3 rows out of order or out of [0, N) (checked as pass 1 walks
    them, where the caller's checks took 0.05-0.07 ms a call: pass 2 runs only on rows all walked once). */
 int sparse_sq_error(const float *X, const float *WeT, const float *be, const float *Wd, const float *T,
                     const int64_t *idx, const int64_t *tok, const float *sel, const float *Vin, const int64_t *bounds,
                     const float *w, const float *l1w, int64_t N, int64_t R, int64_t k, int64_t Di, int64_t Do,
                     int64_t S, int64_t G, int64_t nb, int64_t relu, int64_t tneg, float *Rout, float *V, float *sq,
-                    int32_t *cnt, float *gWeT, float *gbe, float *gWd, float *gT) {
-    int grad = gWeT != NULL, nt = 1, fail = 0;
-    int64_t E = R * k, W1 = S * (Di + Do + 1);   /* W1: the floats of one copy of the weight gradients */
-    if ((E + N) * (Di + Do) >= 65536) nt = max_threads();
+                    int32_t *cnt, float *gWeT, float *gbe, float *gWd, float *gT, const int64_t *aidx,
+                    const int64_t *atok, const float *aV, int64_t aR, int64_t ak, float *asq, float *agWeT,
+                    float *agbe, float *agWd) {
+    int grad = gWeT != NULL, nt = 1, fail = 0, ag = aidx && agWeT;   /* ag: AuxK's gradients */
+    int64_t E = R * k, Ea = aidx ? aR * ak : 0, W1 = S * (Di + Do + 1);   /* W1: floats of a copy of the gradients */
+    if ((E + Ea + N) * (Di + Do) >= 65536) nt = max_threads();
     /* priv (nested groups, G > 1): each thread adds its entries' gradients to a copy of its own as it goes (thread
        0's: the outputs), the copies summed at the end, where they fit in L2 (PRIV_BYTES); else pass 2 (threads own
        latents, q of every token and group kept for it). Pass 2 reads G rows of q a token, which pass 1 wrote: at 4,096
@@ -863,27 +923,39 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                                                                 token), dL/dv of every entry, per-thread gT, copies */
     int32_t *hist = NULL;   /* each thread's nonzero codes per latent: cnt, and where pass 2 splits the latents */
     int64_t *span = NULL;   /* the rows [span[2i], span[2i + 1]) thread i walked: all R, in turn, if tok is in order */
-    if (!(span = malloc(sizeof(int64_t) * 2 * nt))
+    float *AV = NULL, *GVa = NULL, *Qa = NULL;   /* AuxK's codes, their dL/dv, each token's q_a = 2 r_a */
+    int32_t *hista = NULL;   /* AuxK's entries per latent and thread: where pass 2 splits the latents, with hist */
+    int64_t *aspan = NULL;   /* AuxK's rows walked by each thread, as span */
+    if ((aidx && (!(AV = malloc(sizeof(float) * (Ea ? Ea : 1))) || !(aspan = malloc(sizeof(int64_t) * 2 * nt))
+                  || (ag && (!(GVa = malloc(sizeof(float) * (Ea ? Ea : 1)))
+                             || !(Qa = malloc(sizeof(float) * (N ? N : 1) * Do))
+                             || (nt > 1 && !(hista = calloc((size_t)nt * S, sizeof(int32_t))))))))
+        || !(span = malloc(sizeof(int64_t) * 2 * nt))
         || (grad && (!(Qs = malloc(sizeof(float) * (priv ? nt : N ? N : 1) * G * Do))
                      || !(GV = malloc(sizeof(float) * (E ? E : 1)))
                      || !(gTs = calloc((size_t)nt * nb * Do, sizeof(float)))
                      || (priv && nt > 1 && !(Gp = calloc((size_t)(nt - 1) * W1, sizeof(float))))
                      || (nt > 1 && !(hist = calloc((size_t)nt * S, sizeof(int32_t))))))
         || (cnt && !hist && !(hist = calloc((size_t)nt * S, sizeof(int32_t))))) {
-        free(span); free(Qs); free(GV); free(gTs); free(Gp); return 1;
+        free(span); free(Qs); free(GV); free(gTs); free(Gp); free(hist);
+        free(AV); free(GVa); free(Qa); free(hista); free(aspan); return 1;
     }
     memset(sq, 0, sizeof(float) * nb * G);
+    if (aidx) asq[0] = 0;
     int64_t seg = N / nb;   /* tokens a block */
     _Pragma("omp parallel num_threads(nt)")
     {
         int64_t id = thread_id(), n_th = team_size();
-        float *P = malloc(sizeof(float) * G * Do); double *acc = calloc(nb * G, sizeof(double));
+        float *P = malloc(sizeof(float) * (G + (aidx != NULL)) * Do);   /* each group's error, then AuxK's */
+        double *acc = calloc(nb * G, sizeof(double)), acc_a = 0;
         if (!P || !acc) {
             _Pragma("omp atomic write") fail = 1;
         } else {
-            int64_t n0 = token_split(tok, R, N, k, G, id, n_th), n1 = token_split(tok, R, N, k, G, id + 1, n_th);
-            int64_t r = tok ? first_row(tok, R, n0) : n0;
-            int32_t *h = hist ? hist + id * S : NULL;
+            int64_t n0 = token_split(tok, R, N, k, G, atok, Ea ? aR : 0, ak, id, n_th);
+            int64_t n1 = token_split(tok, R, N, k, G, atok, Ea ? aR : 0, ak, id + 1, n_th);
+            int64_t r = tok ? first_row(tok, R, n0) : n0, ra = !aidx ? 0 : atok ? first_row(atok, aR, n0) : n0;
+            int32_t *h = hist ? hist + id * S : NULL, *ha = hista ? hista + id * S : NULL;
+            if (aidx) aspan[2 * id] = ra < aR ? ra : aR;
             float *gE = id ? Gp + (id - 1) * W1 : gWeT, *gD = id ? gE + S * Di : gWd, *gB = id ? gD + S * Do : gbe;
             if (priv && !id) { memset(gWeT, 0, sizeof(float) * S * Di); memset(gWd, 0, sizeof(float) * S * Do);
                                memset(gbe, 0, sizeof(float) * S); }
@@ -953,9 +1025,16 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                         }
                 }
                 r = re;
+                if (aidx && aux_token(n, &ra, Wd, aidx, atok, aV, aR, ak, S, Di, Do, P + (G - 1) * Do, P + G * Do,
+                                      AV, GVa, Qa, ha, ag, &acc_a)) {
+                    _Pragma("omp atomic write") fail = 2;
+                    break;
+                }
             }
             span[2 * id + 1] = r < R ? r : R;
+            if (aidx) aspan[2 * id + 1] = ra < aR ? ra : aR;
             for (int64_t g = 0; g < nb * G; g++) { float a = (float)acc[g]; _Pragma("omp atomic") sq[g] += a; }
+            if (aidx) { float a = (float)acc_a; _Pragma("omp atomic") asq[0] += a; }
         }
         free(P); free(acc);
         _Pragma("omp barrier")
@@ -964,8 +1043,11 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
             int64_t at = 0;
             for (int64_t i = 0; i < n_th && at >= 0; i++) at = span[2 * i] == at ? span[2 * i + 1] : -1;
             if (at != R) fail = 3;
+            at = 0;
+            for (int64_t i = 0; aidx && i < n_th && at >= 0; i++) at = aspan[2 * i] == at ? aspan[2 * i + 1] : -1;
+            if (aidx && at != aR) fail = 3;
         }
-        int64_t s0 = latent_split(hist, nt, S, id, n_th), s1 = latent_split(hist, nt, S, id + 1, n_th);
+        int64_t s0 = latent_split(hist, hista, nt, S, id, n_th), s1 = latent_split(hist, hista, nt, S, id + 1, n_th);
         if (cnt && !fail)
             for (int64_t l = s0; l < s1; l++) {
                 int32_t c = 0;
@@ -994,12 +1076,14 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                 }
             }
         }
+        if (ag && !fail) aux_rows_grad(s0, s1, X, aidx, atok, aR, ak, Di, Do, AV, GVa, Qa, agWeT, agbe, agWd);
     }
     if (grad) {
         memset(gT, 0, sizeof(float) * nb * Do);
         for (int64_t th = 0; th < nt; th++) axpy_f(gT, 1, gTs + th * nb * Do, nb * Do);
     }
     free(span); free(Qs); free(GV); free(gTs); free(Gp); free(hist);
+    free(AV); free(GVa); free(Qa); free(hista); free(aspan);
     return fail;
 }
 
