@@ -6,6 +6,8 @@ wide) for `--n_tokens` tokens in batches of `--batch`, then takes a fresh batch 
 (its dead latents too), and times the pieces of a step and of a log step on them:
 - `topk`: the step's selection of each token's k latents (`TopKSAE.choose`: `fast_topk`);
 - `auxk_selection`: AuxK's entries, each token's top positive pre-activations among the dead latents (`topk_positive`);
+- `selection_fused`: the two selections in one pass over the pre-activations (`topk_positive`'s `top`, as
+  `TopKSAE.choose_with_auxk` makes it) against the two calls apart;
 - `sparse_pass`: the step's squared error, codes and gradients in one pass (`sparse_sq_error`), backward included;
 - `auxk_pass`: AuxK's pass over its entries against that pass's residual (`sparse_sq_error`), backward included;
 - `sparse_pass_with_auxk`: the two in one call (`sparse_sq_error`'s `aux`), as a TopK step makes it; its reference
@@ -96,6 +98,9 @@ def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
             return loss.detach()
         aux = sae.auxk_args(pre)   # the same entries, with AuxK's weight
         fused = lambda: main_pass(aux)
+        res['selection_fused'] = {k.replace('kernel', 'fused').replace('reference', 'apart'): v for k, v in
+                                  timed(lambda: sae.auxk_entries(pre, dead, top=c.k),
+                                        lambda: (sae.choose(pre, c.k), sae.auxk_entries(pre, dead)), rounds, reps).items()}
         res.update(auxk_selection=both(lambda: sae.auxk_entries(pre, dead)), auxk_pass=both(aux_pass),
                    sparse_pass_with_auxk=both(fused),
                    auxk_fused={k.replace('kernel', 'fused').replace('reference', 'apart'): v for k, v in

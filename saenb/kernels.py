@@ -624,18 +624,22 @@ def _topk_positive_torch(x, k, cols):
 def topk_positive(x:torch.Tensor, # values `[N, S]`
                   k:int, # at most this many a row
                   cols:torch.Tensor=None, # the columns to choose among (default: all)
+                  top:int=0, # also each row's `top` largest values over all its columns, as `fast_topk` gives them
                  ) -> tuple: # `(rows, cols, vals)`: each kept entry's row, column and value, in row and column order
     "The `k` largest positive values of each row of `x[:, cols]` (all where fewer are positive), as a list of entries."
+    # with `top`: `((values, indices), (rows, cols, vals))`, both from one pass over x on CPU
     cols = torch.arange(x.shape[1], device=x.device) if cols is None else cols.to(torch.int64)
     check(k > 0, f"k must be positive, got {k}"); _check_latents(cols, x.shape[1])
+    check(0 <= top <= x.shape[1], f"top={top} must lie in [0, {x.shape[1]}]")
     fns, N = load_kernels() if x.device.type == 'cpu' else None, x.shape[0]
     if fns is None or x.dtype not in (torch.float32, torch.bfloat16) or (x.requires_grad and torch.is_grad_enabled()):
-        return _topk_positive_torch(x, k, cols)
+        return (fast_topk(x, top), _topk_positive_torch(x, k, cols)) if top else _topk_positive_torch(x, k, cols)
     xs, cols, n = _row_major(x), cols.contiguous(), torch.zeros((), dtype=torch.int64)
     rows, out_c, vals = torch.empty(N * k, dtype=torch.int64), torch.empty(N * k, dtype=torch.int64), x.new_empty(N * k)
+    tv, ti = x.new_empty(N, top), torch.empty(N, top, dtype=torch.int64)
     f = fns['topk_positive_f32' if x.dtype == torch.float32 else 'topk_positive_bf16']
-    _call(f, xs, xs.stride(0), N, x.shape[1], cols, len(cols), k, rows, out_c, vals, n)
-    return rows[:n], out_c[:n], vals[:n]
+    _call(f, xs, xs.stride(0), N, x.shape[1], cols, len(cols), k, rows, out_c, vals, n, top, ti, tv)
+    return ((tv, ti), (rows[:n], out_c[:n], vals[:n])) if top else (rows[:n], out_c[:n], vals[:n])
 
 # %% ../nbs/06a_kernels.ipynb #56c9ba26
 def _threshold_entries_torch(z, th, lo, hi):

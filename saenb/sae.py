@@ -702,11 +702,13 @@ def auxk_latents(self:AuxKMixin):
 
 @patch
 @torch.no_grad()
-def auxk_entries(self:AuxKMixin, pre, dead):
+def auxk_entries(self:AuxKMixin, pre, dead, top:int=0):
     "AuxK's entries `(idx [c, 1], vals [c, 1], rows [c])`: each token's top dead latents (`dead`) by `pre`, if positive."
     # only positive ones pass the ReLU: the rest add nothing and get no gradient (how many survive: see below)
-    rows, idx, vals = topk_positive(pre.reshape(-1, pre.shape[-1]), dead[1], dead[0])
-    return idx[:, None], vals[:, None], rows
+    # `top`: `(fast_topk(pre, top), entries)`, both from one pass over `pre` (`topk_positive`'s `top`)
+    out = topk_positive(pre.reshape(-1, pre.shape[-1]), dead[1], dead[0], top=top)
+    rows, idx, vals = out[1] if top else out
+    return (out[0], (idx[:, None], vals[:, None], rows)) if top else (idx[:, None], vals[:, None], rows)
 
 @patch
 def auxk(self:AuxKMixin, idx, vals, residual, rows=None):
@@ -760,10 +762,15 @@ def sparse_auxk(self:AuxKMixin,
                            weights=weight(e, sq), codes=vals, neg_y=neg)[0]
 
 @patch
-def auxk_args(self:AuxKMixin, pre:torch.Tensor) -> tuple|None: # pre-activations `[N, d_sae]`, which AuxK selects by
+def auxk_args(self:AuxKMixin,
+              pre:torch.Tensor, # pre-activations `[N, d_sae]`, which AuxK selects by
+              entries:tuple=None, # `auxk_entries`' where already taken (None: taken here)
+             ) -> tuple|None:
     "`sparse_sq_error`'s `aux`: AuxK's entries by `pre`, their codes and its weight `(e, sq)`; None if none is dead."
-    if (dead := self.auxk_latents()) is None: return None
-    idx, vals, rows = self.auxk_entries(pre, dead)   # their codes are `pre`'s values: not recomputed (`codes`)
+    if entries is None:
+        if (dead := self.auxk_latents()) is None: return None
+        entries = self.auxk_entries(pre, dead)
+    idx, vals, rows = entries   # their codes are `pre`'s values: not recomputed (`codes`)
     c = self.cfg   # the weight of residual e (its summed squares sq where known), the same for -e
     return idx, rows, vals, lambda e, sq: c.aux_coeff / (len(e) * auxk_norm(e, c.aux_norm, sq))
 
@@ -781,9 +788,10 @@ class TopKSAE(AuxKMixin, SAE):
     relu_codes = property(lambda self: self.cfg.relu_after_topk)  # negative pre-activations among the chosen dropped
 
     @torch.no_grad()
-    def choose(self, pre, k, out=None):
+    def choose(self, pre, k, out=None, top=None):
         "Latents kept from `pre [N, d_sae]`: `(idx [R, k'], vals [R, k'], rows)`, row r of token `rows[r]` (None: r)."
-        vals, idx = fast_topk(pre, k, out=out)   # `out`: `(vals, idx)` to write them into (an ensemble's one list)
+        # `out`: `(vals, idx)` to write them into (an ensemble's one list); `top`: `fast_topk(pre, k)`, already taken
+        vals, idx = fast_topk(pre, k, out=out) if top is None else top
         return idx, (vals.clamp_(min=0) if self.relu_codes else vals), None   # in place: the values are new
 
     def sparse_codes(self, xc, k, pre=None):
@@ -826,6 +834,14 @@ def dense_now(self:SAE, x, entries) -> bool:
     return getattr(self, 'dense_train', None) is None and float(entries) > self.cfg.d_sae / self.dense_cut
 
 @patch
+def choose_with_auxk(self:TopKSAE, pre, k) -> tuple:
+    "`(choose(pre, k), auxk_args(pre))`: with TopK's own `choose`, both selections in one pass over `pre` (on CPU)."
+    if (dead := self.auxk_latents()) is None: return self.choose(pre, k), None
+    if type(self).choose is not TopKSAE.choose: return self.choose(pre, k), self.auxk_args(pre)
+    top, entries = self.auxk_entries(pre, dead, top=k)
+    return self.choose(pre, k, top=top), self.auxk_args(pre, entries)
+
+@patch
 def aux_loss(self:TopKSAE, xc, y, y_hat, pre):
     "AuxK: the top `aux_k` dead latents by pre-activation `pre` reconstruct the residual; None if none is dead."
     return self.sparse_auxk(xc, (y.float() - y_hat).detach(), pre)
@@ -856,13 +872,13 @@ def loss(self:TopKSAE, x, target=None, step=0, total_steps=None):
         vals = vals.float()
     else:   # the codes, the squared error and its gradients in one pass (`sparse_sq_error`), codes per latent counted
         pre = self.centred_pre(xc)
-        idx, chosen, rows = self.choose(pre, k)
+        (idx, chosen, rows), aux = self.choose_with_auxk(pre, k)   # the step's latents and AuxK's, in one pass
         cnt = torch.empty(self.cfg.d_sae, dtype=torch.int32, device=x.device)
         # AuxK in the same pass (`aux`): its residual y - y_hat is -err (detached), its power sq / N
         mse, err, vals, sq, *aux = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, t, xc), idx,
                                                    rows, self.b_dec, self._centre(xc),
                                                    chosen != 0 if self.relu_codes else None, self.relu_codes,
-                                                   counts=cnt, aux=self.auxk_args(pre))
+                                                   counts=cnt, aux=aux)
         return self._sparse_out(x, y, None, idx, vals, mse=mse, cnt=cnt, aux=aux[0] if aux else None)
     return self._sparse_out(x, y, y_hat, idx, vals, aux=self.aux_loss(xc, y, y_hat, pre.detach()))
 

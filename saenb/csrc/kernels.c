@@ -276,10 +276,11 @@ TOPK_ROWS(topk_bf16, uint16_t, BF16_KEY)
    to out_r, columns to out_c, values to out_v (room for N k each), how many to *total. Each row is read whole, in
    order, as keys (a positive value's key is its bit pattern), and `collect_ge` lists its positive keys in those
    columns (a bit mask): reading only the columns, one by one, took 0.85-1.1 ms for 4096 rows and 280 of 512 columns
-   on a 2-core AVX-512 EPYC. */
+   on a 2-core AVX-512 EPYC. With kt > 0, also each row's top kt over all its columns, as topk_rows gives them (indices
+   to top_i [N, kt], values to top_v), from the same keys: a TopK step's selection and AuxK's in one pass over x. */
 #define TOPK_POSITIVE(NAME, T, KEY) \
 int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int64_t nc, int64_t k, int64_t *out_r, \
-         int64_t *out_c, T *out_v, int64_t *total) { \
+         int64_t *out_c, T *out_v, int64_t *total, int64_t kt, int64_t *top_i, T *top_v) { \
     int64_t *pos = malloc(sizeof(int64_t) * (N * k + N + 1)), *off = pos ? pos + N * k : NULL; \
     uint8_t *allow = calloc(S / 8 + 2, 1); \
     int failed = !pos || !allow; \
@@ -287,7 +288,7 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int6
     _Pragma("omp parallel if (N * S >= 65536)") \
     { \
         /* every thread meets every worksharing loop, with or without its scratch memory */ \
-        int32_t *key = failed ? NULL : malloc(sizeof(int32_t) * (3 * S + 1)), *ck = key ? key + S : NULL, \
+        int32_t *key = failed ? NULL : malloc(sizeof(int32_t) * (3 * S + 2 * kt + 65)), *ck = key ? key + S : NULL, \
                 *ci = ck ? ck + S : NULL; \
         if (!key) failed = 1; \
         _Pragma("omp for schedule(static)") \
@@ -295,6 +296,10 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int6
             if (!key) continue; \
             const T *row = x + r * ld; \
             for (int64_t j = 0; j < S; j++) key[j] = KEY(row[j]); \
+            if (kt) { \
+                row_topk(key, (int32_t)S, (int32_t)kt, top_i + r * kt, ci + S, ck, ci); \
+                for (int64_t j = 0; j < kt; j++) top_v[r * kt + j] = row[top_i[r * kt + j]]; \
+            } \
             int32_t c = collect_ge(key, (int32_t)S, 1, allow, ck, ci), mx = 1, mn = INT32_MAX; \
             for (int32_t j = 0; j < c; j++) { mx = ck[j] > mx ? ck[j] : mx; mn = ck[j] < mn ? ck[j] : mn; } \
             off[r + 1] = take_top(ck, ci, c, (int32_t)k, c ? mn : 1, mx, pos + r * k); /* bisects [mn, mx] */ \
