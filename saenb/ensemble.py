@@ -220,13 +220,15 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
     # every member's codes, squared error (`_mse` each: weight 1/B) and gradients in one pass; b_dec[i]: member i's;
     # member i's tokens are block i of M*B, their targets less b_dec[i] are xs itself (y=None: no copy of them)
     cnt = torch.empty(sum(self.n), dtype=torch.int32, device=x.device)   # each latent's nonzero codes: the kernel's
-    main, err, vals, sq = sparse_sq_error(xs, W, self.b_enc, self.W_dec, None, idx, rows, self.b_dec, self.b_dec,
-                                          kept, relu, weights=x.new_full((M, 1), 1 / B, dtype=torch.float32),
-                                          blocks=M, centre_of=self.member, counts=cnt)
-    aux_total, aux = self.aux(xs, pre, err, W, sq)   # each member's residual y - y_hat, -err: AuxK's target
+    # with AuxK of the members with dead latents in the same pass, each member's against its residual y - y_hat, -err
+    main, err, vals, sq, *aux = sparse_sq_error(xs, W, self.b_enc, self.W_dec, None, idx, rows, self.b_dec,
+                                                self.b_dec, kept, relu, weights=x.new_full((M, 1), 1 / B,
+                                                                                          dtype=torch.float32),
+                                                blocks=M, centre_of=self.member, counts=cnt, aux=self.aux(pre, B))
+    aux = aux[0] if aux else x.new_zeros(M, dtype=torch.float32)   # each member's AuxK loss
     mse = sq.view(M) / B
     l0 = torch.zeros(M, device=x.device).index_add_(0, self.member, cnt.float()) / B   # each member's codes a token
-    return main + aux_total, mse, aux, l0, cnt > 0
+    return main + aux.sum(), mse, aux.detach(), l0, cnt > 0
 
 @patch
 def pre_acts(self:_TopKStack, xc:torch.Tensor) -> list:
@@ -240,23 +242,22 @@ def pre_acts(self:_TopKStack, xc:torch.Tensor) -> list:
     return out
 
 @patch
-def aux(self:_TopKStack, xs:torch.Tensor, pre:list, err:torch.Tensor, W:torch.Tensor, sq:torch.Tensor) -> tuple:
-    "AuxK of the members with dead latents, as `TopKSAE.aux_loss`, in one `sparse_sq_error`: `(summed, [M] detached)`."
-    parts, M, B = [], len(self.members), len(err) // len(self.members)   # err: -(the residuals) [M * B, d], by member
+def aux(self:_TopKStack, pre:list, B:int) -> tuple|None:
+    "`sparse_sq_error`'s `aux` for the members with dead latents, as each one's `auxk_args`; None if none has any."
+    parts, M = [], len(self.members)
     for i, s in enumerate(m.sae for m in self.members):
         if (dead := s.auxk_latents()) is None: continue
         j, v, r = s.auxk_entries(pre[i], dead)   # its positive entries, one a row, in token order, and their codes
         parts.append((i, j + self.offs[i], r + i * B, v))   # rows read their member's centred input
-    w = err.new_zeros(M, 1)   # members without dead latents weigh 0; the dead latents' pre-activations: `pre`'s columns
-    if not parts: return w.sum(), w.view(M)
-    who = torch.tensor([p[0] for p in parts], device=err.device)
+    if not parts: return None
+    who = torch.tensor([p[0] for p in parts], device=pre[0].device)
     idx, rows, codes = (torch.cat([p[i] for p in parts]) for i in (1, 2, 3))
     c = self.cfg
-    # the same for -err; its power from its summed squares `sq` (the main pass's), where AuxK's norm is that
-    w[who] = c.aux_coeff / (B * auxk_norm(err.view(M, B, -1), c.aux_norm, sq.view(M))[who])[:, None]
-    loss, _, _, sq = sparse_sq_error(xs, W, self.b_enc, self.W_dec, err, idx, rows, centre=self.b_dec, weights=w,
-                                     blocks=M, centre_of=self.member, codes=codes, neg_y=True)
-    return loss, (w * sq).view(M)
+    def weight(e, sq):   # members without dead latents weigh 0; the power of -e from the main pass's summed squares
+        w = e.new_zeros(M, dtype=torch.float32)
+        w[who] = c.aux_coeff / (B * auxk_norm(e.view(M, B, -1), c.aux_norm, sq)[who])
+        return w
+    return idx, rows, codes, weight
 
 # %% ../nbs/07b_ensemble.ipynb #5a3f0c19
 @patch

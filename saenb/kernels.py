@@ -297,7 +297,7 @@ class _SparseSqError(torch.autograd.Function):
     def forward(ctx, x, WT, b_enc, W_dec, T, b_out, centre, idx, rows, keep, codes, bounds, w, relu, grad, centre_of,
                 l1w, neg_y, counts, aux):
         N, (S, Do), k, nb = len(x), W_dec.shape, idx.shape[1], w.shape[0]
-        err, vals, sq, asq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(w.shape), torch.zeros(1)
+        err, vals, sq, asq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(w.shape), torch.empty(nb)
         new = lambda: (torch.empty(S, x.shape[1]), torch.empty(S), torch.empty(S, Do))   # W_enc^T's, b_enc's, W_dec's
         gs = (*new(), torch.empty(nb, Do)) if grad else (0,) * 4
         ai, ar, av, weight = aux or (None,) * 4   # AuxK's entries, codes and weight, in the same pass
@@ -305,11 +305,13 @@ class _SparseSqError(torch.autograd.Function):
         opt = lambda t: 0 if t is None else t   # a NULL pointer for the kernel
         _call(load_kernels()['sparse_sq_error'], x, WT, opt(b_enc), W_dec, T, idx, opt(rows), opt(keep), opt(codes),
               bounds, w, opt(l1w), N, len(idx), k, x.shape[1], Do, S, len(bounds), nb, int(relu), int(neg_y), err, vals,
-              sq, opt(counts), *gs, opt(ai), opt(ar), opt(av), *((0, 0) if aux is None else ai.shape), asq, *ags,
-              errors={2: _latents_error(S), 3: _rows_error(N)})   # checked as it walks them
-        aw = asq.new_zeros(()) if aux is None else weight(err, sq.view(-1)[-1]).float()   # AuxK's, from the error
+              sq, opt(counts), *gs, opt(ai), opt(ar), opt(av), *((0, 0) if aux is None else ai.shape),
+              0 if aux is None or nb == 1 else centre_of, asq, *ags,   # checked as it walks them:
+              errors={2: _latents_error(S), 3: _rows_error(N), 4: "aux's latents must be their token's block's"})
+        # AuxK's weight of each block, from its error (sq: the last prefix's); its loss: weight * summed squares
+        aw = asq.new_zeros(nb) if aux is None else weight(err, sq.view(nb, -1)[:, -1]).float().expand(nb)
         ctx.grads, ctx.aux, ctx.centre = (*gs, WT), (*ags, aw), (None if centre is None else centre.shape, centre_of)
-        ctx.b_out_shape, aux_loss = None if b_out is None else b_out.shape, aw * asq[0]
+        ctx.b_out_shape, aux_loss = None if b_out is None else b_out.shape, aw * asq
         ctx.mark_non_differentiable(err, vals, sq, *([] if aux else [aux_loss]))
         ctx.set_materialize_grads(False)   # backward ignores their gradients: zero-filling them took 0.1-0.5 ms a step
         return (w * sq).sum() + _l1_term(l1w, vals, rows, N), err, vals, sq, aux_loss
@@ -323,8 +325,10 @@ class _SparseSqError(torch.autograd.Function):
         def total(i):   # gradient i (of W_enc^T, b_enc, W_dec): g times the main loss's, plus ga times AuxK's
             t = None if g is None else ctx.grads[i] if one else ctx.grads[i] * g
             if ga is None: return t
-            s = ga * ctx.aux[3]   # AuxK's were computed at weight 1
-            return ctx.aux[i] * s if t is None else t.add_(ctx.aux[i], alpha=float(s))
+            s = ga * ctx.aux[3]   # AuxK's were computed at weight 1: block b's latents' rows scale by s[b]
+            if len(s) == 1: return ctx.aux[i] * s if t is None else t.add_(ctx.aux[i], alpha=float(s))
+            s = s[of].view(-1, *[1] * (ctx.aux[i].ndim - 1))   # each latent's row
+            return ctx.aux[i] * s if t is None else t.addcmul_(ctx.aux[i], s)
         gb = total(1) if n[2] or n[6] else None
         gc = _centring_grad(gb, WT, shape, of) if n[6] else None   # dL/db_enc[l] is latent l's summed gradient
         gTo = (gT if one else gT * g).view(ctx.b_out_shape) if n[5] and g is not None else None
@@ -338,7 +342,8 @@ def _l1_term(l1w, vals, rows, N):
     tok = torch.arange(len(vals), device=vals.device) if rows is None else rows
     return (l1w * l1w.new_zeros(len(l1w)).index_add_(0, tok // (N // len(l1w)), vals.sum(1))).sum()
 
-def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, codes, relu, bounds, w, centre_of, l1w, counts):
+def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, codes, relu, bounds, w, centre_of, l1w, counts,
+                    each=False):
     "`sparse_sq_error` in PyTorch: codes by `sparse_encode`, each group's part by one `sparse_decode` into N*G bags."
     vals = sparse_encode(x, W_enc, idx, b_enc, rows, centre, centre_of)
     if codes is not None: vals = codes.to(vals.dtype) + (vals - vals.detach())   # their values, the encoder's gradients
@@ -355,7 +360,8 @@ def _sq_error_torch(x, W_enc, b_enc, W_dec, T, idx, rows, centre, keep, codes, r
     parts = sparse_decode(i[:, None], v[:, None], W_dec, None, key, N * G).view(N, G, W_dec.shape[1])   # N may be 0
     err = parts.cumsum(1) - T[:, None].float()   # r_g for every prefix g
     sq = err.pow(2).sum(-1).view(nb, N // nb, G).sum(1)
-    return (w * sq).sum() + _l1_term(l1w, vals, rows, N), err[:, -1].detach(), vals.detach(), sq.detach()
+    loss = (w * sq).sum(1) if each else (w * sq).sum() + _l1_term(l1w, vals, rows, N)   # `each`: block by block
+    return loss, err[:, -1].detach(), vals.detach(), sq.detach()
 
 # %% ../nbs/06a_kernels.ipynb #a3c5e9d1
 def _sq_error_checks(S, N, idx, rows, bounds, blocks, codes, counts, bad_neg_y) -> torch.Tensor:
@@ -375,20 +381,29 @@ def _sq_error_checks(S, N, idx, rows, bounds, blocks, codes, counts, bad_neg_y) 
     check(not bad_neg_y, "neg_y needs y, and no b_out")
     return bounds
 
-def _aux_checks(aux, blocks, N):
+def _aux_checks(aux, blocks, N, centre_of):
     "`sparse_sq_error`'s checks of `aux`'s shapes (the kernel checks its latents and rows)."
     check(len(aux) == 4 and callable(aux[3]), "aux must be (idx, rows, codes, weight), weight a function of (err, sq)")
     idx, rows, codes, _ = aux
-    check(blocks == 1, "aux (AuxK in the same pass) needs blocks=1")
+    check(blocks == 1 or centre_of is not None, "aux with blocks > 1 needs centre_of, each latent's block")
     n_rows = N if rows is None else len(rows)
     check(idx.ndim == 2 and len(idx) == n_rows and codes.shape == idx.shape,
           f"aux's idx {tuple(idx.shape)}, {n_rows} rows and codes {tuple(codes.shape)} do not match")
 
-def _auxk_apart(x, W_enc, b_enc, W_dec, err, sq, centre, aux):
-    "`aux`'s loss by a `sparse_sq_error` of its own (PyTorch's path): its codes reconstruct the error `err`, negated."
+def _auxk_apart(x, W_enc, b_enc, W_dec, err, sq, centre, centre_of, aux, blocks):
+    "`aux`'s loss `[blocks]` in PyTorch, apart from the main pass: its codes reconstruct the error `err`, negated."
     idx, rows, codes, weight = aux
-    return sparse_sq_error(x, W_enc, b_enc, W_dec, err, idx, rows, centre=centre, weights=weight(err, sq.view(-1)[-1]),
-                           codes=codes, neg_y=True)[0]
+    S, N = W_dec.shape[0], len(x)
+    _check_latents(idx, S)
+    check(rows is None or len(rows) == 0 or (bool((rows[1:] >= rows[:-1]).all()) and 0 <= int(rows[0])
+                                             and int(rows[-1]) < N), _rows_error(N))
+    if centre_of is not None and blocks > 1:
+        tok = torch.arange(len(idx), device=idx.device) if rows is None else rows
+        check(bool((centre_of[idx] == (tok // (N // blocks))[:, None]).all()),
+              "aux's latents must be their token's block's")
+    w = weight(err, sq.view(blocks, -1)[:, -1]).float().expand(blocks)[:, None]
+    return _sq_error_torch(x, W_enc, b_enc, W_dec, -err, idx, rows, centre, None, codes.to(torch.float32), True,
+                           torch.tensor([S], device=x.device), w, centre_of, None, None, each=True)[0]
 
 # %% ../nbs/06a_kernels.ipynb #12299217
 def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradient (`centre` takes the centring's)
@@ -416,7 +431,7 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
     # `aux` adds AuxK's loss as a fifth value: `weight(err, sq[-1])` times sum |err + aux's decode|^2 (see below)
     S, k, N = W_dec.shape[0], idx.shape[-1], len(x)
     bounds = _sq_error_checks(S, N, idx, rows, bounds, blocks, codes, counts, neg_y and (y is None or b_out is not None))
-    if aux is not None: _aux_checks(aux, blocks, N)
+    if aux is not None: _aux_checks(aux, blocks, N, centre_of)
     w = (torch.full((len(bounds),), 1 / max(N, 1), device=x.device) if weights is None else weights).float()
     w = w.expand(blocks, len(bounds)).contiguous()
     if y is None:   # the targets less b_out are x itself: no copy of them (a [4096, 128] subtraction, 0.035 ms a step)
@@ -449,7 +464,8 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
     per_block = blocks > 1 or (weights is not None and weights.ndim == 2)
     main = loss, err, vals.view(idx.shape), sq if per_block else sq.view(len(bounds))
     if aux is None: return main
-    return *main, fused[0] if fused else _auxk_apart(x, W_enc, b_enc, W_dec, err, sq, centre, aux)
+    aux = fused[0] if fused else _auxk_apart(x, W_enc, b_enc, W_dec, err, sq, centre, centre_of, aux, blocks)
+    return *main, aux if per_block else aux.sum()
 
 # %% ../nbs/06a_kernels.ipynb #835a134f
 class _GatedSqError(torch.autograd.Function):

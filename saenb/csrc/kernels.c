@@ -834,17 +834,20 @@ static int64_t latent_split(const int32_t *hist, const int32_t *hist2, int64_t n
     return S;
 }
 
-/* sparse_sq_error's AuxK part of token n in pass 1: its rows from *ra on (advanced past them), codes AV (aV with ReLU),
-   r_a = r (the main error) + their decode into pa, |r_a|^2 into *acc; with grad, q_a = 2 r_a and each entry's dL/dv
-   (GVa), ha counting entries per latent. Returns 1 for a latent outside [0, S). */
-static int aux_token(int64_t n, int64_t *ra, const float *Wd, const int64_t *aidx, const int64_t *atok,
-                     const float *aV, int64_t aR, int64_t ak, int64_t S, int64_t Di, int64_t Do, const float *r,
-                     float *pa, float *AV, float *GVa, float *Qa, int32_t *ha, int grad, double *acc) {
-    int64_t r0 = *ra, r1 = r0, bad = 0;
+/* sparse_sq_error's AuxK part of token n (of block b) in pass 1: its rows from *ra on (advanced past them), codes AV
+   (aV with ReLU), r_a = r (the main error) + their decode into pa, |r_a|^2 into *acc; with grad, q_a = 2 r_a and each
+   entry's dL/dv (GVa), ha counting entries per latent. Returns 2 for a latent outside [0, S), 4 for one of another
+   block than b (aof: each latent's block, where not NULL). */
+static int aux_token(int64_t n, int64_t b, int64_t *ra, const float *Wd, const int64_t *aidx, const int64_t *atok,
+                     const float *aV, int64_t aR, int64_t ak, const int64_t *aof, int64_t S, int64_t Di, int64_t Do,
+                     const float *r, float *pa, float *AV, float *GVa, float *Qa, int32_t *ha, int grad, double *acc) {
+    int64_t r0 = *ra, r1 = r0, bad = 0, other = 0;
     while (r1 < aR && (atok ? atok[r1] == n : r1 == n)) r1++;
     int64_t e0 = r0 * ak, e1 = r1 * ak;
     for (int64_t e = e0; e < e1; e++) { bad |= (uint64_t)aidx[e] >= (uint64_t)S; AV[e] = aV[e] > 0 ? aV[e] : 0; }
-    if (bad) return 1;
+    if (bad) return 2;
+    for (int64_t e = e0; aof && e < e1; e++) other |= aof[aidx[e]] != b;
+    if (other) return 4;
     decode_block(pa, Wd, aidx + e0, AV + e0, e1 - e0, Do, 0, S);
     float s = 0;
     _Pragma("omp simd reduction(+:s)")
@@ -901,19 +904,22 @@ static void aux_rows_grad(int64_t s0, int64_t s1, const float *X, const int64_t 
    With aidx (not NULL), AuxK's pass rides along (Gao et al. 2024: dead latents reconstruct the residual y - y_hat =
    -r_{G-1}): entries aidx [aR, ak] (row r of token atok[r], non-decreasing; atok NULL: row n of token n) with codes
    aV (the pre-activations they were chosen by, ReLU applied) give token n's AuxK error r_a = r_{G-1} + sum_e aV[e]
-   Wd[aidx[e]] from the main error still in registers, asq[0] = sum_n |r_a|^2 (nb = 1), and with agWeT the gradients
-   of asq alone (unit weight: the caller scales them by AuxK's weight, which needs sq; r_{G-1} is detached, as the
-   residual is) into agWeT, agbe, agWd. Its own call read T and wrote an error and q for every token, and cost
-   0.5-0.65 ms a step with no entries at all, of a 9 ms small-dictionary step.
+   Wd[aidx[e]] from the main error still in registers, asq[b] = sum over block b's tokens of |r_a|^2, and with agWeT
+   the gradients of sum_b asq[b] (unit weights: the caller scales them by AuxK's weights, which need sq; r_{G-1} is
+   detached, as the residual is) into agWeT, agbe, agWd. With nb > 1, aof (each latent's block) says whose entries
+   are whose: a latent of another block than its token's is an error, so that block b's weight scales the rows of
+   block b's latents. Its own call read T and wrote an error and q for every token, and cost 0.5-0.65 ms a step with
+   no entries at all, of a 9 ms small-dictionary step.
    Returns 1 out of memory, 2 a latent outside [0, S), 3 rows out of order or out of [0, N) (checked as pass 1 walks
-   them, where the caller's checks took 0.05-0.07 ms a call: pass 2 runs only on rows all walked once). */
+   them, where the caller's checks took 0.05-0.07 ms a call: pass 2 runs only on rows all walked once), 4 an AuxK
+   latent of another block than its token's. */
 int sparse_sq_error(const float *X, const float *WeT, const float *be, const float *Wd, const float *T,
                     const int64_t *idx, const int64_t *tok, const float *sel, const float *Vin, const int64_t *bounds,
                     const float *w, const float *l1w, int64_t N, int64_t R, int64_t k, int64_t Di, int64_t Do,
                     int64_t S, int64_t G, int64_t nb, int64_t relu, int64_t tneg, float *Rout, float *V, float *sq,
                     int32_t *cnt, float *gWeT, float *gbe, float *gWd, float *gT, const int64_t *aidx,
-                    const int64_t *atok, const float *aV, int64_t aR, int64_t ak, float *asq, float *agWeT,
-                    float *agbe, float *agWd) {
+                    const int64_t *atok, const float *aV, int64_t aR, int64_t ak, const int64_t *aof, float *asq,
+                    float *agWeT, float *agbe, float *agWd) {
     int grad = gWeT != NULL, nt = 1, fail = 0, ag = aidx && agWeT;   /* ag: AuxK's gradients */
     int64_t E = R * k, Ea = aidx ? aR * ak : 0, W1 = S * (Di + Do + 1);   /* W1: floats of a copy of the gradients */
     if ((E + Ea + N) * (Di + Do) >= 65536) nt = max_threads();
@@ -946,13 +952,13 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
         free(AV); free(GVa); free(Qa); free(hista); free(aspan); return 1;
     }
     memset(sq, 0, sizeof(float) * nb * G);
-    if (aidx) asq[0] = 0;
+    if (aidx) memset(asq, 0, sizeof(float) * nb);
     int64_t seg = N / nb;   /* tokens a block */
     _Pragma("omp parallel num_threads(nt)")
     {
         int64_t id = thread_id(), n_th = team_size();
         float *P = malloc(sizeof(float) * (G + (aidx != NULL)) * Do);   /* each group's error, then AuxK's */
-        double *acc = calloc(nb * G, sizeof(double)), acc_a = 0;
+        double *acc = calloc(nb * (G + 1), sizeof(double)), *acc_a = acc + nb * G;   /* (AuxK's: the last nb) */
         if (!P || !acc) {
             _Pragma("omp atomic write") fail = 1;
         } else {
@@ -1030,16 +1036,17 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                         }
                 }
                 r = re;
-                if (aidx && aux_token(n, &ra, Wd, aidx, atok, aV, aR, ak, S, Di, Do, P + (G - 1) * Do, P + G * Do,
-                                      AV, GVa, Qa, ha, ag, &acc_a)) {
-                    _Pragma("omp atomic write") fail = 2;
+                int bad_aux = aidx ? aux_token(n, n / seg, &ra, Wd, aidx, atok, aV, aR, ak, aof, S, Di, Do,
+                                               P + (G - 1) * Do, P + G * Do, AV, GVa, Qa, ha, ag, acc_a + n / seg) : 0;
+                if (bad_aux) {
+                    _Pragma("omp atomic write") fail = bad_aux;
                     break;
                 }
             }
             span[2 * id + 1] = r < R ? r : R;
             if (aidx) aspan[2 * id + 1] = ra < aR ? ra : aR;
             for (int64_t g = 0; g < nb * G; g++) { float a = (float)acc[g]; _Pragma("omp atomic") sq[g] += a; }
-            if (aidx) { float a = (float)acc_a; _Pragma("omp atomic") asq[0] += a; }
+            for (int64_t b = 0; aidx && b < nb; b++) { float a = (float)acc_a[b]; _Pragma("omp atomic") asq[b] += a; }
         }
         free(P); free(acc);
         _Pragma("omp barrier")
