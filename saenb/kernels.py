@@ -306,7 +306,7 @@ class _SparseSqError(torch.autograd.Function):
         _call(load_kernels()['sparse_sq_error'], x, WT, opt(b_enc), W_dec, T, idx, opt(rows), opt(keep), opt(codes),
               bounds, w, opt(l1w), N, len(idx), k, x.shape[1], Do, S, len(bounds), nb, int(relu), int(neg_y), err, vals,
               sq, opt(counts), *gs, opt(ai), opt(ar), opt(av), *((0, 0) if aux is None else ai.shape),
-              0 if aux is None or nb == 1 else centre_of, asq, *ags,   # checked as it walks them:
+              0 if aux is None or nb == 1 else centre_of.to(torch.int64).contiguous(), asq, *ags,   # as it walks:
               errors={2: _latents_error(S), 3: _rows_error(N), 4: "aux's latents must be their token's block's"})
         # AuxK's weight of each block, from its error (sq: the last prefix's); its loss: weight * summed squares
         aw = asq.new_zeros(nb) if aux is None else weight(err, sq.view(nb, -1)[:, -1]).float().expand(nb)
@@ -381,6 +381,11 @@ def _sq_error_checks(S, N, idx, rows, bounds, blocks, codes, counts, bad_neg_y) 
     check(not bad_neg_y, "neg_y needs y, and no b_out")
     return bounds
 
+def _check_rows(rows, N):
+    "A clear error for the rows of packed codes (`rows`: each row's token) out of order or outside `[0, N)`."
+    check(rows is None or len(rows) == 0 or (bool((rows[1:] >= rows[:-1]).all()) and 0 <= int(rows[0])
+                                             and int(rows[-1]) < N), _rows_error(N))
+
 def _aux_checks(aux, blocks, N, centre_of):
     "`sparse_sq_error`'s checks of `aux`'s shapes (the kernel checks its latents and rows)."
     check(len(aux) == 4 and callable(aux[3]), "aux must be (idx, rows, codes, weight), weight a function of (err, sq)")
@@ -394,9 +399,7 @@ def _auxk_apart(x, W_enc, b_enc, W_dec, err, sq, centre, centre_of, aux, blocks)
     "`aux`'s loss `[blocks]` in PyTorch, apart from the main pass: its codes reconstruct the error `err`, negated."
     idx, rows, codes, weight = aux
     S, N = W_dec.shape[0], len(x)
-    _check_latents(idx, S)
-    check(rows is None or len(rows) == 0 or (bool((rows[1:] >= rows[:-1]).all()) and 0 <= int(rows[0])
-                                             and int(rows[-1]) < N), _rows_error(N))
+    _check_latents(idx, S); _check_rows(rows, N)
     if centre_of is not None and blocks > 1:
         tok = torch.arange(len(idx), device=idx.device) if rows is None else rows
         check(bool((centre_of[idx] == (tok // (N // blocks))[:, None]).all()),
@@ -428,7 +431,8 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
                     aux:tuple=None, # AuxK's `(idx [Ra, k'], rows [Ra], codes [Ra, k'], weight)` in the same pass
                    ) -> tuple: # `(loss, err [N, d_out], codes [R, k], sq [blocks, G] or [G])`, err = reconstruction - y
     "`sum weights * sq` (+ `l1` * the codes' sum) for prefix errors `r_g`, codes recomputed as in `sparse_encode`."
-    # `aux` adds AuxK's loss as a fifth value: `weight(err, sq[-1])` times sum |err + aux's decode|^2 (see below)
+    # `aux` adds AuxK's loss as a fifth value (`[blocks]` where `sq` is per block): `weight(err, s)`, from the error and
+    # each block's last-prefix summed squares s `[blocks]`, times the block's sum of |err + aux's decode|^2 (see below)
     S, k, N = W_dec.shape[0], idx.shape[-1], len(x)
     bounds = _sq_error_checks(S, N, idx, rows, bounds, blocks, codes, counts, neg_y and (y is None or b_out is not None))
     if aux is not None: _aux_checks(aux, blocks, N, centre_of)
@@ -442,9 +446,7 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
     l1w = None if l1 is None else torch.as_tensor(l1, device=x.device).float().expand(blocks).contiguous()
     kern = _cpu_kernel('sparse_sq_error', x, W_enc, W_dec, *([] if b_enc is None else [b_enc]))
     if kern is None or x.requires_grad or (y is not None and y.requires_grad):   # the kernel gives x, y no gradient
-        _check_latents(idx, S)   # (the kernel checks latents and rows as it goes: 0.05-0.07 ms a call saved)
-        check(rows is None or len(rows) == 0 or (bool((rows[1:] >= rows[:-1]).all()) and 0 <= int(rows[0])
-                                                 and int(rows[-1]) < N), _rows_error(N))
+        _check_latents(idx, S); _check_rows(rows, N)   # (the kernel checks them as it goes: 0.05-0.07 ms a call)
         if y is None:   # x exactly, and b_out's gradient through it as through y - b_out
             T = (x.view(blocks, N // blocks, -1) - (b_out - b_out.detach()).view(blocks, 1, -1)).view(N, -1)
         out = _sq_error_torch(x, W_enc, b_enc, W_dec, -T if neg_y else T, idx, rows, centre, keep,
