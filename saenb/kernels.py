@@ -297,15 +297,16 @@ class _SparseSqError(torch.autograd.Function):
     def forward(ctx, x, WT, b_enc, W_dec, T, b_out, centre, idx, rows, keep, codes, bounds, w, relu, grad, centre_of,
                 l1w, neg_y, counts, aux):
         N, (S, Do), k, nb = len(x), W_dec.shape, idx.shape[1], w.shape[0]
-        err, vals, sq, asq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(w.shape), torch.empty(nb)
+        err, vals, sq, asq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(w.shape), torch.zeros(nb)
         new = lambda: (torch.empty(S, x.shape[1]), torch.empty(S), torch.empty(S, Do))   # W_enc^T's, b_enc's, W_dec's
         gs = (*new(), torch.empty(nb, Do)) if grad else (0,) * 4
         ai, ar, av, weight = aux or (None,) * 4   # AuxK's entries, codes and weight, in the same pass
+        ap = ai if aux is None or len(ai) else torch.zeros(1, dtype=torch.int64)   # no entries, but not NULL: AuxK on
         ags = new() if grad and aux else (0,) * 3   # AuxK's own gradients, at weight 1
         opt = lambda t: 0 if t is None else t   # a NULL pointer for the kernel
         _call(load_kernels()['sparse_sq_error'], x, WT, opt(b_enc), W_dec, T, idx, opt(rows), opt(keep), opt(codes),
               bounds, w, opt(l1w), N, len(idx), k, x.shape[1], Do, S, len(bounds), nb, int(relu), int(neg_y), err, vals,
-              sq, opt(counts), *gs, opt(ai), opt(ar), opt(av), *((0, 0) if aux is None else ai.shape),
+              sq, opt(counts), *gs, opt(ap), opt(ar), opt(av), *((0, 0) if aux is None else ai.shape),
               0 if aux is None or nb == 1 else centre_of.to(torch.int64).contiguous(), asq, *ags,   # as it walks:
               errors={2: _latents_error(S), 3: _rows_error(N), 4: "aux's latents must be their token's block's"})
         # AuxK's weight of each block, from its error (sq: the last prefix's); its loss: weight * summed squares
@@ -335,6 +336,7 @@ class _SparseSqError(torch.autograd.Function):
         return (None, total(0) if n[1] else None, gb if n[2] else None, total(2) if n[3] else None, None, gTo,
                 gc) + (None,) * 13
 
+# %% ../nbs/06a_kernels.ipynb #sqtorch1
 def _l1_term(l1w, vals, rows, N):
     "`sum_b l1w[b] * (the sum of block b's codes vals [R, k])`, row r of `vals` a code of token `rows[r]`; 0 if no `l1w`."
     if l1w is None or not len(vals): return 0.
