@@ -58,6 +58,12 @@ def timed(fn, ref, rounds:int, reps:int) -> dict:
     return ms
 
 
+def fused_vs_apart(fused, apart, rounds:int, reps:int) -> dict:
+    "`timed` of one call doing two steps' work against the two calls apart, with the kernels on both ways."
+    return {k.replace('kernel', 'fused').replace('reference', 'apart'): v
+            for k, v in timed(fused, apart, rounds, reps).items()}
+
+
 def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
     "Time a TopK step's kernels on batch `x` of `sae`, each called as `TopKSAE.loss` and `sparse_auxk` call it."
     from saenb.kernels import sparse_sq_error
@@ -98,15 +104,14 @@ def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
             return loss.detach()
         aux = sae.auxk_args(pre)   # the same entries, with AuxK's weight
         fused = lambda: main_pass(aux)
-        res['selection_fused'] = {k.replace('kernel', 'fused').replace('reference', 'apart'): v for k, v in
-                                  timed(lambda: sae.auxk_entries(pre, dead, top=c.k),
-                                        lambda: (sae.choose(pre, c.k), sae.auxk_entries(pre, dead)), rounds, reps).items()}
+        apart_sel = lambda: (sae.choose(pre, c.k), sae.auxk_entries(pre, dead))
+        res['selection_fused'] = fused_vs_apart(lambda: sae.auxk_entries(pre, dead, top=c.k), apart_sel, rounds, reps)
         res.update(auxk_selection=both(lambda: sae.auxk_entries(pre, dead)), auxk_pass=both(aux_pass),
                    sparse_pass_with_auxk=both(fused),
-                   auxk_fused={k.replace('kernel', 'fused').replace('reference', 'apart'): v for k, v in
-                               timed(fused, lambda: (main_pass(), aux_pass()), rounds, reps).items()},
+                   auxk_fused=fused_vs_apart(fused, lambda: (main_pass(), aux_pass()), rounds, reps),
                    auxk_entries_per_token=round(len(aidx) / len(x), 2))
-        res['agree']['auxk_fused_loss_rel_diff'] = float((fused()[4] - aux_pass()).abs() / aux_pass().abs())
+        apart = aux_pass()
+        res['agree']['auxk_fused_loss_rel_diff'] = float((fused()[4] - apart).abs() / apart.abs())
     def log_step(f):
         def g():
             with torch.no_grad(), torch.autocast(**amp): return f(x)

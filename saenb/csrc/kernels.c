@@ -866,21 +866,24 @@ static int aux_token(int64_t n, int64_t b, int64_t *ra, const float *Wd, const i
     *ra = r1;
     return 0;
 }
-/* sparse_sq_error's AuxK gradients in pass 2: the rows of latents [s0, s1) of agWeT, agbe, agWd, from every entry */
-static void aux_rows_grad(int64_t s0, int64_t s1, const float *X, const int64_t *aidx, const int64_t *atok, int64_t aR,
-                          int64_t ak, int64_t Di, int64_t Do, const float *AV, const float *GVa, const float *Qa,
-                          float *agWeT, float *agbe, float *agWd) {
-    memset(agWeT + s0 * Di, 0, sizeof(float) * (s1 - s0) * Di);
-    memset(agWd + s0 * Do, 0, sizeof(float) * (s1 - s0) * Do);
-    memset(agbe + s0, 0, sizeof(float) * (s1 - s0));
-    for (int64_t rr = 0; rr < aR; rr++) {
-        int64_t n = atok ? atok[rr] : rr;
-        for (int64_t e = rr * ak; e < (rr + 1) * ak; e++) {
-            int64_t l = aidx[e];
-            if (l < s0 || l >= s1 || AV[e] == 0) continue;
-            axpy_f(agWd + l * Do, AV[e], Qa + n * Do, Do);
-            axpy_f(agWeT + l * Di, GVa[e], X + n * Di, Di);
-            agbe[l] += GVa[e];
+/* sparse_sq_error's pass 2: the rows of latents [s0, s1) of the gradients gWeT, gbe, gWd, from every entry e (row r
+   of k entries, token tok[r]; tok NULL: r) with a code V[e] or a code gradient GV[e]: gWd[l] += V[e] q, q the row of
+   Q of the token and of l's group (G groups ending at bounds), gWeT[l] += GV[e] X[n], gbe[l] += GV[e]. The main
+   pass's entries and AuxK's (one group) each go through it into their own gradients. */
+static void rows_grad(int64_t s0, int64_t s1, const float *X, const int64_t *idx, const int64_t *tok, int64_t R,
+                      int64_t k, int64_t Di, int64_t Do, const float *V, const float *GV, const float *Q,
+                      const int64_t *bounds, int64_t G, float *gWeT, float *gbe, float *gWd) {
+    memset(gWeT + s0 * Di, 0, sizeof(float) * (s1 - s0) * Di);
+    memset(gWd + s0 * Do, 0, sizeof(float) * (s1 - s0) * Do);
+    memset(gbe + s0, 0, sizeof(float) * (s1 - s0));
+    for (int64_t rr = 0; rr < R; rr++) {
+        int64_t n = tok ? tok[rr] : rr;
+        for (int64_t e = rr * k; e < (rr + 1) * k; e++) {
+            int64_t l = idx[e];
+            if (l < s0 || l >= s1 || (GV[e] == 0 && V[e] == 0)) continue;
+            axpy_f(gWd + l * Do, V[e], Q + (n * G + group_of(bounds, G, l)) * Do, Do);
+            axpy_f(gWeT + l * Di, GV[e], X + n * Di, Di);
+            gbe[l] += GV[e];
         }
     }
 }
@@ -1073,22 +1076,8 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                 axpy_f(gWd + s0 * Do, 1, cD + s0 * Do, (s1 - s0) * Do);
                 axpy_f(gbe + s0, 1, cB + s0, s1 - s0);
             }
-        else if (grad && !fail) {
-            memset(gWeT + s0 * Di, 0, sizeof(float) * (s1 - s0) * Di);
-            memset(gWd + s0 * Do, 0, sizeof(float) * (s1 - s0) * Do);
-            memset(gbe + s0, 0, sizeof(float) * (s1 - s0));
-            for (int64_t rr = 0; rr < R; rr++) {
-                int64_t n = tok ? tok[rr] : rr;
-                for (int64_t e = rr * k; e < (rr + 1) * k; e++) {
-                    int64_t l = idx[e];
-                    if (l < s0 || l >= s1 || (GV[e] == 0 && V[e] == 0)) continue;
-                    axpy_f(gWd + l * Do, V[e], Qs + (n * G + group_of(bounds, G, l)) * Do, Do);
-                    axpy_f(gWeT + l * Di, GV[e], X + n * Di, Di);
-                    gbe[l] += GV[e];
-                }
-            }
-        }
-        if (ag && !fail) aux_rows_grad(s0, s1, X, aidx, atok, aR, ak, Di, Do, AV, GVa, Qa, agWeT, agbe, agWd);
+        else if (grad && !fail) rows_grad(s0, s1, X, idx, tok, R, k, Di, Do, V, GV, Qs, bounds, G, gWeT, gbe, gWd);
+        if (ag && !fail) rows_grad(s0, s1, X, aidx, atok, aR, ak, Di, Do, AV, GVa, Qa, bounds, 1, agWeT, agbe, agWd);
     }
     if (grad) {
         memset(gT, 0, sizeof(float) * nb * Do);
