@@ -224,7 +224,8 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
     main, err, vals, sq, *aux = sparse_sq_error(xs, W, self.b_enc, self.W_dec, None, idx, rows, self.b_dec,
                                                 self.b_dec, kept, relu, weights=x.new_full((M, 1), 1 / B,
                                                                                           dtype=torch.float32),
-                                                blocks=M, centre_of=self.member, counts=cnt, aux=self.aux(pre, B))
+                                                blocks=M, centre_of=self.member, counts=cnt, aux=self.aux(pre, B),
+                                                codes=vals.view(-1, g))   # the chosen pre-activations, as TopK's
     aux = aux[0] if aux else x.new_zeros(M, dtype=torch.float32)   # each member's AuxK loss
     mse = sq.view(M) / B
     l0 = torch.zeros(M, device=x.device).index_add_(0, self.member, cnt.float()) / B   # each member's codes a token

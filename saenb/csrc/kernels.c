@@ -890,7 +890,7 @@ static void rows_grad(int64_t s0, int64_t s1, const float *X, const int64_t *idx
 
 /* Token n's entries e (rows of k entries; row r belongs to token tok[r], non-decreasing; tok NULL: row n to token n)
    have codes v_e = X[n] . WeT[l] + be[l] for latent l = idx[e] (be may be NULL), or v_e = Vin[e] where the caller has
-   them (Vin not NULL: AuxK's, from the encoder product it chose them by; 9% of its call saved), set to 0 where
+   them (Vin not NULL: the pre-activations the entries were chosen by, TopK's and AuxK's), set to 0 where
    sel[e] == 0 (sel may be NULL) and, with relu, where negative. Group g's error r_g = sum over entries of groups <= g
    of v_e Wd[l] - T[n] (+ T[n] with tneg: AuxK's target is the main pass's error negated, read as it is, not copied);
    cnt (not NULL) gets each latent's nonzero codes (fired latents and L0 with no pass over the entries of their own).
