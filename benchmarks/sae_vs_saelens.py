@@ -50,7 +50,10 @@ Speed is taken where FVU is: for the architectures whose L0 is matched by search
 interpolated in log L0 at the target between the two runs that bracket it, as its FVU is (saenb's ReLU, JumpReLU and
 Gated train on entries once their L0 is low, so their speed depends on the coefficient: a search probe at L0 500 runs
 dense, and the median over all runs, reported as `*_tokens_per_s_all_runs`, mixed such probes in); for the k-based
-ones, whose speed does not depend on the learning rate, the median over the learning rates. Each
+ones, whose speed does not depend on the learning rate, the median over the learning rates, the tools' runs at each
+rate one after another (SAELens, saenb, then sparsify for TopK): the 2-core machine's speed drifted by up to 1.6x over
+minutes (saenb's default small-dictionary runs from 319k to 506k tokens/s), which, with each tool's runs all together,
+moved the ratio with the hour as much as any change did (3.3x and 4.8x in two runs of the same code). Each
 tool's clock starts with its first batch in memory: the peers load the whole file before theirs; saenb streams it
 from disk in shuffle buffers, and its clock starts once the first buffer is read (`first_batch_seconds`, reported
 beside it; the later buffers are read while it trains, on the clock). SAELens
@@ -394,8 +397,11 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
 
     def compare(arch) -> dict:
         target = float(a.k) if arch in K_ARCHS else a.coef_l0
-        if arch in K_ARCHS:
-            sls, ourss = [saelens(arch, a.k, lr) for lr in lrs], [saenb(arch, a.k, lr) for lr in lrs]
+        if arch in K_ARCHS:   # each learning rate's runs of the tools in turn: they see the same drift of the machine
+            sls, ourss = [], []
+            for lr in lrs:
+                sls.append(saelens(arch, a.k, lr)); ourss.append(saenb(arch, a.k, lr))
+                if saenb_arch(arch) == 'topk' and sp_py: sparsify(lr)   # (`_versus_sparsify` reads these runs)
             sl, ours = min(sls, key=lambda r: r['fvu']), min(ourss, key=lambda r: r['fvu'])
             near = sl
         else:
@@ -405,7 +411,8 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
             sl, ours = _at_l0(sls, target), _at_l0(ourss, target)
             near = min(sls, key=lambda r: abs(np.log(max(r['l0'], 1e-9) / target)))
         all_sl, all_ours = (float(np.median([r['tokens_per_s'] for r in rs])) for rs in (sls, ourss))
-        if arch in K_ARCHS: sl['tokens_per_s'], ours['tokens_per_s'] = all_sl, all_ours   # else: at the matched L0
+        if arch in K_ARCHS:   # else: at the matched L0; copies, so that the runs' records keep their own speeds
+            sl, ours = {**sl, 'tokens_per_s': all_sl}, {**ours, 'tokens_per_s': all_ours}
         # SAELens with its own bf16 autocast (off by default there), once, at its best setting: speed at equal precision
         sl16 = saelens(arch, near['knob'], near['lr'], autocast=True) if sl16_on else \
             {'tokens_per_s': None, 'fvu': None, 'l0': None}
