@@ -299,7 +299,7 @@ def step(self:_TopKStack, xs:list, ys:list, step:int, amp:dict) -> list:
         if self.cfg.normalize_decoder: SAE.normalize_decoder_(self)
     mse, aux, zero = mse.detach(), aux.detach(), mse.new_zeros(())
     return [(m, dict(loss=mse[i] + aux[i], mse_loss=mse[i], sparsity_loss=zero, aux_loss=aux[i], l0=l0[i],
-                     fired=fired[o:o + n], n_tokens=n_tok), mx, my)
+                     full_mse=mse[i], fired=fired[o:o + n], n_tokens=n_tok), mx, my)
             for i, (m, o, n) in enumerate(zip(ms, self.offs, self.n))]
 
 # %% ../nbs/07b_ensemble.ipynb #6a2f4c88

@@ -857,7 +857,9 @@ def _sparse_out(self:TopKSAE, x, y, y_hat, idx, vals, mse=None, cnt=None, **extr
     fired = cnt > 0
     if self.tracks_min_kept: extra['min_kept'] = _min_kept(vd)   # (0.07 ms a step at 4096 x 8: only where read)
     l0 = cnt.sum() / (x.numel() // x.shape[-1])   # the nonzero codes, all counted per latent
-    return self._out(x, _mse(y_hat, y) if mse is None else mse, l0=l0, fired=fired, **extra)
+    mse = _mse(y_hat, y) if mse is None else mse
+    extra.setdefault('full_mse', mse.detach())   # the whole dictionary's error (Matryoshka's `mse` averages prefixes')
+    return self._out(x, mse, l0=l0, fired=fired, **extra)
 
 def _min_kept(vd):
     "The smallest positive code of `vd` (0 if none): where BatchTopK's inference threshold follows the batch's cut."

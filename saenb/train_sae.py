@@ -545,8 +545,10 @@ def sae_step(r:SAERun, # the run
 # %% ../nbs/07_train_sae.ipynb #98914121
 def _num(v) -> float: return v.detach().item() if torch.is_tensor(v) else float(v)
 
-def _batch_ev(x, x_hat) -> float:
-    return 1 - ((x - x_hat) ** 2).sum().item() / max(((x - x.mean(0)) ** 2).sum().item(), 1e-12)
+def _batch_ev(x, x_hat=None, sse=None) -> float:
+    "Explained variance of batch `x` by `x_hat`, or by a reconstruction whose squared errors sum to `sse`."
+    sse = ((x - x_hat) ** 2).sum().item() if sse is None else sse
+    return 1 - sse / max(((x - x.mean(0)) ** 2).sum().item(), 1e-12)
 
 def sae_log(r:SAERun, # the run
             o:dict, # the step's loss dict
@@ -561,11 +563,14 @@ def sae_log(r:SAERun, # the run
     tc, sae = r.tc, r.sae
     validate = step % r.val_every == 0 or step == tc.n_steps
     if not (validate or step % tc.log_every == 0): return None
-    t = y if y is not None else x   # `reconstruct`: TopK's from entries, half a dense forward's time at 4096 x 512
-    with torch.no_grad(), torch.autocast(**amp): x_hat = sae.reconstruct(x)[0].float().reshape(t.shape)
+    t = y if y is not None else x
+    if 'full_mse' in o:   # the step's own squared error, before its update (as SAELens logs it): no forward pass
+        ev = _batch_ev(t, sse=_num(o['full_mse']) * (t.numel() // t.shape[-1]))
+    else:   # `reconstruct`: TopK's from entries, half a dense forward's time at 4096 x 512
+        with torch.no_grad(), torch.autocast(**amp): ev = _batch_ev(t, sae.reconstruct(x)[0].float().reshape(t.shape))
     row = {'step': step, 'tokens': step * tc.batch_size * tc.grad_accum, 'lr': r.opt.param_groups[0]['lr'],
            **{k: _num(o[k]) for k in ('loss', 'mse_loss', 'sparsity_loss', 'aux_loss', 'l0', 'causal_loss') if k in o},
-           'explained_variance': _batch_ev(t, x_hat),
+           'explained_variance': ev,
            'alive': int((sae.dead.in_use & ~sae.dead.dead_mask(r.dead_tokens)).sum())}
     if validate:
         with torch.no_grad(), torch.autocast(**amp): vm = sae.metrics(val_x, target=val_y)
