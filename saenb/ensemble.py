@@ -218,17 +218,17 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
         for s, p, k, a in zip(saes, pre, ks, itertools.accumulate([0, *ks])):   # member i's B k_i from B (k_0 + ...)
             s.choose(p, k, out=(vals[a * B:(a + k) * B].view(B, k), idx[a * B:(a + k) * B].view(B, k)))
         idx = idx.view(-1, g).add_(first[:, None])   # the stack's latents: each member's from its first
-        kept = vals.view(-1, g) != 0 if relu else None   # as `TopKSAE.loss`'s: codes the ReLU set to 0 left out
     xs, W = xc.view(M * B, -1), self.W_encT.t()   # W [d_in, sum of d_sae]: its transpose is the rows the kernels read
     # every member's codes, squared error (`_mse` each: weight 1/B) and gradients in one pass; b_dec[i]: member i's;
     # member i's tokens are block i of M*B, their targets less b_dec[i] are xs itself (y=None: no copy of them)
     cnt = torch.empty(sum(self.n), dtype=torch.int32, device=x.device)   # each latent's nonzero codes: the kernel's
     # with AuxK of the members with dead latents in the same pass, each member's against its residual y - y_hat, -err
     main, err, vals, sq, *aux = sparse_sq_error(xs, W, self.b_enc, self.W_dec, None, idx, rows, self.b_dec,
-                                                self.b_dec, kept, relu, weights=x.new_full((M, 1), 1 / B,
+                                                self.b_dec, None, relu, weights=x.new_full((M, 1), 1 / B,
                                                                                           dtype=torch.float32),
                                                 blocks=M, centre_of=self.member, counts=cnt, aux=self.aux(pre, B),
-                                                codes=vals.view(-1, g))   # the chosen pre-activations, as TopK's
+                                                codes=vals.view(-1, g))   # the chosen pre-activations: as TopK's,
+    # codes the ReLU set to 0 need no `keep` (no rows are padding here)
     aux = aux[0] if aux else x.new_zeros(M, dtype=torch.float32)   # each member's AuxK loss
     mse = sq.view(M) / B
     l0 = torch.zeros(M, device=x.device).index_add_(0, self.member, cnt.float()) / B   # each member's codes a token

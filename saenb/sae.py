@@ -882,10 +882,11 @@ def loss(self:TopKSAE, x, target=None, step=0, total_steps=None):
         (idx, chosen, rows), aux = self.choose_with_auxk(pre, k)   # the step's latents and AuxK's, in one pass
         cnt = torch.empty(self.cfg.d_sae, dtype=torch.int32, device=x.device)
         # AuxK in the same pass (`aux`): its residual y - y_hat is -err (detached), its power sq / N; the codes are
-        # the chosen pre-activations (`codes`), not recomputed from the encoder's rows
+        # the chosen pre-activations (`codes`), not recomputed from the encoder's rows. Codes the ReLU set to 0 add
+        # nothing and get no gradient as they are: `keep` only for packed rows (BatchTopK's), to skip their padding
+        keep = chosen != 0 if self.relu_codes and rows is not None else None
         mse, err, vals, sq, *aux = sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, self._target(x, t, xc), idx,
-                                                   rows, self.b_dec, self._centre(xc),
-                                                   chosen != 0 if self.relu_codes else None, self.relu_codes,
+                                                   rows, self.b_dec, self._centre(xc), keep, self.relu_codes,
                                                    codes=chosen, counts=cnt, aux=aux)
         return self._sparse_out(x, y, None, idx, vals, mse=mse, cnt=cnt, aux=aux[0] if aux else None)
     return self._sparse_out(x, y, y_hat, idx, vals, aux=self.aux_loss(xc, y, y_hat, pre.detach()))
