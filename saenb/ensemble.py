@@ -245,6 +245,7 @@ def pre_acts(self:_TopKStack, xc:torch.Tensor) -> list:
         else: out += torch.baddbmm(b.view(c, 1, n), xc[a:a + c], W.view(c, n, d).transpose(1, 2)).unbind(0)
     return out
 
+# %% ../nbs/07b_ensemble.ipynb #aux0stack
 @patch
 def aux(self:_TopKStack, pre:list, B:int) -> tuple|None:
     "`sparse_sq_error`'s `aux` for the members with dead latents, as each one's `auxk_args`; None if none has any."
