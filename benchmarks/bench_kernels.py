@@ -65,7 +65,7 @@ def fused_vs_apart(fused, apart, rounds:int, reps:int) -> dict:
 
 
 def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
-    "Time a TopK step's kernels on batch `x` of `sae`, each called as `TopKSAE.loss` and `sparse_auxk` call it."
+    "Time a TopK step's kernels on batch `x` of `sae`, each called as `TopKSAE.loss` calls it (AuxK also apart)."
     from saenb.kernels import sparse_sq_error
     from saenb.sae import auxk_norm
     c, xc = sae.cfg, sae.centred(x)   # the step's centred inputs, without gradient
@@ -75,8 +75,7 @@ def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
         cnt = torch.empty(c.d_sae, dtype=torch.int32)
         with torch.autocast(**amp):
             out = sparse_sq_error(xc, sae.W_enc, sae.b_enc, sae.W_dec, sae._target(x, x, xc), idx, rows, sae.b_dec,
-                                  sae._centre(xc), chosen != 0 if sae.relu_codes else None, sae.relu_codes, counts=cnt,
-                                  aux=aux)
+                                  sae._centre(xc), None, sae.relu_codes, codes=chosen, counts=cnt, aux=aux)
         sum(out[::4]).backward(); sae.zero_grad(set_to_none=True)   # the loss, and AuxK's
         return [t.detach() for t in out]
     def both(f):   # kernel, reference
@@ -91,7 +90,7 @@ def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
                     'sparse_pass_loss_rel_diff': float((loss - ref_loss).abs() / ref_loss.abs())}
     dead = sae.auxk_latents()
     res['dead_latents'] = 0 if dead is None else len(dead[0])
-    if dead is not None:   # AuxK: its entries, then its pass against the main pass's residual (-err), as `sparse_auxk`
+    if dead is not None:   # AuxK: its entries, then its pass apart, against the main pass's residual (-err)
         aidx, avals, arows = sae.auxk_entries(pre, dead)
         with kernels_off(): ref = sae.auxk_entries(pre, dead)
         res['agree']['auxk_entries'] = all(torch.equal(a, b) for a, b in zip((aidx, avals, arows), ref))

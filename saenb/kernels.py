@@ -427,12 +427,12 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
                     blocks:int=1, # the tokens form this many equal blocks in turn (an ensemble's members)
                     centre_of:torch.Tensor=None, # `[d_sae]`: which row of a `[G, d_in]` `centre` each latent reads
                     l1:float|torch.Tensor=None, # the codes' sum (`[blocks]`: each block's) enters the loss at this weight
-                    codes:torch.Tensor=None, # `[R, k]`: the codes' values where known (AuxK's: its pre-activations)
+                    codes:torch.Tensor=None, # `[R, k]`: the codes' values where known (the pre-activations chosen by)
                     neg_y:bool=False, # the targets are `-y` (AuxK's: the main pass's error; no negated copy of it)
                     counts:torch.Tensor=None, # int32 `[d_sae]` to fill with each latent's nonzero codes (fired, L0)
                     aux:tuple=None, # AuxK's `(idx [Ra, k'], rows [Ra], codes [Ra, k'], weight)` in the same pass
                    ) -> tuple: # `(loss, err [N, d_out], codes [R, k], sq [blocks, G] or [G])`, err = reconstruction - y
-    "`sum weights * sq` (+ `l1` * the codes' sum) for prefix errors `r_g`, codes recomputed as in `sparse_encode`."
+    "`sum weights * sq` (+ `l1` * the codes' sum) for prefix errors `r_g`, codes `codes` or as `sparse_encode` gives."
     # `aux` adds AuxK's loss as a fifth value (`[blocks]` where `sq` is per block): `weight(err, s)`, from the error and
     # each block's last-prefix summed squares s `[blocks]`, times the block's sum of |err + aux's decode|^2 (see below)
     S, k, N = W_dec.shape[0], idx.shape[-1], len(x)

@@ -693,11 +693,13 @@ class AuxKMixin:
     "AuxK (Gao et al. 2024) for an SAE whose config is an `AuxKConfig`: its dead latents reconstruct the residual."
 
 @patch
-def auxk_latents(self:AuxKMixin):
+def auxk_latents(self:AuxKMixin,
+                 dead:torch.Tensor=None, # the dead latents, where the caller found them (an ensemble: one mask for all)
+                ):
     "`(dead, n)`: the latents AuxK may use now and how many of them per token; None if AuxK is off or none is dead."
     c = self.cfg
     if not c.aux_coeff: return None
-    dead = self.dead.dead_mask(c.dead_tokens or self.dead.window).nonzero().flatten()
+    if dead is None: dead = self.dead.dead_mask(c.dead_tokens or self.dead.window).nonzero().flatten()
     return (dead, min(c.n_aux, len(dead))) if len(dead) else None
 
 @patch
@@ -752,14 +754,13 @@ def sparse_auxk(self:AuxKMixin,
                 xc:torch.Tensor, # centred inputs `[N, d_in]`
                 e:torch.Tensor, # the residual to reconstruct `[N, d_out]` (detached)
                 pre:torch.Tensor, # pre-activations `[N, d_sae]`, which AuxK selects by
-                neg:bool=False, # `e` holds the residual negated (the main pass's error, reconstruction - y)
-                sq:torch.Tensor=None, # `e`'s summed squares where the main pass gave them (`auxk_norm`)
                ) -> torch.Tensor|None:
-    "`auxk` of the top `aux_k` dead latents by `pre` against residual `e` (`-e`: `neg`), on entries; None if none dead."
+    "`auxk` of the top `aux_k` dead latents by `pre` against residual `e`, on entries; None if none is dead."
+    # (the sparse paths pass `auxk_args` to their main `sparse_sq_error` instead: this is the dense path's)
     if (a := self.auxk_args(pre)) is None: return None
     idx, rows, vals, weight = a
     return sparse_sq_error(xc, self.W_enc, self.b_enc, self.W_dec, e, idx, rows, centre=self._centre(xc),
-                           weights=weight(e, sq), codes=vals, neg_y=neg)[0]
+                           weights=weight(e, None), codes=vals)[0]
 
 @patch
 def auxk_args(self:AuxKMixin,
@@ -838,7 +839,8 @@ def dense_now(self:SAE, x, entries) -> bool:
 def choose_with_auxk(self:TopKSAE, pre, k) -> tuple:
     "`(choose(pre, k), auxk_args(pre))`: with TopK's own `choose`, both selections in one pass over `pre` (on CPU)."
     if (dead := self.auxk_latents()) is None: return self.choose(pre, k), None
-    if type(self).choose is not TopKSAE.choose: return self.choose(pre, k), self.auxk_args(pre)
+    if type(self).choose is not TopKSAE.choose:   # a selection of its own (BatchTopK's): AuxK's entries apart
+        return self.choose(pre, k), self.auxk_args(pre, self.auxk_entries(pre, dead))
     top, entries = self.auxk_entries(pre, dead, top=k)
     return self.choose(pre, k, top=top), self.auxk_args(pre, entries)
 
