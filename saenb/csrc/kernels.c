@@ -800,11 +800,13 @@ static int64_t first_row(const int64_t *tok, int64_t R, int64_t n) {
    q) splits evenly (tok: each row's token; without it, row n is token n), in pass 2 the latents split where the entries
    with work (nonzero codes, counted per latent by each of nt threads in hist [nt, S]; NULL: an even split) do. An even
    split of tokens and latents gave one thread 2.6x the other's entries in an ensemble of members with k from 4 to 32
-   (members' tokens and latents side by side, those of small k first). A token's own work (its error, q and their rows
-   written) costs about what 6 entries do: in an 8-member ensemble's AuxK pass (64 dimensions, 20,604 entries on 2,048
-   of 8,192 tokens, one a row), splitting the rows evenly gave one thread 7,549 tokens and pass 1 0.11 / 0.44 ms on its
-   two threads; with the tokens' cost 0.23 / 0.32 ms at 4 entries a token, 0.40 / 0.30 at 8. */
-#define TOKEN_COST 6
+   (members' tokens and latents side by side, those of small k first). A token's own work (its error, q, AuxK's error
+   and their rows written) costs about what 24 entries do: fitted to the two threads' pass-1 times in an 8-member
+   ensemble (64 dimensions, 1,024 tokens a member, timed inside the kernel), 155 ns a token against 6.6 ns an entry.
+   With 6 (the cost in a separate AuxK pass, where a token had little else to do) the threads took 1.27 / 0.98 ms, with
+   24 1.10 / 1.01 ms; steps 0.08 ms faster in that ensemble and 0.05-0.16 ms in the small-dictionary TopK (128 x 512,
+   k 8, batches of 4,096; old and new on alternate steps). */
+#define TOKEN_COST 24
 #define PRIV_BYTES (1 << 20)
 static int64_t token_split(const int64_t *tok, int64_t R, int64_t N, int64_t k, int64_t G, const int64_t *atok,
                            int64_t aR, int64_t ak, int64_t i, int64_t n_th) {
