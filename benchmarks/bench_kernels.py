@@ -13,12 +13,15 @@ wide) for `--n_tokens` tokens in batches of `--batch`, then takes a fresh batch 
 - `sparse_pass_with_auxk`: the two in one call (`sparse_sq_error`'s `aux`), as a TopK step makes it; its reference
   without the kernels is the two calls in PyTorch, and `auxk_fused` times it against the two kernel calls apart;
 - `reconstruct`: a log step's reconstruction from entries (`SAE.reconstruct`); its reference is `sae(x)`, which decodes
-  a dense matrix of codes.
+  a dense matrix of codes;
+- `encoder_product`: the step's pre-activations (`SAE.centred_pre`: `encoder_product`, the bias a column of the
+  product) against `F.linear`, which copies the bias into the output first, and whether the two are equal.
 The reference of the others is the same call with saenb's compiled kernels off: their PyTorch fallbacks (what runs
 without a C compiler, or with SAENB_NO_KERNELS=1), and `agree` says whether the two give the same top-k values and
 AuxK entries, and how far apart their sparse-pass losses are. With `--ensemble`, also the top-k of an 8-member ensemble
 (`bench_ensemble.py`'s headline sweep: 1,024 tokens of 64 dimensions, 512 latents a member, k from 4 to 32, each member
-trained as part of the stack), all eight members' calls of a step together.
+trained as part of the stack), all eight members' calls of a step together, and the stack's batched encoder product
+(`encoder_product` against `baddbmm`).
 Kernel and reference alternate in `--rounds` rounds of `--reps` calls each, and the median round is kept, so that a busy
 machine slows both alike. Prints ONE JSON line: milliseconds per call of each, and the reference's over the kernel's.
 
@@ -27,6 +30,7 @@ machine slows both alike. Prints ONE JSON line: milliseconds per call of each, a
 import argparse, contextlib, statistics, sys, time
 from pathlib import Path
 import numpy as np, torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import device_name, emit, training_precision
@@ -64,6 +68,20 @@ def fused_vs_apart(fused, apart, rounds:int, reps:int) -> dict:
             for k, v in timed(fused, apart, rounds, reps).items()}
 
 
+def product_vs_torch(x:torch.Tensor, W:torch.Tensor, b:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
+    "`encoder_product` against `F.linear` (`x [N, d]`) or `baddbmm` (`x [M, N, d]`), both under `amp`, and equal?"
+    from saenb.kernels import encoder_product
+    def run(f):
+        def g():
+            with torch.no_grad(), torch.autocast(**amp): return f()
+        return g
+    ours = run(lambda: encoder_product(x, W, b))
+    ref = run((lambda: F.linear(x, W, b)) if x.ndim == 2 else (lambda: torch.baddbmm(b[:, None], x, W.transpose(1, 2))))
+    t = timed(ours, ref, rounds, reps)
+    return {'encoder_product': t['kernel'], 'torch': t['reference'], 'speedup': t['speedup'],
+            'equal': bool(torch.equal(ours(), ref()))}
+
+
 def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
     "Time a TopK step's kernels on batch `x` of `sae`, each called as `TopKSAE.loss` calls it (AuxK also apart)."
     from saenb.kernels import sparse_sq_error
@@ -82,7 +100,8 @@ def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
         def ref():
             with kernels_off(): return f()
         return timed(f, ref, rounds, reps)
-    res = {'topk': both(lambda: sae.choose(pre, c.k)), 'sparse_pass': both(main_pass)}
+    res = {'topk': both(lambda: sae.choose(pre, c.k)), 'sparse_pass': both(main_pass),
+           'encoder_product': product_vs_torch(xc, sae.W_enc.t(), sae.b_enc, amp, rounds, reps)}
     loss, err, _, sq = main_pass()
     with kernels_off():   # the reference gives the same: top-k values, and the loss to float rounding
         ref_chosen, (ref_loss, *_) = sae.choose(pre, c.k)[1], main_pass()
@@ -135,8 +154,11 @@ def ensemble_topk(amp:dict, rounds:int, reps:int, tmp:Path) -> dict:
         for s, p in pres: s.choose(p, s.cfg.k)
     def ref():
         with kernels_off(): all_members()
+    saes = [s for s, _ in pres]   # the stack's product: each member's centred inputs by its encoder, side by side
+    xc, W, b = (torch.stack(t) for t in zip(*((s.centred(x), s.W_enc.t(), s.b_enc) for s in saes)))
     return {'members': len(pres), 'tokens': B, 'd_sae': pres[0][0].cfg.d_sae,
-            'k': sorted(s.cfg.k for s, _ in pres), **timed(all_members, ref, rounds, reps)}
+            'k': sorted(s.cfg.k for s, _ in pres), **timed(all_members, ref, rounds, reps),
+            'encoder_product': product_vs_torch(xc, W, b, amp, rounds, reps)}
 
 
 def main():

@@ -17,7 +17,7 @@ from .utils import (InputError, OutputExists, output_lock, path_record, check, r
                          precision_note, lr_factor)
 from .model import model_fingerprint, check_device
 from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
-from .kernels import sparse_sq_error, clip_grads_
+from .kernels import encoder_product, sparse_sq_error, clip_grads_
 from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_norm, shared_medians
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row,
@@ -241,8 +241,8 @@ def pre_acts(self:_TopKStack, xc:torch.Tensor) -> list:
     for a, c, n in self.sizes:
         o = self.offs[a]
         W, b = self.W_encT[o:o + c * n], self.b_enc[o:o + c * n]
-        if c == 1: out.append(F.linear(xc[a], W, b))
-        else: out += torch.baddbmm(b.view(c, 1, n), xc[a:a + c], W.view(c, n, d).transpose(1, 2)).unbind(0)
+        if c == 1: out.append(encoder_product(xc[a], W, b))
+        else: out += encoder_product(xc[a:a + c], W.view(c, n, d), b.view(c, n)).unbind(0)
     return out
 
 # %% ../nbs/07b_ensemble.ipynb #aux0stack

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from .utils import InputError, check
 
 # %% auto #0
-__all__ = ['pre_activations', 'compile_c', 'kernel_source', 'load_kernels', 'gather_dot', 'scatter_mm', 'sparse_decode',
-           'sparse_encode', 'sparse_sq_error', 'gated_sq_error', 'flat_index', 'keep_latents', 'pack_tokens',
-           'pack_rows', 'fast_topk', 'topk_positive', 'threshold_entries', 'batch_topk_entries', 'nonzeros_per_latent',
-           'clip_grads_']
+__all__ = ['pre_activations', 'encoder_product', 'compile_c', 'kernel_source', 'load_kernels', 'gather_dot', 'scatter_mm',
+           'sparse_decode', 'sparse_encode', 'sparse_sq_error', 'gated_sq_error', 'flat_index', 'keep_latents',
+           'pack_tokens', 'pack_rows', 'fast_topk', 'topk_positive', 'threshold_entries', 'batch_topk_entries',
+           'nonzeros_per_latent', 'clip_grads_']
 
 # %% ../nbs/06a_kernels.ipynb #530bbf28
 def _amp_dtype(t:torch.Tensor, default:torch.dtype) -> torch.dtype:
@@ -54,6 +54,26 @@ def pre_activations(x:torch.Tensor, # inputs `[..., d_in]`
                    ) -> torch.Tensor: # `[..., d_sae]`
     "`(x - b_dec) @ W_enc + b_enc`; `b_dec`'s gradient is from the summed output gradients, `x`'s only if it needs one."
     return _PreActivations.apply(x, W_enc, b_enc, b_dec)
+
+# %% ../nbs/06a_kernels.ipynb #50db5e2c
+@torch.no_grad()
+def encoder_product(x:torch.Tensor, # inputs `[N, d]`, or `[M, N, d]` for M products side by side
+                    W:torch.Tensor, # weights as rows `[S, d]` (`[M, S, d]`)
+                    b:torch.Tensor, # bias `[S]` (`[M, S]`)
+                   ) -> torch.Tensor: # `[N, S]` (`[M, N, S]`), in autocast's dtype
+    "`x @ W^T + b` without gradient, as `F.linear` (batched: `baddbmm`) gives it; on CPU in bf16, `b` rides the product."
+    dt, d = _amp_dtype(x, W.dtype), x.shape[-1]
+    if x.device.type != 'cpu' or dt not in (torch.bfloat16, torch.float16):
+        return F.linear(x, W, b) if x.ndim == 2 else torch.baddbmm(b.unsqueeze(1), x, W.transpose(1, 2))
+    xa = x.new_empty(*x.shape[:-1], d + 2, dtype=dt)
+    xa[..., :d], xa[..., d], xa[..., d + 1] = x, 1, 0   # [x, 1, 0] and [W, b, 0]: the bias in the fp32 sum
+    if W.ndim == 2 and W.stride(0) == 1:   # W^T is row-major (an SAE's `W_enc [d, S]`): rows appended, not transposed
+        Wa = W.new_empty(d + 2, W.shape[0], dtype=dt)
+        Wa[:d], Wa[d], Wa[d + 1] = W.t(), b, 0
+        return xa @ Wa
+    Wa = W.new_empty(*W.shape[:-1], d + 2, dtype=dt)
+    Wa[..., :d], Wa[..., d], Wa[..., d + 1] = W, b, 0
+    return xa @ Wa.transpose(-1, -2)
 
 # %% ../nbs/06a_kernels.ipynb #58c3f1f2
 # the best the compiler takes: OpenMP threads (bound to the OpenMP runtime torch has loaded, so torch.set_num_threads

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .utils import check, positive_int, InputError, nearest
-from .kernels import (pre_activations, sparse_encode, sparse_decode, keep_latents, pack_tokens, flat_index,
+from .kernels import (pre_activations, encoder_product, sparse_encode, sparse_decode, keep_latents, pack_tokens, flat_index,
                            batch_topk_entries, topk_positive, sparse_sq_error, gated_sq_error, threshold_entries,
                            gather_dot, fast_topk, nonzeros_per_latent, clip_grads_, load_kernels)
 
@@ -746,7 +746,7 @@ def _target(self:SAE, x, y, xc):
 @torch.no_grad()
 def centred_pre(self:SAE, xc):
     "Pre-activations of centred inputs `xc [N, d_in]`, without gradient: what `choose` and AuxK select from."
-    return F.linear(xc, self.W_enc.t(), self.b_enc)
+    return encoder_product(xc, self.W_enc.t(), self.b_enc)
 
 # %% ../nbs/06_sae.ipynb #auxkargs1
 @patch
