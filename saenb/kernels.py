@@ -55,7 +55,7 @@ def pre_activations(x:torch.Tensor, # inputs `[..., d_in]`
     "`(x - b_dec) @ W_enc + b_enc`; `b_dec`'s gradient is from the summed output gradients, `x`'s only if it needs one."
     return _PreActivations.apply(x, W_enc, b_enc, b_dec)
 
-# %% ../nbs/06a_kernels.ipynb #50db5e2c
+# %% ../nbs/06a_kernels.ipynb #8f2dd6c7
 @torch.no_grad()
 def encoder_product(x:torch.Tensor, # inputs `[N, d]`, or `[M, N, d]` for M products side by side
                     W:torch.Tensor, # weights as rows `[S, d]` (`[M, S, d]`)
