@@ -14,9 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .utils import check, positive_int, InputError, nearest
-from .kernels import (pre_activations, encoder_product, sparse_encode, sparse_decode, keep_latents, pack_tokens, flat_index,
-                           batch_topk_entries, topk_positive, sparse_sq_error, gated_sq_error, threshold_entries,
-                           gather_dot, fast_topk, nonzeros_per_latent, clip_grads_, load_kernels)
+from .kernels import (pre_activations, encoder_product, sparse_encode, sparse_decode, keep_latents, pack_tokens,
+                           flat_index, batch_topk_entries, topk_positive, sparse_sq_error, gated_sq_error,
+                           threshold_entries, gather_dot, fast_topk, nonzeros_per_latent, clip_grads_, load_kernels)
 
 # %% auto #0
 __all__ = ['SPARSITY_MODES', 'SAE_REGISTRY', 'AUX_NORMS', 'HC_L', 'HC_R', 'check_types', 'SAEConfig', 'PenaltyConfig',
