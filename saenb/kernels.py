@@ -24,13 +24,40 @@ def _amp_dtype(t:torch.Tensor, default:torch.dtype) -> torch.dtype:
     dev = t.device.type
     return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else default
 
+def _bias_joins(x:torch.Tensor, dt:torch.dtype) -> bool:
+    "Whether a product of `x` in `dt` takes its bias as a column (`_bias_product`): on CPU in bf16 or fp16."
+    return x.device.type == 'cpu' and dt in (torch.bfloat16, torch.float16)
+
+def _bias_product(x:torch.Tensor, # inputs `[..., d]` (`[M, N, d]`: M products side by side)
+                  W:torch.Tensor, # weights as rows `[S, d]` (`[M, S, d]`)
+                  b:torch.Tensor, # bias `[S]` (`[M, S]`)
+                  dt:torch.dtype, # the product's dtype
+                  c:torch.Tensor=None, # subtracted from `x` first, if given
+                 ) -> tuple: # `(x - c) @ W^T + b` and `x - c` as the product read it (in `dt`, a view)
+    "`[x - c, 1, 0] [W, b, 0]^T`: the bias joins the product's fp32 sum, where `addmm` copies it into the output first."
+    d = x.shape[-1]
+    xa = x.new_empty(*x.shape[:-1], d + 2, dtype=dt)
+    xl = xa[..., :d]
+    if c is None: xl.copy_(x)
+    else: torch.sub(x, c, out=xl)   # rounded to `dt` once, as `(x - c).to(dt)` is
+    xa[..., d], xa[..., d + 1] = 1, 0
+    if W.ndim == 2 and W.stride(0) == 1:   # W^T is row-major (an SAE's `W_enc [d, S]`): rows appended, not transposed
+        Wa = W.new_empty(d + 2, W.shape[0], dtype=dt)
+        Wa[:d], Wa[d], Wa[d + 1] = W.t(), b, 0
+        return xa @ Wa, xl
+    Wa = W.new_empty(*W.shape[:-1], d + 2, dtype=dt)
+    Wa[..., :d], Wa[..., d], Wa[..., d + 1] = W, b, 0
+    return xa @ Wa.transpose(-1, -2), xl
+
 class _PreActivations(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, W, b, c):
         dt = _amp_dtype(x, W.dtype)
-        xl = (x if c is None else x - c).to(dt).reshape(-1, W.shape[0])
-        pre = xl @ W.to(dt) if b is None else torch.addmm(b.to(dt), xl, W.to(dt))
-        ctx.save_for_backward(xl, W)
+        if b is not None and _bias_joins(x, dt): pre, xl = _bias_product(x, W.t(), b, dt, c)
+        else:
+            xl = (x if c is None else x - c).to(dt).reshape(-1, W.shape[0])
+            pre = xl @ W.to(dt) if b is None else torch.addmm(b.to(dt), xl, W.to(dt))
+        ctx.save_for_backward(xl.reshape(-1, W.shape[0]), W)
         ctx.has_b, ctx.has_c = b is not None, c is not None
         return pre.reshape(*x.shape[:-1], W.shape[1])
 
@@ -62,18 +89,10 @@ def encoder_product(x:torch.Tensor, # inputs `[N, d]`, or `[M, N, d]` for M prod
                     b:torch.Tensor, # bias `[S]` (`[M, S]`)
                    ) -> torch.Tensor: # `[N, S]` (`[M, N, S]`), in autocast's dtype
     "`x @ W^T + b` without gradient, as `F.linear` (batched: `baddbmm`) gives it; on CPU in bf16, `b` joins the product."
-    dt, d = _amp_dtype(x, W.dtype), x.shape[-1]
-    if x.device.type != 'cpu' or dt not in (torch.bfloat16, torch.float16):
+    dt = _amp_dtype(x, W.dtype)
+    if not _bias_joins(x, dt):
         return F.linear(x, W, b) if x.ndim == 2 else torch.baddbmm(b.unsqueeze(1), x, W.transpose(1, 2))
-    xa = x.new_empty(*x.shape[:-1], d + 2, dtype=dt)
-    xa[..., :d], xa[..., d], xa[..., d + 1] = x, 1, 0   # [x, 1, 0] and [W, b, 0]: the bias in the fp32 sum
-    if W.ndim == 2 and W.stride(0) == 1:   # W^T is row-major (an SAE's `W_enc [d, S]`): rows appended, not transposed
-        Wa = W.new_empty(d + 2, W.shape[0], dtype=dt)
-        Wa[:d], Wa[d], Wa[d + 1] = W.t(), b, 0
-        return xa @ Wa
-    Wa = W.new_empty(*W.shape[:-1], d + 2, dtype=dt)
-    Wa[..., :d], Wa[..., d], Wa[..., d + 1] = W, b, 0
-    return xa @ Wa.transpose(-1, -2)
+    return _bias_product(x, W, b, dt)[0]
 
 # %% ../nbs/06a_kernels.ipynb #58c3f1f2
 # the best the compiler takes: OpenMP threads (bound to the OpenMP runtime torch has loaded, so torch.set_num_threads
