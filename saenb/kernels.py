@@ -88,7 +88,7 @@ def encoder_product(x:torch.Tensor, # inputs `[N, d]`, or `[M, N, d]` for M prod
                     W:torch.Tensor, # weights as rows `[S, d]` (`[M, S, d]`)
                     b:torch.Tensor, # bias `[S]` (`[M, S]`)
                    ) -> torch.Tensor: # `[N, S]` (`[M, N, S]`), in autocast's dtype
-    "`x @ W^T + b` without gradient, as `F.linear` (batched: `baddbmm`) gives it; on CPU in bf16, `b` joins the product."
+    "`x @ W^T + b` without gradient, as `F.linear` (batched: `baddbmm`) gives it; on CPU in bf16 `b` joins the product."
     dt = _amp_dtype(x, W.dtype)
     if not _bias_joins(x, dt):
         return F.linear(x, W, b) if x.ndim == 2 else torch.baddbmm(b.unsqueeze(1), x, W.transpose(1, 2))
