@@ -15,7 +15,10 @@ wide) for `--n_tokens` tokens in batches of `--batch`, then takes a fresh batch 
 - `reconstruct`: a log step's reconstruction from entries (`SAE.reconstruct`); its reference is `sae(x)`, which decodes
   a dense matrix of codes;
 - `encoder_product`: the step's pre-activations (`SAE.centred_pre`: `encoder_product`, the bias a column of the
-  product) against `F.linear`, which copies the bias into the output first, and whether the two are equal.
+  product) against `F.linear`, which copies the bias into the output first, and whether the two are equal;
+- `pre_activations`: a dense encoder's forward, centring included (`pre_activations(x, W_enc, b_enc, b_dec)`, as
+  ReLU's, JumpReLU's and Gated's dense steps call it: the centred inputs written into the product's operand, the
+  bias a column) against `addmm` of `(x - b_dec)` in the autocast dtype, and whether the two are equal.
 The reference of the others is the same call with saenb's compiled kernels off: their PyTorch fallbacks (what runs
 without a C compiler, or with SAENB_NO_KERNELS=1), and `agree` says whether the two give the same top-k values and
 AuxK entries, and how far apart their sparse-pass losses are. With `--ensemble`, also the top-k of an 8-member ensemble
@@ -68,18 +71,31 @@ def fused_vs_apart(fused, apart, rounds:int, reps:int) -> dict:
             for k, v in timed(fused, apart, rounds, reps).items()}
 
 
-def product_vs_torch(x:torch.Tensor, W:torch.Tensor, b:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
-    "`encoder_product` against `F.linear` (`x [N, d]`) or `baddbmm` (`x [M, N, d]`), both under `amp`, and equal?"
-    from saenb.kernels import encoder_product
+def ours_vs_torch(name:str, ours, ref, amp:dict, rounds:int, reps:int) -> dict:
+    "`timed` of `ours` (under `name`) against PyTorch's `ref`, both without gradient under `amp`, and equal?"
     def run(f):
         def g():
             with torch.no_grad(), torch.autocast(**amp): return f()
         return g
-    ours = run(lambda: encoder_product(x, W, b))
-    ref = run((lambda: F.linear(x, W, b)) if x.ndim == 2 else (lambda: torch.baddbmm(b[:, None], x, W.transpose(1, 2))))
-    t = timed(ours, ref, rounds, reps)
-    return {'encoder_product': t['kernel'], 'torch': t['reference'], 'speedup': t['speedup'],
-            'equal': bool(torch.equal(ours(), ref()))}
+    t = timed(run(ours), run(ref), rounds, reps)
+    return {name: t['kernel'], 'torch': t['reference'], 'speedup': t['speedup'],
+            'equal': bool(torch.equal(run(ours)(), run(ref)()))}
+
+
+def product_vs_torch(x:torch.Tensor, W:torch.Tensor, b:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
+    "`encoder_product` against `F.linear` (`x [N, d]`) or `baddbmm` (`x [M, N, d]`), both under `amp`, and equal?"
+    from saenb.kernels import encoder_product
+    ref = (lambda: F.linear(x, W, b)) if x.ndim == 2 else (lambda: torch.baddbmm(b[:, None], x, W.transpose(1, 2)))
+    return ours_vs_torch('encoder_product', lambda: encoder_product(x, W, b), ref, amp, rounds, reps)
+
+
+def preact_vs_addmm(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
+    "`pre_activations` of batch `x` (centring included) against `addmm` of `(x - b_dec)`, both under `amp`, and equal?"
+    from saenb.kernels import pre_activations
+    dt = amp['dtype'] if amp['enabled'] else torch.float32
+    W, b, c = sae.W_enc, sae.b_enc, sae.b_dec
+    return ours_vs_torch('pre_activations', lambda: pre_activations(x, W, b, c),
+                         lambda: torch.addmm(b.to(dt), (x - c).to(dt), W.to(dt)), amp, rounds, reps)
 
 
 def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
@@ -101,7 +117,8 @@ def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
             with kernels_off(): return f()
         return timed(f, ref, rounds, reps)
     res = {'topk': both(lambda: sae.choose(pre, c.k)), 'sparse_pass': both(main_pass),
-           'encoder_product': product_vs_torch(xc, sae.W_enc.t(), sae.b_enc, amp, rounds, reps)}
+           'encoder_product': product_vs_torch(xc, sae.W_enc.t(), sae.b_enc, amp, rounds, reps),
+           'pre_activations': preact_vs_addmm(sae, x, amp, rounds, reps)}
     loss, err, _, sq = main_pass()
     with kernels_off():   # the reference gives the same: top-k values, and the loss to float rounding
         ref_chosen, (ref_loss, *_) = sae.choose(pre, c.k)[1], main_pass()
