@@ -277,14 +277,24 @@ TOPK_ROWS(topk_bf16, uint16_t, BF16_KEY)
    order, as keys (a positive value's key is its bit pattern), and `collect_ge` lists its positive keys in those
    columns (a bit mask): reading only the columns, one by one, took 0.85-1.1 ms for 4096 rows and 280 of 512 columns
    on a 2-core AVX-512 EPYC. With kt > 0, also each row's top kt over all its columns, as topk_rows gives them (indices
-   to top_i [N, kt], values to top_v), from the same keys: a TopK step's selection and AuxK's in one pass over x. */
+   to top_i [N, kt], values to top_v), from the same keys: a TopK step's selection and AuxK's in one pass over x.
+   Where the columns are few (nc * FEW_COLS <= S: few dead latents), only they are read, in increasing order, from the
+   row (kt == 0) or from its keys (kt > 0). benchmarks/bench_auxk_columns.py times the two ways: on 2 AVX-512 EPYC
+   cores, bf16 rows of 4096 x 2048 with 1 (64, 256) columns, 1.12 (1.33, 1.51) -> 0.035 (0.36, 1.27) ms, with the top
+   32 too 2.23 (3.06, 2.95) -> 1.45 (2.66, 2.68) ms; whole rows were faster from S / 4 (512 columns), and at 4096 x 512
+   from S / 5.3 (96 columns; S / 4 with the top 8), so they stay above S / 8. */
+#ifndef FEW_COLS
+#define FEW_COLS 8
+#endif
 #define TOPK_POSITIVE(NAME, T, KEY) \
 int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int64_t nc, int64_t k, int64_t *out_r, \
          int64_t *out_c, T *out_v, int64_t *total, int64_t kt, int64_t *top_i, T *top_v) { \
     int64_t *pos = malloc(sizeof(int64_t) * (N * k + N + 1)), *off = pos ? pos + N * k : NULL; \
     uint8_t *allow = calloc(S / 8 + 2, 1); \
     int failed = !pos || !allow; \
+    int32_t *few = !failed && nc * FEW_COLS <= S ? malloc(sizeof(int32_t) * (nc + 1)) : NULL, m = 0; \
     if (!failed) { off[0] = 0; for (int64_t j = 0; j < nc; j++) allow[cols[j] >> 3] |= (uint8_t)(1u << (cols[j] & 7)); } \
+    if (few) for (int32_t j = 0; j < S; j++) if (ALLOWED(allow, j)) few[m++] = j;   /* distinct and increasing */ \
     _Pragma("omp parallel if (N * S >= 65536)") \
     { \
         /* every thread meets every worksharing loop, with or without its scratch memory */ \
@@ -295,12 +305,17 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int6
         for (int64_t r = 0; r < N; r++) { \
             if (!key) continue; \
             const T *row = x + r * ld; \
-            for (int64_t j = 0; j < S; j++) key[j] = KEY(row[j]); \
+            if (kt || !few) for (int64_t j = 0; j < S; j++) key[j] = KEY(row[j]); \
             if (kt) { \
                 row_topk(key, (int32_t)S, (int32_t)kt, top_i + r * kt, ci + S, ck, ci); \
                 for (int64_t j = 0; j < kt; j++) top_v[r * kt + j] = row[top_i[r * kt + j]]; \
             } \
-            int32_t c = collect_ge(key, (int32_t)S, 1, allow, ck, ci), mx = 1, mn = INT32_MAX; \
+            int32_t c = 0, mx = 1, mn = INT32_MAX; \
+            if (!few) c = collect_ge(key, (int32_t)S, 1, allow, ck, ci); \
+            else for (int32_t j = 0; j < m; j++) { \
+                int32_t v = kt ? key[few[j]] : KEY(row[few[j]]); \
+                ck[c] = v; ci[c] = few[j]; c += v >= 1; \
+            } \
             for (int32_t j = 0; j < c; j++) { mx = ck[j] > mx ? ck[j] : mx; mn = ck[j] < mn ? ck[j] : mn; } \
             off[r + 1] = take_top(ck, ci, c, (int32_t)k, c ? mn : 1, mx, pos + r * k); /* bisects [mn, mx] */ \
         } \
@@ -317,7 +332,7 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int6
         } \
     } \
     if (!failed) *total = off[N]; \
-    free(pos); free(allow); \
+    free(pos); free(allow); free(few); \
     return failed; \
 }
 TOPK_POSITIVE(topk_positive_f32, uint32_t, F32_KEY)

@@ -1,0 +1,74 @@
+"""Benchmark: where AuxK's selection (`topk_positive`) should stop reading whole rows and read only the chosen columns.
+
+The kernel (`saenb/csrc/kernels.c`, `TOPK_POSITIVE`) reads only the columns it chooses among (a step's dead latents)
+where they are at most 1 / FEW_COLS of the row, and reads each row whole above that. This script builds the kernel
+twice, once forced to read whole rows and once forced to read the columns, and times the two on the same bf16 rows
+(`--tokens` x `--width`, normal values less `--shift`, so that few are positive, as dead latents' pre-activations are),
+for each number of columns in `--columns`, with and without each row's top `--top` over all columns taken in the same
+pass (`topk_positive`'s `top`, a TopK step's fused selection). The two alternate in `--rounds` rounds of `--reps` calls,
+the median round kept; both give the same entries, which the script checks. Prints ONE JSON line: milliseconds per call
+of each way at each column count, the whole rows' over the columns', and the smallest column count at which the whole
+rows were faster.
+"""
+import argparse, ctypes, sys
+from pathlib import Path
+import torch
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import device_name, emit
+from bench_kernels import timed
+
+
+def kernel(force_columns:bool):
+    "`topk_positive_bf16` built to read the chosen columns always (True) or whole rows always (False)."
+    from saenb.kernels import kernel_source, compile_c, _c_signatures
+    src = kernel_source()
+    lib = compile_c(f"#define FEW_COLS {0 if force_columns else 1 << 30}\n" + src, 'saenb_kernels_columns')
+    if lib is None: raise SystemExit("no C compiler: saenb's kernels cannot be built here")
+    f = lib.topk_positive_bf16
+    f.argtypes, f.restype = _c_signatures(src)['topk_positive_bf16'], ctypes.c_int
+    return f
+
+
+def caller(f, x:torch.Tensor, cols:torch.Tensor, k:int, top:int):
+    "A call of kernel `f` on rows `x` among `cols` (k a row, and the top `top` of all columns), and its outputs."
+    N, S = x.shape
+    i64 = dict(dtype=torch.int64)
+    n, rows, oc, vals = torch.zeros((), **i64), torch.empty(N * k, **i64), torch.empty(N * k, **i64), x.new_empty(N * k)
+    tv, ti = x.new_empty(N, top), torch.empty(N, top, **i64)
+    held = (x, x.stride(0), N, S, cols, len(cols), k, rows, oc, vals, n, top, ti, tv)   # alive while `call` is
+    args = [t.data_ptr() if torch.is_tensor(t) else t for t in held]
+    def call():
+        assert held
+        if f(*args): raise MemoryError('topk_positive: out of memory')
+        return rows[:n].clone(), oc[:n].clone(), vals[:n].clone(), ti.clone()
+    return call
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--tokens', type=int, default=4096); ap.add_argument('--width', type=int, default=2048)
+    ap.add_argument('--columns', default='1,16,64,128,256,512', help='column counts to time, comma-separated')
+    ap.add_argument('--aux_k', type=int, default=64); ap.add_argument('--top', type=int, default=32)
+    ap.add_argument('--shift', type=float, default=1.0)
+    ap.add_argument('--rounds', type=int, default=7); ap.add_argument('--reps', type=int, default=20)
+    a = ap.parse_args()
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(a.tokens, a.width, generator=g) - a.shift).bfloat16()
+    ways = {'columns': kernel(True), 'whole': kernel(False)}
+    rec = {'bench': 'auxk_columns', 'device': device_name('cpu'), 'tokens': a.tokens, 'width': a.width,
+           'aux_k': a.aux_k, 'top': a.top, 'shift': a.shift, 'rounds': a.rounds, 'reps': a.reps}
+    for top in (0, a.top):
+        res, even = {}, None
+        for nc in (int(c) for c in a.columns.split(',')):
+            cols = torch.randperm(a.width, generator=g)[:nc]
+            calls = {w: caller(f, x, cols, min(a.aux_k, nc), top) for w, f in ways.items()}
+            out = {w: c() for w, c in calls.items()}
+            assert all(torch.equal(p, q) for p, q in zip(out['columns'], out['whole'])), f"{nc} columns: entries differ"
+            t = timed(calls['columns'], calls['whole'], a.rounds, a.reps)
+            res[nc] = {'columns': t['kernel'], 'whole': t['reference'], 'whole_over_columns': t['speedup']}
+            if even is None and t['speedup'] < 1: even = nc
+        rec['with_top' if top else 'alone'] = {'ms': res, 'whole_faster_from': even}
+    emit(rec)
+
+
+if __name__ == '__main__': main()
