@@ -1,0 +1,84 @@
+"""Benchmark: a training step on two builds of saenb's CPU kernels, on alternate steps of the same runs.
+
+Whole runs' tokens/s swing by 15-30% from one run to the next on a shared 2-core machine, more than most kernel changes
+gain. This script trains one SAE as `saenb_train_sae` does (`--arch`, on `--acts` or on `sae_vs_saelens.py`'s synthetic
+activations, `--d_in` wide), and switches between two builds of `saenb/csrc/kernels.c` after every optimizer step:
+the one at git revision `--before` (default HEAD) and the working tree's. Each step is timed from the end of the one
+before (the callback of `train_sae`), and the first 10 steps of each run are left out; `--runs` runs, each starting
+on the other build. Then it trains once on each build alone and says whether the two give the same weights. Prints ONE
+JSON line: the median step in milliseconds of each build, per run and over all runs, their ratio, and the fraction
+of latents dead at the end of a run (AuxK's selection depends on how many are).
+"""
+import argparse, ctypes, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+import numpy as np, torch
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import device_name, emit, training_precision
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def kernels_of(src:str) -> dict:
+    "The kernels of C source `src`, by name, as `saenb.kernels.load_kernels` gives them."
+    from saenb.kernels import compile_c, _c_signatures
+    lib = compile_c(src, 'saenb_kernels')
+    if lib is None: raise SystemExit("no C compiler: saenb's kernels cannot be built here")
+    fns = {}
+    for name, args in _c_signatures(src).items():
+        f = fns[name] = getattr(lib, name)
+        f.argtypes, f.restype = args, ctypes.c_int
+    return fns
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--before', default='HEAD', help='git revision whose saenb/csrc/kernels.c is the first build')
+    ap.add_argument('--arch', default='topk'); ap.add_argument('--acts', default=None)
+    ap.add_argument('--d_in', type=int, default=256); ap.add_argument('--exp_factor', type=int, default=8)
+    ap.add_argument('--k', type=int, default=16); ap.add_argument('--batch_size', type=int, default=4096)
+    ap.add_argument('--n_tokens', type=int, default=524288); ap.add_argument('--lr', type=float, default=4e-3)
+    ap.add_argument('--runs', type=int, default=4)
+    a = ap.parse_args()
+    import saenb.kernels as K
+    from saenb.train_sae import train_sae
+    before = subprocess.run(['git', 'show', f'{a.before}:saenb/csrc/kernels.c'], capture_output=True, text=True,
+                            cwd=ROOT, check=True).stdout
+    builds = {'before': kernels_of(before), 'after': kernels_of(K.kernel_source())}
+    names, load = list(builds), K.load_kernels
+    with tempfile.TemporaryDirectory() as t:
+        if a.acts is None:
+            from sae_vs_saelens import synthetic_activations
+            x = synthetic_activations(a.n_tokens // 2 + 8192, a.d_in, 4 * a.d_in, a.k / 2, 0)
+            np.save(acts := f'{t}/train.npy', x[:-8192]); np.save(val := f'{t}/val.npy', x[-8192:])
+        else: acts, val = a.acts, None
+        kw = dict(arch=a.arch, k=a.k, exp_factor=a.exp_factor, n_tokens=a.n_tokens, batch_size=a.batch_size, lr=a.lr,
+                  seed=0, val_every=a.n_tokens, val_acts=val, progress=False, say=lambda s: None)
+        st = {}
+        def switch(step, sae):   # after each step: its time to the build it ran on, then the other build
+            now = time.perf_counter()
+            if 'on' in st: st['ms'][st['on']].append(1000 * (now - st['t']))
+            st['on'] = names[(step + st['run']) % 2]
+            K.load_kernels = lambda f=builds[st['on']]: f
+            st['t'] = time.perf_counter()
+        per_run, pooled = [], {n: [] for n in names}
+        try:
+            for run in range(a.runs):
+                st.clear(); st.update(run=run, ms={n: [] for n in names})
+                train_sae(acts, callback=switch, **kw)
+                for n in names: pooled[n] += st['ms'][n][10:]
+                per_run.append({n: round(statistics.median(st['ms'][n][10:]), 3) for n in names})
+            weights = {}
+            for n in names:   # each build alone, from the same seed
+                K.load_kernels = lambda f=builds[n]: f
+                r = train_sae(acts, **kw)
+                weights[n], dead = r.sae.state_dict(), r.summary['dead_frac']
+        finally: K.load_kernels = load
+    med = {n: round(statistics.median(v), 3) for n, v in pooled.items()}
+    emit({'bench': 'kernel_ab', 'device': device_name('cpu'), 'precision': training_precision()[0],
+          'before': a.before, 'arch': a.arch, 'acts': str(a.acts or 'synthetic'), 'd_in': a.d_in,
+          'exp_factor': a.exp_factor, 'k': a.k, 'batch_size': a.batch_size, 'n_tokens': a.n_tokens, 'lr': a.lr,
+          'step_ms': med, 'after_over_before': round(med['after'] / med['before'], 4), 'runs': per_run,
+          'dead_frac': round(dead, 4), 'same_weights': all(torch.equal(v, weights['after'][k]) for k, v in weights['before'].items())})
+
+
+if __name__ == '__main__': main()
