@@ -2,7 +2,8 @@
 
 The kernel (`saenb/csrc/kernels.c`, `TOPK_POSITIVE`) reads only the columns it chooses among (a step's dead latents)
 where they are at most 1 / FEW_COLS of the row, and reads each row whole above that. This script builds the kernel
-twice, once forced to read whole rows and once forced to read the columns, and times the two on the same bf16 rows
+twice, once forced to read whole rows and once forced to read the columns, and times `topk_positive` on each build
+(its Python wrapper included, as a training step calls it), on the same bf16 rows
 (`--tokens` x `--width`, normal values less `--shift`, so that few are positive, as dead latents' pre-activations are),
 for each number of columns in `--columns`, with and without each row's top `--top` over all columns taken in the same
 pass (`topk_positive`'s `top`, a TopK step's fused selection). The two alternate in `--rounds` rounds of `--reps` calls,
@@ -10,38 +11,33 @@ the median round kept; both give the same entries, which the script checks. Prin
 of each way at each column count, the whole rows' over the columns', and the smallest column count at which the whole
 rows were faster.
 """
-import argparse, ctypes, sys
+import argparse, sys
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import device_name, emit
-from bench_kernels import timed
+from bench_kernels import kernels_as, timed
 
 
-def kernel(force_columns:bool):
-    "`topk_positive_bf16` built to read the chosen columns always (True) or whole rows always (False)."
-    from saenb.kernels import kernel_source, compile_c, _c_signatures
-    src = kernel_source()
-    lib = compile_c(f"#define FEW_COLS {0 if force_columns else 1 << 30}\n" + src, 'saenb_kernels_columns')
-    if lib is None: raise SystemExit("no C compiler: saenb's kernels cannot be built here")
-    f = lib.topk_positive_bf16
-    f.argtypes, f.restype = _c_signatures(src)['topk_positive_bf16'], ctypes.c_int
-    return f
+def build(force_columns:bool) -> dict:
+    "saenb's kernels built to read the chosen columns always (True) or whole rows always (False)."
+    from saenb.kernels import kernel_source, kernels_of
+    src = f"#define FEW_COLS {0 if force_columns else 1 << 30}\n" + kernel_source()
+    if (fns := kernels_of(src, 'saenb_kernels_columns')) is None:
+        raise SystemExit("no C compiler: saenb's kernels cannot be built here")
+    return fns
 
 
-def caller(f, x:torch.Tensor, cols:torch.Tensor, k:int, top:int):
-    "A call of kernel `f` on rows `x` among `cols` (k a row, and the top `top` of all columns), and its outputs."
-    N, S = x.shape
-    i64 = dict(dtype=torch.int64)
-    n, rows, oc, vals = torch.zeros((), **i64), torch.empty(N * k, **i64), torch.empty(N * k, **i64), x.new_empty(N * k)
-    tv, ti = x.new_empty(N, top), torch.empty(N, top, **i64)
-    held = (x, x.stride(0), N, S, cols, len(cols), k, rows, oc, vals, n, top, ti, tv)   # alive while `call` is
-    args = [t.data_ptr() if torch.is_tensor(t) else t for t in held]
-    def call():
-        assert held
-        if f(*args): raise MemoryError('topk_positive: out of memory')
-        return rows[:n].clone(), oc[:n].clone(), vals[:n].clone(), ti.clone()
-    return call
+def leaves(out:tuple) -> list:
+    "The tensors of `topk_positive`'s output, `(rows, cols, vals)` or `((values, indices), (rows, cols, vals))`."
+    return [t for part in out for t in (part if isinstance(part, tuple) else (part,))]
+
+
+def on(fns:dict, f):
+    "`f` calling saenb's functions on kernels `fns`."
+    def g():
+        with kernels_as(fns): return f()
+    return g
 
 
 def main():
@@ -54,16 +50,19 @@ def main():
     a = ap.parse_args()
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(a.tokens, a.width, generator=g) - a.shift).bfloat16()
-    ways = {'columns': kernel(True), 'whole': kernel(False)}
+    from saenb.kernels import topk_positive
+    from saenb.train_sae import retain_freed_memory
+    retain_freed_memory()   # as training does: each call's outputs in memory already mapped, not fresh pages
+    ways = {'columns': build(True), 'whole': build(False)}
     rec = {'bench': 'auxk_columns', 'device': device_name('cpu'), 'tokens': a.tokens, 'width': a.width,
            'aux_k': a.aux_k, 'top': a.top, 'shift': a.shift, 'rounds': a.rounds, 'reps': a.reps}
     for top in (0, a.top):
         res, even = {}, None
         for nc in (int(c) for c in a.columns.split(',')):
             cols = torch.randperm(a.width, generator=g)[:nc]
-            calls = {w: caller(f, x, cols, min(a.aux_k, nc), top) for w, f in ways.items()}
-            out = {w: c() for w, c in calls.items()}
-            assert all(torch.equal(p, q) for p, q in zip(out['columns'], out['whole'])), f"{nc} columns: entries differ"
+            calls = {w: on(fns, lambda: topk_positive(x, min(a.aux_k, nc), cols, top=top)) for w, fns in ways.items()}
+            same = all(torch.equal(p, q) for p, q in zip(*(leaves(c()) for c in calls.values())))
+            assert same, f"{nc} columns: the two builds' entries differ"
             t = timed(calls['columns'], calls['whole'], a.rounds, a.reps)
             res[nc] = {'columns': t['kernel'], 'whole': t['reference'], 'whole_over_columns': t['speedup']}
             if even is None and t['speedup'] < 1: even = nc

@@ -9,24 +9,20 @@ on the other build. Then it trains once on each build alone and says whether the
 JSON line: the median step in milliseconds of each build, per run and over all runs, their ratio, and the fraction
 of latents dead at the end of a run (AuxK's selection depends on how many are).
 """
-import argparse, ctypes, statistics, subprocess, sys, tempfile, time
+import argparse, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import device_name, emit, training_precision
+from bench_kernels import kernels_as
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def kernels_of(src:str) -> dict:
-    "The kernels of C source `src`, by name, as `saenb.kernels.load_kernels` gives them."
-    from saenb.kernels import compile_c, _c_signatures
-    lib = compile_c(src, 'saenb_kernels')
-    if lib is None: raise SystemExit("no C compiler: saenb's kernels cannot be built here")
-    fns = {}
-    for name, args in _c_signatures(src).items():
-        f = fns[name] = getattr(lib, name)
-        f.argtypes, f.restype = args, ctypes.c_int
+def build(src:str) -> dict:
+    "saenb's kernels built from C source `src`."
+    from saenb.kernels import kernels_of
+    if (fns := kernels_of(src)) is None: raise SystemExit("no C compiler: saenb's kernels cannot be built here")
     return fns
 
 
@@ -43,8 +39,8 @@ def main():
     from saenb.train_sae import train_sae
     before = subprocess.run(['git', 'show', f'{a.before}:saenb/csrc/kernels.c'], capture_output=True, text=True,
                             cwd=ROOT, check=True).stdout
-    builds = {'before': kernels_of(before), 'after': kernels_of(K.kernel_source())}
-    names, load = list(builds), K.load_kernels
+    builds = {'before': build(before), 'after': build(K.kernel_source())}
+    names = list(builds)
     with tempfile.TemporaryDirectory() as t:
         if a.acts is None:
             from sae_vs_saelens import synthetic_activations
@@ -61,24 +57,23 @@ def main():
             K.load_kernels = lambda f=builds[st['on']]: f
             st['t'] = time.perf_counter()
         per_run, pooled = [], {n: [] for n in names}
-        try:
+        with kernels_as(builds['after']):   # `switch` changes them step by step; saenb's own ones back after
             for run in range(a.runs):
                 st.clear(); st.update(run=run, ms={n: [] for n in names})
                 train_sae(acts, callback=switch, **kw)
                 for n in names: pooled[n] += st['ms'][n][10:]
                 per_run.append({n: round(statistics.median(st['ms'][n][10:]), 3) for n in names})
-            weights = {}
-            for n in names:   # each build alone, from the same seed
-                K.load_kernels = lambda f=builds[n]: f
-                r = train_sae(acts, **kw)
-                weights[n], dead = r.sae.state_dict(), r.summary['dead_frac']
-        finally: K.load_kernels = load
+        weights = {}
+        for n in names:   # each build alone, from the same seed
+            with kernels_as(builds[n]): r = train_sae(acts, **kw)
+            weights[n], dead = r.sae.state_dict(), r.summary['dead_frac']
     med = {n: round(statistics.median(v), 3) for n, v in pooled.items()}
     emit({'bench': 'kernel_ab', 'device': device_name('cpu'), 'precision': training_precision()[0],
           'before': a.before, 'arch': a.arch, 'acts': str(a.acts or 'synthetic'), 'd_in': a.d_in,
           'exp_factor': a.exp_factor, 'k': a.k, 'batch_size': a.batch_size, 'n_tokens': a.n_tokens, 'lr': a.lr,
           'step_ms': med, 'after_over_before': round(med['after'] / med['before'], 4), 'runs': per_run,
-          'dead_frac': round(dead, 4), 'same_weights': all(torch.equal(v, weights['after'][k]) for k, v in weights['before'].items())})
+          'dead_frac': round(dead, 4),
+          'same_weights': all(torch.equal(v, weights['after'][k]) for k, v in weights['before'].items())})
 
 
 if __name__ == '__main__': main()

@@ -41,13 +41,18 @@ from bench_ensemble import SAME_WIDTH, sparse_acts
 
 
 @contextlib.contextmanager
-def kernels_off():
-    "saenb's compiled kernels off: each function takes its PyTorch fallback, as without a C compiler."
+def kernels_as(fns:dict|None):
+    "saenb's functions on kernels `fns` (`saenb.kernels.kernels_of` of some source; None: their PyTorch fallbacks)."
     import saenb.kernels as K
     load = K.load_kernels
-    K.load_kernels = lambda: None
+    K.load_kernels = lambda: fns
     try: yield
     finally: K.load_kernels = load
+
+
+def kernels_off():
+    "saenb's compiled kernels off: each function takes its PyTorch fallback, as without a C compiler."
+    return kernels_as(None)
 
 
 def timed(fn, ref, rounds:int, reps:int) -> dict:

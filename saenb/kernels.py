@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from .utils import InputError, check
 
 # %% auto #0
-__all__ = ['pre_activations', 'encoder_product', 'compile_c', 'kernel_source', 'load_kernels', 'gather_dot', 'scatter_mm',
-           'sparse_decode', 'sparse_encode', 'sparse_sq_error', 'gated_sq_error', 'flat_index', 'keep_latents',
-           'pack_tokens', 'pack_rows', 'fast_topk', 'topk_positive', 'threshold_entries', 'batch_topk_entries',
-           'nonzeros_per_latent', 'clip_grads_']
+__all__ = ['pre_activations', 'encoder_product', 'compile_c', 'kernel_source', 'kernels_of', 'load_kernels', 'gather_dot',
+           'scatter_mm', 'sparse_decode', 'sparse_encode', 'sparse_sq_error', 'gated_sq_error', 'flat_index',
+           'keep_latents', 'pack_tokens', 'pack_rows', 'fast_topk', 'topk_positive', 'threshold_entries',
+           'batch_topk_entries', 'nonzeros_per_latent', 'clip_grads_']
 
 # %% ../nbs/06a_kernels.ipynb #530bbf28
 def _amp_dtype(t:torch.Tensor, default:torch.dtype) -> torch.dtype:
@@ -148,21 +148,26 @@ def _c_signatures(src:str) -> dict:
         protos.update({name: params for name in re.findall(rf'^{macro}\((\w+),', src, re.M)})
     return {f: [ctypes.c_void_p if '*' in a else ctypes.c_int64 for a in ps.split(',')] for f, ps in protos.items()}
 
+# %% ../nbs/06a_kernels.ipynb #kof0ex01
+def kernels_of(src:str, # C source of `int f(...)` kernels: `kernel_source()`, or a variant of it
+               name:str='saenb_kernels', # library name (the cached file is `{name}-{hash}.so`, see `compile_c`)
+              ) -> dict|None: # `{function: ctypes function}`, or None if no C compiler could build `src`
+    "The kernels of C source `src` by name, built and loaded by `compile_c`, argument types read from their prototypes."
+    if (lib := compile_c(src, name)) is None: return None
+    fns = {}
+    for f, args in _c_signatures(src).items():
+        fn = fns[f] = getattr(lib, f)
+        fn.argtypes, fn.restype = args, ctypes.c_int
+    return fns
+
 # %% ../nbs/06a_kernels.ipynb #16dbeeda
 @functools.cache
 def load_kernels() -> dict|None:
     "saenb's compiled CPU kernels by name, or None (no C compiler, or `SAENB_NO_KERNELS=1`)."
     if os.environ.get('SAENB_NO_KERNELS') == '1' or not sys.platform.startswith(('linux', 'darwin')): return None
-    src = kernel_source()
-    lib = compile_c(src, 'saenb_kernels')
-    if lib is None:
+    if (fns := kernels_of(kernel_source())) is None:
         warnings.warn("no C compiler found (set CC): saenb's top-k, nonzero counts and sparse products fall back to "
                       "PyTorch, which is slower on CPU")
-        return None
-    fns = {}
-    for name, args in _c_signatures(src).items():
-        f = fns[name] = getattr(lib, name)
-        f.argtypes, f.restype = args, ctypes.c_int
     return fns
 
 def _row_major(x:torch.Tensor) -> torch.Tensor:

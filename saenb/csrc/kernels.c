@@ -279,10 +279,10 @@ TOPK_ROWS(topk_bf16, uint16_t, BF16_KEY)
    on a 2-core AVX-512 EPYC. With kt > 0, also each row's top kt over all its columns, as topk_rows gives them (indices
    to top_i [N, kt], values to top_v), from the same keys: a TopK step's selection and AuxK's in one pass over x.
    Where the columns are few (nc * FEW_COLS <= S: few dead latents), only they are read, in increasing order, from the
-   row (kt == 0) or from its keys (kt > 0). benchmarks/bench_auxk_columns.py times the two ways: on 2 AVX-512 EPYC
-   cores, bf16 rows of 4096 x 2048 with 1 (64, 256) columns, 1.12 (1.33, 1.51) -> 0.035 (0.36, 1.27) ms, with the top
-   32 too 2.23 (3.06, 2.95) -> 1.45 (2.66, 2.68) ms; whole rows were faster from S / 4 (512 columns), and at 4096 x 512
-   from S / 5.3 (96 columns; S / 4 with the top 8), so they stay above S / 8. */
+   row (kt == 0) or from its keys (kt > 0). benchmarks/bench_auxk_columns.py times topk_positive on the two ways: on
+   2 AVX-512 EPYC cores, bf16 rows of 4096 x 2048 with 1 (64, 256) columns, 2.01 (1.66, 1.92) -> 0.095 (0.50, 1.43) ms,
+   with the top 32 too 2.39 (2.49, 3.00) -> 1.56 (1.98, 2.82) ms, whole rows faster from S / 4 (512 columns); at
+   4096 x 512 the two cost the same at S / 8 (64 columns) and whole rows were faster from 96, so they stay above S / 8. */
 #ifndef FEW_COLS
 #define FEW_COLS 8
 #endif
