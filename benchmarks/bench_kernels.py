@@ -18,7 +18,10 @@ wide) for `--n_tokens` tokens in batches of `--batch`, then takes a fresh batch 
   product) against `F.linear`, which copies the bias into the output first, and whether the two are equal;
 - `pre_activations`: a dense encoder's forward, centring included (`pre_activations(x, W_enc, b_enc, b_dec)`, as
   ReLU's, JumpReLU's and Gated's dense steps call it: the centred inputs written into the product's operand, the
-  bias a column) against `addmm` of `(x - b_dec)` in the autocast dtype, and whether the two are equal.
+  bias a column) against `addmm` of `(x - b_dec)` in the autocast dtype, and whether the two are equal;
+- `relu_columns`, `relu_grad`: a ReLU SAE's dense step's passes over its codes (`relu_codes`), on this batch's
+  pre-activations in the autocast dtype: the ReLU in place with the codes' column sums and counts, and the gradient
+  (the L1's added, ReLU's mask, its column sums).
 The reference of the others is the same call with saenb's compiled kernels off: their PyTorch fallbacks (what runs
 without a C compiler, or with SAENB_NO_KERNELS=1), and `agree` says whether the two give the same top-k values and
 AuxK entries, and how far apart their sparse-pass losses are. With `--ensemble`, also the top-k of an 8-member ensemble
@@ -103,6 +106,23 @@ def preact_vs_addmm(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict
                          lambda: torch.addmm(b.to(dt), (x - c).to(dt), W.to(dt)), amp, rounds, reps)
 
 
+def relu_passes(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
+    "`relu_columns` and `relu_grad` on the pre-activations of batch `x`, each against its PyTorch fallback."
+    from saenb.kernels import pre_activations, relu_columns, relu_grad
+    with torch.no_grad(), torch.autocast(**amp): z = pre_activations(x, sae.W_enc, sae.b_enc, sae.b_dec)
+    g = torch.randn(z.shape, generator=torch.Generator().manual_seed(0)).to(z.dtype)
+    add = torch.full((z.shape[1],), 1e-3)
+    def both(f):
+        def ref():
+            with kernels_off(): return f()
+        return timed(f, ref, rounds, reps)
+    res = {'relu_columns': both(lambda: relu_columns(z)), 'relu_grad': both(lambda: relu_grad(g, z, add))}
+    gp, gs = relu_grad(g, z, add)
+    with kernels_off(): rgp, rgs = relu_grad(g, z, add)
+    res['agree'] = bool(torch.equal(gp, rgp)), float((gs - rgs).abs().max() / rgs.abs().max())
+    return res
+
+
 def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
     "Time a TopK step's kernels on batch `x` of `sae`, each called as `TopKSAE.loss` calls it (AuxK also apart)."
     from saenb.kernels import sparse_sq_error
@@ -123,7 +143,8 @@ def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
         return timed(f, ref, rounds, reps)
     res = {'topk': both(lambda: sae.choose(pre, c.k)), 'sparse_pass': both(main_pass),
            'encoder_product': product_vs_torch(xc, sae.W_enc.t(), sae.b_enc, amp, rounds, reps),
-           'pre_activations': preact_vs_addmm(sae, x, amp, rounds, reps)}
+           'pre_activations': preact_vs_addmm(sae, x, amp, rounds, reps),
+           'relu': relu_passes(sae, x, amp, rounds, reps)}
     loss, err, _, sq = main_pass()
     with kernels_off():   # the reference gives the same: top-k values, and the loss to float rounding
         ref_chosen, (ref_loss, *_) = sae.choose(pre, c.k)[1], main_pass()

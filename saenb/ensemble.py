@@ -21,7 +21,7 @@ from .kernels import encoder_product, sparse_sq_error, clip_grads_
 from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_norm, shared_medians
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row,
-                             check_first_loss, first_batch)
+                             check_first_loss, first_batch, MemoryOrderAdam)
 
 # %% auto #0
 __all__ = ['SHARED_SETTINGS', 'ensemble_members', 'train_ensemble', 'train_saes_on_model']
@@ -178,8 +178,8 @@ class _TopKStack:
         own = dict(zip(_STACK_PARAMS, (self.W_encT, self.b_enc, self.W_dec, self.b_dec)))
         groups = [{'params': [own[names[id(p)]] for p in g['params']], 'lr_mult': g.get('lr_mult', 1.0)}
                   for g in ms[0].opt.param_groups]
-        self.opt = torch.optim.Adam(groups, lr=self.tc.lr, betas=(self.tc.beta1, self.tc.beta2),
-                                    **({'fused': True} if dev.type in ('cpu', 'cuda') else {}))
+        self.opt = MemoryOrderAdam(groups, lr=self.tc.lr, betas=(self.tc.beta1, self.tc.beta2),
+                                   **({'fused': True} if dev.type in ('cpu', 'cuda') else {}))
         for i, (m, o, n) in enumerate(zip(ms, self.offs, self.n)):   # each member's tensors become views of the stack's
             s, m.opt = m.sae, self.opt   # the stack's optimizer (its lr is what the member's log shows)
             for p, v in zip(_STACK_PARAMS, (self.W_encT[o:o + n].t(), self.b_enc[o:o + n], self.W_dec[o:o + n],

@@ -16,7 +16,8 @@ from fastcore.basics import patch
 from .utils import check, positive_int, InputError, nearest
 from .kernels import (pre_activations, encoder_product, sparse_encode, sparse_decode, keep_latents, pack_tokens,
                            flat_index, batch_topk_entries, topk_positive, sparse_sq_error, gated_sq_error,
-                           threshold_entries, gather_dot, fast_topk, nonzeros_per_latent, clip_grads_, load_kernels)
+                           threshold_entries, gather_dot, fast_topk, nonzeros_per_latent, clip_grads_, load_kernels,
+                           relu_codes)
 
 # %% auto #0
 __all__ = ['SPARSITY_MODES', 'SAE_REGISTRY', 'AUX_NORMS', 'HC_L', 'HC_R', 'check_types', 'SAEConfig', 'PenaltyConfig',
@@ -604,17 +605,17 @@ class ReLUSAE(SAE):
 
     def encode(self, x): return F.relu(self.pre_acts(x))
 
-    def l1(self, codes):
-        "Mean over tokens of the (optionally decoder-norm-weighted) L1 of `codes`, fp32."
-        per_latent = codes.reshape(-1, codes.shape[-1]).sum(0).float() / (codes.numel() // codes.shape[-1])
+    def l1(self, sums, n):
+        "Mean over `n` tokens of the (optionally decoder-norm-weighted) L1, from the codes' column `sums`, fp32."
+        per_latent = sums.float() / n
         return per_latent @ self.W_dec.norm(dim=-1) if self.cfg.weighted_l1 else per_latent.sum()
 
     def dense_loss(self, x, y, step=0, total_steps=None):
-        "`loss` with dense codes and products."
-        codes = self.encode(x)
-        l1 = self.l1(codes)
-        out = self._out(x, _mse(self.decode(codes), y), codes,
-                        sparsity=self.sparsity_ctl.penalty(l1, None, step, total_steps))
+        "`loss` with dense codes and products: `encode`'s codes with their column sums and counts (`relu_codes`)."
+        codes, sums, cnt = relu_codes(x, self.W_enc, self.b_enc, self.b_dec if self.centers_input else None)
+        n = codes.numel() // codes.shape[-1]
+        out = self._out(x, _mse(self.decode(codes), y), l0=cnt.sum() / n, fired=cnt > 0,
+                        sparsity=self.sparsity_ctl.penalty(self.l1(sums, n), None, step, total_steps))
         self.last_l0 = out['l0']
         return out
 

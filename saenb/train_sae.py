@@ -23,10 +23,10 @@ from .sae import SAE, SAE_REGISTRY, make_sae, resample_dead_latents, check_types
 from .sae_io import load_sae
 
 # %% auto #0
-__all__ = ['SAETrainConfig', 'train_autocast', 'open_activations', 'validation_activations', 'build_sae', 'make_optimizer',
-           'retain_freed_memory', 'check_activations', 'RunData', 'save_sae_checkpoint', 'load_sae_checkpoint',
-           'SAETrainResult', 'run_config', 'sync_gradients', 'sync_buffers', 'broadcast_state', 'causal_loss',
-           'causal_term', 'SAERun', 'check_first_loss', 'sae_step', 'sae_log', 'finish_run', 'save_run',
+__all__ = ['SAETrainConfig', 'train_autocast', 'open_activations', 'validation_activations', 'build_sae', 'MemoryOrderAdam',
+           'make_optimizer', 'retain_freed_memory', 'check_activations', 'RunData', 'save_sae_checkpoint',
+           'load_sae_checkpoint', 'SAETrainResult', 'run_config', 'sync_gradients', 'sync_buffers', 'broadcast_state',
+           'causal_loss', 'causal_term', 'SAERun', 'check_first_loss', 'sae_step', 'sae_log', 'finish_run', 'save_run',
            'check_sae_out', 'sae_tracker', 'log_row', 'first_batch', 'train_sae', 'saenb_train_sae']
 
 # %% ../nbs/07_train_sae.ipynb #a8317474
@@ -165,13 +165,54 @@ def build_sae(tc:SAETrainConfig, # the run's settings (architecture, size, seed,
     with torch.no_grad(): sae.init_from_data(x0.to(dev), target=y0.to(dev) if y0 is not None else None)
     return sae
 
+# %% ../nbs/07_train_sae.ipynb #moadam01
+def _memory_order(t:torch.Tensor) -> list|None:
+    "The order of `t`'s dimensions that makes it contiguous, where it is dense but not row-major; else None."
+    if t.is_contiguous(): return None
+    order = sorted(range(t.ndim), key=lambda d: -t.stride(d))
+    return order if t.permute(order).is_contiguous() else None
+
+def _laid_like(t:torch.Tensor, p:torch.Tensor) -> torch.Tensor:
+    "`t`, or a copy of it laid out as `p` (the same strides)."
+    if t.stride() == p.stride(): return t
+    return torch.empty_strided(p.shape, p.stride(), dtype=t.dtype, device=t.device).copy_(t)
+
+class MemoryOrderAdam(torch.optim.Adam):
+    "`torch.optim.Adam`, each parameter stepped in its memory's order, with its gradient and state in its layout."
+    _state_keys = ('exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')
+    reorder_from = 1 << 16  # elements: smaller parameters stay as they lie, whose copies cost less (measured above)
+
+    def _permute(self, p, order, st):
+        "Lay `p`, its gradient and its Adam state `st` out with their dimensions in `order`."
+        g = p.grad
+        p.data = p.data.permute(order)
+        p.grad = g.permute(order)
+        for k in self._state_keys:
+            if k in st: st[k] = st[k].permute(order)
+
+    def step(self, closure=None):
+        if closure is not None: return super().step(closure)   # (its forward pass needs the parameters as they are)
+        moved = []
+        for group in self.param_groups:
+            for p in group['params']:
+                if p.grad is None: continue
+                if p.grad.stride() != p.stride(): p.grad = _laid_like(p.grad, p)
+                st = self.state.get(p, {})
+                for k in self._state_keys:
+                    if k in st and st[k].stride() != p.stride(): st[k] = _laid_like(st[k], p)
+                if p.numel() >= self.reorder_from and (order := _memory_order(p)) is not None:
+                    self._permute(p, order, st); moved.append((p, order))
+        try: return super().step()
+        finally:
+            for p, order in moved: self._permute(p, sorted(range(len(order)), key=order.__getitem__), self.state[p])
+
 # %% ../nbs/07_train_sae.ipynb #fcc2734e
 def make_optimizer(sae:SAE, # the SAE to train
                    tc:SAETrainConfig, # its settings (lr, bias_lr, beta1, beta2)
                    in_norm:float=1.0, # mean norm of the inputs as the SAE sees them while training
                    out_norm:float=None, # mean norm of its reconstruction targets (default: `in_norm`)
                   ) -> torch.optim.Optimizer:
-    "Fused Adam where available; each group's `lr_mult` scales `tc.lr`: biases step in the units of their activations."
+    "`MemoryOrderAdam`, fused where available; each group's `lr_mult` scales `tc.lr`: biases step in activation units."
     units = {'in': in_norm, 'out': in_norm if out_norm is None else out_norm}
     groups = {}
     for n, p in sae.named_parameters():
@@ -180,8 +221,8 @@ def make_optimizer(sae:SAE, # the SAE to train
         else: m = tc.dec_lr if n == 'W_dec' else 1.0
         groups.setdefault(m, []).append(p)
     dev = next(sae.parameters()).device.type
-    return torch.optim.Adam([{'params': ps, 'lr_mult': m} for m, ps in groups.items()], lr=tc.lr,
-                            betas=(tc.beta1, tc.beta2), **({'fused': True} if dev in ('cpu', 'cuda') else {}))
+    return MemoryOrderAdam([{'params': ps, 'lr_mult': m} for m, ps in groups.items()], lr=tc.lr,
+                           betas=(tc.beta1, tc.beta2), **({'fused': True} if dev in ('cpu', 'cuda') else {}))
 
 # %% ../nbs/07_train_sae.ipynb #23dae39d
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h

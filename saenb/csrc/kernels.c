@@ -607,6 +607,84 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, int64_t *cnt) { \
 COL_NONZEROS(nonzeros_f32, uint32_t, 0x7fffffffu)
 COL_NONZEROS(nonzeros_bf16, uint16_t, 0x7fff)
 
+/* ---- ReLU's codes in place, with each column's sum and count: x [N, S] (row stride ld) becomes relu(x), NaN kept as
+   torch's relu keeps it; sum[j] is the fp32 sum of column j's codes and cnt[j] its nonzero codes (as nonzeros_*). One
+   pass where PyTorch's relu, sum(0) and the counts take three. Each thread sums blocks of RELU_ROWS rows, adds each
+   block's sums to a row of its own, and the rows are added in thread order: fp32 sums as close as PyTorch's pairwise
+   ones, and the same each run. */
+#define RELU_ROWS 64
+#define RELU_COLUMNS(NAME, T, MAG, INF, BITS) \
+int NAME(T *x, int64_t ld, int64_t N, int64_t S, float *sum, int64_t *cnt) { \
+    int nt = max_threads(); \
+    float *ps = calloc((size_t)2 * nt * S, sizeof(float)); \
+    int32_t *pc = calloc((size_t)nt * S, sizeof(int32_t)); \
+    if (!ps || !pc) { free(ps); free(pc); return 1; } \
+    _Pragma("omp parallel if (N * S >= 65536)") \
+    { \
+        float *s = ps + (size_t)2 * thread_id() * S, *bs = s + S; \
+        int32_t *c = pc + (size_t)thread_id() * S; \
+        _Pragma("omp for schedule(static)") \
+        for (int64_t b = 0; b < N; b += RELU_ROWS) { \
+            for (int64_t i = b; i < b + RELU_ROWS && i < N; i++) { \
+                T *row = x + i * ld; \
+                for (int64_t j = 0; j < S; j++) { \
+                    T u = row[j], a = u & MAG; \
+                    u = u != a && a <= INF ? 0 : u;   /* negative (not NaN): 0 */ \
+                    row[j] = u; \
+                    bs[j] += f32_of(BITS(u)); \
+                    c[j] += (u & MAG) != 0;   \
+                } \
+            } \
+            for (int64_t j = 0; j < S; j++) { s[j] += bs[j]; bs[j] = 0; } \
+        } \
+    } \
+    for (int64_t j = 0; j < S; j++) { sum[j] = 0; cnt[j] = 0; } \
+    for (int t = 0; t < nt; t++) \
+        for (int64_t j = 0; j < S; j++) { sum[j] += ps[(size_t)2 * t * S + j]; cnt[j] += pc[(size_t)t * S + j]; } \
+    free(ps); free(pc); \
+    return 0; \
+}
+RELU_COLUMNS(relu_columns_f32, uint32_t, 0x7fffffffu, 0x7f800000u, F32_BITS)
+RELU_COLUMNS(relu_columns_bf16, uint16_t, 0x7fff, 0x7f80, BF16_BITS)
+
+/* ---- ReLU's gradient: out [N, S] (row stride ldo) = g + add[j] where the code x > 0, else 0, rounded to T as PyTorch
+   rounds g + add (NaN to the quiet NaN), and gsum[j] the fp32 sum of column j of out, summed as above */
+static inline uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, sizeof u); return u; }
+static inline uint16_t bf16_round(float f) {
+    uint32_t u = f32_bits(f);
+    return (u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0 : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+#define RELU_GRAD(NAME, T, BITS, ROUND) \
+int NAME(const T *g, int64_t ldg, const T *x, int64_t ldx, int64_t N, int64_t S, const float *add, T *out, \
+         int64_t ldo, float *gsum) { \
+    int nt = max_threads(); \
+    float *ps = calloc((size_t)2 * nt * S, sizeof(float)); \
+    if (!ps) return 1; \
+    _Pragma("omp parallel if (N * S >= 65536)") \
+    { \
+        float *s = ps + (size_t)2 * thread_id() * S, *bs = s + S; \
+        _Pragma("omp for schedule(static)") \
+        for (int64_t b = 0; b < N; b += RELU_ROWS) { \
+            for (int64_t i = b; i < b + RELU_ROWS && i < N; i++) { \
+                const T *gr = g + i * ldg, *xr = x + i * ldx; \
+                T *o = out + i * ldo; \
+                for (int64_t j = 0; j < S; j++) { \
+                    T v = f32_of(BITS(xr[j])) > 0.f ? ROUND(f32_of(BITS(gr[j])) + add[j]) : 0; \
+                    o[j] = v; \
+                    bs[j] += f32_of(BITS(v)); \
+                } \
+            } \
+            for (int64_t j = 0; j < S; j++) { s[j] += bs[j]; bs[j] = 0; } \
+        } \
+    } \
+    for (int64_t j = 0; j < S; j++) gsum[j] = 0; \
+    for (int t = 0; t < nt; t++) for (int64_t j = 0; j < S; j++) gsum[j] += ps[(size_t)2 * t * S + j]; \
+    free(ps); \
+    return 0; \
+}
+RELU_GRAD(relu_grad_f32, uint32_t, F32_BITS, f32_bits)
+RELU_GRAD(relu_grad_bf16, uint16_t, BF16_BITS, bf16_round)
+
 /* ---- sparse products (fp32; W rows of D floats) */
 
 #if defined(__AVX512F__)

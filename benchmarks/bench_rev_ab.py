@@ -1,0 +1,123 @@
+"""Benchmark: a training run of saenb at a git revision against the working tree's, step by step in turn.
+
+`bench_kernel_ab.py` compares two builds of the C kernels inside one process; a change to saenb's Python code (an
+architecture's loss, the optimizer) cannot be swapped that way. This script runs two worker processes, one importing
+saenb from git revision `--before` (default HEAD, unpacked to a temporary directory) and one from the working tree,
+and lets them take optimizer steps in turn: worker A's step, then B's, then A's, ... so that both share the machine's
+minute, where whole runs a minute apart differ by 15-30% on a shared 2-core machine. Each worker trains as
+`saenb_train_sae` does (`--arch`, its settings `--sae` as JSON, on `--acts` or on `sae_vs_saelens.py`'s synthetic
+activations) and times each of its steps from the moment it is let go to its next step's callback; `--runs` runs,
+each starting with the other worker. Before each step the script idles `--gap` milliseconds: a worker just paused
+keeps its OpenMP threads spinning for a few milliseconds (libgomp's default wait policy), and without the pause TopK's
+step (256 x 2,048, k = 16) took 29-32 ms on both sides against 22-23 ms with 5 or 20. Prints ONE JSON line: each
+side's median and mean step in milliseconds (the mean is what a whole run's tokens/s follows, where dense and sparse
+steps differ, as ReLU's do), per run and pooled, their ratios, the validation FVU and L0 each side's last run ended
+with, the largest difference of each parameter between the two, and whether the two trained the same weights.
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_rev_ab.py --arch relu --sae '{"sparsity_coeff": 1.5}' --runs 4
+"""
+import argparse, json, os, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import device_name, emit, training_precision
+
+ROOT = Path(__file__).resolve().parent.parent
+SIDES = ('before', 'after')
+
+
+def worker(a):
+    "Train `a.runs` runs, stopping after every step until the coordinator lets the next one go (a line on stdin)."
+    import torch, saenb
+    from saenb.train_sae import train_sae
+    say = lambda s: (sys.stdout.write(s + '\n'), sys.stdout.flush())
+    wait = lambda: sys.stdin.readline() or sys.exit(0)
+    say(f'ready {saenb.__file__}'); wait()
+    st = {}
+    def step_done(step, sae):
+        st['ms'].append(1000 * (time.perf_counter() - st['t']))
+        say('step'); wait()
+        st['t'] = time.perf_counter()
+    kw = dict(arch=a.arch, exp_factor=a.exp_factor, n_tokens=a.n_tokens, batch_size=a.batch_size, lr=a.lr, seed=0,
+              val_every=a.n_tokens, val_acts=a.val, progress=False, say=lambda s: None, **json.loads(a.sae))
+    for run in range(a.runs):
+        st.update(ms=[], t=time.perf_counter())
+        r = train_sae(a.acts, callback=step_done, **kw)
+        say('run ' + json.dumps({'ms': st['ms'], 'fvu': r.summary.get('fvu'), 'l0': r.summary.get('l0')}))
+        if run == a.runs - 1: torch.save(r.sae.state_dict(), a.weights)
+        wait()
+
+
+def start(side:str, pkg:str, a, argv:list, weights:str) -> subprocess.Popen:
+    "A worker process importing saenb from `pkg` (None: the working tree's, as installed)."
+    env = {**os.environ, **({'PYTHONPATH': pkg} if pkg else {})}
+    p = subprocess.Popen([sys.executable, __file__, '--worker', '--weights', weights, *argv], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir())
+    line = p.stdout.readline()
+    if not line.startswith('ready '): raise SystemExit(f'{side} worker failed to start: {line!r}')
+    where = Path(line.split(' ', 1)[1].strip()).parent.parent
+    if pkg and where != Path(pkg): raise SystemExit(f'{side} worker imported saenb from {where}, not {pkg}')
+    return p
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--before', default='HEAD', help="git revision whose saenb/ is the first side")
+    ap.add_argument('--arch', default='topk'); ap.add_argument('--sae', default='{"k": 16}', help='its settings, JSON')
+    ap.add_argument('--acts', default=None); ap.add_argument('--val', default=None)
+    ap.add_argument('--d_in', type=int, default=256); ap.add_argument('--exp_factor', type=int, default=8)
+    ap.add_argument('--batch_size', type=int, default=4096); ap.add_argument('--n_tokens', type=int, default=524288)
+    ap.add_argument('--lr', type=float, default=4e-3); ap.add_argument('--runs', type=int, default=2)
+    ap.add_argument('--skip', type=int, default=5, help="each run's first steps left out of the medians")
+    ap.add_argument('--gap', type=float, default=10,
+                    help="milliseconds idle before each step, while the other worker's threads stop spinning")
+    ap.add_argument('--worker', action='store_true'); ap.add_argument('--weights', default=None)
+    a = ap.parse_args()
+    if a.worker: return worker(a)
+    with tempfile.TemporaryDirectory() as t:
+        subprocess.run(f'git archive {a.before} saenb | tar -x -C {t}', shell=True, cwd=ROOT, check=True)
+        if a.acts is None:
+            from sae_vs_saelens import synthetic_activations
+            x = synthetic_activations(a.n_tokens // 2 + 8192, a.d_in, 4 * a.d_in, 8, 0)
+            np.save(acts := f'{t}/train.npy', x[:-8192]); np.save(val := f'{t}/val.npy', x[-8192:])
+        else: acts, val = a.acts, a.val
+        argv = ['--arch', a.arch, '--sae', a.sae, '--acts', acts, '--exp_factor', str(a.exp_factor), '--batch_size',
+                str(a.batch_size), '--n_tokens', str(a.n_tokens), '--lr', str(a.lr), '--runs', str(a.runs)]
+        argv += ['--val', val] if val else []
+        ws = {s: f'{t}/{s}.pt' for s in SIDES}
+        procs = {s: start(s, t if s == 'before' else None, a, argv, ws[s]) for s in SIDES}
+        runs, last = [], {}
+        for run in range(a.runs):
+            order, live = (SIDES if run % 2 == 0 else SIDES[::-1]), {}
+            for s in order: live[s] = True
+            while live:
+                for s in order:
+                    if s not in live: continue
+                    time.sleep(a.gap / 1000)
+                    procs[s].stdin.write('\n'); procs[s].stdin.flush()
+                    line = procs[s].stdout.readline()
+                    if line.startswith('run '): last[s] = json.loads(line[4:]); del live[s]
+                    elif line != 'step\n': raise SystemExit(f'{s} worker: {line!r}')
+            runs.append({s: last[s]['ms'][a.skip:] for s in SIDES})
+        for p in procs.values(): p.stdin.write('\n'); p.stdin.flush(); p.wait()
+        import torch
+        w = {s: torch.load(ws[s]) for s in SIDES}
+        diff = {k: float((w['before'][k].double() - v.double()).abs().max()) for k, v in w['after'].items()
+                if v.is_floating_point()}   # the parameters (and float buffers); counters apart
+    pooled = {s: [m for r in runs for m in r[s]] for s in SIDES}
+    med = {s: round(statistics.median(v), 3) for s, v in pooled.items()}
+    mean = {s: round(statistics.fmean(v), 3) for s, v in pooled.items()}
+    emit({'bench': 'rev_ab', 'device': device_name('cpu'), 'precision': training_precision()[0], 'before': a.before,
+          'arch': a.arch, 'sae': json.loads(a.sae), 'acts': str(a.acts or 'synthetic'), 'd_in': a.d_in,
+          'exp_factor': a.exp_factor, 'batch_size': a.batch_size, 'n_tokens': a.n_tokens, 'lr': a.lr,
+          'step_ms_median': med, 'step_ms_mean': mean,
+          'after_over_before_median': round(med['after'] / med['before'], 4),
+          'after_over_before_mean': round(mean['after'] / mean['before'], 4),
+          'runs': [{s: {'median': round(statistics.median(r[s]), 3), 'mean': round(statistics.fmean(r[s]), 3)}
+                    for s in SIDES} for r in runs],
+          'fvu': {s: last[s]['fvu'] for s in SIDES}, 'l0': {s: last[s]['l0'] for s in SIDES},
+          'weights_max_abs_diff': diff,
+          'same_weights': all(torch.equal(w['before'][k], v) for k, v in w['after'].items())})
+
+
+if __name__ == '__main__': main()
