@@ -310,7 +310,7 @@ def _step_groups(ms:list) -> list:
     return [_TopKStack(g) if len(g) > 1 else _Alone(g[0]) for g in groups.values()]
 
 def _train_members(ms:list, batches, n_steps:int, amp:dict, desc:str, progress:bool, callback) -> float:
-    "The ensemble loop: each step, every live member steps on its view of the shared batch; returns the seconds taken."
+    "The ensemble loop: each step, every live member steps on its view of the shared batch; the seconds it took."
     retain_freed_memory()
     outer = torch.get_rng_state()
     bar = tqdm(total=n_steps, desc=desc, disable=not progress, dynamic_ncols=True)
@@ -319,7 +319,7 @@ def _train_members(ms:list, batches, n_steps:int, amp:dict, desc:str, progress:b
     try:
         batches, waited = first_batch(batches) if n_steps > 0 else (batches, 0.0)   # `train_sae`'s clock
         for m in ms: m.first_batch_seconds = waited
-        t0 = time.perf_counter()
+        t0, v0 = time.perf_counter(), sum(m.val_seconds for m in ms)
         for step in range(n_steps):
             live = [u for u in groups if not all(m.stopped for m in u.members)]  # stacked members never stop early
             if not live: break
@@ -338,7 +338,7 @@ def _train_members(ms:list, batches, n_steps:int, amp:dict, desc:str, progress:b
     finally:
         for u in groups: u.release()
         bar.close(); torch.set_rng_state(outer)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0 - (sum(m.val_seconds for m in ms) - v0)   # validations apart, as `train_sae`'s
 
 # %% ../nbs/07b_ensemble.ipynb #f5661ec8
 def train_ensemble(acts, # activations: store directory, `.npy`/`.safetensors` file, or `ActivationStore`

@@ -820,6 +820,9 @@ def relu_grad(g:torch.Tensor, # the codes' gradient `[N, S]`
               add:torch.Tensor, # fp32 `[S]`, added to each row of `g` (the gradient of the codes' column sums)
              ) -> tuple: # `(g_pre, sums)`: the pre-activations' gradient (`g`'s dtype) and its column sums (fp32)
     "`g + add` where `codes` are positive, else 0, rounded once, and its column sums: one compiled pass on CPU."
+    if codes.shape != g.shape or add.shape != g.shape[-1:]:
+        raise InputError(f"relu_grad: g {tuple(g.shape)}, codes {tuple(codes.shape)} and add {tuple(add.shape)} do "
+                         "not agree: pass codes of g's shape and one value of add per column")
     fns = load_kernels() if g.device.type == 'cpu' else None
     if fns is None or g.dtype not in (torch.float32, torch.bfloat16) or codes.dtype != g.dtype or g.ndim != 2:
         gp = torch.where(codes > 0, g.float() + add.float(), 0).to(g.dtype)

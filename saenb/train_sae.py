@@ -528,6 +528,7 @@ class SAERun:
     world:int=1 # processes training this SAE together (data parallel, under `torchrun`)
     causal:object=None # the causal term, `causal(sae, step) -> loss` (see `causal_term`), weighted by `tc.causal_coeff`
     first_batch_seconds:float=0.0 # waiting for the first batch (its shuffle buffer read): not in `train_seconds`
+    val_seconds:float=0.0 # in validations (`sae_log`): not in `train_seconds` either
 
     dead_window_div = 10   # a latent silent for a tenth of the run is dead: measured, see *The dead-latent window*
 
@@ -614,7 +615,9 @@ def sae_log(r:SAERun, # the run
            'explained_variance': ev,
            'alive': int((sae.dead.in_use & ~sae.dead.dead_mask(r.dead_tokens)).sum())}
     if validate:
+        t0 = time.perf_counter()
         with torch.no_grad(), torch.autocast(**amp): vm = sae.metrics(val_x, target=val_y)
+        r.val_seconds += time.perf_counter() - t0
         row.update({f'val_{k}': float(v) for k, v in vm.items()})
         r.judge(vm['mse'])
     r.history.append(row)
@@ -625,7 +628,7 @@ def finish_run(r:SAERun, # the run
                val_x:torch.Tensor, # raw validation inputs
                val_y:torch.Tensor, # raw validation targets (None for plain SAEs)
                steps:int, # optimizer steps done
-               seconds:float, # training time of this session
+               seconds:float, # training time of this session (its validations apart)
                tokens:int, # tokens trained on in this session
                scale:float, # input scale of the run
                tscale:float, # target scale of the run
@@ -638,6 +641,7 @@ def finish_run(r:SAERun, # the run
     return {'arch': tc.arch, 'd_in': sae.cfg.d_in, 'd_sae': sae.cfg.d_sae, 'steps': steps,
             'tokens': steps * tc.batch_size * tc.grad_accum, 'train_seconds': seconds,
             'tokens_per_s': tokens / max(seconds, 1e-9), 'first_batch_seconds': r.first_batch_seconds,
+            'val_seconds': r.val_seconds,
             **{k: float(v) for k, v in fm.items()},
             'dead_frac': sae.dead.dead_fraction(r.dead_tokens), 'val_in_sample': in_sample,
             'stopped_early': steps < tc.n_steps, 'input_scale': scale,
@@ -764,7 +768,7 @@ def _train_steps(run:SAERun, data:RunData, step:int, ckpt:Path, dev:torch.device
     bar = tqdm(total=n_steps, initial=step, desc=f"train {tc.arch} SAE", disable=not progress, dynamic_ncols=True)
     amp = train_autocast(tc, dev)
     batches, run.first_batch_seconds = first_batch(batches) if step < n_steps else (batches, 0.0)
-    t0 = time.perf_counter()   # the clock starts with the first batch in memory, as the peers' do
+    t0, v0 = time.perf_counter(), run.val_seconds   # the clock starts with the first batch in memory, as the peers' do
     while step < n_steps:
         xs, ys = next(batches)
         o = sae_step(run, xs, ys, step, amp)
@@ -782,7 +786,7 @@ def _train_steps(run:SAERun, data:RunData, step:int, ckpt:Path, dev:torch.device
             if world > 1: dist.barrier()
         if tc.patience and run.bad_evals >= tc.patience: break
     bar.close()
-    return step, time.perf_counter() - t0
+    return step, time.perf_counter() - t0 - (run.val_seconds - v0)   # validations apart, as the peers' clocks
 
 # %% ../nbs/07_train_sae.ipynb #4701c42c
 def _run_and_save(run:SAERun, data:RunData, out:Path, start:tuple, dev, rank:int, world:int, progress:bool, callback):
