@@ -55,8 +55,9 @@ def start(side:str, pkg:str, a, argv:list, weights:str) -> subprocess.Popen:
                          stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir())
     line = p.stdout.readline()
     if not line.startswith('ready '): raise SystemExit(f'{side} worker failed to start: {line!r}')
-    where = Path(line.split(' ', 1)[1].strip()).parent.parent
-    if pkg and where != Path(pkg): raise SystemExit(f'{side} worker imported saenb from {where}, not {pkg}')
+    where, want = Path(line.split(' ', 1)[1].strip()).parent.parent, Path(pkg) if pkg else ROOT
+    if where.resolve() != want.resolve():   # (the working tree's side: saenb installed editable, as the README has it)
+        raise SystemExit(f'{side} worker imported saenb from {where}, not {want}')
     return p
 
 
