@@ -19,6 +19,7 @@ from .utils import (write_atomic, lr_factor, LiveLossPlot, in_notebook, setup_di
 from .model import load_model, check_device
 from .cache import (ActivationStore, capture, splice, store_sequences, store_provenance, store_model,
                          check_store_model)
+from .kernels import _dense_view
 from .sae import SAE, SAE_REGISTRY, make_sae, resample_dead_latents, check_types, check_sae_settings
 from .sae_io import load_sae
 
@@ -166,12 +167,6 @@ def build_sae(tc:SAETrainConfig, # the run's settings (architecture, size, seed,
     return sae
 
 # %% ../nbs/07_train_sae.ipynb #moadam01
-def _memory_order(t:torch.Tensor) -> list|None:
-    "The order of `t`'s dimensions that makes it contiguous, where it is dense but not row-major; else None."
-    if t.is_contiguous(): return None
-    order = sorted(range(t.ndim), key=lambda d: -t.stride(d))
-    return order if t.permute(order).is_contiguous() else None
-
 def _laid_like(t:torch.Tensor, p:torch.Tensor) -> torch.Tensor:
     "`t`, or a copy of it laid out as `p` (the same strides)."
     if t.stride() == p.stride(): return t
@@ -181,14 +176,6 @@ class MemoryOrderAdam(torch.optim.Adam):
     "`torch.optim.Adam`, each parameter stepped in its memory's order, with its gradient and state in its layout."
     _state_keys = ('exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')
     reorder_from = 1 << 16  # elements: smaller parameters stay as they lie, whose copies cost less (measured above)
-
-    def _permute(self, p, order, st):
-        "Lay `p`, its gradient and its Adam state `st` out with their dimensions in `order`."
-        g = p.grad
-        p.data = p.data.permute(order)
-        p.grad = g.permute(order)
-        for k in self._state_keys:
-            if k in st: st[k] = st[k].permute(order)
 
     def step(self, closure=None):
         if closure is not None: return super().step(closure)   # (its forward pass needs the parameters as they are)
@@ -200,11 +187,17 @@ class MemoryOrderAdam(torch.optim.Adam):
                 st = self.state.get(p, {})
                 for k in self._state_keys:
                     if k in st and st[k].stride() != p.stride(): st[k] = _laid_like(st[k], p)
-                if p.numel() >= self.reorder_from and (order := _memory_order(p)) is not None:
-                    self._permute(p, order, st); moved.append((p, order))
+                if p.numel() >= self.reorder_from and not p.is_contiguous() and (v := _dense_view(p)) is not None:
+                    moved.append((p, p.data, p.grad))   # stepped as `v`, its memory in order; put back after
+                    p.data, p.grad = v, _dense_view(p.grad)
+                    for k in self._state_keys:
+                        if k in st: st[k] = _dense_view(st[k])
         try: return super().step()
         finally:
-            for p, order in moved: self._permute(p, sorted(range(len(order)), key=order.__getitem__), self.state[p])
+            for p, data, grad in moved:
+                p.data, p.grad, st = data, grad, self.state[p]
+                for k in self._state_keys:   # (the state, made by the step where there was none, laid out as `p`)
+                    if k in st: st[k] = st[k].as_strided(data.shape, data.stride())
 
 # %% ../nbs/07_train_sae.ipynb #fcc2734e
 def make_optimizer(sae:SAE, # the SAE to train
