@@ -7,7 +7,8 @@ and lets them take optimizer steps in turn: worker A's step, then B's, then A's,
 minute, where whole runs a minute apart differ by 15-30% on a shared 2-core machine. Each worker trains as
 `saenb_train_sae` does (`--arch`, its settings `--sae` as JSON, on `--acts` or on `sae_vs_saelens.py`'s synthetic
 activations) and times each of its steps from the moment it is let go to its next step's callback; `--runs` runs,
-each starting with the other worker. Before each step the script idles `--gap` milliseconds: a worker just paused
+each starting with the other worker. With `--grid` (JSON axes, as `saenb_sweep`'s) each worker trains an ensemble
+(`saenb.ensemble.train_ensemble`) instead, a step being every member's. Before each step the script idles `--gap` milliseconds: a worker just paused
 keeps its OpenMP threads spinning for a few milliseconds (libgomp's default wait policy), and without the pause TopK's
 step (256 x 2,048, k = 16) took 29-32 ms on both sides against 22-23 ms with 5 or 20. Prints ONE JSON line: each
 side's median and mean step in milliseconds (the mean is what a whole run's tokens/s follows, where dense and sparse
@@ -15,6 +16,8 @@ steps differ, as ReLU's do), per run and pooled, their ratios, the validation FV
 with, the largest difference of each parameter between the two, and whether the two trained the same weights.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_rev_ab.py --arch relu --sae '{"sparsity_coeff": 1.5}' --runs 4
+    OMP_NUM_THREADS=2 python benchmarks/bench_rev_ab.py --grid '{"k": [4, 8, 12, 16, 20, 24, 28, 32]}' --sae '{}' \
+        --d_in 64 --batch_size 1024 --n_tokens 153600 --lr 1e-3 --runs 4   # bench_ensemble.py's headline sweep
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -30,6 +33,7 @@ def worker(a):
     "Train `a.runs` runs, stopping after every step until the coordinator lets the next one go (a line on stdin)."
     import torch, saenb
     from saenb.train_sae import train_sae
+    from saenb.ensemble import train_ensemble
     say = lambda s: (sys.stdout.write(s + '\n'), sys.stdout.flush())
     wait = lambda: sys.stdin.readline() or sys.exit(0)
     say(f'ready {saenb.__file__}'); wait()
@@ -39,12 +43,18 @@ def worker(a):
         say('step'); wait()
         st['t'] = time.perf_counter()
     kw = dict(arch=a.arch, exp_factor=a.exp_factor, n_tokens=a.n_tokens, batch_size=a.batch_size, lr=a.lr, seed=0,
-              val_every=a.n_tokens, val_acts=a.val, progress=False, say=lambda s: None, **json.loads(a.sae))
+              val_every=a.n_tokens, val_acts=a.val, progress=False, **json.loads(a.sae))
     for run in range(a.runs):
         st.update(ms=[], t=time.perf_counter())
-        r = train_sae(a.acts, callback=step_done, **kw)
-        say('run ' + json.dumps({'ms': st['ms'], 'fvu': r.summary.get('fvu'), 'l0': r.summary.get('l0')}))
-        if run == a.runs - 1: torch.save(r.sae.state_dict(), a.weights)
+        if a.grid:   # an ensemble: each member's figures, and every member's weights under its key
+            res = train_ensemble(a.acts, grid=json.loads(a.grid), callback=step_done, **kw)
+            fvu, l0 = ({str(k): r.summary.get(f) for k, r in res.items()} for f in ('fvu', 'l0'))
+            state = {f'{k}/{n}': v for k, r in res.items() for n, v in r.sae.state_dict().items()}
+        else:
+            r = train_sae(a.acts, callback=step_done, say=lambda s: None, **kw)
+            fvu, l0, state = r.summary.get('fvu'), r.summary.get('l0'), r.sae.state_dict()
+        say('run ' + json.dumps({'ms': st['ms'], 'fvu': fvu, 'l0': l0}))
+        if run == a.runs - 1: torch.save(state, a.weights)
         wait()
 
 
@@ -72,6 +82,7 @@ def main():
     ap.add_argument('--skip', type=int, default=5, help="each run's first steps left out of the medians")
     ap.add_argument('--gap', type=float, default=10,
                     help="milliseconds idle before each step, while the other worker's threads stop spinning")
+    ap.add_argument('--grid', default=None, help="JSON axes: train an ensemble over them (train_ensemble's grid)")
     ap.add_argument('--worker', action='store_true'); ap.add_argument('--weights', default=None)
     a = ap.parse_args()
     if a.worker: return worker(a)
@@ -84,7 +95,7 @@ def main():
         else: acts, val = a.acts, a.val
         argv = ['--arch', a.arch, '--sae', a.sae, '--acts', acts, '--exp_factor', str(a.exp_factor), '--batch_size',
                 str(a.batch_size), '--n_tokens', str(a.n_tokens), '--lr', str(a.lr), '--runs', str(a.runs)]
-        argv += ['--val', val] if val else []
+        argv += (['--val', val] if val else []) + (['--grid', a.grid] if a.grid else [])
         ws = {s: f'{t}/{s}.pt' for s in SIDES}
         procs = {s: start(s, t if s == 'before' else None, a, argv, ws[s]) for s in SIDES}
         runs, last = [], {}
@@ -109,7 +120,8 @@ def main():
     med = {s: round(statistics.median(v), 3) for s, v in pooled.items()}
     mean = {s: round(statistics.fmean(v), 3) for s, v in pooled.items()}
     emit({'bench': 'rev_ab', 'device': device_name('cpu'), 'precision': training_precision()[0], 'before': a.before,
-          'arch': a.arch, 'sae': json.loads(a.sae), 'acts': str(a.acts or 'synthetic'), 'd_in': a.d_in,
+          'arch': a.arch, 'sae': json.loads(a.sae), 'grid': json.loads(a.grid) if a.grid else None,
+          'acts': str(a.acts or 'synthetic'), 'd_in': a.d_in,
           'exp_factor': a.exp_factor, 'batch_size': a.batch_size, 'n_tokens': a.n_tokens, 'lr': a.lr,
           'step_ms_median': med, 'step_ms_mean': mean,
           'after_over_before_median': round(med['after'] / med['before'], 4),

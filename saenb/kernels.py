@@ -4,7 +4,7 @@
 
 # %% ../nbs/06a_kernels.ipynb #2cb56831
 from __future__ import annotations
-import contextlib, ctypes, functools, hashlib, os, platform, re, shutil, subprocess, sys, sysconfig, tempfile, warnings
+import contextlib, ctypes, functools, hashlib, itertools, os, platform, re, shutil, subprocess, sys, sysconfig, tempfile, warnings
 from importlib import resources
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from .utils import InputError, check
 # %% auto #0
 __all__ = ['pre_activations', 'encoder_product', 'compile_c', 'kernel_source', 'kernels_of', 'load_kernels', 'gather_dot',
            'scatter_mm', 'sparse_decode', 'sparse_encode', 'sparse_sq_error', 'gated_sq_error', 'flat_index',
-           'keep_latents', 'pack_tokens', 'pack_rows', 'fast_topk', 'topk_positive', 'threshold_entries',
+           'keep_latents', 'pack_tokens', 'pack_rows', 'fast_topk', 'topk_blocks', 'topk_positive', 'threshold_entries',
            'batch_topk_entries', 'nonzeros_per_latent', 'relu_columns', 'relu_grad', 'relu_codes', 'clip_grads_']
 
 # %% ../nbs/06a_kernels.ipynb #530bbf28
@@ -289,11 +289,19 @@ class _SparseDecode(torch.autograd.Function):
         gW = scatter_mm(idx, vals, g, W.shape[0], rows) if ctx.needs_input_grad[2] else None
         return None, gv, gW, None, None
 
+
+# %% ../nbs/06a_kernels.ipynb #ctrgrad1
+@functools.cache
+def _side_by_side(G:int, n:int, device:str) -> torch.Tensor: return torch.arange(G, device=device).repeat_interleave(n)
+
 def _centring_grad(s, WT, shape, of=None):
     "What `x - centre` passes to `centre` (`[G, d_in]` or `[d_in]`) from latent gradients s: -s_l WT[l] into row of[l]"
     WT = WT.to(s.dtype)
     if of is None: return -(s @ WT).view(shape)
-    return -s.new_zeros(shape[0], WT.shape[1]).index_add_(0, of, s[:, None] * WT).view(shape)
+    G, L = shape[0], len(s)
+    if L % G == 0 and torch.equal(of, _side_by_side(G, L // G, str(of.device))):   # G equal blocks of latents in turn
+        return -torch.bmm(s.view(G, 1, -1), WT.view(G, L // G, -1)).view(shape)   # (an ensemble's: 0.04 ms, not 0.1)
+    return -s.new_zeros(G, WT.shape[1]).index_add_(0, of, s[:, None] * WT).view(shape)
 
 def _centre_grad(idx, g, WT, centre, of):
     "The gradient of `centre [G, d_in]` (or `[d_in]`) from the chosen entries' gradients `g` (latents `idx`)."
@@ -685,6 +693,36 @@ def fast_topk(x:torch.Tensor, # values `[..., n]`
     f = fns['topk_f32' if x.dtype == torch.float32 else 'topk_bf16']
     _call(f, rows, rows.stride(0), rows.shape[0], n, k, idx, vals)
     return vals, idx
+
+# %% ../nbs/06a_kernels.ipynb #tkblk002
+def topk_blocks(x:torch.Tensor, # `[M, B, n]`: M blocks of B rows
+                ks:list, # each block's k (0: the block is left out, its entries not written)
+                out:tuple, # `(values, indices)`, flat: block b's `[B, ks[b]]` from entry `B * sum(ks[:b])` on
+                base:list=None, # added to block b's indices (default: none)
+               ) -> tuple: # `out`
+    "`fast_topk(x[b], ks[b])` of every block `b` into one list of entries, block after block: one kernel call on CPU."
+    M, B, n = x.shape
+    base = [0] * M if base is None else list(base)
+    check(len(ks) == M == len(base), f"ks and base need one entry a block: {M} blocks, {len(ks)} ks, {len(base)} bases")
+    check(all(0 <= k <= n for k in ks), f"each k must lie in [0, {n}], got {list(ks)}")
+    at = [B * a for a in itertools.accumulate([0, *ks])]
+    vals, idx = out
+    check(vals.dtype == x.dtype and idx.dtype == torch.int64 and vals.is_contiguous() and idx.is_contiguous()
+          and len(vals) >= at[-1] and len(idx) >= at[-1],
+          f"out must be flat contiguous tensors of {x.dtype} and int64 with room for {at[-1]} entries")
+    fns = load_kernels() if x.device.type == 'cpu' else None
+    if fns is None or x.dtype not in (torch.float32, torch.bfloat16) or x.numel() == 0 or n >= 2**31:
+        for b, k in enumerate(ks):
+            if not k: continue
+            i = idx[at[b]:at[b + 1]].view(B, k)
+            fast_topk(x[b], k, out=(vals[at[b]:at[b + 1]].view(B, k), i))
+            i.add_(base[b])
+        return out
+    rows, t = x.reshape(M * B, n), lambda v: torch.tensor(v, dtype=torch.int64)
+    rows = rows if rows.stride(-1) == 1 and rows.stride(0) >= n else rows.contiguous()
+    f = fns['topk_blocks_f32' if x.dtype == torch.float32 else 'topk_blocks_bf16']
+    _call(f, rows, rows.stride(0), M, B, n, t(list(ks)), t(at[:-1]), t(base), idx, vals)
+    return out
 
 # %% ../nbs/06a_kernels.ipynb #6e60ded8
 def _topk_positive_torch(x, k, cols):

@@ -271,6 +271,40 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t n, int64_t k, int64_t *out_i
 TOPK_ROWS(topk_f32, uint32_t, F32_KEY)
 TOPK_ROWS(topk_bf16, uint16_t, BF16_KEY)
 
+/* topk_rows over M blocks of B rows of n (block b: rows b B to (b + 1) B of x, row stride ld), each block with its own
+   k = ks[b] (0: the block is left out), in one parallel region: block b's indices, plus base[b], to out_i and its values
+   to out_v, [B, ks[b]] from entry at[b] on. An ensemble's members' selections in one call, where a call a member (and
+   an OpenMP region each) cost more than its work at 1024 x 512. Rows go to threads 16 at a time as they free up: the
+   blocks' k differ, and so does a row's cost (fixed halves of the rows, or chunks of 32 in turn, were slower). */
+#define TOPK_BLOCKS(NAME, T, KEY) \
+int NAME(const T *x, int64_t ld, int64_t M, int64_t B, int64_t n, const int64_t *ks, const int64_t *at, \
+         const int64_t *base, int64_t *out_i, T *out_v) { \
+    int failed = 0; \
+    int64_t kmax = 0, work = 0; \
+    for (int64_t b = 0; b < M; b++) { kmax = ks[b] > kmax ? ks[b] : kmax; work += ks[b] ? B * n : 0; } \
+    _Pragma("omp parallel if (work >= 65536)") \
+    { \
+        int32_t *key = malloc(sizeof(int32_t) * (3 * n + 2 * kmax + 32)); \
+        if (!key) failed = 1; \
+        int32_t *ck = key ? key + n : NULL, *ci = ck ? ck + n : NULL, *gm = ci ? ci + n : NULL; \
+        _Pragma("omp for schedule(dynamic, 16)") \
+        for (int64_t r = 0; r < M * B; r++) { \
+            int64_t b = r / B, k = ks[b]; \
+            if (!key || !k) continue; \
+            const T *row = x + r * ld; \
+            int64_t *oi = out_i + at[b] + (r - b * B) * k; \
+            T *ov = out_v + at[b] + (r - b * B) * k; \
+            for (int64_t i = 0; i < n; i++) key[i] = KEY(row[i]); \
+            row_topk(key, (int32_t)n, (int32_t)k, oi, gm, ck, ci); \
+            for (int64_t j = 0; j < k; j++) { ov[j] = row[oi[j]]; oi[j] += base[b]; } \
+        } \
+        free(key); \
+    } \
+    return failed; \
+}
+TOPK_BLOCKS(topk_blocks_f32, uint32_t, F32_KEY)
+TOPK_BLOCKS(topk_blocks_bf16, uint16_t, BF16_KEY)
+
 /* each row of x [N, S] (row stride ld), among its columns cols[0..nc) (distinct, in any order): the k largest positive
    values (all of them where fewer are positive), listed row by row and in increasing column order within a row: rows
    to out_r, columns to out_c, values to out_v (room for N k each), how many to *total. Each row is read whole, in
