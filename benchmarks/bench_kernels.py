@@ -26,14 +26,16 @@ The reference of the others is the same call with saenb's compiled kernels off: 
 without a C compiler, or with SAENB_NO_KERNELS=1), and `agree` says whether the two give the same top-k values and
 AuxK entries, and how far apart their sparse-pass losses are. With `--ensemble`, also the top-k of an 8-member ensemble
 (`bench_ensemble.py`'s headline sweep: 1,024 tokens of 64 dimensions, 512 latents a member, k from 4 to 32, each member
-trained as part of the stack), all eight members' calls of a step together, and the stack's batched encoder product
-(`encoder_product` against `baddbmm`).
+trained as part of the stack), all eight members' calls of a step together, the stack's one call for them all
+(`one_call`: `topk_blocks` against a `fast_topk` call a member and the offsets added after, as the stack did before, and
+whether the two give the same entries), and the stack's batched encoder product (`encoder_product` against
+`baddbmm`).
 Kernel and reference alternate in `--rounds` rounds of `--reps` calls each, and the median round is kept, so that a busy
 machine slows both alike. Prints ONE JSON line: milliseconds per call of each, and the reference's over the kernel's.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_kernels.py [--acts runs/dyck/acts/0_residpost] [--ensemble]
 """
-import argparse, contextlib, statistics, sys, time
+import argparse, contextlib, itertools, statistics, sys, time
 from pathlib import Path
 import numpy as np, torch
 import torch.nn.functional as F
@@ -184,6 +186,7 @@ def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
 def ensemble_topk(amp:dict, rounds:int, reps:int, tmp:Path) -> dict:
     "Time the eight members' top-k of a step of `bench_ensemble.py`'s headline sweep, trained as one stack."
     from saenb.ensemble import train_ensemble
+    from saenb.kernels import fast_topk, topk_blocks
     d, B = 64, 1024
     acts = tmp/'ens_acts.npy'
     np.save(acts, sparse_acts(100_000, d, 8 * d, 16 / (8 * d)))
@@ -199,8 +202,19 @@ def ensemble_topk(amp:dict, rounds:int, reps:int, tmp:Path) -> dict:
         with kernels_off(): all_members()
     saes = [s for s, _ in pres]   # the stack's product: each member's centred inputs by its encoder, side by side
     xc, W, b = (torch.stack(t) for t in zip(*((s.centred(x), s.W_enc.t(), s.b_enc) for s in saes)))
+    P, ks = torch.stack([p for _, p in pres]), [s.cfg.k for s in saes]   # the stack's one list of entries
+    base, at = [i * s.cfg.d_sae for i, s in enumerate(saes)], [B * a for a in itertools.accumulate([0, *ks])]
+    out = [tuple(torch.empty(at[-1], dtype=t) for t in (P.dtype, torch.int64)) for _ in range(2)]
+    def one_call(): topk_blocks(P, ks, out[0], base)
+    def a_call_each():
+        v, i = out[1]
+        for j, k in enumerate(ks):
+            fast_topk(P[j], k, out=(v[at[j]:at[j + 1]].view(B, k), i[at[j]:at[j + 1]].view(B, k)))
+        for j, k in enumerate(ks): i[at[j]:at[j + 1]].add_(base[j])
+    one = fused_vs_apart(one_call, a_call_each, rounds, reps)
+    one['same'] = all(torch.equal(u, w) for u, w in zip(*out))
     return {'members': len(pres), 'tokens': B, 'd_sae': pres[0][0].cfg.d_sae,
-            'k': sorted(s.cfg.k for s, _ in pres), **timed(all_members, ref, rounds, reps),
+            'k': sorted(ks), **timed(all_members, ref, rounds, reps), 'one_call': one,
             'encoder_product': product_vs_torch(xc, W, b, amp, rounds, reps)}
 
 

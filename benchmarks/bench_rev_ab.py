@@ -8,9 +8,10 @@ minute, where whole runs a minute apart differ by 15-30% on a shared 2-core mach
 `saenb_train_sae` does (`--arch`, its settings `--sae` as JSON, on `--acts` or on `sae_vs_saelens.py`'s synthetic
 activations) and times each of its steps from the moment it is let go to its next step's callback; `--runs` runs,
 each starting with the other worker. With `--grid` (JSON axes, as `saenb_sweep`'s) each worker trains an ensemble
-(`saenb.ensemble.train_ensemble`) instead, a step being every member's. Before each step the script idles `--gap` milliseconds: a worker just paused
-keeps its OpenMP threads spinning for a few milliseconds (libgomp's default wait policy), and without the pause TopK's
-step (256 x 2,048, k = 16) took 29-32 ms on both sides against 22-23 ms with 5 or 20. Prints ONE JSON line: each
+(`saenb.ensemble.train_ensemble`) instead, a step being every member's. Before each step the script idles `--gap`
+milliseconds: a worker just paused keeps its OpenMP threads spinning for a few milliseconds (libgomp's default wait
+policy), and without the pause TopK's step (256 x 2,048, k = 16) took 29-32 ms on both sides against 22-23 ms with 5
+or 20. Prints ONE JSON line: each
 side's median and mean step in milliseconds (the mean is what a whole run's tokens/s follows, where dense and sparse
 steps differ, as ReLU's do), per run and pooled, their ratios, the validation FVU and L0 each side's last run ended
 with, the largest difference of each parameter between the two, and whether the two trained the same weights.

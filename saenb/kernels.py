@@ -4,7 +4,8 @@
 
 # %% ../nbs/06a_kernels.ipynb #2cb56831
 from __future__ import annotations
-import contextlib, ctypes, functools, hashlib, itertools, os, platform, re, shutil, subprocess, sys, sysconfig, tempfile, warnings
+import contextlib, ctypes, functools, hashlib, itertools, os, platform, re, shutil, subprocess, sys, sysconfig, tempfile
+import warnings
 from importlib import resources
 from pathlib import Path
 

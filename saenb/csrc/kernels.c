@@ -272,8 +272,8 @@ TOPK_ROWS(topk_f32, uint32_t, F32_KEY)
 TOPK_ROWS(topk_bf16, uint16_t, BF16_KEY)
 
 /* topk_rows over M blocks of B rows of n (block b: rows b B to (b + 1) B of x, row stride ld), each block with its own
-   k = ks[b] (0: the block is left out), in one parallel region: block b's indices, plus base[b], to out_i and its values
-   to out_v, [B, ks[b]] from entry at[b] on. An ensemble's members' selections in one call, where a call a member (and
+   k = ks[b] (0: the block is left out), in one parallel region: block b's indices, plus base[b], to out_i and its
+   values to out_v, [B, ks[b]] from entry at[b] on. An ensemble's members' selections in one call, where a call a member (and
    an OpenMP region each) cost more than its work at 1024 x 512. Rows go to threads 16 at a time as they free up: the
    blocks' k differ, and so does a row's cost (fixed halves of the rows, or chunks of 32 in turn, were slower). */
 #define TOPK_BLOCKS(NAME, T, KEY) \
