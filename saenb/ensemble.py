@@ -21,7 +21,7 @@ from .kernels import encoder_product, sparse_sq_error, clip_grads_, topk_blocks
 from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_norm, shared_medians
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row,
-                             check_first_loss, first_batch, MemoryOrderAdam)
+                             check_first_loss, first_batch, _kernels_before_clock, MemoryOrderAdam)
 
 # %% auto #0
 __all__ = ['SHARED_SETTINGS', 'ensemble_members', 'train_ensemble', 'train_saes_on_model']
@@ -321,6 +321,7 @@ def _train_members(ms:list, batches, n_steps:int, amp:dict, desc:str, progress:b
     for m in ms: m.tracker = sae_tracker(m.tc, m.sae, member=_member_name(m.key))  # W&B: one run a member
     groups = _step_groups(ms)
     try:
+        _kernels_before_clock(ms[0].sae.W_enc.device)
         batches, waited = first_batch(batches) if n_steps > 0 else (batches, 0.0)   # `train_sae`'s clock
         for m in ms: m.first_batch_seconds = waited
         t0, v0 = time.perf_counter(), sum(m.val_seconds for m in ms)

@@ -19,7 +19,7 @@ from .utils import (write_atomic, lr_factor, LiveLossPlot, in_notebook, setup_di
 from .model import load_model, check_device
 from .cache import (ActivationStore, capture, splice, store_sequences, store_provenance, store_model,
                          check_store_model)
-from .kernels import _dense_view
+from .kernels import _dense_view, load_kernels
 from .sae import SAE, SAE_REGISTRY, make_sae, resample_dead_latents, check_types, check_sae_settings
 from .sae_io import load_sae
 
@@ -749,6 +749,10 @@ def first_batch(batches) -> tuple:
     first = next(batches)
     return itertools.chain([first], batches), time.perf_counter() - t0
 
+def _kernels_before_clock(dev:torch.device):
+    "On CPU, build (or load) saenb's compiled kernels now, before a training clock starts, not in its first step."
+    if dev.type == 'cpu': load_kernels()   # a first build takes 3-4 s, once per kernel source
+
 # %% ../nbs/07_train_sae.ipynb #df20394b
 def _train_steps(run:SAERun, data:RunData, step:int, ckpt:Path, dev:torch.device, rank:int, world:int,
                  progress:bool, callback, tracker:Tracker) -> tuple:
@@ -760,6 +764,7 @@ def _train_steps(run:SAERun, data:RunData, step:int, ckpt:Path, dev:torch.device
     plot = LiveLossPlot('SAE loss') if progress and in_notebook() else None
     bar = tqdm(total=n_steps, initial=step, desc=f"train {tc.arch} SAE", disable=not progress, dynamic_ncols=True)
     amp = train_autocast(tc, dev)
+    _kernels_before_clock(dev)
     batches, run.first_batch_seconds = first_batch(batches) if step < n_steps else (batches, 0.0)
     t0, v0 = time.perf_counter(), run.val_seconds   # the clock starts with the first batch in memory, as the peers' do
     while step < n_steps:
