@@ -217,7 +217,7 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
         for (a, c, _), P in zip(self.sizes, pre):   # member i's B k_i from B (k_0 + ...), its latents the stack's
             e = B * sum(ks[:a])
             topk_blocks(P, ks[a:a + c], (vals[e:], idx[e:]), self.offs[a:a + c])   # (0.2 ms a step less than a call
-        if saes[0].relu_codes: vals.clamp_(min=0)   # each; all TopKSAE.choose's, as `_stack_key` takes TopKSAE only)
+        if relu: vals.clamp_(min=0)   # each; all TopKSAE.choose's (its relu_codes), as `_stack_key` takes TopKSAE only)
         pre = [p for P in pre for p in P.unbind(0)]   # member i's [B, d_sae], for AuxK
         idx = idx.view(-1, g)
     xs, W = xc.view(M * B, -1), self.W_encT.t()   # W [d_in, sum of d_sae]: its transpose is the rows the kernels read
