@@ -51,6 +51,29 @@ def train_small(store:str, # activation store
                   progress=False, say=lambda s: None, **settings).summary
     return dict(fvu=round(r['fvu'], 5), dead_frac=round(r['dead_frac'], 4), tokens_per_s=round(r['tokens_per_s']))
 
+def ab_arguments(ap, # the script's `argparse.ArgumentParser`
+                 before:str, # what `--before` names, for its help
+                 runs:int, # default `--runs`
+                ):
+    "The flags of the A/B scripts (`bench_rev_ab.py`, `bench_kernel_ab.py`): the revision, the SAE, the data, the run."
+    ap.add_argument('--before', default='HEAD', help=before)
+    ap.add_argument('--arch', default='topk'); ap.add_argument('--acts', default=None)
+    ap.add_argument('--d_in', type=int, default=256); ap.add_argument('--exp_factor', type=int, default=8)
+    ap.add_argument('--batch_size', type=int, default=4096); ap.add_argument('--n_tokens', type=int, default=524288)
+    ap.add_argument('--lr', type=float, default=4e-3); ap.add_argument('--runs', type=int, default=runs)
+
+def ab_activations(a, # the A/B script's parsed flags (`ab_arguments`)
+                   tmp:str, # directory for synthetic files
+                   per_token:float, # synthetic features on per token
+                  ) -> tuple:
+    "`(train, validation)` files: `--acts` (and `--val`, if the script has it), else synthetic ones written to `tmp`."
+    if a.acts is not None: return a.acts, getattr(a, 'val', None)
+    import numpy as np
+    from sae_vs_saelens import synthetic_activations
+    x = synthetic_activations(a.n_tokens // 2 + 8192, a.d_in, 4 * a.d_in, per_token, 0)
+    np.save(train := f'{tmp}/train.npy', x[:-8192]); np.save(val := f'{tmp}/val.npy', x[-8192:])
+    return train, val
+
 def emit(record:dict):
     "Print the benchmark's one JSON line."
     print(json.dumps(record), flush=True)

@@ -11,9 +11,9 @@ of latents dead at the end of a run (AuxK's selection depends on how many are).
 """
 import argparse, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
-import numpy as np, torch
+import torch
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import device_name, emit, training_precision
+from _common import ab_activations, ab_arguments, device_name, emit, training_precision
 from bench_kernels import kernels_as
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,12 +28,8 @@ def build(src:str) -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--before', default='HEAD', help='git revision whose saenb/csrc/kernels.c is the first build')
-    ap.add_argument('--arch', default='topk'); ap.add_argument('--acts', default=None)
-    ap.add_argument('--d_in', type=int, default=256); ap.add_argument('--exp_factor', type=int, default=8)
-    ap.add_argument('--k', type=int, default=16); ap.add_argument('--batch_size', type=int, default=4096)
-    ap.add_argument('--n_tokens', type=int, default=524288); ap.add_argument('--lr', type=float, default=4e-3)
-    ap.add_argument('--runs', type=int, default=4)
+    ab_arguments(ap, 'git revision whose saenb/csrc/kernels.c is the first build', runs=4)
+    ap.add_argument('--k', type=int, default=16)
     a = ap.parse_args()
     import saenb.kernels as K
     from saenb.train_sae import train_sae
@@ -42,11 +38,7 @@ def main():
     builds = {'before': build(before), 'after': build(K.kernel_source())}
     names = list(builds)
     with tempfile.TemporaryDirectory() as t:
-        if a.acts is None:
-            from sae_vs_saelens import synthetic_activations
-            x = synthetic_activations(a.n_tokens // 2 + 8192, a.d_in, 4 * a.d_in, a.k / 2, 0)
-            np.save(acts := f'{t}/train.npy', x[:-8192]); np.save(val := f'{t}/val.npy', x[-8192:])
-        else: acts, val = a.acts, None
+        acts, val = ab_activations(a, t, a.k / 2)
         kw = dict(arch=a.arch, k=a.k, exp_factor=a.exp_factor, n_tokens=a.n_tokens, batch_size=a.batch_size, lr=a.lr,
                   seed=0, val_every=a.n_tokens, val_acts=val, progress=False, say=lambda s: None)
         st = {}

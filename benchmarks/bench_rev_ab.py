@@ -22,9 +22,8 @@ with, the largest difference of each parameter between the two, and whether the 
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
-import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import device_name, emit, training_precision
+from _common import ab_activations, ab_arguments, device_name, emit, training_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDES = ('before', 'after')
@@ -74,12 +73,8 @@ def start(side:str, pkg:str, a, argv:list, weights:str) -> subprocess.Popen:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--before', default='HEAD', help="git revision whose saenb/ is the first side")
-    ap.add_argument('--arch', default='topk'); ap.add_argument('--sae', default='{"k": 16}', help='its settings, JSON')
-    ap.add_argument('--acts', default=None); ap.add_argument('--val', default=None)
-    ap.add_argument('--d_in', type=int, default=256); ap.add_argument('--exp_factor', type=int, default=8)
-    ap.add_argument('--batch_size', type=int, default=4096); ap.add_argument('--n_tokens', type=int, default=524288)
-    ap.add_argument('--lr', type=float, default=4e-3); ap.add_argument('--runs', type=int, default=2)
+    ab_arguments(ap, "git revision whose saenb/ is the first side", runs=2)
+    ap.add_argument('--sae', default='{"k": 16}', help='its settings, JSON'); ap.add_argument('--val', default=None)
     ap.add_argument('--skip', type=int, default=5, help="each run's first steps left out of the medians")
     ap.add_argument('--gap', type=float, default=10,
                     help="milliseconds idle before each step, while the other worker's threads stop spinning")
@@ -89,11 +84,7 @@ def main():
     if a.worker: return worker(a)
     with tempfile.TemporaryDirectory() as t:
         subprocess.run(f'git archive {a.before} saenb | tar -x -C {t}', shell=True, cwd=ROOT, check=True)
-        if a.acts is None:
-            from sae_vs_saelens import synthetic_activations
-            x = synthetic_activations(a.n_tokens // 2 + 8192, a.d_in, 4 * a.d_in, 8, 0)
-            np.save(acts := f'{t}/train.npy', x[:-8192]); np.save(val := f'{t}/val.npy', x[-8192:])
-        else: acts, val = a.acts, a.val
+        acts, val = ab_activations(a, t, 8)
         argv = ['--arch', a.arch, '--sae', a.sae, '--acts', acts, '--exp_factor', str(a.exp_factor), '--batch_size',
                 str(a.batch_size), '--n_tokens', str(a.n_tokens), '--lr', str(a.lr), '--runs', str(a.runs)]
         argv += (['--val', val] if val else []) + (['--grid', a.grid] if a.grid else [])
