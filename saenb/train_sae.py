@@ -315,6 +315,15 @@ def epochs(self:RunData, tc:SAETrainConfig, world:int=1) -> int:
                          "or cache more activations")
     return math.ceil(tc.n_steps * tc.grad_accum / (rows // batch))
 
+# %% ../nbs/07_train_sae.ipynb #scaled02
+def _scaled(x:torch.Tensor, # a batch, as the store yields it
+            dev:torch.device, # where training runs
+            s:float, # the run's input scale
+           ) -> torch.Tensor: # `x` on `dev`, times `s`
+    "`x * s` on `dev`: in place where `x` owns its memory (a fresh gather), a copy where it is a view of a buffer."
+    y = x.to(dev, non_blocking=True)
+    return y.mul_(s) if y._base is None and not y.is_inference() else y * s
+
 # %% ../nbs/07_train_sae.ipynb #34a486b7
 @patch
 def steps(self:RunData, tc:SAETrainConfig, dev:torch.device, start:int=0, rank:int=0, world:int=1):
@@ -325,9 +334,8 @@ def steps(self:RunData, tc:SAETrainConfig, dev:torch.device, start:int=0, rank:i
     tbatches = self.tstore.batches(tc.batch_size // world, **kw) if self.tstore is not None else None
     for _ in range(start * tc.grad_accum): next(batches); tbatches is not None and next(tbatches)
     while True:
-        xs = [next(batches).to(dev, non_blocking=True) * self.scale for _ in range(tc.grad_accum)]
-        ys = [next(tbatches).to(dev, non_blocking=True) * self.tscale if tbatches is not None else None
-              for _ in range(tc.grad_accum)]
+        xs = [_scaled(next(batches), dev, self.scale) for _ in range(tc.grad_accum)]
+        ys = [_scaled(next(tbatches), dev, self.tscale) if tbatches is not None else None for _ in range(tc.grad_accum)]
         yield xs, ys
 
 # %% ../nbs/07_train_sae.ipynb #4a610871
