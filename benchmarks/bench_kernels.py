@@ -158,11 +158,12 @@ def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
         aidx, avals, arows = sae.auxk_entries(pre, dead)
         with kernels_off(): ref = sae.auxk_entries(pre, dead)
         res['agree']['auxk_entries'] = all(torch.equal(a, b) for a, b in zip((aidx, avals, arows), ref))
-        w = c.aux_coeff / (len(err) * auxk_norm(err, c.aux_norm, sq[-1]))
+        n = c.aux_rows(len(err))   # AuxK's tokens: the first n (`aux_tokens`)
+        w = c.aux_coeff / (n * auxk_norm(err, c.aux_norm, sq[-1]))
         def aux_pass():
             with torch.autocast(**amp):
-                loss = sparse_sq_error(xc, sae.W_enc, sae.b_enc, sae.W_dec, err, aidx, arows, centre=sae._centre(xc),
-                                       weights=w, codes=avals, neg_y=True)[0]
+                loss = sparse_sq_error(xc[:n], sae.W_enc, sae.b_enc, sae.W_dec, err[:n], aidx, arows,
+                                       centre=sae._centre(xc), weights=w, codes=avals, neg_y=True)[0]
             loss.backward(); sae.zero_grad(set_to_none=True)
             return loss.detach()
         aux = sae.auxk_args(pre)   # the same entries, with AuxK's weight

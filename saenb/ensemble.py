@@ -265,11 +265,12 @@ def aux(self:_TopKStack, pre:list, B:int) -> tuple|None:
     if not parts: return None
     who = torch.tensor([p[0] for p in parts], device=pre[0].device)
     idx, rows, codes = (torch.cat([p[i] for p in parts]) if len(parts) > 1 else parts[0][i] for i in (1, 2, 3))
+    n = c.aux_rows(B)   # AuxK's tokens, each member's first n (their configs differ only in `_OWN_SAE`)
     def weight(e, sq):   # members without dead latents weigh 0; the power of -e from the main pass's summed squares
         w = e.new_zeros(M, dtype=torch.float32)
-        w[who] = c.aux_coeff / (B * auxk_norm(e.view(M, B, -1), c.aux_norm, sq)[who])
+        w[who] = c.aux_coeff / (n * auxk_norm(e.view(M, B, -1), c.aux_norm, sq)[who])
         return w
-    return idx, rows, codes, weight
+    return idx, rows, codes, weight, n
 
 # %% ../nbs/07b_ensemble.ipynb #5a3f0c19
 @patch

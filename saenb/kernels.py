@@ -368,15 +368,17 @@ class _SparseSqError(torch.autograd.Function):
         err, vals, sq, asq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(w.shape), torch.zeros(nb)
         new = lambda: (torch.empty(S, x.shape[1]), torch.empty(S), torch.empty(S, Do))   # W_enc^T's, b_enc's, W_dec's
         gs = (*new(), torch.empty(nb, Do)) if grad else (0,) * 4
-        ai, ar, av, weight = aux or (None,) * 4   # AuxK's entries, codes and weight, in the same pass
+        ai, ar, av, weight, *at = aux or (None,) * 4   # AuxK's entries, codes and weight, in the same pass
+        aseg = at[0] if at and at[0] is not None else N // nb   # AuxK's tokens of each block, from its first
         ap = ai if aux is None or len(ai) else torch.zeros(1, dtype=torch.int64)   # no entries, but not NULL: AuxK on
         ags = new() if grad and aux else (0,) * 3   # AuxK's own gradients, at weight 1
         opt = lambda t: 0 if t is None else t   # a NULL pointer for the kernel
         _call(load_kernels()['sparse_sq_error'], x, WT, opt(b_enc), W_dec, T, idx, opt(rows), opt(keep), opt(codes),
               bounds, w, opt(l1w), N, len(idx), k, x.shape[1], Do, S, len(bounds), nb, int(relu), int(neg_y), err, vals,
               sq, opt(counts), *gs, opt(ap), opt(ar), opt(av), *((0, 0) if aux is None else ai.shape),
-              0 if aux is None or nb == 1 else centre_of.to(torch.int64).contiguous(), asq, *ags,   # as it walks:
-              errors={2: _latents_error(S), 3: _rows_error(N), 4: "aux's latents must be their token's block's"})
+              0 if aux is None or nb == 1 else centre_of.to(torch.int64).contiguous(), asq, *ags, aseg,   # as it walks:
+              errors={2: _latents_error(S), 3: _rows_error(N) + " (aux's: within its block's first tokens, `tokens`)",
+                      4: "aux's latents must be their token's block's"})
         # AuxK's weight of each block, from its error (sq: the last prefix's); its loss: weight * summed squares
         aw = asq.new_zeros(nb) if aux is None else weight(err, sq.view(nb, -1)[:, -1]).float().expand(nb)
         ctx.grads, ctx.aux, ctx.centre = (*gs, WT), (*ags, aw), (None if centre is None else centre.shape, centre_of)
@@ -458,23 +460,32 @@ def _check_rows(rows, N):
 
 def _aux_checks(aux, blocks, N, centre_of):
     "`sparse_sq_error`'s checks of `aux`'s shapes (the kernel checks its latents and rows)."
-    check(len(aux) == 4 and callable(aux[3]), "aux must be (idx, rows, codes, weight), weight a function of (err, sq)")
-    idx, rows, codes, _ = aux
+    check(len(aux) in (4, 5) and callable(aux[3]),
+          "aux must be (idx, rows, codes, weight[, tokens]), weight a function of (err, sq)")
+    idx, rows, codes, _, *at = aux
     check(blocks == 1 or centre_of is not None, "aux with blocks > 1 needs centre_of, each latent's block")
     n_rows = N if rows is None else len(rows)
     check(idx.ndim == 2 and len(idx) == n_rows and codes.shape == idx.shape,
           f"aux's idx {tuple(idx.shape)}, {n_rows} rows and codes {tuple(codes.shape)} do not match")
+    if at and at[0] is not None:
+        check(isinstance(at[0], int) and 0 < at[0] <= N // blocks and (rows is not None or at[0] == N // blocks),
+              f"aux's tokens={at[0]!r} must be an integer in [1, {N // blocks}], with rows where below it")
 
 def _auxk_apart(x, W_enc, b_enc, W_dec, err, sq, centre, centre_of, aux, blocks):
     "`aux`'s loss `[blocks]` in PyTorch, apart from the main pass: its codes reconstruct the error `err`, negated."
-    idx, rows, codes, weight = aux
+    idx, rows, codes, weight, *at = aux
     S, N = W_dec.shape[0], len(x)
     _check_latents(idx, S); _check_rows(rows, N)
     if centre_of is not None and blocks > 1:
         tok = torch.arange(len(idx), device=idx.device) if rows is None else rows
         check(bool((centre_of[idx] == (tok // (N // blocks))[:, None]).all()),
               "aux's latents must be their token's block's")
-    w = weight(err, sq.view(blocks, -1)[:, -1]).float().expand(blocks)[:, None]
+    w = weight(err, sq.view(blocks, -1)[:, -1]).float().expand(blocks)[:, None]   # from every token's error
+    seg, a = N // blocks, at[0] if at and at[0] is not None else N // blocks
+    if a < seg:   # AuxK covers each block's first `a` tokens: the others' errors are not its loss
+        check(bool((rows % seg < a).all()), _rows_error(N) + " (aux's: within its block's first tokens, `tokens`)")
+        on = torch.arange(N, device=x.device) % seg < a
+        x, err, rows = x[on], err[on], rows // seg * a + rows % seg
     return _sq_error_torch(x, W_enc, b_enc, W_dec, -err, idx, rows, centre, None, codes.to(torch.float32), True,
                            torch.tensor([S], device=x.device), w, centre_of, None, None, each=True)[0]
 
@@ -498,7 +509,7 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
                     codes:torch.Tensor=None, # `[R, k]`: the codes' values where known (the pre-activations chosen by)
                     neg_y:bool=False, # the targets are `-y` (AuxK's: the main pass's error; no negated copy of it)
                     counts:torch.Tensor=None, # int32 `[d_sae]` to fill with each latent's nonzero codes (fired, L0)
-                    aux:tuple=None, # AuxK's `(idx [Ra, k'], rows [Ra], codes [Ra, k'], weight)` in the same pass
+                    aux:tuple=None, # AuxK's `(idx [Ra, k'], rows [Ra], codes [Ra, k'], weight[, tokens])`, same pass
                    ) -> tuple: # `(loss, err [N, d_out], codes [R, k], sq [blocks, G] or [G])`, err = reconstruction - y
     "`sum weights * sq` (+ `l1` * the codes' sum) for prefix errors `r_g`, codes `codes` or as `sparse_encode` gives."
     # `aux` adds AuxK's loss as a fifth value (`[blocks]` where `sq` is per block): `weight(err, s)`, from the error and
@@ -531,7 +542,7 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
             T.detach().float().contiguous(), b_out, centre, as_long(idx), as_long(rows),
             None if keep is None else keep.float().contiguous(), None if codes is None else codes.float().contiguous(),
             bounds.contiguous(), w, relu, grad, centre_of, l1w, neg_y, counts,
-            None if aux is None else (as_long(aux[0]), as_long(aux[1]), aux[2].float().contiguous(), aux[3]))
+            None if aux is None else (as_long(aux[0]), as_long(aux[1]), aux[2].float().contiguous(), *aux[3:]))
     loss, err, vals, sq, *fused = out
     per_block = blocks > 1 or (weights is not None and weights.ndim == 2)
     main = loss, err, vals.view(idx.shape), sq if per_block else sq.view(len(bounds))

@@ -1040,8 +1040,9 @@ static void rows_grad(int64_t s0, int64_t s1, const float *X, const int64_t *idx
    the gradients of sum_b asq[b] (unit weights: the caller scales them by AuxK's weights, which need sq; r_{G-1} is
    detached, as the residual is) into agWeT, agbe, agWd. With nb > 1, aof (each latent's block) says whose entries
    are whose: a latent of another block than its token's is an error, so that block b's weight scales the rows of
-   block b's latents. Its own call read T and wrote an error and q for every token, and cost 0.5-0.65 ms a step with
-   no entries at all, of a 9 ms small-dictionary step.
+   block b's latents. AuxK covers the first aseg tokens of each block (AuxKConfig's aux_tokens; aseg = N / nb: all):
+   the others add nothing to asq and must have no AuxK entries (else 3). Its own call read T and wrote an error and q
+   for every token, and cost 0.5-0.65 ms a step with no entries at all, of a 9 ms small-dictionary step.
    Returns 1 out of memory, 2 a latent outside [0, S), 3 rows out of order or out of [0, N) (checked as pass 1 walks
    them, where the caller's checks took 0.05-0.07 ms a call: pass 2 runs only on rows all walked once), 4 an AuxK
    latent of another block than its token's. */
@@ -1051,7 +1052,7 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                     int64_t S, int64_t G, int64_t nb, int64_t relu, int64_t tneg, float *Rout, float *V, float *sq,
                     int32_t *cnt, float *gWeT, float *gbe, float *gWd, float *gT, const int64_t *aidx,
                     const int64_t *atok, const float *aV, int64_t aR, int64_t ak, const int64_t *aof, float *asq,
-                    float *agWeT, float *agbe, float *agWd) {
+                    float *agWeT, float *agbe, float *agWd, int64_t aseg) {
     int grad = gWeT != NULL, nt = 1, fail = 0, ag = aidx && agWeT;   /* ag: AuxK's gradients */
     int64_t E = R * k, Ea = aidx ? aR * ak : 0, W1 = S * (Di + Do + 1);   /* W1: floats of a copy of the gradients */
     if ((E + Ea + N) * (Di + Do) >= 65536) nt = max_threads();
@@ -1168,8 +1169,10 @@ int sparse_sq_error(const float *X, const float *WeT, const float *be, const flo
                         }
                 }
                 r = re;
-                int bad_aux = aidx ? aux_token(n, n / seg, &ra, Wd, aidx, atok, aV, aR, ak, aof, S, Di, Do,
-                                               P + (G - 1) * Do, P + G * Do, AV, GVa, Qa, ha, ag, acc_a + n / seg) : 0;
+                int covered = aidx && n % seg < aseg;   /* AuxK's tokens: each block's first aseg */
+                int bad_aux = !covered ? 0 : aux_token(n, n / seg, &ra, Wd, aidx, atok, aV, aR, ak, aof, S, Di, Do,
+                                                       P + (G - 1) * Do, P + G * Do, AV, GVa, Qa, ha, ag,
+                                                       acc_a + n / seg);
                 if (bad_aux) {
                     _Pragma("omp atomic write") fail = bad_aux;
                     break;

@@ -1,0 +1,67 @@
+"""The default number of tokens AuxK reconstructs in each batch (`aux_tokens`) from measurement: validation FVU, dead
+fraction and training speed of TopK, BatchTopK and Matryoshka SAEs with AuxK on every token of a batch (`aux_tokens`
+0) and on its first 2,048, 1,024, 512 and 256 (a batch is a shuffled sample of the store, so its first tokens are one
+too).
+Prints one JSON line and writes the same record, with every run, to `benchmarks/results/aux_tokens_default.json`
+(`--out`), which `06_sae` reads.
+
+AuxK's entries cost as much as the codes' in the sparse pass: on the small dictionaries our pipeline trains, where
+half the latents or more are dead, AuxK took about a third of a TopK step (`aux_k_default.py`: 300,000-395,000 tokens/s
+with AuxK against 515,000-541,000 without), while its gradient only steers the dead latents back towards the residual,
+which a sample of the batch estimates without bias (its loss is the mean over the tokens it covers, weighed as before).
+Training as the small-dictionary case of `sae_vs_saelens.py`: the Dyck GPT's `0_residpost` store (128 dimensions, 512
+latents, k = 8), 1,000,000 tokens in batches of 4096, the store's validation split, at learning rates 2e-3 and 4e-3
+(each tool's best two there) and `--seeds`; every other setting at the trainer's defaults.
+
+Choice (`recommended`, per architecture): the fewest tokens (the cheapest) whose mean FVU over the learning rates and
+seeds is within `--tolerance` (2%: the spread of one setting's mean over seeds is about 1%) of the best count's.
+
+    python benchmarks/aux_tokens_default.py --store runs/dyck/acts/0_residpost
+"""
+import argparse, json, sys, time
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import device_name, save_record, train_small
+
+HERE = Path(__file__).parent
+COUNTS = (0, 2048, 1024, 512, 256)   # 0: every token of the batch
+
+def recommend(runs:list, tolerance:float) -> dict:
+    "Per architecture: the fewest AuxK tokens whose mean FVU is within `tolerance` of the best count's (0: all)."
+    out = {}
+    for arch in dict.fromkeys(r['arch'] for r in runs):
+        mean, speed = {}, {}
+        for n in COUNTS:
+            rs = [r for r in runs if r['arch'] == arch and r['aux_tokens'] == n]
+            if rs:
+                mean[n] = sum(r['fvu'] for r in rs) / len(rs)
+                speed[n] = sorted(r['tokens_per_s'] for r in rs)[len(rs) // 2]
+        best = min(mean.values())
+        ok = [n for n, m in mean.items() if m <= best * (1 + tolerance)]
+        out[arch] = dict(aux_tokens=min(ok, key=lambda n: n or float('inf')),
+                         mean_fvu={n: round(m, 5) for n, m in mean.items()},
+                         median_tokens_per_s={n: round(s) for n, s in speed.items()})
+    return out
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--store', required=True, help='an activation store where latents die')
+    ap.add_argument('--archs', default='topk,batchtopk,matryoshka')
+    ap.add_argument('--seeds', default='0,1,2'); ap.add_argument('--lrs', default='2e-3,4e-3')
+    ap.add_argument('--tolerance', type=float, default=0.02)
+    ap.add_argument('--out', default=str(HERE/'results'/'aux_tokens_default.json'))
+    a = ap.parse_args()
+    t0, runs = time.perf_counter(), []
+    for arch in a.archs.split(','):
+        for seed in map(int, a.seeds.split(',')):
+            for lr in map(float, a.lrs.split(',')):
+                for n in COUNTS:   # one after another, so that they share the machine's minutes
+                    r = train_small(a.store, arch, seed, lr, aux_tokens=n)
+                    runs.append(dict(store=Path(a.store).name, arch=arch, seed=seed, lr=lr, aux_tokens=n, **r))
+                    print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    save_record(dict(benchmark='aux_tokens_default', device=device_name(), store=a.store, lrs=a.lrs,
+                     n_tokens=1_000_000, batch_size=4096, k=8, exp_factor=4, tolerance=a.tolerance,
+                     recommended=recommend(runs, a.tolerance), seconds=round(time.perf_counter() - t0, 1),
+                     runs=runs), a.out)
+
+if __name__ == '__main__': main()
