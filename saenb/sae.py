@@ -681,12 +681,12 @@ class TopKConfig(AuxKConfig):
                   f"{n}={v} is larger than the dictionary (d_sae={self.d_sae}): lower {n} or raise d_sae/exp_factor")
 
 # %% ../nbs/06_sae.ipynb #bf2d2042
-def auxk_loss(e_hat:torch.Tensor, # the dead latents' reconstruction of the residual `[..., N, d_out]`
-              residual:torch.Tensor, # `y - y_hat` `[..., N, d_out]` (detached)
+def auxk_loss(e_hat:torch.Tensor, # the dead latents' reconstruction of the residual's first n tokens `[..., n, d_out]`
+              residual:torch.Tensor, # `y - y_hat` `[..., N, d_out]` (detached), N >= n
               norm:str='residual_power') -> torch.Tensor: # see `AUX_NORMS`
-    "The AuxK error (Gao et al. 2024) under normalisation `norm`, fp32; one per leading index (several SAEs at once)."
-    e = residual.float()
-    return (e_hat.float() - e).pow(2).sum(-1).mean(-1) / auxk_norm(e, norm)
+    "The AuxK error (Gao et al. 2024) of the first n tokens under `norm` of the whole residual, fp32; one per SAE."
+    e = residual.float()   # (n < N: AuxK on part of the batch, `aux_tokens`)
+    return (e_hat.float() - e[..., :e_hat.shape[-2], :]).pow(2).sum(-1).mean(-1) / auxk_norm(e, norm)
 
 def auxk_norm(residual:torch.Tensor, # `y - y_hat` `[..., N, d_out]` (detached)
               norm:str='residual_power', # see `AUX_NORMS`
@@ -720,9 +720,10 @@ def auxk_entries(self:AuxKMixin, pre, dead, top:int=0):
     # only positive ones pass the ReLU: the rest add nothing and get no gradient (how many survive: see below)
     # `top`: `(fast_topk(pre, top), entries)`, both from one pass over `pre` (`topk_positive`'s `top`)
     pre = pre.reshape(-1, pre.shape[-1])
-    out = topk_positive(pre, dead[1], dead[0], top=top)
+    n = self.cfg.aux_rows(len(pre))   # AuxK's tokens: the first n (`aux_tokens`)
+    out = topk_positive(pre if top else pre[:n], dead[1], dead[0], top=top)   # (`top` needs every row)
     rows, idx, vals = out[1] if top else out
-    if (n := self.cfg.aux_rows(len(pre))) < len(pre):   # the first `aux_rows` tokens' entries only (rows in order)
+    if top and n < len(pre):   # the first n tokens' entries only (rows in order)
         e = int(torch.searchsorted(rows, n)); rows, idx, vals = rows[:e], idx[:e], vals[:e]
     return (out[0], (idx[:, None], vals[:, None], rows)) if top else (idx[:, None], vals[:, None], rows)
 
@@ -730,9 +731,8 @@ def auxk_entries(self:AuxKMixin, pre, dead, top:int=0):
 def auxk(self:AuxKMixin, idx, vals, residual, rows=None):
     "`aux_coeff` times `auxk_loss` for the dead latents' code (`idx`, `vals`, `rows`) against `residual` (detached)."
     e = residual.detach().reshape(-1, residual.shape[-1])
-    e_hat = sparse_decode(idx, vals, self.W_dec, None, rows, n := self.cfg.aux_rows(len(e)))   # its first n tokens'
-    if n == len(e): return self.cfg.aux_coeff * auxk_loss(e_hat, e, self.cfg.aux_norm)
-    return self.cfg.aux_coeff * (e_hat.float() - e[:n].float()).pow(2).sum(-1).mean() / auxk_norm(e, self.cfg.aux_norm)
+    e_hat = sparse_decode(idx, vals, self.W_dec, None, rows, self.cfg.aux_rows(len(e)))   # AuxK's tokens only
+    return self.cfg.aux_coeff * auxk_loss(e_hat, e, self.cfg.aux_norm)
 
 # %% ../nbs/06_sae.ipynb #49b43c25
 @patch
@@ -1522,6 +1522,8 @@ class StaircaseConfig(AuxKConfig):
     aux_coeff:float=0.5 # AuxK weight: the best FVU and fewest dead in `benchmarks/staircase_revival.py` (0: off)
     def validate(self):
         super().validate()
+        check(self.aux_tokens in (None, 0), f"aux_tokens={self.aux_tokens}: a stacked SAE's AuxK covers every token "
+              "of the batch; leave aux_tokens unset")
         check(isinstance(self.n_layers, int) and self.n_layers > 0,
               f"n_layers must be a positive integer, got {self.n_layers!r}")
         if self.widths is None: self.widths = [self.d_sae * (i + 1) // self.n_layers for i in range(self.n_layers)]
