@@ -214,11 +214,12 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
         xc = x[None] - self.b_dec[:, None]   # member i's centred input [M, B, d_in]; b_dec's gradient: sparse_sq_error
         pre = self.pre_acts(xc)   # each size's members' pre-activations [c, B, d_sae]
         vals, idx = (torch.empty(n, dtype=t, device=x.device) for t in (pre[0].dtype, torch.long))
+        dead, found = self.auxk_columns(B), []   # AuxK's latents of each member, selected in the same pass
         for (a, c, _), P in zip(self.sizes, pre):   # member i's B k_i from B (k_0 + ...), its latents the stack's
-            e = B * sum(ks[:a])
-            topk_blocks(P, ks[a:a + c], (vals[e:], idx[e:]), self.offs[a:a + c])   # (0.2 ms a step less than a call
-        if relu: vals.clamp_(min=0)   # each; all TopKSAE.choose's (its relu_codes), as `_stack_key` takes TopKSAE only)
-        pre = [p for P in pre for p in P.unbind(0)]   # member i's [B, d_sae], for AuxK
+            e, ab = B * sum(ks[:a]), dead and (dead[0][a:a + c], dead[1][a:a + c], dead[2])
+            o = topk_blocks(P, ks[a:a + c], (vals[e:], idx[e:]), self.offs[a:a + c], aux=ab)   # (0.2 ms a step less
+            if ab: found.append(o[1][:3] if a == 0 else (o[1][0] + a * B, *o[1][1:3]))   # than a call each)
+        if relu: vals.clamp_(min=0)   # all TopKSAE.choose's (its relu_codes), as `_stack_key` takes TopKSAE only
         idx = idx.view(-1, g)
     xs, W = xc.view(M * B, -1), self.W_encT.t()   # W [d_in, sum of d_sae]: its transpose is the rows the kernels read
     # every member's codes, squared error (`_mse` each: weight 1/B) and gradients in one pass; b_dec[i]: member i's;
@@ -228,7 +229,7 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
     main, err, vals, sq, *aux = sparse_sq_error(xs, W, self.b_enc, self.W_dec, None, idx, rows, self.b_dec,
                                                 self.b_dec, None, relu, weights=x.new_full((M, 1), 1 / B,
                                                                                           dtype=torch.float32),
-                                                blocks=M, centre_of=self.member, counts=cnt, aux=self.aux(pre, B),
+                                                blocks=M, centre_of=self.member, counts=cnt, aux=self.aux(dead, found, B),
                                                 codes=vals.view(-1, g))   # the chosen pre-activations: as TopK's,
     # codes the ReLU set to 0 need no `keep` (no rows are padding here)
     aux = aux[0] if aux else x.new_zeros(M, dtype=torch.float32)   # each member's AuxK loss
@@ -249,28 +250,31 @@ def pre_acts(self:_TopKStack, xc:torch.Tensor) -> list:
 
 # %% ../nbs/07b_ensemble.ipynb #aux0stack
 @patch
-def aux(self:_TopKStack, pre:list, B:int) -> tuple|None:
-    "`sparse_sq_error`'s `aux` for the members with dead latents, as each one's `auxk_args`; None if none has any."
-    c, M = self.cfg, len(self.members)
+def auxk_columns(self:_TopKStack, B:int) -> tuple|None:
+    "`topk_blocks`' `aux` for a batch of `B`: each member's dead latents (its own numbering), their `aux_k`, AuxK's rows."
+    c = self.cfg
     if not c.aux_coeff: return None
     # every member's dead latents from one mask over the stack (a mask of each member's own: 0.1 ms a step of 8)
     dead = self.dead.dead_mask(self.dead_tokens).nonzero().flatten()
     if not len(dead): return None
-    ends, parts = torch.searchsorted(dead, self.first).tolist(), []   # member i's: dead[ends[i]:ends[i + 1]]
+    ends, cols, ks = torch.searchsorted(dead, self.first).tolist(), [], []   # member i's: dead[ends[i]:ends[i + 1]]
     for i, s in enumerate(m.sae for m in self.members):
-        if ends[i] == ends[i + 1]: continue   # none dead
-        if (d := s.auxk_latents(dead[ends[i]:ends[i + 1]] - self.offs[i])) is None: continue
-        j, v, r = s.auxk_entries(pre[i], d)   # its positive entries, one a row, in token order,
-        parts.append((i, j + self.offs[i], r + i * B, v))   # rows read their member's centred input
-    if not parts: return None
-    who = torch.tensor([p[0] for p in parts], device=pre[0].device)
-    idx, rows, codes = (torch.cat([p[i] for p in parts]) if len(parts) > 1 else parts[0][i] for i in (1, 2, 3))
-    n = c.aux_rows(B)   # AuxK's tokens, each member's first n (their configs differ only in `_OWN_SAE`)
+        d = s.auxk_latents(dead[ends[i]:ends[i + 1]] - self.offs[i]) if ends[i] < ends[i + 1] else None
+        cols.append(d and d[0]); ks.append(d[1] if d else 0)
+    return (cols, ks, c.aux_rows(B)) if any(ks) else None   # AuxK's tokens: each member's first aux_rows(B)
+
+@patch
+def aux(self:_TopKStack, dead:tuple|None, found:list, B:int) -> tuple|None:
+    "`sparse_sq_error`'s `aux` from `auxk_columns`' `dead` and the entries `topk_blocks` `found`; None if no AuxK."
+    if dead is None: return None
+    c, M, n = self.cfg, len(self.members), dead[2]
+    who = torch.tensor([i for i, k in enumerate(dead[1]) if k], device=self.first.device)   # members with dead latents
+    rows, idx, codes = (torch.cat([f[i] for f in found]) if len(found) > 1 else found[0][i] for i in range(3))
     def weight(e, sq):   # members without dead latents weigh 0; the power of -e from the main pass's summed squares
         w = e.new_zeros(M, dtype=torch.float32)
         w[who] = c.aux_coeff / (n * auxk_norm(e.view(M, B, -1), c.aux_norm, sq)[who])
         return w
-    return idx, rows, codes, weight, n
+    return idx[:, None], rows, codes[:, None], weight, n
 
 # %% ../nbs/07b_ensemble.ipynb #5a3f0c19
 @patch

@@ -16,7 +16,7 @@ from .utils import InputError, check
 # %% auto #0
 __all__ = ['pre_activations', 'encoder_product', 'compile_c', 'kernel_source', 'kernels_of', 'load_kernels', 'gather_dot',
            'scatter_mm', 'sparse_decode', 'sparse_encode', 'sparse_sq_error', 'gated_sq_error', 'flat_index',
-           'keep_latents', 'pack_tokens', 'pack_rows', 'fast_topk', 'topk_blocks', 'topk_positive', 'threshold_entries',
+           'keep_latents', 'pack_tokens', 'pack_rows', 'fast_topk', 'topk_positive', 'topk_blocks', 'threshold_entries',
            'batch_topk_entries', 'nonzeros_per_latent', 'relu_columns', 'relu_grad', 'relu_codes', 'clip_grads_']
 
 # %% ../nbs/06a_kernels.ipynb #530bbf28
@@ -706,36 +706,6 @@ def fast_topk(x:torch.Tensor, # values `[..., n]`
     _call(f, rows, rows.stride(0), rows.shape[0], n, k, idx, vals)
     return vals, idx
 
-# %% ../nbs/06a_kernels.ipynb #tkblk002
-def topk_blocks(x:torch.Tensor, # `[M, B, n]`: M blocks of B rows
-                ks:list, # each block's k (0: the block is left out, its entries not written)
-                out:tuple, # `(values, indices)`, flat: block b's `[B, ks[b]]` from entry `B * sum(ks[:b])` on
-                base:list=None, # added to block b's indices (default: none)
-               ) -> tuple: # `out`
-    "`fast_topk(x[b], ks[b])` of every block `b` into one list of entries, block after block: one kernel call on CPU."
-    M, B, n = x.shape
-    base = [0] * M if base is None else list(base)
-    check(len(ks) == M == len(base), f"ks and base need one entry a block: {M} blocks, {len(ks)} ks, {len(base)} bases")
-    check(all(0 <= k <= n for k in ks), f"each k must lie in [0, {n}], got {list(ks)}")
-    at = [B * a for a in itertools.accumulate([0, *ks])]
-    vals, idx = out
-    check(vals.dtype == x.dtype and idx.dtype == torch.int64 and vals.is_contiguous() and idx.is_contiguous()
-          and len(vals) >= at[-1] and len(idx) >= at[-1],
-          f"out must be flat contiguous tensors of {x.dtype} and int64 with room for {at[-1]} entries")
-    fns = load_kernels() if x.device.type == 'cpu' else None
-    if fns is None or x.dtype not in (torch.float32, torch.bfloat16) or x.numel() == 0 or n >= 2**31:
-        for b, k in enumerate(ks):
-            if not k: continue
-            i = idx[at[b]:at[b + 1]].view(B, k)
-            fast_topk(x[b], k, out=(vals[at[b]:at[b + 1]].view(B, k), i))
-            i.add_(base[b])
-        return out
-    rows, t = x.reshape(M * B, n), lambda v: torch.tensor(v, dtype=torch.int64)
-    rows = rows if rows.stride(-1) == 1 and rows.stride(0) >= n else rows.contiguous()
-    f = fns['topk_blocks_f32' if x.dtype == torch.float32 else 'topk_blocks_bf16']
-    _call(f, rows, rows.stride(0), M, B, n, t(list(ks)), t(at[:-1]), t(base), idx, vals)
-    return out
-
 # %% ../nbs/06a_kernels.ipynb #6e60ded8
 def _topk_positive_torch(x, k, cols):
     cols = cols.unique()   # distinct and increasing, as the kernel lists them
@@ -769,6 +739,65 @@ def topk_positive(x:torch.Tensor, # values `[N, S]`
     f = fns['topk_positive_f32' if x.dtype == torch.float32 else 'topk_positive_bf16']
     _call(f, xs, xs.stride(0), N, x.shape[1], cols, len(cols), k, rows, out_c, vals, n, top, ti, tv)
     return ((tv, ti), (rows[:n], out_c[:n], vals[:n])) if top else (rows[:n], out_c[:n], vals[:n])
+
+# %% ../nbs/06a_kernels.ipynb #tkblk002
+def _blocks_aux(aux, M:int, B:int, n:int) -> tuple:
+    "`topk_blocks`' `aux` checked: each block's columns (int64; none where its `aux_k` is 0), `aux_k` (0 where no columns)."
+    cols, ak, rows = aux
+    check(len(cols) == M == len(ak), f"aux needs columns and an aux_k for each of the {M} blocks")
+    check(0 <= rows <= B and all(k >= 0 for k in ak), f"aux's rows ({rows}) must lie in [0, {B}], its aux_k >= 0")
+    cols = [torch.zeros(0, dtype=torch.int64) if c is None or not k else c.to(torch.int64).contiguous()
+            for c, k in zip(cols, ak)]
+    for c in cols: _check_latents(c, n)
+    return cols, [int(k) if len(c) else 0 for c, k in zip(cols, ak)], rows
+
+def _blocks_auxk_torch(x, aux, base) -> tuple:
+    "`topk_blocks`' AuxK entries in PyTorch: `topk_positive` of each block's first rows, rows and columns shifted."
+    (cols, ak, n), B, parts = aux, x.shape[1], []
+    for b, (c, k) in enumerate(zip(cols, ak)):
+        r, j, v = _topk_positive_torch(x[b, :n], k, c) if k and n else (c[:0], c[:0], x.new_zeros(0))
+        parts.append((r + b * B, j + base[b], v))
+    return (*(torch.cat([q[i] for q in parts]) for i in range(3)), torch.tensor([len(q[0]) for q in parts]))
+
+def topk_blocks(x:torch.Tensor, # `[M, B, n]`: M blocks of B rows
+                ks:list, # each block's k (0: the block is left out, its entries not written)
+                out:tuple, # `(values, indices)`, flat: block b's `[B, ks[b]]` from entry `B * sum(ks[:b])` on
+                base:list=None, # added to block b's indices (default: none)
+                aux:tuple=None, # `(cols, aux_k, rows)`: also `topk_positive(x[b, :rows], aux_k[b], cols[b])` of each b
+               ) -> tuple: # `out`; with `aux`, `(out, (rows, cols, vals, counts))` (rows from b B, cols from base[b])
+    "`fast_topk(x[b], ks[b])` of every block `b` into one list of entries, block after block: one kernel call on CPU."
+    M, B, n = x.shape
+    base = [0] * M if base is None else list(base)
+    check(len(ks) == M == len(base), f"ks and base need one entry a block: {M} blocks, {len(ks)} ks, {len(base)} bases")
+    check(all(0 <= k <= n for k in ks), f"each k must lie in [0, {n}], got {list(ks)}")
+    at = [B * a for a in itertools.accumulate([0, *ks])]
+    vals, idx = out
+    check(vals.dtype == x.dtype and idx.dtype == torch.int64 and vals.is_contiguous() and idx.is_contiguous()
+          and len(vals) >= at[-1] and len(idx) >= at[-1],
+          f"out must be flat contiguous tensors of {x.dtype} and int64 with room for {at[-1]} entries")
+    if aux is not None: aux = _blocks_aux(aux, M, B, n)
+    fns = load_kernels() if x.device.type == 'cpu' else None
+    if fns is None or x.dtype not in (torch.float32, torch.bfloat16) or x.numel() == 0 or n >= 2**31:
+        for b, k in enumerate(ks):
+            if not k: continue
+            i = idx[at[b]:at[b + 1]].view(B, k)
+            fast_topk(x[b], k, out=(vals[at[b]:at[b + 1]].view(B, k), i))
+            i.add_(base[b])
+        return out if aux is None else (out, _blocks_auxk_torch(x, aux, base))
+    rows, t = x.reshape(M * B, n), lambda v: torch.tensor(v, dtype=torch.int64)
+    rows = rows if rows.stride(-1) == 1 and rows.stride(0) >= n else rows.contiguous()
+    f = fns['topk_blocks_f32' if x.dtype == torch.float32 else 'topk_blocks_bf16']
+    cols, ak, na = aux or (None, [0], 0)
+    if not na * sum(ak):   # no AuxK entries to look for
+        _call(f, rows, rows.stride(0), M, B, n, t(list(ks)), t(at[:-1]), t(base), idx, vals, *(0,) * 8)
+        return out if aux is None else (out, _blocks_auxk_torch(x, aux, base))
+    room = na * sum(ak)
+    ar, ac, av, cnt = torch.empty(room, dtype=torch.int64), torch.empty(room, dtype=torch.int64), x.new_empty(room), \
+        torch.empty(M, dtype=torch.int64)
+    _call(f, rows, rows.stride(0), M, B, n, t(list(ks)), t(at[:-1]), t(base), idx, vals, torch.cat(cols),
+          t([0, *itertools.accumulate(len(c) for c in cols)]), t(ak), na, ar, ac, av, cnt)
+    e = int(cnt.sum())
+    return out, (ar[:e], ac[:e], av[:e], cnt)
 
 # %% ../nbs/06a_kernels.ipynb #56c9ba26
 def _threshold_entries_torch(z, th, lo, hi):

@@ -271,39 +271,6 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t n, int64_t k, int64_t *out_i
 TOPK_ROWS(topk_f32, uint32_t, F32_KEY)
 TOPK_ROWS(topk_bf16, uint16_t, BF16_KEY)
 
-/* topk_rows over M blocks of B rows of n (block b: rows b B to (b + 1) B of x, row stride ld), each block with its own
-   k = ks[b] (0: the block is left out), in one parallel region: block b's indices, plus base[b], to out_i and its
-   values to out_v, [B, ks[b]] from entry at[b] on. An ensemble's members' selections in one call, where a call a member (and
-   an OpenMP region each) cost more than its work at 1024 x 512. Rows go to threads 16 at a time as they free up: the
-   blocks' k differ, and so does a row's cost (fixed halves of the rows, or chunks of 32 in turn, were slower). */
-#define TOPK_BLOCKS(NAME, T, KEY) \
-int NAME(const T *x, int64_t ld, int64_t M, int64_t B, int64_t n, const int64_t *ks, const int64_t *at, \
-         const int64_t *base, int64_t *out_i, T *out_v) { \
-    int failed = 0; \
-    int64_t kmax = 0, work = 0; \
-    for (int64_t b = 0; b < M; b++) { kmax = ks[b] > kmax ? ks[b] : kmax; work += ks[b] ? B * n : 0; } \
-    _Pragma("omp parallel if (work >= 65536)") \
-    { \
-        int32_t *key = malloc(sizeof(int32_t) * (3 * n + 2 * kmax + 32)); \
-        if (!key) failed = 1; \
-        int32_t *ck = key ? key + n : NULL, *ci = ck ? ck + n : NULL, *gm = ci ? ci + n : NULL; \
-        _Pragma("omp for schedule(dynamic, 16)") \
-        for (int64_t r = 0; r < M * B; r++) { \
-            int64_t b = r / B, k = ks[b]; \
-            if (!key || !k) continue; \
-            const T *row = x + r * ld; \
-            int64_t *oi = out_i + at[b] + (r - b * B) * k; \
-            T *ov = out_v + at[b] + (r - b * B) * k; \
-            for (int64_t i = 0; i < n; i++) key[i] = KEY(row[i]); \
-            row_topk(key, (int32_t)n, (int32_t)k, oi, gm, ck, ci); \
-            for (int64_t j = 0; j < k; j++) { ov[j] = row[oi[j]]; oi[j] += base[b]; } \
-        } \
-        free(key); \
-    } \
-    return failed; \
-}
-TOPK_BLOCKS(topk_blocks_f32, uint32_t, F32_KEY)
-TOPK_BLOCKS(topk_blocks_bf16, uint16_t, BF16_KEY)
 
 /* each row of x [N, S] (row stride ld), among its columns cols[0..nc) (distinct, in any order): the k largest positive
    values (all of them where fewer are positive), listed row by row and in increasing column order within a row: rows
@@ -320,15 +287,51 @@ TOPK_BLOCKS(topk_blocks_bf16, uint16_t, BF16_KEY)
 #ifndef FEW_COLS
 #define FEW_COLS 8
 #endif
+/* the columns cols[0..nc) of a row of S as a bit mask (allow: S / 8 + 2 bytes, zeroed) and, where they are few
+   (nc * FEW_COLS <= S), as a list in increasing order (few, room for nc; its length to *m), else *m = -1 */
+static void column_set(const int64_t *cols, int64_t nc, int64_t S, uint8_t *allow, int32_t *few, int32_t *m) {
+    for (int64_t j = 0; j < nc; j++) allow[cols[j] >> 3] |= (uint8_t)(1u << (cols[j] & 7));
+    *m = -1;
+    if (nc * FEW_COLS > S) return;
+    *m = 0;
+    for (int32_t j = 0; j < S; j++) if (ALLOWED(allow, j)) few[(*m)++] = j;   /* distinct and increasing */
+}
+/* the k largest positive keys of a row's key[0..S) in the columns of allow (or of few[0..m), m >= 0, where only those
+   keys need be set), their columns to out in increasing order; returns how many. Scratch ck and ci (S each). */
+static int32_t row_positive(const int32_t *key, int32_t S, const uint8_t *allow, const int32_t *few, int32_t m,
+                            int32_t k, int32_t *ck, int32_t *ci, int64_t *out) {
+    int32_t c = 0, mx = 1, mn = INT32_MAX;
+    if (m < 0) c = collect_ge(key, S, 1, allow, ck, ci);
+    else for (int32_t j = 0; j < m; j++) { int32_t v = key[few[j]]; ck[c] = v; ci[c] = few[j]; c += v >= 1; }
+    for (int32_t j = 0; j < c; j++) { mx = ck[j] > mx ? ck[j] : mx; mn = ck[j] < mn ? ck[j] : mn; }
+    return take_top(ck, ci, c, k, c ? mn : 1, mx, out);   /* bisects [mn, mx] */
+}
+/* rows' entries listed in order: row r's cnt[r + 1] columns (at pos[r k ..]) and values; rows come in blocks of per,
+   row r of block b = r / per being row b B + r % per of x, its columns plus base[b] (base NULL: 0). Rows to out_r,
+   columns to out_c; cnt (cnt[0] = 0) becomes the offsets. Called by every thread of a team (barriers inside). */
+#define LIST_ROWS(T) \
+static void list_rows_##T(const T *x, int64_t ld, int64_t N, int64_t k, const int64_t *pos, int64_t *cnt, int64_t per, \
+                          int64_t B, const int64_t *base, int64_t *out_r, int64_t *out_c, T *out_v) { \
+    _Pragma("omp single") \
+    for (int64_t r = 0; r < N; r++) cnt[r + 1] += cnt[r]; \
+    _Pragma("omp for schedule(static)") \
+    for (int64_t r = 0; r < N; r++) { \
+        int64_t b = r / per, xr = b * B + r - b * per, cb = base ? base[b] : 0; \
+        for (int64_t e = cnt[r]; e < cnt[r + 1]; e++) { \
+            int64_t c = pos[r * k + e - cnt[r]]; \
+            out_r[e] = xr; out_c[e] = c + cb; out_v[e] = x[xr * ld + c]; \
+        } \
+    } \
+}
+LIST_ROWS(uint32_t) LIST_ROWS(uint16_t)
 #define TOPK_POSITIVE(NAME, T, KEY) \
 int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int64_t nc, int64_t k, int64_t *out_r, \
          int64_t *out_c, T *out_v, int64_t *total, int64_t kt, int64_t *top_i, T *top_v) { \
     int64_t *pos = malloc(sizeof(int64_t) * (N * k + N + 1)), *off = pos ? pos + N * k : NULL; \
     uint8_t *allow = calloc(S / 8 + 2, 1); \
-    int failed = !pos || !allow; \
-    int32_t *few = !failed && nc * FEW_COLS <= S ? malloc(sizeof(int32_t) * (nc + 1)) : NULL, m = 0; \
-    if (!failed) { off[0] = 0; for (int64_t j = 0; j < nc; j++) allow[cols[j] >> 3] |= (uint8_t)(1u << (cols[j] & 7)); } \
-    if (few) for (int32_t j = 0; j < S; j++) if (ALLOWED(allow, j)) few[m++] = j;   /* distinct and increasing */ \
+    int32_t *few = malloc(sizeof(int32_t) * (nc + 1)), m = -1; \
+    int failed = !pos || !allow || !few; \
+    if (!failed) { off[0] = 0; column_set(cols, nc, S, allow, few, &m); } \
     _Pragma("omp parallel if (N * S >= 65536)") \
     { \
         /* every thread meets every worksharing loop, with or without its scratch memory */ \
@@ -339,31 +342,16 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int6
         for (int64_t r = 0; r < N; r++) { \
             if (!key) continue; \
             const T *row = x + r * ld; \
-            if (kt || !few) for (int64_t j = 0; j < S; j++) key[j] = KEY(row[j]); \
+            if (kt || m < 0) for (int64_t j = 0; j < S; j++) key[j] = KEY(row[j]); \
+            else for (int32_t j = 0; j < m; j++) key[few[j]] = KEY(row[few[j]]); \
             if (kt) { \
                 row_topk(key, (int32_t)S, (int32_t)kt, top_i + r * kt, ci + S, ck, ci); \
                 for (int64_t j = 0; j < kt; j++) top_v[r * kt + j] = row[top_i[r * kt + j]]; \
             } \
-            int32_t c = 0, mx = 1, mn = INT32_MAX; \
-            if (!few) c = collect_ge(key, (int32_t)S, 1, allow, ck, ci); \
-            else for (int32_t j = 0; j < m; j++) { \
-                int32_t v = kt ? key[few[j]] : KEY(row[few[j]]); \
-                ck[c] = v; ci[c] = few[j]; c += v >= 1; \
-            } \
-            for (int32_t j = 0; j < c; j++) { mx = ck[j] > mx ? ck[j] : mx; mn = ck[j] < mn ? ck[j] : mn; } \
-            off[r + 1] = take_top(ck, ci, c, (int32_t)k, c ? mn : 1, mx, pos + r * k); /* bisects [mn, mx] */ \
+            off[r + 1] = row_positive(key, (int32_t)S, allow, few, m, (int32_t)k, ck, ci, pos + r * k); \
         } \
         free(key); \
-        _Pragma("omp single") \
-        if (!failed) for (int64_t r = 0; r < N; r++) off[r + 1] += off[r]; \
-        _Pragma("omp for schedule(static)") \
-        for (int64_t r = 0; r < N; r++) { \
-            if (failed) continue; \
-            for (int64_t e = off[r]; e < off[r + 1]; e++) { \
-                int64_t c = pos[r * k + e - off[r]]; \
-                out_r[e] = r; out_c[e] = c; out_v[e] = x[r * ld + c]; \
-            } \
-        } \
+        if (!failed) list_rows_##T(x, ld, N, k, pos, off, N, N, NULL, out_r, out_c, out_v); \
     } \
     if (!failed) *total = off[N]; \
     free(pos); free(allow); free(few); \
@@ -371,6 +359,62 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int6
 }
 TOPK_POSITIVE(topk_positive_f32, uint32_t, F32_KEY)
 TOPK_POSITIVE(topk_positive_bf16, uint16_t, BF16_KEY)
+
+/* topk_rows over M blocks of B rows of n (block b: rows b B to (b + 1) B of x, row stride ld), each block with its own
+   k = ks[b] (0: the block is left out), in one parallel region: block b's indices, plus base[b], to out_i and its
+   values to out_v, [B, ks[b]] from entry at[b] on. An ensemble's members' selections in one call, where a call a member (and
+   an OpenMP region each) cost more than its work at 1024 x 512. Rows go to threads 16 at a time as they free up: the
+   blocks' k differ, and so does a row's cost (fixed halves of the rows, or chunks of 32 in turn, were slower).
+   With acols (not NULL), also AuxK's entries of each block's first arows rows, as topk_positive gives them from the
+   same keys: the ak[b] largest positive values among block b's columns acols[aoff[b]..aoff[b + 1]) (ak[b] = 0: none),
+   listed block by block and row by row, rows to a_r (as b B + row), columns plus base[b] to a_c, values to a_v (room
+   for arows times the sum of ak), each block's count to a_cnt[b]: an ensemble's AuxK selections in the same pass. */
+#define TOPK_BLOCKS(NAME, T, KEY) \
+int NAME(const T *x, int64_t ld, int64_t M, int64_t B, int64_t n, const int64_t *ks, const int64_t *at, \
+         const int64_t *base, int64_t *out_i, T *out_v, const int64_t *acols, const int64_t *aoff, const int64_t *ak, \
+         int64_t arows, int64_t *a_r, int64_t *a_c, T *a_v, int64_t *a_cnt) { \
+    int failed = 0; \
+    int64_t kmax = 0, work = 0, akmax = 0, nr = acols ? M * arows : 0; \
+    for (int64_t b = 0; b < M; b++) { kmax = ks[b] > kmax ? ks[b] : kmax; work += ks[b] ? B * n : 0; } \
+    for (int64_t b = 0; acols && b < M; b++) akmax = ak[b] > akmax ? ak[b] : akmax; \
+    uint8_t *allow = acols ? calloc((size_t)M * (n / 8 + 2), 1) : NULL;   /* block b's AuxK columns: mask, list */ \
+    int32_t *few = acols ? malloc(sizeof(int32_t) * (aoff[M] + 1)) : NULL, *fm = acols ? malloc(sizeof(int32_t) * M) : NULL; \
+    int64_t *pos = acols ? malloc(sizeof(int64_t) * (nr * akmax + nr + 1)) : NULL, *off = pos ? pos + nr * akmax : NULL; \
+    if (acols && (!allow || !few || !fm || !pos)) failed = 1; \
+    for (int64_t b = 0; acols && !failed && b < M; b++) \
+        column_set(acols + aoff[b], aoff[b + 1] - aoff[b], n, allow + b * (n / 8 + 2), few + aoff[b], fm + b); \
+    if (off) off[0] = 0; \
+    _Pragma("omp parallel if (work >= 65536)") \
+    { \
+        int32_t *key = failed ? NULL : malloc(sizeof(int32_t) * (3 * n + 2 * kmax + 65)); \
+        if (!key) failed = 1; \
+        int32_t *ck = key ? key + n : NULL, *ci = ck ? ck + n : NULL, *gm = ci ? ci + n : NULL; \
+        _Pragma("omp for schedule(dynamic, 16)") \
+        for (int64_t r = 0; r < M * B; r++) { \
+            int64_t b = r / B, k = ks[b], t = r - b * B, ar = b * arows + t;   /* ar: its AuxK row, t < arows */ \
+            if (!key) continue; \
+            if (!k && !(acols && t < arows && ak[b])) { if (acols && t < arows) off[ar + 1] = 0; continue; } \
+            const T *row = x + r * ld; \
+            int64_t *oi = out_i + at[b] + t * k; \
+            T *ov = out_v + at[b] + t * k; \
+            for (int64_t i = 0; i < n; i++) key[i] = KEY(row[i]); \
+            if (k) { \
+                row_topk(key, (int32_t)n, (int32_t)k, oi, gm, ck, ci); \
+                for (int64_t j = 0; j < k; j++) { ov[j] = row[oi[j]]; oi[j] += base[b]; } \
+            } \
+            if (acols && t < arows) \
+                off[ar + 1] = !ak[b] ? 0 : row_positive(key, (int32_t)n, allow + b * (n / 8 + 2), few + aoff[b], \
+                                                        fm[b], (int32_t)ak[b], ck, ci, pos + ar * akmax); \
+        } \
+        free(key); \
+        if (acols && !failed) list_rows_##T(x, ld, nr, akmax, pos, off, arows, B, base, a_r, a_c, a_v); \
+    } \
+    for (int64_t b = 0; acols && !failed && b < M; b++) a_cnt[b] = off[(b + 1) * arows] - off[b * arows]; \
+    free(allow); free(few); free(fm); free(pos); \
+    return failed; \
+}
+TOPK_BLOCKS(topk_blocks_f32, uint32_t, F32_KEY)
+TOPK_BLOCKS(topk_blocks_bf16, uint16_t, BF16_KEY)
 
 /* ---- thresholded entries (JumpReLU): where each row of x [N, S] (row stride ld) is above its column's threshold
    th[j] (the codes that fire), and where it lies strictly between lo[j] and hi[j] (the window of the thresholds'
