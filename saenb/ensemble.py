@@ -204,8 +204,8 @@ class _TopKStack:
 
 # %% ../nbs/07b_ensemble.ipynb #0d7c52a8
 @patch
-def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
-    "`(summed loss, mse [M], aux [M], l0 [M], fired [sum of d_sae])` on inputs `x [B, d_in]`, the `[M]` ones detached."
+def loss(self:_TopKStack, x:torch.Tensor, step:int, scale:float=1.0) -> tuple:
+    "`(summed loss, mse [M], aux [M], l0 [M], fired, gradients)` on `x [B, d_in]`: the gradients of `scale` x the loss."
     saes, M, B = [m.sae for m in self.members], len(self.members), len(x)
     ks = [s.k_schedule.k_at(step) for s in saes]
     g, relu, n = math.gcd(*ks), self.cfg.relu_after_topk, B * sum(ks)
@@ -225,17 +225,17 @@ def loss(self:_TopKStack, x:torch.Tensor, step:int) -> tuple:
     # every member's codes, squared error (`_mse` each: weight 1/B) and gradients in one pass; b_dec[i]: member i's;
     # member i's tokens are block i of M*B, their targets less b_dec[i] are xs itself (y=None: no copy of them)
     cnt = torch.empty(sum(self.n), dtype=torch.int32, device=x.device)   # each latent's nonzero codes: the kernel's
-    # with AuxK of the members with dead latents in the same pass, each member's against its residual y - y_hat, -err
-    main, err, vals, sq, *aux = sparse_sq_error(xs, W, self.b_enc, self.W_dec, None, idx, rows, self.b_dec,
-                                                self.b_dec, None, relu, weights=x.new_full((M, 1), 1 / B,
-                                                                                          dtype=torch.float32),
-                                                blocks=M, centre_of=self.member, counts=cnt, aux=self.aux(dead, found, B),
-                                                codes=vals.view(-1, g))   # the chosen pre-activations: as TopK's,
-    # codes the ReLU set to 0 need no `keep` (no rows are padding here)
+    # with AuxK of the members with dead latents in the same pass, each member's against its residual y - y_hat, -err;
+    # the gradients without autograd (`grad_scale`; `step` applies them): its pass over the graph took 0.3 ms a step
+    main, err, vals, sq, *aux, grads = sparse_sq_error(
+        xs, W, self.b_enc, self.W_dec, None, idx, rows, self.b_dec, self.b_dec, None, relu,
+        weights=x.new_full((M, 1), 1 / B, dtype=torch.float32), blocks=M, centre_of=self.member, counts=cnt,
+        aux=self.aux(dead, found, B), codes=vals.view(-1, g), grad_scale=scale)   # codes: the chosen pre-activations,
+    # as TopK's; codes the ReLU set to 0 need no `keep` (no rows are padding here)
     aux = aux[0] if aux else x.new_zeros(M, dtype=torch.float32)   # each member's AuxK loss
     mse = sq.view(M) / B
     l0 = torch.zeros(M, device=x.device).index_add_(0, self.member, cnt.float()) / B   # each member's codes a token
-    return main + aux.sum(), mse, aux.detach(), l0, cnt > 0
+    return main + aux.sum(), mse, aux, l0, cnt > 0, grads
 
 @patch
 def pre_acts(self:_TopKStack, xc:torch.Tensor) -> list:
@@ -251,7 +251,7 @@ def pre_acts(self:_TopKStack, xc:torch.Tensor) -> list:
 # %% ../nbs/07b_ensemble.ipynb #aux0stack
 @patch
 def auxk_columns(self:_TopKStack, B:int) -> tuple|None:
-    "`topk_blocks`' `aux` for a batch of `B`: each member's dead latents (its own numbering), their `aux_k`, AuxK's rows."
+    "`topk_blocks`' `aux` for a batch of `B`: each member's dead latents (its own numbering), `aux_k`, AuxK's rows."
     c = self.cfg
     if not c.aux_coeff: return None
     # every member's dead latents from one mask over the stack (a mask of each member's own: 0.1 ms a step of 8)
@@ -279,6 +279,15 @@ def aux(self:_TopKStack, dead:tuple|None, found:list, B:int) -> tuple|None:
 # %% ../nbs/07b_ensemble.ipynb #5a3f0c19
 @patch
 @torch.no_grad()
+def add_grads(self:_TopKStack, grads:tuple):
+    "`sparse_sq_error`'s `grads` added to the parameters' (a micro-batch's to the batch's), as autograd adds them."
+    gW, gb, gD, go, gc = grads   # b_dec is the pass's b_out and its centre: its gradient the two parts' sum
+    for p, g in zip((self.W_encT, self.b_enc, self.W_dec, self.b_dec), (gW.t(), gb, gD, go if gc is None else go + gc)):
+        if p.grad is None: p.grad = g
+        else: p.grad += g
+
+@patch
+@torch.no_grad()
 def before_step(self:_TopKStack, max_norm:float):
     "Each member's `SAE.before_step(max_norm)`: decoder rows' gradients off the rows, each member's clipped alone."
     ps = (self.W_encT, self.b_enc, self.W_dec, self.b_dec)   # in the order of `self.groups`
@@ -296,9 +305,9 @@ def step(self:_TopKStack, xs:list, ys:list, step:int, amp:dict) -> list:
     fired, n_tok = None, 0
     for x in mx:
         x = x.reshape(-1, x.shape[-1])
-        with torch.autocast(**amp): total, mse, aux, l0, fx = self.loss(x, step)
+        with torch.autocast(**amp): total, mse, aux, l0, fx, grads = self.loss(x, step, 1 / tc.grad_accum)
         if step == 0: check_first_loss(total)
-        (total / tc.grad_accum).backward()
+        self.add_grads(grads)
         fired, n_tok = fx if fired is None else fired | fx, n_tok + len(x)
     self.before_step(tc.max_grad_norm)
     self.opt.step(); self.opt.zero_grad(set_to_none=True)
@@ -306,8 +315,7 @@ def step(self:_TopKStack, xs:list, ys:list, step:int, amp:dict) -> list:
         self.dead.update(fired, n_tok)
         if self.cfg.normalize_decoder: SAE.normalize_decoder_(self)
     zero = mse.new_zeros(())   # each member's figures as views (unbind, split: 0.05 ms a step less than indexing)
-    parts = zip(ms, (mse + aux).detach().unbind(), mse.detach().unbind(), aux.detach().unbind(), l0.unbind(),
-                fired.split(self.n))
+    parts = zip(ms, (mse + aux).unbind(), mse.unbind(), aux.unbind(), l0.unbind(), fired.split(self.n))
     return [(m, dict(loss=t, mse_loss=e, sparsity_loss=zero, aux_loss=a, l0=l, full_mse=e, fired=f, n_tokens=n_tok),
              mx, my) for m, t, e, a, l, f in parts]
 

@@ -359,52 +359,63 @@ def sparse_encode(x:torch.Tensor, # centred inputs `[..., d_in]`
     return vals if b_enc is None else vals + b_enc.index_select(0, idx.reshape(-1)).view(idx.shape)
 
 # %% ../nbs/06a_kernels.ipynb #8ad97edf
+def _sq_error_pass(x, WT, b_enc, W_dec, T, idx, rows, keep, codes, bounds, w, relu, grad, centre_of, l1w, neg_y,
+                   counts, aux) -> tuple:
+    "The kernel `sparse_sq_error`: `(err, vals, sq, asq, aw, gs, ags)`, the main loss's gradients `gs`, AuxK's `ags`."
+    N, (S, Do), k, nb = len(x), W_dec.shape, idx.shape[1], w.shape[0]
+    err, vals, sq, asq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(w.shape), torch.zeros(nb)
+    new = lambda: (torch.empty(S, x.shape[1]), torch.empty(S), torch.empty(S, Do))   # W_enc^T's, b_enc's, W_dec's
+    gs = (*new(), torch.empty(nb, Do)) if grad else (0,) * 4
+    ai, ar, av, weight, *at = aux or (None,) * 4   # AuxK's entries, codes and weight, in the same pass
+    aseg = at[0] if at and at[0] is not None else N // nb   # AuxK's tokens of each block, from its first
+    ap = ai if aux is None or len(ai) else torch.zeros(1, dtype=torch.int64)   # no entries, but not NULL: AuxK on
+    ags = new() if grad and aux else (0,) * 3   # AuxK's own gradients, at weight 1
+    opt = lambda t: 0 if t is None else t   # a NULL pointer for the kernel
+    _call(load_kernels()['sparse_sq_error'], x, WT, opt(b_enc), W_dec, T, idx, opt(rows), opt(keep), opt(codes),
+          bounds, w, opt(l1w), N, len(idx), k, x.shape[1], Do, S, len(bounds), nb, int(relu), int(neg_y), err, vals,
+          sq, opt(counts), *gs, opt(ap), opt(ar), opt(av), *((0, 0) if aux is None else ai.shape),
+          0 if aux is None or nb == 1 else centre_of.to(torch.int64).contiguous(), asq, *ags, aseg,   # as it walks:
+          errors={2: _latents_error(S), 3: _rows_error(N) + " (aux's: within its block's first tokens, `tokens`)",
+                  4: "aux's latents must be their token's block's"})
+    # AuxK's weight of each block, from its error (sq: the last prefix's); its loss: weight * summed squares
+    aw = asq.new_zeros(nb) if aux is None else weight(err, sq.view(nb, -1)[:, -1]).float().expand(nb)
+    return err, vals, sq, asq, aw, gs, ags
+
+def _sq_error_grads(gs, ags, aw, WT, shape, of, b_out_shape, g, ga, need) -> tuple:
+    "Gradients of `(W_enc^T, b_enc, W_dec, b_out, centre)` (None where not `need`ed): g the main loss's, ga AuxK's."
+    one = g is not None and bool(g == 1)   # 1 in training: the stored gradients, not scaled copies
+    def total(i):   # gradient i (of W_enc^T, b_enc, W_dec): g times the main loss's, plus ga times AuxK's
+        t = None if g is None else gs[i] if one else gs[i] * g
+        if ga is None: return t
+        s = ga * aw   # AuxK's were computed at weight 1: block b's latents' rows scale by s[b]
+        if len(s) == 1: return ags[i] * s if t is None else t.add_(ags[i], alpha=float(s))
+        s = s[of].view(-1, *[1] * (ags[i].ndim - 1))   # each latent's row
+        return ags[i] * s if t is None else t.addcmul_(ags[i], s)
+    gb = total(1) if need[1] or need[4] else None
+    gc = _centring_grad(gb, WT, shape, of) if need[4] else None   # dL/db_enc[l] is latent l's summed gradient
+    gTo = (gs[3] if one else gs[3] * g).view(b_out_shape) if need[3] and g is not None else None
+    return total(0) if need[0] else None, gb if need[1] else None, total(2) if need[2] else None, gTo, gc
+
 class _SparseSqError(torch.autograd.Function):
     "The kernel `sparse_sq_error`: the losses and their gradients in the forward pass; the backward pass scales them."
     @staticmethod
     def forward(ctx, x, WT, b_enc, W_dec, T, b_out, centre, idx, rows, keep, codes, bounds, w, relu, grad, centre_of,
                 l1w, neg_y, counts, aux):
-        N, (S, Do), k, nb = len(x), W_dec.shape, idx.shape[1], w.shape[0]
-        err, vals, sq, asq = torch.empty(N, Do), torch.empty(idx.shape), torch.empty(w.shape), torch.zeros(nb)
-        new = lambda: (torch.empty(S, x.shape[1]), torch.empty(S), torch.empty(S, Do))   # W_enc^T's, b_enc's, W_dec's
-        gs = (*new(), torch.empty(nb, Do)) if grad else (0,) * 4
-        ai, ar, av, weight, *at = aux or (None,) * 4   # AuxK's entries, codes and weight, in the same pass
-        aseg = at[0] if at and at[0] is not None else N // nb   # AuxK's tokens of each block, from its first
-        ap = ai if aux is None or len(ai) else torch.zeros(1, dtype=torch.int64)   # no entries, but not NULL: AuxK on
-        ags = new() if grad and aux else (0,) * 3   # AuxK's own gradients, at weight 1
-        opt = lambda t: 0 if t is None else t   # a NULL pointer for the kernel
-        _call(load_kernels()['sparse_sq_error'], x, WT, opt(b_enc), W_dec, T, idx, opt(rows), opt(keep), opt(codes),
-              bounds, w, opt(l1w), N, len(idx), k, x.shape[1], Do, S, len(bounds), nb, int(relu), int(neg_y), err, vals,
-              sq, opt(counts), *gs, opt(ap), opt(ar), opt(av), *((0, 0) if aux is None else ai.shape),
-              0 if aux is None or nb == 1 else centre_of.to(torch.int64).contiguous(), asq, *ags, aseg,   # as it walks:
-              errors={2: _latents_error(S), 3: _rows_error(N) + " (aux's: within its block's first tokens, `tokens`)",
-                      4: "aux's latents must be their token's block's"})
-        # AuxK's weight of each block, from its error (sq: the last prefix's); its loss: weight * summed squares
-        aw = asq.new_zeros(nb) if aux is None else weight(err, sq.view(nb, -1)[:, -1]).float().expand(nb)
+        err, vals, sq, asq, aw, gs, ags = _sq_error_pass(x, WT, b_enc, W_dec, T, idx, rows, keep, codes, bounds, w,
+                                                         relu, grad, centre_of, l1w, neg_y, counts, aux)
         ctx.grads, ctx.aux, ctx.centre = (*gs, WT), (*ags, aw), (None if centre is None else centre.shape, centre_of)
         ctx.b_out_shape, aux_loss = None if b_out is None else b_out.shape, aw * asq
         ctx.mark_non_differentiable(err, vals, sq, *([] if aux else [aux_loss]))
         ctx.set_materialize_grads(False)   # backward ignores their gradients: zero-filling them took 0.1-0.5 ms a step
-        return (w * sq).sum() + _l1_term(l1w, vals, rows, N), err, vals, sq, aux_loss
+        return (w * sq).sum() + _l1_term(l1w, vals, rows, len(x)), err, vals, sq, aux_loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g, _err, _vals, _sq, ga):
-        gT, WT = ctx.grads[3:]
-        n, (shape, of) = ctx.needs_input_grad, ctx.centre
-        one = g is not None and bool(g == 1)   # 1 in training: the stored gradients, not scaled copies
-        def total(i):   # gradient i (of W_enc^T, b_enc, W_dec): g times the main loss's, plus ga times AuxK's
-            t = None if g is None else ctx.grads[i] if one else ctx.grads[i] * g
-            if ga is None: return t
-            s = ga * ctx.aux[3]   # AuxK's were computed at weight 1: block b's latents' rows scale by s[b]
-            if len(s) == 1: return ctx.aux[i] * s if t is None else t.add_(ctx.aux[i], alpha=float(s))
-            s = s[of].view(-1, *[1] * (ctx.aux[i].ndim - 1))   # each latent's row
-            return ctx.aux[i] * s if t is None else t.addcmul_(ctx.aux[i], s)
-        gb = total(1) if n[2] or n[6] else None
-        gc = _centring_grad(gb, WT, shape, of) if n[6] else None   # dL/db_enc[l] is latent l's summed gradient
-        gTo = (gT if one else gT * g).view(ctx.b_out_shape) if n[5] and g is not None else None
-        return (None, total(0) if n[1] else None, gb if n[2] else None, total(2) if n[3] else None, None, gTo,
-                gc) + (None,) * 13
+        n = ctx.needs_input_grad
+        gW, gb, gD, gTo, gc = _sq_error_grads(ctx.grads[:4], ctx.aux[:3], ctx.aux[3], ctx.grads[4], *ctx.centre,
+                                              ctx.b_out_shape, g, ga, (n[1], n[2], n[3], n[5], n[6]))
+        return (None, gW, gb, gD, None, gTo, gc) + (None,) * 13
 
 # %% ../nbs/06a_kernels.ipynb #sqtorch1
 def _l1_term(l1w, vals, rows, N):
@@ -489,6 +500,39 @@ def _auxk_apart(x, W_enc, b_enc, W_dec, err, sq, centre, centre_of, aux, blocks)
     return _sq_error_torch(x, W_enc, b_enc, W_dec, -err, idx, rows, centre, None, codes.to(torch.float32), True,
                            torch.tensor([S], device=x.device), w, centre_of, None, None, each=True)[0]
 
+def _sq_error_outputs(out, idx, bounds, blocks, weights, aux) -> tuple:
+    "`sparse_sq_error`'s outputs from `(loss, err, vals, sq, aux's loss)`: codes as `idx`, sq and AuxK's per block."
+    loss, err, vals, sq, al = out
+    per_block = blocks > 1 or (weights is not None and weights.ndim == 2)
+    main = loss, err, vals.view(idx.shape), sq if per_block else sq.view(len(bounds))
+    return main if aux is None else (*main, al if per_block else al.sum())
+
+def _sq_error_autograd(x, W_enc, b_enc, W_dec, y, idx, rows, b_out, centre, keep, relu, bounds, weights, blocks,
+                       centre_of, l1, codes, neg_y, counts, aux, grad_scale) -> tuple:
+    "`sparse_sq_error`'s `grad_scale` where the kernel does not run: its outputs, and gradients from autograd."
+    ins = (W_enc, b_enc, W_dec, b_out, centre)
+    first = [t is not None and t.requires_grad and all(t is not u for u in ins[:i]) for i, t in enumerate(ins)]
+    with torch.enable_grad():
+        out = sparse_sq_error(x, W_enc, b_enc, W_dec, y, idx, rows, b_out, centre, keep, relu, bounds, weights, blocks,
+                              centre_of, l1, codes, neg_y, counts, aux)
+        want = [t for t, f in zip(ins, first) if f]   # a tensor given twice (b_out, centre): its whole gradient once
+        with torch.autocast(x.device.type, enabled=False):   # backward as `.backward()` outside autocast runs it
+            gs = iter(torch.autograd.grad(grad_scale * (out[0] + (0 if aux is None else out[4].sum())), want,
+                                          allow_unused=True) if want else ())
+    return *(o.detach() for o in out), tuple(next(gs) if f else None for f in first)
+
+@torch.no_grad()   # as autograd's forward and backward passes run
+def _sq_error_explicit(a, rest, b_out, centre, W_enc, b_enc, grad_scale) -> tuple:
+    "`sparse_sq_error`'s `grad_scale` through the kernel: `(loss, err, vals, sq, aux's), gradients`, as `backward`'s."
+    err, vals, sq, asq, aw, gs, ags = _sq_error_pass(*a, True, *rest)
+    shapes = [None if t is None else t.shape for t in (centre, b_out)]
+    with torch.autocast(a[0].device.type, enabled=False):   # as `backward` runs, after autocast's forward pass
+        gW, *gr = _sq_error_grads(gs, ags, aw, a[1], shapes[0], rest[0], shapes[1], grad_scale,
+                                  None if rest[4] is None else grad_scale,
+                                  (W_enc is not None, b_enc is not None, True, b_out is not None, centre is not None))
+    w, rows, l1w = a[10], a[6], rest[1]
+    return ((w * sq).sum() + _l1_term(l1w, vals, rows, len(err)), err, vals, sq, aw * asq), (gW.t(), *gr)
+
 # %% ../nbs/06a_kernels.ipynb #12299217
 def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradient (`centre` takes the centring's)
                     W_enc:torch.Tensor, # encoder `[d_in, d_sae]`
@@ -510,10 +554,13 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
                     neg_y:bool=False, # the targets are `-y` (AuxK's: the main pass's error; no negated copy of it)
                     counts:torch.Tensor=None, # int32 `[d_sae]` to fill with each latent's nonzero codes (fired, L0)
                     aux:tuple=None, # AuxK's `(idx [Ra, k'], rows [Ra], codes [Ra, k'], weight[, tokens])`, same pass
+                    grad_scale:float=None, # without autograd: also the gradients of `grad_scale * (loss + aux)`
                    ) -> tuple: # `(loss, err [N, d_out], codes [R, k], sq [blocks, G] or [G])`, err = reconstruction - y
     "`sum weights * sq` (+ `l1` * the codes' sum) for prefix errors `r_g`, codes `codes` or as `sparse_encode` gives."
     # `aux` adds AuxK's loss as a fifth value (`[blocks]` where `sq` is per block): `weight(err, s)`, from the error and
-    # each block's last-prefix summed squares s `[blocks]`, times the block's sum of |err + aux's decode|^2 (see below)
+    # each block's last-prefix summed squares s `[blocks]`, times the block's sum of |err + aux's decode|^2 (see below);
+    # `grad_scale` adds, last, the gradients of `(W_enc, b_enc, W_dec, b_out, centre)` (None where not given), as
+    # `backward` would give them, the values detached: no graph (an ensemble's stack: 0.3 ms a step of autograd)
     S, k, N = W_dec.shape[0], idx.shape[-1], len(x)
     bounds = _sq_error_checks(S, N, idx, rows, bounds, blocks, codes, counts, neg_y and (y is None or b_out is not None))
     if aux is not None: _aux_checks(aux, blocks, N, centre_of)
@@ -527,28 +574,32 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
     l1w = None if l1 is None else torch.as_tensor(l1, device=x.device).float().expand(blocks).contiguous()
     kern = _cpu_kernel('sparse_sq_error', x, W_enc, W_dec, *([] if b_enc is None else [b_enc]))
     if kern is None or x.requires_grad or (y is not None and y.requires_grad):   # the kernel gives x, y no gradient
+        if grad_scale is not None:   # autograd's gradients, the graph dropped
+            return _sq_error_autograd(x, W_enc, b_enc, W_dec, y, idx, rows, b_out, centre, keep, relu, bounds, weights,
+                                      blocks, centre_of, l1, codes, neg_y, counts, aux, grad_scale)
         _check_latents(idx, S); _check_rows(rows, N)   # (the kernel checks them as it goes: 0.05-0.07 ms a call)
         if y is None:   # x exactly, and b_out's gradient through it as through y - b_out
             T = (x.view(blocks, N // blocks, -1) - (b_out - b_out.detach()).view(blocks, 1, -1)).view(N, -1)
         out = _sq_error_torch(x, W_enc, b_enc, W_dec, -T if neg_y else T, idx, rows, centre, keep,
                               None if codes is None else codes.reshape(idx.shape), relu, bounds, w, centre_of, l1w,
                               counts)
-    else:
-        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                               for t in (W_enc, b_enc, W_dec, b_out, centre))
-        as_long = lambda t: None if t is None else t.to(torch.int64).contiguous()   # the kernel reads int64
-        out = _SparseSqError.apply(
-            x.contiguous(), W_enc.t().contiguous(), None if b_enc is None else b_enc.contiguous(), W_dec.contiguous(),
-            T.detach().float().contiguous(), b_out, centre, as_long(idx), as_long(rows),
-            None if keep is None else keep.float().contiguous(), None if codes is None else codes.float().contiguous(),
-            bounds.contiguous(), w, relu, grad, centre_of, l1w, neg_y, counts,
+        out = (*out, None if aux is None else _auxk_apart(x, W_enc, b_enc, W_dec, out[1], out[3], centre, centre_of,
+                                                          aux, blocks))
+        return _sq_error_outputs(out, idx, bounds, blocks, weights, aux)
+    as_long = lambda t: None if t is None else t.to(torch.int64).contiguous()   # the kernel reads int64
+    a = (x.contiguous(), W_enc.t().contiguous(), None if b_enc is None else b_enc.contiguous(), W_dec.contiguous(),
+         T.detach().float().contiguous(), as_long(idx), as_long(rows),
+         None if keep is None else keep.float().contiguous(), None if codes is None else codes.float().contiguous(),
+         bounds.contiguous(), w, relu)
+    rest = (centre_of, l1w, neg_y, counts,
             None if aux is None else (as_long(aux[0]), as_long(aux[1]), aux[2].float().contiguous(), *aux[3:]))
-    loss, err, vals, sq, *fused = out
-    per_block = blocks > 1 or (weights is not None and weights.ndim == 2)
-    main = loss, err, vals.view(idx.shape), sq if per_block else sq.view(len(bounds))
-    if aux is None: return main
-    aux = fused[0] if fused else _auxk_apart(x, W_enc, b_enc, W_dec, err, sq, centre, centre_of, aux, blocks)
-    return *main, aux if per_block else aux.sum()
+    if grad_scale is not None:
+        out, grads = _sq_error_explicit(a, rest, b_out, centre, W_enc, b_enc, grad_scale)
+        return *_sq_error_outputs(out, idx, bounds, blocks, weights, aux), grads
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                           for t in (W_enc, b_enc, W_dec, b_out, centre))
+    out = _SparseSqError.apply(*a[:5], b_out, centre, *a[5:], grad, *rest)
+    return _sq_error_outputs(out, idx, bounds, blocks, weights, aux)
 
 # %% ../nbs/06a_kernels.ipynb #835a134f
 class _GatedSqError(torch.autograd.Function):
@@ -742,7 +793,7 @@ def topk_positive(x:torch.Tensor, # values `[N, S]`
 
 # %% ../nbs/06a_kernels.ipynb #tkblk002
 def _blocks_aux(aux, M:int, B:int, n:int) -> tuple:
-    "`topk_blocks`' `aux` checked: each block's columns (int64; none where its `aux_k` is 0), `aux_k` (0 where no columns)."
+    "`topk_blocks`' `aux` checked: each block's columns (int64, none where its `aux_k` is 0), `aux_k` (0: no columns)."
     cols, ak, rows = aux
     check(len(cols) == M == len(ak), f"aux needs columns and an aux_k for each of the {M} blocks")
     check(0 <= rows <= B and all(k >= 0 for k in ak), f"aux's rows ({rows}) must lie in [0, {B}], its aux_k >= 0")
