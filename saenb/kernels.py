@@ -500,6 +500,20 @@ def _auxk_apart(x, W_enc, b_enc, W_dec, err, sq, centre, centre_of, aux, blocks)
     return _sq_error_torch(x, W_enc, b_enc, W_dec, -err, idx, rows, centre, None, codes.to(torch.float32), True,
                            torch.tensor([S], device=x.device), w, centre_of, None, None, each=True)[0]
 
+# %% ../nbs/06a_kernels.ipynb #sqhelp01
+def _sq_error_fallback(x, W_enc, b_enc, W_dec, y, T, idx, rows, b_out, centre, keep, codes, relu, bounds, w, weights,
+                       blocks, centre_of, l1w, neg_y, counts, aux) -> tuple:
+    "`sparse_sq_error` where the kernel does not run: `_sq_error_torch`, and AuxK's loss apart (`_auxk_apart`)."
+    S, N = W_dec.shape[0], len(x)
+    _check_latents(idx, S); _check_rows(rows, N)   # (the kernel checks them as it goes: 0.05-0.07 ms a call)
+    if y is None:   # x exactly, and b_out's gradient through it as through y - b_out
+        T = (x.view(blocks, N // blocks, -1) - (b_out - b_out.detach()).view(blocks, 1, -1)).view(N, -1)
+    out = _sq_error_torch(x, W_enc, b_enc, W_dec, -T if neg_y else T, idx, rows, centre, keep,
+                          None if codes is None else codes.reshape(idx.shape), relu, bounds, w, centre_of, l1w, counts)
+    out = (*out, None if aux is None else _auxk_apart(x, W_enc, b_enc, W_dec, out[1], out[3], centre, centre_of, aux,
+                                                      blocks))
+    return _sq_error_outputs(out, idx, bounds, blocks, weights, aux)
+
 def _sq_error_outputs(out, idx, bounds, blocks, weights, aux) -> tuple:
     "`sparse_sq_error`'s outputs from `(loss, err, vals, sq, aux's loss)`: codes as `idx`, sq and AuxK's per block."
     loss, err, vals, sq, al = out
@@ -577,15 +591,8 @@ def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradie
         if grad_scale is not None:   # autograd's gradients, the graph dropped
             return _sq_error_autograd(x, W_enc, b_enc, W_dec, y, idx, rows, b_out, centre, keep, relu, bounds, weights,
                                       blocks, centre_of, l1, codes, neg_y, counts, aux, grad_scale)
-        _check_latents(idx, S); _check_rows(rows, N)   # (the kernel checks them as it goes: 0.05-0.07 ms a call)
-        if y is None:   # x exactly, and b_out's gradient through it as through y - b_out
-            T = (x.view(blocks, N // blocks, -1) - (b_out - b_out.detach()).view(blocks, 1, -1)).view(N, -1)
-        out = _sq_error_torch(x, W_enc, b_enc, W_dec, -T if neg_y else T, idx, rows, centre, keep,
-                              None if codes is None else codes.reshape(idx.shape), relu, bounds, w, centre_of, l1w,
-                              counts)
-        out = (*out, None if aux is None else _auxk_apart(x, W_enc, b_enc, W_dec, out[1], out[3], centre, centre_of,
-                                                          aux, blocks))
-        return _sq_error_outputs(out, idx, bounds, blocks, weights, aux)
+        return _sq_error_fallback(x, W_enc, b_enc, W_dec, y, T, idx, rows, b_out, centre, keep, codes, relu, bounds, w,
+                                  weights, blocks, centre_of, l1w, neg_y, counts, aux)
     as_long = lambda t: None if t is None else t.to(torch.int64).contiguous()   # the kernel reads int64
     a = (x.contiguous(), W_enc.t().contiguous(), None if b_enc is None else b_enc.contiguous(), W_dec.contiguous(),
          T.detach().float().contiguous(), as_long(idx), as_long(rows),
@@ -791,7 +798,7 @@ def topk_positive(x:torch.Tensor, # values `[N, S]`
     _call(f, xs, xs.stride(0), N, x.shape[1], cols, len(cols), k, rows, out_c, vals, n, top, ti, tv)
     return ((tv, ti), (rows[:n], out_c[:n], vals[:n])) if top else (rows[:n], out_c[:n], vals[:n])
 
-# %% ../nbs/06a_kernels.ipynb #tkblk002
+# %% ../nbs/06a_kernels.ipynb #tkblk0a1
 def _blocks_aux(aux, M:int, B:int, n:int) -> tuple:
     "`topk_blocks`' `aux` checked: each block's columns (int64, none where its `aux_k` is 0), `aux_k` (0: no columns)."
     cols, ak, rows = aux
@@ -810,6 +817,7 @@ def _blocks_auxk_torch(x, aux, base) -> tuple:
         parts.append((r + b * B, j + base[b], v))
     return (*(torch.cat([q[i] for q in parts]) for i in range(3)), torch.tensor([len(q[0]) for q in parts]))
 
+# %% ../nbs/06a_kernels.ipynb #tkblk002
 def topk_blocks(x:torch.Tensor, # `[M, B, n]`: M blocks of B rows
                 ks:list, # each block's k (0: the block is left out, its entries not written)
                 out:tuple, # `(values, indices)`, flat: block b's `[B, ks[b]]` from entry `B * sum(ks[:b])` on
