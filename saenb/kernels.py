@@ -799,12 +799,12 @@ def topk_positive(x:torch.Tensor, # values `[N, S]`
     return ((tv, ti), (rows[:n], out_c[:n], vals[:n])) if top else (rows[:n], out_c[:n], vals[:n])
 
 # %% ../nbs/06a_kernels.ipynb #tkblk0a1
-def _blocks_aux(aux, M:int, B:int, n:int) -> tuple:
+def _blocks_aux(aux, M:int, B:int, n:int, dev:torch.device) -> tuple:
     "`topk_blocks`' `aux` checked: each block's columns (int64, none where its `aux_k` is 0), `aux_k` (0: no columns)."
     cols, ak, rows = aux
     check(len(cols) == M == len(ak), f"aux needs columns and an aux_k for each of the {M} blocks")
     check(0 <= rows <= B and all(k >= 0 for k in ak), f"aux's rows ({rows}) must lie in [0, {B}], its aux_k >= 0")
-    cols = [torch.zeros(0, dtype=torch.int64) if c is None or not k else c.to(torch.int64).contiguous()
+    cols = [torch.zeros(0, dtype=torch.int64, device=dev) if c is None or not k else c.to(torch.int64).contiguous()
             for c, k in zip(cols, ak)]
     for c in cols: _check_latents(c, n)
     return cols, [int(k) if len(c) else 0 for c, k in zip(cols, ak)], rows
@@ -813,9 +813,11 @@ def _blocks_auxk_torch(x, aux, base) -> tuple:
     "`topk_blocks`' AuxK entries in PyTorch: `topk_positive` of each block's first rows, rows and columns shifted."
     (cols, ak, n), B, parts = aux, x.shape[1], []
     for b, (c, k) in enumerate(zip(cols, ak)):
-        r, j, v = _topk_positive_torch(x[b, :n], k, c) if k and n else (c[:0], c[:0], x.new_zeros(0))
+        none = x.new_zeros(0, dtype=torch.int64)   # (on x's device, as the others' entries: one list)
+        r, j, v = _topk_positive_torch(x[b, :n], k, c) if k and n else (none, none, x.new_zeros(0))
         parts.append((r + b * B, j + base[b], v))
-    return (*(torch.cat([q[i] for q in parts]) for i in range(3)), torch.tensor([len(q[0]) for q in parts]))
+    return (*(torch.cat([q[i] for q in parts]) for i in range(3)),
+            torch.tensor([len(q[0]) for q in parts], device=x.device))
 
 # %% ../nbs/06a_kernels.ipynb #tkblk002
 def topk_blocks(x:torch.Tensor, # `[M, B, n]`: M blocks of B rows
@@ -834,7 +836,7 @@ def topk_blocks(x:torch.Tensor, # `[M, B, n]`: M blocks of B rows
     check(vals.dtype == x.dtype and idx.dtype == torch.int64 and vals.is_contiguous() and idx.is_contiguous()
           and len(vals) >= at[-1] and len(idx) >= at[-1],
           f"out must be flat contiguous tensors of {x.dtype} and int64 with room for {at[-1]} entries")
-    if aux is not None: aux = _blocks_aux(aux, M, B, n)
+    if aux is not None: aux = _blocks_aux(aux, M, B, n, x.device)
     fns = load_kernels() if x.device.type == 'cpu' else None
     if fns is None or x.dtype not in (torch.float32, torch.bfloat16) or x.numel() == 0 or n >= 2**31:
         for b, k in enumerate(ks):

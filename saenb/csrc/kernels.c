@@ -362,13 +362,14 @@ TOPK_POSITIVE(topk_positive_bf16, uint16_t, BF16_KEY)
 
 /* topk_rows over M blocks of B rows of n (block b: rows b B to (b + 1) B of x, row stride ld), each block with its own
    k = ks[b] (0: the block is left out), in one parallel region: block b's indices, plus base[b], to out_i and its
-   values to out_v, [B, ks[b]] from entry at[b] on. An ensemble's members' selections in one call, where a call a member (and
-   an OpenMP region each) cost more than its work at 1024 x 512. Rows go to threads 16 at a time as they free up: the
-   blocks' k differ, and so does a row's cost (fixed halves of the rows, or chunks of 32 in turn, were slower).
-   With acols (not NULL), also AuxK's entries of each block's first arows rows, as topk_positive gives them from the
-   same keys: the ak[b] largest positive values among block b's columns acols[aoff[b]..aoff[b + 1]) (ak[b] = 0: none),
-   listed block by block and row by row, rows to a_r (as b B + row), columns plus base[b] to a_c, values to a_v (room
-   for arows times the sum of ak), each block's count to a_cnt[b]: an ensemble's AuxK selections in the same pass. */
+   values to out_v, [B, ks[b]] from entry at[b] on. An ensemble's members' selections in one call, where a call a
+   member (and an OpenMP region each) cost more than its work at 1024 x 512. Rows go to threads 16 at a time as they
+   free up: the blocks' k differ, and so does a row's cost (fixed halves of the rows, or chunks of 32 in turn, were
+   slower). With acols (not NULL), also AuxK's entries of each block's first arows rows, as topk_positive gives them
+   from the same keys: the ak[b] largest positive values among block b's columns acols[aoff[b]..aoff[b + 1]) (ak[b] =
+   0: none), listed block by block and row by row, rows to a_r (as b B + row), columns plus base[b] to a_c, values to
+   a_v (room for arows times the sum of ak), each block's count to a_cnt[b]: an ensemble's AuxK selections in the same
+   pass. */
 #define TOPK_BLOCKS(NAME, T, KEY) \
 int NAME(const T *x, int64_t ld, int64_t M, int64_t B, int64_t n, const int64_t *ks, const int64_t *at, \
          const int64_t *base, int64_t *out_i, T *out_v, const int64_t *acols, const int64_t *aoff, const int64_t *ak, \
@@ -378,8 +379,10 @@ int NAME(const T *x, int64_t ld, int64_t M, int64_t B, int64_t n, const int64_t 
     for (int64_t b = 0; b < M; b++) { kmax = ks[b] > kmax ? ks[b] : kmax; work += ks[b] ? B * n : 0; } \
     for (int64_t b = 0; acols && b < M; b++) akmax = ak[b] > akmax ? ak[b] : akmax; \
     uint8_t *allow = acols ? calloc((size_t)M * (n / 8 + 2), 1) : NULL;   /* block b's AuxK columns: mask, list */ \
-    int32_t *few = acols ? malloc(sizeof(int32_t) * (aoff[M] + 1)) : NULL, *fm = acols ? malloc(sizeof(int32_t) * M) : NULL; \
-    int64_t *pos = acols ? malloc(sizeof(int64_t) * (nr * akmax + nr + 1)) : NULL, *off = pos ? pos + nr * akmax : NULL; \
+    int32_t *few = acols ? malloc(sizeof(int32_t) * (aoff[M] + 1)) : NULL; \
+    int32_t *fm = acols ? malloc(sizeof(int32_t) * M) : NULL; \
+    int64_t *pos = acols ? malloc(sizeof(int64_t) * (nr * akmax + nr + 1)) : NULL; \
+    int64_t *off = pos ? pos + nr * akmax : NULL; \
     if (acols && (!allow || !few || !fm || !pos)) failed = 1; \
     for (int64_t b = 0; acols && !failed && b < M; b++) \
         column_set(acols + aoff[b], aoff[b + 1] - aoff[b], n, allow + b * (n / 8 + 2), few + aoff[b], fm + b); \
