@@ -1,12 +1,12 @@
 """Benchmark: where AuxK's selection (`topk_positive`) should stop reading whole rows and read only the chosen columns.
 
-The kernel (`saenb/csrc/kernels.c`, `TOPK_POSITIVE`) reads only the columns it chooses among (a step's dead latents)
-where they are at most 1 / FEW_COLS of the row, and reads each row whole above that. This script builds the kernel
-twice, once forced to read whole rows and once forced to read the columns, and times `topk_positive` on each build
-(its Python wrapper included, as a training step calls it), on the same bf16 rows
-(`--tokens` x `--width`, normal values less `--shift`, so that few are positive, as dead latents' pre-activations are),
-for each number of columns in `--columns`, with and without each row's top `--top` over all columns taken in the same
-pass (`topk_positive`'s `top`, a TopK step's fused selection). The two alternate in `--rounds` rounds of `--reps` calls,
+The kernels (`saenb/csrc/kernels.c`, `column_set`) read only the columns AuxK chooses among (a step's dead latents)
+where they are at most 1 / FEW_COLS of the row, and each row whole above that. This script builds the kernels twice,
+once forced to read whole rows and once forced to read the columns, and times on each build (the Python wrapper
+included, as a training step calls it), on the same bf16 rows (`--tokens` x `--width`, normal values less `--shift`,
+so that few are positive, as dead latents' pre-activations are), for each number of columns in `--columns`,
+`topk_positive` alone and `topk_blocks` taking each row's top `--top` over all columns in the same pass (its `aux`, a
+TopK step's fused selection). The two alternate in `--rounds` rounds of `--reps` calls,
 the median round kept; both give the same entries, which the script checks. Prints ONE JSON line: milliseconds per call
 of each way at each column count, the whole rows' over the columns', and the smallest column count at which the whole
 rows were faster.
@@ -29,7 +29,7 @@ def build(force_columns:bool) -> dict:
 
 
 def leaves(out:tuple) -> list:
-    "The tensors of `topk_positive`'s output, `(rows, cols, vals)` or `((values, indices), (rows, cols, vals))`."
+    "The tensors of `topk_positive`'s output, `(rows, cols, vals)`, or of `topk_blocks`' with `aux`."
     return [t for part in out for t in (part if isinstance(part, tuple) else (part,))]
 
 
@@ -50,7 +50,7 @@ def main():
     a = ap.parse_args()
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(a.tokens, a.width, generator=g) - a.shift).bfloat16()
-    from saenb.kernels import topk_positive
+    from saenb.kernels import topk_positive, topk_blocks
     from saenb.train_sae import retain_freed_memory
     retain_freed_memory()   # as training does: each call's outputs in memory already mapped, not fresh pages
     ways = {'columns': build(True), 'whole': build(False)}
@@ -60,7 +60,11 @@ def main():
         res, even = {}, None
         for nc in (int(c) for c in a.columns.split(',')):
             cols = torch.randperm(a.width, generator=g)[:nc]
-            calls = {w: on(fns, lambda: topk_positive(x, min(a.aux_k, nc), cols, top=top)) for w, fns in ways.items()}
+            def select(k=min(a.aux_k, nc), cols=cols, top=top):   # AuxK's entries, and the top-k with `top`
+                if not top: return topk_positive(x, k, cols)
+                out = (x.new_empty(len(x) * top), torch.empty(len(x) * top, dtype=torch.int64))
+                return topk_blocks(x[None], [top], out, aux=([cols], [k], len(x)))
+            calls = {w: on(fns, select) for w, fns in ways.items()}
             same = all(torch.equal(p, q) for p, q in zip(*(leaves(c()) for c in calls.values())))
             assert same, f"{nc} columns: the two builds' entries differ"
             t = timed(calls['columns'], calls['whole'], a.rounds, a.reps)

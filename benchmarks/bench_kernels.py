@@ -6,8 +6,8 @@ wide) for `--n_tokens` tokens in batches of `--batch`, then takes a fresh batch 
 (its dead latents too), and times the pieces of a step and of a log step on them:
 - `topk`: the step's selection of each token's k latents (`TopKSAE.choose`: `fast_topk`);
 - `auxk_selection`: AuxK's entries, each token's top positive pre-activations among the dead latents (`topk_positive`);
-- `selection_fused`: the two selections in one pass over the pre-activations (`topk_positive`'s `top`, as
-  `TopKSAE.choose_with_auxk` makes it) against the two calls apart;
+- `selection_fused`: the two selections in one pass over the pre-activations (`topk_blocks` with one block and its
+  `aux`, as `TopKSAE.choose_with_auxk` makes it) against the two calls apart;
 - `sparse_pass`: the step's squared error, codes and gradients in one pass (`sparse_sq_error`), backward included;
 - `auxk_pass`: AuxK's pass over its entries against that pass's residual (`sparse_sq_error`), backward included;
 - `sparse_pass_with_auxk`: the two in one call (`sparse_sq_error`'s `aux`), as a TopK step makes it; its reference
@@ -128,7 +128,6 @@ def relu_passes(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
 def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
     "Time a TopK step's kernels on batch `x` of `sae`, each called as `TopKSAE.loss` calls it (AuxK also apart)."
     from saenb.kernels import sparse_sq_error
-    from saenb.sae import auxk_norm
     c, xc = sae.cfg, sae.centred(x)   # the step's centred inputs, without gradient
     with torch.no_grad(), torch.autocast(**amp): pre = sae.centred_pre(xc)   # bf16 where training autocasts
     idx, chosen, rows = sae.choose(pre, c.k)
@@ -159,7 +158,7 @@ def step_pieces(sae, x:torch.Tensor, amp:dict, rounds:int, reps:int) -> dict:
         with kernels_off(): ref = sae.auxk_entries(pre, dead)
         res['agree']['auxk_entries'] = all(torch.equal(a, b) for a, b in zip((aidx, avals, arows), ref))
         n = c.aux_rows(len(err))   # AuxK's tokens: the first n (`aux_tokens`)
-        w = c.aux_coeff / (n * auxk_norm(err, c.aux_norm, sq[-1]))
+        w = c.aux_weight(err, sq[-1])
         def aux_pass():
             with torch.autocast(**amp):
                 loss = sparse_sq_error(xc[:n], sae.W_enc, sae.b_enc, sae.W_dec, err[:n], aidx, arows,

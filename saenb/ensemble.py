@@ -18,7 +18,7 @@ from .utils import (InputError, OutputExists, output_lock, path_record, check, r
 from .model import model_fingerprint, check_device
 from .cache import ModelActivationSource, resolve_hook, activations_fingerprint
 from .kernels import encoder_product, sparse_sq_error, clip_grads_, topk_blocks
-from .sae import SAE, TopKSAE, DeadLatentTracker, auxk_norm, shared_medians
+from .sae import SAE, TopKSAE, DeadLatentTracker, shared_medians
 from .train_sae import (SAETrainConfig, SAERun, RunData, build_sae, make_optimizer, run_config, sae_step, sae_log,
                              finish_run, save_run, retain_freed_memory, check_sae_out, _sayer, sae_tracker, log_row,
                              check_first_loss, first_batch, _kernels_before_clock, MemoryOrderAdam)
@@ -272,7 +272,7 @@ def aux(self:_TopKStack, dead:tuple|None, found:list, B:int) -> tuple|None:
     rows, idx, codes = (torch.cat([f[i] for f in found]) if len(found) > 1 else found[0][i] for i in range(3))
     def weight(e, sq):   # members without dead latents weigh 0; the power of -e from the main pass's summed squares
         w = e.new_zeros(M, dtype=torch.float32)
-        w[who] = c.aux_coeff / (n * auxk_norm(e.view(M, B, -1), c.aux_norm, sq)[who])
+        w[who] = c.aux_weight(e.view(M, B, -1), sq)[who]
         return w
     return idx[:, None], rows, codes[:, None], weight, n
 

@@ -538,14 +538,15 @@ def _sq_error_autograd(x, W_enc, b_enc, W_dec, y, idx, rows, b_out, centre, keep
 @torch.no_grad()   # as autograd's forward and backward passes run
 def _sq_error_explicit(a, rest, b_out, centre, W_enc, b_enc, grad_scale) -> tuple:
     "`sparse_sq_error`'s `grad_scale` through the kernel: `(loss, err, vals, sq, aux's), gradients`, as `backward`'s."
+    x, WT, *_, rows, _, _, _, w, _ = a   # (`_SparseSqError.forward`'s arguments, less b_out, centre and grad)
+    centre_of, l1w, _, _, aux = rest
     err, vals, sq, asq, aw, gs, ags = _sq_error_pass(*a, True, *rest)
     shapes = [None if t is None else t.shape for t in (centre, b_out)]
-    with torch.autocast(a[0].device.type, enabled=False):   # as `backward` runs, after autocast's forward pass
-        gW, *gr = _sq_error_grads(gs, ags, aw, a[1], shapes[0], rest[0], shapes[1], grad_scale,
-                                  None if rest[4] is None else grad_scale,
+    with torch.autocast(x.device.type, enabled=False):   # as `backward` runs, after autocast's forward pass
+        gW, *gr = _sq_error_grads(gs, ags, aw, WT, shapes[0], centre_of, shapes[1], grad_scale,
+                                  None if aux is None else grad_scale,
                                   (W_enc is not None, b_enc is not None, True, b_out is not None, centre is not None))
-    w, rows, l1w = a[10], a[6], rest[1]
-    return ((w * sq).sum() + _l1_term(l1w, vals, rows, len(err)), err, vals, sq, aw * asq), (gW.t(), *gr)
+    return ((w * sq).sum() + _l1_term(l1w, vals, rows, len(x)), err, vals, sq, aw * asq), (gW.t(), *gr)
 
 # %% ../nbs/06a_kernels.ipynb #12299217
 def sparse_sq_error(x:torch.Tensor, # centred inputs `[N, d_in]`, without gradient (`centre` takes the centring's)
@@ -781,22 +782,18 @@ def _topk_positive_torch(x, k, cols):
 def topk_positive(x:torch.Tensor, # values `[N, S]`
                   k:int, # at most this many a row
                   cols:torch.Tensor=None, # the columns to choose among (default: all)
-                  top:int=0, # also each row's `top` largest values over all its columns, as `fast_topk` gives them
                  ) -> tuple: # `(rows, cols, vals)`: each kept entry's row, column and value, in row and column order
     "The `k` largest positive values of each row of `x[:, cols]` (all where fewer are positive), as a list of entries."
-    # with `top`: `((values, indices), (rows, cols, vals))`, both from one pass over x on CPU
     cols = torch.arange(x.shape[1], device=x.device) if cols is None else cols.to(torch.int64)
     check(k > 0, f"k must be positive, got {k}"); _check_latents(cols, x.shape[1])
-    check(0 <= top <= x.shape[1], f"top={top} must lie in [0, {x.shape[1]}]")
     fns, N = load_kernels() if x.device.type == 'cpu' else None, x.shape[0]
     if fns is None or x.dtype not in (torch.float32, torch.bfloat16) or (x.requires_grad and torch.is_grad_enabled()):
-        return (fast_topk(x, top), _topk_positive_torch(x, k, cols)) if top else _topk_positive_torch(x, k, cols)
+        return _topk_positive_torch(x, k, cols)
     xs, cols, n = _row_major(x), cols.contiguous(), torch.zeros((), dtype=torch.int64)
     rows, out_c, vals = torch.empty(N * k, dtype=torch.int64), torch.empty(N * k, dtype=torch.int64), x.new_empty(N * k)
-    tv, ti = x.new_empty(N, top), torch.empty(N, top, dtype=torch.int64)
     f = fns['topk_positive_f32' if x.dtype == torch.float32 else 'topk_positive_bf16']
-    _call(f, xs, xs.stride(0), N, x.shape[1], cols, len(cols), k, rows, out_c, vals, n, top, ti, tv)
-    return ((tv, ti), (rows[:n], out_c[:n], vals[:n])) if top else (rows[:n], out_c[:n], vals[:n])
+    _call(f, xs, xs.stride(0), N, x.shape[1], cols, len(cols), k, rows, out_c, vals, n)
+    return rows[:n], out_c[:n], vals[:n]
 
 # %% ../nbs/06a_kernels.ipynb #tkblk0a1
 def _blocks_aux(aux, M:int, B:int, n:int, dev:torch.device) -> tuple:

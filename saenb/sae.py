@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .utils import check, positive_int, InputError, nearest
 from .kernels import (pre_activations, encoder_product, sparse_encode, sparse_decode, keep_latents, pack_tokens,
-                           flat_index, batch_topk_entries, topk_positive, sparse_sq_error, gated_sq_error,
+                           flat_index, batch_topk_entries, topk_positive, topk_blocks, sparse_sq_error, gated_sq_error,
                            threshold_entries, gather_dot, fast_topk, nonzeros_per_latent, clip_grads_, load_kernels,
                            relu_codes)
 
@@ -648,6 +648,10 @@ class AuxKConfig(SAEConfig):
         t = self.aux_tokens_default if self.aux_tokens is None else self.aux_tokens
         return min(n, t) if t else n
 
+    def aux_weight(self, residual:torch.Tensor, sq:torch.Tensor=None) -> torch.Tensor:
+        "AuxK's weight of `residual [..., N, d_out]` (`sq`: its summed squares): its mean over `aux_rows(N)` tokens."
+        return self.aux_coeff / (self.aux_rows(residual.shape[-2]) * auxk_norm(residual, self.aux_norm, sq))
+
     def validate(self):
         super().validate()
         if self.aux_k is not None:
@@ -718,14 +722,15 @@ def auxk_latents(self:AuxKMixin,
 def auxk_entries(self:AuxKMixin, pre, dead, top:int=0):
     "AuxK's entries `(idx [c, 1], vals [c, 1], rows [c])`: each token's top dead latents (`dead`) by `pre`, if positive."
     # only positive ones pass the ReLU: the rest add nothing and get no gradient (how many survive: see below)
-    # `top`: `(fast_topk(pre, top), entries)`, both from one pass over `pre` (`topk_positive`'s `top`)
+    # `top`: `(fast_topk(pre, top), entries)`, both from one pass over `pre` (`topk_blocks`' `aux`)
     pre = pre.reshape(-1, pre.shape[-1])
-    n = self.cfg.aux_rows(len(pre))   # AuxK's tokens: the first n (`aux_tokens`)
-    out = topk_positive(pre if top else pre[:n], dead[1], dead[0], top=top)   # (`top` needs every row)
-    rows, idx, vals = out[1] if top else out
-    if top and n < len(pre):   # the first n tokens' entries only (rows in order)
-        e = int(torch.searchsorted(rows, n)); rows, idx, vals = rows[:e], idx[:e], vals[:e]
-    return (out[0], (idx[:, None], vals[:, None], rows)) if top else (idx[:, None], vals[:, None], rows)
+    N, n = len(pre), self.cfg.aux_rows(len(pre))   # AuxK's tokens: the first n (`aux_tokens`)
+    if not top:
+        rows, idx, vals = topk_positive(pre[:n], dead[1], dead[0])
+        return idx[:, None], vals[:, None], rows
+    out = (pre.new_empty(N * top), torch.empty(N * top, dtype=torch.int64, device=pre.device))
+    (v, i), (rows, idx, vals, _) = topk_blocks(pre[None], [top], out, aux=([dead[0]], [dead[1]], n))
+    return (v.view(N, top), i.view(N, top)), (idx[:, None], vals[:, None], rows)
 
 @patch
 def auxk(self:AuxKMixin, idx, vals, residual, rows=None):
@@ -787,9 +792,9 @@ def auxk_args(self:AuxKMixin,
         if (dead := self.auxk_latents()) is None: return None
         entries = self.auxk_entries(pre, dead)
     idx, vals, rows = entries   # their codes are `pre`'s values: not recomputed (`codes`)
-    c, n = self.cfg, self.cfg.aux_rows(pre.numel() // pre.shape[-1])   # AuxK's tokens: the first n
+    n = self.cfg.aux_rows(pre.numel() // pre.shape[-1])   # AuxK's tokens: the first n
     # the weight of residual e (its summed squares sq where known), the same for -e: AuxK's mean over its n tokens
-    return idx, rows, vals, lambda e, sq: c.aux_coeff / (n * auxk_norm(e, c.aux_norm, sq)), n
+    return idx, rows, vals, self.cfg.aux_weight, n
 
 # %% ../nbs/06_sae.ipynb #top0a001
 @register_sae

@@ -277,13 +277,12 @@ TOPK_ROWS(topk_bf16, uint16_t, BF16_KEY)
    to out_r, columns to out_c, values to out_v (room for N k each), how many to *total. Each row is read whole, in
    order, as keys (a positive value's key is its bit pattern), and `collect_ge` lists its positive keys in those
    columns (a bit mask): reading only the columns, one by one, took 0.85-1.1 ms for 4096 rows and 280 of 512 columns
-   on a 2-core AVX-512 EPYC. With kt > 0, also each row's top kt over all its columns, as topk_rows gives them (indices
-   to top_i [N, kt], values to top_v), from the same keys: a TopK step's selection and AuxK's in one pass over x.
-   Where the columns are few (nc * FEW_COLS <= S: few dead latents), only they are read, in increasing order, from the
-   row (kt == 0) or from its keys (kt > 0). benchmarks/bench_auxk_columns.py times topk_positive on the two ways: on
-   2 AVX-512 EPYC cores, bf16 rows of 4096 x 2048 with 1 (64, 256) columns, 2.01 (1.66, 1.92) -> 0.095 (0.50, 1.43) ms,
-   with the top 32 too 2.39 (2.49, 3.00) -> 1.56 (1.98, 2.82) ms, whole rows faster from S / 4 (512 columns); at
-   4096 x 512 the two cost the same at S / 8 (64 columns) and whole rows were faster from 96, so they stay above S / 8. */
+   on a 2-core AVX-512 EPYC (topk_blocks, below, takes a TopK step's selection and AuxK's in one pass over x). Where
+   the columns are few (nc * FEW_COLS <= S: few dead latents), only they are read, in increasing order.
+   benchmarks/bench_auxk_columns.py times the two ways: on 2 AVX-512 EPYC cores, bf16 rows of 4096 x 2048 with 1 (64,
+   256) columns, 2.01 (1.66, 1.92) -> 0.095 (0.50, 1.43) ms, with the top 32 too (topk_blocks) 2.39 (2.49, 3.00) ->
+   1.56 (1.98, 2.82) ms, whole rows faster from S / 4 (512 columns); at 4096 x 512 the two cost the same at S / 8 (64
+   columns) and whole rows were faster from 96, so they stay above S / 8. */
 #ifndef FEW_COLS
 #define FEW_COLS 8
 #endif
@@ -326,7 +325,7 @@ static void list_rows_##T(const T *x, int64_t ld, int64_t N, int64_t k, const in
 LIST_ROWS(uint32_t) LIST_ROWS(uint16_t)
 #define TOPK_POSITIVE(NAME, T, KEY) \
 int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int64_t nc, int64_t k, int64_t *out_r, \
-         int64_t *out_c, T *out_v, int64_t *total, int64_t kt, int64_t *top_i, T *top_v) { \
+         int64_t *out_c, T *out_v, int64_t *total) { \
     int64_t *pos = malloc(sizeof(int64_t) * (N * k + N + 1)), *off = pos ? pos + N * k : NULL; \
     uint8_t *allow = calloc(S / 8 + 2, 1); \
     int32_t *few = malloc(sizeof(int32_t) * (nc + 1)), m = -1; \
@@ -335,19 +334,15 @@ int NAME(const T *x, int64_t ld, int64_t N, int64_t S, const int64_t *cols, int6
     _Pragma("omp parallel if (N * S >= 65536)") \
     { \
         /* every thread meets every worksharing loop, with or without its scratch memory */ \
-        int32_t *key = failed ? NULL : malloc(sizeof(int32_t) * (3 * S + 2 * kt + 65)), *ck = key ? key + S : NULL, \
+        int32_t *key = failed ? NULL : malloc(sizeof(int32_t) * (3 * S + 1)), *ck = key ? key + S : NULL, \
                 *ci = ck ? ck + S : NULL; \
         if (!key) failed = 1; \
         _Pragma("omp for schedule(static)") \
         for (int64_t r = 0; r < N; r++) { \
             if (!key) continue; \
             const T *row = x + r * ld; \
-            if (kt || m < 0) for (int64_t j = 0; j < S; j++) key[j] = KEY(row[j]); \
+            if (m < 0) for (int64_t j = 0; j < S; j++) key[j] = KEY(row[j]); \
             else for (int32_t j = 0; j < m; j++) key[few[j]] = KEY(row[few[j]]); \
-            if (kt) { \
-                row_topk(key, (int32_t)S, (int32_t)kt, top_i + r * kt, ci + S, ck, ci); \
-                for (int64_t j = 0; j < kt; j++) top_v[r * kt + j] = row[top_i[r * kt + j]]; \
-            } \
             off[r + 1] = row_positive(key, (int32_t)S, allow, few, m, (int32_t)k, ck, ci, pos + r * k); \
         } \
         free(key); \
