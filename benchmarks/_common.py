@@ -40,16 +40,25 @@ def saenb_command(name:str) -> str:
     if found := shutil.which(name): return found
     raise SystemExit(f"{name} is neither beside {sys.executable} nor on PATH: pip install -e . in this environment")
 
-def train_small(store:str, # activation store
+def train_small(store:str, # activation store (or an `.npy` file, with `val_acts`)
                 arch:str, # SAE architecture
                 seed:int, lr:float, n_tokens:int=1_000_000,
-                **settings) -> dict: # other `train_sae` settings (aux_k, dead_tokens, aux_coeff, ...)
-    """One SAE as the benchmarks that measure a default train it (`aux_k_default.py`, `dead_window_default.py`:
-    exp_factor 4, k 8, batches of 4096, the store's validation split): its FVU, dead fraction and tokens/s."""
+                val_acts:str=None, # validation activations (default: the store's validation split)
+                l0_by_step:bool=False, # also the training L0 at each logged step (`l0_by_step`, {step: L0})
+                **settings) -> dict: # other `train_sae` settings (aux_k, dead_tokens, aux_coeff, k, batch_size, ...)
+    """One SAE as the benchmarks that measure a default train it (`aux_k_default.py`, `dead_window_default.py`: by
+    default exp_factor 4, k 8, batches of 4096, the store's validation split): its FVU, dead fraction and tokens/s."""
+    from dataclasses import fields
+    from saenb.sae import SAE_REGISTRY
     from saenb.train_sae import train_sae
-    r = train_sae(store, None, arch=arch, k=8, exp_factor=4, n_tokens=n_tokens, batch_size=4096, lr=lr, seed=seed,
-                  progress=False, say=lambda s: None, **settings).summary
-    return dict(fvu=round(r['fvu'], 5), dead_frac=round(r['dead_frac'], 4), tokens_per_s=round(r['tokens_per_s']))
+    has_k = 'k' in {f.name for f in fields(SAE_REGISTRY[arch].config_class)}   # k = 8 for the TopK family
+    settings = dict(exp_factor=4, batch_size=4096) | (dict(k=8) if has_k else {}) | settings
+    res = train_sae(store, None, val_acts=val_acts, arch=arch, n_tokens=n_tokens, lr=lr, seed=seed, progress=False,
+                    say=lambda s: None, **settings)
+    r, h = res.summary, res.history
+    steps = {'l0_by_step': {int(s): round(float(v), 1) for s, v in zip(h['step'], h['l0'])}} if l0_by_step else {}
+    return dict(fvu=round(r['fvu'], 5), l0=round(r['l0'], 3), dead_frac=round(r['dead_frac'], 4),
+                tokens_per_s=round(r['tokens_per_s']), **steps)
 
 def ab_arguments(ap, # the script's `argparse.ArgumentParser`
                  before:str, # what `--before` names, for its help
