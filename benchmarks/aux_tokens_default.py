@@ -79,7 +79,8 @@ def main():
     ap.add_argument('--out', default=str(HERE/'results'/'aux_tokens_default.json'))
     a = ap.parse_args()
     if a.synthetic == bool(a.store): ap.error('give one of --store and --synthetic')
-    counts = [c if c == 'off' else int(c) for c in a.counts.split(',')]
+    counts = [c if c == 'off' else int(c) for c in a.counts.split(',') if c == 'off' or c.isdigit()]
+    if len(counts) != len(a.counts.split(',')): ap.error(f"--counts {a.counts}: give counts of tokens >= 0, or off")
     t0, runs = time.perf_counter(), []
     with tempfile.TemporaryDirectory() as tmp:
         acts, val = synthetic_files(tmp, a.n_tokens) if a.synthetic else (a.store, None)

@@ -20,6 +20,8 @@ seeds) divided by the better setting's; `per_case` gives each case's means and r
 also records its training L0 at every logged step (`l0_by_step`): how far its sparsity had settled when it ended.
 
     python benchmarks/gated_aux_default.py --store runs/dyck/acts/0_residpost
+
+All three cases, two seeds: 16 minutes on a 2-core AMD EPYC (985 s, 62 runs).
 """
 import argparse, json, math, sys, tempfile, time
 from pathlib import Path
