@@ -1258,7 +1258,7 @@ class GatedConfig(PenaltyConfig):
     "Config of `gated` SAEs."
     sparsity_coeff:float=1.0 # L1 coefficient on ReLU(pi_gate)
     aux_coeff:float=1.0 # weight of the auxiliary reconstruction through the gate
-    frozen_aux_decoder:bool=True # the auxiliary reconstruction decodes through a frozen copy (the paper; False: SAELens)
+    frozen_aux_decoder:bool=True # auxiliary loss through a frozen decoder (the paper; False: SAELens); measured below
 
 class _GatedBase(SAE):
     _latent_axes = {'W_enc': 1, 'b_gate': 0, 'b_mag': 0, 'r_mag': 0, 'W_dec': 0}
