@@ -33,6 +33,7 @@ import argparse, json, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import device_name, save_record, train_small
+from sae_vs_saelens import synthetic_files
 
 HERE = Path(__file__).parent
 COUNTS = (0, 2048, 1024, 512, 256)   # 0: every token of the batch
@@ -40,14 +41,6 @@ COUNTS = (0, 2048, 1024, 512, 256)   # 0: every token of the batch
 def aux_settings(count) -> dict:
     "`train_sae` settings for one count: AuxK on the batch's first `count` tokens (0: all), or 'off' (no AuxK)."
     return dict(aux_coeff=0.0) if count == 'off' else dict(aux_tokens=count)
-
-def synthetic_files(tmp:str, n_tokens:int, d_in:int=256, k:int=32) -> tuple:
-    "`(train.npy, val.npy)` in `tmp`: `sae_vs_saelens.py`'s synthetic activations at its default sizes."
-    import numpy as np
-    from sae_vs_saelens import synthetic_activations, VAL_ROWS
-    x = synthetic_activations(max(n_tokens // 2, 65536) + VAL_ROWS, d_in, d_in * 4, k / 2, 0)
-    np.save(train := f'{tmp}/train.npy', x[:-VAL_ROWS]); np.save(val := f'{tmp}/val.npy', x[-VAL_ROWS:])
-    return train, val
 
 def recommend(runs:list, tolerance:float, counts=COUNTS) -> dict:
     "Per architecture: the fewest AuxK tokens whose mean FVU is within `tolerance` of the best count's (0: all)."

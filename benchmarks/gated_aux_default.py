@@ -27,8 +27,7 @@ import argparse, json, math, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import device_name, save_record, train_small
-from aux_tokens_default import synthetic_files
-from sae_vs_saelens import _at_l0, _match_l0
+from sae_vs_saelens import _at_l0, _match_l0, synthetic_files
 
 HERE = Path(__file__).parent
 # case: (exp_factor, n_tokens, target L0s, first coefficient of each search)

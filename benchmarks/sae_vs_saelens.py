@@ -210,13 +210,21 @@ def _at_l0(runs:list, target:float) -> dict:
     at = lambda f: float(a[f] + w * (b[f] - a[f]))
     return {**a, 'fvu': at('fvu'), 'tokens_per_s': at('tokens_per_s'), 'l0': target, 'knob': (a['knob'], b['knob'])}
 
+def synthetic_files(tmp, n_tokens:int, d_in:int=256, k:int=32, seed:int=0) -> tuple:
+    """`(train.npy, val.npy)` in `tmp`: this script's synthetic activations for a run of `n_tokens` (half as many
+    training rows, at least 65,536, and `VAL_ROWS` for validation; about k/2 features on a row), for other scripts
+    too."""
+    x = synthetic_activations(max(n_tokens // 2, 65536) + VAL_ROWS, d_in, d_in * 4, k / 2, seed)
+    np.save(train := Path(tmp)/'train.npy', x[:-VAL_ROWS]); np.save(val := Path(tmp)/'val.npy', x[-VAL_ROWS:])
+    return train, val
+
 def write_acts(acts:str|None, tmp:Path, a) -> tuple:
     "`(train.npy, val.npy, source)` in `tmp`: synthetic rows, an `.npy` file's, or a store's (see the docstring)."
     train, val = tmp/'train.npy', tmp/'val.npy'
     if acts is None:
-        x = synthetic_activations(max(a.n_tokens // 2, 65536) + VAL_ROWS, a.d_in, a.d_in * 4, a.k / 2, a.seed)
-        np.save(train, x[:-VAL_ROWS]); np.save(val, x[-VAL_ROWS:])
-        return train, val, {'kind': 'synthetic', 'train_rows': len(x) - VAL_ROWS, 'val_rows': VAL_ROWS}
+        synthetic_files(tmp, a.n_tokens, a.d_in, a.k, a.seed)
+        rows = max(a.n_tokens // 2, 65536)
+        return train, val, {'kind': 'synthetic', 'train_rows': rows, 'val_rows': VAL_ROWS}
     p = Path(acts)
     if p.is_file() and p.suffix == '.npy':
         x = np.load(p, mmap_mode='r')
@@ -299,6 +307,10 @@ def _versus_sparsify(ours:dict, lrs:list, sparsify, flops:int, peak32:float, edg
             'sparsify_runs': [{k: (round(r[k], 6) if isinstance(r[k], float) else r[k]) for k in ('lr', 'fvu', 'l0')}
                               for r in sps]}
 
+def targets_met(summaries:dict) -> list:
+    "The architectures whose `summary` meets every target (a failed one's has none)."
+    return [arch for arch, sm in summaries.items() if sm.get('targets_met')]
+
 def summarize(path:str):
     "Print the `summary` and `targets_met` this script's code gives a saved record (its last line), training nothing."
     def refuse(why):
@@ -309,7 +321,7 @@ def summarize(path:str):
     archs = [x for x in rec['archs'] if 'error' not in rec[x]]
     sm = {x: summary(rec[x]) for x in archs}
     emit({'bench': 'sae_vs_saelens', 'summarized_from': str(path), 'archs': archs, 'summary': sm,
-          'targets_met': [x for x in archs if sm[x]['targets_met']]})
+          'targets_met': targets_met(sm)})
 
 def main():
     t_start = time.perf_counter()
@@ -510,7 +522,7 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
             failed.append(arch); record[arch] = {'error': str(e)[-3000:]}; log(f"{arch} failed: {e}")
         record[arch]['seconds'] = round(time.perf_counter() - t0, 1)
     record['summary'] = {arch: summary(record[arch]) if arch not in failed else {'error': True} for arch in archs}
-    record['targets_met'] = [arch for arch in archs if record['summary'][arch].get('targets_met')]
+    record['targets_met'] = targets_met(record['summary'])
     record['wall_seconds'] = round(time.perf_counter() - t_start, 1)
     emit(record)
     if failed: sys.exit(1)
