@@ -1,13 +1,22 @@
-"""The default of Gated's `frozen_aux_decoder` from measurement: validation FVU at matched L0 of Gated SAEs whose
-auxiliary reconstruction decodes through a frozen copy of the decoder (Rajamanoharan et al. 2024; `True`) or through the
-decoder itself, which it then trains too (SAELens's; `False`).
-Prints one JSON line and writes the same record, with every run, to `benchmarks/results/gated_aux_default.json`
-(`--out`), which `06_sae` and the README cite.
+"""The defaults of Gated's auxiliary reconstruction from measurement: validation FVU at matched L0 of Gated SAEs trained
+with each value of one setting (`--compare`):
 
-Each case trains both settings at `--seeds`, searching the L1 coefficient of each (seed, setting) until two runs bracket
-each target L0 (`sae_vs_saelens._match_l0`, at most `--max_search_runs` runs), and interpolates FVU in log L0 at the
-target (`_at_l0`), as `sae_vs_saelens.py` compares Gated with SAELens's; learning rate 4e-3, every other setting at the
-trainer's defaults. Cases (`--cases`):
+- `frozen_aux_decoder`: the auxiliary reconstruction decodes through a frozen copy of the decoder (Rajamanoharan et al.
+  2024; `True`) or through the decoder itself, which it then trains too (SAELens's; `False`). Record:
+  `benchmarks/results/gated_aux_default.json`, at the default weight 0.25 (the s66 record, at weight 1, is in git
+  history). Its searches started from weight 1's coefficients, before they were scaled: in `synthetic_long` the frozen
+  runs' FVU was interpolated between L0 26-28 and 249-267 (`bracket_l0`), where `gated_aux_coeff.json` has the same
+  setting between 30 and 52: 0.128 there, 0.1283 here.
+- `aux_coeff`: the auxiliary reconstruction's weight (the paper's 1, and 0.5, 0.25, 0.125; `--values`). Record:
+  `benchmarks/results/gated_aux_coeff.json`.
+
+Prints one JSON line and writes the same record, with every run, to the setting's record (`--out`), which `06_sae` and
+the README cite. Each case trains every value at `--seeds`, searching the L1 coefficient of each (seed, value) until
+two runs bracket each target L0 (`sae_vs_saelens._match_l0`, at most `--max_search_runs` runs; the first coefficient
+of a search, `CASES`' for weight 1, times the weight the runs use, to which the coefficient at a given L0 is nearly
+proportional: the value for `aux_coeff`, the default for `frozen_aux_decoder`), and
+interpolates FVU in log L0 at the target (`_at_l0`), as `sae_vs_saelens.py` compares Gated with SAELens's; learning
+rate 4e-3, every other setting at the trainer's defaults. Cases (`--cases`):
 
 - `dyck`: the store given by `--store` (the default pipeline's Dyck GPT `0_residpost`: 128 dimensions, 512 latents),
   1,000,000 tokens in batches of 4,096, its validation split, L0 10 and 20;
@@ -15,13 +24,17 @@ trainer's defaults. Cases (`--cases`):
   524,288 tokens: 128 steps), L0 32;
 - `synthetic_long`: the same at 2,097,152 tokens (512 steps), L0 32.
 
-Choice (`recommended`): the setting with the lower geometric mean over the cases and targets of its mean FVU (over the
-seeds) divided by the better setting's; `per_case` gives each case's means and ratio (frozen / trained). Each run
-also records its training L0 at every logged step (`l0_by_step`): how far its sparsity had settled when it ended.
+Choice (`recommended`): the value with the lowest geometric mean over the cases and targets of its mean FVU (over the
+seeds) divided by the best value's; `per_case` gives each case's mean FVU of each value, their ratio to the best and,
+for each seed, the two runs' L0 the FVU was interpolated between (`bracket_l0`: a wide bracket, where the search ran
+out of runs, biases the FVU low, as FVU is convex in log L0).
+Each run also records its training L0 at every logged step (`l0_by_step`): how far its sparsity had settled when it
+ended.
 
-    python benchmarks/gated_aux_default.py --store runs/dyck/acts/0_residpost
+    python benchmarks/gated_aux_default.py --store runs/dyck/acts/0_residpost [--compare aux_coeff]
 
-All three cases, two seeds: 16 minutes on a 2-core AMD EPYC (985 s, 62 runs).
+All three cases, two seeds, on a 2-core AMD EPYC: `frozen_aux_decoder` 32 minutes (1,891 s, 65 runs); `aux_coeff`
+(four values) 41 minutes (2,473 s, 126 runs).
 """
 import argparse, json, math, sys, tempfile, time
 from pathlib import Path
@@ -33,63 +46,95 @@ HERE = Path(__file__).parent
 # case: (exp_factor, n_tokens, target L0s, first coefficient of each search)
 CASES = {'dyck': (4, 1_000_000, (10, 20), 1.0), 'synthetic': (8, 524_288, (32,), 2.5),
          'synthetic_long': (8, 2_097_152, (32,), 2.5)}
+def default_weight() -> float:
+    "Gated's default `aux_coeff`: the weight the `frozen_aux_decoder` runs use."
+    from saenb.sae import GatedConfig
+    return GatedConfig.aux_coeff
+
+# setting: (its values, by default; the factor of each value on the first coefficient of a search; its record)
+SETTINGS = {'frozen_aux_decoder': ((True, False), lambda v: default_weight(), 'gated_aux_default.json'),
+            'aux_coeff': ((1.0, 0.5, 0.25, 0.125), lambda v: v, 'gated_aux_coeff.json')}
 LR = 4e-3
 
-def at_targets(acts, val, case:str, seed:int, frozen:bool, max_runs:int, log) -> tuple:
-    "`(FVU at each target L0, every run)` of one (case, seed, setting), each target's coefficient searched."
+def at_targets(acts, val, case:str, seed:int, setting:str, value, max_runs:int, log) -> tuple:
+    "`(FVU at each target L0, every run)` of one (case, seed, value of `setting`), each target's coefficient searched."
     exp_factor, n_tokens, targets, c0 = CASES[case]
     runs, done = [], {}
     def run(c):
         if c not in done:
             r = train_small(acts, 'gated', seed, LR, n_tokens, val, l0_by_step=True, exp_factor=exp_factor,
-                            sparsity_coeff=c, frozen_aux_decoder=frozen)
-            done[c] = dict(case=case, seed=seed, frozen=frozen, knob=c, **r)
+                            sparsity_coeff=c, **{setting: value})
+            done[c] = dict(case=case, seed=seed, **{setting: value}, knob=c, **r)
             runs.append(done[c]); log(json.dumps(done[c]))
         return done[c]
-    fvus = []
+    fvus, brackets = [], []
     for t in targets:
         near = [r for r in runs if r['l0'] > 0]   # start from the run whose L0 was nearest this target, if any
-        start = min(near, key=lambda r: abs(math.log(r['l0'] / t)))['knob'] if near else c0
+        start = min(near, key=lambda r: abs(math.log(r['l0'] / t)))['knob'] if near else \
+            round(c0 * SETTINGS[setting][1](value), 4)
         fvus.append(_at_l0(_match_l0(run, start, float(t), max_runs), float(t))['fvu'])
-    return fvus, runs
+        lo, hi = [r['l0'] for r in runs if r['l0'] <= t], [r['l0'] for r in runs if r['l0'] > t]
+        brackets.append([max(lo, default=None), min(hi, default=None)])   # the L0s the FVU was interpolated between
+    return fvus, brackets, runs
 
-def recommend(means:dict) -> dict:
-    "`means[(case, target)][frozen]`: the setting whose FVUs over the better one's have the lower geometric mean."
-    score = {f: math.exp(sum(math.log(m[f] / min(m.values())) for m in means.values()) / len(means))
-             for f in (True, False)}
-    return dict(frozen_aux_decoder=min(score, key=score.get), geo_mean_over_best={str(f): round(v, 4)
-                                                                                for f, v in score.items()})
+def recommend(means:dict, setting:str) -> dict:
+    "`means[(case, target)][value]`: the value whose FVUs over the best value's have the lowest geometric mean."
+    values = list(next(iter(means.values())))
+    score = {v: math.exp(sum(math.log(m[v] / min(m.values())) for m in means.values()) / len(means)) for v in values}
+    return {setting: min(score, key=score.get), 'geo_mean_over_best': {str(v): round(s, 4) for v, s in score.items()}}
+
+def parse_values(setting:str, text:str|None) -> tuple:
+    "`--values` as the setting's type (its defaults where not given); a value of the wrong kind: `ValueError`."
+    if text is None: return SETTINGS[setting][0]
+    words = [t.strip().lower() for t in text.split(',')]
+    if setting == 'frozen_aux_decoder':
+        if bad := [w for w in words if w not in ('true', 'false')]:
+            raise ValueError(f"{setting} takes true or false, got {bad[0]!r}")
+        return tuple(w == 'true' for w in words)
+    vs = tuple(float(w) for w in words)
+    if any(v <= 0 for v in vs): raise ValueError(f"aux_coeff values must be > 0, got {text!r}")
+    return vs
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--store', help="the `dyck` case's activation store")
+    ap.add_argument('--compare', default='frozen_aux_decoder', choices=list(SETTINGS))
+    ap.add_argument('--values', help="the setting's values, comma-separated (default: see above)")
     ap.add_argument('--cases', default='dyck,synthetic,synthetic_long')
-    ap.add_argument('--seeds', default='0,1'); ap.add_argument('--max_search_runs', type=int, default=5)
-    ap.add_argument('--out', default=str(HERE/'results'/'gated_aux_default.json'))
+    ap.add_argument('--seeds', default='0,1'); ap.add_argument('--max_search_runs', type=int, default=7)
+    ap.add_argument('--out', help="the record (default: benchmarks/results/ and the setting's file name)")
     a = ap.parse_args()
     cases = a.cases.split(',')
     if bad := [c for c in cases if c not in CASES]: ap.error(f"unknown case {bad[0]!r}: choose from {', '.join(CASES)}")
     if 'dyck' in cases and not a.store: ap.error('the dyck case needs --store')
+    try: values = parse_values(a.compare, a.values)
+    except ValueError as e: ap.error(f"--values: {e}")
+    if len(values) < 2: ap.error('--values needs at least two values to compare')
     log = lambda s: print(s, file=sys.stderr, flush=True)
-    t0, runs, fvu = time.perf_counter(), [], {}
+    t0, runs, fvu, bracket = time.perf_counter(), [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
             acts, val = (a.store, None) if case == 'dyck' else synthetic_files(tmp, CASES[case][1])
             for seed in map(int, a.seeds.split(',')):
-                for frozen in (True, False):   # one after another, so that they share the machine's minutes
-                    f, rs = at_targets(acts, val, case, seed, frozen, a.max_search_runs, log)
+                for v in values:   # one after another, so that they share the machine's minutes
+                    f, bs, rs = at_targets(acts, val, case, seed, a.compare, v, a.max_search_runs, log)
                     runs += rs
-                    for t, v in zip(CASES[case][2], f): fvu.setdefault((case, t), {}).setdefault(frozen, []).append(v)
-    means = {k: {f: sum(v) / len(v) for f, v in d.items()} for k, d in fvu.items()}
-    r5 = lambda vs: [round(v, 5) for v in vs]
-    per_case = {f'{c}@L0={t}': dict(frozen=round(m[True], 5), trained=round(m[False], 5),
-                                    ratio=round(m[True] / m[False], 4),
-                                    seeds_frozen=r5(fvu[(c, t)][True]), seeds_trained=r5(fvu[(c, t)][False]))
+                    for t, x, b in zip(CASES[case][2], f, bs):
+                        fvu.setdefault((case, t), {}).setdefault(v, []).append(x)
+                        bracket.setdefault((case, t), {}).setdefault(v, []).append(b)
+    means = {k: {v: sum(x) / len(x) for v, x in d.items()} for k, d in fvu.items()}
+    r5 = lambda xs: [round(x, 5) for x in xs]
+    per_case = {f'{c}@L0={t}': dict(mean_fvu={str(v): round(x, 5) for v, x in m.items()},
+                                    over_best={str(v): round(x / min(m.values()), 4) for v, x in m.items()},
+                                    seeds={str(v): r5(fvu[(c, t)][v]) for v in m},
+                                    bracket_l0={str(v): bracket[(c, t)][v] for v in m})
                 for (c, t), m in means.items()}
-    save_record(dict(benchmark='gated_aux_default', device=device_name(), store=a.store, lr=LR, seeds=a.seeds,
+    save_record(dict(benchmark='gated_aux_default', compare=a.compare, values=list(values), device=device_name(),
+                     store=a.store, lr=LR, seeds=a.seeds, max_search_runs=a.max_search_runs,
                      cases={c: dict(zip(('exp_factor', 'n_tokens', 'target_l0', 'coef_start'), CASES[c]))
                             for c in cases},
-                     recommended=recommend(means), per_case=per_case, seconds=round(time.perf_counter() - t0, 1),
-                     runs=runs), a.out)
+                     recommended=recommend(means, a.compare), per_case=per_case,
+                     seconds=round(time.perf_counter() - t0, 1), runs=runs),
+                a.out or HERE/'results'/SETTINGS[a.compare][2])
 
 if __name__ == '__main__': main()

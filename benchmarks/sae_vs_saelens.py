@@ -28,9 +28,9 @@ matryoshka), saenb name (SAELens's):
   from its default 0.01, and they move at most ~lr a step, so in a short run its L0 hardly answers to the coefficient
   (at the default sizes L0 90-97 for l0_coefficient 10 to 100, target 32): its JumpReLU is then compared off target.
   `gated_saelens` is saenb's Gated with SAELens's auxiliary reconstruction (`frozen_aux_decoder=False`: it trains the
-  decoder too; saenb's default, the paper's, decodes it through a frozen copy), against the same SAELens runs as `gated`
-  (each SAELens run is made once and reused): the same algorithm in both tools, where `gated` compares the defaults
-  (at the default 128 steps SAELens's setting reconstructs better, over 512 the paper's: `gated_aux_default.py`).
+  decoder too, and `aux_coeff=1`, SAELens's and the paper's weight; saenb's default decodes it through a frozen copy,
+  the paper's, at weight 0.25), against the same SAELens runs as `gated` (each SAELens run is made once and reused):
+  the same algorithm in both tools, where `gated` compares the defaults (`gated_aux_default.py` measures saenb's).
   `topk_saelens` is saenb's TopK with SAELens's dead-latent window (`dead_tokens` = its trainer's `dead_feature_window`,
   1,000 steps by default, times the batch: AuxK only for latents silent that long), against the same SAELens and
   sparsify runs as `topk`: the algorithm SAELens and sparsify train in runs shorter than that window (no AuxK at all:
@@ -133,7 +133,7 @@ SAELENS_ARCH = {'relu': 'standard', 'topk': 'topk', 'topk_saelens': 'topk', 'bat
 # Gated with SAELens's auxiliary reconstruction; TopK with SAELens's dead-latent window, `dead_steps` (its trainer's
 # `dead_feature_window`, in steps, 1000 by default, which the worker reports) of batches: AuxK only for latents silent
 # that long, which in runs shorter than that is never (saenb's default: a tenth of the run's tokens)
-VARIANTS = {'gated_saelens': ('gated', lambda dead_steps, batch: {'frozen_aux_decoder': False}),
+VARIANTS = {'gated_saelens': ('gated', lambda dead_steps, batch: {'frozen_aux_decoder': False, 'aux_coeff': 1.0}),
             'topk_saelens': ('topk', lambda dead_steps, batch: {'dead_tokens': dead_steps * batch})}
 SAELENS_DEAD_STEPS = 1000   # SAETrainerConfig.dead_feature_window's default, until a SAELens run reports its own
 def saenb_arch(arch:str) -> str: return VARIANTS[arch][0] if arch in VARIANTS else arch
@@ -142,11 +142,12 @@ LRS_ALL = '2e-3,2.8e-3,4e-3,5.6e-3,8e-3'   # `--archs all`: the upper 5 of LRS (
                                             # of the k-based architectures fell (see the docstring)
 # where each tool's coefficient search starts (saenb: --sparsity_coeff; SAELens: l1_coefficient, l0_coefficient for
 # jumprelu): for L0 = 32 at the default sizes (lr 4e-3), interpolated in log-log from single runs there: saenb relu
-# 1.25 -> L0 38, 5 -> 8.6; jumprelu (thresholds calibrated to the target first) 0.1 -> 46, 1 -> 14; gated 1 -> 330,
-# 4 -> 11.5. SAELens standard 1 -> 14.5, 5 -> 0.3; gated 0.5 -> 160, 0.8 -> 59, 1 -> 20; jumprelu 10 -> 90, 100 -> 97
+# 1.25 -> L0 38, 5 -> 8.6; jumprelu (thresholds calibrated to the target first) 0.1 -> 46, 1 -> 14; gated at
+# aux_coeff 1 (gated_saelens) 1 -> 330, 4 -> 11.5, and at its default 0.25 a quarter of that (0.67 -> 30). SAELens
+# standard 1 -> 14.5, 5 -> 0.3; gated 0.5 -> 160, 0.8 -> 59, 1 -> 20; jumprelu 10 -> 90, 100 -> 97
 # (its L0 hardly answers to the coefficient in 128 steps: its default, 1.0)
 COEF_START = {'relu': {'saenb': 1.5, 'saelens': 0.7}, 'jumprelu': {'saenb': 0.25, 'saelens': 1.0},
-              'gated': {'saenb': 2.5, 'saelens': 0.8}, 'gated_saelens': {'saenb': 2.5, 'saelens': 0.8}}
+              'gated': {'saenb': 0.625, 'saelens': 0.8}, 'gated_saelens': {'saenb': 2.5, 'saelens': 0.8}}
 VAL_ROWS = 8192
 
 def synthetic_activations(n:int, d:int, n_feat:int, l0:float, seed:int) -> np.ndarray:

@@ -1256,8 +1256,8 @@ class LagrangianSAE(JumpReLUSAE):
 @dataclass
 class GatedConfig(PenaltyConfig):
     "Config of `gated` SAEs."
-    sparsity_coeff:float=1.0 # L1 coefficient on ReLU(pi_gate)
-    aux_coeff:float=1.0 # weight of the auxiliary reconstruction through the gate
+    sparsity_coeff:float=0.25 # L1 coefficient on ReLU(pi_gate) (a quarter, as aux_coeff: the L0 that 1 gave with 1)
+    aux_coeff:float=0.25 # weight of the auxiliary reconstruction through the gate (the paper: 1); measured below
     frozen_aux_decoder:bool=True # auxiliary loss through a frozen decoder (the paper; False: SAELens); measured below
 
 class _GatedBase(SAE):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.script import call_parse
 from .utils import write_atomic, write_json, InputError, check, command_errors, nearest
+from .sae import SAE_REGISTRY
 from .train_sae import train_sae, SAETrainConfig
 from .pipeline import run_pipeline, pipeline_summary, format_pipeline_summary, PIPELINE_TINY, PIPELINE_STAGES
 
@@ -100,9 +101,18 @@ def l1_coefficients(c0:float, # the coefficient that gives the target L0
     return [float(f"{c0 * 10 ** e:.4g}") for e in np.linspace(-decades, decades, n)]
 
 # %% ../nbs/12_study.ipynb #5c402dbd
+def _l1_defaults() -> dict:
+    "The defaults of the calibrated architectures' settings (those a JSON file keeps)."
+    from dataclasses import fields
+    return {a: {f.name: f.default for f in fields(SAE_REGISTRY[a].config_class)
+                if isinstance(f.default, (int, float, str, bool, type(None)))} for a in ('relu', 'gated')}
+
 def _calibration(out:Path, grid:dict, trainer:dict, device:str, say) -> dict:
     "The L1 coefficients of the 'l1' phase, from `out/calibration.json` when it was made for these settings."
     key = {k: grid[k] for k in ('l0', 'exp_factor_others', 'l1_decades', 'n_l1', 'calibration_tokens')}
+    # and what else sets the coefficient at an L0: the trainer's settings and the SAEs' defaults (Gated's `aux_coeff`
+    # went from 1 to 0.25: the same coefficient then gives a lower L0), as JSON reads them back
+    key = json.loads(json.dumps({**key, 'trainer': trainer, 'sae_defaults': _l1_defaults()}, default=str))
     f = out/'calibration.json'
     if f.exists() and (saved := json.loads(f.read_text())).get('settings') == key: return saved
     acts = out/'acts'/'0_residpost'

@@ -45,3 +45,21 @@ def test_summarize_a_record(tmp_path):
                        capture_output=True, text=True, check=True)
     out = json.loads(r.stdout)
     assert out['targets_met'] == ['matryoshka'] and out['summary']['gated']['fvu_ratio_matched_l0'] == 1.12
+
+def test_gated_aux_default_choice_and_refusals():
+    "`gated_aux_default.py`: the value with the lowest geometric mean over the best wins; bad flags exit 2 at once."
+    from gated_aux_default import recommend, parse_values
+    means = {('dyck', 10): {1.0: 0.021, 0.25: 0.019, 0.125: 0.018},
+             ('long', 32): {1.0: 0.130, 0.25: 0.128, 0.125: 0.136}}
+    r = recommend(means, 'aux_coeff')
+    assert r['aux_coeff'] == 0.25 and r['geo_mean_over_best']['0.25'] < r['geo_mean_over_best']['0.125']
+    assert recommend({('a', 1): {True: 1.0, False: 2.0}}, 'frozen_aux_decoder')['frozen_aux_decoder'] is True
+    assert parse_values('frozen_aux_decoder', 'True,false') == (True, False)
+    assert parse_values('aux_coeff', None)[0] == 1.0   # the defaults: the paper's weight first
+    for args, msg in ((['--compare', 'aux_coeff', '--values', '1,-0.5'], 'must be > 0'),
+                      (['--compare', 'frozen_aux_decoder', '--values', 'true,maybe'], "got 'maybe'"),
+                      (['--compare', 'aux_coeff', '--values', '1'], 'at least two values'),
+                      (['--cases', 'dyck'], '--store')):
+        p = subprocess.run([sys.executable, REPO/'benchmarks'/'gated_aux_default.py', '--cases', 'synthetic', *args],
+                           capture_output=True, text=True)
+        assert p.returncode == 2 and msg in p.stderr and not p.stdout, p.stderr
