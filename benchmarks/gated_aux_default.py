@@ -57,7 +57,8 @@ SETTINGS = {'frozen_aux_decoder': ((True, False), lambda v: default_weight(), 'g
 LR = 4e-3
 
 def at_targets(acts, val, case:str, seed:int, setting:str, value, max_runs:int, log) -> tuple:
-    "`(FVU at each target L0, every run)` of one (case, seed, value of `setting`), each target's coefficient searched."
+    """`(FVU at each target L0, the L0s each was interpolated between, every run)` of one (case, seed, value of
+    `setting`), each target's coefficient searched."""
     exp_factor, n_tokens, targets, c0 = CASES[case]
     runs, done = [], {}
     def run(c):
@@ -72,8 +73,9 @@ def at_targets(acts, val, case:str, seed:int, setting:str, value, max_runs:int, 
         near = [r for r in runs if r['l0'] > 0]   # start from the run whose L0 was nearest this target, if any
         start = min(near, key=lambda r: abs(math.log(r['l0'] / t)))['knob'] if near else \
             round(c0 * SETTINGS[setting][1](value), 4)
-        fvus.append(_at_l0(_match_l0(run, start, float(t), max_runs), float(t))['fvu'])
-        lo, hi = [r['l0'] for r in runs if r['l0'] <= t], [r['l0'] for r in runs if r['l0'] > t]
+        found = _match_l0(run, start, float(t), max_runs)
+        fvus.append(_at_l0(found, float(t))['fvu'])
+        lo, hi = [r['l0'] for r in found if r['l0'] <= t], [r['l0'] for r in found if r['l0'] > t]
         brackets.append([max(lo, default=None), min(hi, default=None)])   # the L0s the FVU was interpolated between
     return fvus, brackets, runs
 
