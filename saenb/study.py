@@ -5,6 +5,7 @@
 # %% ../nbs/12_study.ipynb #a2cc111a
 from __future__ import annotations
 import json, math, sys
+from dataclasses import fields
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.script import call_parse
@@ -103,7 +104,6 @@ def l1_coefficients(c0:float, # the coefficient that gives the target L0
 # %% ../nbs/12_study.ipynb #5c402dbd
 def _l1_defaults() -> dict:
     "The defaults of the calibrated architectures' settings (those a JSON file keeps)."
-    from dataclasses import fields
     return {a: {f.name: f.default for f in fields(SAE_REGISTRY[a].config_class)
                 if isinstance(f.default, (int, float, str, bool, type(None)))} for a in ('relu', 'gated')}
 
