@@ -3,7 +3,7 @@ with each value of one setting (`--compare`):
 
 - `frozen_aux_decoder`: the auxiliary reconstruction decodes through a frozen copy of the decoder (Rajamanoharan et al.
   2024; `True`) or through the decoder itself, which it then trains too (SAELens's; `False`). Record:
-  `benchmarks/results/gated_aux_default.json`, at the default weight 0.25 (the s66 record, at weight 1, is in git
+  `benchmarks/results/gated_aux_default.json`, at the default weight 0.25 (the one before it, at weight 1, is in git
   history). Its searches started from weight 1's coefficients, before they were scaled: in `synthetic_long` the frozen
   runs' FVU was interpolated between L0 26-28 and 249-267 (`bracket_l0`), where `gated_aux_coeff.json` has the same
   setting between 30 and 52: 0.128 there, 0.1283 here.
@@ -41,18 +41,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import device_name, save_record, train_small
 from sae_vs_saelens import _at_l0, _match_l0, synthetic_files
+from saenb.sae import GatedConfig
 
 HERE = Path(__file__).parent
 # case: (exp_factor, n_tokens, target L0s, first coefficient of each search)
 CASES = {'dyck': (4, 1_000_000, (10, 20), 1.0), 'synthetic': (8, 524_288, (32,), 2.5),
          'synthetic_long': (8, 2_097_152, (32,), 2.5)}
-def default_weight() -> float:
-    "Gated's default `aux_coeff`: the weight the `frozen_aux_decoder` runs use."
-    from saenb.sae import GatedConfig
-    return GatedConfig.aux_coeff
-
-# setting: (its values, by default; the factor of each value on the first coefficient of a search; its record)
-SETTINGS = {'frozen_aux_decoder': ((True, False), lambda v: default_weight(), 'gated_aux_default.json'),
+# setting: (its values, by default; the factor of each value on the first coefficient of a search: the weight its runs
+# use; its record)
+SETTINGS = {'frozen_aux_decoder': ((True, False), lambda v: GatedConfig.aux_coeff, 'gated_aux_default.json'),
             'aux_coeff': ((1.0, 0.5, 0.25, 0.125), lambda v: v, 'gated_aux_coeff.json')}
 LR = 4e-3
 

@@ -224,8 +224,7 @@ def write_acts(acts:str|None, tmp:Path, a) -> tuple:
     train, val = tmp/'train.npy', tmp/'val.npy'
     if acts is None:
         synthetic_files(tmp, a.n_tokens, a.d_in, a.k, a.seed)
-        rows = max(a.n_tokens // 2, 65536)
-        return train, val, {'kind': 'synthetic', 'train_rows': rows, 'val_rows': VAL_ROWS}
+        return train, val, {'kind': 'synthetic', 'train_rows': len(np.load(train, mmap_mode='r')), 'val_rows': VAL_ROWS}
     p = Path(acts)
     if p.is_file() and p.suffix == '.npy':
         x = np.load(p, mmap_mode='r')

@@ -1256,7 +1256,7 @@ class LagrangianSAE(JumpReLUSAE):
 @dataclass
 class GatedConfig(PenaltyConfig):
     "Config of `gated` SAEs."
-    sparsity_coeff:float=0.25 # L1 coefficient on ReLU(pi_gate) (a quarter, as aux_coeff: the L0 that 1 gave with 1)
+    sparsity_coeff:float=0.25 # L1 coefficient on ReLU(pi_gate); scales with aux_coeff for one L0 (1 at weight 1)
     aux_coeff:float=0.25 # weight of the auxiliary reconstruction through the gate (the paper: 1); measured below
     frozen_aux_decoder:bool=True # auxiliary loss through a frozen decoder (the paper; False: SAELens); measured below
 

@@ -110,8 +110,8 @@ def _l1_defaults() -> dict:
 def _calibration(out:Path, grid:dict, trainer:dict, device:str, say) -> dict:
     "The L1 coefficients of the 'l1' phase, from `out/calibration.json` when it was made for these settings."
     key = {k: grid[k] for k in ('l0', 'exp_factor_others', 'l1_decades', 'n_l1', 'calibration_tokens')}
-    # and what else sets the coefficient at an L0: the trainer's settings and the SAEs' defaults (Gated's `aux_coeff`
-    # went from 1 to 0.25: the same coefficient then gives a lower L0), as JSON reads them back
+    # and what else sets the coefficient at an L0: the trainer's settings and the SAEs' defaults (at another
+    # `aux_coeff` Gated's coefficient gives another L0, for one), as JSON reads them back
     key = json.loads(json.dumps({**key, 'trainer': trainer, 'sae_defaults': _l1_defaults()}, default=str))
     f = out/'calibration.json'
     if f.exists() and (saved := json.loads(f.read_text())).get('settings') == key: return saved

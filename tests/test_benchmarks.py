@@ -46,9 +46,9 @@ def test_summarize_a_record(tmp_path):
     out = json.loads(r.stdout)
     assert out['targets_met'] == ['matryoshka'] and out['summary']['gated']['fvu_ratio_matched_l0'] == 1.12
 
-def test_gated_aux_default_choice_and_refusals():
+def test_gated_aux_default_choice_and_refusals(monkeypatch, capsys):
     "`gated_aux_default.py`: the value with the lowest geometric mean over the best wins; bad flags exit 2 at once."
-    from gated_aux_default import recommend, parse_values
+    from gated_aux_default import recommend, parse_values, main
     means = {('dyck', 10): {1.0: 0.021, 0.25: 0.019, 0.125: 0.018},
              ('long', 32): {1.0: 0.130, 0.25: 0.128, 0.125: 0.136}}
     r = recommend(means, 'aux_coeff')
@@ -59,7 +59,8 @@ def test_gated_aux_default_choice_and_refusals():
     for args, msg in ((['--compare', 'aux_coeff', '--values', '1,-0.5'], 'must be > 0'),
                       (['--compare', 'frozen_aux_decoder', '--values', 'true,maybe'], "got 'maybe'"),
                       (['--compare', 'aux_coeff', '--values', '1'], 'at least two values'),
-                      (['--cases', 'dyck'], '--store')):
-        p = subprocess.run([sys.executable, REPO/'benchmarks'/'gated_aux_default.py', '--cases', 'synthetic', *args],
-                           capture_output=True, text=True)
-        assert p.returncode == 2 and msg in p.stderr and not p.stdout, p.stderr
+                      (['--cases', 'dyck'], '--store')):   # in this process: a subprocess each took 3 s to import
+        monkeypatch.setattr(sys, 'argv', ['gated_aux_default.py', '--cases', 'synthetic', *args])
+        with pytest.raises(SystemExit) as e: main()
+        out, err = capsys.readouterr()
+        assert e.value.code == 2 and msg in err and not out, err
