@@ -1,6 +1,6 @@
 """Shared pieces of the benchmark scripts (and of tests/test_sae_interop.py): machine description, measured
 matrix-multiply peaks, and the virtual environments of the peers saenb is measured against (SAELens, sparsify)."""
-import fcntl, json, os, platform, re, shutil, subprocess, sys, time
+import fcntl, json, math, os, platform, re, shutil, subprocess, sys, time
 from pathlib import Path
 import torch
 
@@ -93,6 +93,43 @@ def save_record(record:dict, out, omit=('runs',)):
     tmp = out.with_suffix('.json.partial')
     tmp.write_text(json.dumps(record, indent=1) + '\n'); os.replace(tmp, out)
     emit({k: v for k, v in record.items() if k not in omit})
+
+def recommend_value(means:dict, # means[case][value]: a value's mean FVU in each case (lower is better)
+                    setting:str, # the setting the values are of
+                   ) -> dict:
+    "The value whose FVUs over each case's best have the lowest geometric mean, and every value's geometric mean."
+    values = list(next(iter(means.values())))
+    score = {v: math.exp(sum(math.log(m[v] / min(m.values())) for m in means.values()) / len(means)) for v in values}
+    return {setting: min(score, key=score.get), 'geo_mean_over_best': {str(v): round(s, 4) for v, s in score.items()}}
+
+def compared_values(ap, # the script's `argparse.ArgumentParser`, whose `error` exits 2 with the reason
+                    a, # its parsed flags: `cases`, `store`, `values`
+                    setting:str, # the setting compared
+                    parse, # parse(setting, text): the values, or `ValueError`
+                    known_cases, # the cases the script has
+                   ) -> tuple:
+    """The values a default-measuring script compares, once its flags are checked: an unknown case, the `dyck` case
+    without `--store`, values `parse` refuses, or fewer than two, stop it before any training."""
+    if bad := [c for c in a.cases.split(',') if c not in known_cases]:
+        ap.error(f"unknown case {bad[0]!r}: choose from {', '.join(known_cases)}")
+    if 'dyck' in a.cases.split(',') and not a.store: ap.error('the dyck case needs --store')
+    try: values = parse(setting, a.values)
+    except ValueError as e: ap.error(f"--values: {e}")
+    if len(values) < 2: ap.error('--values needs at least two values to compare')
+    return values
+
+def value_table(fvu:dict, # fvu[case][value]: that value's FVU at each seed
+                bracket:dict, # bracket[case][value]: at each seed, the two L0s its FVU was interpolated between
+                name, # name(case): the case's key in the table
+               ) -> tuple:
+    "`(means[case][value], per_case)`: each case's mean FVU of each value, its ratio to the best, seeds and brackets."
+    means = {k: {v: sum(x) / len(x) for v, x in d.items()} for k, d in fvu.items()}
+    r5 = lambda xs: [round(x, 5) for x in xs]
+    return means, {name(k): dict(mean_fvu={str(v): round(x, 5) for v, x in m.items()},
+                                 over_best={str(v): round(x / min(m.values()), 4) for v, x in m.items()},
+                                 seeds={str(v): r5(fvu[k][v]) for v in m},
+                                 bracket_l0={str(v): bracket[k][v] for v in m})
+                   for k, m in means.items()}
 
 # ---- the peers' virtual environments
 

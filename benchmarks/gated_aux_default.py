@@ -36,11 +36,11 @@ ended.
 All three cases, two seeds, on a 2-core AMD EPYC: `frozen_aux_decoder` 32 minutes (1,891 s, 65 runs); `aux_coeff`
 (four values) 41 minutes (2,473 s, 126 runs).
 """
-import argparse, json, math, sys, tempfile, time
+import argparse, json, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import device_name, save_record, train_small
-from sae_vs_saelens import _at_l0, _match_l0, synthetic_files
+from _common import compared_values, device_name, recommend_value, save_record, train_small, value_table
+from sae_vs_saelens import fvu_at_l0s, synthetic_files
 from saenb.sae import GatedConfig
 
 HERE = Path(__file__).parent
@@ -55,32 +55,14 @@ LR = 4e-3
 
 def at_targets(acts, val, case:str, seed:int, setting:str, value, max_runs:int, log) -> tuple:
     """`(FVU at each target L0, the L0s each was interpolated between, every run)` of one (case, seed, value of
-    `setting`), each target's coefficient searched."""
+    `setting`), each target's coefficient searched (`fvu_at_l0s`)."""
     exp_factor, n_tokens, targets, c0 = CASES[case]
-    runs, done = [], {}
-    def run(c):
-        if c not in done:
-            r = train_small(acts, 'gated', seed, LR, n_tokens, val, l0_by_step=True, exp_factor=exp_factor,
-                            sparsity_coeff=c, **{setting: value})
-            done[c] = dict(case=case, seed=seed, **{setting: value}, knob=c, **r)
-            runs.append(done[c]); log(json.dumps(done[c]))
-        return done[c]
-    fvus, brackets = [], []
-    for t in targets:
-        near = [r for r in runs if r['l0'] > 0]   # start from the run whose L0 was nearest this target, if any
-        start = min(near, key=lambda r: abs(math.log(r['l0'] / t)))['knob'] if near else \
-            round(c0 * SETTINGS[setting][1](value), 4)
-        found = _match_l0(run, start, float(t), max_runs)
-        fvus.append(_at_l0(found, float(t))['fvu'])
-        lo, hi = [r['l0'] for r in found if r['l0'] <= t], [r['l0'] for r in found if r['l0'] > t]
-        brackets.append([max(lo, default=None), min(hi, default=None)])   # the L0s the FVU was interpolated between
-    return fvus, brackets, runs
-
-def recommend(means:dict, setting:str) -> dict:
-    "`means[(case, target)][value]`: the value whose FVUs over the best value's have the lowest geometric mean."
-    values = list(next(iter(means.values())))
-    score = {v: math.exp(sum(math.log(m[v] / min(m.values())) for m in means.values()) / len(means)) for v in values}
-    return {setting: min(score, key=score.get), 'geo_mean_over_best': {str(v): round(s, 4) for v, s in score.items()}}
+    def train(c, target):
+        r = dict(case=case, seed=seed, **{setting: value}, knob=c,
+                 **train_small(acts, 'gated', seed, LR, n_tokens, val, l0_by_step=True, exp_factor=exp_factor,
+                               sparsity_coeff=c, **{setting: value}))
+        log(json.dumps(r)); return r
+    return fvu_at_l0s(train, targets, round(c0 * SETTINGS[setting][1](value), 4), max_runs)
 
 def parse_values(setting:str, text:str|None) -> tuple:
     "`--values` as the setting's type (its defaults where not given); a value of the wrong kind: `ValueError`."
@@ -103,12 +85,7 @@ def main():
     ap.add_argument('--seeds', default='0,1'); ap.add_argument('--max_search_runs', type=int, default=7)
     ap.add_argument('--out', help="the record (default: benchmarks/results/ and the setting's file name)")
     a = ap.parse_args()
-    cases = a.cases.split(',')
-    if bad := [c for c in cases if c not in CASES]: ap.error(f"unknown case {bad[0]!r}: choose from {', '.join(CASES)}")
-    if 'dyck' in cases and not a.store: ap.error('the dyck case needs --store')
-    try: values = parse_values(a.compare, a.values)
-    except ValueError as e: ap.error(f"--values: {e}")
-    if len(values) < 2: ap.error('--values needs at least two values to compare')
+    cases, values = a.cases.split(','), compared_values(ap, a, a.compare, parse_values, CASES)
     log = lambda s: print(s, file=sys.stderr, flush=True)
     t0, runs, fvu, bracket = time.perf_counter(), [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,18 +98,12 @@ def main():
                     for t, x, b in zip(CASES[case][2], f, bs):
                         fvu.setdefault((case, t), {}).setdefault(v, []).append(x)
                         bracket.setdefault((case, t), {}).setdefault(v, []).append(b)
-    means = {k: {v: sum(x) / len(x) for v, x in d.items()} for k, d in fvu.items()}
-    r5 = lambda xs: [round(x, 5) for x in xs]
-    per_case = {f'{c}@L0={t}': dict(mean_fvu={str(v): round(x, 5) for v, x in m.items()},
-                                    over_best={str(v): round(x / min(m.values()), 4) for v, x in m.items()},
-                                    seeds={str(v): r5(fvu[(c, t)][v]) for v in m},
-                                    bracket_l0={str(v): bracket[(c, t)][v] for v in m})
-                for (c, t), m in means.items()}
+    means, per_case = value_table(fvu, bracket, lambda k: f'{k[0]}@L0={k[1]}')
     save_record(dict(benchmark='gated_aux_default', compare=a.compare, values=list(values), device=device_name(),
                      store=a.store, lr=LR, seeds=a.seeds, max_search_runs=a.max_search_runs,
                      cases={c: dict(zip(('exp_factor', 'n_tokens', 'target_l0', 'coef_start'), CASES[c]))
                             for c in cases},
-                     recommended=recommend(means, a.compare), per_case=per_case,
+                     recommended=recommend_value(means, a.compare), per_case=per_case,
                      seconds=round(time.perf_counter() - t0, 1), runs=runs),
                 a.out or HERE/'results'/SETTINGS[a.compare][2])
 

@@ -211,6 +211,29 @@ def _at_l0(runs:list, target:float) -> dict:
     at = lambda f: float(a[f] + w * (b[f] - a[f]))
     return {**a, 'fvu': at('fvu'), 'tokens_per_s': at('tokens_per_s'), 'l0': target, 'knob': (a['knob'], b['knob'])}
 
+def fvu_at_l0s(train, # train(coefficient, target L0): one run's record, with its 'l0', 'fvu' and 'knob' (coefficient)
+               targets, # the target L0s
+               c0:float, # the first coefficient of the first target's search
+               max_runs:int=7, # at most this many runs per target's search
+               per_target:bool=False, # `train` uses the target (not only the coefficient): no run serves two targets
+              ) -> tuple:
+    """`(FVU at each target L0, the two L0s each was interpolated between, every run)` of one configuration: each
+    target's coefficient searched by `_match_l0` from the run nearest it in L0 so far (the first from `c0`), its FVU by
+    `_at_l0` (a wide bracket, where a search ran out of runs, biases the FVU low, as FVU is convex in log L0)."""
+    runs, done, fvus, brackets = [], {}, [], []
+    for t in map(float, targets):
+        def run(c):
+            key = (c, t) if per_target else c
+            if key not in done: done[key] = train(c, t); runs.append(done[key])
+            return done[key]
+        near = [r for r in runs if r['l0'] > 0]   # a start: any run, with per_target too
+        start = min(near, key=lambda r: abs(np.log(r['l0'] / t)))['knob'] if near else c0
+        found = _match_l0(run, start, t, max_runs)
+        fvus.append(_at_l0(found, t)['fvu'])
+        lo, hi = [r['l0'] for r in found if r['l0'] <= t], [r['l0'] for r in found if r['l0'] > t]
+        brackets.append([max(lo, default=None), min(hi, default=None)])
+    return fvus, brackets, runs
+
 def synthetic_files(tmp, n_tokens:int, d_in:int=256, k:int=32, seed:int=0) -> tuple:
     """`(train.npy, val.npy)` in `tmp`: this script's synthetic activations for a run of `n_tokens` (half as many
     training rows, at least 65,536, and `VAL_ROWS` for validation; about k/2 features on a row), for other scripts

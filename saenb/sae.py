@@ -308,6 +308,7 @@ class SAE(nn.Module):
     saelens_tensors = ('b_enc',)  # its SAELens tensors besides W_enc, W_dec, b_dec
     _latent_axes = {'W_enc': 1, 'b_enc': 0, 'W_dec': 0}  # parameters with a latent axis (for resampling)
     _bias_units = {'b_enc': 'in', 'b_dec': 'out'}  # biases in input ('in') or output ('out') units: lr scales with them
+    dec_lr = 2.0  # decoder weights' lr as a multiple of lr where the trainer's dec_lr is None (measured: 07_train_sae)
 
     def __init__(self, cfg:SAEConfig):
         super().__init__()
@@ -1298,6 +1299,7 @@ class GatedSAE(_GatedBase):
     arch, config_class, sparsity_modes, example = 'gated', GatedConfig, ('fixed',), dict(sparsity_coeff=0.1)
     saelens_arch, saelens_tensors = 'gated', ('b_gate', 'b_mag', 'r_mag')
     dense_train = None  # True/False forces the dense or sparse training path; None: see `dense_now`
+    dec_lr = 4.0  # decoder at 4x lr (measured: 07_train_sae, *The decoder's learning rate*)
     last_open = math.inf  # gates open per token on the last training step: picks the next step's path
     dense_cut = 6  # dense while more than d_sae / 6 gates are open a token (measured below)
     frozen_aux = property(lambda self: self.cfg.frozen_aux_decoder)  # False: the auxiliary loss trains W_dec
@@ -1483,6 +1485,7 @@ class MatryoshkaSAE(BatchTopKSAE):
     "Matryoshka BatchTopK SAE (Bussmann et al. 2025): every dictionary prefix is trained to reconstruct."
     arch, config_class, example = 'matryoshka', MatryoshkaConfig, dict(k=4, prefixes=[8, 32, 64], threshold_beta=0.9)
     saelens_training_arch = 'matryoshka_batchtopk'
+    dec_lr = 4.0  # decoder at 4x lr (measured: 07_train_sae, *The decoder's learning rate*)
 
     def __init__(self, cfg):
         super().__init__(cfg)

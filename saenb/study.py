@@ -103,9 +103,10 @@ def l1_coefficients(c0:float, # the coefficient that gives the target L0
 
 # %% ../nbs/12_study.ipynb #5c402dbd
 def _l1_defaults() -> dict:
-    "The defaults of the calibrated architectures' settings (those a JSON file keeps)."
+    "The defaults of the calibrated architectures' settings (those a JSON file keeps), and their decoder's lr multiple."
     return {a: {f.name: f.default for f in fields(SAE_REGISTRY[a].config_class)
-                if isinstance(f.default, (int, float, str, bool, type(None)))} for a in ('relu', 'gated')}
+                if isinstance(f.default, (int, float, str, bool, type(None)))} | {'dec_lr': SAE_REGISTRY[a].dec_lr}
+            for a in ('relu', 'gated')}
 
 def _calibration(out:Path, grid:dict, trainer:dict, device:str, say) -> dict:
     "The L1 coefficients of the 'l1' phase, from `out/calibration.json` when it was made for these settings."

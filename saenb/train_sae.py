@@ -46,7 +46,7 @@ class SAETrainConfig:
     min_lr_frac:float=0.0 # floor of 'cosine'
     beta1:float=0.9 # Adam beta1
     beta2:float=0.999 # Adam beta2
-    dec_lr:float=2.0 # learning rate of the decoder weights as a multiple of lr
+    dec_lr:float=None # decoder weights' lr as a multiple of lr (None: the architecture's `SAE.dec_lr`, measured)
     bias_lr:float=None # biases' lr as a multiple of lr (default: mean norm of their activations; see `make_optimizer`)
     max_grad_norm:float=1.0 # gradient clipping (0 disables)
     grad_accum:int=1 # batches per optimizer step
@@ -211,7 +211,7 @@ def make_optimizer(sae:SAE, # the SAE to train
     for n, p in sae.named_parameters():
         u = sae._bias_units.get(n)
         if u is not None: m = float(units[u] if tc.bias_lr is None else tc.bias_lr)
-        else: m = tc.dec_lr if n == 'W_dec' else 1.0
+        else: m = (sae.dec_lr if tc.dec_lr is None else tc.dec_lr) if n == 'W_dec' else 1.0
         groups.setdefault(m, []).append(p)
     dev = next(sae.parameters()).device.type
     return MemoryOrderAdam([{'params': ps, 'lr_mult': m} for m, ps in groups.items()], lr=tc.lr,
@@ -343,9 +343,11 @@ _RESUME_MUST_MATCH = ('arch', 'exp_factor', 'd_sae', 'n_tokens', 'batch_size', '
                       'decay_frac', 'min_lr_frac', 'bias_lr', 'dec_lr', 'grad_accum', 'normalize', 'seed', 'sae',
                       'precision')
 
-def _saved_config(c:dict) -> dict:
-    "Saved settings `c` as the current fields read them: the old `bf16` (saved before `precision`) as its precision."
+def _as_compared(c:dict) -> dict:
+    """Settings `c` (saved, or a run's `asdict`) as a resume compares them: the old `bf16` (saved before `precision`)
+    as its precision, and `dec_lr` None as the architecture's (`SAE.dec_lr`)."""
     if c.get('precision') is None and c.get('bf16') is not None: c = {**c, 'precision': 'bf16' if c['bf16'] else 'fp32'}
+    if c.get('dec_lr') is None and c.get('arch') in SAE_REGISTRY: c = {**c, 'dec_lr': SAE_REGISTRY[c['arch']].dec_lr}
     return c
 
 def save_sae_checkpoint(ckpt:Path, # checkpoint directory to (re)write
@@ -373,11 +375,11 @@ def load_sae_checkpoint(ckpt:Path, # a directory written by `save_sae_checkpoint
     try: state = json.loads((ckpt/'trainer_state.json').read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise InputError(f"checkpoint {ckpt} is corrupt ({e}): delete it to start afresh") from e
-    saved = _saved_config(state['config'])
+    saved, asked = _as_compared(state['config']), _as_compared(asdict(tc))
     for k in _RESUME_MUST_MATCH:
-        if saved.get(k) != getattr(tc, k):
+        if saved.get(k) != asked[k]:
             raise InputError(f"cannot resume: the checkpoint has {k}={saved.get(k)!r} "
-                             f"but this run asks for {getattr(tc, k)!r}; "
+                             f"but this run asks for {asked[k]!r}; "
                              "pass the same settings, or train into a fresh --out")
     sae.load_state_dict(load_sae(ckpt).state_dict())
     try: t = torch.load(ckpt/'trainer.pt', weights_only=True, map_location='cpu')
@@ -694,9 +696,9 @@ def _checkpoint_step(ckpt:Path) -> str:
 
 def _finished_run(out:Path, tc:SAETrainConfig) -> SAETrainResult:
     "The finished run saved in `out`, as `train_sae` returned it; refused if it was trained with other settings."
-    try: saved = _saved_config(json.loads((out/'train_config.json').read_text()))
+    try: saved = _as_compared(json.loads((out/'train_config.json').read_text()))
     except (OSError, json.JSONDecodeError): saved = None  # an SAE saved by other means: nothing to compare
-    now = json.loads(json.dumps(jsonable(asdict(tc))))
+    now = _as_compared(json.loads(json.dumps(jsonable(asdict(tc)))))
     for k in _RESUME_MUST_MATCH if saved is not None else ():
         if saved.get(k) != now[k]:
             raise InputError(f"{out} holds a finished SAE trained with {k}={saved.get(k)!r}, not {now[k]!r}: "
@@ -899,7 +901,7 @@ def saenb_train_sae(acts:str=None, # activation store directory, or an .npy/.saf
                     n_tokens:int=2_000_000, # training tokens
                     batch_size:int=4096, # tokens per step
                     lr:float=SAETrainConfig.lr, # peak learning rate
-                    lr_schedule:str='constant', # constant, cosine or linear
+                    lr_schedule:str=SAETrainConfig.lr_schedule, # constant, cosine or linear
                     warmup_steps:int=0, # learning-rate warmup steps
                     val_acts:str=None, # validation activations (default: the store's validation split)
                     target_acts:str=None, # activations to reconstruct, for transcoders

@@ -48,7 +48,8 @@ def test_summarize_a_record(tmp_path):
 
 def test_gated_aux_default_choice_and_refusals(monkeypatch, capsys):
     "`gated_aux_default.py`: the value with the lowest geometric mean over the best wins; bad flags exit 2 at once."
-    from gated_aux_default import recommend, parse_values, main
+    from gated_aux_default import parse_values, main
+    from _common import recommend_value as recommend
     means = {('dyck', 10): {1.0: 0.021, 0.25: 0.019, 0.125: 0.018},
              ('long', 32): {1.0: 0.130, 0.25: 0.128, 0.125: 0.136}}
     r = recommend(means, 'aux_coeff')
@@ -61,6 +62,36 @@ def test_gated_aux_default_choice_and_refusals(monkeypatch, capsys):
                       (['--compare', 'aux_coeff', '--values', '1'], 'at least two values'),
                       (['--cases', 'dyck'], '--store')):   # in this process: a subprocess each took 3 s to import
         monkeypatch.setattr(sys, 'argv', ['gated_aux_default.py', '--cases', 'synthetic', *args])
+        with pytest.raises(SystemExit) as e: main()
+        out, err = capsys.readouterr()
+        assert e.value.code == 2 and msg in err and not out, err
+
+def test_fvu_at_l0s_searches_each_target():
+    "`fvu_at_l0s`: each target bracketed and interpolated; a run reused across targets unless `train` reads the target."
+    from sae_vs_saelens import fvu_at_l0s
+    calls = []
+    def train(c, t):   # L0 = 64 / c, FVU falling with L0
+        calls.append((c, t)); l0 = 64 / c
+        return dict(knob=c, l0=l0, fvu=0.5 / l0 ** 0.5, tokens_per_s=1000.0)
+    fvus, brackets, runs = fvu_at_l0s(train, (8, 16), 1.0)
+    assert len(runs) == len(calls) == len({c for c, _ in calls})   # no coefficient trained twice
+    for t, f, (lo, hi) in zip((8, 16), fvus, brackets):
+        if None in (lo, hi): assert abs((lo or hi) / t - 1) < 0.02 and f == 0.5 / (lo or hi) ** 0.5   # a run on it
+        else: assert lo <= t <= hi and 0.5 / hi ** 0.5 <= f <= 0.5 / lo ** 0.5
+    calls.clear()
+    fvu_at_l0s(train, (8, 8.0001), 1.0, per_target=True)
+    assert {t for _, t in calls} == {8, 8.0001}   # the second target trains its own runs
+
+def test_trainer_default_values_and_refusals(monkeypatch, capsys):
+    "`trainer_default.py`: values read as the setting's type; bad values, architectures or cases exit 2 at once."
+    from trainer_default import main, parse_values
+    assert parse_values('dec_lr', '1,2.5') == (1.0, 2.5) and parse_values('lr_schedule', None)[0] == 'constant'
+    for args, msg in ((['--values', 'constant,cosin'], "unknown lr_schedule 'cosin'"),
+                      (['--setting', 'dec_lr', '--values', '1,-2'], 'must be > 0'),
+                      (['--archs', 'topk,topx'], "unknown architecture 'topx'"),
+                      (['--cases', 'dyk'], "unknown case 'dyk'"), (['--values', 'linear'], 'at least two'),
+                      (['--cases', 'dyck'], '--store')):
+        monkeypatch.setattr(sys, 'argv', ['trainer_default.py', '--cases', 'synthetic', *args])
         with pytest.raises(SystemExit) as e: main()
         out, err = capsys.readouterr()
         assert e.value.code == 2 and msg in err and not out, err
