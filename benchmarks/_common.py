@@ -40,6 +40,12 @@ def saenb_command(name:str) -> str:
     if found := shutil.which(name): return found
     raise SystemExit(f"{name} is neither beside {sys.executable} nor on PATH: pip install -e . in this environment")
 
+def has_k(arch:str) -> bool:
+    "Whether SAEs of `arch` set their L0 by `k` (the TopK family) rather than by a sparsity coefficient."
+    from dataclasses import fields
+    from saenb.sae import SAE_REGISTRY   # imported where used, as in train_small: importing this module stays light
+    return 'k' in {f.name for f in fields(SAE_REGISTRY[arch].config_class)}
+
 def train_small(store:str, # activation store (or an `.npy` file, with `val_acts`)
                 arch:str, # SAE architecture
                 seed:int, lr:float, n_tokens:int=1_000_000,
@@ -48,11 +54,8 @@ def train_small(store:str, # activation store (or an `.npy` file, with `val_acts
                 **settings) -> dict: # other `train_sae` settings (aux_k, dead_tokens, aux_coeff, k, batch_size, ...)
     """One SAE as the benchmarks that measure a default train it (`aux_k_default.py`, `dead_window_default.py`: by
     default exp_factor 4, k 8, batches of 4096, the store's validation split): its FVU, dead fraction and tokens/s."""
-    from dataclasses import fields
-    from saenb.sae import SAE_REGISTRY
     from saenb.train_sae import train_sae
-    has_k = 'k' in {f.name for f in fields(SAE_REGISTRY[arch].config_class)}   # k = 8 for the TopK family
-    settings = dict(exp_factor=4, batch_size=4096) | (dict(k=8) if has_k else {}) | settings
+    settings = dict(exp_factor=4, batch_size=4096) | (dict(k=8) if has_k(arch) else {}) | settings
     res = train_sae(store, None, val_acts=val_acts, arch=arch, n_tokens=n_tokens, lr=lr, seed=seed, progress=False,
                     say=lambda s: None, **settings)
     r, h = res.summary, res.history

@@ -31,12 +31,10 @@ value, their ratio to the best and, for the searched architectures, the two L0s 
     python benchmarks/trainer_default.py --setting dec_lr --store runs/dyck/acts/0_residpost [--cases dyck,synthetic]
 """
 import argparse, json, sys, tempfile, time
-from dataclasses import fields
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import compared_values, device_name, recommend_value, save_record, train_small, value_table
+from _common import compared_values, device_name, has_k, recommend_value, save_record, train_small, value_table
 from sae_vs_saelens import COEF_START, fvu_at_l0s, synthetic_files
-from saenb.sae import SAE_REGISTRY
 from saenb.train_sae import SAETrainConfig
 
 HERE = Path(__file__).parent
@@ -47,10 +45,6 @@ SETTINGS = {'lr_schedule': (('constant', 'linear', 'cosine'), str, ('constant', 
                             'lr_schedule_default.json'),
             'dec_lr': ((1.0, 2.0, 3.0, 4.0), float, None, 'dec_lr_default.json')}
 ARCHS = ('relu', 'topk', 'batchtopk', 'jumprelu', 'gated', 'matryoshka')
-
-def has_k(arch:str) -> bool:
-    "Whether `arch` sets its L0 by `k` (the TopK family) rather than by a sparsity coefficient."
-    return 'k' in SAE_REGISTRY[arch].config_class.__dataclass_fields__
 
 def parse_values(setting:str, text:str|None) -> tuple:
     "`--values` as the setting's type (its defaults where not given); a value it cannot take: `ValueError`."
@@ -110,8 +104,8 @@ def main():
                             fvu.setdefault((case, arch, t), {}).setdefault(v, []).append(x)
                             bracket.setdefault((case, arch, t), {}).setdefault(v, []).append(b)
     means, per_case = value_table(fvu, bracket, lambda k: f'{k[0]}/{k[1]}@L0={k[2]}')
-    defaults = {f.name: getattr(SAETrainConfig, f.name) for f in fields(SAETrainConfig)
-                if f.name in ('lr_schedule', 'decay_frac', 'min_lr_frac', 'dec_lr', 'bias_lr')}
+    defaults = {n: getattr(SAETrainConfig, n) for n in ('lr_schedule', 'decay_frac', 'min_lr_frac', 'dec_lr',
+                                                          'bias_lr')}
     save_record(dict(benchmark='trainer_default', setting=a.setting, values=list(values), device=device_name(),
                      store=a.store, lr=a.lr, defaults=defaults, archs=archs, seeds=a.seeds,
                      max_search_runs=a.max_search_runs,

@@ -46,6 +46,15 @@ def test_summarize_a_record(tmp_path):
     out = json.loads(r.stdout)
     assert out['targets_met'] == ['matryoshka'] and out['summary']['gated']['fvu_ratio_matched_l0'] == 1.12
 
+def refused(monkeypatch, capsys, main, cases):
+    """Each `(flags, message)` of `cases` makes a default-measuring script's `main` exit 2 with `message` and print
+    nothing, before any training (run in this process: a subprocess each took 3 s to import)."""
+    for args, msg in cases:
+        monkeypatch.setattr(sys, 'argv', ['script.py', '--cases', 'synthetic', *args])
+        with pytest.raises(SystemExit) as e: main()
+        out, err = capsys.readouterr()
+        assert e.value.code == 2 and msg in err and not out, err
+
 def test_gated_aux_default_choice_and_refusals(monkeypatch, capsys):
     "`gated_aux_default.py`: the value with the lowest geometric mean over the best wins; bad flags exit 2 at once."
     from gated_aux_default import parse_values, main
@@ -57,14 +66,10 @@ def test_gated_aux_default_choice_and_refusals(monkeypatch, capsys):
     assert recommend({('a', 1): {True: 1.0, False: 2.0}}, 'frozen_aux_decoder')['frozen_aux_decoder'] is True
     assert parse_values('frozen_aux_decoder', 'True,false') == (True, False)
     assert parse_values('aux_coeff', None)[0] == 1.0   # the defaults: the paper's weight first
-    for args, msg in ((['--compare', 'aux_coeff', '--values', '1,-0.5'], 'must be > 0'),
-                      (['--compare', 'frozen_aux_decoder', '--values', 'true,maybe'], "got 'maybe'"),
-                      (['--compare', 'aux_coeff', '--values', '1'], 'at least two values'),
-                      (['--cases', 'dyck'], '--store')):   # in this process: a subprocess each took 3 s to import
-        monkeypatch.setattr(sys, 'argv', ['gated_aux_default.py', '--cases', 'synthetic', *args])
-        with pytest.raises(SystemExit) as e: main()
-        out, err = capsys.readouterr()
-        assert e.value.code == 2 and msg in err and not out, err
+    refused(monkeypatch, capsys, main, [(['--compare', 'aux_coeff', '--values', '1,-0.5'], 'must be > 0'),
+                                        (['--compare', 'frozen_aux_decoder', '--values', 'true,maybe'], "got 'maybe'"),
+                                        (['--compare', 'aux_coeff', '--values', '1'], 'at least two values'),
+                                        (['--cases', 'dyck'], '--store')])
 
 def test_fvu_at_l0s_searches_each_target():
     "`fvu_at_l0s`: each target bracketed and interpolated; a run reused across targets unless `train` reads the target."
@@ -86,12 +91,8 @@ def test_trainer_default_values_and_refusals(monkeypatch, capsys):
     "`trainer_default.py`: values read as the setting's type; bad values, architectures or cases exit 2 at once."
     from trainer_default import main, parse_values
     assert parse_values('dec_lr', '1,2.5') == (1.0, 2.5) and parse_values('lr_schedule', None)[0] == 'constant'
-    for args, msg in ((['--values', 'constant,cosin'], "unknown lr_schedule 'cosin'"),
-                      (['--setting', 'dec_lr', '--values', '1,-2'], 'must be > 0'),
-                      (['--archs', 'topk,topx'], "unknown architecture 'topx'"),
-                      (['--cases', 'dyk'], "unknown case 'dyk'"), (['--values', 'linear'], 'at least two'),
-                      (['--cases', 'dyck'], '--store')):
-        monkeypatch.setattr(sys, 'argv', ['trainer_default.py', '--cases', 'synthetic', *args])
-        with pytest.raises(SystemExit) as e: main()
-        out, err = capsys.readouterr()
-        assert e.value.code == 2 and msg in err and not out, err
+    refused(monkeypatch, capsys, main, [(['--values', 'constant,cosin'], "unknown lr_schedule 'cosin'"),
+                                        (['--setting', 'dec_lr', '--values', '1,-2'], 'must be > 0'),
+                                        (['--archs', 'topk,topx'], "unknown architecture 'topx'"),
+                                        (['--cases', 'dyk'], "unknown case 'dyk'"),
+                                        (['--values', 'linear'], 'at least two'), (['--cases', 'dyck'], '--store')])
