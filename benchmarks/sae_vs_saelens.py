@@ -19,9 +19,12 @@ matryoshka), saenb name (SAELens's):
 - coefficient-based, compared at the same L0 (`--coef_l0`, default k): `relu` (SAELens's `standard`: L1), `jumprelu` (L0
   penalty; SAELens's default "step" loss) and `gated` (L1 on the gate). A coefficient means different sparsity in the
   two tools (their loss scales and input scaling differ), so each tool's coefficient is searched separately
-  (`_match_l0`, at `--coef_lr`, from a per-architecture start measured at the default sizes, `COEF_START`, or
-  `--coef_start`; at most `--max_search_runs` runs) until its L0 brackets the target, and the FVU of each is
-  interpolated (in log L0) at it: reconstruction at matched sparsity. `*_matched` says whether the search reached the
+  (`_match_l0`, from a per-architecture start measured at the default sizes, `COEF_START`, or `--coef_start`; at most
+  `--max_search_runs` runs) until its L0 brackets the target, and the FVU of each is interpolated (in log L0) at it:
+  reconstruction at matched sparsity. The search runs at each learning rate of `--coef_lrs` (default 4e-3 and 2.8e-3;
+  each later one starts from the coefficient and L0 slope the first found, and brackets in about three runs), and each
+  tool's FVU at the target is that of its best rate (`at_best_lr`; `*_best_lr`, and `*_best_lr_at_edge` as for the
+  k-based). `*_matched` says whether that rate's search reached the
   target (bracketed it, or a run within 2%); if not (the search stops when L0 does not answer to the coefficient), the
   run nearest to it is reported, and `l0_matched` is false. saenb's JumpReLU starts from thresholds calibrated on the
   first batch to the target L0 (its `calibrate`, on when `target_l0` is given; the coefficient stays fixed); SAELens's
@@ -105,8 +108,8 @@ training time.
 
     python benchmarks/sae_vs_saelens.py [--archs topk,relu | all] [--d_in 256] [--exp_factor 8] [--k 32]
         [--n_tokens 524288] [--batch_size 4096] [--lrs 1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3]
-        [--coef_l0 K] [--coef_lr 4e-3] [--coef_start '{"gated": {"saenb": 2, "saelens": 1}}'] [--max_search_runs 7]
-        [--saelens_cfg '{"jumprelu": {...}}'] [--acts FILE.npy | STORE_DIR] [--val_rows 65536]
+        [--coef_l0 K] [--coef_lrs 4e-3,2.8e-3] [--coef_start '{"gated": {"saenb": 2, "saelens": 1}}']
+        [--max_search_runs 7] [--saelens_cfg '{"jumprelu": {...}}'] [--acts FILE.npy | STORE_DIR] [--val_rows 65536]
         [--no_sparsify] [--sparsify_optimizer adam|signum] [--saelens_bf16 auto|on|off] [--device cpu|cuda[:N]]
 
 `--device cuda` (or `cuda:N`) trains all three tools on that GPU: saenb with `saenb_train_sae --device`, SAELens with
@@ -141,13 +144,16 @@ LRS = '1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3'
 LRS_ALL = '2e-3,2.8e-3,4e-3,5.6e-3,8e-3'   # `--archs all`: the upper 5 of LRS (x1.41 apart), where every best rate
                                             # of the k-based architectures fell (see the docstring)
 # where each tool's coefficient search starts (saenb: --sparsity_coeff; SAELens: l1_coefficient, l0_coefficient for
-# jumprelu): for L0 = 32 at the default sizes (lr 4e-3), interpolated in log-log from single runs there: saenb relu
-# 1.25 -> L0 38, 5 -> 8.6; jumprelu (thresholds calibrated to the target first) 0.1 -> 46, 1 -> 14; gated at
-# aux_coeff 1 (gated_saelens) 1 -> 330, 4 -> 11.5, and at its default 0.25 a quarter of that (0.67 -> 30). SAELens
-# standard 1 -> 14.5, 5 -> 0.3; gated 0.5 -> 160, 0.8 -> 59, 1 -> 20; jumprelu 10 -> 90, 100 -> 97
-# (its L0 hardly answers to the coefficient in 128 steps: its default, 1.0)
-COEF_START = {'relu': {'saenb': 1.5, 'saelens': 0.7}, 'jumprelu': {'saenb': 0.25, 'saelens': 1.0},
-              'gated': {'saenb': 0.625, 'saelens': 0.8}, 'gated_saelens': {'saenb': 2.5, 'saelens': 0.8}}
+# jumprelu), and the slope of L0 against it (log-log, L0 ~ c^-p) that its first steps take: for L0 = 32 at the default
+# sizes and lr 4e-3, interpolated in log-log between the two runs of the last search that bracketed it (relu:
+# sae_vs_saelens_all_s63.json; gated, gated_saelens: sae_vs_saelens_dec_lr_s68.json; jumprelu:
+# sae_vs_saelens_jumprelu_s68.json), e.g. saenb's gated 0.625 -> L0 28.9, 0.6058 -> 32.6. SAELens's jumprelu: its
+# default, 1.0, and no slope (L0 86.7, 87.7 and 93.5 at 1, 4 and 16: in 128 steps it hardly answers to the coefficient)
+COEF_START = {'relu': {'saenb': 1.41, 'saelens': 0.52}, 'jumprelu': {'saenb': 0.293, 'saelens': 1.0},
+              'gated': {'saenb': 0.609, 'saelens': 0.763}, 'gated_saelens': {'saenb': 1.66, 'saelens': 0.763}}
+COEF_SLOPE = {'relu': {'saenb': 1.46, 'saelens': 1.98}, 'jumprelu': {'saenb': 0.57, 'saelens': None},
+              'gated': {'saenb': 3.86, 'saelens': 2.79}, 'gated_saelens': {'saenb': 1.6, 'saelens': 2.79}}
+COEF_LRS = '4e-3,2.8e-3'   # the coefficient searches' learning rates: COEF_START's first, then one x1.41 lower
 VAL_ROWS = 8192
 
 def synthetic_activations(n:int, d:int, n_feat:int, l0:float, seed:int) -> np.ndarray:
@@ -169,10 +175,11 @@ def run_json(cmd:list, env=None) -> dict:
         raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
     return json.loads(lines[-1])
 
-def _match_l0(run, c0:float, target:float, max_runs:int=7) -> list:
+def _match_l0(run, c0:float, target:float, max_runs:int=7, p0:float|None=None) -> list:
     """Runs at sparsity coefficients searched from `c0` until two of them bracket L0 = `target`, then narrowed until the
     bracket is tight, at most `max_runs` in all. Outside a bracket each step is x4 (or /4), or, once two runs give L0's
-    slope against the coefficient (log-log), the step that slope says lands a little past the target (x1.5 to x16);
+    slope against the coefficient (log-log; before that `p0`, a slope another search measured, where given), the step
+    that slope says lands a little past the target (x1.5 to x16);
     inside, the secant in log coefficient against log L0, kept within the bracket's middle 70%. Stops early when an
     8-fold change of the coefficient over the last three runs moved L0 by less than 25%: L0 does not answer to the
     coefficient in a run this long (the target is out of its reach), or when a run lands within 2% of the target."""
@@ -193,23 +200,61 @@ def _match_l0(run, c0:float, target:float, max_runs:int=7) -> list:
         if len(runs) >= 3 and abs(lc(runs[-1]) - lc(runs[-3])) >= np.log(8) - 1e-9 \
                 and abs(ll(runs[-1]) - ll(runs[-3])) < np.log(1.25): break  # L0 deaf to the coefficient
         up = not lo  # L0 too high: a larger coefficient; too low: a smaller one
-        step = np.log(4)
+        step, p = np.log(4), p0
         if len(runs) >= 2 and lc(runs[-1]) != lc(runs[-2]):
             p = -(ll(runs[-1]) - ll(runs[-2])) / (lc(runs[-1]) - lc(runs[-2]))   # L0 ~ c^-p
-            if p > 0.1:
-                aim = lt + (np.log(0.8) if up else np.log(1.25))   # a little past the target: a bracket, close to it
-                step = float(np.clip(abs(ll(runs[-1]) - aim) / p, np.log(1.5), np.log(16)))
+        if p is not None and p > 0.1:
+            aim = lt + (np.log(0.8) if up else np.log(1.25))   # a little past the target: a bracket, close to it
+            step = float(np.clip(abs(ll(runs[-1]) - aim) / p, np.log(1.5), np.log(16)))
         runs.append(go(np.exp(lc(runs[-1]) + (step if up else -step))))
     return runs
 
 def _at_l0(runs:list, target:float) -> dict:
-    "FVU and tokens/s interpolated in log L0 at `target` between the two runs that bracket it (else the closest run)."
+    """FVU and tokens/s interpolated in log L0 at `target` between the two runs that bracket it (else the closest
+    run's), and `knob_at_target`, the coefficient interpolated there (log-log; the closest run's)."""
     lo = [r for r in runs if r['l0'] <= target]; hi = [r for r in runs if r['l0'] > target]
-    if not (lo and hi): return dict(min(runs, key=lambda r: abs(np.log(max(r['l0'], 1e-9) / target))))
+    if not (lo and hi):
+        r = min(runs, key=lambda r: abs(np.log(max(r['l0'], 1e-9) / target)))
+        return {**r, 'knob_at_target': r['knob']}
     a, b = max(lo, key=lambda r: r['l0']), min(hi, key=lambda r: r['l0'])
     w = np.log(target / max(a['l0'], 1e-9)) / np.log(b['l0'] / max(a['l0'], 1e-9))
     at = lambda f: float(a[f] + w * (b[f] - a[f]))
-    return {**a, 'fvu': at('fvu'), 'tokens_per_s': at('tokens_per_s'), 'l0': target, 'knob': (a['knob'], b['knob'])}
+    return {**a, 'fvu': at('fvu'), 'tokens_per_s': at('tokens_per_s'), 'l0': target, 'knob': (a['knob'], b['knob']),
+            'knob_at_target': float(np.exp(np.log(a['knob']) + w * np.log(b['knob'] / a['knob'])))}
+
+def _reached(runs:list, target:float) -> bool:
+    "Whether a search reached L0 = `target`: two of its runs bracket it, or one is within 2% of it."
+    return (any(r['l0'] <= target for r in runs) and any(r['l0'] > target for r in runs)) or \
+        any(abs(np.log(max(r['l0'], 1e-9) / target)) < 0.02 for r in runs)
+
+def _slope(runs:list, target:float) -> float|None:
+    "L0's slope against the coefficient (log-log, L0 ~ c^-p) between the two runs nearest `target`: None if one knob."
+    near = sorted(runs, key=lambda r: abs(np.log(max(r['l0'], 1e-9) / target)))
+    b = next((r for r in near[1:] if r['knob'] != near[0]['knob']), None) if near else None
+    if b is None: return None
+    a = near[0]
+    return float(-np.log(max(a['l0'], 1e-3) / max(b['l0'], 1e-3)) / np.log(a['knob'] / b['knob']))
+
+def at_best_lr(run, # run(coefficient, lr): one run's record, with its 'l0', 'fvu', 'knob' and 'lr'
+               lrs:list, # the learning rates, searched in this order
+               c0:float, # the first search's starting coefficient
+               target:float, # the L0 to match
+               max_runs:int=7, # at most this many runs per learning rate's search
+               p0:float|None=None, # the slope of L0 against the coefficient the first search steps by (`_match_l0`)
+              ) -> tuple:
+    """`(at, runs)`: a tool's coefficient searched (`_match_l0`) at each learning rate of `lrs` for L0 = `target`, and
+    `_at_l0` of the learning rate with the lowest FVU there (of those whose search reached the target; if none did, the
+    one that came nearest), with every run. Each search after the first starts from the coefficient the last one
+    interpolated at the target and steps by the L0 slope it measured, so it brackets the target in two or three runs."""
+    found, start, p = [], c0, p0
+    for lr in lrs:
+        runs = _match_l0(lambda c: run(c, lr), start, target, max_runs, p0=p)
+        at = _at_l0(runs, target)
+        start, p = at['knob_at_target'], _slope(runs, target) or p
+        found.append((_reached(runs, target), at, runs))
+    miss = lambda f: abs(np.log(max(f[1]['l0'], 1e-9) / target))
+    best = min(found, key=lambda f: (not f[0], f[1]['fvu'] if f[0] else miss(f)))
+    return best[1], [r for f in found for r in f[2]]
 
 def fvu_at_l0s(train, # train(coefficient, target L0): one run's record, with its 'l0', 'fvu' and 'knob' (coefficient)
                targets, # the target L0s
@@ -355,8 +400,9 @@ def main():
     ap.add_argument('--exp_factor', type=int, default=8); ap.add_argument('--k', type=int, default=32)
     ap.add_argument('--coef_l0', '--relu_l0', type=float, default=None,
                     help='L0 at which relu, jumprelu and gated are compared (default: k)')
-    ap.add_argument('--coef_lr', '--relu_lr', type=float, default=4e-3,
-                    help='learning rate of the coefficient searches')
+    ap.add_argument('--coef_lrs', '--coef_lr', '--relu_lr', default=COEF_LRS,
+                    help='learning rates of the coefficient searches, searched in this order, the best FVU at the '
+                         f'target of each tool reported (default {COEF_LRS})')
     ap.add_argument('--coef_start', default=None,
                     help='JSON {arch: {"saenb": c, "saelens": c}} overriding where the coefficient searches start')
     ap.add_argument('--l1', type=float, default=None, help="start of relu's search for both tools (old flag)")
@@ -392,14 +438,20 @@ def main():
     if a.l1 is not None: starts['relu'] = {'saenb': a.l1, 'saelens': a.l1}
     for arch, v in json.loads(a.coef_start or '{}').items(): starts.setdefault(arch, {}).update(v)
     lrs_reduced = a.lrs is None and a.archs == 'all'
-    lrs = [float(v) for v in (a.lrs or (LRS_ALL if lrs_reduced else LRS)).split(',')]
+    def rates(flag, text):
+        try: v = [float(x) for x in text.split(',')]
+        except ValueError: v = []
+        if not v or min(v) <= 0: ap.error(f"{flag} {text}: give positive learning rates as a comma list, e.g. {LRS_ALL}")
+        return v
+    lrs = rates('--lrs', a.lrs or (LRS_ALL if lrs_reduced else LRS))
+    coef_lrs = rates('--coef_lrs', a.coef_lrs)
     max_runs = a.max_search_runs or (5 if a.archs == 'all' else 7)
     saelens_cfg = json.loads(a.saelens_cfg or '{}')
     tmp = Path(tempfile.mkdtemp(prefix='sae_vs_saelens_'))
-    try: return _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start)
+    try: return _run(a, archs, starts, lrs, coef_lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start)
     finally: shutil.rmtree(tmp, ignore_errors=True)   # the activations' copies and saenb's SAEs
 
-def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start):
+def _run(a, archs, starts, lrs, coef_lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start):
     train, val, source = write_acts(a.acts, tmp, a)
     d_in = int(np.load(val, mmap_mode='r').shape[1]); d_sae = d_in * a.exp_factor
     widths = sorted({max(1, d_sae // 8), max(1, d_sae // 4), max(1, d_sae // 2), d_sae})   # saenb's default prefixes
@@ -409,8 +461,10 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
     peak32, peak16 = matmul_peak(torch.float32, a.device), matmul_peak(torch.bfloat16, a.device)
     record = {'bench': 'sae_vs_saelens', 'device': device_name(a.device), 'd_in': d_in, 'd_sae': d_sae, 'k': a.k,
               'coef_l0': a.coef_l0, 'batch_size': a.batch_size, 'n_tokens': a.n_tokens, 'acts': source,
-              'archs': archs, 'lrs': lrs, 'lrs_reduced': lrs_reduced, 'coef_lr': a.coef_lr, 'max_search_runs': max_runs,
-              'coef_start': {x: starts[x] for x in archs if x in COEF_ARCHS}, 'saelens_cfg': saelens_cfg,
+              'archs': archs, 'lrs': lrs, 'lrs_reduced': lrs_reduced, 'coef_lrs': coef_lrs,
+              'max_search_runs': max_runs,
+              'coef_start': {x: starts[x] for x in archs if x in COEF_ARCHS},
+              'coef_slope': {x: COEF_SLOPE[x] for x in archs if x in COEF_ARCHS}, 'saelens_cfg': saelens_cfg,
               'matryoshka_widths': widths if 'matryoshka' in archs else None,
               'sparsify_optimizer': a.sparsify_optimizer if sp_py else None,
               'peak_fp32_flops': peak32, 'peak_bf16_flops': peak16,
@@ -488,10 +542,12 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
             near = sl
         else:
             c_sl, c_ours = starts[arch]['saelens'], starts[arch]['saenb']
-            sls = _match_l0(lambda c: saelens(arch, c, a.coef_lr), c_sl, target, max_runs)
-            ourss = _match_l0(lambda c: saenb(arch, c, a.coef_lr), c_ours, target, max_runs)
-            sl, ours = _at_l0(sls, target), _at_l0(ourss, target)
-            near = min(sls, key=lambda r: abs(np.log(max(r['l0'], 1e-9) / target)))
+            slope = COEF_SLOPE.get(arch, {})
+            sl, sls = at_best_lr(lambda c, lr: saelens(arch, c, lr), coef_lrs, c_sl, target, max_runs,
+                                 slope.get('saelens'))
+            ours, ourss = at_best_lr(lambda c, lr: saenb(arch, c, lr), coef_lrs, c_ours, target, max_runs,
+                                     slope.get('saenb'))
+            near = min((r for r in sls if r['lr'] == sl['lr']), key=lambda r: abs(np.log(max(r['l0'], 1e-9) / target)))
         all_sl, all_ours = (float(np.median([r['tokens_per_s'] for r in rs])) for rs in (sls, ourss))
         if arch in K_ARCHS:   # else: at the matched L0; copies, so that the runs' records keep their own speeds
             sl, ours = {**sl, 'tokens_per_s': all_sl}, {**ours, 'tokens_per_s': all_ours}
@@ -519,9 +575,10 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
                'saenb_flops_frac_fp32_peak': ours_flops / peak32, 'saenb_flops_frac_bf16_peak': ours_flops / peak16,
                'saelens_flops_frac_fp32_peak': sl_flops / peak32, 'saelens_flops_frac_bf16_peak': sl_flops / peak16,
                'saenb_runs': runs_of(ourss), 'saelens_runs': runs_of(sls)}
+        grid = lrs if arch in K_ARCHS else coef_lrs
+        edge = lambda lr: len(grid) > 1 and lr in (min(grid), max(grid))
+        rec.update(saenb_best_lr_at_edge=edge(ours['lr']), saelens_best_lr_at_edge=edge(sl['lr']))
         if arch in K_ARCHS:
-            edge = lambda lr: len(lrs) > 1 and lr in (min(lrs), max(lrs))
-            rec.update(saenb_best_lr_at_edge=edge(ours['lr']), saelens_best_lr_at_edge=edge(sl['lr']))
             if arch in BATCH_ARCHS:   # both tools' training-mode codes, at L0 = k exactly: each tool's best run
                 sb, ob = (min(rs, key=lambda r: r['batch_fvu']) for rs in (sls, ourss))
                 for tool, r in (('saelens', sb), ('saenb', ob)):
@@ -530,10 +587,9 @@ def _run(a, archs, starts, lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start
                 rec['fvu_ratio_batch'] = ob['batch_fvu'] / sb['batch_fvu']
             if saenb_arch(arch) == 'topk' and sp_py: rec.update(_versus_sparsify(ours, lrs, sparsify, f, peak32, edge))
         else:
-            reached = lambda rs: (any(r['l0'] <= target for r in rs) and any(r['l0'] > target for r in rs)) or \
-                any(abs(np.log(max(r['l0'], 1e-9) / target)) < 0.02 for r in rs)
-            rec.update(saenb_best_lr=a.coef_lr, saelens_best_lr=a.coef_lr,
-                       saenb_matched=reached(ourss), saelens_matched=reached(sls))
+            at_lr = lambda rs, lr: [r for r in rs if r['lr'] == lr]   # the best learning rate's search
+            rec.update(saenb_matched=_reached(at_lr(ourss, ours['lr']), target),
+                       saelens_matched=_reached(at_lr(sls, sl['lr']), target))
         if arch in VARIANTS: rec['saenb_settings'] = VARIANTS[arch][1](dead_steps(), a.batch_size)
         return rec
 
