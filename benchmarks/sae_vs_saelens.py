@@ -22,9 +22,10 @@ matryoshka), saenb name (SAELens's):
   (`_match_l0`, from a per-architecture start measured at the default sizes, `COEF_START`, or `--coef_start`; at most
   `--max_search_runs` runs) until its L0 brackets the target, and the FVU of each is interpolated (in log L0) at it:
   reconstruction at matched sparsity. The search runs at each learning rate of `--coef_lrs` (default 4e-3 and 2.8e-3;
-  each later one starts from the coefficient and L0 slope the first found, and brackets in about three runs), and each
-  tool's FVU at the target is that of its best rate (`at_best_lr`; `*_best_lr`, and `*_best_lr_at_edge` as for the
-  k-based). `*_matched` says whether that rate's search reached the
+  each later one starts from the coefficient the last one found at the target, scaled by the ratio of the rates to
+  the power `COEF_LR_EXP`, and steps by the L0 slope it measured; a rate below one where L0 did not answer to the
+  coefficient is skipped), and each tool's FVU at the target is that of its best rate (`at_best_lr`; `*_best_lr`, and
+  `*_best_lr_at_edge` as for the k-based). `*_matched` says whether that rate's search reached the
   target (bracketed it, or a run within 2%); if not (the search stops when L0 does not answer to the coefficient), the
   run nearest to it is reported, and `l0_matched` is false. saenb's JumpReLU starts from thresholds calibrated on the
   first batch to the target L0 (its `calibrate`, on when `target_l0` is given; the coefficient stays fixed); SAELens's
@@ -153,6 +154,9 @@ COEF_START = {'relu': {'saenb': 1.41, 'saelens': 0.52}, 'jumprelu': {'saenb': 0.
               'gated': {'saenb': 0.609, 'saelens': 0.763}, 'gated_saelens': {'saenb': 1.66, 'saelens': 0.763}}
 COEF_SLOPE = {'relu': {'saenb': 1.46, 'saelens': 1.98}, 'jumprelu': {'saenb': 0.57, 'saelens': None},
               'gated': {'saenb': 3.86, 'saelens': 2.79}, 'gated_saelens': {'saenb': 1.6, 'saelens': 2.79}}
+COEF_LR_EXP = 0.65   # the coefficient at L0 = 32 went up ~(4e-3 / 2.8e-3)^0.65 from lr 4e-3 to 2.8e-3: x1.24 (SAELens
+                     # relu), x1.27 (saenb relu), x1.27 (SAELens gated), x1.24 (saenb gated); saenb jumprelu x1.64
+                     # (sae_vs_saelens_all_s69_first.json)
 COEF_LRS = '4e-3,2.8e-3'   # the coefficient searches' learning rates: COEF_START's first, then one x1.41 lower
 VAL_ROWS = 8192
 
@@ -245,13 +249,19 @@ def at_best_lr(run, # run(coefficient, lr): one run's record, with its 'l0', 'fv
     """`(at, runs)`: a tool's coefficient searched (`_match_l0`) at each learning rate of `lrs` for L0 = `target`, and
     `_at_l0` of the learning rate with the lowest FVU there (of those whose search reached the target; if none did, the
     one that came nearest), with every run. Each search after the first starts from the coefficient the last one
-    interpolated at the target and steps by the L0 slope it measured, so it brackets the target in two or three runs."""
-    found, start, p = [], c0, p0
+    interpolated at the target, scaled by (its rate / this rate)^`COEF_LR_EXP`, and steps by the L0 slope it measured.
+    After a search whose L0 did not answer to the coefficient (it missed the target, and L0's slope is under 0.1), the
+    lower rates are not searched: their parameters (JumpReLU's thresholds) move less still in a run as long."""
+    found, start, p, deaf_at, last = [], c0, p0, None, None
     for lr in lrs:
+        if deaf_at is not None and lr < deaf_at: continue
+        if last: start *= (last / lr) ** COEF_LR_EXP
+        last = lr
         runs = _match_l0(lambda c: run(c, lr), start, target, max_runs, p0=p)
-        at = _at_l0(runs, target)
-        start, p = at['knob_at_target'], _slope(runs, target) or p
-        found.append((_reached(runs, target), at, runs))
+        at, reached, slope = _at_l0(runs, target), _reached(runs, target), _slope(runs, target)
+        if not reached and (slope is None or abs(slope) < 0.1): deaf_at = max(lr, deaf_at or 0.0)
+        start, p = at['knob_at_target'], slope if slope is not None and slope > 0.1 else p
+        found.append((reached, at, runs))
     miss = lambda f: abs(np.log(max(f[1]['l0'], 1e-9) / target))
     best = min(found, key=lambda f: (not f[0], f[1]['fvu'] if f[0] else miss(f)))
     return best[1], [r for f in found for r in f[2]]
@@ -441,7 +451,8 @@ def main():
     def rates(flag, text):
         try: v = [float(x) for x in text.split(',')]
         except ValueError: v = []
-        if not v or min(v) <= 0: ap.error(f"{flag} {text}: give positive learning rates as a comma list, e.g. {LRS_ALL}")
+        if not v or min(v) <= 0:
+            ap.error(f"{flag} {text}: give positive learning rates as a comma list, e.g. {LRS_ALL}")
         return v
     lrs = rates('--lrs', a.lrs or (LRS_ALL if lrs_reduced else LRS))
     coef_lrs = rates('--coef_lrs', a.coef_lrs)

@@ -88,20 +88,25 @@ def test_fvu_at_l0s_searches_each_target():
     assert {t for _, t in calls} == {8, 8.0001}   # the second target trains its own runs
 
 def test_at_best_lr_picks_each_lr_at_the_target():
-    """`at_best_lr`: each learning rate's search reaches the target, the later one from the first's coefficient and slope
-    in fewer runs; the lower FVU at the target wins, and a search that missed the target loses to one that reached it."""
-    from sae_vs_saelens import at_best_lr, _match_l0
+    """`at_best_lr`: each learning rate's search reaches the target, the later one from the first's coefficient (scaled
+    by the rates) and slope in fewer runs; the lower FVU at the target wins, a search that missed the target loses to
+    one that reached it, and a rate lower than one where L0 did not answer to the coefficient is not searched."""
+    from sae_vs_saelens import at_best_lr, _match_l0, COEF_LR_EXP
     def run(c, lr, scale={4e-3: 64, 2.8e-3: 80}, fvu0={4e-3: 0.5, 2.8e-3: 0.45}):   # L0 = scale / c^0.8
         l0 = scale[lr] / c ** 0.8
         return dict(knob=c, lr=lr, l0=l0, fvu=fvu0[lr] / l0 ** 0.5, tokens_per_s=1000.0)
     at, runs = at_best_lr(run, [4e-3, 2.8e-3], 0.01, 32.0)
     second = [r for r in runs if r['lr'] == 2.8e-3]
     cold = _match_l0(lambda c: run(c, 2.8e-3), 0.01, 32.0)   # the same search from the first one's start
-    assert at['lr'] == 2.8e-3 and len(second) == 3 < len(cold)
+    assert at['lr'] == 2.8e-3 and len(second) < len(cold)
+    assert abs(second[0]['knob'] / (32 / 64) ** -1.25 / (4 / 2.8) ** COEF_LR_EXP - 1) < 1e-3   # scaled from the first
     assert abs(at['fvu'] / (0.45 / 32 ** 0.5) - 1) < 0.01   # interpolated at the target, close to the truth
     deaf = lambda c, lr: dict(run(c, lr), l0=90.0 + c / 1e3) if lr == 2.8e-3 else run(c, lr)   # L0 deaf at 2.8e-3
     at, runs = at_best_lr(deaf, [4e-3, 2.8e-3], 1.0, 32.0)
     assert at['lr'] == 4e-3 and at['l0'] == 32.0
+    deaf = lambda c, lr: dict(knob=c, lr=lr, l0=90.0 + c / 1e3, fvu=0.2, tokens_per_s=1.0)   # deaf at every rate
+    at, runs = at_best_lr(deaf, [4e-3, 2.8e-3, 5.6e-3], 1.0, 32.0)
+    assert {r['lr'] for r in runs} == {4e-3, 5.6e-3} and at['l0'] > 90   # no lower rate after a deaf search
 
 def test_trainer_default_values_and_refusals(monkeypatch, capsys):
     "`trainer_default.py`: values read as the setting's type; bad values, architectures or cases exit 2 at once."
