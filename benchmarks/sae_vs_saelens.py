@@ -78,12 +78,15 @@ are), so their shares of the peak in these FLOPs are effective rates, above what
 
 `--archs all` trains each tool at 5 learning rates (`LRS_ALL`: 2e-3 to 8e-3, x1.41 apart, the upper five of `--lrs`'s
 7: with three rates x2 apart, 1.4e-3 was never an architecture's best and saenb's Matryoshka best fell between two
-rates, `sae_vs_saelens_all_s44.json`), and stops each coefficient search after 5 runs instead of 7, so that the whole
-comparison fits in an hour on a 2-core CPU at the default sizes: 44 minutes (2,611 s) measured on a 2-core AMD EPYC
-without AMX (seconds a run, SAELens / saenb: topk 48 / 8, topk_saelens - / 8 (SAELens's and sparsify's topk runs
-reused), batchtopk 72 / 11, matryoshka 88 / 11, standard (relu) 44 / 12, jumprelu 62 / 11, gated 79 / 14,
-gated_saelens - / 15 (SAELens's gated runs reused); 6 SAELens and 5 saenb runs for each k-based architecture, 4-6
-and 3-5 for each coefficient-based one, and 5 sparsify runs of 25 s; `benchmarks/results/sae_vs_saelens_all_s45.json`).
+rates, `sae_vs_saelens_all_s44.json`), searches the coefficients at the two rates of `--coef_lrs`, and stops each
+search after 5 runs instead of 7, so that the whole comparison fits in an hour on a 2-core CPU at the default sizes:
+42 minutes (2,542 s) measured on a 2-core AMD EPYC without AMX (`benchmarks/results/sae_vs_saelens_all_s69.json`;
+median seconds a run, SAELens / saenb: topk 47 / 8, topk_saelens - / 10 (SAELens's and sparsify's topk runs reused),
+batchtopk 74 / 9, matryoshka 100 / 11, standard (relu) 46 / 12, jumprelu 70 / 12, gated 88 / 14, gated_saelens - / 15
+(SAELens's gated runs reused); 5 SAELens runs and 5 saenb runs for each k-based architecture and 5 sparsify runs of
+25 s, 2-4 and 2-4 for each coefficient-based one, and one SAELens bf16 run for each architecture SAELens trains). The
+first version of the two-rate search, whose later search started from the first one's coefficient unscaled, took 58
+minutes (`sae_vs_saelens_all_s69_first.json`, the same FVUs).
 The record's `lrs` says which grid ran,
 `lrs_reduced` whether it was the reduced one, and `*_best_lr_at_edge` flags a best learning rate at an end of the grid.
 Pass `--lrs` to choose the grid yourself.
