@@ -239,7 +239,7 @@ def _reached(runs:list, target:float) -> bool:
 def _slope(runs:list, target:float) -> float|None:
     "L0's slope against the coefficient (log-log, L0 ~ c^-p) between the two runs nearest `target`: None if one knob."
     near = sorted(runs, key=lambda r: abs(np.log(max(r['l0'], 1e-9) / target)))
-    b = next((r for r in near[1:] if r['knob'] != near[0]['knob']), None) if near else None
+    b = next((r for r in near[1:] if r['knob'] != near[0]['knob']), None)
     if b is None: return None
     a = near[0]
     return float(-np.log(max(a['l0'], 1e-3) / max(b['l0'], 1e-3)) / np.log(a['knob'] / b['knob']))
@@ -252,8 +252,8 @@ def at_best_lr(run, # run(coefficient, lr): one run's record, with its 'l0', 'fv
                p0:float|None=None, # the slope of L0 against the coefficient the first search steps by (`_match_l0`)
               ) -> tuple:
     """`(at, runs)`: a tool's coefficient searched (`_match_l0`) at each learning rate of `lrs` for L0 = `target`, and
-    `_at_l0` of the learning rate with the lowest FVU there (of those whose search reached the target; if none did, the
-    one that came nearest), with every run. Each search after the first starts from the coefficient the last one
+    `_at_l0` (with `reached`, whether its search reached the target) of the learning rate with the lowest FVU there
+    (of those whose search reached the target; if none did, the one that came nearest), with every run. Each search after the first starts from the coefficient the last one
     interpolated at the target, scaled by (its rate / this rate)^`COEF_LR_EXP`, and steps by the L0 slope it measured.
     After a search whose L0 did not answer to the coefficient (it missed the target, and L0's slope is under 0.1), the
     lower rates are not searched: their parameters (JumpReLU's thresholds) move less still in a run as long."""
@@ -269,7 +269,7 @@ def at_best_lr(run, # run(coefficient, lr): one run's record, with its 'l0', 'fv
         found.append((reached, at, runs))
     miss = lambda f: abs(np.log(max(f[1]['l0'], 1e-9) / target))
     best = min(found, key=lambda f: (not f[0], f[1]['fvu'] if f[0] else miss(f)))
-    return best[1], [r for f in found for r in f[2]]
+    return {**best[1], 'reached': best[0]}, [r for f in found for r in f[2]]
 
 def fvu_at_l0s(train, # train(coefficient, target L0): one run's record, with its 'l0', 'fvu' and 'knob' (coefficient)
                targets, # the target L0s
@@ -603,9 +603,7 @@ def _run(a, archs, starts, lrs, coef_lrs, lrs_reduced, max_runs, saelens_cfg, tm
                 rec['fvu_ratio_batch'] = ob['batch_fvu'] / sb['batch_fvu']
             if saenb_arch(arch) == 'topk' and sp_py: rec.update(_versus_sparsify(ours, lrs, sparsify, f, peak32, edge))
         else:
-            at_lr = lambda rs, lr: [r for r in rs if r['lr'] == lr]   # the best learning rate's search
-            rec.update(saenb_matched=_reached(at_lr(ourss, ours['lr']), target),
-                       saelens_matched=_reached(at_lr(sls, sl['lr']), target))
+            rec.update(saenb_matched=ours['reached'], saelens_matched=sl['reached'])   # the best rate's search
         if arch in VARIANTS: rec['saenb_settings'] = VARIANTS[arch][1](dead_steps(), a.batch_size)
         return rec
 

@@ -103,7 +103,7 @@ def test_at_best_lr_picks_each_lr_at_the_target():
     assert abs(at['fvu'] / (0.45 / 32 ** 0.5) - 1) < 0.01   # interpolated at the target, close to the truth
     deaf = lambda c, lr: dict(run(c, lr), l0=90.0 + c / 1e3) if lr == 2.8e-3 else run(c, lr)   # L0 deaf at 2.8e-3
     at, runs = at_best_lr(deaf, [4e-3, 2.8e-3], 1.0, 32.0)
-    assert at['lr'] == 4e-3 and at['l0'] == 32.0
+    assert at['lr'] == 4e-3 and at['l0'] == 32.0 and at['reached']
     deaf = lambda c, lr: dict(knob=c, lr=lr, l0=90.0 + c / 1e3, fvu=0.2, tokens_per_s=1.0)   # deaf at every rate
     at, runs = at_best_lr(deaf, [4e-3, 2.8e-3, 5.6e-3], 1.0, 32.0)
     assert {r['lr'] for r in runs} == {4e-3, 5.6e-3} and at['l0'] > 90   # no lower rate after a deaf search
