@@ -27,6 +27,7 @@ def bench_cache(args, device):
     from saenb.cache import cache_activations, corpus_contexts
     from saenb.data import make_corpus
     from saenb.model import GPTConfig, build_model
+    from saenb.utils import scratch_dir
     corpus = make_corpus('dyck', args.n_seqs, seed=0, max_len=126, val_frac=0.01)
     cfg = GPTConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.d_model // 64, d_mlp=4 * args.d_model, n_ctx=128,
                     d_vocab=corpus.tokenizer.vocab_size)
@@ -44,7 +45,7 @@ def bench_cache(args, device):
         sync()
         return n_tok / (time.perf_counter() - t0)
 
-    tmp = Path(tempfile.mkdtemp(prefix='bench_cache_'))
+    tmp = scratch_dir('bench_cache_')
     def cache():
         out = tmp / 'acts'
         if out.exists(): shutil.rmtree(out)
@@ -121,14 +122,12 @@ def read_part(path:str, batch_size:int, buffer_rows:int, reps:int=3):
 
 
 def bench_read(args):
-    tmp = Path(tempfile.mkdtemp(prefix='bench_store_'))
-    try:
-        n_rows = 10 * args.buffer_rows
+    with tempfile.TemporaryDirectory(prefix='bench_store_') as tmp:
+        tmp, n_rows = Path(tmp), 10 * args.buffer_rows
         write_store(tmp / 'store', n_rows, args.read_d, shard_rows=args.buffer_rows // 2)
         r = subprocess.run([sys.executable, __file__, '--_read', str(tmp / 'store'), '--batch_size_read', str(args.batch_size_read),
                             '--buffer_rows', str(args.buffer_rows)], capture_output=True, text=True, check=True)
         res = json.loads(r.stdout.strip().splitlines()[-1])
-    finally: shutil.rmtree(tmp, ignore_errors=True)
     res.update({'cache_rows': n_rows, 'read_d': args.read_d, 'cache_mb': round(n_rows * args.read_d * 4 / 2**20),
                 'buffer_rows': args.buffer_rows, 'buffer_mb': round(args.buffer_rows * args.read_d * 4 / 2**20)})
     res['shuffled_vs_sequential'] = round(res['shuffled_gb_s'] / res['seq_read_gb_s'], 3)

@@ -21,12 +21,13 @@ With `--cli` (the headline sweep only) it also times eight `saenb_train_sae` pro
 loop does: each pays for Python/torch start-up, opening the data and building its validation set).
 Prints ONE JSON line. Usage: OMP_NUM_THREADS=2 python benchmarks/bench_ensemble.py [--quick] [--cli] [--threads N]
 """
-import argparse, os, subprocess, sys, tempfile, time
+import argparse, os, subprocess, sys, time
 from pathlib import Path
 import numpy as np, torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import device_name, emit, matmul_peak, saenb_command, training_precision
+from saenb.utils import scratch_dir
 
 SAME_WIDTH = {'k': [4, 8, 12, 16, 20, 24, 28, 32], 'exp_factor': [8]}
 SWEEPS = {'same_width': (SAME_WIDTH, 1), 'same_width_small_batches': (SAME_WIDTH, 4),   # (grid, batch divisor)
@@ -96,7 +97,7 @@ def main():
     steps, reps = args.steps or (40 if args.quick else 150), args.reps or (1 if args.quick else 2)
     kw = dict(arch='topk', n_tokens=steps * args.batch_size, batch_size=args.batch_size, lr=1e-3, seed=0, val_rows=4096)
     kw['val_every'] = steps * max(div for _, div in SWEEPS.values())   # every run's steps or more: one validation
-    tmp = Path(tempfile.mkdtemp())
+    tmp = scratch_dir('bench_ensemble_')
     acts = tmp/'acts.npy'
     np.save(acts, sparse_acts(100_000, args.d_in, 8 * args.d_in, 16 / (8 * args.d_in)))
     from saenb.train_sae import train_sae

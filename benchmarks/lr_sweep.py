@@ -39,18 +39,19 @@ lr and at the recommended ones, to show how far apart two seeds' FVUs lie. Lagra
 target (`l0_ratio`, L0 / target, is recorded with every run): their FVUs compare optimisation at somewhat different
 sparsity.
 
-Finished runs are kept in `--work` (default: a temporary directory) with their summaries and a hash of the saenb source
-that trained them (`saenb_code`: the modules `saenb.train_sae` imports), so rerunning with the same `--work` trains only
-what is missing or was trained by other code. `--threads 1` runs each training on one thread: on a machine whose cores other work
+Finished runs are kept in `--work` (default: a temporary directory, removed when the script ends) with their
+summaries and a hash of the saenb source that trained them (`saenb_code`: the modules `saenb.train_sae` imports), so
+rerunning with the same `--work` trains only what is missing or was trained by other code. `--threads 1` runs each training on one thread: on a machine whose cores other work
 shares, two-thread runs wait on each other's threads and take several times longer.
 
     python benchmarks/lr_sweep.py --store runs/dyck/acts/0_residpost [--work DIR] [--threads 1] [--sources synthetic,dyck_gpt] [--archs topk,lagrangian] [--stop_ratio 1.3] [--device cpu]
 """
-import argparse, hashlib, json, os, shutil, subprocess, sys, tempfile, time
+import argparse, hashlib, json, os, shutil, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import device_name, emit, saenb_command
+from saenb.utils import scratch_dir
 from sae_vs_saelens import synthetic_activations, run_json as summary_line
 
 HERE = Path(__file__).parent
@@ -149,7 +150,7 @@ def main():
     ap.add_argument('--sources', default='synthetic,dyck_gpt'); ap.add_argument('--archs', default='topk,lagrangian')
     ap.add_argument('--store', default=None, help='dyck_gpt: an activation store of a Dyck GPT (default: build one in --work)')
     ap.add_argument('--gpt_steps', type=int, default=1500, help='dyck_gpt without --store: GPT training steps')
-    ap.add_argument('--work', default=None, help='directory for the runs (kept; reused by a rerun) (default: a temporary one)')
+    ap.add_argument('--work', default=None, help='directory for the runs (kept; reused by a rerun) (default: a temporary one, removed at the end)')
     ap.add_argument('--out', default=str(HERE/'results'/'lr_sweep.json'), help='where the full record is written')
     ap.add_argument('--d_in', type=int, default=256, help='synthetic: input width')
     ap.add_argument('--k_synthetic', type=int, default=32); ap.add_argument('--k_dyck', type=int, default=8)
@@ -172,7 +173,7 @@ def main():
     env = {**os.environ, 'OMP_NUM_THREADS': str(a.threads)} if a.threads else None
     t_start = time.time()
     log = lambda s: print(s, file=sys.stderr, flush=True)
-    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix='lr_sweep_'))
+    work = Path(a.work) if a.work else scratch_dir('lr_sweep_')
     work.mkdir(parents=True, exist_ok=True)
     grid, sources, archs = lr_grid(a.lr_min, a.lr_max), a.sources.split(','), a.archs.split(',')
     exps = [float(e) for e in a.exp_factors.split(',')]

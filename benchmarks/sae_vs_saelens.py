@@ -122,7 +122,7 @@ one command gives the GPU table: `python benchmarks/sae_vs_saelens.py --device c
 
 Progress (one line per training run) goes to stderr; the JSON line to stdout.
 """
-import argparse, json, shutil, subprocess, sys, tempfile, time
+import argparse, json, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch
 sys.path.insert(0, str(Path(__file__).parent))
@@ -463,9 +463,8 @@ def main():
     coef_lrs = rates('--coef_lrs', a.coef_lrs)
     max_runs = a.max_search_runs or (5 if a.archs == 'all' else 7)
     saelens_cfg = json.loads(a.saelens_cfg or '{}')
-    tmp = Path(tempfile.mkdtemp(prefix='sae_vs_saelens_'))
-    try: return _run(a, archs, starts, lrs, coef_lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start)
-    finally: shutil.rmtree(tmp, ignore_errors=True)   # the activations' copies and saenb's SAEs
+    with tempfile.TemporaryDirectory(prefix='sae_vs_saelens_') as tmp:   # the activations' copies and saenb's SAEs
+        return _run(a, archs, starts, lrs, coef_lrs, lrs_reduced, max_runs, saelens_cfg, Path(tmp), t_start)
 
 def _run(a, archs, starts, lrs, coef_lrs, lrs_reduced, max_runs, saelens_cfg, tmp, t_start):
     train, val, source = write_acts(a.acts, tmp, a)

@@ -4,7 +4,8 @@
 
 # %% ../nbs/00_utils.ipynb #794ef96a
 from __future__ import annotations
-import difflib, functools, hashlib, json, math, os, shutil, socket, subprocess, sys, tempfile, time, warnings
+import difflib, functools, hashlib, json, math, multiprocessing.util, os, shutil, socket, subprocess, sys, tempfile
+import time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,10 +19,11 @@ except ImportError: fcntl = None
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'PRECISIONS', 'InputError', 'MissingInput', 'OutputExists', 'check', 'positive_int', 'check_positive',
-           'nearest', 'check_keys', 'write_atomic', 'write_text', 'jsonable', 'write_json', 'read_yaml', 'output_lock',
-           'command_errors', 'path_record', 'resolve_record', 'fingerprint', 'cpu_has_fast_bf16', 'resolve_precision',
-           'autocast_args', 'precision_note', 'lr_factor', 'in_notebook', 'LiveLossPlot', 'join_process_group',
-           'setup_distributed', 'weights_fingerprint', 'check_replicas', 'import_wandb', 'Tracker', 'offline_run']
+           'nearest', 'check_keys', 'scratch_dir', 'write_atomic', 'write_text', 'jsonable', 'write_json', 'read_yaml',
+           'output_lock', 'command_errors', 'path_record', 'resolve_record', 'fingerprint', 'cpu_has_fast_bf16',
+           'resolve_precision', 'autocast_args', 'precision_note', 'lr_factor', 'in_notebook', 'LiveLossPlot',
+           'join_process_group', 'setup_distributed', 'weights_fingerprint', 'check_replicas', 'import_wandb',
+           'Tracker', 'offline_run']
 
 # %% ../nbs/00_utils.ipynb #f0fbe77f
 class InputError(ValueError):
@@ -73,6 +75,14 @@ def check_keys(d:dict, # settings read from a file or given as keywords
     bad = [k for k in d if k not in valid]
     if bad: raise InputError(f"{where}: unknown setting{'s' if len(bad) > 1 else ''} "
                              + ', '.join(f"{k!r}{nearest(k, valid)}" for k in bad) + f"; valid ones are {', '.join(map(str, valid))}")
+
+# %% ../nbs/00_utils.ipynb #5cd0cf19
+def scratch_dir(prefix:str='saenb_', # start of the folder's name
+               ) -> Path:
+    "A new empty temporary folder, removed with all in it when this Python process ends."
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(str(d),), kwargs=dict(ignore_errors=True), exitpriority=0)
+    return d
 
 # %% ../nbs/00_utils.ipynb #55ecbc30
 def write_atomic(dest, # file or directory to (re)create

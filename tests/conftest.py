@@ -1,6 +1,7 @@
 "Shared test helpers."
 import configparser, shutil, sys, tempfile
 from pathlib import Path
+from saenb.utils import scratch_dir
 
 def entry_point(name:str) -> tuple:
     "`(module, function)` of console command `name`, as settings.ini lists it."
@@ -12,7 +13,7 @@ def console(name:str) -> list:
     exe = shutil.which(name)
     if exe: return [exe]
     mod, fn = entry_point(name)
-    script = Path(tempfile.mkdtemp())/name  # fastcore's call_parse parses arguments only when run from a script file
+    script = scratch_dir('saenb_cli_')/name  # fastcore's call_parse parses arguments only when run from a script file
     script.write_text(f"from {mod} import {fn}\n{fn}()\n")
     return [sys.executable, str(script)]
 
