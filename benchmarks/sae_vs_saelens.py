@@ -21,16 +21,19 @@ matryoshka), saenb name (SAELens's):
   two tools (their loss scales and input scaling differ), so each tool's coefficient is searched separately
   (`_match_l0`, from a per-architecture start measured at the default sizes, `COEF_START`, or `--coef_start`; at most
   `--max_search_runs` runs) until its L0 brackets the target, and the FVU of each is interpolated (in log L0) at it:
-  reconstruction at matched sparsity. The search runs at each learning rate of `--coef_lrs` (default 4e-3 and 2.8e-3;
-  each later one starts from the coefficient the last one found at the target, scaled by the ratio of the rates to
+  reconstruction at matched sparsity. The search runs at each learning rate of `--coef_lrs` (default per architecture,
+  `COEF_LRS`: its best rate in both tools and a neighbour, 5.6e-3 and 8e-3 for relu and jumprelu, 4e-3 and 2.8e-3 for
+  gated; each later one starts from the coefficient the last one found at the target, scaled by the ratio of the rates to
   the power `COEF_LR_EXP`, and steps by the L0 slope it measured; a rate below one where L0 did not answer to the
   coefficient is skipped), and each tool's FVU at the target is that of its best rate (`at_best_lr`; `*_best_lr`, and
   `*_best_lr_at_edge` as for the k-based). `*_matched` says whether that rate's search reached the
   target (bracketed it, or a run within 2%); if not (the search stops when L0 does not answer to the coefficient), the
   run nearest to it is reported, and `l0_matched` is false. saenb's JumpReLU starts from thresholds calibrated on the
   first batch to the target L0 (its `calibrate`, on when `target_l0` is given; the coefficient stays fixed); SAELens's
-  from its default 0.01, and they move at most ~lr a step, so in a short run its L0 hardly answers to the coefficient
-  (at the default sizes L0 90-97 for l0_coefficient 10 to 100, target 32): its JumpReLU is then compared off target.
+  from its default 0.01, and they move at most ~lr a step: at lr 4e-3 its L0 hardly answers to the coefficient in a
+  run this short (at the default sizes L0 86.7 to 93.5 for l0_coefficient 1 to 16, target 32), at 5.6e-3 and 8e-3 it
+  does (l0_coefficient 0.062 and 0.038 give L0 32), hence jumprelu's default rates; a search that does not reach the
+  target compares it off target.
   `gated_saelens` is saenb's Gated with SAELens's auxiliary reconstruction (`frozen_aux_decoder=False`: it trains the
   decoder too, and `aux_coeff=1`, SAELens's and the paper's weight; saenb's default decodes it through a frozen copy,
   the paper's, at weight 0.25), against the same SAELens runs as `gated` (each SAELens run is made once and reused):
@@ -78,7 +81,7 @@ are), so their shares of the peak in these FLOPs are effective rates, above what
 
 `--archs all` trains each tool at 5 learning rates (`LRS_ALL`: 2e-3 to 8e-3, x1.41 apart, the upper five of `--lrs`'s
 7: with three rates x2 apart, 1.4e-3 was never an architecture's best and saenb's Matryoshka best fell between two
-rates, `sae_vs_saelens_all_s44.json`), searches the coefficients at the two rates of `--coef_lrs`, and stops each
+rates, `sae_vs_saelens_all_s44.json`), searches the coefficients at each architecture's two rates of `COEF_LRS`, and stops each
 search after 5 runs instead of 7, so that the whole comparison fits in an hour on a 2-core CPU at the default sizes:
 42 minutes (2,542 s) measured on a 2-core AMD EPYC without AMX (`benchmarks/results/sae_vs_saelens_all_s69.json`;
 median seconds a run, SAELens / saenb: topk 47 / 8, topk_saelens - / 10 (SAELens's and sparsify's topk runs reused),
@@ -112,7 +115,7 @@ training time.
 
     python benchmarks/sae_vs_saelens.py [--archs topk,relu | all] [--d_in 256] [--exp_factor 8] [--k 32]
         [--n_tokens 524288] [--batch_size 4096] [--lrs 1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3]
-        [--coef_l0 K] [--coef_lrs 4e-3,2.8e-3] [--coef_start '{"gated": {"saenb": 2, "saelens": 1}}']
+        [--coef_l0 K] [--coef_lrs 5.6e-3,8e-3] [--coef_start '{"gated": {"saenb": 2, "saelens": 1}}']
         [--max_search_runs 7] [--saelens_cfg '{"jumprelu": {...}}'] [--acts FILE.npy | STORE_DIR] [--val_rows 65536]
         [--no_sparsify] [--sparsify_optimizer adam|signum] [--saelens_bf16 auto|on|off] [--device cpu|cuda[:N]]
 
@@ -147,22 +150,27 @@ def saenb_arch(arch:str) -> str: return VARIANTS[arch][0] if arch in VARIANTS el
 LRS = '1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3'
 LRS_ALL = '2e-3,2.8e-3,4e-3,5.6e-3,8e-3'   # `--archs all`: the upper 5 of LRS (x1.41 apart), where every best rate
                                             # of the k-based architectures fell (see the docstring)
+# the learning rates each tool's coefficient is searched at, in this order: for each architecture its best rate in both
+# tools and the neighbour nearer the best of the other, x1.41 apart, measured at the default sizes (FVU at L0 32,
+# saenb / SAELens). relu: 4e-3 0.166 / 0.179, 5.6e-3 0.161 / 0.175, 8e-3 0.241 / 0.177. jumprelu: 4e-3 0.172 / (none:
+# L0 86.7 to 93.5 for coefficients 1 to 16), 5.6e-3 0.162 / 0.204, 8e-3 0.164 / 0.183 (sae_vs_saelens_relu_lr_s70.json,
+# _relu_lr8_s70.json). gated: 2e-3 0.162 / 0.179, 2.8e-3 0.161 / 0.159, 4e-3 0.165 / 0.162
+# (sae_vs_saelens_all_s69.json, _gated_lr2_s69.json)
+COEF_LRS = {'relu': (5.6e-3, 8e-3), 'jumprelu': (5.6e-3, 8e-3), 'gated': (4e-3, 2.8e-3), 'gated_saelens': (4e-3, 2.8e-3)}
 # where each tool's coefficient search starts (saenb: --sparsity_coeff; SAELens: l1_coefficient, l0_coefficient for
 # jumprelu), and the slope of L0 against it (log-log, L0 ~ c^-p) that its first steps take: for L0 = 32 at the default
-# sizes and lr 4e-3, interpolated in log-log between the two runs of the last search that bracketed it (relu:
-# sae_vs_saelens_all_s63.json; gated, gated_saelens: sae_vs_saelens_dec_lr_s68.json; jumprelu:
-# sae_vs_saelens_jumprelu_s68.json), e.g. saenb's gated 0.625 -> L0 28.9, 0.6058 -> 32.6. SAELens's jumprelu: its
-# default, 1.0, and no slope (L0 86.7, 87.7 and 93.5 at 1, 4 and 16: in 128 steps it hardly answers to the coefficient)
-COEF_START = {'relu': {'saenb': 1.41, 'saelens': 0.52}, 'jumprelu': {'saenb': 0.293, 'saelens': 1.0},
+# sizes and the first rate of COEF_LRS, interpolated in log-log between the two runs of the last searches that
+# bracketed it (relu, jumprelu: the mean of sae_vs_saelens_relu_lr_s70.json's and _relu_lr8_s70.json's; gated,
+# gated_saelens: sae_vs_saelens_dec_lr_s68.json), e.g. saenb's gated 0.625 -> L0 28.9, 0.6058 -> 32.6
+COEF_START = {'relu': {'saenb': 1.08, 'saelens': 0.437}, 'jumprelu': {'saenb': 0.165, 'saelens': 0.0621},
               'gated': {'saenb': 0.609, 'saelens': 0.763}, 'gated_saelens': {'saenb': 1.66, 'saelens': 0.763}}
-COEF_SLOPE = {'relu': {'saenb': 1.46, 'saelens': 1.98}, 'jumprelu': {'saenb': 0.57, 'saelens': None},
+COEF_SLOPE = {'relu': {'saenb': 2.07, 'saelens': 1.72}, 'jumprelu': {'saenb': 0.4, 'saelens': 1.5},
               'gated': {'saenb': 3.86, 'saelens': 2.79}, 'gated_saelens': {'saenb': 1.6, 'saelens': 2.79}}
 COEF_LR_EXP = 0.65   # the coefficient at L0 = 32 went up ~(4e-3 / 2.8e-3)^0.65 from lr 4e-3 to 2.8e-3: x1.24 (SAELens
                      # relu), x1.27 (saenb relu), x1.27 (SAELens gated), x1.24 (saenb gated); saenb jumprelu x1.64
-                     # (sae_vs_saelens_all_s69_first.json)
-COEF_LRS = '4e-3,2.8e-3'   # the coefficient searches' learning rates: COEF_START's first, then one x1.41 lower. relu
-# and jumprelu were best at 4e-3 in both tools, gated at 2.8e-3 in both (sae_vs_saelens_all_s69.json), and gated was
-# worse at 2e-3 in both (FVU at L0 32: saenb 0.161 -> 0.162, SAELens 0.159 -> 0.179; sae_vs_saelens_gated_lr2_s69.json)
+                     # (sae_vs_saelens_all_s69_first.json); from 5.6e-3 to 8e-3 it went down x0.85 (SAELens relu), x0.88
+                     # (saenb jumprelu), x0.61 (SAELens jumprelu), and up x1.24 for saenb's relu, unstable there
+                     # (FVU 0.241; sae_vs_saelens_relu_lr8_s70.json)
 VAL_ROWS = 8192
 
 def synthetic_activations(n:int, d:int, n_feat:int, l0:float, seed:int) -> np.ndarray:
@@ -270,6 +278,21 @@ def at_best_lr(run, # run(coefficient, lr): one run's record, with its 'l0', 'fv
     miss = lambda f: abs(np.log(max(f[1]['l0'], 1e-9) / target))
     best = min(found, key=lambda f: (not f[0], f[1]['fvu'] if f[0] else miss(f)))
     return {**best[1], 'reached': best[0]}, [r for f in found for r in f[2]]
+
+def coef_plan(archs, # the architectures compared
+              given:list|None=None, # `--coef_lrs`: every coefficient search's rates (None: each arch's `COEF_LRS`)
+              coef_start:dict|None=None, # `--coef_start`: {arch: {tool: coefficient}}, taken as is
+              l1:float|None=None, # `--l1`: relu's start for both tools, taken as is
+             ) -> tuple:
+    """`(rates, starts)`: each coefficient-based arch's learning rates, and where each tool's first search starts:
+    `COEF_START`, measured at the arch's first rate of `COEF_LRS`, scaled to the first rate searched by
+    (that rate / this one)^`COEF_LR_EXP`, unless a start is given."""
+    rates = {x: list(given or COEF_LRS[x]) for x in archs if x in COEF_ARCHS}
+    starts = {x: {t: c * (COEF_LRS[x][0] / (given or COEF_LRS[x])[0]) ** COEF_LR_EXP for t, c in v.items()}
+              for x, v in COEF_START.items()}
+    if l1 is not None: starts['relu'] = {'saenb': l1, 'saelens': l1}
+    for arch, v in (coef_start or {}).items(): starts.setdefault(arch, {}).update(v)
+    return rates, starts
 
 def fvu_at_l0s(train, # train(coefficient, target L0): one run's record, with its 'l0', 'fvu' and 'knob' (coefficient)
                targets, # the target L0s
@@ -415,9 +438,10 @@ def main():
     ap.add_argument('--exp_factor', type=int, default=8); ap.add_argument('--k', type=int, default=32)
     ap.add_argument('--coef_l0', '--relu_l0', type=float, default=None,
                     help='L0 at which relu, jumprelu and gated are compared (default: k)')
-    ap.add_argument('--coef_lrs', '--coef_lr', '--relu_lr', default=COEF_LRS,
-                    help='learning rates of the coefficient searches, searched in this order, the best FVU at the '
-                         f'target of each tool reported (default {COEF_LRS})')
+    ap.add_argument('--coef_lrs', '--coef_lr', '--relu_lr', default=None,
+                    help='learning rates of every coefficient search, searched in this order, the best FVU at the '
+                         'target of each tool reported (default, per architecture: '
+                         + '; '.join(f"{x} {','.join(f'{lr:g}' for lr in v)}" for x, v in COEF_LRS.items()) + ')')
     ap.add_argument('--coef_start', default=None,
                     help='JSON {arch: {"saenb": c, "saelens": c}} overriding where the coefficient searches start')
     ap.add_argument('--l1', type=float, default=None, help="start of relu's search for both tools (old flag)")
@@ -449,9 +473,6 @@ def main():
     bad = [x for x in archs if x not in ALL_ARCHS]
     if bad: ap.error(f"unknown architecture(s) {', '.join(bad)}: choose from {', '.join(ALL_ARCHS)}, or all")
     if a.coef_l0 is None: a.coef_l0 = float(a.k)
-    starts = {arch: dict(v) for arch, v in COEF_START.items()}
-    if a.l1 is not None: starts['relu'] = {'saenb': a.l1, 'saelens': a.l1}
-    for arch, v in json.loads(a.coef_start or '{}').items(): starts.setdefault(arch, {}).update(v)
     lrs_reduced = a.lrs is None and a.archs == 'all'
     def rates(flag, text):
         try: v = [float(x) for x in text.split(',')]
@@ -460,7 +481,8 @@ def main():
             ap.error(f"{flag} {text}: give positive learning rates as a comma list, e.g. {LRS_ALL}")
         return v
     lrs = rates('--lrs', a.lrs or (LRS_ALL if lrs_reduced else LRS))
-    coef_lrs = rates('--coef_lrs', a.coef_lrs)
+    coef_lrs, starts = coef_plan(archs, rates('--coef_lrs', a.coef_lrs) if a.coef_lrs else None,
+                                 json.loads(a.coef_start or '{}'), a.l1)
     max_runs = a.max_search_runs or (5 if a.archs == 'all' else 7)
     saelens_cfg = json.loads(a.saelens_cfg or '{}')
     with tempfile.TemporaryDirectory(prefix='sae_vs_saelens_') as tmp:   # the activations' copies and saenb's SAEs
@@ -558,9 +580,9 @@ def _run(a, archs, starts, lrs, coef_lrs, lrs_reduced, max_runs, saelens_cfg, tm
         else:
             c_sl, c_ours = starts[arch]['saelens'], starts[arch]['saenb']
             slope = COEF_SLOPE.get(arch, {})
-            sl, sls = at_best_lr(lambda c, lr: saelens(arch, c, lr), coef_lrs, c_sl, target, max_runs,
+            sl, sls = at_best_lr(lambda c, lr: saelens(arch, c, lr), coef_lrs[arch], c_sl, target, max_runs,
                                  slope.get('saelens'))
-            ours, ourss = at_best_lr(lambda c, lr: saenb(arch, c, lr), coef_lrs, c_ours, target, max_runs,
+            ours, ourss = at_best_lr(lambda c, lr: saenb(arch, c, lr), coef_lrs[arch], c_ours, target, max_runs,
                                      slope.get('saenb'))
             near = min((r for r in sls if r['lr'] == sl['lr']), key=lambda r: abs(np.log(max(r['l0'], 1e-9) / target)))
         all_sl, all_ours = (float(np.median([r['tokens_per_s'] for r in rs])) for rs in (sls, ourss))
@@ -590,7 +612,7 @@ def _run(a, archs, starts, lrs, coef_lrs, lrs_reduced, max_runs, saelens_cfg, tm
                'saenb_flops_frac_fp32_peak': ours_flops / peak32, 'saenb_flops_frac_bf16_peak': ours_flops / peak16,
                'saelens_flops_frac_fp32_peak': sl_flops / peak32, 'saelens_flops_frac_bf16_peak': sl_flops / peak16,
                'saenb_runs': runs_of(ourss), 'saelens_runs': runs_of(sls)}
-        grid = lrs if arch in K_ARCHS else coef_lrs
+        grid = lrs if arch in K_ARCHS else coef_lrs[arch]
         edge = lambda lr: len(grid) > 1 and lr in (min(grid), max(grid))
         rec.update(saenb_best_lr_at_edge=edge(ours['lr']), saelens_best_lr_at_edge=edge(sl['lr']))
         if arch in K_ARCHS:

@@ -108,6 +108,19 @@ def test_at_best_lr_picks_each_lr_at_the_target():
     at, runs = at_best_lr(deaf, [4e-3, 2.8e-3, 5.6e-3], 1.0, 32.0)
     assert {r['lr'] for r in runs} == {4e-3, 5.6e-3} and at['l0'] > 90   # no lower rate after a deaf search
 
+def test_coef_plan_scales_the_measured_starts_to_the_rates_searched():
+    """`coef_plan`: each coefficient-based arch's own rates by default, its measured start as is; with `--coef_lrs`
+    every arch searches those, its start scaled from its first default rate; starts given are taken as is."""
+    from sae_vs_saelens import coef_plan, COEF_LRS, COEF_START, COEF_LR_EXP
+    rates, starts = coef_plan(['topk', 'relu', 'gated'])
+    assert rates == {'relu': list(COEF_LRS['relu']), 'gated': list(COEF_LRS['gated'])}   # k-based: none
+    assert starts['relu'] == COEF_START['relu'] and starts['gated'] == COEF_START['gated']
+    rates, starts = coef_plan(['relu', 'gated'], [2e-3, 4e-3], {'gated': {'saelens': 0.5}})
+    assert rates == {'relu': [2e-3, 4e-3], 'gated': [2e-3, 4e-3]}
+    for x in ('relu', 'gated'):   # a lower rate needs a larger coefficient for the same L0
+        assert abs(starts[x]['saenb'] / COEF_START[x]['saenb'] - (COEF_LRS[x][0] / 2e-3) ** COEF_LR_EXP) < 1e-9
+    assert starts['gated']['saelens'] == 0.5 and coef_plan(['relu'], [2e-3], l1=0.3)[1]['relu']['saenb'] == 0.3
+
 def test_trainer_default_values_and_refusals(monkeypatch, capsys):
     "`trainer_default.py`: values read as the setting's type; bad values, architectures or cases exit 2 at once."
     from trainer_default import main, parse_values
