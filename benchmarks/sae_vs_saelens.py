@@ -23,15 +23,15 @@ matryoshka), saenb name (SAELens's):
   `--max_search_runs` runs) until its L0 brackets the target, and the FVU of each is interpolated (in log L0) at it:
   reconstruction at matched sparsity. The search runs at each learning rate of `--coef_lrs` (default per architecture,
   `COEF_LRS`: its best rate in both tools and a neighbour, 5.6e-3 and 8e-3 for relu and jumprelu, 4e-3 and 2.8e-3 for
-  gated; each later one starts from the coefficient the last one found at the target, scaled by the ratio of the rates to
-  the power `COEF_LR_EXP`, and steps by the L0 slope it measured; a rate below one where L0 did not answer to the
+  gated; each later one starts from the coefficient the last one found at the target, scaled by the ratio of the rates
+  to the power `COEF_LR_EXP`, and steps by the L0 slope it measured; a rate below one where L0 did not answer to the
   coefficient is skipped), and each tool's FVU at the target is that of its best rate (`at_best_lr`; `*_best_lr`, and
-  `*_best_lr_at_edge` as for the k-based). `*_matched` says whether that rate's search reached the
-  target (bracketed it, or a run within 2%); if not (the search stops when L0 does not answer to the coefficient), the
-  run nearest to it is reported, and `l0_matched` is false. saenb's JumpReLU starts from thresholds calibrated on the
-  first batch to the target L0 (its `calibrate`, on when `target_l0` is given; the coefficient stays fixed); SAELens's
-  from its default 0.01, and they move at most ~lr a step: at lr 4e-3 its L0 hardly answers to the coefficient in a
-  run this short (at the default sizes L0 86.7 to 93.5 for l0_coefficient 1 to 16, target 32), at 5.6e-3 and 8e-3 it
+  `*_best_lr_at_edge` as for the k-based). `*_matched` says whether that rate's search reached the target (bracketed it,
+  or a run within 2%); if not (the search stops when L0 does not answer to the coefficient), the run nearest to it is
+  reported, and `l0_matched` is false. saenb's JumpReLU starts from thresholds calibrated on the first batch to the
+  target L0 (its `calibrate`, on when `target_l0` is given; the coefficient stays fixed); SAELens's from its default
+  0.01, and they move at most ~lr a step: at lr 4e-3 its L0 hardly answers to the coefficient in a run this short (at
+  the default sizes L0 86.7 to 93.5 for l0_coefficient 1 to 16, target 32), at 5.6e-3 and 8e-3 it
   does (l0_coefficient 0.062 and 0.038 give L0 32), hence jumprelu's default rates; a search that does not reach the
   target compares it off target.
   `gated_saelens` is saenb's Gated with SAELens's auxiliary reconstruction (`frozen_aux_decoder=False`: it trains the
@@ -79,19 +79,17 @@ gated's auxiliary reconstruction through the gate is not counted); on CPU saenb'
 take the encoder's gradient on their entries (above threshold, positive, open gates; ReLU and Gated once few enough
 are), so their shares of the peak in these FLOPs are effective rates, above what the hardware runs).
 
-`--archs all` trains each tool at 5 learning rates (`LRS_ALL`: 2e-3 to 8e-3, x1.41 apart, the upper five of `--lrs`'s
-7: with three rates x2 apart, 1.4e-3 was never an architecture's best and saenb's Matryoshka best fell between two
-rates, `sae_vs_saelens_all_s44.json`), searches the coefficients at each architecture's two rates of `COEF_LRS`, and stops each
-search after 5 runs instead of 7, so that the whole comparison fits in an hour on a 2-core CPU at the default sizes:
-42 minutes (2,542 s) measured on a 2-core AMD EPYC without AMX (`benchmarks/results/sae_vs_saelens_all_s69.json`;
-median seconds a run, SAELens / saenb: topk 47 / 8, topk_saelens - / 10 (SAELens's and sparsify's topk runs reused),
-batchtopk 74 / 9, matryoshka 100 / 11, standard (relu) 46 / 12, jumprelu 70 / 12, gated 88 / 14, gated_saelens - / 15
-(SAELens's gated runs reused); 5 SAELens runs and 5 saenb runs for each k-based architecture and 5 sparsify runs of
-25 s, 2-4 and 2-4 for each coefficient-based one, and one SAELens bf16 run for each architecture SAELens trains). The
-first version of the two-rate search, whose later search started from the first one's coefficient unscaled, took 58
-minutes (`sae_vs_saelens_all_s69_first.json`, the same FVUs).
-The record's `lrs` says which grid ran,
-`lrs_reduced` whether it was the reduced one, and `*_best_lr_at_edge` flags a best learning rate at an end of the grid.
+`--archs all` trains each tool at 5 learning rates (`LRS_ALL`: 2e-3 to 8e-3, x1.41 apart, the upper five of `--lrs`'s 7:
+with three rates x2 apart, 1.4e-3 was never an architecture's best and saenb's Matryoshka best fell between two rates,
+`sae_vs_saelens_all_s44.json`), searches the coefficients at each architecture's two rates of `COEF_LRS`, and stops each
+search after 5 runs instead of 7, so that the whole comparison fits in an hour on a 2-core CPU at the default sizes: 45
+minutes (2,696 s) measured on a 2-core AMD EPYC without AMX (`benchmarks/results/sae_vs_saelens_all_s70.json`; median
+seconds a run, SAELens / saenb: topk 54 / 9, topk_saelens - / 8 (SAELens's and sparsify's topk runs reused), batchtopk
+80 / 10, matryoshka 94 / 11, standard (relu) 45 / 10, jumprelu 63 / 11, gated 90 / 13, gated_saelens - / 14 (SAELens's
+gated runs reused); 5 SAELens runs and 5 saenb runs for each k-based architecture and 5 sparsify runs of 30 s, 2-5 and
+4-5 for each coefficient-based one, and one SAELens bf16 run for each architecture SAELens trains). The record's `lrs`
+says which grid ran, `lrs_reduced` whether it was the reduced one, and `*_best_lr_at_edge` flags a best learning rate at
+an end of the grid.
 Pass `--lrs` to choose the grid yourself.
 
 Activations (`--acts`): synthetic by default (sparse nonnegative combinations of 4*d_in random directions, k/2 active
@@ -156,7 +154,8 @@ LRS_ALL = '2e-3,2.8e-3,4e-3,5.6e-3,8e-3'   # `--archs all`: the upper 5 of LRS (
 # L0 86.7 to 93.5 for coefficients 1 to 16), 5.6e-3 0.162 / 0.204, 8e-3 0.164 / 0.183 (sae_vs_saelens_relu_lr_s70.json,
 # _relu_lr8_s70.json). gated: 2e-3 0.162 / 0.179, 2.8e-3 0.161 / 0.159, 4e-3 0.165 / 0.162
 # (sae_vs_saelens_all_s69.json, _gated_lr2_s69.json)
-COEF_LRS = {'relu': (5.6e-3, 8e-3), 'jumprelu': (5.6e-3, 8e-3), 'gated': (4e-3, 2.8e-3), 'gated_saelens': (4e-3, 2.8e-3)}
+COEF_LRS = {'relu': (5.6e-3, 8e-3), 'jumprelu': (5.6e-3, 8e-3), 'gated': (4e-3, 2.8e-3),
+            'gated_saelens': (4e-3, 2.8e-3)}
 # where each tool's coefficient search starts (saenb: --sparsity_coeff; SAELens: l1_coefficient, l0_coefficient for
 # jumprelu), and the slope of L0 against it (log-log, L0 ~ c^-p) that its first steps take: for L0 = 32 at the default
 # sizes and the first rate of COEF_LRS, interpolated in log-log between the two runs of the last searches that
@@ -260,11 +259,12 @@ def at_best_lr(run, # run(coefficient, lr): one run's record, with its 'l0', 'fv
                p0:float|None=None, # the slope of L0 against the coefficient the first search steps by (`_match_l0`)
               ) -> tuple:
     """`(at, runs)`: a tool's coefficient searched (`_match_l0`) at each learning rate of `lrs` for L0 = `target`, and
-    `_at_l0` (with `reached`, whether its search reached the target) of the learning rate with the lowest FVU there
-    (of those whose search reached the target; if none did, the one that came nearest), with every run. Each search after the first starts from the coefficient the last one
-    interpolated at the target, scaled by (its rate / this rate)^`COEF_LR_EXP`, and steps by the L0 slope it measured.
-    After a search whose L0 did not answer to the coefficient (it missed the target, and L0's slope is under 0.1), the
-    lower rates are not searched: their parameters (JumpReLU's thresholds) move less still in a run as long."""
+    `_at_l0` (with `reached`, whether its search reached the target) of the learning rate with the lowest FVU there (of
+    those whose search reached the target; if none did, the one that came nearest), with every run. Each search after
+    the first starts from the coefficient the last one interpolated at the target, scaled by (its rate / this
+    rate)^`COEF_LR_EXP`, and steps by the L0 slope it measured. After a search whose L0 did not answer to the
+    coefficient (it missed the target, and L0's slope is under 0.1), the lower rates are not searched: their parameters
+    (JumpReLU's thresholds) move less still in a run as long."""
     found, start, p, deaf_at, last = [], c0, p0, None, None
     for lr in lrs:
         if deaf_at is not None and lr < deaf_at: continue
