@@ -22,18 +22,18 @@ matryoshka), saenb name (SAELens's):
   (`_match_l0`, from a per-architecture start measured at the default sizes, `COEF_START`, or `--coef_start`; at most
   `--max_search_runs` runs) until its L0 brackets the target, and the FVU of each is interpolated (in log L0) at it:
   reconstruction at matched sparsity. The search runs at each learning rate of `--coef_lrs` (default per architecture,
-  `COEF_LRS`: its best rate in both tools and a neighbour, 5.6e-3 and 8e-3 for relu and jumprelu, 4e-3 and 2.8e-3 for
-  gated; each later one starts from the coefficient the last one found at the target, scaled by the ratio of the rates
-  to the power `COEF_LR_EXP`, and steps by the L0 slope it measured; a rate below one where L0 did not answer to the
-  coefficient is skipped), and each tool's FVU at the target is that of its best rate (`at_best_lr`; `*_best_lr`, and
-  `*_best_lr_at_edge` as for the k-based). `*_matched` says whether that rate's search reached the target (bracketed it,
-  or a run within 2%); if not (the search stops when L0 does not answer to the coefficient), the run nearest to it is
-  reported, and `l0_matched` is false. saenb's JumpReLU starts from thresholds calibrated on the first batch to the
-  target L0 (its `calibrate`, on when `target_l0` is given; the coefficient stays fixed); SAELens's from its default
-  0.01, and they move at most ~lr a step: at lr 4e-3 its L0 hardly answers to the coefficient in a run this short (at
-  the default sizes L0 86.7 to 93.5 for l0_coefficient 1 to 16, target 32), at 5.6e-3 and 8e-3 it
-  does (l0_coefficient 0.062 and 0.038 give L0 32), hence jumprelu's default rates; a search that does not reach the
-  target compares it off target.
+  `COEF_LRS`: each tool's best rate and, where that is one rate, a neighbour; 5.6e-3 and 8e-3 for relu and jumprelu,
+  4e-3 and 2.8e-3 for gated; each later one starts from the coefficient the last one found at the target, scaled by the
+  ratio of the rates to the power `COEF_LR_EXP`, and steps by the L0 slope it measured; a rate below one where L0 did
+  not answer to the coefficient is skipped), and each tool's FVU at the target is that of its best rate (`at_best_lr`;
+  `*_best_lr`, and `*_best_lr_at_edge` as for the k-based). `*_matched` says whether that rate's search reached the
+  target (bracketed it, or a run within 2%); if not (the search stops when L0 does not answer to the coefficient), the
+  run nearest to it is reported, and `l0_matched` is false. saenb's JumpReLU starts from thresholds calibrated on the
+  first batch to the target L0 (its `calibrate`, on when `target_l0` is given; the coefficient stays fixed); SAELens's
+  from its default 0.01, and they move at most ~lr a step: at lr 4e-3 its L0 hardly answers to the coefficient in a run
+  this short (at the default sizes L0 86.7 to 93.5 for l0_coefficient 1 to 16, target 32), at 5.6e-3 and 8e-3 it does
+  (l0_coefficient 0.062 and 0.038 give L0 32), hence jumprelu's default rates; a search that does not reach the target
+  compares it off target.
   `gated_saelens` is saenb's Gated with SAELens's auxiliary reconstruction (`frozen_aux_decoder=False`: it trains the
   decoder too, and `aux_coeff=1`, SAELens's and the paper's weight; saenb's default decodes it through a frozen copy,
   the paper's, at weight 0.25), against the same SAELens runs as `gated` (each SAELens run is made once and reused):
@@ -148,12 +148,12 @@ def saenb_arch(arch:str) -> str: return VARIANTS[arch][0] if arch in VARIANTS el
 LRS = '1e-3,1.4e-3,2e-3,2.8e-3,4e-3,5.6e-3,8e-3'
 LRS_ALL = '2e-3,2.8e-3,4e-3,5.6e-3,8e-3'   # `--archs all`: the upper 5 of LRS (x1.41 apart), where every best rate
                                             # of the k-based architectures fell (see the docstring)
-# the learning rates each tool's coefficient is searched at, in this order: for each architecture its best rate in both
-# tools and the neighbour nearer the best of the other, x1.41 apart, measured at the default sizes (FVU at L0 32,
-# saenb / SAELens). relu: 4e-3 0.166 / 0.179, 5.6e-3 0.161 / 0.175, 8e-3 0.241 / 0.177. jumprelu: 4e-3 0.172 / (none:
-# L0 86.7 to 93.5 for coefficients 1 to 16), 5.6e-3 0.162 / 0.204, 8e-3 0.164 / 0.183 (sae_vs_saelens_relu_lr_s70.json,
-# _relu_lr8_s70.json). gated: 2e-3 0.162 / 0.179, 2.8e-3 0.161 / 0.159, 4e-3 0.165 / 0.162
-# (sae_vs_saelens_all_s69.json, _gated_lr2_s69.json)
+# the learning rates each tool's coefficient is searched at, in this order: each architecture's pair holds each tool's
+# best rate (relu: 5.6e-3 both; jumprelu: saenb 5.6e-3, SAELens 8e-3; gated: 2.8e-3 both) and, where that is one rate,
+# the neighbour x1.41 away where SAELens did better, measured at the default sizes (FVU at L0 32, saenb / SAELens).
+# relu: 4e-3 0.166 / 0.179, 5.6e-3 0.161 / 0.175, 8e-3 0.241 / 0.177. jumprelu: 4e-3 0.172 / (none: L0 86.7 to 93.5 for
+# coefficients 1 to 16), 5.6e-3 0.162 / 0.204, 8e-3 0.164 / 0.183 (sae_vs_saelens_relu_lr_s70.json, _relu_lr8_s70.json).
+# gated: 2e-3 0.162 / 0.179, 2.8e-3 0.161 / 0.159, 4e-3 0.165 / 0.162 (sae_vs_saelens_all_s69.json, _gated_lr2_s69.json)
 COEF_LRS = {'relu': (5.6e-3, 8e-3), 'jumprelu': (5.6e-3, 8e-3), 'gated': (4e-3, 2.8e-3),
             'gated_saelens': (4e-3, 2.8e-3)}
 # where each tool's coefficient search starts (saenb: --sparsity_coeff; SAELens: l1_coefficient, l0_coefficient for
