@@ -82,12 +82,13 @@ are), so their shares of the peak in these FLOPs are effective rates, above what
 `--archs all` trains each tool at 5 learning rates (`LRS_ALL`: 2e-3 to 8e-3, x1.41 apart, the upper five of `--lrs`'s 7:
 with three rates x2 apart, 1.4e-3 was never an architecture's best and saenb's Matryoshka best fell between two rates,
 `sae_vs_saelens_all_s44.json`), searches the coefficients at each architecture's two rates of `COEF_LRS`, and stops each
-search after 5 runs instead of 7, so that the whole comparison fits in an hour on a 2-core CPU at the default sizes: 45
-minutes (2,696 s) measured on a 2-core AMD EPYC without AMX (`benchmarks/results/sae_vs_saelens_all_s70.json`; median
-seconds a run, SAELens / saenb: topk 54 / 9, topk_saelens - / 8 (SAELens's and sparsify's topk runs reused), batchtopk
-80 / 10, matryoshka 94 / 11, standard (relu) 45 / 10, jumprelu 63 / 11, gated 90 / 13, gated_saelens - / 14 (SAELens's
-gated runs reused); 5 SAELens runs and 5 saenb runs for each k-based architecture and 5 sparsify runs of 30 s, 2-5 and
-4-5 for each coefficient-based one, and one SAELens bf16 run for each architecture SAELens trains). The record's `lrs`
+search after 5 runs instead of 7, so that the whole comparison fits in an hour on a 2-core CPU at the default sizes: 49
+minutes (2,920 s) measured on a 2-core AMD EPYC without AMX (`benchmarks/results/sae_vs_saelens_all_s71.json`; 45
+minutes in `_all_s70.json`; median seconds a run, SAELens / saenb: topk 53 / 11, topk_saelens - / 13 (SAELens's and
+sparsify's topk runs reused), batchtopk 82 / 15, matryoshka 87 / 14, standard (relu) 54 / 11, jumprelu 70 / 15, gated
+97 / 18, gated_saelens - / 17 (SAELens's gated runs reused); 5 SAELens runs and 5 saenb runs for each k-based
+architecture and 5 sparsify runs of 28 s, 2-5 and 4-5 for each coefficient-based one, and one SAELens bf16 run for each
+architecture SAELens trains). The record's `lrs`
 says which grid ran, `lrs_reduced` whether it was the reduced one, and `*_best_lr_at_edge` flags a best learning rate at
 an end of the grid.
 Pass `--lrs` to choose the grid yourself.
