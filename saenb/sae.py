@@ -1193,8 +1193,8 @@ def sparse_loss(self:ReLUSAE, x, y, step=0, total_steps=None):
         codes = F.relu(sparse_encode(xc, self.W_enc, idx, self.b_enc, rows, centre)).view(-1)
         penalty = coef * (codes @ self.W_dec.norm(dim=-1)[cols])
     else: penalty = coef * vals.sum(); mse = mse - penalty   # the kernel's loss holds both: the error's value apart
-    out = self._out(x, mse, l0=cnt.sum() / N, fired=cnt > 0, sparsity=penalty)   # (a mask of the codes, its
-    self.last_l0 = out['l0']   # entries' latents and `fired_latents`: 3.4 ms a step at L0 50-100, of about 35 ms)
+    out = self._out(x, mse, l0=cnt.sum() / N, fired=cnt > 0, sparsity=penalty)   # from the kernel's counts: no
+    self.last_l0 = out['l0']   # mask of the codes and `fired_latents` (3.4 ms a step at L0 50-100, of about 35 ms)
     return out
 
 @patch
